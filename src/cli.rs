@@ -1,0 +1,421 @@
+//! The command line: `validate`, `plan`, `rotate`. Each command prints human text or,
+//! with `-o json`, one JSON document on stdout; logs go to stderr. Exit status is 0 on
+//! success, 1 on any failure (including "old credential still accepted"), 2 on usage
+//! errors (clap).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::SecretString;
+use tracing_subscriber::EnvFilter;
+
+use crate::consumers::Consumers;
+use crate::engine::{Engine, EngineConfig, Rotation, RotationOutcome, RotationRequest, Trigger};
+use crate::policy::{self, PolicySet, ValidatedPolicy};
+use crate::vault::{Vault, VaultConfig};
+
+/// rotor: rotates non-human credentials through Vault to their consumers and proves
+/// the old secret is rejected.
+#[derive(Debug, Parser)]
+#[command(name = "rotor", version, about)]
+pub struct Cli {
+    /// Output format of results.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// More log detail on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Result format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load and validate policies; print every error with file:line:col and field path.
+    Validate {
+        /// Policy files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Show what rotations would touch and when; changes nothing.
+    Plan {
+        /// Policy directory (or file); repeatable.
+        #[arg(long = "policies", required = true)]
+        policies: Vec<PathBuf>,
+        /// Only this policy.
+        name: Option<String>,
+        /// How many upcoming fire times to list.
+        #[arg(short = 'n', default_value_t = 3)]
+        count: usize,
+    },
+    /// Rotate one credential now, step by step, with verification.
+    Rotate(RotateArgs),
+}
+
+/// Arguments of `rotor rotate`.
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// Policy directory (or file); repeatable.
+    #[arg(long = "policies", required = true)]
+    pub policies: Vec<PathBuf>,
+    /// The policy to rotate.
+    pub name: String,
+    /// Why (recorded with the rotation).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Ticket reference (recorded with the rotation).
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// The credential leaked: no grace period, sessions terminated.
+    #[arg(long)]
+    pub compromise: bool,
+    /// Who is asking (default: the OS user).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Vault connection.
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+/// Vault flags; each overrides its environment variable.
+#[derive(Debug, Args)]
+pub struct VaultArgs {
+    /// Vault address [env: VAULT_ADDR].
+    #[arg(long)]
+    pub vault_addr: Option<String>,
+    /// Vault namespace [env: VAULT_NAMESPACE].
+    #[arg(long)]
+    pub vault_namespace: Option<String>,
+    /// CA bundle for Vault's TLS certificate [env: VAULT_CACERT].
+    #[arg(long)]
+    pub vault_cacert: Option<PathBuf>,
+    /// File holding the Vault token (default: VAULT_TOKEN, then ~/.vault-token).
+    #[arg(long)]
+    pub vault_token_file: Option<PathBuf>,
+    /// KV v2 mount holding rotor's journal and staging values.
+    #[arg(long, default_value = "secret")]
+    pub state_mount: String,
+}
+
+impl VaultArgs {
+    fn config(&self) -> anyhow::Result<VaultConfig> {
+        let mut c = VaultConfig::from_env();
+        if let Some(a) = &self.vault_addr {
+            c.addr = a.clone();
+        }
+        if let Some(n) = &self.vault_namespace {
+            c.namespace = Some(n.clone());
+        }
+        if let Some(ca) = &self.vault_cacert {
+            c.ca_cert = Some(ca.clone());
+        }
+        if let Some(f) = &self.vault_token_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| anyhow::anyhow!("reading the Vault token file {}: {e}", f.display()))?;
+            c.token = Some(SecretString::from(text.trim().to_owned()));
+        }
+        Ok(c)
+    }
+}
+
+/// Crates whose debug/trace output can carry request bodies or SQL text; they are
+/// capped at `info` whatever RUST_LOG says, so no log level can leak a secret.
+const CAPPED_TARGETS: &[&str] = &[
+    "tokio_postgres",
+    "postgres_protocol",
+    "rustify",
+    "vaultrs",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "kube_client",
+    "tower",
+];
+
+/// Sets up logging on stderr.
+pub fn init_tracing(verbose: u8, format: LogFormat) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let mut filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    for target in CAPPED_TARGETS {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    let output = cli.output;
+    let result = match cli.command {
+        Command::Validate { paths } => validate(&paths, output),
+        Command::Plan {
+            policies,
+            name,
+            count,
+        } => plan(&policies, name.as_deref(), count, output),
+        Command::Rotate(args) => rotate(args, output).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if output == Output::Json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(paths: &[PathBuf]) -> anyhow::Result<PolicySet> {
+    policy::load_paths(paths).map_err(|errors| {
+        let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "the policies are invalid ({} error(s)):\n{}",
+            lines.len(),
+            lines.join("\n")
+        )
+    })
+}
+
+fn validate(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
+    match policy::load_paths(paths) {
+        Ok(set) => {
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({ "valid": true, "policies": set.len() })
+                ),
+                Output::Text => println!("{} policies valid", set.len()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({ "valid": false, "errors": errors.0 })
+                ),
+                Output::Text => {
+                    for e in &errors.0 {
+                        println!("{e}");
+                    }
+                    println!("{} error(s)", errors.0.len());
+                }
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn plan(
+    paths: &[PathBuf],
+    name: Option<&str>,
+    count: usize,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let set = load(paths)?;
+    let selected: Vec<&ValidatedPolicy> = match name {
+        Some(n) => vec![
+            set.get(n)
+                .ok_or_else(|| anyhow::anyhow!("no policy named {n:?} in the given paths"))?,
+        ],
+        None => set.iter().collect(),
+    };
+    let now = chrono::Utc::now();
+    let entries: Vec<serde_json::Value> = selected
+        .iter()
+        .map(|p| {
+            let next = crate::schedule::next_fire_times(p, now, count);
+            serde_json::json!({
+                "name": p.name,
+                "kind": p.spec.credential.kind(),
+                "target": p.spec.credential.target(),
+                "vault": format!("{}/{}", p.spec.vault.mount, p.spec.vault.path),
+                "consumers": p.spec.consumers.iter().map(|c| c.describe()).collect::<Vec<_>>(),
+                "schedule": p.spec.schedule.as_ref().and_then(|s| s.cron_source.clone()),
+                "timezone": p.spec.schedule.as_ref().map(|s| s.timezone.name()),
+                "next": next.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    match output {
+        Output::Json => println!("{}", serde_json::json!({ "policies": entries })),
+        Output::Text => {
+            for (p, e) in selected.iter().zip(&entries) {
+                println!("{}", p.name);
+                println!("  target:    {}", p.spec.credential.target());
+                println!("  vault:     {}/{}", p.spec.vault.mount, p.spec.vault.path);
+                if p.spec.consumers.is_empty() {
+                    println!("  consumers: none (Vault only)");
+                }
+                for c in &p.spec.consumers {
+                    println!("  consumer:  {}", c.describe());
+                }
+                match &p.spec.schedule {
+                    None => println!("  schedule:  on demand only"),
+                    Some(s) => {
+                        let what = s.cron_source.as_deref().unwrap_or("maxAge only");
+                        println!("  schedule:  {what} ({})", s.timezone.name());
+                    }
+                }
+                if let Some(next) = e["next"].as_array() {
+                    for t in next {
+                        println!("  next:      {}", t.as_str().unwrap_or_default());
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let set = load(&args.policies)?;
+    let policy = set
+        .get(&args.name)
+        .ok_or_else(|| anyhow::anyhow!("no policy named {:?} in the given paths", args.name))?;
+    let vault = Vault::connect(&args.vault.config()?)?;
+    let config = EngineConfig {
+        state_mount: args.vault.state_mount.clone(),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(vault, config, Consumers::new()).await?;
+    let request = RotationRequest {
+        trigger: if args.compromise {
+            Trigger::Compromise
+        } else {
+            Trigger::OnDemand
+        },
+        actor: args.actor.clone().unwrap_or_else(default_actor),
+        reason: args.reason.clone(),
+        ticket: args.ticket.clone(),
+    };
+    let outcome = engine.rotate(policy, request).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
+        Output::Text => print_outcome(&outcome),
+    }
+    Ok(if outcome.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_outcome(outcome: &RotationOutcome) {
+    if let Some(r) = &outcome.resumed {
+        println!("resumed an interrupted rotation first:");
+        print_rotation(r);
+        println!();
+    }
+    if let Some(r) = &outcome.rotation {
+        print_rotation(r);
+    }
+}
+
+/// Prints one rotation for people.
+pub fn print_rotation(r: &Rotation) {
+    println!(
+        "rotation {} of policy {} ({}, {} by {})",
+        r.rotation_id,
+        r.policy,
+        r.kind,
+        r.trigger.as_str(),
+        r.actor
+    );
+    for s in &r.steps {
+        let outcome = serde_json::to_value(s.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let ms = s
+            .duration_ms
+            .map(|d| format!("{d:>8.1} ms"))
+            .unwrap_or_else(|| " ".repeat(11));
+        println!(
+            "  {:<11} {:<8} {ms}  {}",
+            s.step.as_str(),
+            outcome,
+            s.detail.as_deref().unwrap_or("")
+        );
+    }
+    if !r.verification.is_empty() {
+        println!("verification:");
+        for v in &r.verification {
+            println!(
+                "  {:<24} {}  {}",
+                v.check,
+                if v.passed { "PASS" } else { "FAIL" },
+                v.evidence
+            );
+        }
+    }
+    if !r.consumers.is_empty() {
+        println!("consumers:");
+        for c in &r.consumers {
+            let mut extra = Vec::new();
+            if c.changed {
+                extra.push("changed".to_owned());
+            }
+            if !c.restarted.is_empty() {
+                extra.push(format!("restarted {}", c.restarted.join(", ")));
+            }
+            if let Some(e) = &c.error {
+                extra.push(e.clone());
+            }
+            println!("  {}: {} {}", c.consumer, c.state, extra.join("; "));
+        }
+    }
+    if r.sessions_terminated > 0 {
+        println!("sessions ended: {}", r.sessions_terminated);
+    }
+    match &r.error {
+        Some(e) => println!("result: {} ({e})", r.status.as_str()),
+        None => println!("result: {}", r.status.as_str()),
+    }
+}

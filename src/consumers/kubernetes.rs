@@ -1,0 +1,788 @@
+//! The `kubernetes` consumer: writes rendered values into the keys of a Kubernetes
+//! Secret with server-side apply (field manager [`FIELD_MANAGER`]), reads the Secret
+//! back to prove the write, and rolls the named workloads exactly once per data change.
+//!
+//! Only the keys rendered from the policy are applied, so keys that another field
+//! manager owns in the same Secret are left alone; a key that another manager owns is
+//! a [`KubernetesError::FieldConflict`] unless the consumer sets `force: true`.
+//!
+//! Restarts are crash-safe: each workload's pod template carries
+//! `rotor.dev/restarted-for-<secret>` = the data hash it was last rolled for. A push
+//! rolls exactly the workloads whose marker differs from the current hash (setting the
+//! marker and `kubectl.kubernetes.io/restartedAt` in one patch, guarded by the
+//! workload's `resourceVersion`), so an unchanged re-apply rolls nothing and a push
+//! resumed after a crash rolls only what was missed. A workload newly added to
+//! `restart` has no marker yet and is therefore rolled once on the next push.
+//!
+//! Secret values never reach an error or a log: API error messages are scrubbed of
+//! the rendered values (plain, JSON-escaped and base64) before they are kept, and
+//! decoding errors keep only their category and position.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use chrono::{SecondsFormat, Utc};
+use k8s_openapi::ByteString;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::policy::{KubernetesConsumer, WorkloadKind, WorkloadRef};
+use crate::secret::{SecretMap, constant_time_eq};
+
+/// The field manager rotor applies Secrets and patches workloads as.
+pub const FIELD_MANAGER: &str = "rotor";
+/// Label set on every Secret rotor writes.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Annotation holding the HMAC fingerprint of the data rotor last applied.
+pub const DATA_HASH_ANNOTATION: &str = "rotor.dev/data-hash";
+/// Pod-template annotation `kubectl rollout restart` sets; changing it rolls the pods.
+pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+/// Secret type used when the policy names none and the Secret does not exist yet.
+pub const DEFAULT_SECRET_TYPE: &str = "Opaque";
+
+/// Prefix of the restart marker annotation (the Secret name follows).
+const RESTART_MARKER_PREFIX: &str = "restarted-for-";
+/// Longest name part of an annotation key Kubernetes accepts.
+const MAX_ANNOTATION_NAME_LEN: usize = 63;
+
+/// Pushes rendered values into Kubernetes Secrets and restarts their workloads.
+#[derive(Clone)]
+pub struct KubernetesConsumerClient {
+    client: kube::Client,
+}
+
+/// What one [`KubernetesConsumerClient::push`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KubernetesPushReport {
+    /// Whether the Secret's data differed from what was pushed (or it did not exist).
+    pub changed: bool,
+    /// Whether every rendered key was read back byte-for-byte after the apply.
+    pub verified: bool,
+    /// Workloads rolled by this push, as `deployment/NAME`.
+    pub restarted: Vec<String>,
+}
+
+impl fmt::Debug for KubernetesConsumerClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KubernetesConsumerClient")
+    }
+}
+
+impl KubernetesConsumerClient {
+    /// A consumer client over an existing Kubernetes client.
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+
+    /// Server-side applies the rendered keys (field manager `rotor`, forced only when
+    /// `spec.force`), reads the Secret back and compares every rendered key, then
+    /// restarts the listed workloads whose restart marker is not `data_hash`.
+    ///
+    /// `rendered` must hold exactly the keys of `spec.data`; `data_hash` is the HMAC
+    /// fingerprint of `rendered`, computed by the caller, and is stored on the Secret
+    /// and on the restarted pod templates.
+    pub async fn push(
+        &self,
+        spec: &KubernetesConsumer,
+        rendered: &SecretMap,
+        data_hash: &str,
+    ) -> Result<KubernetesPushReport, KubernetesError> {
+        check_rendered_keys(spec, rendered)?;
+        let namespace = spec.namespace.as_str();
+        let name = spec.secret.as_str();
+        let scrubber = Scrubber::new(rendered);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+
+        let existing = secrets
+            .get_opt(name)
+            .await
+            .map_err(|e| KubernetesError::Read {
+                namespace: namespace.to_owned(),
+                secret: name.to_owned(),
+                source: ApiFailure::from_kube(e, &scrubber),
+            })?
+            .map(WipedSecret);
+
+        let secret_type = choose_type(spec, existing.as_ref())?;
+        let changed = match &existing {
+            None => true,
+            Some(old) => {
+                annotation(&old.0.metadata, DATA_HASH_ANNOTATION) != Some(data_hash)
+                    || !mismatched_keys(&old.0, rendered).is_empty()
+            }
+        };
+        drop(existing);
+
+        let desired = WipedSecret(desired_secret(spec, rendered, data_hash, secret_type));
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        if spec.force {
+            params = params.force();
+        }
+        let applied = secrets
+            .patch(name, &params, &Patch::Apply(&desired.0))
+            .await
+            .map_err(|e| apply_error(namespace, name, e, &scrubber))?;
+        drop(WipedSecret(applied));
+        drop(desired);
+
+        let read_back = secrets
+            .get_opt(name)
+            .await
+            .map_err(|e| KubernetesError::Read {
+                namespace: namespace.to_owned(),
+                secret: name.to_owned(),
+                source: ApiFailure::from_kube(e, &scrubber),
+            })?
+            .map(WipedSecret);
+        let mismatched = match &read_back {
+            None => vec!["(the Secret is gone)".to_owned()],
+            Some(s) => {
+                let mut m = mismatched_keys(&s.0, rendered);
+                if annotation(&s.0.metadata, DATA_HASH_ANNOTATION) != Some(data_hash) {
+                    m.push(format!("metadata.annotations[{DATA_HASH_ANNOTATION}]"));
+                }
+                m
+            }
+        };
+        drop(read_back);
+        if !mismatched.is_empty() {
+            return Err(KubernetesError::ReadBackMismatch {
+                namespace: namespace.to_owned(),
+                secret: name.to_owned(),
+                fields: mismatched,
+            });
+        }
+        info!(namespace = %namespace, secret = %name, changed, "Kubernetes Secret applied.");
+
+        let mut restarted = Vec::new();
+        let mut first_error = None;
+        for workload in &spec.restart {
+            match self.restart(namespace, name, workload, data_hash).await {
+                Ok(true) => restarted.push(workload.to_string()),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(namespace = %namespace, workload = %workload, error = %e, "Workload restart failed.");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        Ok(KubernetesPushReport {
+            changed,
+            verified: true,
+            restarted,
+        })
+    }
+
+    /// Reads the Secret and says whether every rendered key holds exactly the rendered
+    /// value (a missing Secret or key is `false`). Keys rotor does not own are ignored.
+    pub async fn matches(
+        &self,
+        spec: &KubernetesConsumer,
+        rendered: &SecretMap,
+    ) -> Result<bool, KubernetesError> {
+        check_rendered_keys(spec, rendered)?;
+        let scrubber = Scrubber::new(rendered);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &spec.namespace);
+        let current = secrets
+            .get_opt(&spec.secret)
+            .await
+            .map_err(|e| KubernetesError::Read {
+                namespace: spec.namespace.clone(),
+                secret: spec.secret.clone(),
+                source: ApiFailure::from_kube(e, &scrubber),
+            })?
+            .map(WipedSecret);
+        Ok(current.is_some_and(|s| mismatched_keys(&s.0, rendered).is_empty()))
+    }
+
+    /// Rolls `workload` unless its restart marker for `secret` already equals
+    /// `data_hash`. Returns whether it was rolled.
+    async fn restart(
+        &self,
+        namespace: &str,
+        secret: &str,
+        workload: &WorkloadRef,
+        data_hash: &str,
+    ) -> Result<bool, KubernetesError> {
+        let marker = restart_annotation_key(secret);
+        match workload.kind {
+            WorkloadKind::Deployment => {
+                self.restart_as::<Deployment>(namespace, workload, &marker, data_hash)
+                    .await
+            }
+            WorkloadKind::StatefulSet => {
+                self.restart_as::<StatefulSet>(namespace, workload, &marker, data_hash)
+                    .await
+            }
+            WorkloadKind::DaemonSet => {
+                self.restart_as::<DaemonSet>(namespace, workload, &marker, data_hash)
+                    .await
+            }
+        }
+    }
+
+    async fn restart_as<K>(
+        &self,
+        namespace: &str,
+        workload: &WorkloadRef,
+        marker: &str,
+        data_hash: &str,
+    ) -> Result<bool, KubernetesError>
+    where
+        K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + PodTemplated
+            + Clone
+            + DeserializeOwned
+            + fmt::Debug,
+    {
+        let none = Scrubber::default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let current = api
+            .get_opt(&workload.name)
+            .await
+            .map_err(|e| KubernetesError::WorkloadRead {
+                namespace: namespace.to_owned(),
+                workload: workload.to_string(),
+                source: ApiFailure::from_kube(e, &none),
+            })?
+            .ok_or_else(|| KubernetesError::WorkloadMissing {
+                namespace: namespace.to_owned(),
+                workload: workload.to_string(),
+            })?;
+        if current.template_annotation(marker) == Some(data_hash) {
+            debug!(namespace = %namespace, workload = %workload, "Workload already restarted for this data.");
+            return Ok(false);
+        }
+        // One merge patch: the marker and restartedAt land together or not at all, and
+        // the resourceVersion makes it a compare-and-swap against a concurrent writer.
+        let patch = serde_json::json!({
+            "metadata": { "resourceVersion": current.meta().resource_version },
+            "spec": { "template": { "metadata": { "annotations": {
+                marker: data_hash,
+                RESTARTED_AT_ANNOTATION: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
+            }}}}
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        api.patch(&workload.name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| match &e {
+                kube::Error::Api(s) if s.code == 404 => KubernetesError::WorkloadMissing {
+                    namespace: namespace.to_owned(),
+                    workload: workload.to_string(),
+                },
+                _ => KubernetesError::Restart {
+                    namespace: namespace.to_owned(),
+                    workload: workload.to_string(),
+                    source: ApiFailure::from_kube(e, &none),
+                },
+            })?;
+        info!(namespace = %namespace, workload = %workload, "Workload restarted.");
+        Ok(true)
+    }
+}
+
+/// The pod-template annotation key that records, per Secret, which data hash a
+/// workload was last restarted for: `rotor.dev/restarted-for-<secret>`, or, when that
+/// would exceed the 63-character name limit, a prefix of the name plus a hash of it.
+pub fn restart_annotation_key(secret: &str) -> String {
+    let budget = MAX_ANNOTATION_NAME_LEN - RESTART_MARKER_PREFIX.len();
+    if secret.len() <= budget {
+        return format!("rotor.dev/{RESTART_MARKER_PREFIX}{secret}");
+    }
+    let digest = hex::encode(Sha256::digest(secret.as_bytes()));
+    let hash = &digest[..12];
+    // Secret names are ASCII DNS subdomains, so byte slicing stays on char boundaries;
+    // trim so the name part never has "-" or "." next to the separator.
+    let head = secret
+        .get(..budget - hash.len() - 1)
+        .unwrap_or("")
+        .trim_end_matches(['-', '.']);
+    format!("rotor.dev/{RESTART_MARKER_PREFIX}{head}-{hash}")
+}
+
+/// Errors of the Kubernetes consumer. None of them carries a Secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    /// The rendered keys are not the keys the consumer declares (a caller bug).
+    #[error(
+        "rendered keys {rendered:?} for Kubernetes Secret {namespace}/{secret} differ from the consumer's data keys {declared:?}"
+    )]
+    RenderedKeys {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        secret: String,
+        /// Keys the caller rendered.
+        rendered: Vec<String>,
+        /// Keys `spec.data` declares.
+        declared: Vec<String>,
+    },
+    /// Reading the Secret failed.
+    #[error("reading Kubernetes Secret {namespace}/{secret} failed")]
+    Read {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        secret: String,
+        /// The API failure, scrubbed of secret values.
+        #[source]
+        source: ApiFailure,
+    },
+    /// The Secret exists with a type other than the one the policy asks for.
+    #[error(
+        "Kubernetes Secret {namespace}/{secret} has type {existing:?} but the policy asks for {wanted:?}; a Secret's type cannot be changed: delete the Secret or set secretType to {existing:?}"
+    )]
+    TypeMismatch {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        secret: String,
+        /// The type the Secret has.
+        existing: String,
+        /// The type the policy asks for.
+        wanted: String,
+    },
+    /// The server-side apply failed for another reason than a field conflict.
+    #[error("applying Kubernetes Secret {namespace}/{secret} failed")]
+    Apply {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        secret: String,
+        /// The API failure, scrubbed of secret values.
+        #[source]
+        source: ApiFailure,
+    },
+    /// Another field manager owns some of the keys rotor applies.
+    #[error(
+        "applying Kubernetes Secret {namespace}/{secret}: keys are owned by another field manager ({detail}); set `force: true` on the consumer to let rotor take ownership"
+    )]
+    FieldConflict {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        secret: String,
+        /// Which fields and which manager, as far as the API server said.
+        detail: String,
+    },
+    /// The Secret read back after the apply does not hold what was applied.
+    #[error(
+        "Kubernetes Secret {namespace}/{secret} read back after apply differs in {fields:?}"
+    )]
+    ReadBackMismatch {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        secret: String,
+        /// The keys (or metadata fields) that differ; never their values.
+        fields: Vec<String>,
+    },
+    /// A workload listed under `restart` does not exist.
+    #[error("workload {workload} to restart does not exist in namespace {namespace}")]
+    WorkloadMissing {
+        /// Namespace of the workload.
+        namespace: String,
+        /// The workload, as `deployment/NAME`.
+        workload: String,
+    },
+    /// Reading a workload before restarting it failed.
+    #[error("reading workload {workload} in namespace {namespace} failed")]
+    WorkloadRead {
+        /// Namespace of the workload.
+        namespace: String,
+        /// The workload, as `deployment/NAME`.
+        workload: String,
+        /// The API failure.
+        #[source]
+        source: ApiFailure,
+    },
+    /// Patching a workload's pod template to restart it failed.
+    #[error("restarting workload {workload} in namespace {namespace} failed")]
+    Restart {
+        /// Namespace of the workload.
+        namespace: String,
+        /// The workload, as `deployment/NAME`.
+        workload: String,
+        /// The API failure.
+        #[source]
+        source: ApiFailure,
+    },
+}
+
+impl KubernetesError {
+    /// A fixed label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RenderedKeys { .. } => "rendered_keys",
+            Self::Read { .. } => "read",
+            Self::TypeMismatch { .. } => "type_mismatch",
+            Self::Apply { .. } => "apply",
+            Self::FieldConflict { .. } => "field_conflict",
+            Self::ReadBackMismatch { .. } => "read_back_mismatch",
+            Self::WorkloadMissing { .. } => "workload_missing",
+            Self::WorkloadRead { .. } => "workload_read",
+            Self::Restart { .. } => "restart",
+        }
+    }
+
+    /// Whether retrying the same push may succeed: server errors (5xx, 429),
+    /// timeouts and connection failures are transient; field conflicts, 403, 404,
+    /// invalid objects and mismatches need a person. A 409 on a workload patch is a
+    /// lost compare-and-swap and is transient. A read-back mismatch is transient too:
+    /// a concurrent writer may have won, and the next push re-applies.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Read { source, .. }
+            | Self::Apply { source, .. }
+            | Self::WorkloadRead { source, .. } => source.is_transient(),
+            Self::Restart { source, .. } => source.is_transient() || source.code() == Some(409),
+            Self::ReadBackMismatch { .. } => true,
+            Self::RenderedKeys { .. }
+            | Self::TypeMismatch { .. }
+            | Self::FieldConflict { .. }
+            | Self::WorkloadMissing { .. } => false,
+        }
+    }
+}
+
+/// A failed Kubernetes API call with everything that could hold a secret value
+/// removed: the server's message is scrubbed of the rendered values, and decoding
+/// errors keep only their category and position.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiFailure {
+    code: Option<u16>,
+    reason: String,
+    message: String,
+    transient: bool,
+}
+
+impl ApiFailure {
+    /// The HTTP status code, when the API server answered.
+    pub fn code(&self) -> Option<u16> {
+        self.code
+    }
+
+    /// The API server's machine-readable reason (`Conflict`, `Forbidden`, …), if any.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Whether the failure is worth retrying (5xx, 429, 408, timeouts, connections).
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+
+    fn from_kube(err: kube::Error, scrubber: &Scrubber) -> Self {
+        match err {
+            kube::Error::Api(status) => {
+                let code = status.code;
+                ApiFailure {
+                    code: Some(code),
+                    reason: status.reason.clone(),
+                    message: format!(
+                        "HTTP {code} {}: {}",
+                        status.reason,
+                        scrubber.scrub(&status.message)
+                    ),
+                    transient: code >= 500 || code == 429 || code == 408,
+                }
+            }
+            kube::Error::SerdeError(e) => ApiFailure {
+                code: None,
+                reason: String::new(),
+                // serde_json's Display can quote the offending value: keep the shape only.
+                message: format!(
+                    "could not decode the API response ({:?} error at line {} column {})",
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
+                transient: false,
+            },
+            other => {
+                let transient = matches!(
+                    other,
+                    kube::Error::HyperError(_)
+                        | kube::Error::Service(_)
+                        | kube::Error::ReadEvents(_)
+                );
+                ApiFailure {
+                    code: None,
+                    reason: String::new(),
+                    message: scrubber.scrub(&other.to_string()),
+                    transient,
+                }
+            }
+        }
+    }
+}
+
+/// Replaces every rendered value (plain, JSON-escaped, base64) in a message.
+#[derive(Default)]
+struct Scrubber {
+    needles: Vec<Zeroizing<String>>,
+}
+
+impl Scrubber {
+    fn new(rendered: &SecretMap) -> Self {
+        let mut needles = Vec::new();
+        for key in rendered.keys() {
+            let Some(value) = rendered.expose(key) else {
+                continue;
+            };
+            if value.is_empty() {
+                continue;
+            }
+            needles.push(Zeroizing::new(value.to_owned()));
+            needles.push(Zeroizing::new(
+                base64::engine::general_purpose::STANDARD.encode(value),
+            ));
+            if let Ok(json) = serde_json::to_string(value) {
+                let inner = json
+                    .strip_prefix('"')
+                    .and_then(|j| j.strip_suffix('"'))
+                    .unwrap_or(&json);
+                if inner != value {
+                    needles.push(Zeroizing::new(inner.to_owned()));
+                }
+                let mut json = json;
+                json.zeroize();
+            }
+        }
+        // Longest first, so a value containing another is replaced whole.
+        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+        Scrubber { needles }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for needle in &self.needles {
+            if out.contains(needle.as_str()) {
+                let replaced = out.replace(needle.as_str(), "[REDACTED]");
+                out.zeroize();
+                out = replaced;
+            }
+        }
+        out
+    }
+}
+
+/// A Secret whose data is wiped from memory when dropped. Never `Debug`-printed.
+struct WipedSecret(Secret);
+
+impl Drop for WipedSecret {
+    fn drop(&mut self) {
+        if let Some(data) = self.0.data.as_mut() {
+            for value in data.values_mut() {
+                value.0.zeroize();
+            }
+        }
+        if let Some(data) = self.0.string_data.as_mut() {
+            for value in data.values_mut() {
+                value.zeroize();
+            }
+        }
+    }
+}
+
+/// Workloads with a pod template.
+trait PodTemplated {
+    fn template_meta(&self) -> Option<&ObjectMeta>;
+
+    fn template_annotation(&self, key: &str) -> Option<&str> {
+        self.template_meta().and_then(|m| annotation(m, key))
+    }
+}
+
+impl PodTemplated for Deployment {
+    fn template_meta(&self) -> Option<&ObjectMeta> {
+        self.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
+    }
+}
+
+impl PodTemplated for StatefulSet {
+    fn template_meta(&self) -> Option<&ObjectMeta> {
+        self.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
+    }
+}
+
+impl PodTemplated for DaemonSet {
+    fn template_meta(&self) -> Option<&ObjectMeta> {
+        self.spec.as_ref().and_then(|s| s.template.metadata.as_ref())
+    }
+}
+
+fn annotation<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+fn check_rendered_keys(
+    spec: &KubernetesConsumer,
+    rendered: &SecretMap,
+) -> Result<(), KubernetesError> {
+    if rendered.keys().eq(spec.data.keys().map(String::as_str)) {
+        return Ok(());
+    }
+    Err(KubernetesError::RenderedKeys {
+        namespace: spec.namespace.clone(),
+        secret: spec.secret.clone(),
+        rendered: rendered.keys().map(str::to_owned).collect(),
+        declared: spec.data.keys().cloned().collect(),
+    })
+}
+
+/// The type to apply: a Secret's type is immutable, so an existing Secret keeps its
+/// own; asking explicitly for another one is an error that says what to do.
+fn choose_type(
+    spec: &KubernetesConsumer,
+    existing: Option<&WipedSecret>,
+) -> Result<String, KubernetesError> {
+    let Some(existing) = existing else {
+        return Ok(spec
+            .secret_type
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SECRET_TYPE.to_owned()));
+    };
+    let current = existing
+        .0
+        .type_
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| DEFAULT_SECRET_TYPE.to_owned());
+    match &spec.secret_type {
+        Some(wanted) if *wanted != current => Err(KubernetesError::TypeMismatch {
+            namespace: spec.namespace.clone(),
+            secret: spec.secret.clone(),
+            existing: current,
+            wanted: wanted.clone(),
+        }),
+        Some(_) => Ok(current),
+        None => {
+            if current != DEFAULT_SECRET_TYPE {
+                warn!(
+                    namespace = %spec.namespace,
+                    secret = %spec.secret,
+                    secret_type = %current,
+                    "Kubernetes Secret keeps its existing type; set secretType to silence this."
+                );
+            }
+            Ok(current)
+        }
+    }
+}
+
+fn desired_secret(
+    spec: &KubernetesConsumer,
+    rendered: &SecretMap,
+    data_hash: &str,
+    secret_type: String,
+) -> Secret {
+    let data = rendered
+        .iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.expose_secret().as_bytes().to_vec())))
+        .collect();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(spec.secret.clone()),
+            namespace: Some(spec.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                MANAGED_BY_LABEL.to_owned(),
+                FIELD_MANAGER.to_owned(),
+            )])),
+            annotations: Some(BTreeMap::from([(
+                DATA_HASH_ANNOTATION.to_owned(),
+                data_hash.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        type_: Some(secret_type),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// Names of the rendered keys that `secret` lacks or holds with other bytes.
+fn mismatched_keys(secret: &Secret, rendered: &SecretMap) -> Vec<String> {
+    rendered
+        .keys()
+        .filter(|key| {
+            let want = rendered.expose(key).unwrap_or_default();
+            let have = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(*key))
+                .and_then(|b| std::str::from_utf8(&b.0).ok());
+            !have.is_some_and(|have| constant_time_eq(have, want))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Turns an apply failure into [`KubernetesError::FieldConflict`] (409) or
+/// [`KubernetesError::Apply`], keeping only scrubbed text.
+fn apply_error(
+    namespace: &str,
+    secret: &str,
+    err: kube::Error,
+    scrubber: &Scrubber,
+) -> KubernetesError {
+    if let kube::Error::Api(status) = &err
+        && status.code == 409
+    {
+        let causes: Vec<String> = status
+            .details
+            .iter()
+            .flat_map(|d| &d.causes)
+            .map(|c| match (c.field.is_empty(), c.message.is_empty()) {
+                (false, false) => format!("{}: {}", c.field, c.message),
+                (false, true) => c.field.clone(),
+                _ => c.message.clone(),
+            })
+            .collect();
+        let detail = if causes.is_empty() {
+            status.message.clone()
+        } else {
+            causes.join("; ")
+        };
+        return KubernetesError::FieldConflict {
+            namespace: namespace.to_owned(),
+            secret: secret.to_owned(),
+            detail: scrubber.scrub(&detail),
+        };
+    }
+    KubernetesError::Apply {
+        namespace: namespace.to_owned(),
+        secret: secret.to_owned(),
+        source: ApiFailure::from_kube(err, scrubber),
+    }
+}
+
+impl fmt::Display for KubernetesPushReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "changed={} verified={} restarted=[{}]",
+            self.changed,
+            self.verified,
+            self.restarted.join(", ")
+        )
+    }
+}

@@ -1,0 +1,53 @@
+//! Crash-test failpoints. `ROTOR_FAILPOINT=<step>:<moment>` makes the process abort
+//! (like SIGKILL: no destructors, no flush) at that point of a rotation, so tests can
+//! prove that every step boundary resumes or rolls back safely. Moments:
+//!
+//! - `begun`: the step is journaled as begun, its side effect has not happened;
+//! - `effect`: the side effect happened, the journal still says begun;
+//! - `done`: the step is journaled as done.
+//!
+//! Unset in production; reading it costs one environment lookup per process.
+
+use std::sync::OnceLock;
+
+use super::journal::Step;
+
+/// A point in a step's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// Journaled as begun.
+    Begun,
+    /// Side effect done, not yet journaled.
+    Effect,
+    /// Journaled as done.
+    Done,
+}
+
+impl Moment {
+    fn as_str(self) -> &'static str {
+        match self {
+            Moment::Begun => "begun",
+            Moment::Effect => "effect",
+            Moment::Done => "done",
+        }
+    }
+}
+
+fn configured() -> Option<&'static str> {
+    static POINT: OnceLock<Option<String>> = OnceLock::new();
+    POINT
+        .get_or_init(|| std::env::var("ROTOR_FAILPOINT").ok())
+        .as_deref()
+}
+
+/// Aborts the process if `ROTOR_FAILPOINT` names this step and moment.
+pub fn hit(step: Step, moment: Moment) {
+    if let Some(point) = configured()
+        && let Some((s, m)) = point.split_once(':')
+        && s == step.as_str()
+        && m == moment.as_str()
+    {
+        eprintln!("rotor: failpoint {point} reached, aborting");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,432 @@
+//! The rotation journal: one JSON record per policy in Vault KV v2
+//! (`<state mount>/rotor/journal/<policy>`), written with check-and-set before every
+//! step's side effect. Because it lives in Vault, any replica can resume a rotation;
+//! because every write is check-and-set on the version it read, two agents can never
+//! drive the same policy's rotation at once.
+//!
+//! The record holds no secret: values are referred to by their staging path and HMAC
+//! fingerprints only.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::vault::{Vault, VaultError};
+
+/// The steps of a rotation, in order (ARCHITECTURE.md, "The rotation state machine").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Recorded intent; nothing changed yet.
+    Planned,
+    /// New value written to rotor's private staging path in Vault (create-only).
+    Staged,
+    /// The target system now accepts the new value.
+    Applied,
+    /// The new value was used against the target and worked.
+    Tested,
+    /// The staged value is Vault's canonical (current) version.
+    Promoted,
+    /// Every consumer holds the new value (read back).
+    Propagated,
+    /// The old credential was disabled where the strategy kept it alive.
+    Revoked,
+    /// The old credential was tried against the target and refused.
+    Verified,
+    /// The rotation is sealed.
+    Completed,
+}
+
+impl Step {
+    /// The forward order of steps after `planned`.
+    pub const FORWARD: [Step; 8] = [
+        Step::Staged,
+        Step::Applied,
+        Step::Tested,
+        Step::Promoted,
+        Step::Propagated,
+        Step::Revoked,
+        Step::Verified,
+        Step::Completed,
+    ];
+
+    /// The step's name as journaled and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Planned => "planned",
+            Step::Staged => "staged",
+            Step::Applied => "applied",
+            Step::Tested => "tested",
+            Step::Promoted => "promoted",
+            Step::Propagated => "propagated",
+            Step::Revoked => "revoked",
+            Step::Verified => "verified",
+            Step::Completed => "completed",
+        }
+    }
+
+    /// Whether a failure at this step still rolls back (before promote) rather than
+    /// only rolling forward.
+    pub fn before_promote(self) -> bool {
+        self < Step::Promoted
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a rotation stands overall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Moving forward through the steps.
+    Open,
+    /// Undoing a failure before promote; the target must get the old value back.
+    RollingBack,
+    /// Every step succeeded.
+    Completed,
+    /// Rolled back: the old credential is current again everywhere.
+    RolledBack,
+    /// Ended without completing (e.g. the old credential is still accepted, or Vault
+    /// was written by someone else); needs a person.
+    Failed,
+}
+
+impl Status {
+    /// Whether the rotation still has work to do (resume it before anything new).
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Open | Status::RollingBack)
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "open",
+            Status::RollingBack => "rolling_back",
+            Status::Completed => "completed",
+            Status::RolledBack => "rolled_back",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// What started a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The schedule (cron or maxAge).
+    Schedule,
+    /// A person or system asked for it.
+    OnDemand,
+    /// A leak: no grace, sessions terminated, highest priority.
+    Compromise,
+}
+
+impl Trigger {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::OnDemand => "on_demand",
+            Trigger::Compromise => "compromise",
+        }
+    }
+}
+
+/// How one step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// Started; its side effect may or may not have happened.
+    Begun,
+    /// Done.
+    Ok,
+    /// Not applicable to this credential kind or strategy.
+    Skipped,
+    /// Failed; see `detail`.
+    Failed,
+}
+
+/// One step's entry in the record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Which step.
+    pub step: Step,
+    /// How it went.
+    pub outcome: StepOutcome,
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Wall time of the step in this process, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// What happened, for people (never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// How many times this step was begun (more than one after a resume).
+    #[serde(default = "one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The result of one verification check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    /// What was checked, e.g. `old_credential_rejected`.
+    pub check: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// The target's own answer, e.g. `SQLSTATE 28P01: password authentication failed for user "x"`.
+    pub evidence: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// What happened at one consumer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsumerRecord {
+    /// The consumer, described (`kubernetes secret ns/name`).
+    pub consumer: String,
+    /// `pushed`, `verified`, `failed`.
+    pub state: String,
+    /// Whether the value changed there.
+    #[serde(default)]
+    pub changed: bool,
+    /// Workloads restarted because of this change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarted: Vec<String>,
+    /// Failure reason, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The journaled state of one rotation. Also the report printed by `rotor rotate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rotation {
+    /// ULID.
+    pub rotation_id: String,
+    /// Policy name.
+    pub policy: String,
+    /// Credential kind (`postgres`, …).
+    pub kind: String,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Who asked (user, API identity, `scheduler`).
+    pub actor: String,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Ticket reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Overall state.
+    pub status: Status,
+    /// Canonical path `mount/path`.
+    pub canonical: String,
+    /// Canonical version read at planning (the check-and-set base of promote).
+    pub canonical_version: u64,
+    /// Version written by promote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_version: Option<u64>,
+    /// Staging path `mount/path` holding the new value until the rotation ends.
+    pub staging: String,
+    /// HMAC fingerprint of the old value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_fingerprint: Option<String>,
+    /// HMAC fingerprint of the new value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_fingerprint: Option<String>,
+    /// Steps so far, in order.
+    pub steps: Vec<StepRecord>,
+    /// Verification results.
+    #[serde(default)]
+    pub verification: Vec<Verification>,
+    /// Consumer outcomes.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerRecord>,
+    /// Sessions ended because they used the old credential.
+    #[serde(default)]
+    pub sessions_terminated: u64,
+    /// Why it failed or rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When it was planned (RFC 3339).
+    pub started_at: String,
+    /// Last journal write (RFC 3339).
+    pub updated_at: String,
+    /// Whether this process resumed it from the journal.
+    #[serde(default, skip_serializing)]
+    pub resumed: bool,
+}
+
+impl Rotation {
+    /// The last step entry.
+    pub fn current(&self) -> Option<&StepRecord> {
+        self.steps.last()
+    }
+
+    /// The step to execute next: the last begun step when its outcome is unknown,
+    /// else the step after the last finished one.
+    pub fn next_step(&self) -> Option<Step> {
+        match self.steps.last() {
+            None => Some(Step::FORWARD[0]),
+            Some(rec) if rec.outcome == StepOutcome::Begun => Some(rec.step),
+            Some(rec) => Step::FORWARD
+                .iter()
+                .copied()
+                .find(|s| *s > rec.step),
+        }
+    }
+
+    /// Whether `step` was begun at some point (its side effect may have happened).
+    pub fn reached(&self, step: Step) -> bool {
+        self.steps.iter().any(|r| r.step >= step)
+    }
+}
+
+/// Reads and writes journal records with check-and-set.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    vault: Vault,
+    mount: String,
+    prefix: String,
+}
+
+/// A record with the KV version it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    /// The record.
+    pub rotation: Rotation,
+    /// Its KV version (the check-and-set base of the next write).
+    pub version: u64,
+}
+
+/// A failed journal operation.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Vault refused or failed.
+    #[error("journal for policy {policy}: {source}")]
+    Vault {
+        /// Policy name.
+        policy: String,
+        /// The cause.
+        #[source]
+        source: VaultError,
+    },
+    /// Another agent wrote the journal since we read it.
+    #[error(
+        "journal for policy {policy} was changed by another rotor agent; it owns this rotation now"
+    )]
+    Conflict {
+        /// Policy name.
+        policy: String,
+    },
+    /// The stored record is not a rotation record.
+    #[error("journal for policy {policy} is unreadable: {detail}")]
+    Corrupt {
+        /// Policy name.
+        policy: String,
+        /// Parse error.
+        detail: String,
+    },
+}
+
+impl JournalError {
+    /// Fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JournalError::Vault { .. } => "journal_vault",
+            JournalError::Conflict { .. } => "journal_conflict",
+            JournalError::Corrupt { .. } => "journal_corrupt",
+        }
+    }
+}
+
+impl Journal {
+    /// A journal under `<mount>/<prefix>/journal/`.
+    pub fn new(vault: Vault, mount: impl Into<String>, prefix: impl Into<String>) -> Self {
+        Journal {
+            vault,
+            mount: mount.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    /// KV mount of rotor's own state.
+    pub fn mount(&self) -> &str {
+        &self.mount
+    }
+
+    /// The staging path of one rotation (relative to the state mount).
+    pub fn staging_path(&self, policy: &str, rotation_id: &str) -> String {
+        format!("{}/staging/{policy}/{rotation_id}", self.prefix)
+    }
+
+    fn path(&self, policy: &str) -> String {
+        format!("{}/journal/{policy}", self.prefix)
+    }
+
+    /// The policy's latest record and its version, or `(None, version)` when there
+    /// is none (version 0 = the path was never written).
+    pub async fn load(&self, policy: &str) -> Result<(Option<Rotation>, u64), JournalError> {
+        let entry = self
+            .vault
+            .kv_read_value(&self.mount, &self.path(policy))
+            .await
+            .map_err(|source| JournalError::Vault {
+                policy: policy.into(),
+                source,
+            })?;
+        // A path with no live version was never written: rotor never deletes journal
+        // versions, so 0 is the right check-and-set base.
+        let Some(entry) = entry else {
+            return Ok((None, 0));
+        };
+        let record = entry
+            .data
+            .get("rotation")
+            .cloned()
+            .ok_or_else(|| JournalError::Corrupt {
+                policy: policy.into(),
+                detail: "missing key `rotation`".into(),
+            })?;
+        let rotation: Rotation =
+            serde_json::from_value(record).map_err(|e| JournalError::Corrupt {
+                policy: policy.into(),
+                detail: e.to_string(),
+            })?;
+        Ok((Some(rotation), entry.version))
+    }
+
+    /// Writes `rotation` if the journal is still at `version`; returns the new version.
+    pub async fn write(&self, rotation: &Rotation, version: u64) -> Result<u64, JournalError> {
+        let value = serde_json::to_value(rotation).map_err(|e| JournalError::Corrupt {
+            policy: rotation.policy.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut data = serde_json::Map::new();
+        data.insert("rotation".into(), value);
+        data.insert("status".into(), Value::String(rotation.status.as_str().into()));
+        match self
+            .vault
+            .kv_write_value(&self.mount, &self.path(&rotation.policy), &data, Some(version))
+            .await
+        {
+            Ok(v) => Ok(v),
+            Err(VaultError::CasConflict { .. }) => Err(JournalError::Conflict {
+                policy: rotation.policy.clone(),
+            }),
+            Err(source) => Err(JournalError::Vault {
+                policy: rotation.policy.clone(),
+                source,
+            }),
+        }
+    }
+}

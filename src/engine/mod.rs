@@ -1,0 +1,827 @@
+//! The rotation state machine (ARCHITECTURE.md): staged → applied → tested →
+//! promoted → propagated → revoked → verified → completed. Every step is journaled
+//! in Vault before its side effect; a failure before promote rolls the target back to
+//! the old value, a failure after it only ever rolls forward.
+
+pub mod failpoint;
+pub mod journal;
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::consumers::{self, ConsumerError, Consumers};
+use crate::credentials::{self, AuthOutcome, Credential, CredentialError};
+use crate::policy::ValidatedPolicy;
+use crate::secret::{Fingerprinter, SecretMap, SecretString};
+use crate::vault::{Vault, VaultError};
+
+use self::failpoint::Moment;
+pub use self::journal::{
+    ConsumerRecord, Journal, JournalError, Rotation, Status, Step, StepOutcome, StepRecord,
+    Trigger, Verification,
+};
+
+/// Where rotor keeps its own state in Vault.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// KV v2 mount for the journal, staging values and rotor's keys (default `secret`).
+    pub state_mount: String,
+    /// Path prefix under that mount (default `rotor`).
+    pub state_prefix: String,
+    /// How many times a transient failure after promote is retried in one run.
+    pub retries: u32,
+    /// First retry delay; doubles each time, with jitter.
+    pub retry_base: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            state_mount: "secret".into(),
+            state_prefix: "rotor".into(),
+            retries: 3,
+            retry_base: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Who asked for a rotation, and why.
+#[derive(Debug, Clone)]
+pub struct RotationRequest {
+    /// What started it.
+    pub trigger: Trigger,
+    /// Who (user name, API identity, `scheduler`).
+    pub actor: String,
+    /// Why.
+    pub reason: Option<String>,
+    /// Ticket.
+    pub ticket: Option<String>,
+}
+
+/// The result of [`Engine::rotate`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RotationOutcome {
+    /// An open rotation found in the journal and driven to its end first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Rotation>,
+    /// The requested rotation (absent when the resumed one could not finish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+}
+
+impl RotationOutcome {
+    /// True when everything that ran completed.
+    pub fn succeeded(&self) -> bool {
+        let ok = |r: &Rotation| r.status == Status::Completed;
+        self.rotation.as_ref().is_some_and(ok) && self.resumed.as_ref().is_none_or(ok_or_closed)
+    }
+}
+
+fn ok_or_closed(r: &Rotation) -> bool {
+    // A resumed rotation that rolled back cleanly left a working credential; the
+    // run's success is then decided by the new rotation.
+    matches!(r.status, Status::Completed | Status::RolledBack)
+}
+
+/// A failure that prevents a rotation from starting or from being journaled.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Vault failed outside a step.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The credential kind cannot be prepared (unsupported, reference missing…).
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    /// A consumer type is unsupported.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    /// The canonical path has no current value to rotate from.
+    #[error(
+        "{mount}/{path} has no current version: seed it with the credential that works today (keys {keys}) before the first rotation"
+    )]
+    CanonicalMissing {
+        /// KV mount.
+        mount: String,
+        /// Path.
+        path: String,
+        /// The keys expected.
+        keys: String,
+    },
+    /// The current value lacks a key the kind needs.
+    #[error("{mount}/{path} (version {version}) has no key {key:?}")]
+    CanonicalIncomplete {
+        /// KV mount.
+        mount: String,
+        /// Path.
+        path: String,
+        /// Version read.
+        version: u64,
+        /// Missing key.
+        key: &'static str,
+    },
+    /// The on-demand request lacks what the policy requires.
+    #[error("policy {policy} requires {what} for on-demand rotations")]
+    RequestIncomplete {
+        /// Policy.
+        policy: String,
+        /// `a reason` / `a ticket`.
+        what: &'static str,
+    },
+    /// An open rotation is still pending and blocks a new one.
+    #[error(
+        "rotation {rotation_id} of policy {policy} is still {status} at step {step}; it must finish before a new one starts"
+    )]
+    Pending {
+        /// Policy.
+        policy: String,
+        /// The open rotation.
+        rotation_id: String,
+        /// Its status.
+        status: &'static str,
+        /// Its step.
+        step: &'static str,
+    },
+    /// The value a rotation must restore is gone from Vault.
+    #[error("canonical version {version} of {canonical} is gone; cannot continue rotation {rotation_id} safely")]
+    OldValueGone {
+        /// Rotation.
+        rotation_id: String,
+        /// `mount/path`.
+        canonical: String,
+        /// Version.
+        version: u64,
+    },
+}
+
+impl EngineError {
+    /// Fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::Vault(e) => e.kind(),
+            EngineError::Journal(e) => e.kind(),
+            EngineError::Credential(e) => e.kind(),
+            EngineError::Consumer(e) => e.kind(),
+            EngineError::CanonicalMissing { .. } => "canonical_missing",
+            EngineError::CanonicalIncomplete { .. } => "canonical_incomplete",
+            EngineError::RequestIncomplete { .. } => "request_incomplete",
+            EngineError::Pending { .. } => "pending",
+            EngineError::OldValueGone { .. } => "old_value_gone",
+        }
+    }
+}
+
+/// How a step ended.
+enum StepResult {
+    Ok(String),
+    Skipped(String),
+}
+
+/// Why a step failed, and what the engine should do about it.
+struct StepFailure {
+    message: String,
+    /// Worth retrying in this run (network, 5xx).
+    transient: bool,
+    /// After promote: stop for good (e.g. old credential still accepted) rather than
+    /// leave the rotation open for a later retry.
+    fatal: bool,
+}
+
+impl StepFailure {
+    fn fatal(message: impl Into<String>) -> Self {
+        StepFailure {
+            message: message.into(),
+            transient: false,
+            fatal: true,
+        }
+    }
+}
+
+impl From<CredentialError> for StepFailure {
+    fn from(e: CredentialError) -> Self {
+        let transient = matches!(&e, CredentialError::Postgres(p) if p.is_transient());
+        StepFailure {
+            message: e.to_string(),
+            transient,
+            fatal: false,
+        }
+    }
+}
+
+impl From<VaultError> for StepFailure {
+    fn from(e: VaultError) -> Self {
+        StepFailure {
+            transient: e.is_transient(),
+            message: e.to_string(),
+            fatal: false,
+        }
+    }
+}
+
+/// Everything one rotation run needs.
+struct Run<'a> {
+    policy: &'a ValidatedPolicy,
+    credential: Credential,
+    rotation: Rotation,
+    version: u64,
+    old: SecretMap,
+    new: Option<SecretMap>,
+    compromise: bool,
+}
+
+/// Runs rotations.
+pub struct Engine {
+    vault: Vault,
+    journal: Journal,
+    consumers: Consumers,
+    fingerprints: Fingerprinter,
+    config: EngineConfig,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Engine {
+    /// An engine over `vault`, loading (or creating once, shared by all replicas)
+    /// rotor's fingerprint key from `<state mount>/<prefix>/config/fingerprint-key`.
+    pub async fn new(
+        vault: Vault,
+        config: EngineConfig,
+        consumers: Consumers,
+    ) -> Result<Self, EngineError> {
+        let fingerprints = load_fingerprint_key(&vault, &config).await?;
+        Ok(Engine {
+            journal: Journal::new(vault.clone(), &config.state_mount, &config.state_prefix),
+            vault,
+            consumers,
+            fingerprints,
+            config,
+        })
+    }
+
+    /// The fingerprinter (HMAC key) shared by all replicas.
+    pub fn fingerprints(&self) -> &Fingerprinter {
+        &self.fingerprints
+    }
+
+    /// The journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Finishes or rolls back the policy's open rotation, if any.
+    pub async fn resume(&self, policy: &ValidatedPolicy) -> Result<Option<Rotation>, EngineError> {
+        let (record, version) = self.journal.load(&policy.name).await?;
+        match record {
+            Some(rotation) if rotation.status.is_open() => {
+                info!(policy = %policy.name, rotation = %rotation.rotation_id, step = ?rotation.next_step(), "Resuming open rotation.");
+                let mut rotation = rotation;
+                rotation.resumed = true;
+                Ok(Some(self.drive(policy, rotation, version).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Performs one rotation of `policy`: first finishes any open rotation of the
+    /// policy found in the journal, then runs the requested one.
+    pub async fn rotate(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RotationRequest,
+    ) -> Result<RotationOutcome, EngineError> {
+        credentials::check_supported(&policy.spec.credential)?;
+        for c in &policy.spec.consumers {
+            consumers::check_supported(c)?;
+        }
+        if request.trigger != Trigger::Schedule {
+            if policy.spec.on_demand.require_reason
+                && request.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+            {
+                return Err(EngineError::RequestIncomplete {
+                    policy: policy.name.clone(),
+                    what: "a reason",
+                });
+            }
+            if policy.spec.on_demand.require_ticket
+                && request.ticket.as_deref().is_none_or(|t| t.trim().is_empty())
+            {
+                return Err(EngineError::RequestIncomplete {
+                    policy: policy.name.clone(),
+                    what: "a ticket",
+                });
+            }
+        }
+
+        let resumed = self.resume(policy).await?;
+        if let Some(r) = &resumed
+            && r.status.is_open()
+        {
+            return Err(EngineError::Pending {
+                policy: policy.name.clone(),
+                rotation_id: r.rotation_id.clone(),
+                status: r.status.as_str(),
+                step: r.next_step().map_or("none", Step::as_str),
+            });
+        }
+
+        let (_, version) = self.journal.load(&policy.name).await?;
+        let vault_loc = &policy.spec.vault;
+        let current = self
+            .vault
+            .kv_read(&vault_loc.mount, &vault_loc.path)
+            .await?
+            .ok_or_else(|| EngineError::CanonicalMissing {
+                mount: vault_loc.mount.clone(),
+                path: vault_loc.path.clone(),
+                keys: policy.spec.credential.output_keys().join(", "),
+            })?;
+        if current.data.get("password").is_none() {
+            return Err(EngineError::CanonicalIncomplete {
+                mount: vault_loc.mount.clone(),
+                path: vault_loc.path.clone(),
+                version: current.version,
+                key: "password",
+            });
+        }
+
+        let rotation_id = ulid::Ulid::new().to_string();
+        let started = now();
+        let rotation = Rotation {
+            staging: format!(
+                "{}/{}",
+                self.journal.mount(),
+                self.journal.staging_path(&policy.name, &rotation_id)
+            ),
+            rotation_id,
+            policy: policy.name.clone(),
+            kind: policy.spec.credential.kind().to_owned(),
+            trigger: request.trigger,
+            actor: request.actor,
+            reason: request.reason,
+            ticket: request.ticket,
+            status: Status::Open,
+            canonical: format!("{}/{}", vault_loc.mount, vault_loc.path),
+            canonical_version: current.version,
+            promoted_version: None,
+            old_fingerprint: Some(self.fingerprints.fingerprint_map(&current.data)),
+            new_fingerprint: None,
+            steps: vec![StepRecord {
+                step: Step::Planned,
+                outcome: StepOutcome::Ok,
+                started_at: started.clone(),
+                finished_at: Some(started.clone()),
+                duration_ms: None,
+                detail: Some(format!("canonical version {}", current.version)),
+                attempts: 1,
+            }],
+            verification: Vec::new(),
+            consumers: Vec::new(),
+            sessions_terminated: 0,
+            error: None,
+            started_at: started.clone(),
+            updated_at: started,
+            resumed: false,
+        };
+        let version = self.journal.write(&rotation, version).await?;
+        info!(policy = %policy.name, rotation = %rotation.rotation_id, trigger = rotation.trigger.as_str(), actor = %rotation.actor, "Rotation planned.");
+        let rotation = self.drive(policy, rotation, version).await?;
+        Ok(RotationOutcome {
+            resumed,
+            rotation: Some(rotation),
+        })
+    }
+
+    /// Drives `rotation` from wherever its journal says it is to an end (or to a
+    /// pending state after promote).
+    async fn drive(
+        &self,
+        policy: &ValidatedPolicy,
+        rotation: Rotation,
+        version: u64,
+    ) -> Result<Rotation, EngineError> {
+        let span = info_span!("rotation", policy = %policy.name, kind = %rotation.kind,
+            trigger = rotation.trigger.as_str(), rotation = %rotation.rotation_id);
+        async move {
+            let credential = Credential::prepare(&policy.spec.credential, &self.vault).await?;
+            let loc = &policy.spec.vault;
+            let old = self
+                .vault
+                .kv_read_version(&loc.mount, &loc.path, rotation.canonical_version)
+                .await?
+                .ok_or_else(|| EngineError::OldValueGone {
+                    rotation_id: rotation.rotation_id.clone(),
+                    canonical: rotation.canonical.clone(),
+                    version: rotation.canonical_version,
+                })?
+                .data;
+            let mut run = Run {
+                policy,
+                credential,
+                compromise: rotation.trigger == Trigger::Compromise,
+                rotation,
+                version,
+                old,
+                new: None,
+            };
+            if run.rotation.status == Status::RollingBack {
+                self.rollback(&mut run).await?;
+            } else {
+                self.forward(&mut run).await?;
+            }
+            Ok(run.rotation)
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn write(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        run.rotation.updated_at = now();
+        run.version = self.journal.write(&run.rotation, run.version).await?;
+        Ok(())
+    }
+
+    async fn forward(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        while let Some(step) = run.rotation.next_step() {
+            // Journal "begun" before the side effect.
+            let started = now();
+            match run.rotation.steps.last_mut() {
+                Some(rec) if rec.step == step && rec.outcome == StepOutcome::Begun => {
+                    rec.attempts += 1;
+                }
+                _ => run.rotation.steps.push(StepRecord {
+                    step,
+                    outcome: StepOutcome::Begun,
+                    started_at: started,
+                    finished_at: None,
+                    duration_ms: None,
+                    detail: None,
+                    attempts: 1,
+                }),
+            }
+            self.write(run).await?;
+            failpoint::hit(step, Moment::Begun);
+
+            let clock = Instant::now();
+            let result = self.execute_with_retries(step, run).await;
+            failpoint::hit(step, Moment::Effect);
+
+            let elapsed = clock.elapsed().as_secs_f64() * 1000.0;
+            let rec = run
+                .rotation
+                .steps
+                .last_mut()
+                .expect("a step record was pushed above");
+            rec.finished_at = Some(now());
+            rec.duration_ms = Some(elapsed);
+            match result {
+                Ok(StepResult::Ok(detail)) => {
+                    rec.outcome = StepOutcome::Ok;
+                    rec.detail = Some(detail);
+                }
+                Ok(StepResult::Skipped(detail)) => {
+                    rec.outcome = StepOutcome::Skipped;
+                    rec.detail = Some(detail);
+                }
+                Err(failure) => {
+                    rec.outcome = StepOutcome::Failed;
+                    rec.detail = Some(failure.message.clone());
+                    run.rotation.error = Some(format!("{step}: {}", failure.message));
+                    if step.before_promote() {
+                        warn!(step = %step, error = %failure.message, "Step failed before promote; rolling back.");
+                        run.rotation.status = Status::RollingBack;
+                        self.write(run).await?;
+                        return self.rollback(run).await;
+                    }
+                    if failure.fatal {
+                        error!(step = %step, error = %failure.message, "Rotation failed after promote; needs attention.");
+                        run.rotation.status = Status::Failed;
+                    } else {
+                        warn!(step = %step, error = %failure.message, "Step failed after promote; the rotation stays open and will be retried.");
+                        // Leave the step as begun so the next run retries it.
+                        if let Some(rec) = run.rotation.steps.last_mut() {
+                            rec.outcome = StepOutcome::Begun;
+                        }
+                    }
+                    self.write(run).await?;
+                    return Ok(());
+                }
+            }
+            if step == Step::Completed {
+                run.rotation.status = Status::Completed;
+            }
+            self.write(run).await?;
+            failpoint::hit(step, Moment::Done);
+            info!(step = %step, duration_ms = elapsed, "Step done.");
+        }
+        Ok(())
+    }
+
+    async fn execute_with_retries(
+        &self,
+        step: Step,
+        run: &mut Run<'_>,
+    ) -> Result<StepResult, StepFailure> {
+        let mut attempt = 0;
+        loop {
+            match self.execute(step, run).await {
+                Err(f) if f.transient && !step.before_promote() && attempt < self.config.retries => {
+                    let base = self.config.retry_base.as_millis() as u64 * (1 << attempt);
+                    let jitter = rand::rng().random_range(0..=base / 2);
+                    warn!(step = %step, attempt, error = %f.message, "Transient failure; retrying.");
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn execute(&self, step: Step, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
+        match step {
+            Step::Planned => Ok(StepResult::Ok("planned".into())),
+            Step::Staged => self.stage(run).await,
+            Step::Applied => {
+                let new = self.staged(run).await?;
+                run.credential.apply(&new).await?;
+                Ok(StepResult::Ok("target accepts the new value".into()))
+            }
+            Step::Tested => {
+                let new = self.staged(run).await?;
+                match run.credential.login(&new).await? {
+                    AuthOutcome::Accepted => {
+                        Ok(StepResult::Ok("logged in with the new credential".into()))
+                    }
+                    other => Err(StepFailure {
+                        message: format!("the new credential does not work: {}", other.evidence()),
+                        transient: false,
+                        fatal: false,
+                    }),
+                }
+            }
+            Step::Promoted => self.promote(run).await,
+            Step::Propagated => self.propagate(run).await,
+            Step::Revoked => {
+                if run.credential.has_revoke_step() {
+                    Err(StepFailure::fatal("revoke is not implemented for this kind"))
+                } else {
+                    Ok(StepResult::Skipped(
+                        "nothing to revoke: the strategy changed the credential in place".into(),
+                    ))
+                }
+            }
+            Step::Verified => self.verify(run).await,
+            Step::Completed => {
+                let staging = self.journal.staging_path(&run.policy.name, &run.rotation.rotation_id);
+                self.vault
+                    .kv_destroy_all(self.journal.mount(), &staging)
+                    .await?;
+                Ok(StepResult::Ok("staging value destroyed".into()))
+            }
+        }
+    }
+
+    /// The staged value: from memory, else from the staging path.
+    async fn staged(&self, run: &mut Run<'_>) -> Result<SecretMap, StepFailure> {
+        if let Some(v) = &run.new {
+            return Ok(v.clone());
+        }
+        let path = self.journal.staging_path(&run.policy.name, &run.rotation.rotation_id);
+        let entry = self
+            .vault
+            .kv_read(self.journal.mount(), &path)
+            .await?
+            .ok_or_else(|| {
+                StepFailure::fatal(format!(
+                    "the staged value at {}/{path} is missing",
+                    self.journal.mount()
+                ))
+            })?;
+        run.new = Some(entry.data.clone());
+        Ok(entry.data)
+    }
+
+    async fn stage(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
+        let mount = self.journal.mount();
+        let path = self.journal.staging_path(&run.policy.name, &run.rotation.rotation_id);
+        // Never generate a second value for the same rotation: reuse what is staged.
+        if let Some(existing) = self.vault.kv_read(mount, &path).await? {
+            run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&existing.data));
+            run.new = Some(existing.data);
+            return Ok(StepResult::Ok("reused the value staged before a restart".into()));
+        }
+        let mut new = run.credential.generate();
+        // A generator must never hand back the value in use.
+        while new.same_values(&run.old) {
+            new = run.credential.generate();
+        }
+        match self.vault.kv_write(mount, &path, &new, Some(0)).await {
+            Ok(_) => {}
+            Err(VaultError::CasConflict { .. }) => {
+                // Another writer staged first (a racing resume): use theirs.
+                return Box::pin(self.stage(run)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&new));
+        run.new = Some(new);
+        Ok(StepResult::Ok(format!("staged at {mount}/{path}")))
+    }
+
+    async fn promote(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
+        let new = self.staged(run).await?;
+        let loc = &run.policy.spec.vault;
+        let expected = run.rotation.canonical_version;
+        match self
+            .vault
+            .kv_write(&loc.mount, &loc.path, &new, Some(expected))
+            .await
+        {
+            Ok(v) => {
+                run.rotation.promoted_version = Some(v);
+                Ok(StepResult::Ok(format!(
+                    "canonical version {v} (previous version {expected} kept)"
+                )))
+            }
+            Err(VaultError::CasConflict { .. }) => {
+                // Either our own write landed before a crash, or someone else wrote.
+                let current = self.vault.kv_read(&loc.mount, &loc.path).await?;
+                match current {
+                    Some(c) if c.data.same_values(&new) => {
+                        run.rotation.promoted_version = Some(c.version);
+                        Ok(StepResult::Ok(format!(
+                            "canonical version {} (written before a restart)",
+                            c.version
+                        )))
+                    }
+                    Some(c) => Err(StepFailure::fatal(format!(
+                        "{}/{} changed since planning (expected version {expected}, found {}): someone else wrote it; the target accepts the value staged at {}",
+                        loc.mount, loc.path, c.version, run.rotation.staging
+                    ))),
+                    None => Err(StepFailure::fatal(format!(
+                        "{}/{} was deleted during the rotation; the target accepts the value staged at {}",
+                        loc.mount, loc.path, run.rotation.staging
+                    ))),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn propagate(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
+        let new = self.staged(run).await?;
+        let mut records = Vec::with_capacity(run.policy.spec.consumers.len());
+        let mut failures = Vec::new();
+        let mut transient = true;
+        for spec in &run.policy.spec.consumers {
+            let consumer = spec.describe();
+            match self.consumers.push(spec, &new, &self.fingerprints).await {
+                Ok(o) => records.push(ConsumerRecord {
+                    consumer,
+                    state: if o.verified { "verified" } else { "pushed" }.into(),
+                    changed: o.changed,
+                    restarted: o.restarted,
+                    error: None,
+                }),
+                Err(e) => {
+                    transient &= e.is_transient();
+                    failures.push(format!("{consumer}: {e}"));
+                    records.push(ConsumerRecord {
+                        consumer,
+                        state: "failed".into(),
+                        changed: false,
+                        restarted: Vec::new(),
+                        error: Some(e.to_string()),
+                    });
+                }
+            }
+        }
+        let count = records.len();
+        run.rotation.consumers = records;
+        if failures.is_empty() {
+            Ok(StepResult::Ok(format!("{count} consumer(s) updated and read back")))
+        } else {
+            Err(StepFailure {
+                message: format!("consumers pending: {}", failures.join("; ")),
+                transient,
+                fatal: false,
+            })
+        }
+    }
+
+    async fn verify(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
+        let mut notes = Vec::new();
+        if run.policy.spec.verify.terminate_sessions || run.compromise {
+            let n = run.credential.terminate_sessions().await?;
+            run.rotation.sessions_terminated += n;
+            notes.push(format!("{n} session(s) ended"));
+        }
+        if !run.policy.spec.verify.old_rejected {
+            notes.push("old credential not probed (verify.oldRejected is false)".into());
+            return Ok(StepResult::Ok(notes.join("; ")));
+        }
+        let outcome = run.credential.login(&run.old).await?;
+        let evidence = outcome.evidence();
+        let passed = matches!(outcome, AuthOutcome::Rejected { .. });
+        run.rotation.verification.push(Verification {
+            check: "old_credential_rejected".into(),
+            passed,
+            evidence: evidence.clone(),
+            at: now(),
+        });
+        match outcome {
+            AuthOutcome::Rejected { .. } => {
+                notes.push(format!("old credential {evidence}"));
+                Ok(StepResult::Ok(notes.join("; ")))
+            }
+            AuthOutcome::Accepted => Err(StepFailure::fatal(
+                "the old credential is still accepted by the target",
+            )),
+            AuthOutcome::Unreachable { reason } => Err(StepFailure::fatal(format!(
+                "could not prove the old credential is rejected: {reason}"
+            ))),
+        }
+    }
+
+    async fn rollback(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        if run.rotation.reached(Step::Applied) {
+            match run.credential.restore(&run.old).await {
+                Ok(()) => {}
+                Err(e) => {
+                    error!(error = %e, staging = %run.rotation.staging, "Rollback failed; the rotation stays open and will retry the rollback.");
+                    run.rotation.error = Some(format!(
+                        "{}; rollback failed: {e}",
+                        run.rotation.error.as_deref().unwrap_or("failed")
+                    ));
+                    self.write(run).await?;
+                    return Ok(());
+                }
+            }
+            let check = run.credential.login(&run.old).await;
+            let (passed, evidence) = match check {
+                Ok(AuthOutcome::Accepted) => (true, "old credential accepted again".to_owned()),
+                Ok(other) => (false, other.evidence()),
+                Err(e) => (false, e.to_string()),
+            };
+            run.rotation.verification.push(Verification {
+                check: "old_credential_restored".into(),
+                passed,
+                evidence,
+                at: now(),
+            });
+        }
+        let staging = self.journal.staging_path(&run.policy.name, &run.rotation.rotation_id);
+        self.vault
+            .kv_destroy_all(self.journal.mount(), &staging)
+            .await?;
+        run.rotation.status = Status::RolledBack;
+        self.write(run).await?;
+        info!("Rotation rolled back; the old credential is current.");
+        Ok(())
+    }
+}
+
+/// Loads the HMAC key all replicas share, creating it once (check-and-set 0).
+async fn load_fingerprint_key(
+    vault: &Vault,
+    config: &EngineConfig,
+) -> Result<Fingerprinter, EngineError> {
+    let path = format!("{}/config/fingerprint-key", config.state_prefix);
+    for _ in 0..2 {
+        if let Some(entry) = vault.kv_read(&config.state_mount, &path).await? {
+            let key = entry
+                .data
+                .expose("key")
+                .and_then(|k| hex::decode(k).ok())
+                .filter(|k| k.len() >= 32)
+                .ok_or_else(|| VaultError::Read {
+                    mount: config.state_mount.clone(),
+                    path: path.clone(),
+                    detail: "key `key` must hold at least 32 hex-encoded bytes".into(),
+                })?;
+            return Ok(Fingerprinter::new(key));
+        }
+        let mut bytes = [0u8; 32];
+        rand::rng().fill(&mut bytes);
+        let mut data = SecretMap::new();
+        data.insert("key", SecretString::from(hex::encode(bytes)));
+        match vault
+            .kv_write(&config.state_mount, &path, &data, Some(0))
+            .await
+        {
+            Ok(_) | Err(VaultError::CasConflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(VaultError::Read {
+        mount: config.state_mount.clone(),
+        path,
+        detail: "the fingerprint key could not be created".into(),
+    }
+    .into())
+}

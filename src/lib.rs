@@ -1,0 +1,29 @@
+//! rotor rotates the credentials of non-human identities: it keeps the canonical copy
+//! in Vault, pushes new values to their consumers and proves the old secret is dead.
+//!
+//! Module map:
+//! - [`cli`]: the command line (`validate`, `plan`, `rotate`), thin over the library.
+//! - [`policy`]: the policy model (serde), loading with precise errors, validation, templates.
+//! - [`schedule`]: cron + time zone → next fire times.
+//! - [`engine`]: the rotation state machine, its journal and failpoints.
+//! - [`credentials`]: one module per credential kind, dispatched by an enum.
+//! - [`consumers`]: one module per consumer, dispatched by an enum.
+//! - [`vault`]: the Vault client (vaultrs): configuration, KV v2, staging, references.
+//! - [`secret`]: secret-holding types and HMAC fingerprints.
+
+pub mod cli;
+pub mod consumers;
+pub mod credentials;
+pub mod engine;
+pub mod policy;
+pub mod schedule;
+pub mod secret;
+pub mod vault;
+
+/// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once at start,
+/// before any TLS client is built: with both rustls back-ends compiled in (kube's
+/// dependencies bring in ring), rustls cannot pick one by itself and would panic.
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,91 @@
+//! The policy model, loading with precise errors, and validation.
+//!
+//! - [`load_paths`] reads files and directories (recursive `*.yaml`/`*.yml`, several
+//!   documents per file), validates every policy and returns a [`PolicySet`] or every
+//!   problem found as [`LoadErrors`], each with file, line, column and field path.
+//! - `yaml`: a YAML tree that keeps every node's position, and a serde deserializer
+//!   over it that knows the field path of every value.
+//! - `raw`: serde structs mirroring the YAML; `validate` turns them, without I/O, into
+//!   the types in [`model`] (re-exported here).
+//! - [`Template`], [`PasswordGenerator`]: consumer templates and password generation.
+
+mod duration;
+mod error;
+mod generator;
+mod load;
+mod model;
+mod raw;
+mod template;
+mod validate;
+mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{LoadErrors, PolicyError};
+pub use generator::{Alphabet, GeneratorError, PasswordGenerator};
+pub use model::*;
+pub use template::{Template, TemplateError};
+
+/// Loads and validates every policy under `paths` (files, or directories searched
+/// recursively for `*.yaml`/`*.yml`; a file may hold several `---` documents).
+/// Never touches the network. Names must be unique across everything loaded.
+pub fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
+    load::load_paths(paths)
+}
+
+/// Loads policies from YAML text as if read from `file` (for tests and the API).
+pub fn load_str(file: &std::path::Path, text: &str) -> Result<PolicySet, LoadErrors> {
+    load::load_sources(vec![(file.to_path_buf(), Ok(text.to_owned()))])
+}
+
+/// A set of validated policies with unique names.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: BTreeMap<String, ValidatedPolicy>,
+}
+
+impl PolicySet {
+    /// Policies sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &ValidatedPolicy> {
+        self.policies.values()
+    }
+
+    /// The policy called `name`.
+    pub fn get(&self, name: &str) -> Option<&ValidatedPolicy> {
+        self.policies.get(name)
+    }
+
+    /// Number of policies.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Policy names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.policies.keys().map(String::as_str)
+    }
+
+    /// Builds a set from policies whose names are known to be unique; a later policy
+    /// with the same name replaces an earlier one.
+    pub fn from_policies(policies: impl IntoIterator<Item = ValidatedPolicy>) -> Self {
+        Self {
+            policies: policies.into_iter().map(|p| (p.name.clone(), p)).collect(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a PolicySet {
+    type Item = &'a ValidatedPolicy;
+    type IntoIter = std::collections::btree_map::Values<'a, String, ValidatedPolicy>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.policies.values()
+    }
+}

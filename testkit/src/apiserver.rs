@@ -1,0 +1,680 @@
+//! A fake Kubernetes API server over real HTTP: `kube-fake-client`'s in-memory backend
+//! behind a hyper server on loopback.
+//!
+//! Clients reach it the way they reach a cluster: a kubeconfig with `server: http://ADDR`
+//! and a bearer token, so rotor's own kube client, its HTTP stack and its error handling are
+//! exercised. The backend handles create/get/list/replace/delete, JSON, merge and apply
+//! patches with field managers (409 on conflicts unless forced), and 409 on a stale
+//! `resourceVersion`. Like a real API server it answers `/version`, `/healthz`, `/livez`
+//! and `/readyz` without a token, and serves discovery (`/api`, `/apis`, `/api/v1`,
+//! `/apis/GROUP/VERSION`).
+//!
+//! Limits of the fake: no watches (answered with 405 so a watcher fails loudly instead of
+//! misreading a list), `stringData` is not folded into `data` (write `data`), strategic
+//! merge patches are plain merge patches, and there is no TLS (loopback only).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_fake_client::discovery as known;
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+/// Namespaces every fresh server has, like a new cluster.
+pub const BUILTIN_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// Kubernetes version the fake reports on `/version` (k8s-openapi's `latest`).
+const K8S_MAJOR: &str = "1";
+const K8S_MINOR: &str = "36";
+
+/// Verbs listed in discovery, in the order a real server lists them.
+const VERBS: [&str; 8] = [
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// What can go wrong while setting up or running the fake API server.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    /// The in-memory backend refused an initial object.
+    #[error("building the fake backend failed")]
+    Backend(#[source] kube_fake_client::Error),
+    /// A seed file could not be read.
+    #[error("reading seed file {path} failed")]
+    ReadSeed {
+        /// The seed file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A seed file is not YAML/JSON.
+    #[error("parsing seed file {path} failed")]
+    ParseSeed {
+        /// The seed file.
+        path: PathBuf,
+        /// The parser's error (with line and column).
+        #[source]
+        source: serde_saphyr::Error,
+    },
+    /// A seed object lacks `apiVersion`, `kind` or `metadata.name`.
+    #[error("seed object #{index} has no {field}")]
+    SeedObject {
+        /// Position of the object in the seed (0-based).
+        index: usize,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// The kubeconfig could not be serialized.
+    #[error("serializing the kubeconfig failed")]
+    SerializeKubeconfig(#[source] serde_json::Error),
+    /// The kubeconfig could not be written.
+    #[error("writing kubeconfig {path} failed")]
+    WriteKubeconfig {
+        /// The kubeconfig path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kubeconfig could not be read back or turned into a client configuration.
+    #[error("loading kubeconfig {path} failed")]
+    LoadKubeconfig {
+        /// The kubeconfig path.
+        path: PathBuf,
+        /// kube's error.
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    /// kube could not build a client from the configuration.
+    #[error("building a kube client failed")]
+    Client(#[source] kube::Error),
+    /// The listening socket failed.
+    #[error("accepting a connection failed")]
+    Accept(#[source] std::io::Error),
+}
+
+impl ApiServerError {
+    /// A fixed label for this error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiServerError::Backend(_) => "backend",
+            ApiServerError::ReadSeed { .. } => "read_seed",
+            ApiServerError::ParseSeed { .. } => "parse_seed",
+            ApiServerError::SeedObject { .. } => "seed_object",
+            ApiServerError::SerializeKubeconfig(_) => "serialize_kubeconfig",
+            ApiServerError::WriteKubeconfig { .. } => "write_kubeconfig",
+            ApiServerError::LoadKubeconfig { .. } => "load_kubeconfig",
+            ApiServerError::Client(_) => "client",
+            ApiServerError::Accept(_) => "accept",
+        }
+    }
+}
+
+/// Builds the in-memory backend holding [`BUILTIN_NAMESPACES`] and the `seed` objects.
+///
+/// The returned client talks to memory directly (no HTTP); [`serve`] puts HTTP in front.
+/// It spawns a task, so call it inside the runtime that will run [`serve`].
+pub async fn backend(seed: Vec<Value>) -> Result<kube::Client, ApiServerError> {
+    let mut objects: Vec<Value> = BUILTIN_NAMESPACES
+        .iter()
+        .map(|ns| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+        .collect();
+    objects.extend(seed);
+    kube_fake_client::ClientBuilder::new()
+        .with_runtime_objects(objects)
+        .build()
+        .await
+        .map_err(ApiServerError::Backend)
+}
+
+/// Reads a seed file: YAML or JSON, one object, a list of objects, a `kind: List` with
+/// `items`, or several `---`-separated documents of those.
+pub fn load_seed(path: &Path) -> Result<Vec<Value>, ApiServerError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ApiServerError::ReadSeed {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).map_err(|source| ApiServerError::ParseSeed {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    flatten_seed(docs)
+}
+
+/// Flattens seed documents into objects and checks each has `apiVersion`, `kind` and
+/// `metadata.name`.
+pub fn flatten_seed(docs: Vec<Value>) -> Result<Vec<Value>, ApiServerError> {
+    let mut objects = Vec::new();
+    for doc in docs {
+        match doc {
+            Value::Null => {}
+            Value::Array(items) => objects.extend(items),
+            Value::Object(ref map)
+                if map
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List"))
+                    && map.get("items").is_some_and(Value::is_array) =>
+            {
+                if let Some(Value::Array(items)) = map.get("items") {
+                    objects.extend(items.iter().cloned());
+                }
+            }
+            other => objects.push(other),
+        }
+    }
+    for (index, obj) in objects.iter().enumerate() {
+        let has = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+        if !has(obj.get("apiVersion")) {
+            return Err(ApiServerError::SeedObject {
+                index,
+                field: "apiVersion",
+            });
+        }
+        if !has(obj.get("kind")) {
+            return Err(ApiServerError::SeedObject {
+                index,
+                field: "kind",
+            });
+        }
+        if !has(obj.get("metadata").and_then(|m| m.get("name"))) {
+            return Err(ApiServerError::SeedObject {
+                index,
+                field: "metadata.name",
+            });
+        }
+    }
+    Ok(objects)
+}
+
+/// A random bearer token for one server instance.
+pub fn random_token() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let tail: String = (0..40)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("fake-{tail}")
+}
+
+/// Writes a kubeconfig (mode 0600, it holds the token) whose only context points at
+/// `http://addr` with `token`, namespace `default`.
+pub fn write_kubeconfig(path: &Path, addr: SocketAddr, token: &str) -> Result<(), ApiServerError> {
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": format!("http://{addr}")}}],
+        "users": [{"name": "fake", "user": {"token": token}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "default"}}],
+        "current-context": "fake",
+        "preferences": {}
+    });
+    // JSON is valid YAML: kube and kubectl read it as a kubeconfig.
+    let mut text =
+        serde_json::to_string_pretty(&config).map_err(ApiServerError::SerializeKubeconfig)?;
+    text.push('\n');
+    write_private(path, text.as_bytes()).map_err(|source| ApiServerError::WriteKubeconfig {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `data` to a temporary file next to `path` with mode 0600, then renames it over
+/// `path`, so readers never see a half-written kubeconfig.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let dir = dir.unwrap_or_else(|| Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(data)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Builds a kube client from a kubeconfig file, as rotor does outside a cluster.
+/// Installs the rustls crypto provider first.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, ApiServerError> {
+    crate::install_crypto_provider();
+    let load_err = |source| ApiServerError::LoadKubeconfig {
+        path: path.to_path_buf(),
+        source,
+    };
+    let kubeconfig = Kubeconfig::read_from(path).map_err(load_err)?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(load_err)?;
+    kube::Client::try_from(config).map_err(ApiServerError::Client)
+}
+
+/// Shared state of one server.
+struct State {
+    backend: kube::Client,
+    token: String,
+    addr: SocketAddr,
+}
+
+/// Serves the Kubernetes API from `backend` on `listener` until `shutdown` completes.
+/// Every request except `/version` and the health endpoints must carry
+/// `Authorization: Bearer <token>`. Open connections are dropped at shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    backend: kube::Client,
+    token: String,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ApiServerError> {
+    let addr = listener.local_addr().map_err(ApiServerError::Accept)?;
+    let state = Arc::new(State {
+        backend,
+        token,
+        addr,
+    });
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted.map_err(ApiServerError::Accept)?;
+                let state = Arc::clone(&state);
+                connections.spawn(async move {
+                    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+                    if let Err(error) = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                    {
+                        debug!(peer = %peer, error = %error, "Connection ended with an error.");
+                    }
+                });
+            }
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Answers one request; never fails (errors become Kubernetes `Status` responses).
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = route(&state, req).await;
+    debug!(method = %method, path = %path, status = response.status().as_u16(), "Request served.");
+    Ok(response)
+}
+
+async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let is_get = req.method() == Method::GET;
+
+    // Public on a real API server too (role system:public-info-viewer).
+    if is_get {
+        match path.as_str() {
+            "/healthz" | "/livez" | "/readyz" => return text(StatusCode::OK, "ok"),
+            "/version" => return json_response(StatusCode::OK, &version_info()),
+            _ => {}
+        }
+    }
+
+    if !authorized(req.headers().get(header::AUTHORIZATION), &state.token) {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    }
+
+    if is_get {
+        if let Some(body) = discovery(&path, state.addr) {
+            return json_response(StatusCode::OK, &body);
+        }
+    }
+    if !(path.starts_with("/api/") || path.starts_with("/apis/")) {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource ({path})"),
+        );
+    }
+    if is_watch(req.uri().query(), &path) {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "watch is not supported by the fake API server",
+        );
+    }
+    forward(state, req).await
+}
+
+/// Passes a resource request to the in-memory backend.
+async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("reading the request body failed: {error}"),
+            );
+        }
+    };
+    let request = Request::from_parts(parts, kube::client::Body::from(bytes));
+    let response = match state.backend.send(request).await {
+        Ok(response) => response,
+        Err(error) => {
+            // The backend rejects malformed paths and bodies with a plain error.
+            warn!(error = %error, "Fake backend rejected a request.");
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("the fake API server could not handle the request: {error}"),
+            );
+        }
+    };
+    let (parts, body) = response.into_parts();
+    match body.collect().await {
+        Ok(collected) => Response::from_parts(parts, Full::new(collected.to_bytes())),
+        Err(error) => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &format!("reading the backend response failed: {error}"),
+        ),
+    }
+}
+
+fn authorized(value: Option<&HeaderValue>, token: &str) -> bool {
+    let Some(presented) = value
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compare without an early exit so timing does not reveal a matching prefix.
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn is_watch(query: Option<&str>, path: &str) -> bool {
+    path.contains("/watch/")
+        || query.is_some_and(|q| {
+            q.split('&')
+                .any(|pair| matches!(pair, "watch" | "watch=true" | "watch=1"))
+        })
+}
+
+fn version_info() -> Value {
+    json!({
+        "major": K8S_MAJOR,
+        "minor": K8S_MINOR,
+        "gitVersion": format!("v{K8S_MAJOR}.{K8S_MINOR}.0-fake"),
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "none",
+        "compiler": "rotor-testkit",
+        "platform": "linux/amd64"
+    })
+}
+
+/// Discovery documents for the resource types the backend knows.
+fn discovery(path: &str, addr: SocketAddr) -> Option<Value> {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match parts.as_slice() {
+        ["api"] => Some(json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr.to_string()}]
+        })),
+        ["apis"] => Some(group_list()),
+        ["api", version] => resource_list("", version),
+        ["apis", group, version] => resource_list(group, version),
+        _ => None,
+    }
+}
+
+fn group_list() -> Value {
+    let mut groups: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (group, version, _, _) in known::list_resources() {
+        if !group.is_empty() {
+            groups.entry(group).or_default().insert(version);
+        }
+    }
+    let groups: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let mut versions: Vec<&str> = versions.into_iter().collect();
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+            let entries: Vec<Value> = versions
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+                .collect();
+            let preferred = entries.first().cloned().unwrap_or(Value::Null);
+            json!({"name": group, "versions": entries, "preferredVersion": preferred})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let resources: Vec<Value> = known::list_resources()
+        .iter()
+        .filter(|(g, v, _, _)| *g == group && *v == version)
+        .map(|(g, v, kind, plural)| {
+            let verbs: Vec<&str> = VERBS
+                .iter()
+                .copied()
+                .filter(|verb| known::supports_verb(g, v, kind, verb))
+                .collect();
+            json!({
+                "name": plural,
+                "singularName": known::get_singular(g, v, kind).unwrap_or_default(),
+                "namespaced": known::is_namespaced(g, v, kind).unwrap_or(true),
+                "kind": kind,
+                "verbs": verbs,
+                "shortNames": known::get_short_names(g, v, kind),
+            })
+        })
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources
+    }))
+}
+
+/// Orders API versions like Kubernetes does: GA over beta over alpha, then higher numbers.
+fn version_priority(version: &str) -> (u8, u32, u32) {
+    let rest = version.strip_prefix('v').unwrap_or(version);
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let major = digits.parse().unwrap_or(0);
+    let tail = &rest[digits.len()..];
+    let (stability, minor) = if let Some(n) = tail.strip_prefix("beta") {
+        (1, n.parse().unwrap_or(0))
+    } else if let Some(n) = tail.strip_prefix("alpha") {
+        (0, n.parse().unwrap_or(0))
+    } else if tail.is_empty() {
+        (2, 0)
+    } else {
+        (0, 0)
+    };
+    (stability, major, minor)
+}
+
+fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A Kubernetes `Status` failure response.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
+    json_response(
+        code,
+        &json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code.as_u16()
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_like_kubernetes() {
+        let mut v = vec!["v1alpha1", "v1beta1", "v2", "v1", "v1beta2", "v2beta1"];
+        v.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        assert_eq!(v, ["v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1"]);
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let ok = HeaderValue::from_static("Bearer abc");
+        assert!(authorized(Some(&ok), "abc"));
+        assert!(!authorized(
+            Some(&HeaderValue::from_static("Bearer abd")),
+            "abc"
+        ));
+        assert!(!authorized(
+            Some(&HeaderValue::from_static("Bearer ab")),
+            "abc"
+        ));
+        assert!(!authorized(Some(&HeaderValue::from_static("abc")), "abc"));
+        assert!(!authorized(None, "abc"));
+    }
+
+    #[test]
+    fn watch_requests_are_recognised() {
+        assert!(is_watch(
+            Some("watch=true&resourceVersion=1"),
+            "/api/v1/pods"
+        ));
+        assert!(is_watch(Some("labelSelector=a&watch=1"), "/api/v1/pods"));
+        assert!(is_watch(None, "/api/v1/watch/pods"));
+        assert!(!is_watch(Some("labelSelector=watch"), "/api/v1/pods"));
+    }
+
+    #[test]
+    fn seed_accepts_lists_and_documents() {
+        let docs = vec![
+            json!([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}}]),
+            json!({"apiVersion": "v1", "kind": "List", "items": [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}}
+            ]}),
+            Value::Null,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "c", "namespace": "a"}}),
+        ];
+        let objects = flatten_seed(docs).unwrap();
+        assert_eq!(objects.len(), 3);
+    }
+
+    #[test]
+    fn seed_object_without_name_is_rejected() {
+        let err = flatten_seed(vec![json!([
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {}}
+        ])])
+        .unwrap_err();
+        assert_eq!(err.kind(), "seed_object");
+        assert_eq!(err.to_string(), "seed object #1 has no metadata.name");
+    }
+
+    #[test]
+    fn discovery_lists_the_types_rotor_uses() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let core = discovery("/api/v1", addr).unwrap();
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert!(names.contains(&"secrets") && names.contains(&"namespaces"));
+        let apps = discovery("/apis/apps/v1", addr).unwrap();
+        assert!(
+            apps["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["kind"] == "Deployment")
+        );
+        assert!(discovery("/apis/coordination.k8s.io/v1", addr).is_some());
+        assert!(discovery("/apis/nope.example/v1", addr).is_none());
+        let groups = group_list();
+        let apps_group = groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "apps")
+            .unwrap();
+        assert_eq!(apps_group["preferredVersion"]["version"], "v1");
+    }
+}

@@ -1,0 +1,199 @@
+//! [`FakeKube`]: a fake Kubernetes API server for one test, reached over real HTTP.
+//!
+//! The server runs on its own thread with its own tokio runtime, so it keeps answering
+//! while the test blocks (for example on `std::process::Command::output()` running the
+//! rotor binary against [`FakeKube::kubeconfig`]) and whatever runtime flavour the test
+//! uses. Dropping the [`FakeKube`] stops the server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::apiserver;
+
+/// A running fake API server, its kubeconfig and a client built from that kubeconfig.
+///
+/// Holds the temporary directory with the kubeconfig and the server; both go away when
+/// this value is dropped.
+pub struct FakeKube {
+    /// Loopback address the server listens on.
+    pub addr: SocketAddr,
+    /// Kubeconfig (mode 0600, in a temporary directory) pointing at `http://addr` with a
+    /// bearer token; hand it to the rotor binary as `KUBECONFIG`.
+    pub kubeconfig: PathBuf,
+    /// A `kube::Client` built from [`FakeKube::kubeconfig`]; it goes over HTTP like rotor's.
+    pub client: kube::Client,
+    _dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl FakeKube {
+    /// Starts a server on `127.0.0.1:0` holding the namespaces `default`, `kube-system` and
+    /// `kube-public`, writes its kubeconfig and builds [`FakeKube::client`].
+    ///
+    /// # Panics
+    ///
+    /// When the server cannot start or the kubeconfig cannot be written or loaded.
+    pub async fn start() -> FakeKube {
+        let token = apiserver::random_token();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<SocketAddr, String>>();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server_token = token.clone();
+        std::thread::Builder::new()
+            .name("fake-kube-apiserver".into())
+            .spawn(move || run_server(server_token, ready_tx, stop_rx))
+            .unwrap_or_else(|e| panic!("spawning the fake API server thread failed: {e}"));
+        let addr = match ready_rx.await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(message)) => panic!("the fake API server did not start: {message}"),
+            Err(_) => panic!("the fake API server thread ended before it was ready"),
+        };
+
+        let dir = tempfile::Builder::new()
+            .prefix("rotor-fake-kube-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a temporary directory failed: {e}"));
+        let kubeconfig = dir.path().join("kubeconfig");
+        apiserver::write_kubeconfig(&kubeconfig, addr, &token)
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        let client = apiserver::client_from_kubeconfig(&kubeconfig)
+            .await
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        FakeKube {
+            addr,
+            kubeconfig,
+            client,
+            _dir: dir,
+            stop: Some(stop_tx),
+        }
+    }
+
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FakeKube {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // An error means the server thread has ended already.
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Body of the server thread: bind, build the backend, report readiness, serve until told
+/// to stop (or until the [`FakeKube`] is dropped, which drops the sender).
+fn run_server(
+    token: String,
+    ready: oneshot::Sender<Result<SocketAddr, String>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(format!("building a tokio runtime failed: {e}")));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(e) => {
+                let _ = ready.send(Err(format!("binding 127.0.0.1:0 failed: {e}")));
+                return;
+            }
+        };
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => {
+                let _ = ready.send(Err(format!("reading the local address failed: {e}")));
+                return;
+            }
+        };
+        let backend = match apiserver::backend(Vec::new()).await {
+            Ok(backend) => backend,
+            Err(e) => {
+                let _ = ready.send(Err(error_chain(&e)));
+                return;
+            }
+        };
+        if ready.send(Ok(addr)).is_err() {
+            return;
+        }
+        let shutdown = async {
+            // Err means the FakeKube was dropped without a stop message: stop as well.
+            let _ = stop.await;
+        };
+        if let Err(e) = apiserver::serve(listener, backend, token, shutdown).await {
+            tracing::error!(error = %error_chain(&e), "Fake API server stopped.");
+        }
+    });
+}
+
+/// `error: cause: cause` for panics and logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Creates namespace `name`.
+///
+/// # Panics
+///
+/// When the API server refuses (for example 409 because it exists already).
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    let namespace: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name}
+    }))
+    .unwrap_or_else(|e| panic!("building namespace {name} failed: {e}"));
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap_or_else(|e| panic!("creating namespace {name} failed: {e}"));
+}
+
+/// Creates a minimal valid Deployment `ns/name`: one replica of `registry.k8s.io/pause`,
+/// selector and pod labels `app: NAME`.
+///
+/// # Panics
+///
+/// When the API server refuses.
+pub async fn create_deployment(client: &kube::Client, ns: &str, name: &str) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
+            }
+        }
+    }))
+    .unwrap_or_else(|e| panic!("building deployment {ns}/{name} failed: {e}"));
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap_or_else(|e| panic!("creating deployment {ns}/{name} failed: {e}"));
+}

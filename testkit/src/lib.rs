@@ -1,0 +1,35 @@
+//! Test support for rotor: the contract with the local service stack that `dev/stack up`
+//! starts (OpenBao, PostgreSQL), names and canaries for tests, a leak check, and a fake
+//! Kubernetes API server that speaks real HTTP on loopback.
+//!
+//! Module map:
+//! - [`stack`]: where the running services are ([`stack()`], [`Stack`], [`PgInfo`]).
+//! - [`names`]: unique resource names and canary values ([`unique`], [`canary`]).
+//! - [`leak`]: [`assert_no_secret`] for logs, errors and other output.
+//! - [`apiserver`]: the HTTP front of `kube-fake-client` (used by [`FakeKube`] and the
+//!   `fake-kube-apiserver` binary), kubeconfig writing and seed loading.
+//! - [`fake_kube`]: [`FakeKube`], an in-process fake API server for one test, and helpers
+//!   that create namespaces and deployments.
+//!
+//! Services are real (see `INTEGRATION-NOTES.md`): nothing here mocks OpenBao or
+//! PostgreSQL. A test that needs them calls [`stack()`], which panics with the command
+//! that starts them when they are not there.
+
+pub mod apiserver;
+pub mod fake_kube;
+pub mod leak;
+pub mod names;
+pub mod stack;
+
+pub use fake_kube::{FakeKube, create_deployment, create_namespace};
+pub use leak::assert_no_secret;
+pub use names::{canary, unique};
+pub use stack::{PgInfo, Stack, stack};
+
+/// Installs the process-wide rustls crypto provider (aws-lc-rs), as rotor does at start.
+/// kube's dependencies compile in a second rustls back-end, so without an installed
+/// default a kube client would panic when it is built. Safe to call many times.
+pub fn install_crypto_provider() {
+    // An error only means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,373 @@
+//! The fake API server over real HTTP, driven through kube clients built from its kubeconfig.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchParams};
+use rotor_testkit::{FakeKube, create_deployment, create_namespace, unique};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A Secret as rotor writes it: `data` (base64 on the wire), never `stringData`.
+fn secret(ns: &str, name: &str, key: &str, value: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            key.to_string(),
+            ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+fn value_of(secret: &Secret, key: &str) -> String {
+    let bytes = &secret.data.as_ref().expect("secret has data")[key].0;
+    String::from_utf8(bytes.clone()).expect("utf-8 value")
+}
+
+fn api_code(err: &kube::Error) -> Option<u16> {
+    match err {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+/// One raw HTTP/1.1 request; returns the status code and the body.
+async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read response");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_a_secret_that_reads_back() {
+    let kube = FakeKube::start().await;
+    let ns = unique("ssa");
+    create_namespace(&kube.client, &ns).await;
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+
+    let applied = secrets
+        .patch(
+            "db-creds",
+            &PatchParams::apply("rotor"),
+            &Patch::Apply(secret(&ns, "db-creds", "password", "first-value")),
+        )
+        .await
+        .expect("apply creates the secret");
+    assert_eq!(value_of(&applied, "password"), "first-value");
+
+    let read = secrets.get("db-creds").await.expect("read back");
+    assert_eq!(value_of(&read, "password"), "first-value");
+    assert_eq!(read.metadata.namespace.as_deref(), Some(ns.as_str()));
+    assert!(read.metadata.resource_version.is_some());
+
+    // Re-applying by the same manager updates in place.
+    secrets
+        .patch(
+            "db-creds",
+            &PatchParams::apply("rotor"),
+            &Patch::Apply(secret(&ns, "db-creds", "password", "second-value")),
+        )
+        .await
+        .expect("same manager re-applies");
+    let read = secrets.get("db-creds").await.expect("read back");
+    assert_eq!(value_of(&read, "password"), "second-value");
+
+    // Nothing leaks across namespaces.
+    let other: Api<Secret> = Api::namespaced(kube.client.clone(), "default");
+    let err = other.get("db-creds").await.unwrap_err();
+    assert_eq!(api_code(&err), Some(404), "{err}");
+}
+
+#[tokio::test]
+async fn conflicting_apply_by_another_manager_is_409_unless_forced() {
+    let kube = FakeKube::start().await;
+    let ns = unique("conflict");
+    create_namespace(&kube.client, &ns).await;
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    secrets
+        .patch(
+            "token",
+            &PatchParams::apply("rotor"),
+            &Patch::Apply(secret(&ns, "token", "value", "rotor-owned")),
+        )
+        .await
+        .expect("rotor applies");
+
+    let err = secrets
+        .patch(
+            "token",
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(secret(&ns, "token", "value", "intruder")),
+        )
+        .await
+        .expect_err("a second manager must conflict");
+    assert_eq!(api_code(&err), Some(409), "{err}");
+    let read = secrets.get("token").await.expect("read back");
+    assert_eq!(value_of(&read, "value"), "rotor-owned");
+
+    secrets
+        .patch(
+            "token",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(secret(&ns, "token", "value", "forced")),
+        )
+        .await
+        .expect("a forced apply takes ownership");
+    let read = secrets.get("token").await.expect("read back");
+    assert_eq!(value_of(&read, "value"), "forced");
+
+    // Now rotor is the one that conflicts, until it forces.
+    let err = secrets
+        .patch(
+            "token",
+            &PatchParams::apply("rotor"),
+            &Patch::Apply(secret(&ns, "token", "value", "rotor-again")),
+        )
+        .await
+        .expect_err("ownership moved");
+    assert_eq!(api_code(&err), Some(409), "{err}");
+}
+
+#[tokio::test]
+async fn replace_with_a_stale_resource_version_is_409() {
+    let kube = FakeKube::start().await;
+    let ns = unique("stale");
+    create_namespace(&kube.client, &ns).await;
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &secret(&ns, "s", "k", "v1"))
+        .await
+        .expect("create");
+    let original = secrets.get("s").await.expect("get");
+
+    let mut first = original.clone();
+    first.data = secret(&ns, "s", "k", "v2").data;
+    secrets
+        .replace("s", &PostParams::default(), &first)
+        .await
+        .expect("replace with the current resourceVersion");
+
+    let mut stale = original;
+    stale.data = secret(&ns, "s", "k", "v3").data;
+    let err = secrets
+        .replace("s", &PostParams::default(), &stale)
+        .await
+        .expect_err("stale resourceVersion");
+    assert_eq!(api_code(&err), Some(409), "{err}");
+    assert_eq!(value_of(&secrets.get("s").await.expect("get"), "k"), "v2");
+}
+
+#[tokio::test]
+async fn restarting_a_deployment_sets_restarted_at() {
+    let kube = FakeKube::start().await;
+    let ns = unique("restart");
+    create_namespace(&kube.client, &ns).await;
+    create_deployment(&kube.client, &ns, "web").await;
+    let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), &ns);
+
+    let before = deployments.get("web").await.expect("get");
+    let template_annotations = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default()
+    };
+    assert!(!template_annotations(&before).contains_key("kube.kubernetes.io/restartedAt"));
+
+    deployments.restart("web").await.expect("restart");
+    let after = deployments.get("web").await.expect("get");
+    let stamp = template_annotations(&after)
+        .get("kube.kubernetes.io/restartedAt")
+        .cloned()
+        .expect("restartedAt annotation");
+    assert!(!stamp.is_empty());
+    assert_ne!(
+        before.metadata.resource_version,
+        after.metadata.resource_version
+    );
+    // The rest of the pod template is untouched.
+    let image = after.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(image.as_deref(), Some("registry.k8s.io/pause:3.10"));
+}
+
+#[tokio::test]
+async fn helpers_create_listable_objects_and_refuse_duplicates() {
+    let kube = FakeKube::start().await;
+    let ns = unique("helpers");
+    create_namespace(&kube.client, &ns).await;
+    create_deployment(&kube.client, &ns, "a").await;
+    create_deployment(&kube.client, &ns, "b").await;
+
+    let namespaces: Api<Namespace> = Api::all(kube.client.clone());
+    let names: Vec<String> = namespaces
+        .list(&ListParams::default())
+        .await
+        .expect("list namespaces")
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    for expected in ["default", "kube-system", ns.as_str()] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), &ns);
+    let listed = deployments
+        .list(&ListParams::default().labels("app=b"))
+        .await
+        .expect("list by label");
+    assert_eq!(listed.items.len(), 1);
+
+    let err = namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.clone()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
+        )
+        .await
+        .expect_err("duplicate namespace");
+    assert_eq!(api_code(&err), Some(409), "{err}");
+}
+
+#[tokio::test]
+async fn requests_need_the_kubeconfig_token_but_version_and_health_do_not() {
+    let kube = FakeKube::start().await;
+    let (code, body) = raw_request(
+        kube.addr,
+        "GET /api/v1/namespaces HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("\"reason\":\"Unauthorized\""), "{body}");
+
+    let (code, body) = raw_request(
+        kube.addr,
+        "GET /api/v1/namespaces HTTP/1.1\r\nHost: fake\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 401, "{body}");
+
+    let (code, body) = raw_request(
+        kube.addr,
+        "GET /healthz HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((code, body.as_str()), (200, "ok"));
+
+    let version = kube.client.apiserver_version().await.expect("/version");
+    assert_eq!(version.major, "1");
+    assert!(kube.url().starts_with("http://127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn discovery_finds_the_resource_types_rotor_uses() {
+    let kube = FakeKube::start().await;
+    let discovery = kube::Discovery::new(kube.client.clone())
+        .filter(&["", "apps", "coordination.k8s.io"])
+        .run()
+        .await
+        .expect("discovery");
+    for (group, kind) in [
+        ("", "Secret"),
+        ("", "Namespace"),
+        ("apps", "Deployment"),
+        ("apps", "StatefulSet"),
+        ("apps", "DaemonSet"),
+        ("coordination.k8s.io", "Lease"),
+    ] {
+        let found = discovery
+            .get(group)
+            .is_some_and(|g| g.recommended_kind(kind).is_some());
+        assert!(found, "{group}/{kind} not discovered");
+    }
+}
+
+#[tokio::test]
+async fn watches_fail_loudly() {
+    let kube = FakeKube::start().await;
+    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), "default");
+    let err = secrets
+        .watch(&WatchParams::default(), "0")
+        .await
+        .err()
+        .expect("watch is refused");
+    assert_eq!(api_code(&err), Some(405), "{err}");
+}
+
+#[test]
+fn the_server_outlives_a_blocked_test_thread() {
+    // A test that blocks its own thread (e.g. waiting for a child process) must not stall
+    // the server: it runs on its own thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kube = runtime.block_on(FakeKube::start());
+    let addr = kube.addr;
+    let status = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    })
+    .join()
+    .unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    drop(kube);
+}
+
+#[tokio::test]
+async fn dropping_the_server_stops_it() {
+    let kube = FakeKube::start().await;
+    let addr = kube.addr;
+    drop(kube);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server still accepts connections after drop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,4 +1,4 @@
-//! The command line: `validate`, `plan`, `rotate`. Each command prints human text or,
+//! The command line: `validate`, `plan`, `rotate`, `resume`. Each command prints human text or,
 //! with `-o json`, one JSON document on stdout; logs go to stderr. Exit status is 0 on
 //! success, 1 on any failure (including "old credential still accepted"), 2 on usage
 //! errors (clap).
@@ -74,6 +74,18 @@ pub enum Command {
     },
     /// Rotate one credential now, step by step, with verification.
     Rotate(RotateArgs),
+    /// Finish or roll back interrupted rotations (what the agent does at start-up);
+    /// starts nothing new.
+    Resume {
+        /// Policy directory (or file); repeatable.
+        #[arg(long = "policies", required = true)]
+        policies: Vec<PathBuf>,
+        /// Only this policy (default: every policy).
+        name: Option<String>,
+        /// Vault connection.
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
 }
 
 /// Arguments of `rotor rotate`.
@@ -134,8 +146,9 @@ impl VaultArgs {
             c.ca_cert = Some(ca.clone());
         }
         if let Some(f) = &self.vault_token_file {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| anyhow::anyhow!("reading the Vault token file {}: {e}", f.display()))?;
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                anyhow::anyhow!("reading the Vault token file {}: {e}", f.display())
+            })?;
             c.token = Some(SecretString::from(text.trim().to_owned()));
         }
         Ok(c)
@@ -144,6 +157,7 @@ impl VaultArgs {
 
 /// Crates whose debug/trace output can carry request bodies or SQL text; they are
 /// capped at `info` whatever RUST_LOG says, so no log level can leak a secret.
+/// (kube_client is capped harder, below: it logs unparsable API error bodies at warn.)
 const CAPPED_TARGETS: &[&str] = &[
     "tokio_postgres",
     "postgres_protocol",
@@ -153,7 +167,6 @@ const CAPPED_TARGETS: &[&str] = &[
     "hyper",
     "hyper_util",
     "h2",
-    "kube_client",
     "tower",
 ];
 
@@ -164,12 +177,14 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
         1 => "debug",
         _ => "trace",
     };
-    let mut filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     for target in CAPPED_TARGETS {
         if let Ok(d) = format!("{target}=info").parse() {
             filter = filter.add_directive(d);
         }
+    }
+    if let Ok(d) = "kube_client=error".parse() {
+        filter = filter.add_directive(d);
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -191,6 +206,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             count,
         } => plan(&policies, name.as_deref(), count, output),
         Command::Rotate(args) => rotate(args, output).await,
+        Command::Resume {
+            policies,
+            name,
+            vault,
+        } => resume(&policies, name.as_deref(), &vault, output).await,
     };
     match result {
         Ok(code) => code,
@@ -314,17 +334,63 @@ fn default_actor() -> String {
     format!("cli:{user}")
 }
 
+async fn engine(args: &VaultArgs) -> anyhow::Result<Engine> {
+    let vault = Vault::connect(&args.config()?)?;
+    let config = EngineConfig {
+        state_mount: args.state_mount.clone(),
+        ..EngineConfig::default()
+    };
+    Ok(Engine::new(vault, config, Consumers::new()).await?)
+}
+
+async fn resume(
+    paths: &[PathBuf],
+    name: Option<&str>,
+    vault: &VaultArgs,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let set = load(paths)?;
+    let selected: Vec<&ValidatedPolicy> = match name {
+        Some(n) => vec![
+            set.get(n)
+                .ok_or_else(|| anyhow::anyhow!("no policy named {n:?} in the given paths"))?,
+        ],
+        None => set.iter().collect(),
+    };
+    let engine = engine(vault).await?;
+    let mut resumed = Vec::new();
+    let mut ok = true;
+    for policy in selected {
+        if let Some(r) = engine.resume(policy).await? {
+            ok &= matches!(
+                r.status,
+                crate::engine::Status::Completed | crate::engine::Status::RolledBack
+            );
+            resumed.push(r);
+        }
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::json!({ "resumed": resumed })),
+        Output::Text if resumed.is_empty() => println!("no interrupted rotations"),
+        Output::Text => {
+            for r in &resumed {
+                print_rotation(r);
+            }
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
     let set = load(&args.policies)?;
     let policy = set
         .get(&args.name)
         .ok_or_else(|| anyhow::anyhow!("no policy named {:?} in the given paths", args.name))?;
-    let vault = Vault::connect(&args.vault.config()?)?;
-    let config = EngineConfig {
-        state_mount: args.vault.state_mount.clone(),
-        ..EngineConfig::default()
-    };
-    let engine = Engine::new(vault, config, Consumers::new()).await?;
+    let engine = engine(&args.vault).await?;
     let request = RotationRequest {
         trigger: if args.compromise {
             Trigger::Compromise

@@ -449,18 +449,15 @@ impl Vault {
 /// Resolves an `env` or `file` reference without Vault. A Vault reference is an error.
 pub fn resolve_local(reference: &Reference) -> Result<SecretMap, VaultError> {
     let value = match reference {
-        Reference::Env(name) => {
-            std::env::var(name).map_err(|_| VaultError::ReferenceMissing {
-                reference: describe_reference(reference),
-                detail: "the environment variable is not set".into(),
-            })?
-        }
+        Reference::Env(name) => std::env::var(name).map_err(|_| VaultError::ReferenceMissing {
+            reference: describe_reference(reference),
+            detail: "the environment variable is not set".into(),
+        })?,
         Reference::File(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| VaultError::ReferenceMissing {
-                    reference: describe_reference(reference),
-                    detail: e.to_string(),
-                })?;
+            let text = std::fs::read_to_string(path).map_err(|e| VaultError::ReferenceMissing {
+                reference: describe_reference(reference),
+                detail: e.to_string(),
+            })?;
             text.trim_end_matches(['\n', '\r']).to_owned()
         }
         Reference::Vault { .. } => {

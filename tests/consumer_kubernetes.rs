@@ -1,10 +1,12 @@
 //! The Kubernetes consumer against `kube-fake-client`, an in-memory API server that
-//! tracks server-side-apply field managers, answers 409 on conflicts and stale
-//! resourceVersions, and runs behind `kube::Client`'s own request/response stack.
+//! tracks server-side-apply field managers and answers 409 on apply conflicts and stale
+//! resourceVersions. Behaviour tests reach it over real HTTP on loopback
+//! ([`rotor_testkit::FakeKube`], kube's whole client stack); the two fault-injection
+//! tests need its interceptors, which only the in-process client offers.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use k8s_openapi::api::apps::v1::{
@@ -12,7 +14,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube_fake_client::{ClientBuilder, interceptor};
 use rotor::consumers::kubernetes::{
     DATA_HASH_ANNOTATION, KubernetesConsumerClient, KubernetesError, MANAGED_BY_LABEL,
@@ -20,7 +22,7 @@ use rotor::consumers::kubernetes::{
 };
 use rotor::policy::{KubernetesConsumer, Template, WorkloadKind, WorkloadRef};
 use rotor::secret::{Fingerprinter, SecretMap, SecretString};
-use rotor_testkit::{assert_no_secret, canary};
+use rotor_testkit::{FakeKube, assert_no_secret, canary, create_namespace};
 use serde_json::json;
 
 const NS: &str = "payments";
@@ -118,14 +120,39 @@ fn deployment(name: &str) -> Deployment {
     }
 }
 
+/// The in-process fake with interceptors (fault injection).
 async fn fake(builder: ClientBuilder) -> kube::Client {
+    logs();
     rotor::install_crypto_provider();
     builder.build().await.unwrap()
 }
 
-async fn fake_with_deployments(names: &[&str]) -> kube::Client {
-    let objects = names.iter().map(|n| deployment(n)).collect();
-    fake(ClientBuilder::new().with_objects(objects)).await
+/// A fake API server on loopback holding namespace [`NS`] and these Deployments. Keep
+/// the [`FakeKube`] alive for the test: dropping it stops the server.
+async fn fake_with_deployments(names: &[&str]) -> (FakeKube, kube::Client) {
+    logs();
+    rotor::install_crypto_provider();
+    let kube = FakeKube::start().await;
+    let client = kube.client.clone();
+    create_namespace(&client, NS).await;
+    for name in names {
+        create(&client, &deployment(name)).await;
+    }
+    (kube, client)
+}
+
+async fn create<K>(client: &kube::Client, object: &K)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), object)
+        .await
+        .unwrap();
 }
 
 async fn secret_data(client: &kube::Client, name: &str) -> BTreeMap<String, String> {
@@ -166,25 +193,31 @@ async fn raw_apply(client: &kube::Client, manager: &str, body: serde_json::Value
         .unwrap();
 }
 
-/// The log lines of the current thread.
+/// Every log line rotor's consumers write in this test binary, at every level.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
-impl Captured {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        // rotor's own logs at every level; kube-client's debug lines print API error
-        // bodies verbatim, which rotor does not control (see the module docs).
+/// Installs the capturing subscriber as the global default, once. Every test calls this
+/// before it touches rotor, so no callsite is ever registered without it (a per-thread
+/// default races with tests running on other threads and can miss events).
+fn logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        // kube-client's own debug lines print API error bodies verbatim; rotor does not
+        // control them, so the check covers rotor's consumer module only.
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "rotor=trace,kube_client=info,kube_fake_client=info",
-            ))
+            .with_env_filter(tracing_subscriber::EnvFilter::new("rotor::consumers=trace"))
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    })
+}
 
+impl Captured {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
@@ -213,7 +246,7 @@ fn error_text(e: &KubernetesError) -> String {
 
 #[tokio::test]
 async fn first_push_creates_and_restarts_repeat_is_a_noop_new_values_restart_again() {
-    let client = fake_with_deployments(&["api"]).await;
+    let (_kube, client) = fake_with_deployments(&["api"]).await;
     let consumer = KubernetesConsumerClient::new(client.clone());
     let spec = spec("payments-db", vec![deploy("api")], false);
     let marker = restart_annotation_key("payments-db");
@@ -307,7 +340,9 @@ async fn statefulsets_and_daemonsets_are_restarted_too() {
         }),
         ..DaemonSet::default()
     };
-    let client = fake(ClientBuilder::new().with_object(sts).with_object(ds)).await;
+    let (_kube, client) = fake_with_deployments(&[]).await;
+    create(&client, &sts).await;
+    create(&client, &ds).await;
     let consumer = KubernetesConsumerClient::new(client.clone());
     let restart = vec![
         WorkloadRef {
@@ -324,7 +359,10 @@ async fn statefulsets_and_daemonsets_are_restarted_too() {
     let report = consumer.push(&spec, &v1, &h1).await.unwrap();
     assert_eq!(
         report.restarted,
-        vec!["statefulset/db-proxy".to_owned(), "daemonset/agent".to_owned()]
+        vec![
+            "statefulset/db-proxy".to_owned(),
+            "daemonset/agent".to_owned()
+        ]
     );
     let marker = restart_annotation_key("payments-db");
     let sts = Api::<StatefulSet>::namespaced(client.clone(), NS)
@@ -336,8 +374,20 @@ async fn statefulsets_and_daemonsets_are_restarted_too() {
         .await
         .unwrap();
     for annotations in [
-        sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap(),
-        ds.spec.unwrap().template.metadata.unwrap().annotations.unwrap(),
+        sts.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap(),
+        ds.spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap(),
     ] {
         assert_eq!(annotations[&marker], h1);
         assert!(annotations.contains_key(RESTARTED_AT_ANNOTATION));
@@ -348,7 +398,7 @@ async fn statefulsets_and_daemonsets_are_restarted_too() {
 
 #[tokio::test]
 async fn keys_of_other_field_managers_are_preserved() {
-    let client = fake_with_deployments(&[]).await;
+    let (_kube, client) = fake_with_deployments(&[]).await;
     raw_apply(
         &client,
         "someone-else",
@@ -377,7 +427,7 @@ async fn keys_of_other_field_managers_are_preserved() {
 
 #[tokio::test]
 async fn a_key_owned_by_another_manager_conflicts_unless_forced() {
-    let client = fake_with_deployments(&["api"]).await;
+    let (_kube, client) = fake_with_deployments(&["api"]).await;
     let pw = canary();
     raw_apply(
         &client,
@@ -406,7 +456,10 @@ async fn a_key_owned_by_another_manager_conflicts_unless_forced() {
     assert!(text.contains("payments/contested"), "{text}");
     assert_no_secret(&text, &[&pw, &b64(&pw)]);
     // Nothing was written and nothing rolled.
-    assert_eq!(secret_data(&client, "contested").await["PGPASSWORD"], "theirs");
+    assert_eq!(
+        secret_data(&client, "contested").await["PGPASSWORD"],
+        "theirs"
+    );
     let (annotations, _) = rollout_state(&client, "api").await;
     assert!(!annotations.contains_key(&restart_annotation_key("contested")));
 
@@ -422,7 +475,7 @@ async fn a_key_owned_by_another_manager_conflicts_unless_forced() {
 
 #[tokio::test]
 async fn a_missing_workload_is_named() {
-    let client = fake_with_deployments(&["api"]).await;
+    let (_kube, client) = fake_with_deployments(&["api"]).await;
     let consumer = KubernetesConsumerClient::new(client.clone());
     let spec = spec("payments-db", vec![deploy("ghost"), deploy("api")], false);
     let (v1, h1) = render(&spec, "pw-ghost");
@@ -441,14 +494,14 @@ async fn a_missing_workload_is_named() {
     assert!(!err.is_transient());
     assert!(err.to_string().contains("deployment/ghost"), "{err}");
     // The Secret is applied and the workload that exists was still rolled, once.
-    assert_eq!(secret_data(&client, "payments-db").await["PGPASSWORD"], "pw-ghost");
+    assert_eq!(
+        secret_data(&client, "payments-db").await["PGPASSWORD"],
+        "pw-ghost"
+    );
     let (annotations, generation) = rollout_state(&client, "api").await;
     assert_eq!(annotations[&restart_annotation_key("payments-db")], h1);
     // A retry after the ghost appears rolls the ghost only.
-    Api::<Deployment>::namespaced(client.clone(), NS)
-        .create(&Default::default(), &deployment("ghost"))
-        .await
-        .unwrap();
+    create(&client, &deployment("ghost")).await;
     let report = consumer.push(&spec, &v1, &h1).await.unwrap();
     assert_eq!(report.restarted, vec!["deployment/ghost".to_owned()]);
     assert_eq!(rollout_state(&client, "api").await.1, generation);
@@ -456,7 +509,7 @@ async fn a_missing_workload_is_named() {
 
 #[tokio::test]
 async fn a_push_resumed_after_a_crash_restarts_exactly_once() {
-    let client = fake_with_deployments(&["api"]).await;
+    let (_kube, client) = fake_with_deployments(&["api"]).await;
     let consumer = KubernetesConsumerClient::new(client.clone());
     let spec = spec("payments-db", vec![deploy("api")], false);
     let marker = restart_annotation_key("payments-db");
@@ -503,7 +556,7 @@ async fn a_push_resumed_after_a_crash_restarts_exactly_once() {
 
 #[tokio::test]
 async fn an_existing_secret_keeps_its_type_and_a_contrary_policy_is_refused() {
-    let client = fake_with_deployments(&[]).await;
+    let (_kube, client) = fake_with_deployments(&[]).await;
     raw_apply(
         &client,
         "someone-else",
@@ -525,7 +578,10 @@ async fn an_existing_secret_keeps_its_type_and_a_contrary_policy_is_refused() {
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("kubernetes.io/tls") && text.contains("Opaque"), "{text}");
+    assert!(
+        text.contains("kubernetes.io/tls") && text.contains("Opaque"),
+        "{text}"
+    );
 
     // Without an explicit type the existing one is kept.
     let unset = spec("tls", vec![], false);
@@ -589,8 +645,7 @@ async fn a_write_the_server_swallowed_fails_read_back_and_rolls_nothing() {
 
 #[tokio::test]
 async fn values_never_reach_errors_or_logs_even_when_the_server_echoes_them() {
-    let logs = Captured::default();
-    let _guard = logs.install();
+    let logs = logs();
     let pw = canary();
     // An admission webhook that quotes the whole request in its denial, the worst case.
     let funcs = interceptor::Funcs::new().patch(|ctx| {
@@ -631,20 +686,37 @@ async fn values_never_reach_errors_or_logs_even_when_the_server_echoes_them() {
     assert_no_secret(&text, &secrets);
 
     // A successful round on a clean server logs nothing secret either.
-    let clean = fake_with_deployments(&["api"]).await;
+    let (_clean_kube, clean) = fake_with_deployments(&["api"]).await;
     let consumer = KubernetesConsumerClient::new(clean);
+    let spec = self::spec("leak-check", vec![deploy("api")], false);
+    let (v1, h1) = render(&spec, &pw);
     consumer.push(&spec, &v1, &h1).await.unwrap();
     let other = canary();
     let (v2, h2) = render(&spec, &other);
     let report = consumer.push(&spec, &v2, &h2).await.unwrap();
     assert_no_secret(
-        &format!("{report:?} {report} {}", serde_json::to_string(&report).unwrap()),
+        &format!(
+            "{report:?} {report} {}",
+            serde_json::to_string(&report).unwrap()
+        ),
         &[&pw, &other],
     );
 
     let logged = logs.text();
-    assert!(logged.contains("Kubernetes Secret applied."), "{logged}");
-    assert!(logged.contains("Workload restarted."), "{logged}");
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("Kubernetes Secret applied.")
+                && l.contains("secret=leak-check")
+                && l.contains("changed=true")),
+        "{logged}"
+    );
+    assert!(
+        logged
+            .lines()
+            .any(|l| l.contains("Workload restarted.") && l.contains("workload=deployment/api")),
+        "{logged}"
+    );
     assert_no_secret(&logged, &secrets);
     assert_no_secret(&logged, &[&other, &b64(&other)]);
 }

@@ -58,7 +58,9 @@ impl From<LoginOutcome> for AuthOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// This build cannot rotate the kind or strategy yet; nothing was changed.
-    #[error("credential type {kind} with strategy {strategy} is not supported by this version of rotor")]
+    #[error(
+        "credential type {kind} with strategy {strategy} is not supported by this version of rotor"
+    )]
     Unsupported {
         /// Kind name.
         kind: &'static str,
@@ -238,12 +240,16 @@ impl Credential {
     }
 
     /// Ends the sessions of the rotated identity that were opened with the old
-    /// credential; returns how many.
-    pub async fn terminate_sessions(&self) -> Result<u64, CredentialError> {
+    /// credential, i.e. before `changed_at` (when the target switched to the new
+    /// value); returns how many.
+    pub async fn terminate_sessions(
+        &self,
+        changed_at: Option<std::time::SystemTime>,
+    ) -> Result<u64, CredentialError> {
         match self {
             Credential::Postgres {
                 target, username, ..
-            } => Ok(target.terminate_sessions(username).await?),
+            } => Ok(target.terminate_sessions(username, changed_at).await?),
         }
     }
 

@@ -33,7 +33,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256, Sha384, Sha512};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -412,30 +414,11 @@ impl PostgresTarget {
     pub async fn login(&self, role: &str, password: &SecretString) -> LoginOutcome {
         let mut config = self.config(role);
         config.password(password.expose_secret());
-        let attempt = async {
-            let session = self.open(&config).await?;
-            let result = session.client.query_one("SELECT 1", &[]).await;
-            session.close().await;
-            let row = result?;
-            Ok::<i32, tokio_postgres::Error>(row.try_get(0)?)
-        };
-        let outcome = match tokio::time::timeout(self.connect_timeout + STATEMENT_TIMEOUT, attempt)
-            .await
-        {
-            Err(_) => LoginOutcome::Unreachable {
-                reason: format!(
-                    "no answer within {}s",
-                    (self.connect_timeout + STATEMENT_TIMEOUT).as_secs()
-                ),
-            },
-            Ok(Ok(1)) => LoginOutcome::Accepted,
-            Ok(Ok(other)) => LoginOutcome::Unreachable {
-                reason: format!("SELECT 1 answered {other}"),
-            },
-            Ok(Err(error)) => classify_login_error(&error, self.connect_timeout),
-        };
+        let outcome = self.try_login(&config).await;
         match &outcome {
-            LoginOutcome::Accepted => debug!(role = %role, target = %self.address(), "Login accepted."),
+            LoginOutcome::Accepted => {
+                debug!(role = %role, target = %self.address(), "Login accepted.")
+            }
             LoginOutcome::Rejected { code, .. } => {
                 debug!(role = %role, target = %self.address(), code = %code, "Login rejected.")
             }
@@ -449,7 +432,15 @@ impl PostgresTarget {
     /// Ends every session of `role` except the caller's own with `pg_terminate_backend`
     /// (waiting up to 5 s for each to be gone) and returns how many were ended. The admin
     /// needs `pg_signal_backend` (or superuser, to end a superuser's sessions).
-    pub async fn terminate_sessions(&self, role: &str) -> Result<u64, PostgresError> {
+    ///
+    /// With `opened_before`, only sessions that started before that instant are ended:
+    /// after an in-place password change those are the ones opened with the old
+    /// password, while sessions opened since (with the new one) are left alone.
+    pub async fn terminate_sessions(
+        &self,
+        role: &str,
+        opened_before: Option<std::time::SystemTime>,
+    ) -> Result<u64, PostgresError> {
         validate_role(role)?;
         let session = self.admin_session().await?;
         let client = &session.client;
@@ -462,8 +453,9 @@ impl PostgresTarget {
                 let pids: Vec<i32> = client
                     .query(
                         "SELECT pid FROM pg_catalog.pg_stat_activity \
-                         WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid()",
-                        &[&role],
+                         WHERE usename = $1 AND pid <> pg_catalog.pg_backend_pid() \
+                         AND ($2::timestamptz IS NULL OR backend_start < $2::timestamptz)",
+                        &[&role, &opened_before],
                     )
                     .await
                     .map_err(err)?
@@ -522,6 +514,47 @@ impl PostgresTarget {
             info!(role = %role, target = %self.address(), "Role created.");
         }
         Ok(())
+    }
+
+    /// Connects with `config` (bounded by the connect timeout: a server that accepts TCP
+    /// and then says nothing is unreachable) and runs `SELECT 1`.
+    async fn try_login(&self, config: &Config) -> LoginOutcome {
+        let session = match tokio::time::timeout(self.connect_timeout, self.open(config)).await {
+            Err(_) => {
+                return LoginOutcome::Unreachable {
+                    reason: format!(
+                        "no login answer within {} ms",
+                        self.connect_timeout.as_millis()
+                    ),
+                };
+            }
+            Ok(Err(error)) => return classify_login_error(&error),
+            Ok(Ok(session)) => session,
+        };
+        let result =
+            tokio::time::timeout(STATEMENT_TIMEOUT, session.client.query_one("SELECT 1", &[]))
+                .await;
+        session.close().await;
+        match result {
+            Err(_) => LoginOutcome::Unreachable {
+                reason: format!(
+                    "logged in, but SELECT 1 got no answer within {}s",
+                    STATEMENT_TIMEOUT.as_secs()
+                ),
+            },
+            Ok(Err(error)) => LoginOutcome::Unreachable {
+                reason: format!("logged in, but SELECT 1 failed: {}", error_chain(&error)),
+            },
+            Ok(Ok(row)) => match row.try_get::<_, i32>(0) {
+                Ok(1) => LoginOutcome::Accepted,
+                Ok(other) => LoginOutcome::Unreachable {
+                    reason: format!("SELECT 1 answered {other}"),
+                },
+                Err(error) => LoginOutcome::Unreachable {
+                    reason: format!("SELECT 1 answered oddly: {}", error_chain(&error)),
+                },
+            },
+        }
     }
 
     fn config(&self, user: &str) -> Config {
@@ -612,7 +645,10 @@ impl Session {
     async fn close(self) {
         let Session { client, mut task } = self;
         drop(client);
-        if tokio::time::timeout(CLOSE_TIMEOUT, &mut task.0).await.is_err() {
+        if tokio::time::timeout(CLOSE_TIMEOUT, &mut task.0)
+            .await
+            .is_err()
+        {
             debug!("PostgreSQL connection did not close in time; aborting it.");
         }
     }
@@ -660,7 +696,7 @@ async fn terminate_backend(client: &Client, pid: i32) -> Result<bool, tokio_post
     }
 }
 
-fn classify_login_error(error: &tokio_postgres::Error, connect_timeout: Duration) -> LoginOutcome {
+fn classify_login_error(error: &tokio_postgres::Error) -> LoginOutcome {
     if let Some(db) = error.as_db_error() {
         if *db.code() == SqlState::INVALID_PASSWORD {
             return LoginOutcome::Rejected {
@@ -676,16 +712,25 @@ fn classify_login_error(error: &tokio_postgres::Error, connect_timeout: Duration
             ),
         };
     }
-    let text = error.to_string();
-    let reason = if text == "timeout" || text.contains("timed out") {
-        format!(
-            "no connection within {}s: {text}",
-            connect_timeout.as_secs()
-        )
-    } else {
-        text
-    };
-    LoginOutcome::Unreachable { reason }
+    LoginOutcome::Unreachable {
+        reason: error_chain(error),
+    }
+}
+
+/// The error's message followed by its causes (tokio-postgres' own message is terse,
+/// e.g. "error connecting to server"), skipping causes the text already contains.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn validate_role(role: &str) -> Result<(), PostgresError> {
@@ -724,7 +769,7 @@ fn quote_ident(ident: &str) -> String {
 
 /// `'text'` with embedded single quotes doubled. Backslashes are literal because
 /// `standard_conforming_strings` is on (the default since PostgreSQL 9.1); the verifier
-/// holds only base64, digits, `$` and `:` anyway.
+/// holds only base64, digits, `-`, `$` and `:` anyway.
 fn quote_literal(text: &str) -> Zeroizing<String> {
     Zeroizing::new(format!("'{}'", text.replace('\'', "''")))
 }
@@ -769,11 +814,9 @@ fn load_ca_file(path: &Path) -> Result<RootCertStore, PostgresError> {
         let cert = cert.map_err(|_| PostgresError::InvalidCaFile {
             path: path.to_owned(),
         })?;
-        roots
-            .add(cert)
-            .map_err(|_| PostgresError::InvalidCaFile {
-                path: path.to_owned(),
-            })?;
+        roots.add(cert).map_err(|_| PostgresError::InvalidCaFile {
+            path: path.to_owned(),
+        })?;
     }
     if roots.is_empty() {
         return Err(PostgresError::InvalidCaFile {
@@ -943,7 +986,10 @@ impl TlsConnect<Socket> for RustlsConnect {
     fn connect(self, stream: Socket) -> Self::Future {
         Box::pin(async move {
             let config = self.config.ok_or_else(|| {
-                io::Error::new(io::ErrorKind::Unsupported, "TLS is disabled for this target")
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "TLS is disabled for this target",
+                )
             })?;
             let stream = tokio_rustls::TlsConnector::from(config)
                 .connect(self.server_name, stream)
@@ -1099,7 +1145,7 @@ mod tests {
         assert!(
             verifier
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+/=$:".contains(c))
+                .all(|c| c.is_ascii_alphanumeric() || "+/=$:-".contains(c))
         );
         let err = scram_verifier("r", &SecretString::from("")).unwrap_err();
         assert_eq!(err.kind(), "empty_password");

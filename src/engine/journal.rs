@@ -278,10 +278,7 @@ impl Rotation {
         match self.steps.last() {
             None => Some(Step::FORWARD[0]),
             Some(rec) if rec.outcome == StepOutcome::Begun => Some(rec.step),
-            Some(rec) => Step::FORWARD
-                .iter()
-                .copied()
-                .find(|s| *s > rec.step),
+            Some(rec) => Step::FORWARD.iter().copied().find(|s| *s > rec.step),
         }
     }
 
@@ -413,10 +410,18 @@ impl Journal {
         })?;
         let mut data = serde_json::Map::new();
         data.insert("rotation".into(), value);
-        data.insert("status".into(), Value::String(rotation.status.as_str().into()));
+        data.insert(
+            "status".into(),
+            Value::String(rotation.status.as_str().into()),
+        );
         match self
             .vault
-            .kv_write_value(&self.mount, &self.path(&rotation.policy), &data, Some(version))
+            .kv_write_value(
+                &self.mount,
+                &self.path(&rotation.policy),
+                &data,
+                Some(version),
+            )
             .await
         {
             Ok(v) => Ok(v),

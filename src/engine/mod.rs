@@ -147,7 +147,9 @@ pub enum EngineError {
         step: &'static str,
     },
     /// The value a rotation must restore is gone from Vault.
-    #[error("canonical version {version} of {canonical} is gone; cannot continue rotation {rotation_id} safely")]
+    #[error(
+        "canonical version {version} of {canonical} is gone; cannot continue rotation {rotation_id} safely"
+    )]
     OldValueGone {
         /// Rotation.
         rotation_id: String,
@@ -201,11 +203,26 @@ impl StepFailure {
     }
 }
 
+/// An error and all its causes, `a: b: c` (errors here never carry secret values).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
 impl From<CredentialError> for StepFailure {
     fn from(e: CredentialError) -> Self {
         let transient = matches!(&e, CredentialError::Postgres(p) if p.is_transient());
         StepFailure {
-            message: e.to_string(),
+            message: chain(&e),
             transient,
             fatal: false,
         }
@@ -216,7 +233,7 @@ impl From<VaultError> for StepFailure {
     fn from(e: VaultError) -> Self {
         StepFailure {
             transient: e.is_transient(),
-            message: e.to_string(),
+            message: chain(&e),
             fatal: false,
         }
     }
@@ -301,7 +318,10 @@ impl Engine {
         }
         if request.trigger != Trigger::Schedule {
             if policy.spec.on_demand.require_reason
-                && request.reason.as_deref().is_none_or(|r| r.trim().is_empty())
+                && request
+                    .reason
+                    .as_deref()
+                    .is_none_or(|r| r.trim().is_empty())
             {
                 return Err(EngineError::RequestIncomplete {
                     policy: policy.name.clone(),
@@ -309,7 +329,10 @@ impl Engine {
                 });
             }
             if policy.spec.on_demand.require_ticket
-                && request.ticket.as_deref().is_none_or(|t| t.trim().is_empty())
+                && request
+                    .ticket
+                    .as_deref()
+                    .is_none_or(|t| t.trim().is_empty())
             {
                 return Err(EngineError::RequestIncomplete {
                     policy: policy.name.clone(),
@@ -530,7 +553,9 @@ impl Engine {
         let mut attempt = 0;
         loop {
             match self.execute(step, run).await {
-                Err(f) if f.transient && !step.before_promote() && attempt < self.config.retries => {
+                Err(f)
+                    if f.transient && !step.before_promote() && attempt < self.config.retries =>
+                {
                     let base = self.config.retry_base.as_millis() as u64 * (1 << attempt);
                     let jitter = rand::rng().random_range(0..=base / 2);
                     warn!(step = %step, attempt, error = %f.message, "Transient failure; retrying.");
@@ -568,7 +593,9 @@ impl Engine {
             Step::Propagated => self.propagate(run).await,
             Step::Revoked => {
                 if run.credential.has_revoke_step() {
-                    Err(StepFailure::fatal("revoke is not implemented for this kind"))
+                    Err(StepFailure::fatal(
+                        "revoke is not implemented for this kind",
+                    ))
                 } else {
                     Ok(StepResult::Skipped(
                         "nothing to revoke: the strategy changed the credential in place".into(),
@@ -577,7 +604,9 @@ impl Engine {
             }
             Step::Verified => self.verify(run).await,
             Step::Completed => {
-                let staging = self.journal.staging_path(&run.policy.name, &run.rotation.rotation_id);
+                let staging = self
+                    .journal
+                    .staging_path(&run.policy.name, &run.rotation.rotation_id);
                 self.vault
                     .kv_destroy_all(self.journal.mount(), &staging)
                     .await?;
@@ -591,7 +620,9 @@ impl Engine {
         if let Some(v) = &run.new {
             return Ok(v.clone());
         }
-        let path = self.journal.staging_path(&run.policy.name, &run.rotation.rotation_id);
+        let path = self
+            .journal
+            .staging_path(&run.policy.name, &run.rotation.rotation_id);
         let entry = self
             .vault
             .kv_read(self.journal.mount(), &path)
@@ -608,12 +639,16 @@ impl Engine {
 
     async fn stage(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
         let mount = self.journal.mount();
-        let path = self.journal.staging_path(&run.policy.name, &run.rotation.rotation_id);
+        let path = self
+            .journal
+            .staging_path(&run.policy.name, &run.rotation.rotation_id);
         // Never generate a second value for the same rotation: reuse what is staged.
         if let Some(existing) = self.vault.kv_read(mount, &path).await? {
             run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&existing.data));
             run.new = Some(existing.data);
-            return Ok(StepResult::Ok("reused the value staged before a restart".into()));
+            return Ok(StepResult::Ok(
+                "reused the value staged before a restart".into(),
+            ));
         }
         let mut new = run.credential.generate();
         // A generator must never hand back the value in use.
@@ -704,7 +739,9 @@ impl Engine {
         let count = records.len();
         run.rotation.consumers = records;
         if failures.is_empty() {
-            Ok(StepResult::Ok(format!("{count} consumer(s) updated and read back")))
+            Ok(StepResult::Ok(format!(
+                "{count} consumer(s) updated and read back"
+            )))
         } else {
             Err(StepFailure {
                 message: format!("consumers pending: {}", failures.join("; ")),
@@ -717,7 +754,17 @@ impl Engine {
     async fn verify(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
         let mut notes = Vec::new();
         if run.policy.spec.verify.terminate_sessions || run.compromise {
-            let n = run.credential.terminate_sessions().await?;
+            // Sessions opened before the target switched used the old credential.
+            let changed_at = run
+                .rotation
+                .steps
+                .iter()
+                .rev()
+                .find(|r| r.step == Step::Applied)
+                .and_then(|r| r.finished_at.as_deref())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(std::time::SystemTime::from);
+            let n = run.credential.terminate_sessions(changed_at).await?;
             run.rotation.sessions_terminated += n;
             notes.push(format!("{n} session(s) ended"));
         }
@@ -775,7 +822,9 @@ impl Engine {
                 at: now(),
             });
         }
-        let staging = self.journal.staging_path(&run.policy.name, &run.rotation.rotation_id);
+        let staging = self
+            .journal
+            .staging_path(&run.policy.name, &run.rotation.rotation_id);
         self.vault
             .kv_destroy_all(self.journal.mount(), &staging)
             .await?;

@@ -93,15 +93,29 @@ mod tests {
         assert_eq!(parse_duration("30d"), Some(Duration::from_secs(2_592_000)));
         assert_eq!(parse_duration("2w"), Some(Duration::from_secs(1_209_600)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5_400)));
-        assert_eq!(parse_duration("1d2h3m4s5ms"), Some(Duration::from_millis(93_784_005)));
+        assert_eq!(
+            parse_duration("1d2h3m4s5ms"),
+            Some(Duration::from_millis(93_784_005))
+        );
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
     }
 
     #[test]
     fn rejects_garbage() {
         for bad in [
-            "", "10", "m", "10x", "1.5h", "-1s", "30m1h", "1h1h", "10 m", "1y", "h1",
-            "99999999999999999999s", "18446744073709551615w",
+            "",
+            "10",
+            "m",
+            "10x",
+            "1.5h",
+            "-1s",
+            "30m1h",
+            "1h1h",
+            "10 m",
+            "1y",
+            "h1",
+            "99999999999999999999s",
+            "18446744073709551615w",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
         }

@@ -1,17 +1,255 @@
-//! Finding files, splitting documents, and assembling the [`PolicySet`].
+//! Finding files, splitting documents, and assembling the [`PolicySet`]: names unique
+//! across everything loaded, and no two policies owning the same Vault location.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
-use super::{LoadErrors, PolicySet};
+use serde::Deserialize;
+
+use super::error::{LoadErrors, PolicyError};
+use super::raw::RawPolicy;
+use super::validate::{Validator, validate_policy};
+use super::yaml::{DeError, NodeDe, Pos, Sink, parse_documents};
+use super::{PolicySet, ValidatedPolicy};
+
+/// Directory levels followed at most (guards against symlink loops).
+const MAX_DEPTH: usize = 32;
+
+fn file_error(file: &Path, message: String) -> PolicyError {
+    PolicyError {
+        file: file.to_path_buf(),
+        line: 1,
+        column: 1,
+        path: "(file)".into(),
+        message,
+    }
+}
+
+fn to_policy_error(file: &Path, e: DeError) -> PolicyError {
+    let pos = e.pos.unwrap_or(Pos { line: 1, column: 1 });
+    let path = e.path.unwrap_or_default();
+    PolicyError {
+        file: file.to_path_buf(),
+        line: pos.line.max(1),
+        column: pos.column.max(1),
+        path: if path.is_empty() {
+            "(document)".into()
+        } else {
+            path
+        },
+        message: e.message,
+    }
+}
+
+fn is_policy_file(p: &Path) -> bool {
+    matches!(
+        p.extension().and_then(|e| e.to_str()),
+        Some("yaml") | Some("yml")
+    )
+}
+
+fn walk(dir: &Path, depth: usize, files: &mut Vec<PathBuf>, errors: &mut Vec<PolicyError>) {
+    if depth > MAX_DEPTH {
+        errors.push(file_error(
+            dir,
+            format!("found directories nested deeper than {MAX_DEPTH} levels (a symlink loop?), expected a policy tree"),
+        ));
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(file_error(
+                dir,
+                format!("found an unreadable directory ({e}), expected a readable policy directory"),
+            ));
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        let hidden = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if p.is_dir() {
+            walk(&p, depth + 1, files, errors);
+        } else if is_policy_file(&p) {
+            files.push(p);
+        }
+    }
+}
 
 /// See [`super::load_paths`].
-pub(crate) fn load_paths(_paths: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
-    Ok(PolicySet::default())
+pub(crate) fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for p in paths {
+        match std::fs::metadata(p) {
+            Err(e) => errors.push(file_error(
+                p,
+                format!("found nothing readable at this path ({e}), expected a policy file or directory"),
+            )),
+            Ok(m) if m.is_dir() => walk(p, 0, &mut files, &mut errors),
+            Ok(_) => files.push(p.clone()),
+        }
+    }
+    // The same file reached twice (a file and its directory) is loaded once.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+    let sources = files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f);
+            (f, text)
+        })
+        .collect();
+    match load_sources(sources) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(finish(errors)),
+        Err(LoadErrors(more)) => {
+            errors.extend(more);
+            Err(finish(errors))
+        }
+    }
+}
+
+fn finish(mut errors: Vec<PolicyError>) -> LoadErrors {
+    errors.sort_by(|a, b| {
+        (&a.file, a.line, a.column, &a.path, &a.message)
+            .cmp(&(&b.file, b.line, b.column, &b.path, &b.message))
+    });
+    errors.dedup();
+    LoadErrors(errors)
+}
+
+/// Where a policy's name and Vault location were written.
+struct Seen {
+    name: String,
+    file: PathBuf,
+    pos: Pos,
+    path: String,
 }
 
 /// Loads already-read sources.
 pub(crate) fn load_sources(
-    _sources: Vec<(PathBuf, std::io::Result<String>)>,
+    sources: Vec<(PathBuf, std::io::Result<String>)>,
 ) -> Result<PolicySet, LoadErrors> {
-    Ok(PolicySet::default())
+    let mut errors = Vec::new();
+    let mut policies: Vec<ValidatedPolicy> = Vec::new();
+    let mut names: Vec<Seen> = Vec::new();
+    let mut vaults: Vec<Seen> = Vec::new();
+    for (file, text) in sources {
+        let text = match text {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(file_error(
+                    &file,
+                    format!("found an unreadable file ({e}), expected a UTF-8 policy file"),
+                ));
+                continue;
+            }
+        };
+        for doc in parse_documents(&text) {
+            for e in doc.errors {
+                errors.push(to_policy_error(&file, DeError::at(e.pos, &e.path, e.message)));
+            }
+            let Some(root) = doc.root else { continue };
+            if root.is_null() {
+                continue; // an empty document (`---` at the end, comments only)
+            }
+            let sink = Sink::default();
+            let result = RawPolicy::deserialize(NodeDe::root(&root, &sink));
+            let mut doc_errors = sink.into_inner();
+            let raw = match result {
+                Ok(raw) => Some(raw),
+                Err(e) => {
+                    if !e.reported {
+                        doc_errors.push(e);
+                    }
+                    None
+                }
+            };
+            let mut policy = None;
+            if let Some(raw) = &raw {
+                let mut v = Validator::default();
+                policy = validate_policy(raw, &file, &mut v);
+                doc_errors.extend(v.errors);
+                if let Some(m) = raw.metadata.0.as_ref() {
+                    names.push(Seen {
+                        name: m.name.value.clone(),
+                        file: file.clone(),
+                        pos: m.name.pos,
+                        path: m.name.path.clone(),
+                    });
+                }
+                if let (Some(p), Some(spec)) = (&policy, raw.spec.0.as_ref()) {
+                    if let Some(vault) = spec.vault.0.as_ref() {
+                        vaults.push(Seen {
+                            name: format!("{}/{}", p.spec.vault.mount, p.spec.vault.path),
+                            file: file.clone(),
+                            pos: vault.value.path.pos,
+                            path: vault.value.path.path.clone(),
+                        });
+                    }
+                }
+            }
+            if doc_errors.is_empty() {
+                policies.extend(policy);
+            }
+            errors.extend(
+                doc_errors
+                    .into_iter()
+                    .filter(|e| !e.reported)
+                    .map(|e| to_policy_error(&file, e)),
+            );
+        }
+    }
+    errors.extend(clashes(&names, "policy name", "names are unique across all files"));
+    errors.extend(clashes(
+        &vaults,
+        "Vault location",
+        "each policy owns its canonical Vault path",
+    ));
+    if errors.is_empty() {
+        Ok(PolicySet::from_policies(policies))
+    } else {
+        Err(finish(errors))
+    }
+}
+
+/// One error per occurrence of a value seen more than once, naming the other places.
+fn clashes(seen: &[Seen], what: &str, rule: &str) -> Vec<PolicyError> {
+    let mut by_value: BTreeMap<&str, Vec<&Seen>> = BTreeMap::new();
+    for s in seen {
+        by_value.entry(&s.name).or_default().push(s);
+    }
+    let mut out = Vec::new();
+    for (value, places) in by_value {
+        if places.len() < 2 {
+            continue;
+        }
+        for here in &places {
+            let others: Vec<String> = places
+                .iter()
+                .filter(|o| !std::ptr::eq(**o, *here))
+                .map(|o| format!("{}:{}:{}", o.file.display(), o.pos.line, o.pos.column))
+                .collect();
+            out.push(PolicyError {
+                file: here.file.clone(),
+                line: here.pos.line,
+                column: here.pos.column,
+                path: here.path.clone(),
+                message: format!(
+                    "found duplicate {what} `{value}` (also at {}), expected a unique one: {rule}",
+                    others.join(", ")
+                ),
+            });
+        }
+    }
+    out
 }

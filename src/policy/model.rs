@@ -759,7 +759,8 @@ pub enum ConsumerSpec {
 
 impl ConsumerSpec {
     /// Every kind's YAML type name.
-    pub const KINDS: &'static [&'static str] = &["kubernetes", "gitlab", "github", "vault-kv", "file"];
+    pub const KINDS: &'static [&'static str] =
+        &["kubernetes", "gitlab", "github", "vault-kv", "file"];
 
     /// The YAML type name.
     pub fn kind(&self) -> &'static str {

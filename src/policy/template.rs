@@ -26,7 +26,9 @@ enum Part {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// A `{{` without a matching `}}`.
-    #[error("found `{{{{` at byte {offset} without a closing `}}}}`, expected `{{{{ variable }}}}`")]
+    #[error(
+        "found `{{{{` at byte {offset} without a closing `}}}}`, expected `{{{{ variable }}}}`"
+    )]
     Unclosed {
         /// Byte offset of the `{{`.
         offset: usize,
@@ -182,7 +184,10 @@ mod tests {
         let t = Template::parse("postgres://{{ username }}:{{password}}@db:5432/app").unwrap();
         assert_eq!(t.variables().collect::<Vec<_>>(), ["username", "password"]);
         let out = t.render(&vars()).unwrap();
-        assert_eq!(out.expose_secret(), "postgres://app:s3cr3t-canary@db:5432/app");
+        assert_eq!(
+            out.expose_secret(),
+            "postgres://app:s3cr3t-canary@db:5432/app"
+        );
         assert!(!t.is_literal());
     }
 
@@ -190,7 +195,10 @@ mod tests {
     fn literal_only_template() {
         let t = Template::parse("require").unwrap();
         assert!(t.is_literal());
-        assert_eq!(t.render(&SecretMap::new()).unwrap().expose_secret(), "require");
+        assert_eq!(
+            t.render(&SecretMap::new()).unwrap().expose_secret(),
+            "require"
+        );
         let empty = Template::parse("").unwrap();
         assert_eq!(empty.render(&SecretMap::new()).unwrap().expose_secret(), "");
     }

@@ -74,9 +74,9 @@ pub enum ApiServerError {
     ParseSeed {
         /// The seed file.
         path: PathBuf,
-        /// The parser's error (with line and column).
+        /// The parser's error (with line and column), boxed: it is large.
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     /// A seed object lacks `apiVersion`, `kind` or `metadata.name`.
     #[error("seed object #{index} has no {field}")]
@@ -85,6 +85,14 @@ pub enum ApiServerError {
         index: usize,
         /// The missing field.
         field: &'static str,
+    },
+    /// The backend refused a seed object (unknown kind, duplicate, invalid).
+    #[error("seed object #{index} was refused: {message}")]
+    SeedRejected {
+        /// Position of the object in the seed (0-based; the built-in namespaces come first).
+        index: usize,
+        /// Why, as the API server said it.
+        message: String,
     },
     /// The kubeconfig could not be serialized.
     #[error("serializing the kubeconfig failed")]
@@ -123,6 +131,7 @@ impl ApiServerError {
             ApiServerError::ReadSeed { .. } => "read_seed",
             ApiServerError::ParseSeed { .. } => "parse_seed",
             ApiServerError::SeedObject { .. } => "seed_object",
+            ApiServerError::SeedRejected { .. } => "seed_rejected",
             ApiServerError::SerializeKubeconfig(_) => "serialize_kubeconfig",
             ApiServerError::WriteKubeconfig { .. } => "write_kubeconfig",
             ApiServerError::LoadKubeconfig { .. } => "load_kubeconfig",
@@ -135,18 +144,149 @@ impl ApiServerError {
 /// Builds the in-memory backend holding [`BUILTIN_NAMESPACES`] and the `seed` objects.
 ///
 /// The returned client talks to memory directly (no HTTP); [`serve`] puts HTTP in front.
-/// It spawns a task, so call it inside the runtime that will run [`serve`].
+/// It spawns a task, so call it inside the runtime that will run [`serve`]. Seed objects are
+/// created through the same request path as clients' objects (so namespaces land where
+/// `/api/v1/namespaces` finds them); a `resourceVersion` in a seed object is ignored.
 pub async fn backend(seed: Vec<Value>) -> Result<kube::Client, ApiServerError> {
-    let mut objects: Vec<Value> = BUILTIN_NAMESPACES
-        .iter()
-        .map(|ns| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-        .collect();
-    objects.extend(seed);
-    kube_fake_client::ClientBuilder::new()
-        .with_runtime_objects(objects)
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<NamespaceAlias>()
         .build()
         .await
-        .map_err(ApiServerError::Backend)
+        .map_err(ApiServerError::Backend)?;
+    let builtin = BUILTIN_NAMESPACES
+        .iter()
+        .map(|ns| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+    for (index, object) in builtin.chain(seed).enumerate() {
+        create_object(&client, object)
+            .await
+            .map_err(|message| ApiServerError::SeedRejected { index, message })?;
+    }
+    Ok(client)
+}
+
+/// Creates one object in the backend with a POST to its collection.
+async fn create_object(backend: &kube::Client, mut object: Value) -> Result<(), String> {
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or(("", api_version.as_str()));
+    let plural = known::get_plural(group, version, &kind)
+        .ok_or_else(|| format!("unknown kind {kind} in {api_version}"))?;
+    let mut path = if group.is_empty() {
+        format!("/api/{version}/")
+    } else {
+        format!("/apis/{group}/{version}/")
+    };
+    if known::is_namespaced(group, version, &kind).unwrap_or(true) {
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        path.push_str(&format!("namespaces/{namespace}/"));
+    }
+    path.push_str(plural);
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    let uri: http::Uri = backend_path(&path)
+        .parse()
+        .map_err(|e| format!("bad path {path}: {e}"))?;
+    let mut request = Request::new(kube::client::Body::from(object.to_string().into_bytes()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri;
+    request.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let response = backend.send(request).await.map_err(|e| e.to_string())?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let code = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    Err(format!("{code}: {message}").replace(NAMESPACES_ALIAS, "namespaces"))
+}
+
+/// Plural under which the backend stores Namespaces.
+///
+/// `kube-fake-client` 0.3 reads `/api/v1/namespaces[/NAME]` as the start of a namespaced
+/// path and rejects it, so Namespaces cannot be created, read or listed under their real
+/// path. The server rewrites those paths to this alias (registered as kind `Namespace`)
+/// and rewrites the alias back to `namespaces` in responses.
+const NAMESPACES_ALIAS: &str = "zz-fake-namespaces";
+
+/// The registration of [`NAMESPACES_ALIAS`]: core/v1 `Namespace` under another plural.
+struct NamespaceAlias {
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+}
+
+impl kube::Resource for NamespaceAlias {
+    type DynamicType = ();
+    type Scope = k8s_openapi::ClusterResourceScope;
+
+    fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+        "Namespace".into()
+    }
+    fn group(_: &()) -> std::borrow::Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> std::borrow::Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+        NAMESPACES_ALIAS.into()
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The path the backend serves `path` under: Namespace requests go to [`NAMESPACES_ALIAS`].
+fn backend_path(path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let is_namespace_path = match parts.as_slice() {
+        ["api", "v1", "namespaces"] | ["api", "v1", "namespaces", _] => true,
+        ["api", "v1", "namespaces", _, sub] => matches!(*sub, "status" | "finalize"),
+        _ => false,
+    };
+    if !is_namespace_path {
+        return path_and_query.to_string();
+    }
+    let mut rewritten = format!("/api/v1/{NAMESPACES_ALIAS}");
+    for part in &parts[3..] {
+        rewritten.push('/');
+        rewritten.push_str(part);
+    }
+    if let Some(query) = query {
+        rewritten.push('?');
+        rewritten.push_str(query);
+    }
+    rewritten
 }
 
 /// Reads a seed file: YAML or JSON, one object, a list of objects, a `kind: List` with
@@ -159,7 +299,7 @@ pub fn load_seed(path: &Path) -> Result<Vec<Value>, ApiServerError> {
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(&text).map_err(|source| ApiServerError::ParseSeed {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         })?;
     flatten_seed(docs)
 }
@@ -358,10 +498,8 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
     }
 
-    if is_get {
-        if let Some(body) = discovery(&path, state.addr) {
-            return json_response(StatusCode::OK, &body);
-        }
+    if is_get && let Some(body) = discovery(&path, state.addr) {
+        return json_response(StatusCode::OK, &body);
     }
     if !(path.starts_with("/api/") || path.starts_with("/apis/")) {
         return status(
@@ -382,7 +520,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
 
 /// Passes a resource request to the in-memory backend.
 async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
@@ -393,6 +531,25 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
             );
         }
     };
+    let original = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    let rewritten = backend_path(&original);
+    let aliased = rewritten != original;
+    if aliased {
+        match rewritten.parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(error) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("invalid request path: {error}"),
+                );
+            }
+        }
+    }
     let request = Request::from_parts(parts, kube::client::Body::from(bytes));
     let response = match state.backend.send(request).await {
         Ok(response) => response,
@@ -408,7 +565,16 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     };
     let (parts, body) = response.into_parts();
     match body.collect().await {
-        Ok(collected) => Response::from_parts(parts, Full::new(collected.to_bytes())),
+        Ok(collected) => {
+            let mut bytes = collected.to_bytes();
+            if aliased {
+                let text = String::from_utf8_lossy(&bytes).replace(NAMESPACES_ALIAS, "namespaces");
+                bytes = Bytes::from(text);
+            }
+            let mut response = Response::from_parts(parts, Full::new(bytes));
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            response
+        }
         Err(error) => status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
@@ -587,6 +753,29 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespace_paths_go_to_the_alias() {
+        let alias = format!("/api/v1/{NAMESPACES_ALIAS}");
+        assert_eq!(backend_path("/api/v1/namespaces"), alias);
+        assert_eq!(
+            backend_path("/api/v1/namespaces?labelSelector=a%3Db"),
+            format!("{alias}?labelSelector=a%3Db")
+        );
+        assert_eq!(backend_path("/api/v1/namespaces/x"), format!("{alias}/x"));
+        assert_eq!(
+            backend_path("/api/v1/namespaces/x/status"),
+            format!("{alias}/x/status")
+        );
+        for untouched in [
+            "/api/v1/namespaces/x/secrets",
+            "/api/v1/namespaces/x/secrets/y",
+            "/apis/apps/v1/namespaces/x/deployments/y",
+            "/api/v1/nodes",
+        ] {
+            assert_eq!(backend_path(untouched), untouched);
+        }
+    }
 
     #[test]
     fn versions_sort_like_kubernetes() {

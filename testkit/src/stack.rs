@@ -117,6 +117,10 @@ impl Stack {
                 .filter(|v| !v.is_empty())
                 .ok_or(StackError::Missing { var })
         };
+        // Read in a fixed order so the first missing variable named is VAULT_ADDR.
+        let vault_addr = get(VAULT_ADDR)?;
+        let vault_token = get(VAULT_TOKEN)?;
+        let host = get(PG_HOST)?;
         let port = get(PG_PORT)?
             .trim()
             .parse::<u16>()
@@ -124,10 +128,10 @@ impl Stack {
             .filter(|p| *p != 0)
             .ok_or(StackError::BadPort { var: PG_PORT })?;
         Ok(Stack {
-            vault_addr: get(VAULT_ADDR)?,
-            vault_token: get(VAULT_TOKEN)?,
+            vault_addr,
+            vault_token,
             pg: PgInfo {
-                host: get(PG_HOST)?,
+                host,
                 port,
                 admin_user: get(PG_ADMIN_USER)?,
                 admin_password: get(PG_ADMIN_PASSWORD)?,

@@ -161,8 +161,6 @@ impl VaultArgs {
 const CAPPED_TARGETS: &[&str] = &[
     "tokio_postgres",
     "postgres_protocol",
-    "rustify",
-    "vaultrs",
     "reqwest",
     "hyper",
     "hyper_util",
@@ -183,8 +181,12 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
             filter = filter.add_directive(d);
         }
     }
-    if let Ok(d) = "kube_client=error".parse() {
-        filter = filter.add_directive(d);
+    // rustify/vaultrs log every non-2xx answer at error, including the 404s rotor
+    // expects (no journal yet); rotor reports real Vault failures itself.
+    for directive in ["kube_client=error", "rustify=off", "vaultrs=off"] {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -281,7 +281,10 @@ async fn terminate_sessions_ends_the_roles_open_sessions() {
         .expect("session works before");
     let bystander = admin().await;
 
-    let ended = target.terminate_sessions(&role, None).await.expect("terminate");
+    let ended = target
+        .terminate_sessions(&role, None)
+        .await
+        .expect("terminate");
     assert_eq!(ended, 2);
 
     // pg_terminate_backend waited for the sessions to be gone: the next query fails.
@@ -297,7 +300,10 @@ async fn terminate_sessions_ends_the_roles_open_sessions() {
         .simple_query("SELECT 1")
         .await
         .expect("admin session survives");
-    assert_eq!(target.terminate_sessions(&role, None).await.expect("again"), 0);
+    assert_eq!(
+        target.terminate_sessions(&role, None).await.expect("again"),
+        0
+    );
     drop_role(&role).await;
 }
 

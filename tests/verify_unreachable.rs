@@ -50,10 +50,13 @@ impl Proxy {
 async fn unreachable_target_fails_verification_instead_of_passing() {
     let s = rotor_testkit::stack();
     let proxy = Proxy::start(format!("{}:{}", s.pg.host, s.pg.port)).await;
-    let fx = Fixture::new("unreach", Options {
-        pg_port: Some(proxy.port),
-        ..Options::default()
-    })
+    let fx = Fixture::new(
+        "unreach",
+        Options {
+            pg_port: Some(proxy.port),
+            ..Options::default()
+        },
+    )
     .await;
 
     // Everything up to and including propagation happens, then the process dies.
@@ -85,7 +88,10 @@ async fn unreachable_target_fails_verification_instead_of_passing() {
     assert_eq!(check["check"], "old_credential_rejected");
     assert_eq!(check["passed"], false);
     assert!(
-        check["evidence"].as_str().expect("evidence").starts_with("inconclusive"),
+        check["evidence"]
+            .as_str()
+            .expect("evidence")
+            .starts_with("inconclusive"),
         "{check}"
     );
     assert!(

@@ -120,7 +120,9 @@ stack_start_daemon() {
   # setsid: own session, so the daemon outlives this script and its terminal. In a
   # non-interactive script we are not a group leader, so setsid execs in place and $!
   # is the daemon's own pid.
-  setsid "$@" </dev/null >>"$log" 2>&1 &
+  # 9>&-: the daemon must not inherit dev/stack's lock (fd 9), or it would hold the lock
+  # for its whole life and block every later `dev/stack up`.
+  setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
   echo $! >"$pidfile"
 }
 

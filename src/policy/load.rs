@@ -61,7 +61,9 @@ fn walk(dir: &Path, depth: usize, files: &mut Vec<PathBuf>, errors: &mut Vec<Pol
         Err(e) => {
             errors.push(file_error(
                 dir,
-                format!("found an unreadable directory ({e}), expected a readable policy directory"),
+                format!(
+                    "found an unreadable directory ({e}), expected a readable policy directory"
+                ),
             ));
             return;
         }
@@ -92,7 +94,9 @@ pub(crate) fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
         match std::fs::metadata(p) {
             Err(e) => errors.push(file_error(
                 p,
-                format!("found nothing readable at this path ({e}), expected a policy file or directory"),
+                format!(
+                    "found nothing readable at this path ({e}), expected a policy file or directory"
+                ),
             )),
             Ok(m) if m.is_dir() => walk(p, 0, &mut files, &mut errors),
             Ok(_) => files.push(p.clone()),
@@ -156,7 +160,10 @@ pub(crate) fn load_sources(
         };
         for doc in parse_documents(&text) {
             for e in doc.errors {
-                errors.push(to_policy_error(&file, DeError::at(e.pos, &e.path, e.message)));
+                errors.push(to_policy_error(
+                    &file,
+                    DeError::at(e.pos, &e.path, e.message),
+                ));
             }
             let Some(root) = doc.root else { continue };
             if root.is_null() {
@@ -187,15 +194,15 @@ pub(crate) fn load_sources(
                         path: m.name.path.clone(),
                     });
                 }
-                if let (Some(p), Some(spec)) = (&policy, raw.spec.0.as_ref()) {
-                    if let Some(vault) = spec.vault.0.as_ref() {
-                        vaults.push(Seen {
-                            name: format!("{}/{}", p.spec.vault.mount, p.spec.vault.path),
-                            file: file.clone(),
-                            pos: vault.value.path.pos,
-                            path: vault.value.path.path.clone(),
-                        });
-                    }
+                if let (Some(p), Some(spec)) = (&policy, raw.spec.0.as_ref())
+                    && let Some(vault) = spec.vault.0.as_ref()
+                {
+                    vaults.push(Seen {
+                        name: format!("{}/{}", p.spec.vault.mount, p.spec.vault.path),
+                        file: file.clone(),
+                        pos: vault.value.path.pos,
+                        path: vault.value.path.path.clone(),
+                    });
                 }
             }
             if doc_errors.is_empty() {
@@ -209,7 +216,11 @@ pub(crate) fn load_sources(
             );
         }
     }
-    errors.extend(clashes(&names, "policy name", "names are unique across all files"));
+    errors.extend(clashes(
+        &names,
+        "policy name",
+        "names are unique across all files",
+    ));
     errors.extend(clashes(
         &vaults,
         "Vault location",

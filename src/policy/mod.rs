@@ -6,7 +6,7 @@
 //! - `yaml`: a YAML tree that keeps every node's position, and a serde deserializer
 //!   over it that knows the field path of every value.
 //! - `raw`: serde structs mirroring the YAML; `validate` turns them, without I/O, into
-//!   the types in [`model`] (re-exported here).
+//!   the model types re-exported here.
 //! - [`Template`], [`PasswordGenerator`]: consumer templates and password generation.
 
 mod duration;
@@ -89,3 +89,6 @@ impl<'a> IntoIterator for &'a PolicySet {
         self.policies.values()
     }
 }
+
+#[cfg(test)]
+mod tests;

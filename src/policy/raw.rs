@@ -14,6 +14,39 @@ use serde::Deserialize;
 
 use super::yaml::{Checked, Located, ScalarText};
 
+/// An integer with a custom "expected" text (`found a literal string, expected …`).
+macro_rules! raw_int {
+    ($name:ident, $expecting:literal) => {
+        #[derive(Clone, Copy)]
+        pub(crate) struct $name(pub i128);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<$name, E> {
+                        Ok($name(v.into()))
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<$name, E> {
+                        Ok($name(v.into()))
+                    }
+                    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<$name, E> {
+                        Ok($name(v))
+                    }
+                }
+                d.deserialize_i128(V)
+            }
+        }
+    };
+}
+
+raw_int!(RawPort, "a port number 1-65535");
+raw_int!(RawLength, "a password length 8-1024");
+
 /// `apiVersion`.
 #[derive(Deserialize)]
 pub(crate) enum ApiVersion {
@@ -170,7 +203,7 @@ pub(crate) struct RawVaultRef {
 )]
 pub(crate) struct RawPassword {
     #[serde(default)]
-    pub length: Option<Located<i64>>,
+    pub length: Option<Located<RawLength>>,
     #[serde(default)]
     pub alphabet: Option<Located<String>>,
 }
@@ -252,7 +285,7 @@ impl RawCredential {
 pub(crate) struct RawPgConnection {
     pub host: Located<String>,
     #[serde(default)]
-    pub port: Option<Located<i64>>,
+    pub port: Option<Located<RawPort>>,
     #[serde(default)]
     pub database: Option<Located<String>>,
     #[serde(default)]
@@ -286,7 +319,7 @@ pub(crate) struct RawPostgres {
 pub(crate) struct RawMysqlConnection {
     pub host: Located<String>,
     #[serde(default)]
-    pub port: Option<Located<i64>>,
+    pub port: Option<Located<RawPort>>,
     #[serde(default)]
     pub tls: Option<Checked<Located<RawTls>>>,
     pub admin_from: Checked<Located<RawReference>>,
@@ -320,7 +353,7 @@ pub(crate) struct RawMysql {
 pub(crate) struct RawRedisConnection {
     pub host: Located<String>,
     #[serde(default)]
-    pub port: Option<Located<i64>>,
+    pub port: Option<Located<RawPort>>,
     #[serde(default)]
     pub tls: Option<Checked<Located<RawTls>>>,
     #[serde(default)]
@@ -474,7 +507,7 @@ pub(crate) struct RawProbe {
     pub kind: RawProbeKind,
     pub host: Located<String>,
     #[serde(default)]
-    pub port: Option<Located<i64>>,
+    pub port: Option<Located<RawPort>>,
     #[serde(default)]
     pub database: Option<Located<String>>,
 }
@@ -548,7 +581,10 @@ pub(crate) enum RawMethod {
 // Consumers
 
 #[derive(Deserialize)]
-#[serde(rename_all = "kebab-case", expecting = "a consumer mapping with a `type`")]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a consumer mapping with a `type`"
+)]
 pub(crate) enum RawConsumer {
     Kubernetes(RawKubernetes),
     Gitlab(RawGitlab),

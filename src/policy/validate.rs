@@ -21,7 +21,8 @@ use super::yaml::{Checked, DeError, Located, Pos, ScalarText};
 /// Characters GitLab can mask when `raw` is false.
 const GITLAB_MASKABLE: &str = "_+=/@:.~-";
 /// Expected text for a reference.
-const REFERENCE_EXPECTED: &str = "exactly one of {vault: {path, key?, mount?}} | {env: NAME} | {file: PATH}";
+const REFERENCE_EXPECTED: &str =
+    "exactly one of {vault: {path, key?, mount?}} | {env: NAME} | {file: PATH}";
 
 /// Collects problems while validating one document.
 #[derive(Default)]
@@ -113,24 +114,33 @@ impl Validator {
 
     fn host(&mut self, s: &Located<String>) -> Option<String> {
         let v = &s.value;
-        if v.is_empty() || v.contains("://") || v.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/')
+        if v.is_empty()
+            || v.contains("://")
+            || v.chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '/')
         {
             self.at(
                 s,
-                format!("found `{}`, expected a host name or IP address (no scheme, no path)", v.escape_debug()),
+                format!(
+                    "found `{}`, expected a host name or IP address (no scheme, no path)",
+                    v.escape_debug()
+                ),
             );
             return None;
         }
         Some(v.clone())
     }
 
-    fn port(&mut self, p: Option<&Located<i64>>, default: u16) -> u16 {
+    fn port(&mut self, p: Option<&Located<RawPort>>, default: u16) -> u16 {
         match p {
             None => default,
-            Some(p) => match u16::try_from(p.value) {
+            Some(p) => match u16::try_from(p.value.0) {
                 Ok(port) if port != 0 => port,
                 _ => {
-                    self.at(p, format!("found {}, expected a port number 1-65535", p.value));
+                    self.at(
+                        p,
+                        format!("found {}, expected a port number 1-65535", p.value.0),
+                    );
                     default
                 }
             },
@@ -143,7 +153,10 @@ impl Validator {
             None => {
                 self.at(
                     d,
-                    format!("found `{}`, expected {DURATION_EXPECTED}", d.value.0.escape_debug()),
+                    format!(
+                        "found `{}`, expected {DURATION_EXPECTED}",
+                        d.value.0.escape_debug()
+                    ),
                 );
                 None
             }
@@ -184,7 +197,10 @@ impl Validator {
             Err(e) => {
                 self.at(
                     s,
-                    format!("found an invalid URL ({e}), expected an absolute {} URL", schemes.join("/")),
+                    format!(
+                        "found an invalid URL ({e}), expected an absolute {} URL",
+                        schemes.join("/")
+                    ),
                 );
                 None
             }
@@ -298,11 +314,14 @@ impl Validator {
             return g;
         };
         if let Some(l) = &p.value.length {
-            match usize::try_from(l.value) {
+            match usize::try_from(l.value.0) {
                 Ok(n) if (MIN_LENGTH..=MAX_LENGTH).contains(&n) => g.length = n,
                 _ => self.at(
                     l,
-                    format!("found length {}, expected {MIN_LENGTH} to {MAX_LENGTH}", l.value),
+                    format!(
+                        "found length {}, expected {MIN_LENGTH} to {MAX_LENGTH}",
+                        l.value.0
+                    ),
                 ),
             }
         }
@@ -332,7 +351,10 @@ impl Validator {
         let ca_file = match &t.value.ca_file {
             None => None,
             Some(ca) if mode == TlsMode::Disable => {
-                self.at(ca, "found caFile with mode disable, expected mode require or verify-full");
+                self.at(
+                    ca,
+                    "found caFile with mode disable, expected mode require or verify-full",
+                );
                 None
             }
             Some(ca) => self.non_empty(ca, "a file path").map(PathBuf::from),
@@ -383,7 +405,13 @@ impl Validator {
     fn username(&mut self, u: &Located<String>, max: usize) -> Option<String> {
         let name = self.non_empty(u, "a user name")?;
         if name.len() > max {
-            self.at(u, format!("found a name of {} bytes, expected at most {max}", name.len()));
+            self.at(
+                u,
+                format!(
+                    "found a name of {} bytes, expected at most {max}",
+                    name.len()
+                ),
+            );
             return None;
         }
         if name.chars().any(char::is_whitespace) {
@@ -484,7 +512,10 @@ impl Validator {
                 let management_url = self.http_url(&r.management_url, &["http", "https"]);
                 let admin_from = self.reference(&r.admin_from, mount);
                 let username = self.username(&r.username, 255);
-                let amqp_url = r.amqp_url.as_ref().map(|u| self.http_url(u, &["amqp", "amqps"]));
+                let amqp_url = r
+                    .amqp_url
+                    .as_ref()
+                    .map(|u| self.http_url(u, &["amqp", "amqps"]));
                 let strategy = self.strategy(kind, r.strategy.as_ref());
                 let password = self.password(r.password.as_ref());
                 let grace = self.grace(strategy, r.grace.as_ref());
@@ -535,7 +566,10 @@ impl Validator {
             RawCredential::VaultToken(r) => {
                 let mut policies = Vec::new();
                 if r.policies.value.is_empty() {
-                    self.at(&r.policies, "found no policies, expected at least one policy name");
+                    self.at(
+                        &r.policies,
+                        "found no policies, expected at least one policy name",
+                    );
                 }
                 for p in &r.policies.value {
                     if let Some(p) = self.non_empty(p, "a policy name") {
@@ -586,7 +620,10 @@ impl Validator {
                         Ok(a) => ip_sans.push(a),
                         Err(_) => self.at(
                             ip,
-                            format!("found `{}`, expected an IP address", ip.value.escape_debug()),
+                            format!(
+                                "found `{}`, expected an IP address",
+                                ip.value.escape_debug()
+                            ),
                         ),
                     }
                 }
@@ -595,16 +632,16 @@ impl Validator {
                     self.at(&r.ttl, "found a ttl of 0, expected a positive duration");
                 }
                 let renew_before = self.opt_duration(r.renew_before.as_ref());
-                if let (Some(t), Some(rb), Some(at)) = (ttl, renew_before, &r.renew_before) {
-                    if rb >= t {
-                        self.at(
-                            at,
-                            format!(
-                                "found renewBefore `{}` not shorter than ttl `{}`, expected less than the ttl",
-                                at.value.0, r.ttl.value.0
-                            ),
-                        );
-                    }
+                if let (Some(t), Some(rb), Some(at)) = (ttl, renew_before, &r.renew_before)
+                    && rb >= t
+                {
+                    self.at(
+                        at,
+                        format!(
+                            "found renewBefore `{}` not shorter than ttl `{}`, expected less than the ttl",
+                            at.value.0, r.ttl.value.0
+                        ),
+                    );
                 }
                 let strategy = self.strategy(kind, r.strategy.as_ref());
                 let grace = self.grace(strategy, r.grace.as_ref());
@@ -631,7 +668,10 @@ impl Validator {
                 };
                 let host = self.host(&p.host);
                 let port = self.port(p.port.as_ref(), kind_.default_port());
-                let database = p.database.as_ref().map(|d| self.non_empty(d, "a database name"));
+                let database = p
+                    .database
+                    .as_ref()
+                    .map(|d| self.non_empty(d, "a database name"));
                 let strategy = self.strategy(kind, r.strategy.as_ref());
                 let grace = self.grace(strategy, r.grace.as_ref());
                 CredentialSpec::VaultDatabase(VaultDatabaseCredential {
@@ -667,8 +707,10 @@ impl Validator {
                     Some(b) => self.template(b, &create_vars, "credential", false),
                     None => None,
                 };
-                let key_field = self.non_empty(&cr.key_field, "a response field name or JSON pointer");
-                let id_field = self.non_empty(&cr.id_field, "a response field name or JSON pointer");
+                let key_field =
+                    self.non_empty(&cr.key_field, "a response field name or JSON pointer");
+                let id_field =
+                    self.non_empty(&cr.id_field, "a response field name or JSON pointer");
                 let rv = &r.revoke.value;
                 let revoke_url = self.url_template(&rv.url, &revoke_vars);
                 let revoke_headers = match rv.headers.as_ref() {
@@ -749,7 +791,10 @@ impl Validator {
             if !token {
                 self.at(
                     value,
-                    format!("found header name `{}`, expected an HTTP header name", name.escape_debug()),
+                    format!(
+                        "found header name `{}`, expected an HTTP header name",
+                        name.escape_debug()
+                    ),
                 );
                 ok = false;
                 continue;
@@ -811,7 +856,10 @@ impl Validator {
     fn schedule(&mut self, s: &Located<RawSchedule>) -> Option<ScheduleSpec> {
         let raw = &s.value;
         if raw.cron.is_none() && raw.max_age.is_none() {
-            self.at(s, "found neither cron nor maxAge, expected at least one trigger");
+            self.at(
+                s,
+                "found neither cron nor maxAge, expected at least one trigger",
+            );
         }
         let timezone = match &raw.timezone {
             None => chrono_tz::Tz::UTC,
@@ -833,10 +881,10 @@ impl Validator {
         let jitter = self.opt_duration(raw.jitter.as_ref()).unwrap_or_default();
         let window = raw.window.as_ref().map(|w| self.window(w));
         let max_age = raw.max_age.as_ref().map(|m| self.duration(m));
-        if let (Some(Some(d)), Some(m)) = (max_age, &raw.max_age) {
-            if d.is_zero() {
-                self.at(m, "found maxAge 0, expected a positive duration");
-            }
+        if let (Some(Some(d)), Some(m)) = (max_age, &raw.max_age)
+            && d.is_zero()
+        {
+            self.at(m, "found maxAge 0, expected a positive duration");
         }
         Some(ScheduleSpec {
             cron: match cron {
@@ -966,7 +1014,8 @@ impl Validator {
                                     .filter(|k| !keys.contains(k))
                                     .collect(),
                                 "kubernetes.io/basic-auth"
-                                    if !keys.contains(&"username") && !keys.contains(&"password") =>
+                                    if !keys.contains(&"username")
+                                        && !keys.contains(&"password") =>
                                 {
                                     vec!["username or password"]
                                 }
@@ -1022,13 +1071,20 @@ impl Validator {
                         None
                     }
                     (None, None) => {
-                        self.at(c, "found neither `project` nor `group`, expected exactly one");
+                        self.at(
+                            c,
+                            "found neither `project` nor `group`, expected exactly one",
+                        );
                         None
                     }
                 };
                 let key = if r.key.value.is_empty()
                     || r.key.value.len() > 255
-                    || !r.key.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    || !r
+                        .key
+                        .value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 {
                     self.at(
                         &r.key,
@@ -1044,12 +1100,11 @@ impl Validator {
                 let value = self.template(&r.value, vars, kind, true);
                 let raw = r.raw.as_ref().is_none_or(|l| l.value);
                 let masked = r.masked.as_ref().is_some_and(|l| l.value);
-                if let (Some(m), Some(v), Some(cred)) = (&r.masked, &value, credential) {
-                    if m.value {
-                        if let Some(problem) = gitlab_mask_problem(v, cred, raw) {
-                            self.at(m, problem);
-                        }
-                    }
+                if let (Some(m), Some(v), Some(cred)) = (&r.masked, &value, credential)
+                    && m.value
+                    && let Some(problem) = gitlab_mask_problem(v, cred, raw)
+                {
+                    self.at(m, problem);
                 }
                 let environment_scope = match &r.environment_scope {
                     Some(s) => self.non_empty(s, "an environment scope such as production or *"),
@@ -1091,13 +1146,14 @@ impl Validator {
             RawConsumer::VaultKv(r) => {
                 let kv_mount = self.mount(r.mount.as_ref(), mount);
                 let path = self.vault_path(&r.path, "a KV path");
-                if let (Some(p), Some(v)) = (&path, vault) {
-                    if *p == v.path && kv_mount == v.mount {
-                        self.at(
-                            &r.path,
-                            "found the canonical spec.vault location, expected a different path for the extra copy",
-                        );
-                    }
+                if let (Some(p), Some(v)) = (&path, vault)
+                    && *p == v.path
+                    && kv_mount == v.mount
+                {
+                    self.at(
+                        &r.path,
+                        "found the canonical spec.vault location, expected a different path for the extra copy",
+                    );
                 }
                 let data = self.data_map(&r.data, vars, kind, false);
                 ConsumerSpec::VaultKv(VaultKvConsumer {
@@ -1112,7 +1168,10 @@ impl Validator {
                 } else {
                     self.at(
                         &r.path,
-                        format!("found `{}`, expected an absolute path", r.path.value.escape_debug()),
+                        format!(
+                            "found `{}`, expected an absolute path",
+                            r.path.value.escape_debug()
+                        ),
                     );
                     None
                 };
@@ -1139,7 +1198,10 @@ impl Validator {
         if ok {
             Some(s.value.clone())
         } else {
-            self.at(s, format!("found `{}`, expected {expected}", s.value.escape_debug()));
+            self.at(
+                s,
+                format!("found `{}`, expected {expected}", s.value.escape_debug()),
+            );
             None
         }
     }
@@ -1174,7 +1236,11 @@ impl Validator {
                     format!(
                         "found key `{}`, expected {}",
                         key.escape_debug(),
-                        if k8s_keys { "a Secret key [-._a-zA-Z0-9]+" } else { "a non-empty key" }
+                        if k8s_keys {
+                            "a Secret key [-._a-zA-Z0-9]+"
+                        } else {
+                            "a non-empty key"
+                        }
                     ),
                 );
                 ok = false;
@@ -1222,11 +1288,17 @@ impl Validator {
     fn github_target(&mut self, c: &Located<RawConsumer>, r: &RawGithub) -> Option<GithubTarget> {
         match (&r.repository, &r.organization) {
             (Some(_), Some(_)) => {
-                self.at(c, "found both `repository` and `organization`, expected exactly one");
+                self.at(
+                    c,
+                    "found both `repository` and `organization`, expected exactly one",
+                );
                 None
             }
             (None, None) => {
-                self.at(c, "found neither `repository` nor `organization`, expected exactly one");
+                self.at(
+                    c,
+                    "found neither `repository` nor `organization`, expected exactly one",
+                );
                 None
             }
             (Some(repo), None) => {
@@ -1262,11 +1334,17 @@ impl Validator {
                     self.at(e, "found environment on an organization secret, expected it only with repository");
                 }
                 let org_ok = !org.value.is_empty()
-                    && org.value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                    && org
+                        .value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 if !org_ok {
                     self.at(
                         org,
-                        format!("found `{}`, expected an organization login", org.value.escape_debug()),
+                        format!(
+                            "found `{}`, expected an organization login",
+                            org.value.escape_debug()
+                        ),
                     );
                 }
                 let Some(visibility) = &r.visibility else {
@@ -1291,7 +1369,8 @@ impl Validator {
 
     fn github_secret_name(&mut self, n: &Located<String>) -> Option<String> {
         let v = &n.value;
-        let problem = if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        let problem = if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
             Some("only [A-Za-z0-9_]")
         } else if v.as_bytes()[0].is_ascii_digit() {
             Some("a name that does not start with a digit")
@@ -1320,7 +1399,10 @@ impl Validator {
             None => {
                 self.at(
                     m,
-                    format!("found `{}`, expected an octal mode such as 0600", text.escape_debug()),
+                    format!(
+                        "found `{}`, expected an octal mode such as 0600",
+                        text.escape_debug()
+                    ),
                 );
                 None
             }
@@ -1552,7 +1634,10 @@ pub(crate) fn validate_policy(
         if !is_label_key(key) {
             v.at(
                 value,
-                format!("found label key `{}`, expected a Kubernetes label key", key.escape_debug()),
+                format!(
+                    "found label key `{}`, expected a Kubernetes label key",
+                    key.escape_debug()
+                ),
             );
         } else if !(value.value.is_empty() || is_label_name(&value.value)) {
             v.at(
@@ -1595,7 +1680,14 @@ pub(crate) fn validate_policy(
             consumers_ok = false;
             continue;
         };
-        match v.consumer(c, vars, kind, credential.as_ref(), vault.as_ref(), &default_mount) {
+        match v.consumer(
+            c,
+            vars,
+            kind,
+            credential.as_ref(),
+            vault.as_ref(),
+            &default_mount,
+        ) {
             Some(consumer) => {
                 let target = consumer_target(&consumer);
                 if let Some((_, first)) = targets.iter().find(|(t, _)| *t == target) {

@@ -114,7 +114,7 @@ pub(crate) struct SyntaxError {
     pub message: String,
 }
 
-/// Upper bound on nodes per file, counting alias expansions (guards against
+/// Upper bound on nodes per document, counting alias expansions (guards against
 /// "billion laughs" documents).
 const MAX_NODES: usize = 200_000;
 
@@ -131,25 +131,28 @@ fn resolve_plain(text: &str) -> Scalar {
         _ => {}
     }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !unsigned.is_empty() && unsigned.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = text.parse::<i128>() {
-            return Scalar::Int(i);
-        }
+    if !unsigned.is_empty()
+        && unsigned.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = text.parse::<i128>()
+    {
+        return Scalar::Int(i);
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(i) = i128::from_str_radix(oct, 8) {
-            return Scalar::Int(i);
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && !oct.starts_with(['-', '+'])
+        && let Ok(i) = i128::from_str_radix(oct, 8)
+    {
+        return Scalar::Int(i);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(i) = i128::from_str_radix(hex, 16) {
-            return Scalar::Int(i);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && !hex.starts_with(['-', '+'])
+        && let Ok(i) = i128::from_str_radix(hex, 16)
+    {
+        return Scalar::Int(i);
     }
-    if is_core_float(text) {
-        if let Ok(f) = text.parse::<f64>() {
-            return Scalar::Float(f);
-        }
+    if is_core_float(text)
+        && let Ok(f) = text.parse::<f64>()
+    {
+        return Scalar::Float(f);
     }
     Scalar::Str
 }
@@ -242,8 +245,11 @@ impl Builder {
         path
     }
 
-    fn complete(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
-        self.nodes += node.count();
+    /// Attaches a finished node to its parent. `weight` is how many nodes it adds: 1 for
+    /// a parsed node (its children were counted when they finished), the whole subtree
+    /// for an alias expansion.
+    fn complete(&mut self, node: Node, anchor: usize, weight: usize) -> Result<(), SyntaxError> {
+        self.nodes += weight;
         if self.nodes > MAX_NODES {
             return Err(SyntaxError {
                 pos: node.pos,
@@ -262,24 +268,24 @@ impl Builder {
             Some(Frame::Map { key, .. }) if key.is_none() => *key = Some(node),
             Some(Frame::Map { .. }) => {
                 let path = self.current_path();
-                if let Some(Frame::Map { entries, key, .. }) = self.stack.last_mut() {
-                    if let Some(k) = key.take() {
-                        let dup = k.scalar_text().is_some()
-                            && entries
-                                .iter()
-                                .any(|(e, _)| e.scalar_text() == k.scalar_text());
-                        if dup {
-                            self.errors.push(SyntaxError {
-                                pos: k.pos,
-                                path,
-                                message: format!(
-                                    "found key `{}` a second time, expected each key once",
-                                    k.scalar_text().unwrap_or_default()
-                                ),
-                            });
-                        } else {
-                            entries.push((k, node));
-                        }
+                if let Some(Frame::Map { entries, key, .. }) = self.stack.last_mut()
+                    && let Some(k) = key.take()
+                {
+                    let dup = k.scalar_text().is_some()
+                        && entries
+                            .iter()
+                            .any(|(e, _)| e.scalar_text() == k.scalar_text());
+                    if dup {
+                        self.errors.push(SyntaxError {
+                            pos: k.pos,
+                            path,
+                            message: format!(
+                                "found key `{}` a second time, expected each key once",
+                                k.scalar_text().unwrap_or_default()
+                            ),
+                        });
+                    } else {
+                        entries.push((k, node));
                     }
                 }
             }
@@ -315,6 +321,7 @@ impl Builder {
                         value: Value::Scalar(text.into_owned(), scalar),
                     },
                     anchor,
+                    1,
                 )
             }
             Event::SequenceStart(_, anchor, _) => {
@@ -341,6 +348,7 @@ impl Builder {
                         value: Value::Seq(items),
                     },
                     anchor,
+                    1,
                 ),
                 Some(Frame::Map {
                     pos,
@@ -353,6 +361,7 @@ impl Builder {
                         value: Value::Map(entries),
                     },
                     anchor,
+                    1,
                 ),
                 None => Ok(()),
             },
@@ -360,7 +369,8 @@ impl Builder {
                 Some(node) => {
                     let mut node = node.clone();
                     node.pos = pos;
-                    self.complete(node, 0)
+                    let weight = node.count();
+                    self.complete(node, 0, weight)
                 }
                 None => Err(SyntaxError {
                     pos,
@@ -387,19 +397,13 @@ pub(crate) fn parse_documents(text: &str) -> Vec<Document> {
     let mut docs = Vec::new();
     let mut parser = Parser::new_from_str(text);
     let mut builder: Option<Builder> = None;
-    let mut total_nodes = 0;
     loop {
         match parser.next_event() {
             None => break,
             Some(Ok((event, span))) => match event {
-                Event::DocumentStart(..) => {
-                    let mut b = Builder::new();
-                    b.nodes = total_nodes;
-                    builder = Some(b);
-                }
+                Event::DocumentStart(..) => builder = Some(Builder::new()),
                 Event::DocumentEnd => {
                     if let Some(b) = builder.take() {
-                        total_nodes = b.nodes;
                         docs.push(Document {
                             root: b.root,
                             errors: b.errors,
@@ -414,9 +418,7 @@ pub(crate) fn parse_documents(text: &str) -> Vec<Document> {
                         errors.push(e);
                         builder = None;
                         docs.push(Document { root: None, errors });
-                        if total_nodes > MAX_NODES
-                            || !matches!(parser.proceed_next_document(), Ok(true))
-                        {
+                        if !matches!(parser.proceed_next_document(), Ok(true)) {
                             break;
                         }
                     }
@@ -661,12 +663,21 @@ impl<'a> NodeDe<'a> {
         }
     }
 
+    /// Where errors about this node point: the node, or its key when the value is
+    /// null (`spec:` with nothing after it has no position of its own).
+    fn pos(&self) -> Pos {
+        match (&self.node.value, self.key_pos) {
+            (Value::Scalar(_, Scalar::Null), Some(key)) => key,
+            _ => self.node.pos,
+        }
+    }
+
     fn locate(&self, e: DeError) -> DeError {
-        e.locate(self.node.pos, self.key_pos, &self.path)
+        e.locate(self.pos(), self.key_pos, &self.path)
     }
 
     fn err(&self, message: String) -> DeError {
-        DeError::at(self.node.pos, &self.path, message)
+        DeError::at(self.pos(), &self.path, message)
     }
 }
 
@@ -1212,6 +1223,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)] // only deserialized, for its errors
     struct Outer {
         name: Located<String>,
         items: Vec<Checked<Item>>,
@@ -1221,6 +1233,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(rename_all = "kebab-case")]
+    #[allow(dead_code)]
     enum Item {
         Plain(PlainItem),
         Other(PlainItem),
@@ -1228,6 +1241,7 @@ mod tests {
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
     struct PlainItem {
         secret: String,
     }

@@ -141,14 +141,26 @@ async fn unchanged_reapply_does_not_restart_workloads() {
     assert!(outcome.restarted.is_empty());
     assert_eq!(fx.restarted_at().await.as_deref(), Some(first.as_str()));
 
-    // A second rotation changes the data and restarts again.
-    let out = fx.rotate();
+    // A second rotation changes the data and restarts again. (restartedAt has
+    // one-second resolution, so compare the restart marker, not the timestamp.)
+    let marker_before = fx.restart_marker().await;
+    let out = fx
+        .rotate_cmd()
+        .arg("-o")
+        .arg("json")
+        .output()
+        .expect("run rotor");
     assert!(
         out.status.success(),
         "second rotation failed:\n{}",
         text(&out)
     );
-    assert_ne!(fx.restarted_at().await, Some(first));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        report["rotation"]["consumers"][0]["restarted"],
+        serde_json::json!([format!("deployment/{}", fx.deployment)])
+    );
+    assert_ne!(fx.restart_marker().await, marker_before);
 }
 
 #[tokio::test]

@@ -14,6 +14,9 @@ KUBE_LOG="$STACK_DIR/kube.log"
 KUBE_BUILD_LOG="$STACK_DIR/kube-build.log"
 KUBE_ADDR_FILE="$STACK_DIR/kube.addr"
 KUBE_CONFIG="$STACK_DIR/kubeconfig"
+# "started" or "reused" after a successful up; dev/stack prints it.
+KUBE_STATE=""
+export KUBE_STATE
 
 kube_healthy() {
   local addr

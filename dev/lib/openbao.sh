@@ -11,6 +11,9 @@
 OPENBAO_PID="$STACK_DIR/openbao.pid"
 OPENBAO_LOG="$STACK_DIR/openbao.log"
 OPENBAO_PREFERRED_PORT=18200
+# "started" or "reused" after a successful up; dev/stack prints it.
+OPENBAO_STATE=""
+export OPENBAO_STATE
 
 openbao_install() {
   if [[ ! -x "$VENV/bin/python" ]]; then

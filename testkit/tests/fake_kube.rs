@@ -329,8 +329,7 @@ async fn watches_fail_loudly() {
             stream
                 .try_next()
                 .await
-                .err()
-                .expect("the watch stream starts with an error")
+                .expect_err("the watch stream starts with an error")
         }
     };
     assert_eq!(api_code(&err), Some(405), "{err}");

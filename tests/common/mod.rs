@@ -280,6 +280,14 @@ spec:
             .cloned()
     }
 
+    /// The pod-template annotation rotor sets to the data hash it restarted for.
+    pub async fn restart_marker(&self) -> Option<String> {
+        let api: Api<Deployment> = Api::namespaced(self.kube.client.clone(), &self.namespace);
+        let d = api.get(&self.deployment).await.expect("get deployment");
+        let key = rotor::consumers::kubernetes::restart_annotation_key(&self.secret);
+        d.spec?.template.metadata?.annotations?.get(&key).cloned()
+    }
+
     /// Every password value this fixture has seen, for canary checks.
     pub async fn all_passwords(&self) -> Vec<String> {
         let (_, latest) = self.current().await;

@@ -237,6 +237,16 @@ fn load(paths: &[PathBuf]) -> anyhow::Result<PolicySet> {
     })
 }
 
+/// The named policy, or all of them.
+fn select<'a>(set: &'a PolicySet, name: Option<&str>) -> anyhow::Result<Vec<&'a ValidatedPolicy>> {
+    match name {
+        Some(n) => Ok(vec![set.get(n).ok_or_else(|| {
+            anyhow::anyhow!("no policy named {n:?} in the given paths")
+        })?]),
+        None => Ok(set.iter().collect()),
+    }
+}
+
 fn validate(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
     match policy::load_paths(paths) {
         Ok(set) => {
@@ -274,13 +284,7 @@ fn plan(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let set = load(paths)?;
-    let selected: Vec<&ValidatedPolicy> = match name {
-        Some(n) => vec![
-            set.get(n)
-                .ok_or_else(|| anyhow::anyhow!("no policy named {n:?} in the given paths"))?,
-        ],
-        None => set.iter().collect(),
-    };
+    let selected = select(&set, name)?;
     let now = chrono::Utc::now();
     let entries: Vec<serde_json::Value> = selected
         .iter()
@@ -352,13 +356,7 @@ async fn resume(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let set = load(paths)?;
-    let selected: Vec<&ValidatedPolicy> = match name {
-        Some(n) => vec![
-            set.get(n)
-                .ok_or_else(|| anyhow::anyhow!("no policy named {n:?} in the given paths"))?,
-        ],
-        None => set.iter().collect(),
-    };
+    let selected = select(&set, name)?;
     let engine = engine(vault).await?;
     let mut resumed = Vec::new();
     let mut ok = true;

@@ -86,10 +86,16 @@ pub enum ApiServerError {
         /// The missing field.
         field: &'static str,
     },
+    /// The backend refused a built-in namespace.
+    #[error("creating the built-in namespaces failed: {message}")]
+    BuiltinRejected {
+        /// Why, as the backend said it.
+        message: String,
+    },
     /// The backend refused a seed object (unknown kind, duplicate, invalid).
     #[error("seed object #{index} was refused: {message}")]
     SeedRejected {
-        /// Position of the object in the seed (0-based; the built-in namespaces come first).
+        /// Position of the object in the seed (0-based).
         index: usize,
         /// Why, as the API server said it.
         message: String,
@@ -131,6 +137,7 @@ impl ApiServerError {
             ApiServerError::ReadSeed { .. } => "read_seed",
             ApiServerError::ParseSeed { .. } => "parse_seed",
             ApiServerError::SeedObject { .. } => "seed_object",
+            ApiServerError::BuiltinRejected { .. } => "builtin_rejected",
             ApiServerError::SeedRejected { .. } => "seed_rejected",
             ApiServerError::SerializeKubeconfig(_) => "serialize_kubeconfig",
             ApiServerError::WriteKubeconfig { .. } => "write_kubeconfig",
@@ -153,10 +160,13 @@ pub async fn backend(seed: Vec<Value>) -> Result<kube::Client, ApiServerError> {
         .build()
         .await
         .map_err(ApiServerError::Backend)?;
-    let builtin = BUILTIN_NAMESPACES
-        .iter()
-        .map(|ns| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
-    for (index, object) in builtin.chain(seed).enumerate() {
+    for ns in BUILTIN_NAMESPACES {
+        let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        create_object(&client, object)
+            .await
+            .map_err(|message| ApiServerError::BuiltinRejected { message })?;
+    }
+    for (index, object) in seed.into_iter().enumerate() {
         create_object(&client, object)
             .await
             .map_err(|message| ApiServerError::SeedRejected { index, message })?;

@@ -21,6 +21,21 @@ use crate::apiserver;
 ///
 /// Holds the temporary directory with the kubeconfig and the server; both go away when
 /// this value is dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use k8s_openapi::api::core::v1::Secret;
+/// use kube::Api;
+///
+/// let kube = rotor_testkit::FakeKube::start().await;
+/// rotor_testkit::create_namespace(&kube.client, "payments").await;
+/// let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), "payments");
+/// assert!(secrets.list(&Default::default()).await.unwrap().items.is_empty());
+/// // A rotor binary under test would get `KUBECONFIG=kube.kubeconfig`.
+/// assert!(kube.kubeconfig.is_file());
+/// # }
+/// ```
 pub struct FakeKube {
     /// Loopback address the server listens on.
     pub addr: SocketAddr,

@@ -227,6 +227,12 @@ fn unquote_shell_word(raw: &str) -> String {
 
 /// The running services, read once per test process.
 ///
+/// ```no_run
+/// let stack = rotor_testkit::stack();
+/// let pg = format!("host={} port={} user={}", stack.pg.host, stack.pg.port, stack.pg.admin_user);
+/// # let _ = (pg, &stack.vault_addr);
+/// ```
+///
 /// # Panics
 ///
 /// When a variable is missing (the message names it and says to run `dev/stack up`), or

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchParams};
@@ -214,6 +215,123 @@ async fn restarting_a_deployment_sets_restarted_at() {
         .image
         .clone();
     assert_eq!(image.as_deref(), Some("registry.k8s.io/pause:3.10"));
+}
+
+/// A workload of `kind` with one `pause` container, as JSON.
+fn workload(kind: &str, ns: &str, name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "serviceName": name,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "pause"}]}
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn statefulsets_and_daemonsets_restart_too() {
+    let kube = FakeKube::start().await;
+    let ns = unique("workloads");
+    create_namespace(&kube.client, &ns).await;
+
+    let sts: Api<StatefulSet> = Api::namespaced(kube.client.clone(), &ns);
+    let obj: StatefulSet = serde_json::from_value(workload("StatefulSet", &ns, "db")).unwrap();
+    sts.create(&PostParams::default(), &obj)
+        .await
+        .expect("create sts");
+    sts.restart("db").await.expect("restart sts");
+    let annotations = sts
+        .get("db")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations;
+    assert!(
+        annotations
+            .unwrap()
+            .contains_key("kube.kubernetes.io/restartedAt")
+    );
+
+    let ds: Api<DaemonSet> = Api::namespaced(kube.client.clone(), &ns);
+    let obj: DaemonSet = serde_json::from_value(workload("DaemonSet", &ns, "agent")).unwrap();
+    ds.create(&PostParams::default(), &obj)
+        .await
+        .expect("create ds");
+    ds.restart("agent").await.expect("restart ds");
+    let annotations = ds
+        .get("agent")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations;
+    assert!(
+        annotations
+            .unwrap()
+            .contains_key("kube.kubernetes.io/restartedAt")
+    );
+
+    let err = sts
+        .restart("missing")
+        .await
+        .expect_err("no such statefulset");
+    assert_eq!(api_code(&err), Some(404), "{err}");
+}
+
+#[tokio::test]
+async fn leases_support_optimistic_locking_for_leader_election() {
+    let kube = FakeKube::start().await;
+    let ns = unique("lease");
+    create_namespace(&kube.client, &ns).await;
+    let leases: Api<Lease> = Api::namespaced(kube.client.clone(), &ns);
+    let lease: Lease = serde_json::from_value(serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "rotor-leader", "namespace": ns},
+        "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15}
+    }))
+    .unwrap();
+    leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .expect("create lease");
+    let current = leases.get("rotor-leader").await.expect("get lease");
+
+    let mut take = current.clone();
+    take.spec.as_mut().unwrap().holder_identity = Some("replica-b".into());
+    leases
+        .replace("rotor-leader", &PostParams::default(), &take)
+        .await
+        .expect("replica-b takes the lease");
+
+    let mut late = current;
+    late.spec.as_mut().unwrap().holder_identity = Some("replica-c".into());
+    let err = leases
+        .replace("rotor-leader", &PostParams::default(), &late)
+        .await
+        .expect_err("replica-c raced with a stale resourceVersion");
+    assert_eq!(api_code(&err), Some(409), "{err}");
+    let holder = leases
+        .get("rotor-leader")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_eq!(holder.as_deref(), Some("replica-b"));
 }
 
 #[tokio::test]

@@ -102,3 +102,30 @@ fn binary_refuses_a_non_loopback_address_and_a_bad_seed() {
         "no kubeconfig for a server that never started"
     );
 }
+
+#[test]
+fn binary_names_the_bad_seed_object_by_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.yaml");
+    std::fs::write(
+        &seed,
+        "- {apiVersion: v1, kind: Namespace, metadata: {name: ok}}\n\
+         - {apiVersion: v1, kind: Nope, metadata: {name: x}}\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--kubeconfig"])
+        .arg(dir.path().join("kubeconfig"))
+        .arg("--seed")
+        .arg(&seed)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: seed object #1 was refused: unknown kind Nope in v1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+}

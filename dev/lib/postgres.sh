@@ -49,6 +49,8 @@ _pg_bindir() {
 		_pg_info "no PostgreSQL server binaries under /usr/lib/postgresql; installing the Debian package"
 		local sudo=()
 		((EUID == 0)) || sudo=(sudo)
+		# A fresh machine has no package lists yet: update once before installing.
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || true
 		if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql >&2; then
 			_pg_err "apt-get install -y postgresql failed"
 			return 1

@@ -27,3 +27,19 @@ pub fn install_crypto_provider() {
     // An error only means a provider is installed already, which is what we want.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// An error followed by its causes, `a: b: c`, skipping causes the text already
+/// contains. rotor's errors never carry secret values, so neither does this.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}

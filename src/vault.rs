@@ -384,23 +384,6 @@ impl Vault {
         self.kv_write_value(mount, path, &json, cas).await
     }
 
-    /// Replaces the custom metadata of a KV v2 path (creating the metadata if needed).
-    pub async fn kv_set_custom_metadata(
-        &self,
-        mount: &str,
-        path: &str,
-        custom: HashMap<String, String>,
-    ) -> Result<(), VaultError> {
-        let mut opts = vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
-        opts.custom_metadata(custom);
-        vaultrs::kv2::set_metadata(self.client.as_ref(), mount, path, Some(&mut opts))
-            .await
-            .map_err(|e| VaultError::Request {
-                operation: format!("set metadata {mount}/{path}"),
-                detail: describe(&e),
-            })
-    }
-
     /// Permanently deletes a KV v2 path with all its versions (used for rotor's own
     /// staging entries once a rotation has ended). Missing paths are fine.
     pub async fn kv_destroy_all(&self, mount: &str, path: &str) -> Result<(), VaultError> {

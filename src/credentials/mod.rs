@@ -149,6 +149,15 @@ pub fn check_supported(spec: &CredentialSpec) -> Result<(), CredentialError> {
     }
 }
 
+/// The keys Vault's current value must hold before a rotation starts: what the kind
+/// needs to restore the target on rollback and to prove the old value dead.
+pub fn required_current_keys(spec: &CredentialSpec) -> &'static [&'static str] {
+    match spec {
+        CredentialSpec::Postgres(_) => &["password"],
+        _ => &[],
+    }
+}
+
 fn need<'a>(
     map: &'a SecretMap,
     which: &'static str,

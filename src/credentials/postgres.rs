@@ -543,7 +543,10 @@ impl PostgresTarget {
                 ),
             },
             Ok(Err(error)) => LoginOutcome::Unreachable {
-                reason: format!("logged in, but SELECT 1 failed: {}", error_chain(&error)),
+                reason: format!(
+                    "logged in, but SELECT 1 failed: {}",
+                    crate::error_chain(&error)
+                ),
             },
             Ok(Ok(row)) => match row.try_get::<_, i32>(0) {
                 Ok(1) => LoginOutcome::Accepted,
@@ -551,7 +554,7 @@ impl PostgresTarget {
                     reason: format!("SELECT 1 answered {other}"),
                 },
                 Err(error) => LoginOutcome::Unreachable {
-                    reason: format!("SELECT 1 answered oddly: {}", error_chain(&error)),
+                    reason: format!("SELECT 1 answered oddly: {}", crate::error_chain(&error)),
                 },
             },
         }
@@ -713,24 +716,8 @@ fn classify_login_error(error: &tokio_postgres::Error) -> LoginOutcome {
         };
     }
     LoginOutcome::Unreachable {
-        reason: error_chain(error),
+        reason: crate::error_chain(error),
     }
-}
-
-/// The error's message followed by its causes (tokio-postgres' own message is terse,
-/// e.g. "error connecting to server"), skipping causes the text already contains.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn validate_role(role: &str) -> Result<(), PostgresError> {

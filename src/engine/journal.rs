@@ -267,11 +267,6 @@ pub struct Rotation {
 }
 
 impl Rotation {
-    /// The last step entry.
-    pub fn current(&self) -> Option<&StepRecord> {
-        self.steps.last()
-    }
-
     /// The step to execute next: the last begun step when its outcome is unknown,
     /// else the step after the last finished one.
     pub fn next_step(&self) -> Option<Step> {

@@ -203,26 +203,11 @@ impl StepFailure {
     }
 }
 
-/// An error and all its causes, `a: b: c` (errors here never carry secret values).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
-}
-
 impl From<CredentialError> for StepFailure {
     fn from(e: CredentialError) -> Self {
         let transient = matches!(&e, CredentialError::Postgres(p) if p.is_transient());
         StepFailure {
-            message: chain(&e),
+            message: crate::error_chain(&e),
             transient,
             fatal: false,
         }
@@ -233,7 +218,7 @@ impl From<VaultError> for StepFailure {
     fn from(e: VaultError) -> Self {
         StepFailure {
             transient: e.is_transient(),
-            message: chain(&e),
+            message: crate::error_chain(&e),
             fatal: false,
         }
     }
@@ -364,12 +349,15 @@ impl Engine {
                 path: vault_loc.path.clone(),
                 keys: policy.spec.credential.output_keys().join(", "),
             })?;
-        if current.data.get("password").is_none() {
+        if let Some(key) = credentials::required_current_keys(&policy.spec.credential)
+            .iter()
+            .find(|k| current.data.get(k).is_none())
+        {
             return Err(EngineError::CanonicalIncomplete {
                 mount: vault_loc.mount.clone(),
                 path: vault_loc.path.clone(),
                 version: current.version,
-                key: "password",
+                key,
             });
         }
 

@@ -177,6 +177,55 @@ pub struct KvEntry<T> {
 pub struct Vault {
     client: Arc<VaultClient>,
     addr: String,
+    http: reqwest::Client,
+    token: SecretString,
+    namespace: Option<String>,
+}
+
+/// Which token a [`Vault::request`] carries.
+#[derive(Clone, Copy)]
+pub enum AuthAs<'a> {
+    /// rotor's own token (the configured one).
+    Rotor,
+    /// No token: logins (`auth/*/login`), `sys/health`, CRLs.
+    Anonymous,
+    /// Another token, e.g. a rotated credential being probed.
+    Token(&'a SecretString),
+}
+
+/// The answer to a [`Vault::request`]: any HTTP status (callers decide what a 400 or
+/// 403 means), and the JSON body when there is one.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body; may hold secrets (a login's token), so it is never logged. Its
+    /// `Debug` is the derived one: do not format a response that carries a secret.
+    pub body: bytes::Bytes,
+}
+
+impl RawResponse {
+    /// The body as JSON (`Value::Null` when empty or not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Vault's `errors` strings joined, for messages (never contains request data).
+    pub fn errors(&self) -> String {
+        match self.json().get("errors").and_then(Value::as_array) {
+            Some(errs) => errs
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; "),
+            None => String::new(),
+        }
+    }
+
+    /// True for 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
 }
 
 impl fmt::Debug for Vault {
@@ -232,15 +281,94 @@ impl Vault {
             .build()
             .map_err(|e| VaultError::Config(e.to_string()))?;
         let client = VaultClient::new(settings).map_err(VaultError::Client)?;
+        let mut http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(ca) = &config.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| {
+                VaultError::Config(format!("VAULT_CACERT {}: {e}", ca.display()))
+            })?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                VaultError::Config(format!("VAULT_CACERT {}: {e}", ca.display()))
+            })? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
+            .build()
+            .map_err(|e| VaultError::Config(format!("HTTP client: {e}")))?;
         Ok(Vault {
             client: Arc::new(client),
-            addr: config.addr.clone(),
+            addr: config.addr.trim_end_matches('/').to_owned(),
+            http,
+            token: token.clone(),
+            namespace: config.namespace.clone(),
         })
     }
 
     /// The configured address.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// One HTTP request to `/v1/<path>` with the configured namespace and CA, for the
+    /// calls vaultrs lacks or that must run with another (or no) token. Any HTTP status
+    /// is returned; only transport failures are errors.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        auth: AuthAs<'_>,
+    ) -> Result<RawResponse, VaultError> {
+        let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
+        let mut req = self.http.request(method.clone(), &url);
+        match auth {
+            AuthAs::Rotor => req = req.header("X-Vault-Token", self.token.expose_secret()),
+            AuthAs::Token(t) => req = req.header("X-Vault-Token", t.expose_secret()),
+            AuthAs::Anonymous => {}
+        }
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let operation = format!("{method} {path}");
+        let resp = req.send().await.map_err(|e| VaultError::Request {
+            operation: operation.clone(),
+            detail: format!("transport: {}", e.without_url()),
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|e| VaultError::Request {
+            operation,
+            detail: format!("transport: {}", e.without_url()),
+        })?;
+        Ok(RawResponse { status, body })
+    }
+
+    /// Like [`Vault::request`], but a non-2xx status is an error carrying Vault's
+    /// `errors` text (`HTTP <code>: …`), so 5xx/429 count as transient.
+    pub async fn request_ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        auth: AuthAs<'_>,
+    ) -> Result<RawResponse, VaultError> {
+        let resp = self.request(method.clone(), path, body, auth).await?;
+        if resp.is_success() {
+            return Ok(resp);
+        }
+        let errors = resp.errors();
+        Err(VaultError::Request {
+            operation: format!("{method} {path}"),
+            detail: if errors.is_empty() {
+                format!("HTTP {}", resp.status)
+            } else {
+                format!("HTTP {}: {errors}", resp.status)
+            },
+        })
     }
 
     /// The underlying vaultrs client, for engines other than KV.

@@ -2,7 +2,16 @@
 //! knows how to generate a new value, apply it to its target, test it, restore the
 //! previous one, and probe whether a value is still accepted.
 
+pub mod http_api_key;
+pub mod mysql;
 pub mod postgres;
+pub mod rabbitmq;
+pub mod redis;
+pub mod vault_approle;
+pub mod vault_database;
+pub mod vault_pki;
+pub mod vault_token;
+pub mod vault_userpass;
 
 use serde::Serialize;
 

@@ -24,7 +24,7 @@ pub mod stack;
 pub use fake_kube::{FakeKube, create_deployment, create_namespace};
 pub use leak::assert_no_secret;
 pub use names::{canary, unique};
-pub use stack::{PgInfo, Stack, stack};
+pub use stack::{PgInfo, ServiceInfo, Stack, mysql, rabbitmq, redis, stack};
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs), as rotor does at start.
 /// kube's dependencies compile in a second rustls back-end, so without an installed

@@ -292,6 +292,140 @@ fn probe(service: &str, addr: &str) {
     }
 }
 
+/// A target system started by `dev/stack up` beside OpenBao and PostgreSQL: where it
+/// listens and the admin account rotor's tests act through.
+///
+/// `Debug` redacts the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Host, a loopback address.
+    pub host: String,
+    /// TCP port (for RabbitMQ: the AMQP port).
+    pub port: u16,
+    /// For RabbitMQ: the management API base URL, e.g. `http://127.0.0.1:15672`.
+    pub url: Option<String>,
+    /// Admin user name.
+    pub admin_user: String,
+    /// Admin password.
+    pub admin_password: String,
+}
+
+impl fmt::Debug for ServiceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceInfo")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("url", &self.url)
+            .field("admin_user", &self.admin_user)
+            .field("admin_password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Variable prefix of each extra service.
+const MYSQL: &str = "ROTOR_TEST_MYSQL";
+const REDIS: &str = "ROTOR_TEST_REDIS";
+const RABBITMQ: &str = "ROTOR_TEST_RABBITMQ";
+
+impl ServiceInfo {
+    /// Reads `<PREFIX>_HOST`, `_PORT`, `_ADMIN_USER`, `_ADMIN_PASSWORD` (and for RabbitMQ
+    /// `_URL` and `_AMQP_PORT` in place of host and port).
+    pub fn from_lookup(
+        prefix: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<ServiceInfo, String> {
+        let get = |suffix: &str| {
+            let var = format!("{prefix}_{suffix}");
+            lookup(&var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                format!(
+                    "{var} is not set: start the services with `dev/stack up` (or run the tests through `dev/test`)"
+                )
+            })
+        };
+        let port_of = |suffix: &str| -> Result<u16, String> {
+            get(suffix)?
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| format!("{prefix}_{suffix} is not a valid port number: restart the services with `dev/stack up`"))
+        };
+        if prefix == RABBITMQ {
+            let url = get("URL")?;
+            let host = host_port_of_url(&url)
+                .rsplit_once(':')
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_default();
+            Ok(ServiceInfo {
+                host,
+                port: port_of("AMQP_PORT")?,
+                url: Some(url),
+                admin_user: get("ADMIN_USER")?,
+                admin_password: get("ADMIN_PASSWORD")?,
+            })
+        } else {
+            Ok(ServiceInfo {
+                host: get("HOST")?,
+                port: port_of("PORT")?,
+                url: None,
+                admin_user: get("ADMIN_USER")?,
+                admin_password: get("ADMIN_PASSWORD")?,
+            })
+        }
+    }
+}
+
+fn env_or_file() -> impl Fn(&str) -> Option<String> {
+    let file = std::fs::read_to_string(env_file_path())
+        .map(|text| parse_env_file(&text))
+        .unwrap_or_default();
+    move |var: &str| {
+        std::env::var(var)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| file.get(var).cloned())
+    }
+}
+
+fn service(cell: &'static OnceLock<ServiceInfo>, prefix: &str, name: &str) -> &'static ServiceInfo {
+    cell.get_or_init(|| {
+        let info =
+            ServiceInfo::from_lookup(prefix, env_or_file()).unwrap_or_else(|e| panic!("{e}"));
+        probe(name, &format!("{}:{}", info.host, info.port));
+        if let Some(url) = &info.url {
+            probe(&format!("{name} management API"), &host_port_of_url(url));
+        }
+        info
+    })
+}
+
+/// The test MariaDB server (enforces passwords; admin may create users and KILL).
+///
+/// # Panics
+/// When `dev/stack up` has not recorded it or it does not accept connections.
+pub fn mysql() -> &'static ServiceInfo {
+    static CELL: OnceLock<ServiceInfo> = OnceLock::new();
+    service(&CELL, MYSQL, "MariaDB")
+}
+
+/// The test Redis server (ACL users; the admin may `ACL SETUSER` and `CLIENT KILL`).
+///
+/// # Panics
+/// When `dev/stack up` has not recorded it or it does not accept connections.
+pub fn redis() -> &'static ServiceInfo {
+    static CELL: OnceLock<ServiceInfo> = OnceLock::new();
+    service(&CELL, REDIS, "Redis")
+}
+
+/// The test RabbitMQ broker with its management API (`url`) and AMQP port (`port`).
+///
+/// # Panics
+/// When `dev/stack up` has not recorded it or it does not accept connections.
+pub fn rabbitmq() -> &'static ServiceInfo {
+    static CELL: OnceLock<ServiceInfo> = OnceLock::new();
+    service(&CELL, RABBITMQ, "RabbitMQ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

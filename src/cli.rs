@@ -82,10 +82,19 @@ pub enum Command {
         policies: Vec<PathBuf>,
         /// Only this policy (default: every policy).
         name: Option<String>,
+        /// Wait up to this long (e.g. `90s`, `10m`) for an old credential's grace
+        /// period to end, then revoke and verify it; default: do not wait.
+        #[arg(long, value_parser = parse_wait)]
+        wait_grace: Option<std::time::Duration>,
         /// Vault connection.
         #[command(flatten)]
         vault: VaultArgs,
     },
+}
+
+fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
+    policy::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 90s, 10m or 1h"))
 }
 
 /// Arguments of `rotor rotate`.
@@ -108,6 +117,11 @@ pub struct RotateArgs {
     /// Who is asking (default: the OS user).
     #[arg(long)]
     pub actor: Option<String>,
+    /// Wait up to this long (e.g. `90s`, `10m`) for the old credential's grace period
+    /// to end, then revoke and verify it. Without it, a rotation with a longer grace
+    /// period ends "waiting"; `rotor resume` (or the agent) finishes it later.
+    #[arg(long, value_parser = parse_wait)]
+    pub wait_grace: Option<std::time::Duration>,
     /// Vault connection.
     #[command(flatten)]
     pub vault: VaultArgs,
@@ -211,8 +225,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Resume {
             policies,
             name,
+            wait_grace,
             vault,
-        } => resume(&policies, name.as_deref(), &vault, output).await,
+        } => resume(&policies, name.as_deref(), wait_grace, &vault, output).await,
     };
     match result {
         Ok(code) => code,
@@ -340,10 +355,14 @@ fn default_actor() -> String {
     format!("cli:{user}")
 }
 
-async fn engine(args: &VaultArgs) -> anyhow::Result<Engine> {
+async fn engine(
+    args: &VaultArgs,
+    wait_grace: Option<std::time::Duration>,
+) -> anyhow::Result<Engine> {
     let vault = Vault::connect(&args.config()?)?;
     let config = EngineConfig {
         state_mount: args.state_mount.clone(),
+        grace_wait: wait_grace.unwrap_or_default(),
         ..EngineConfig::default()
     };
     Ok(Engine::new(vault, config, Consumers::new()).await?)
@@ -352,20 +371,22 @@ async fn engine(args: &VaultArgs) -> anyhow::Result<Engine> {
 async fn resume(
     paths: &[PathBuf],
     name: Option<&str>,
+    wait_grace: Option<std::time::Duration>,
     vault: &VaultArgs,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let set = load(paths)?;
     let selected = select(&set, name)?;
-    let engine = engine(vault).await?;
+    let engine = engine(vault, wait_grace).await?;
     let mut resumed = Vec::new();
     let mut ok = true;
     for policy in selected {
         if let Some(r) = engine.resume(policy).await? {
-            ok &= matches!(
-                r.status,
-                crate::engine::Status::Completed | crate::engine::Status::RolledBack
-            );
+            ok &= r.waiting_for_grace()
+                || matches!(
+                    r.status,
+                    crate::engine::Status::Completed | crate::engine::Status::RolledBack
+                );
             resumed.push(r);
         }
     }
@@ -390,7 +411,7 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
     let policy = set
         .get(&args.name)
         .ok_or_else(|| anyhow::anyhow!("no policy named {:?} in the given paths", args.name))?;
-    let engine = engine(&args.vault).await?;
+    let engine = engine(&args.vault, args.wait_grace).await?;
     let request = RotationRequest {
         trigger: if args.compromise {
             Trigger::Compromise
@@ -482,6 +503,10 @@ pub fn print_rotation(r: &Rotation) {
     }
     match &r.error {
         Some(e) => println!("result: {} ({e})", r.status.as_str()),
+        None if r.waiting_for_grace() => println!(
+            "result: waiting — the old credential stays valid until {} (grace period); then `rotor resume` (or the agent) revokes and verifies it",
+            r.revoke_after.as_deref().unwrap_or("?")
+        ),
         None => println!("result: {}", r.status.as_str()),
     }
 }

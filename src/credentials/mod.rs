@@ -1,6 +1,18 @@
-//! Credential kinds, one module each, dispatched by the [`Credential`] enum. A kind
-//! knows how to generate a new value, apply it to its target, test it, restore the
-//! previous one, and probe whether a value is still accepted.
+//! Credential kinds, one module each, dispatched by [`Credential`]. A module is a
+//! target adapter (how to change, issue, revoke and probe one kind of credential on
+//! its real system); this file maps the three strategies onto those adapters:
+//!
+//! - **single**: the secret is changed in place; nothing is left to revoke.
+//! - **alternating** (postgres, mysql): two accounts `NAME_a`/`NAME_b`. The idle one
+//!   gets the new password and becomes current; after the grace period the previously
+//!   current one is reset to an unknown random password, so its old secret is refused.
+//! - **overlap** (redis, approle, token, pki, http-api-key): a new credential is
+//!   created beside the old one; the old one is revoked after the grace period.
+//!
+//! Kinds whose new credential is *issued by the target* (approle secret-ids, tokens,
+//! certificates, API keys, Vault database static roles) create it while staging. If
+//! rotor dies between issuing and staging, the issued credential's secret existed only
+//! in the dead process's memory; it is never handed to anyone and expires with its TTL.
 
 pub mod http_api_key;
 pub mod mysql;
@@ -13,6 +25,8 @@ pub mod vault_pki;
 pub mod vault_token;
 pub mod vault_userpass;
 
+use std::time::SystemTime;
+
 use serde::Serialize;
 
 use crate::policy::{CredentialSpec, PasswordGenerator, Strategy};
@@ -20,6 +34,7 @@ use crate::secret::{SecretMap, SecretString};
 use crate::vault::{Vault, VaultError};
 
 use self::postgres::{LoginOutcome, PostgresError, PostgresTarget};
+use self::vault_database::{DatabaseError, DatabaseTarget};
 
 /// What a target said when a credential was tried.
 #[derive(Debug, Clone, Serialize)]
@@ -66,16 +81,6 @@ impl From<LoginOutcome> for AuthOutcome {
 /// A failed credential operation.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    /// This build cannot rotate the kind or strategy yet; nothing was changed.
-    #[error(
-        "credential type {kind} with strategy {strategy} is not supported by this version of rotor"
-    )]
-    Unsupported {
-        /// Kind name.
-        kind: &'static str,
-        /// Strategy name.
-        strategy: &'static str,
-    },
     /// An admin or input reference could not be resolved.
     #[error("resolving {what}: {source}")]
     Reference {
@@ -93,68 +98,110 @@ pub enum CredentialError {
         /// The key.
         key: &'static str,
     },
+    /// The current value names an account that is not one of the alternating pair.
+    #[error(
+        "strategy alternating: the current value's username {found:?} is neither {a:?} nor {b:?}; seed the canonical copy with one of the two accounts"
+    )]
+    NotAlternatingAccount {
+        /// What the current value holds.
+        found: String,
+        /// First account.
+        a: String,
+        /// Second account.
+        b: String,
+    },
+    /// The change cannot be undone on this kind (the target owns the secret).
+    #[error("{0}")]
+    CannotRollBack(&'static str),
     /// PostgreSQL failed.
     #[error(transparent)]
     Postgres(#[from] PostgresError),
+    /// A Vault database static role failed.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
 }
 
 impl CredentialError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            CredentialError::Unsupported { .. } => "unsupported",
             CredentialError::Reference { .. } => "reference",
             CredentialError::MissingKey { .. } => "missing_key",
+            CredentialError::NotAlternatingAccount { .. } => "not_alternating_account",
+            CredentialError::CannotRollBack(_) => "cannot_roll_back",
             CredentialError::Postgres(e) => e.kind(),
+            CredentialError::Database(e) => e.kind(),
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CredentialError::Reference { source, .. } => source.is_transient(),
+            CredentialError::Postgres(e) => e.is_transient(),
+            CredentialError::Database(e) => e.is_transient(),
+            _ => false,
         }
     }
 }
 
-/// A credential kind ready to act on its target (admin references resolved).
-pub enum Credential {
-    /// A PostgreSQL role password, changed in place.
-    Postgres {
-        /// The server, logged in as the admin.
-        target: PostgresTarget,
-        /// The rotated role.
+/// A system where named accounts have passwords.
+enum Accounts {
+    Postgres(PostgresTarget),
+}
+
+impl Accounts {
+    async fn set_password(
+        &self,
+        user: &str,
+        password: &SecretString,
+    ) -> Result<(), CredentialError> {
+        match self {
+            Accounts::Postgres(t) => Ok(t.set_password(user, password).await?),
+        }
+    }
+
+    async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
+        match self {
+            Accounts::Postgres(t) => t.login(user, password).await.into(),
+        }
+    }
+
+    async fn terminate(
+        &self,
+        user: &str,
+        opened_before: Option<SystemTime>,
+    ) -> Result<u64, CredentialError> {
+        match self {
+            Accounts::Postgres(t) => Ok(t.terminate_sessions(user, opened_before).await?),
+        }
+    }
+}
+
+enum Kind {
+    /// Password kinds: rotor generates the secret and sets it on an account.
+    Password {
+        accounts: Accounts,
         username: String,
-        /// Password generator.
         generator: PasswordGenerator,
     },
+    /// A Vault database-engine static role: Vault changes the password.
+    Database(DatabaseTarget),
+}
+
+/// A credential kind ready to act on its target (admin references resolved).
+pub struct Credential {
+    kind: Kind,
+    strategy: Strategy,
+    name: &'static str,
 }
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Credential::Postgres { username, .. } => f
-                .debug_struct("Credential::Postgres")
-                .field("username", username)
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
-fn strategy_name(s: &Strategy) -> &'static str {
-    match s {
-        Strategy::Single => "single",
-        Strategy::Alternating => "alternating",
-        Strategy::Overlap => "overlap",
-    }
-}
-
-/// Fails with [`CredentialError::Unsupported`] for kinds this build cannot rotate,
-/// without any I/O, so a rotation never starts half-way.
-pub fn check_supported(spec: &CredentialSpec) -> Result<(), CredentialError> {
-    match spec {
-        CredentialSpec::Postgres(pg) if matches!(pg.strategy, Strategy::Single) => Ok(()),
-        CredentialSpec::Postgres(pg) => Err(CredentialError::Unsupported {
-            kind: "postgres",
-            strategy: strategy_name(&pg.strategy),
-        }),
-        other => Err(CredentialError::Unsupported {
-            kind: other.kind(),
-            strategy: "any",
-        }),
+        f.debug_struct("Credential")
+            .field("kind", &self.name)
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,8 +209,22 @@ pub fn check_supported(spec: &CredentialSpec) -> Result<(), CredentialError> {
 /// needs to restore the target on rollback and to prove the old value dead.
 pub fn required_current_keys(spec: &CredentialSpec) -> &'static [&'static str] {
     match spec {
-        CredentialSpec::Postgres(_) => &["password"],
-        _ => &[],
+        CredentialSpec::Postgres(c) if c.strategy == Strategy::Alternating => {
+            &["username", "password"]
+        }
+        CredentialSpec::Mysql(c) if c.strategy == Strategy::Alternating => {
+            &["username", "password"]
+        }
+        CredentialSpec::Postgres(_)
+        | CredentialSpec::Mysql(_)
+        | CredentialSpec::Redis(_)
+        | CredentialSpec::Rabbitmq(_)
+        | CredentialSpec::VaultUserpass(_) => &["password"],
+        CredentialSpec::VaultDatabase(_) => &["username", "password"],
+        CredentialSpec::VaultApprole(_) => &["roleId", "secretId"],
+        CredentialSpec::VaultToken(_) => &["token"],
+        CredentialSpec::VaultPki(_) => &["certificate", "caChain"],
+        CredentialSpec::HttpApiKey(_) => &["key", "id"],
     }
 }
 
@@ -176,105 +237,249 @@ fn need<'a>(
         .ok_or(CredentialError::MissingKey { which, key })
 }
 
+async fn resolve_admin(
+    vault: &Vault,
+    reference: &crate::policy::Reference,
+    what: &'static str,
+) -> Result<SecretMap, CredentialError> {
+    vault
+        .resolve(reference)
+        .await
+        .map_err(|source| CredentialError::Reference { what, source })
+}
+
+/// The two accounts of an alternating pair.
+fn pair(username: &str) -> (String, String) {
+    (format!("{username}_a"), format!("{username}_b"))
+}
+
 impl Credential {
-    /// Resolves the kind's admin references and connects nothing yet.
+    /// Resolves the kind's admin references; connects nothing yet.
     pub async fn prepare(spec: &CredentialSpec, vault: &Vault) -> Result<Self, CredentialError> {
-        check_supported(spec)?;
-        match spec {
+        let strategy = spec.strategy();
+        let name = spec.kind();
+        let kind = match spec {
             CredentialSpec::Postgres(pg) => {
-                let admin = vault
-                    .resolve(&pg.connection.admin_from)
-                    .await
-                    .map_err(|source| CredentialError::Reference {
-                        what: "spec.credential.connection.adminFrom",
-                        source,
-                    })?;
-                Ok(Credential::Postgres {
-                    target: PostgresTarget::new(&pg.connection, &admin)?,
+                let admin = resolve_admin(
+                    vault,
+                    &pg.connection.admin_from,
+                    "spec.credential.connection.adminFrom",
+                )
+                .await?;
+                Kind::Password {
+                    accounts: Accounts::Postgres(PostgresTarget::new(&pg.connection, &admin)?),
                     username: pg.username.clone(),
                     generator: pg.password.clone(),
-                })
+                }
             }
-            other => Err(CredentialError::Unsupported {
-                kind: other.kind(),
-                strategy: "any",
-            }),
+            CredentialSpec::VaultDatabase(db) => {
+                Kind::Database(DatabaseTarget::new(vault.clone(), db))
+            }
+            other => {
+                return Err(CredentialError::CannotRollBack(unsupported(other.kind())));
+            }
+        };
+        Ok(Credential {
+            kind,
+            strategy,
+            name,
+        })
+    }
+
+    /// The strategy in effect.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Whether [`Credential::create`] changes the target (the new credential is issued
+    /// there), so a rollback must discard it even if `applied` was never reached.
+    pub fn creates_on_target(&self) -> bool {
+        !matches!(self.kind, Kind::Password { .. })
+    }
+
+    /// The account a password value belongs to: the configured one, or for
+    /// `alternating` the one the value names.
+    fn account<'a>(&'a self, value: &'a SecretMap, username: &'a str) -> &'a str {
+        if self.strategy == Strategy::Alternating {
+            value.expose("username").unwrap_or(username)
+        } else {
+            username
         }
     }
 
-    /// A fresh value with every key the kind writes to Vault.
-    pub fn generate(&self) -> SecretMap {
-        match self {
-            Credential::Postgres {
+    /// The next credential, with every key the kind writes to Vault. Password kinds
+    /// generate it here (no side effect); issuing kinds create it on the target.
+    pub async fn create(
+        &self,
+        current: &SecretMap,
+        _rotation_id: &str,
+    ) -> Result<SecretMap, CredentialError> {
+        match &self.kind {
+            Kind::Password {
                 username,
                 generator,
                 ..
             } => {
+                let user = if self.strategy == Strategy::Alternating {
+                    let (a, b) = pair(username);
+                    match current.expose("username") {
+                        Some(u) if u == a => b,
+                        Some(u) if u == b => a,
+                        other => {
+                            return Err(CredentialError::NotAlternatingAccount {
+                                found: other.unwrap_or_default().to_owned(),
+                                a,
+                                b,
+                            });
+                        }
+                    }
+                } else {
+                    username.clone()
+                };
                 let mut m = SecretMap::new();
-                m.insert("username", SecretString::from(username.clone()));
+                m.insert("username", SecretString::from(user));
                 m.insert("password", generator.generate());
-                m
+                Ok(m)
             }
+            Kind::Database(t) => Ok(t.issue().await?),
         }
     }
 
-    /// Makes the target accept `new` (for `single`, in place of the old value).
-    /// Idempotent: applying the same value twice is harmless.
-    pub async fn apply(&self, new: &SecretMap) -> Result<(), CredentialError> {
-        match self {
-            Credential::Postgres {
-                target, username, ..
+    /// Makes the target accept `new` beside or instead of `current` (idempotent).
+    /// `None` when the kind has nothing to apply (the credential was issued when staged).
+    pub async fn apply(
+        &self,
+        _current: &SecretMap,
+        new: &SecretMap,
+    ) -> Result<Option<String>, CredentialError> {
+        match &self.kind {
+            Kind::Password {
+                accounts, username, ..
             } => {
-                let password = need(new, "staged", "password")?;
-                target.set_password(username, password).await?;
-                Ok(())
+                let user = self.account(new, username);
+                accounts
+                    .set_password(user, need(new, "staged", "password")?)
+                    .await?;
+                Ok(Some(match self.strategy {
+                    Strategy::Alternating => {
+                        format!("idle account {user} accepts the new password")
+                    }
+                    _ => format!("{user} accepts the new password"),
+                }))
             }
-        }
-    }
-
-    /// Puts `old` back on the target (rollback before promote).
-    pub async fn restore(&self, old: &SecretMap) -> Result<(), CredentialError> {
-        match self {
-            Credential::Postgres {
-                target, username, ..
-            } => {
-                let password = need(old, "current", "password")?;
-                target.set_password(username, password).await?;
-                Ok(())
-            }
+            Kind::Database(_) => Ok(None),
         }
     }
 
     /// Tries `value` against the target.
     pub async fn login(&self, value: &SecretMap) -> Result<AuthOutcome, CredentialError> {
-        match self {
-            Credential::Postgres {
-                target, username, ..
+        match &self.kind {
+            Kind::Password {
+                accounts, username, ..
             } => {
-                let password = need(value, "tested", "password")?;
-                Ok(target.login(username, password).await.into())
+                let user = self.account(value, username);
+                Ok(accounts
+                    .login(user, need(value, "probed", "password")?)
+                    .await)
             }
+            Kind::Database(t) => t.login(value).await.map_err(Into::into),
         }
     }
 
-    /// Ends the sessions of the rotated identity that were opened with the old
-    /// credential, i.e. before `changed_at` (when the target switched to the new
-    /// value); returns how many.
+    /// Undoes a rotation before promote so that only `current` works, as before:
+    /// restores the old password, or discards the credential issued for `new`.
+    pub async fn rollback(
+        &self,
+        current: &SecretMap,
+        new: Option<&SecretMap>,
+    ) -> Result<String, CredentialError> {
+        match &self.kind {
+            Kind::Password {
+                accounts,
+                username,
+                generator,
+            } => match self.strategy {
+                Strategy::Alternating => {
+                    let Some(new) = new else {
+                        return Ok("nothing staged; the current account is untouched".into());
+                    };
+                    let idle = self.account(new, username);
+                    accounts.set_password(idle, &generator.generate()).await?;
+                    Ok(format!(
+                        "idle account {idle} reset to an unknown password; the current account was never touched"
+                    ))
+                }
+                _ => {
+                    let user = self.account(current, username);
+                    accounts
+                        .set_password(user, need(current, "current", "password")?)
+                        .await?;
+                    Ok(format!("{user} has the previous password again"))
+                }
+            },
+            Kind::Database(_) => Err(CredentialError::CannotRollBack(
+                "Vault's static role changed the password and keeps only the new one; it cannot be restored",
+            )),
+        }
+    }
+
+    /// Disables the previous credential after the grace period. `None` when the
+    /// strategy left nothing to revoke (`single` changed it in place).
+    pub async fn revoke(
+        &self,
+        old: &SecretMap,
+        _new: &SecretMap,
+    ) -> Result<Option<String>, CredentialError> {
+        match (&self.kind, self.strategy) {
+            (Kind::Password { .. }, Strategy::Single) | (Kind::Database(_), _) => Ok(None),
+            (
+                Kind::Password {
+                    accounts,
+                    username,
+                    generator,
+                },
+                Strategy::Alternating,
+            ) => {
+                let previous = self.account(old, username);
+                accounts
+                    .set_password(previous, &generator.generate())
+                    .await?;
+                Ok(Some(format!(
+                    "previous account {previous} reset to an unknown password"
+                )))
+            }
+            (Kind::Password { .. }, Strategy::Overlap) => Ok(None),
+        }
+    }
+
+    /// Ends the sessions opened with the previous credential: those of the rotated
+    /// identity opened before `cutoff` (when the target started accepting the new
+    /// value), or for `alternating` every session of the previous account. Returns
+    /// how many.
     pub async fn terminate_sessions(
         &self,
-        changed_at: Option<std::time::SystemTime>,
+        old: &SecretMap,
+        new: &SecretMap,
+        cutoff: Option<SystemTime>,
     ) -> Result<u64, CredentialError> {
-        match self {
-            Credential::Postgres {
-                target, username, ..
-            } => Ok(target.terminate_sessions(username, changed_at).await?),
+        match &self.kind {
+            Kind::Password {
+                accounts, username, ..
+            } => {
+                if self.strategy == Strategy::Alternating {
+                    accounts.terminate(self.account(old, username), None).await
+                } else {
+                    accounts.terminate(username, cutoff).await
+                }
+            }
+            Kind::Database(t) => Ok(t.terminate_sessions(new, cutoff).await?),
         }
     }
+}
 
-    /// Whether the kind has a separate revoke step (overlap/alternating strategies).
-    pub fn has_revoke_step(&self) -> bool {
-        match self {
-            Credential::Postgres { .. } => false,
-        }
+fn unsupported(kind: &str) -> &'static str {
+    match kind {
+        "mysql" => "mysql is not wired into this build yet",
+        _ => "this credential kind is not wired into this build yet",
     }
 }

@@ -216,6 +216,9 @@ pub struct Rotation {
     pub policy: String,
     /// Credential kind (`postgres`, …).
     pub kind: String,
+    /// Strategy (`single`, `alternating`, `overlap`).
+    #[serde(default)]
+    pub strategy: String,
     /// What started it.
     pub trigger: Trigger,
     /// Who asked (user, API identity, `scheduler`).
@@ -251,6 +254,10 @@ pub struct Rotation {
     /// Consumer outcomes.
     #[serde(default)]
     pub consumers: Vec<ConsumerRecord>,
+    /// The old credential stays valid until this instant (RFC 3339): set when the
+    /// consumers have the new value, from the grace period (zero for a compromise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_after: Option<String>,
     /// Sessions ended because they used the old credential.
     #[serde(default)]
     pub sessions_terminated: u64,
@@ -275,6 +282,29 @@ impl Rotation {
             Some(rec) if rec.outcome == StepOutcome::Begun => Some(rec.step),
             Some(rec) => Step::FORWARD.iter().copied().find(|s| *s > rec.step),
         }
+    }
+
+    /// Whether the rotation is open only because the old credential's grace period
+    /// has not run out: everything up to `propagated` is done and `revoked` has not
+    /// begun.
+    pub fn waiting_for_grace(&self) -> bool {
+        self.status == Status::Open
+            && self.revoke_after.is_some()
+            && self
+                .steps
+                .last()
+                .is_some_and(|r| r.step == Step::Propagated && r.outcome == StepOutcome::Ok)
+    }
+
+    /// The instant a given step finished, if it did.
+    pub fn finished(&self, step: Step) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|r| r.step == step && r.outcome == StepOutcome::Ok)
+            .and_then(|r| r.finished_at.as_deref())
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
     }
 
     /// Whether `step` was begun at some point (its side effect may have happened).

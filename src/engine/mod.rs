@@ -34,6 +34,10 @@ pub struct EngineConfig {
     pub retries: u32,
     /// First retry delay; doubles each time, with jitter.
     pub retry_base: Duration,
+    /// How long a run may wait in-process for the old credential's grace period to
+    /// end before revoking it. A longer grace leaves the rotation open (waiting) for a
+    /// later `resume` — the agent's scheduler, or `rotor resume`.
+    pub grace_wait: Duration,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +47,7 @@ impl Default for EngineConfig {
             state_prefix: "rotor".into(),
             retries: 3,
             retry_base: Duration::from_millis(200),
+            grace_wait: Duration::ZERO,
         }
     }
 }
@@ -72,9 +77,10 @@ pub struct RotationOutcome {
 }
 
 impl RotationOutcome {
-    /// True when everything that ran completed.
+    /// True when everything that ran completed, or is done except for revoking the
+    /// old credential once its grace period ends.
     pub fn succeeded(&self) -> bool {
-        let ok = |r: &Rotation| r.status == Status::Completed;
+        let ok = |r: &Rotation| r.status == Status::Completed || r.waiting_for_grace();
         self.rotation.as_ref().is_some_and(ok) && self.resumed.as_ref().is_none_or(ok_or_closed)
     }
 }
@@ -205,7 +211,7 @@ impl StepFailure {
 
 impl From<CredentialError> for StepFailure {
     fn from(e: CredentialError) -> Self {
-        let transient = matches!(&e, CredentialError::Postgres(p) if p.is_transient());
+        let transient = e.is_transient();
         StepFailure {
             message: crate::error_chain(&e),
             transient,
@@ -233,6 +239,8 @@ struct Run<'a> {
     old: SecretMap,
     new: Option<SecretMap>,
     compromise: bool,
+    /// Revoke the old credential without waiting for the grace period.
+    end_grace: bool,
 }
 
 /// Runs rotations.
@@ -276,15 +284,28 @@ impl Engine {
         &self.journal
     }
 
-    /// Finishes or rolls back the policy's open rotation, if any.
+    /// Finishes or rolls back the policy's open rotation, if any. A rotation waiting
+    /// for its grace period stays waiting until the period ends.
     pub async fn resume(&self, policy: &ValidatedPolicy) -> Result<Option<Rotation>, EngineError> {
+        self.resume_with(policy, false).await
+    }
+
+    /// [`Engine::resume`]; with `end_grace` (a compromise), a rotation waiting for its
+    /// grace period revokes the old credential now.
+    pub async fn resume_with(
+        &self,
+        policy: &ValidatedPolicy,
+        end_grace: bool,
+    ) -> Result<Option<Rotation>, EngineError> {
         let (record, version) = self.journal.load(&policy.name).await?;
         match record {
             Some(rotation) if rotation.status.is_open() => {
                 info!(policy = %policy.name, rotation = %rotation.rotation_id, step = ?rotation.next_step(), "Resuming open rotation.");
                 let mut rotation = rotation;
                 rotation.resumed = true;
-                Ok(Some(self.drive(policy, rotation, version).await?))
+                Ok(Some(
+                    self.drive(policy, rotation, version, end_grace).await?,
+                ))
             }
             _ => Ok(None),
         }
@@ -297,7 +318,6 @@ impl Engine {
         policy: &ValidatedPolicy,
         request: RotationRequest,
     ) -> Result<RotationOutcome, EngineError> {
-        credentials::check_supported(&policy.spec.credential)?;
         for c in &policy.spec.consumers {
             consumers::check_supported(c)?;
         }
@@ -326,7 +346,9 @@ impl Engine {
             }
         }
 
-        let resumed = self.resume(policy).await?;
+        let resumed = self
+            .resume_with(policy, request.trigger == Trigger::Compromise)
+            .await?;
         if let Some(r) = &resumed
             && r.status.is_open()
         {
@@ -372,6 +394,7 @@ impl Engine {
             rotation_id,
             policy: policy.name.clone(),
             kind: policy.spec.credential.kind().to_owned(),
+            strategy: policy.spec.credential.strategy().as_str().to_owned(),
             trigger: request.trigger,
             actor: request.actor,
             reason: request.reason,
@@ -393,6 +416,7 @@ impl Engine {
             }],
             verification: Vec::new(),
             consumers: Vec::new(),
+            revoke_after: None,
             sessions_terminated: 0,
             error: None,
             started_at: started.clone(),
@@ -401,7 +425,7 @@ impl Engine {
         };
         let version = self.journal.write(&rotation, version).await?;
         info!(policy = %policy.name, rotation = %rotation.rotation_id, trigger = rotation.trigger.as_str(), actor = %rotation.actor, "Rotation planned.");
-        let rotation = self.drive(policy, rotation, version).await?;
+        let rotation = self.drive(policy, rotation, version, false).await?;
         Ok(RotationOutcome {
             resumed,
             rotation: Some(rotation),
@@ -415,6 +439,7 @@ impl Engine {
         policy: &ValidatedPolicy,
         rotation: Rotation,
         version: u64,
+        end_grace: bool,
     ) -> Result<Rotation, EngineError> {
         let span = info_span!("rotation", policy = %policy.name, kind = %rotation.kind,
             trigger = rotation.trigger.as_str(), rotation = %rotation.rotation_id);
@@ -435,6 +460,7 @@ impl Engine {
                 policy,
                 credential,
                 compromise: rotation.trigger == Trigger::Compromise,
+                end_grace: end_grace || rotation.trigger == Trigger::Compromise,
                 rotation,
                 version,
                 old,
@@ -459,6 +485,14 @@ impl Engine {
 
     async fn forward(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
         while let Some(step) = run.rotation.next_step() {
+            if step == Step::Revoked && !self.grace_over(run).await {
+                info!(
+                    revoke_after = run.rotation.revoke_after.as_deref().unwrap_or(""),
+                    "The old credential stays valid for its grace period; the rotation waits."
+                );
+                self.write(run).await?;
+                return Ok(());
+            }
             // Journal "begun" before the side effect.
             let started = now();
             match run.rotation.steps.last_mut() {
@@ -526,11 +560,53 @@ impl Engine {
             if step == Step::Completed {
                 run.rotation.status = Status::Completed;
             }
+            if step == Step::Propagated && run.rotation.revoke_after.is_none() {
+                let grace = if run.compromise {
+                    Duration::ZERO
+                } else {
+                    run.policy.spec.credential.grace()
+                };
+                let deadline = chrono::Utc::now()
+                    + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+                run.rotation.revoke_after =
+                    Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            }
             self.write(run).await?;
             failpoint::hit(step, Moment::Done);
             info!(step = %step, duration_ms = elapsed, "Step done.");
         }
         Ok(())
+    }
+
+    /// Whether the old credential's grace period is over (waiting for it in-process
+    /// when the rest is within `grace_wait`).
+    async fn grace_over(&self, run: &Run<'_>) -> bool {
+        if run.end_grace || run.credential.strategy() == crate::policy::Strategy::Single {
+            return true;
+        }
+        let Some(deadline) = run
+            .rotation
+            .revoke_after
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        else {
+            return true;
+        };
+        let remaining = (deadline.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        if remaining.is_zero() {
+            return true;
+        }
+        if remaining <= self.config.grace_wait {
+            info!(
+                wait_ms = remaining.as_millis() as u64,
+                "Waiting for the old credential's grace period."
+            );
+            tokio::time::sleep(remaining).await;
+            return true;
+        }
+        false
     }
 
     async fn execute_with_retries(
@@ -561,8 +637,12 @@ impl Engine {
             Step::Staged => self.stage(run).await,
             Step::Applied => {
                 let new = self.staged(run).await?;
-                run.credential.apply(&new).await?;
-                Ok(StepResult::Ok("target accepts the new value".into()))
+                match run.credential.apply(&run.old, &new).await? {
+                    Some(detail) => Ok(StepResult::Ok(detail)),
+                    None => Ok(StepResult::Skipped(
+                        "the target issued the new credential when it was staged".into(),
+                    )),
+                }
             }
             Step::Tested => {
                 let new = self.staged(run).await?;
@@ -580,14 +660,12 @@ impl Engine {
             Step::Promoted => self.promote(run).await,
             Step::Propagated => self.propagate(run).await,
             Step::Revoked => {
-                if run.credential.has_revoke_step() {
-                    Err(StepFailure::fatal(
-                        "revoke is not implemented for this kind",
-                    ))
-                } else {
-                    Ok(StepResult::Skipped(
+                let new = self.staged(run).await?;
+                match run.credential.revoke(&run.old, &new).await? {
+                    Some(detail) => Ok(StepResult::Ok(detail)),
+                    None => Ok(StepResult::Skipped(
                         "nothing to revoke: the strategy changed the credential in place".into(),
-                    ))
+                    )),
                 }
             }
             Step::Verified => self.verify(run).await,
@@ -638,18 +716,32 @@ impl Engine {
                 "reused the value staged before a restart".into(),
             ));
         }
-        let mut new = run.credential.generate();
+        let mut new = run
+            .credential
+            .create(&run.old, &run.rotation.rotation_id)
+            .await?;
         // A generator must never hand back the value in use.
-        while new.same_values(&run.old) {
-            new = run.credential.generate();
+        while new.same_values(&run.old) && !run.credential.creates_on_target() {
+            new = run
+                .credential
+                .create(&run.old, &run.rotation.rotation_id)
+                .await?;
         }
         match self.vault.kv_write(mount, &path, &new, Some(0)).await {
             Ok(_) => {}
-            Err(VaultError::CasConflict { .. }) => {
-                // Another writer staged first (a racing resume): use theirs.
-                return Box::pin(self.stage(run)).await;
+            Err(e) => {
+                // What the target issued must not outlive a failed staging write.
+                if run.credential.creates_on_target()
+                    && let Err(d) = run.credential.rollback(&run.old, Some(&new)).await
+                {
+                    warn!(error = %d, "Could not discard the credential issued for a failed staging write.");
+                }
+                if matches!(e, VaultError::CasConflict { .. }) {
+                    // Another writer staged first (a racing resume): use theirs.
+                    return Box::pin(self.stage(run)).await;
+                }
+                return Err(e.into());
             }
-            Err(e) => return Err(e.into()),
         }
         run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&new));
         run.new = Some(new);
@@ -745,14 +837,14 @@ impl Engine {
             // Sessions opened before the target switched used the old credential.
             let changed_at = run
                 .rotation
-                .steps
-                .iter()
-                .rev()
-                .find(|r| r.step == Step::Applied)
-                .and_then(|r| r.finished_at.as_deref())
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .finished(Step::Applied)
+                .or_else(|| run.rotation.finished(Step::Staged))
                 .map(std::time::SystemTime::from);
-            let n = run.credential.terminate_sessions(changed_at).await?;
+            let new = self.staged(run).await?;
+            let n = run
+                .credential
+                .terminate_sessions(&run.old, &new, changed_at)
+                .await?;
             run.rotation.sessions_terminated += n;
             notes.push(format!("{n} session(s) ended"));
         }
@@ -784,9 +876,29 @@ impl Engine {
     }
 
     async fn rollback(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
-        if run.rotation.reached(Step::Applied) {
-            match run.credential.restore(&run.old).await {
-                Ok(()) => {}
+        let new = if run.rotation.reached(Step::Staged) {
+            self.staged(run).await.ok()
+        } else {
+            None
+        };
+        let touched = run.rotation.reached(Step::Applied)
+            || (run.credential.creates_on_target() && new.is_some());
+        if touched {
+            match run.credential.rollback(&run.old, new.as_ref()).await {
+                Ok(detail) => info!(detail = %detail, "Target rolled back."),
+                Err(CredentialError::CannotRollBack(why)) => {
+                    error!(
+                        reason = why,
+                        "The rotation cannot be rolled back; it failed and needs attention."
+                    );
+                    run.rotation.error = Some(format!(
+                        "{}; cannot roll back: {why}",
+                        run.rotation.error.as_deref().unwrap_or("failed")
+                    ));
+                    run.rotation.status = Status::Failed;
+                    self.write(run).await?;
+                    return Ok(());
+                }
                 Err(e) => {
                     error!(error = %e, staging = %run.rotation.staging, "Rollback failed; the rotation stays open and will retry the rollback.");
                     run.rotation.error = Some(format!(

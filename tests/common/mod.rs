@@ -3,6 +3,8 @@
 //! Kubernetes API on loopback. Each fixture uses unique names, so tests share servers.
 #![allow(dead_code)] // Each test binary uses a different part of the fixture.
 
+pub mod kinds;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -1,0 +1,488 @@
+//! One fixture for every credential kind: the kind's real target prepared with a
+//! working credential, that credential seeded as Vault's canonical copy, a Kubernetes
+//! Secret consumer holding every key the kind writes, and a policy file. Probes use
+//! rotor's own target adapters (each adapter is tested against its server's own
+//! client in `tests/<kind>_target.rs`).
+#![allow(dead_code)] // Each test binary uses a different part of the fixture.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use rotor::credentials::{AuthOutcome, Credential};
+use rotor::policy::{self, ValidatedPolicy};
+use rotor::secret::{SecretMap, SecretString};
+use rotor::vault::{AuthAs, Vault};
+use rotor_testkit::{FakeKube, stack};
+use serde_json::json;
+
+use super::{admin_target, vault};
+
+/// A kind's prepared target.
+pub struct Setup {
+    /// The lines under `spec.credential:` (without the `type:` line), indented 4.
+    pub credential_yaml: String,
+    /// The `type`.
+    pub kind: &'static str,
+    /// The credential that works today (seeded as the canonical copy).
+    pub initial: SecretMap,
+    /// The code the target answers an old credential with.
+    pub rejected_code: &'static str,
+    /// Secrets of the fixture itself (admin passwords…) for leak checks.
+    pub secrets: Vec<String>,
+    /// Keeps in-process servers (e.g. the fake key API) alive.
+    pub keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// Policy knobs.
+#[derive(Clone, Default)]
+pub struct KindOptions {
+    /// `grace` (e.g. `3s`); none = the default (0s).
+    pub grace: Option<&'static str>,
+    /// `verify.terminateSessions`.
+    pub terminate_sessions: bool,
+}
+
+/// A policy for one kind with its world.
+pub struct KindFixture {
+    pub name: String,
+    pub kind: &'static str,
+    pub canonical: String,
+    pub namespace: String,
+    pub secret: String,
+    pub rejected_code: &'static str,
+    pub kube: FakeKube,
+    pub vault: Vault,
+    pub dir: tempfile::TempDir,
+    pub policy: ValidatedPolicy,
+    pub credential: Credential,
+    pub secrets: Vec<String>,
+    _keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+pub fn secret_map(pairs: &[(&str, &str)]) -> SecretMap {
+    let mut m = SecretMap::new();
+    for (k, v) in pairs {
+        m.insert(*k, SecretString::from(v.to_string()));
+    }
+    m
+}
+
+/// Writes the stack's PostgreSQL admin login to Vault and returns its path.
+pub async fn seed_pg_admin(vault: &Vault, name: &str) -> String {
+    let s = stack();
+    let path = format!("rotor-test/{name}/pg-admin");
+    vault
+        .kv_write(
+            "secret",
+            &path,
+            &secret_map(&[
+                ("username", &s.pg.admin_user),
+                ("password", &s.pg.admin_password),
+            ]),
+            None,
+        )
+        .await
+        .expect("seed admin credential");
+    path
+}
+
+/// `postgres`, strategy single.
+pub async fn postgres_single(name: &str, vault: &Vault) -> Setup {
+    let s = stack();
+    let role = name.replace('-', "_");
+    let initial = format!("init{}", rotor_testkit::canary());
+    admin_target()
+        .ensure_role(&role, &SecretString::from(initial.clone()))
+        .await
+        .expect("create the test role");
+    let admin_path = seed_pg_admin(vault, name).await;
+    Setup {
+        credential_yaml: format!(
+            "    connection:\n      host: {}\n      port: {}\n      database: postgres\n      adminFrom: {{vault: {{path: {admin_path}}}}}\n    username: {role}\n    strategy: single\n",
+            s.pg.host, s.pg.port
+        ),
+        kind: "postgres",
+        initial: secret_map(&[("username", &role), ("password", &initial)]),
+        rejected_code: "28P01",
+        secrets: vec![s.pg.admin_password.clone()],
+        keep: Vec::new(),
+    }
+}
+
+/// `postgres`, strategy alternating: roles `NAME_a` (current) and `NAME_b`.
+pub async fn postgres_alternating(name: &str, vault: &Vault) -> Setup {
+    let s = stack();
+    let base = name.replace('-', "_");
+    let admin = admin_target();
+    let initial = format!("init{}", rotor_testkit::canary());
+    admin
+        .ensure_role(&format!("{base}_a"), &SecretString::from(initial.clone()))
+        .await
+        .expect("create role a");
+    admin
+        .ensure_role(
+            &format!("{base}_b"),
+            &SecretString::from(format!("idle{}", rotor_testkit::canary())),
+        )
+        .await
+        .expect("create role b");
+    let admin_path = seed_pg_admin(vault, name).await;
+    Setup {
+        credential_yaml: format!(
+            "    connection:\n      host: {}\n      port: {}\n      database: postgres\n      adminFrom: {{vault: {{path: {admin_path}}}}}\n    username: {base}\n    strategy: alternating\n",
+            s.pg.host, s.pg.port
+        ),
+        kind: "postgres",
+        initial: secret_map(&[("username", &format!("{base}_a")), ("password", &initial)]),
+        rejected_code: "28P01",
+        secrets: vec![s.pg.admin_password.clone()],
+        keep: Vec::new(),
+    }
+}
+
+/// `vault-database`: an OpenBao database-engine static role over the stack's
+/// PostgreSQL (one connection config per test, on a shared `rotor-test-database` mount).
+pub async fn vault_database(name: &str, vault: &Vault) -> Setup {
+    let s = stack();
+    let role = name.replace('-', "_");
+    let mount = "rotor-test-database";
+    enable_engine(vault, mount, "database").await;
+    admin_target()
+        .ensure_role(
+            &role,
+            &SecretString::from(format!("init{}", rotor_testkit::canary())),
+        )
+        .await
+        .expect("create the test role");
+    let conn = format!(
+        "postgresql://{{{{username}}}}:{{{{password}}}}@{}:{}/postgres?sslmode=disable",
+        s.pg.host, s.pg.port
+    );
+    vault
+        .request_ok(
+            reqwest::Method::POST,
+            &format!("{mount}/config/{name}"),
+            Some(&json!({
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": conn,
+                "username": s.pg.admin_user,
+                "password": s.pg.admin_password,
+                "allowed_roles": [name],
+                "password_authentication": "scram-sha-256",
+            })),
+            AuthAs::Rotor,
+        )
+        .await
+        .expect("database connection config");
+    vault
+        .request_ok(
+            reqwest::Method::POST,
+            &format!("{mount}/static-roles/{name}"),
+            Some(&json!({
+                "db_name": name,
+                "username": role,
+                "rotation_period": "720h",
+            })),
+            AuthAs::Rotor,
+        )
+        .await
+        .expect("static role");
+    let creds = vault
+        .request_ok(
+            reqwest::Method::GET,
+            &format!("{mount}/static-creds/{name}"),
+            None,
+            AuthAs::Rotor,
+        )
+        .await
+        .expect("static creds")
+        .json();
+    let password = creds["data"]["password"]
+        .as_str()
+        .expect("password")
+        .to_owned();
+    Setup {
+        credential_yaml: format!(
+            "    mount: {mount}\n    role: {name}\n    probe: {{type: postgres, host: {}, port: {}, database: postgres}}\n",
+            s.pg.host, s.pg.port
+        ),
+        kind: "vault-database",
+        initial: secret_map(&[("username", &role), ("password", &password)]),
+        rejected_code: "28P01",
+        secrets: vec![s.pg.admin_password.clone()],
+        keep: Vec::new(),
+    }
+}
+
+/// Mounts a secrets engine once (a second test finds it mounted).
+pub async fn enable_engine(vault: &Vault, mount: &str, kind: &str) {
+    let resp = vault
+        .request(
+            reqwest::Method::POST,
+            &format!("sys/mounts/{mount}"),
+            Some(&json!({"type": kind})),
+            AuthAs::Rotor,
+        )
+        .await
+        .expect("mount request");
+    assert!(
+        resp.is_success() || resp.errors().contains("path is already in use"),
+        "mounting {kind} at {mount}: HTTP {} {}",
+        resp.status,
+        resp.errors()
+    );
+}
+
+/// Enables an auth method once.
+pub async fn enable_auth(vault: &Vault, mount: &str, kind: &str) {
+    let resp = vault
+        .request(
+            reqwest::Method::POST,
+            &format!("sys/auth/{mount}"),
+            Some(&json!({"type": kind})),
+            AuthAs::Rotor,
+        )
+        .await
+        .expect("auth mount request");
+    assert!(
+        resp.is_success() || resp.errors().contains("path is already in use"),
+        "enabling {kind} at {mount}: HTTP {} {}",
+        resp.status,
+        resp.errors()
+    );
+}
+
+impl KindFixture {
+    /// Prepares the world with `setup` and writes the policy.
+    pub async fn new<F, Fut>(prefix: &str, options: KindOptions, setup: F) -> KindFixture
+    where
+        F: FnOnce(String, Vault) -> Fut,
+        Fut: std::future::Future<Output = Setup>,
+    {
+        let name = rotor_testkit::unique(prefix);
+        let vault = vault();
+        let setup = setup(name.clone(), vault.clone()).await;
+        let canonical = format!("rotor-test/{name}/credential");
+        vault
+            .kv_write("secret", &canonical, &setup.initial, None)
+            .await
+            .expect("seed canonical credential");
+        let kube = FakeKube::start().await;
+        let namespace = name.clone();
+        rotor_testkit::create_namespace(&kube.client, &namespace).await;
+
+        let keys = policy::output_keys_of(setup.kind);
+        let data: String = keys
+            .iter()
+            .map(|k| format!("        {k}: \"{{{{ {k} }}}}\"\n"))
+            .collect();
+        let mut credential_yaml = setup.credential_yaml.clone();
+        if let Some(grace) = options.grace {
+            credential_yaml.push_str(&format!("    grace: {grace}\n"));
+        }
+        let secret = format!("{name}-credential");
+        let yaml = format!(
+            "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: {name}\nspec:\n  credential:\n    type: {kind}\n{credential_yaml}  vault:\n    mount: secret\n    path: {canonical}\n  consumers:\n    - type: kubernetes\n      namespace: {namespace}\n      secret: {secret}\n      data:\n{data}  verify:\n    oldRejected: true\n    terminateSessions: {terminate}\n",
+            kind = setup.kind,
+            terminate = options.terminate_sessions,
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, &yaml).expect("write policy");
+        let set = policy::load_paths(&[file])
+            .unwrap_or_else(|e| panic!("the test policy must be valid:\n{e}\n{yaml}"));
+        let policy = set.get(&name).expect("the policy").clone();
+        let credential = Credential::prepare(&policy.spec.credential, &vault)
+            .await
+            .expect("prepare the credential for probes");
+        KindFixture {
+            kind: setup.kind,
+            rejected_code: setup.rejected_code,
+            secrets: setup.secrets,
+            _keep: setup.keep,
+            name,
+            canonical,
+            namespace,
+            secret,
+            kube,
+            vault,
+            dir,
+            policy,
+            credential,
+        }
+    }
+
+    pub fn policy_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// A `rotor` command with the stack's Vault and this fixture's kubeconfig.
+    pub fn rotor(&self) -> Command {
+        let s = stack();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rotor"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("VAULT_ADDR", &s.vault_addr)
+            .env("VAULT_TOKEN", &s.vault_token)
+            .env("KUBECONFIG", &self.kube.kubeconfig)
+            .env("RUST_LOG", "trace");
+        cmd
+    }
+
+    /// `rotor -vv rotate NAME --reason … -o json`.
+    pub fn rotate_cmd(&self) -> Command {
+        let mut cmd = self.rotor();
+        cmd.args(["-vv", "-o", "json", "rotate", "--policies"])
+            .arg(self.policy_dir())
+            .arg(&self.name)
+            .args(["--reason", "test rotation"]);
+        cmd
+    }
+
+    /// `rotor -vv resume NAME -o json`.
+    pub fn resume_cmd(&self) -> Command {
+        let mut cmd = self.rotor();
+        cmd.args(["-vv", "-o", "json", "resume", "--policies"])
+            .arg(self.policy_dir())
+            .arg(&self.name);
+        cmd
+    }
+
+    /// The canonical value and its version.
+    pub async fn current(&self) -> (SecretMap, u64) {
+        let e = self
+            .vault
+            .kv_read("secret", &self.canonical)
+            .await
+            .expect("read canonical")
+            .expect("canonical exists");
+        (e.data, e.version)
+    }
+
+    /// One canonical version.
+    pub async fn version(&self, v: u64) -> SecretMap {
+        self.vault
+            .kv_read_version("secret", &self.canonical, v)
+            .await
+            .expect("read version")
+            .expect("version exists")
+            .data
+    }
+
+    /// What the target says to `value`.
+    pub async fn probe(&self, value: &SecretMap) -> AuthOutcome {
+        self.credential.login(value).await.expect("probe")
+    }
+
+    /// Asserts `value` is refused with the kind's own code.
+    pub async fn assert_rejected(&self, value: &SecretMap, what: &str) {
+        match self.probe(value).await {
+            AuthOutcome::Rejected { code, .. } => assert_eq!(code, self.rejected_code, "{what}"),
+            other => panic!(
+                "{what}: must be refused with {}, got {other:?}",
+                self.rejected_code
+            ),
+        }
+    }
+
+    /// Asserts `value` works.
+    pub async fn assert_accepted(&self, value: &SecretMap, what: &str) {
+        match self.probe(value).await {
+            AuthOutcome::Accepted => {}
+            other => panic!("{what}: must be accepted, got {other:?}"),
+        }
+    }
+
+    /// The consumer Secret's data.
+    pub async fn secret_data(&self) -> Option<BTreeMap<String, String>> {
+        let api: Api<Secret> = Api::namespaced(self.kube.client.clone(), &self.namespace);
+        let secret = api.get_opt(&self.secret).await.expect("get secret")?;
+        Some(
+            secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
+                .collect(),
+        )
+    }
+
+    /// Vault's current value works, holds every documented key, and is what the
+    /// Secret holds; every earlier version is refused with the kind's code.
+    pub async fn assert_consistent(&self) {
+        let (current, latest) = self.current().await;
+        for key in policy::output_keys_of(self.kind) {
+            assert!(
+                current.get(key).is_some(),
+                "canonical version {latest} lacks key {key}"
+            );
+        }
+        self.assert_accepted(&current, &format!("canonical version {latest}"))
+            .await;
+        for v in 1..latest {
+            let old = self.version(v).await;
+            self.assert_rejected(&old, &format!("canonical version {v}"))
+                .await;
+        }
+        let data = self.secret_data().await.expect("the Secret exists");
+        for (k, v) in current.iter() {
+            assert_eq!(
+                data.get(k).map(String::as_str),
+                Some(v.expose_secret_str()),
+                "Secret key {k}"
+            );
+        }
+    }
+
+    /// Every secret value seen (all canonical versions plus fixture secrets).
+    pub async fn all_secrets(&self) -> Vec<String> {
+        let (_, latest) = self.current().await;
+        let mut all = self.secrets.clone();
+        for v in 1..=latest {
+            for (k, value) in self.version(v).await.iter() {
+                // Public parts of a certificate are not secrets.
+                if !matches!(
+                    k,
+                    "certificate"
+                        | "caChain"
+                        | "serial"
+                        | "expiration"
+                        | "username"
+                        | "id"
+                        | "roleId"
+                        | "secretIdAccessor"
+                        | "accessor"
+                ) {
+                    all.push(value.expose_secret_str().to_owned());
+                }
+            }
+        }
+        all
+    }
+}
+
+/// Extension to read a `SecretString` in tests.
+pub trait ExposeStr {
+    fn expose_secret_str(&self) -> &str;
+}
+
+impl ExposeStr for SecretString {
+    fn expose_secret_str(&self) -> &str {
+        secrecy::ExposeSecret::expose_secret(self)
+    }
+}
+
+/// stdout and stderr of a run as one string.
+pub fn text(out: &Output) -> String {
+    super::text(out)
+}
+
+/// The JSON report of a `-o json` run.
+pub fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("JSON report ({e}):\n{}", text(out)))
+}

@@ -1,1 +1,734 @@
-//! (being written)
+//! Vault userpass passwords (`vault-userpass`, strategy `single`), and what the three
+//! Vault auth kinds share (`vault-userpass`, [`super::vault_approle`],
+//! [`super::vault_token`]): the error type [`VaultAuthError`], the login probe that
+//! revokes the token it obtains, and the token-accessor scan that ends sessions.
+//!
+//! - [`UserpassTarget::set_password`] writes `auth/<mount>/users/<user>/password` with
+//!   rotor's token; the user must exist (rotor rotates, it does not provision).
+//! - [`UserpassTarget::login`] logs in anonymously on `auth/<mount>/login/<user>`. A token
+//!   in the answer is [`AuthOutcome::Accepted`] and is revoked at once (`revoke-self`,
+//!   else `revoke-accessor` with rotor's token), so probes leave no tokens behind. Only
+//!   Vault's refusal of the password (HTTP 400, OpenBao 2.7 says `invalid username or
+//!   password`) is [`AuthOutcome::Rejected`]; a missing mount answers 403 and, like a
+//!   transport failure or a 5xx, is [`AuthOutcome::Unreachable`].
+//! - [`UserpassTarget::terminate_sessions`] revokes the tokens that logins of the user
+//!   obtained. Vault has no index from a user to its tokens, so this lists every token
+//!   accessor and looks each one up: O(number of tokens in Vault) requests (eight at a
+//!   time), and rotor's token needs `sudo` on `auth/token/accessors`.
+//!
+//! Answers that carry secrets (login tokens) are never logged or put into errors; Vault's
+//! error text is scrubbed of the values sent before it reaches an error or an outcome.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::stream::{self, StreamExt};
+use reqwest::Method;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tracing::{debug, info, warn};
+use zeroize::Zeroize;
+
+use super::AuthOutcome;
+use crate::secret::{SecretMap, SecretString};
+use crate::vault::{AuthAs, RawResponse, Vault, VaultError};
+
+/// How many token lookups [`revoke_login_tokens`] keeps in flight.
+const SCAN_CONCURRENCY: usize = 8;
+
+/// Errors of the Vault auth kinds (`vault-userpass`, `vault-approle`, `vault-token`).
+/// None carries a password, secret-id or token: Vault's error text is scrubbed of the
+/// values that were sent.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultAuthError {
+    /// A mount, user or role name that cannot be used as (part of) a Vault path.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidName {
+        /// `mount`, `username`, `role`.
+        what: &'static str,
+        /// The name as given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An empty password was given.
+    #[error("refusing to set an empty password for user {username:?} on auth/{mount}")]
+    EmptyPassword {
+        /// Auth mount.
+        mount: String,
+        /// The user.
+        username: String,
+    },
+    /// A stored value lacks a key the operation needs.
+    #[error("the {which} value has no usable {key:?} key")]
+    MissingKey {
+        /// Which value (`revoked`, …).
+        which: &'static str,
+        /// The key.
+        key: &'static str,
+    },
+    /// Vault did not answer (connection refused, timeout, TLS).
+    #[error("{operation}: no answer from Vault")]
+    Transport {
+        /// The request, e.g. `POST auth/userpass/users/app/password`.
+        operation: String,
+        /// Why.
+        #[source]
+        source: VaultError,
+    },
+    /// Vault answered with an error status.
+    #[error("{operation}: Vault answered HTTP {status}{}", errors_suffix(errors))]
+    Api {
+        /// The request.
+        operation: String,
+        /// HTTP status.
+        status: u16,
+        /// Vault's `errors`, scrubbed of the values sent.
+        errors: String,
+    },
+    /// The userpass user does not exist.
+    #[error("user {username:?} does not exist on auth/{mount}")]
+    UserNotFound {
+        /// Auth mount.
+        mount: String,
+        /// The user.
+        username: String,
+    },
+    /// The AppRole role does not exist.
+    #[error("AppRole role {role:?} does not exist on auth/{mount}")]
+    RoleNotFound {
+        /// Auth mount.
+        mount: String,
+        /// The role.
+        role: String,
+    },
+    /// Vault answered 2xx without a field the operation needs.
+    #[error("{operation}: Vault's answer has no {field}")]
+    InvalidResponse {
+        /// The request.
+        operation: String,
+        /// The missing field, e.g. `auth.client_token`.
+        field: &'static str,
+    },
+}
+
+fn errors_suffix(errors: &str) -> String {
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!(": {errors}")
+    }
+}
+
+impl VaultAuthError {
+    /// A fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VaultAuthError::InvalidName { .. } => "invalid_name",
+            VaultAuthError::EmptyPassword { .. } => "empty_password",
+            VaultAuthError::MissingKey { .. } => "missing_key",
+            VaultAuthError::Transport { .. } => "vault_transport",
+            VaultAuthError::Api { .. } => "vault_api",
+            VaultAuthError::UserNotFound { .. } => "user_not_found",
+            VaultAuthError::RoleNotFound { .. } => "role_not_found",
+            VaultAuthError::InvalidResponse { .. } => "invalid_response",
+        }
+    }
+
+    /// Whether trying again later may succeed: no answer, 5xx, 429 (rate limited) or
+    /// 412 (a performance standby not caught up yet).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VaultAuthError::Transport { .. } => true,
+            VaultAuthError::Api { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 412
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A userpass user on a Vault auth mount, changed with rotor's token.
+#[derive(Debug, Clone)]
+pub struct UserpassTarget {
+    vault: Vault,
+    mount: String,
+    username: String,
+}
+
+impl UserpassTarget {
+    /// The user `username` on the userpass mount `mount` (e.g. `userpass`). No I/O;
+    /// names are checked by each call.
+    pub fn new(vault: Vault, mount: &str, username: &str) -> Self {
+        Self {
+            vault,
+            mount: normalize_mount(mount),
+            username: username.to_owned(),
+        }
+    }
+
+    fn check(&self) -> Result<(), VaultAuthError> {
+        check_mount(&self.mount)?;
+        check_segment("username", &self.username)
+    }
+
+    fn user_path(&self) -> String {
+        format!("auth/{}/users/{}", self.mount, self.username)
+    }
+
+    /// Whether the user exists (`GET auth/<mount>/users/<user>`). A missing mount is an
+    /// error, not `false`.
+    pub async fn user_exists(&self) -> Result<bool, VaultAuthError> {
+        self.check()?;
+        let path = self.user_path();
+        let operation = format!("GET {path}");
+        let resp = send(
+            &self.vault,
+            Method::GET,
+            &path,
+            None,
+            AuthAs::Rotor,
+            &operation,
+        )
+        .await?;
+        match resp.status {
+            200..=299 => Ok(true),
+            // A missing user answers 404 with no error text; a missing mount answers
+            // 404 "no handler for route".
+            404 if resp.errors().is_empty() => Ok(false),
+            _ => Err(api_error(operation, &resp, &[])),
+        }
+    }
+
+    /// Sets the user's password (`POST auth/<mount>/users/<user>/password`). Idempotent.
+    /// Fails with [`VaultAuthError::UserNotFound`] when the user does not exist.
+    pub async fn set_password(&self, password: &SecretString) -> Result<(), VaultAuthError> {
+        self.check()?;
+        if password.expose_secret().is_empty() {
+            return Err(VaultAuthError::EmptyPassword {
+                mount: self.mount.clone(),
+                username: self.username.clone(),
+            });
+        }
+        let path = format!("{}/password", self.user_path());
+        let operation = format!("POST {path}");
+        let body = WipedJson(json!({ "password": password.expose_secret() }));
+        let resp = send(
+            &self.vault,
+            Method::POST,
+            &path,
+            Some(&body.0),
+            AuthAs::Rotor,
+            &operation,
+        )
+        .await?;
+        drop(body);
+        if resp.is_success() {
+            info!(mount = %self.mount, user = %self.username, "Userpass password set.");
+            return Ok(());
+        }
+        let err = api_error(operation, &resp, &[password.expose_secret()]);
+        // OpenBao answers 500 "username does not exist" for a missing user.
+        if let Ok(false) = self.user_exists().await {
+            return Err(VaultAuthError::UserNotFound {
+                mount: self.mount.clone(),
+                username: self.username.clone(),
+            });
+        }
+        Err(err)
+    }
+
+    /// Logs in with `password` (`POST auth/<mount>/login/<user>`, no token). A token in
+    /// the answer means [`AuthOutcome::Accepted`], and that token is revoked at once.
+    /// HTTP 400 (OpenBao: `invalid username or password`) is
+    /// [`AuthOutcome::Rejected`] with code `"400"`; anything else (no answer, 5xx, 403
+    /// for a missing mount) is [`AuthOutcome::Unreachable`]. Never panics.
+    pub async fn login(&self, password: &SecretString) -> AuthOutcome {
+        if let Err(e) = self.check() {
+            return AuthOutcome::Unreachable {
+                reason: e.to_string(),
+            };
+        }
+        let path = format!("auth/{}/login/{}", self.mount, self.username);
+        let body = WipedJson(json!({ "password": password.expose_secret() }));
+        let outcome = probe_login(&self.vault, &path, &body.0, &[password.expose_secret()]).await;
+        log_outcome(&path, &outcome);
+        outcome
+    }
+
+    /// Revokes the tokens obtained by logins of this user (token `path`
+    /// `auth/<mount>/login/<user>`) that were issued before `cutoff` (`None`: all of
+    /// them), with their child tokens; returns how many.
+    ///
+    /// Cost: one `LIST auth/token/accessors` plus one `lookup-accessor` per token in
+    /// Vault (eight at a time), so O(number of tokens). rotor's token needs `sudo` on
+    /// `auth/token/accessors` and `update` on `auth/token/lookup-accessor` and
+    /// `auth/token/revoke-accessor`. Batch tokens have no accessor and cannot be revoked;
+    /// they end with their TTL.
+    pub async fn terminate_sessions(
+        &self,
+        cutoff: Option<SystemTime>,
+    ) -> Result<u64, VaultAuthError> {
+        self.check()?;
+        let prefix = format!("auth/{}/login/", self.mount);
+        let revoked = revoke_login_tokens(&self.vault, cutoff, |data| {
+            str_field(data, "path")
+                .and_then(|p| p.strip_prefix(&prefix))
+                // userpass lower-cases user names, the recorded path keeps the case sent.
+                .is_some_and(|user| user.eq_ignore_ascii_case(&self.username))
+        })
+        .await?;
+        info!(mount = %self.mount, user = %self.username, tokens = revoked, "Userpass login tokens revoked.");
+        Ok(revoked)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared by the Vault auth kinds.
+// ---------------------------------------------------------------------------------------
+
+/// A JSON request body holding secrets in clear; its strings are zeroed when dropped.
+pub(crate) struct WipedJson(pub(crate) Value);
+
+impl Drop for WipedJson {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+fn wipe(value: &mut Value) {
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        Value::Object(map) => map.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
+/// Trims slashes around a mount path (`/userpass/` → `userpass`).
+pub(crate) fn normalize_mount(mount: &str) -> String {
+    mount.trim_matches('/').to_owned()
+}
+
+/// A mount path: one or more segments separated by `/`.
+pub(crate) fn check_mount(mount: &str) -> Result<(), VaultAuthError> {
+    if mount.is_empty() {
+        return Err(invalid_name("mount", mount, "it is empty"));
+    }
+    for segment in mount.split('/') {
+        check_segment("mount", segment).map_err(|_| {
+            invalid_name(
+                "mount",
+                mount,
+                "segments must be non-empty, not `.` or `..`, without `?#%`, spaces or control characters",
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// One path segment (a user or role name): nothing that would change the request's path.
+pub(crate) fn check_segment(what: &'static str, value: &str) -> Result<(), VaultAuthError> {
+    if value.is_empty() {
+        return Err(invalid_name(what, value, "it is empty"));
+    }
+    if value == "." || value == ".." {
+        return Err(invalid_name(what, value, "it is `.` or `..`"));
+    }
+    if value
+        .chars()
+        .any(|c| matches!(c, '/' | '?' | '#' | '%' | '\\') || c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid_name(
+            what,
+            value,
+            "it contains `/`, `?`, `#`, `%`, `\\`, a space or a control character",
+        ));
+    }
+    Ok(())
+}
+
+fn invalid_name(what: &'static str, value: &str, reason: &'static str) -> VaultAuthError {
+    VaultAuthError::InvalidName {
+        what,
+        value: value.to_owned(),
+        reason,
+    }
+}
+
+/// Replaces every occurrence of a non-empty `secrets` entry in `text` by `[REDACTED]`.
+pub(crate) fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        if out.contains(secret) {
+            out = out.replace(secret, "[REDACTED]");
+        }
+    }
+    out
+}
+
+/// A value's key when present and non-empty (an empty token would make Vault fall back
+/// to the caller's own token in `auth/token/lookup`).
+pub(crate) fn non_empty<'a>(value: &'a SecretMap, key: &str) -> Option<&'a SecretString> {
+    value.get(key).filter(|v| !v.expose_secret().is_empty())
+}
+
+pub(crate) fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(Value::as_str)
+}
+
+/// [`Vault::request`] with transport failures as [`VaultAuthError::Transport`].
+pub(crate) async fn send(
+    vault: &Vault,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    auth: AuthAs<'_>,
+    operation: &str,
+) -> Result<RawResponse, VaultAuthError> {
+    vault
+        .request(method, path, body, auth)
+        .await
+        .map_err(|source| VaultAuthError::Transport {
+            operation: operation.to_owned(),
+            source,
+        })
+}
+
+/// [`VaultAuthError::Api`] from a non-2xx answer, Vault's text scrubbed of `secrets`.
+pub(crate) fn api_error(operation: String, resp: &RawResponse, secrets: &[&str]) -> VaultAuthError {
+    VaultAuthError::Api {
+        operation,
+        status: resp.status,
+        errors: scrub(&resp.errors(), secrets),
+    }
+}
+
+pub(crate) fn log_outcome(path: &str, outcome: &AuthOutcome) {
+    match outcome {
+        AuthOutcome::Accepted => debug!(path = %path, "Login accepted."),
+        AuthOutcome::Rejected { code, .. } => debug!(path = %path, code = %code, "Login rejected."),
+        AuthOutcome::Unreachable { reason } => {
+            warn!(path = %path, reason = %reason, "Login attempt inconclusive.")
+        }
+    }
+}
+
+/// Sends a login request anonymously and classifies the answer: a token is
+/// [`AuthOutcome::Accepted`] (and is revoked before returning), HTTP 400 is Vault's
+/// refusal ([`AuthOutcome::Rejected`], code `"400"`), anything else is
+/// [`AuthOutcome::Unreachable`]. `secrets` are scrubbed from every text returned.
+pub(crate) async fn probe_login(
+    vault: &Vault,
+    path: &str,
+    body: &Value,
+    secrets: &[&str],
+) -> AuthOutcome {
+    let resp = match vault
+        .request(Method::POST, path, Some(body), AuthAs::Anonymous)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            return AuthOutcome::Unreachable {
+                reason: scrub(&crate::error_chain(&e), secrets),
+            };
+        }
+    };
+    match resp.status {
+        200..=299 => {
+            // The answer holds the new token: keep it only as long as needed.
+            let answer = WipedJson(resp.json());
+            let auth = answer.0.get("auth").unwrap_or(&Value::Null);
+            let Some(token) = str_field(auth, "client_token").filter(|t| !t.is_empty()) else {
+                return AuthOutcome::Unreachable {
+                    reason: format!(
+                        "POST {path}: HTTP {} without a token (MFA or response wrapping?)",
+                        resp.status
+                    ),
+                };
+            };
+            let token = SecretString::from(token.to_owned());
+            let accessor = str_field(auth, "accessor").filter(|a| !a.is_empty());
+            let batch = str_field(auth, "token_type") == Some("batch");
+            if batch {
+                debug!(path = %path, "Probe login returned a batch token; it ends with its TTL.");
+            } else {
+                revoke_probe_token(vault, path, &token, accessor).await;
+            }
+            AuthOutcome::Accepted
+        }
+        400 => AuthOutcome::Rejected {
+            code: "400".into(),
+            message: scrub(&resp.errors(), secrets),
+        },
+        status => AuthOutcome::Unreachable {
+            reason: format!(
+                "POST {path}: HTTP {status}{}",
+                errors_suffix(&scrub(&resp.errors(), secrets))
+            ),
+        },
+    }
+}
+
+/// Revokes the token a probe login obtained: `revoke-self` with it, else
+/// `revoke-accessor` with rotor's token. A failure is logged, never returned: the probe
+/// already has its answer, and the token still ends with its TTL.
+async fn revoke_probe_token(
+    vault: &Vault,
+    path: &str,
+    token: &SecretString,
+    accessor: Option<&str>,
+) {
+    match vault
+        .request(
+            Method::POST,
+            "auth/token/revoke-self",
+            None,
+            AuthAs::Token(token),
+        )
+        .await
+    {
+        Ok(resp) if resp.is_success() => {
+            debug!(path = %path, "Probe token revoked.");
+            return;
+        }
+        Ok(resp) => {
+            debug!(path = %path, status = resp.status, "revoke-self refused; trying revoke-accessor.")
+        }
+        Err(e) => debug!(path = %path, error = %e, "revoke-self failed; trying revoke-accessor."),
+    }
+    if let Some(accessor) = accessor {
+        let body = json!({ "accessor": accessor });
+        match vault
+            .request(
+                Method::POST,
+                "auth/token/revoke-accessor",
+                Some(&body),
+                AuthAs::Rotor,
+            )
+            .await
+        {
+            Ok(resp) if resp.is_success() => {
+                debug!(path = %path, "Probe token revoked by accessor.");
+            }
+            Ok(resp) => {
+                warn!(path = %path, status = resp.status, "Could not revoke the token of a probe login; it ends with its TTL.")
+            }
+            Err(e) => {
+                warn!(path = %path, error = %e, "Could not revoke the token of a probe login; it ends with its TTL.")
+            }
+        }
+    } else {
+        warn!(path = %path, "Could not revoke the token of a probe login; it ends with its TTL.");
+    }
+}
+
+/// When the token described by a `lookup-accessor` answer was issued: `issue_time`
+/// (RFC 3339, nanoseconds), else `creation_time` (Unix seconds).
+fn issued_at(data: &Value) -> Option<SystemTime> {
+    if let Some(at) =
+        str_field(data, "issue_time").and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+    {
+        return Some(at.into());
+    }
+    data.get("creation_time")
+        .and_then(Value::as_u64)
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Whether a token is in scope for a cutoff. A token whose issue time cannot be read
+/// is revoked: ending sessions is a containment step, a spare one does less harm.
+fn issued_before(data: &Value, cutoff: Option<SystemTime>) -> bool {
+    match (cutoff, issued_at(data)) {
+        (None, _) | (Some(_), None) => true,
+        (Some(cutoff), Some(at)) => at < cutoff,
+    }
+}
+
+/// Lists every token accessor, looks each up, and revokes (with children) the tokens
+/// whose lookup data `matches` and that were issued before `cutoff`. Tokens that vanish
+/// during the scan are skipped. Keeps going after a failed lookup or revoke and then
+/// returns the first error (what was revoked stays revoked; a retry finds the rest).
+pub(crate) async fn revoke_login_tokens<F>(
+    vault: &Vault,
+    cutoff: Option<SystemTime>,
+    matches: F,
+) -> Result<u64, VaultAuthError>
+where
+    F: Fn(&Value) -> bool,
+{
+    let operation = "LIST auth/token/accessors";
+    let resp = send(
+        vault,
+        Method::GET,
+        "auth/token/accessors?list=true",
+        None,
+        AuthAs::Rotor,
+        operation,
+    )
+    .await?;
+    let accessors: Vec<String> = match resp.status {
+        200..=299 => resp
+            .json()
+            .pointer("/data/keys")
+            .and_then(Value::as_array)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        // LIST answers 404 when there is nothing to list.
+        404 => Vec::new(),
+        _ => return Err(api_error(operation.into(), &resp, &[])),
+    };
+    let scanned = accessors.len();
+    let results: Vec<Result<bool, VaultAuthError>> = stream::iter(&accessors)
+        .map(|accessor| revoke_if(vault, accessor, cutoff, &matches))
+        .buffer_unordered(SCAN_CONCURRENCY)
+        .collect()
+        .await;
+    let mut revoked = 0u64;
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(true) => revoked += 1,
+            Ok(false) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    debug!(scanned, revoked, "Token accessor scan done.");
+    match first_error {
+        None => Ok(revoked),
+        Some(e) => {
+            warn!(scanned, revoked, error = %e, "Token accessor scan incomplete.");
+            Err(e)
+        }
+    }
+}
+
+async fn revoke_if<F>(
+    vault: &Vault,
+    accessor: &str,
+    cutoff: Option<SystemTime>,
+    matches: &F,
+) -> Result<bool, VaultAuthError>
+where
+    F: Fn(&Value) -> bool,
+{
+    let body = json!({ "accessor": accessor });
+    let operation = "POST auth/token/lookup-accessor";
+    let resp = send(
+        vault,
+        Method::POST,
+        "auth/token/lookup-accessor",
+        Some(&body),
+        AuthAs::Rotor,
+        operation,
+    )
+    .await?;
+    match resp.status {
+        200..=299 => {}
+        // "invalid accessor": the token expired or was revoked since the list.
+        400 => return Ok(false),
+        _ => return Err(api_error(operation.into(), &resp, &[])),
+    }
+    let answer = resp.json();
+    let data = answer.get("data").unwrap_or(&Value::Null);
+    if !matches(data) || !issued_before(data, cutoff) {
+        return Ok(false);
+    }
+    let operation = "POST auth/token/revoke-accessor";
+    let resp = send(
+        vault,
+        Method::POST,
+        "auth/token/revoke-accessor",
+        Some(&body),
+        AuthAs::Rotor,
+        operation,
+    )
+    .await?;
+    if !resp.is_success() {
+        return Err(api_error(operation.into(), &resp, &[]));
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_change_the_path_are_refused() {
+        assert!(check_segment("username", "app-1_x.y").is_ok());
+        for bad in [
+            "", ".", "..", "a/b", "a?b", "a#b", "a%2f", "a b", "a\nb", "a\\b",
+        ] {
+            let err = check_segment("username", bad).unwrap_err();
+            assert_eq!(err.kind(), "invalid_name", "{bad:?}");
+        }
+        assert!(check_mount("userpass").is_ok());
+        assert!(check_mount("team/userpass").is_ok());
+        for bad in ["", "a//b", "a/../b", "a?b"] {
+            assert!(check_mount(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(normalize_mount("/userpass/"), "userpass");
+    }
+
+    #[test]
+    fn scrub_redacts_every_secret_sent() {
+        let text = scrub(
+            "bad value s3cr3t and t0ken, s3cr3t",
+            &["s3cr3t", "", "t0ken"],
+        );
+        assert_eq!(text, "bad value [REDACTED] and [REDACTED], [REDACTED]");
+    }
+
+    #[test]
+    fn issue_time_prefers_nanoseconds_and_cutoff_is_strict() {
+        let data = json!({
+            "issue_time": "2026-11-21T23:18:23.125089789Z",
+            "creation_time": 1_795_303_103u64,
+        });
+        let at = issued_at(&data).unwrap();
+        let secs = at.duration_since(UNIX_EPOCH).unwrap();
+        assert_eq!(secs.as_secs(), 1_795_303_103);
+        assert_eq!(secs.subsec_nanos(), 125_089_789);
+        assert!(issued_before(&data, None));
+        assert!(issued_before(&data, Some(at + Duration::from_nanos(1))));
+        assert!(!issued_before(&data, Some(at)));
+        let only_secs = json!({ "creation_time": 10u64 });
+        assert_eq!(
+            issued_at(&only_secs),
+            Some(UNIX_EPOCH + Duration::from_secs(10))
+        );
+        // Unknown issue time: in scope.
+        assert!(issued_before(&json!({}), Some(UNIX_EPOCH)));
+    }
+
+    #[test]
+    fn transient_errors_are_no_answer_5xx_429_412() {
+        let api = |status| VaultAuthError::Api {
+            operation: "POST x".into(),
+            status,
+            errors: String::new(),
+        };
+        assert!(api(500).is_transient());
+        assert!(api(503).is_transient());
+        assert!(api(429).is_transient());
+        assert!(api(412).is_transient());
+        assert!(!api(400).is_transient());
+        assert!(!api(403).is_transient());
+        assert_eq!(api(403).to_string(), "POST x: Vault answered HTTP 403");
+    }
+
+    #[test]
+    fn wiped_json_zeroes_its_strings() {
+        let mut value = json!({ "a": "secret", "b": ["x", { "c": "y" }], "n": 1 });
+        wipe(&mut value);
+        assert_eq!(value, json!({ "a": "", "b": ["", { "c": "" }], "n": 1 }));
+    }
+}

@@ -17,11 +17,13 @@
 
 pub mod apiserver;
 pub mod fake_kube;
+pub mod key_api;
 pub mod leak;
 pub mod names;
 pub mod stack;
 
 pub use fake_kube::{FakeKube, create_deployment, create_namespace};
+pub use key_api::FakeKeyApi;
 pub use leak::assert_no_secret;
 pub use names::{canary, unique};
 pub use stack::{PgInfo, ServiceInfo, Stack, mysql, rabbitmq, redis, stack};

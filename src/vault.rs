@@ -285,12 +285,11 @@ impl Vault {
             .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10));
         if let Some(ca) = &config.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| {
-                VaultError::Config(format!("VAULT_CACERT {}: {e}", ca.display()))
-            })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                VaultError::Config(format!("VAULT_CACERT {}: {e}", ca.display()))
-            })? {
+            let pem = std::fs::read(ca)
+                .map_err(|e| VaultError::Config(format!("VAULT_CACERT {}: {e}", ca.display())))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| VaultError::Config(format!("VAULT_CACERT {}: {e}", ca.display())))?
+            {
                 http = http.add_root_certificate(cert);
             }
         }

@@ -89,3 +89,24 @@ async fn vault_database() {
     })
     .await;
 }
+
+macro_rules! crash_kinds {
+    ($($name:ident => ($prefix:literal, $setup:path),)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            crash_matrix($prefix, |n, v| async move { $setup(&n, &v).await }).await;
+        }
+    )*};
+}
+
+crash_kinds! {
+    mysql_single => ("c-my", kinds::mysql_single),
+    mysql_alternating => ("c-myalt", kinds::mysql_alternating),
+    redis_overlap => ("c-redis", kinds::redis_user),
+    rabbitmq_single => ("c-rmq", kinds::rabbitmq_user),
+    vault_userpass => ("c-up", kinds::vault_userpass),
+    vault_approle => ("c-ar", kinds::vault_approle),
+    vault_token => ("c-tok", kinds::vault_token),
+    vault_pki => ("c-pki", kinds::vault_pki),
+    http_api_key => ("c-http", kinds::http_api_key),
+}

@@ -147,3 +147,333 @@ async fn alternating_has_zero_failed_logins_for_clients_that_reread_vault() {
         .await;
     fx.assert_consistent().await;
 }
+
+macro_rules! kind_tests {
+    ($($name:ident => ($prefix:literal, $setup:path),)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let fx = KindFixture::new($prefix, KindOptions::default(), |n, v| async move {
+                $setup(&n, &v).await
+            })
+            .await;
+            rotate_and_prove(&fx).await;
+        }
+    )*};
+}
+
+kind_tests! {
+    mysql_single => ("k-my", kinds::mysql_single),
+    mysql_alternating => ("k-myalt", kinds::mysql_alternating),
+    redis_overlap => ("k-redis", kinds::redis_user),
+    rabbitmq_single => ("k-rmq", kinds::rabbitmq_user),
+    vault_userpass => ("k-up", kinds::vault_userpass),
+    vault_approle => ("k-ar", kinds::vault_approle),
+    vault_token => ("k-tok", kinds::vault_token),
+    vault_pki => ("k-pki", kinds::vault_pki),
+    http_api_key => ("k-http", kinds::http_api_key),
+}
+
+/// Overlap: after the rotation the old credential keeps working for exactly its
+/// grace period (the rotation waits, recorded in the journal), and is refused once
+/// rotor revokes it at the end of the period.
+async fn overlap_grace<F, Fut>(prefix: &str, setup: F)
+where
+    F: FnOnce(String, rotor::vault::Vault) -> Fut,
+    Fut: std::future::Future<Output = kinds::Setup>,
+{
+    let fx = KindFixture::new(
+        prefix,
+        KindOptions {
+            grace: Some("3s"),
+            ..KindOptions::default()
+        },
+        setup,
+    )
+    .await;
+    let (old, _) = fx.current().await;
+    let out = fx.rotate_cmd().output().expect("run rotor");
+    assert!(out.status.success(), "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(r["rotation"]["status"], "open", "{r:#}");
+    assert!(r["rotation"]["revoke_after"].is_string(), "{r:#}");
+    let (new, _) = fx.current().await;
+    fx.assert_accepted(&new, "the new credential").await;
+    fx.assert_accepted(&old, "the old credential during grace")
+        .await;
+
+    // A resume inside the grace period revokes nothing.
+    let out = fx.resume_cmd().output().expect("run rotor resume");
+    assert!(out.status.success(), "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(r["resumed"][0]["status"], "open", "{r:#}");
+    let deadline = chrono::DateTime::parse_from_rfc3339(
+        r["resumed"][0]["revoke_after"]
+            .as_str()
+            .expect("revoke_after"),
+    )
+    .expect("RFC 3339");
+    if chrono::Utc::now() < deadline {
+        fx.assert_accepted(&old, "the old credential before the deadline")
+            .await;
+    }
+
+    // rotor waits for the recorded deadline itself, then revokes and verifies.
+    let out = fx
+        .resume_cmd()
+        .args(["--wait-grace", "1m"])
+        .output()
+        .expect("run rotor resume");
+    assert!(out.status.success(), "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(r["resumed"][0]["status"], "completed", "{r:#}");
+    assert!(
+        chrono::Utc::now() >= deadline,
+        "revoked only after the deadline"
+    );
+    fx.assert_rejected(&old, "the old credential after grace")
+        .await;
+    fx.assert_accepted(&new, "the new credential after grace")
+        .await;
+    fx.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn redis_old_password_works_during_grace_only() {
+    overlap_grace(
+        "g-redis",
+        |n, v| async move { kinds::redis_user(&n, &v).await },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn approle_old_secret_id_works_during_grace_only() {
+    overlap_grace(
+        "g-ar",
+        |n, v| async move { kinds::vault_approle(&n, &v).await },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn token_old_token_works_during_grace_only() {
+    overlap_grace(
+        "g-tok",
+        |n, v| async move { kinds::vault_token(&n, &v).await },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pki_old_certificate_works_during_grace_only() {
+    overlap_grace(
+        "g-pki",
+        |n, v| async move { kinds::vault_pki(&n, &v).await },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn api_key_old_key_works_during_grace_only() {
+    overlap_grace(
+        "g-http",
+        |n, v| async move { kinds::http_api_key(&n, &v).await },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn mysql_alternating_old_account_works_during_grace_only() {
+    overlap_grace("g-myalt", |n, v| async move {
+        kinds::mysql_alternating(&n, &v).await
+    })
+    .await;
+}
+
+/// A compromise cuts the grace period to zero: the old credential is refused as soon
+/// as `rotor rotate --compromise` returns.
+#[tokio::test]
+async fn compromise_revokes_at_once_despite_grace() {
+    let fx = KindFixture::new(
+        "cmp-ar",
+        KindOptions {
+            grace: Some("1h"),
+            ..KindOptions::default()
+        },
+        |n, v| async move { kinds::vault_approle(&n, &v).await },
+    )
+    .await;
+    let (old, _) = fx.current().await;
+    let out = fx
+        .rotate_cmd()
+        .arg("--compromise")
+        .output()
+        .expect("run rotor");
+    assert!(out.status.success(), "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(r["rotation"]["status"], "completed", "{r:#}");
+    assert_eq!(r["rotation"]["trigger"], "compromise");
+    fx.assert_rejected(&old, "the leaked secret-id").await;
+    fx.assert_consistent().await;
+}
+
+/// A compromise while an earlier rotation waits for its grace period ends that grace
+/// at once too, then rotates again.
+#[tokio::test]
+async fn compromise_ends_a_waiting_grace_period() {
+    let fx = KindFixture::new(
+        "cmp-tok",
+        KindOptions {
+            grace: Some("1h"),
+            ..KindOptions::default()
+        },
+        |n, v| async move { kinds::vault_token(&n, &v).await },
+    )
+    .await;
+    let (first, _) = fx.current().await;
+    let out = fx.rotate_cmd().output().expect("run rotor");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(report(&out)["rotation"]["status"], "open");
+    let (second, _) = fx.current().await;
+    fx.assert_accepted(&first, "inside the hour of grace").await;
+
+    // A normal request is refused while the grace period runs…
+    let out = fx.rotate_cmd().output().expect("run rotor");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("grace period"), "{}", text(&out));
+    // …a compromise is not.
+    let out = fx
+        .rotate_cmd()
+        .arg("--compromise")
+        .output()
+        .expect("run rotor");
+    assert!(out.status.success(), "{}", text(&out));
+    let r = report(&out);
+    assert_eq!(r["resumed"]["status"], "completed", "{r:#}");
+    assert_eq!(r["rotation"]["status"], "completed", "{r:#}");
+    fx.assert_rejected(&first, "the first token").await;
+    fx.assert_rejected(&second, "the second token").await;
+    fx.assert_consistent().await;
+}
+
+/// A credential the target issued is discarded when the rotation rolls back before
+/// promote: the new key is revoked on the API, the old one stays the only live key,
+/// and Vault's canonical copy is untouched.
+#[tokio::test]
+async fn rollback_revokes_the_issued_key_and_keeps_the_old_one() {
+    // The probe asks a path the API does not serve: the new key cannot be proven to
+    // work, so the `tested` step fails.
+    let fx = KindFixture::new("rb-http", KindOptions::default(), |n, v| async move {
+        kinds::http_api_key_probing(&n, &v, "/v1/nothing-here").await
+    })
+    .await;
+    let api = fx.kept::<rotor_testkit::FakeKeyApi>();
+    let (old, v1) = fx.current().await;
+    let old_id = old.expose("id").expect("id").to_owned();
+    assert_eq!(api.live_keys(), vec![old_id.clone()]);
+
+    let out = fx.rotate_cmd().output().expect("run rotor");
+    assert!(!out.status.success(), "{}", text(&out));
+    let r = report(&out);
+    let rotation = &r["rotation"];
+    assert_eq!(rotation["status"], "rolled_back", "{r:#}");
+    assert!(
+        rotation["error"]
+            .as_str()
+            .expect("error")
+            .starts_with("tested: the new credential does not work"),
+        "{r:#}"
+    );
+    assert_eq!(api.live_keys(), vec![old_id], "only the old key is live");
+    assert_eq!(api.revoked_ids().len(), 1, "the issued key was revoked");
+    assert_eq!(fx.current().await.1, v1, "canonical copy untouched");
+    let staging = rotation["staging"].as_str().expect("staging");
+    let (mount, path) = staging.split_once('/').expect("mount/path");
+    assert!(
+        fx.vault.kv_read(mount, path).await.expect("read").is_none(),
+        "staging value destroyed"
+    );
+}
+
+/// `verify.terminateSessions` ends what the old credential opened: a MariaDB session
+/// of the previously current account (alternating) is killed.
+#[tokio::test]
+async fn mysql_sessions_of_the_old_account_are_ended() {
+    use mysql_async::prelude::Queryable;
+    let fx = KindFixture::new(
+        "ts-my",
+        KindOptions {
+            terminate_sessions: true,
+            ..KindOptions::default()
+        },
+        |n, v| async move { kinds::mysql_alternating(&n, &v).await },
+    )
+    .await;
+    let (old, _) = fx.current().await;
+    let m = rotor_testkit::mysql();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(m.host.clone())
+        .tcp_port(m.port)
+        .prefer_socket(false)
+        .user(old.expose("username").map(str::to_owned))
+        .pass(old.expose("password").map(str::to_owned));
+    let mut session = mysql_async::Conn::new(opts).await.expect("old session");
+    let one: Option<u8> = session.query_first("SELECT 1").await.expect("query");
+    assert_eq!(one, Some(1));
+
+    let out = fx.rotate_cmd().output().expect("run rotor");
+    assert!(out.status.success(), "{}", text(&out));
+    let r = report(&out);
+    assert!(
+        r["rotation"]["sessions_terminated"].as_u64() >= Some(1),
+        "{r:#}"
+    );
+    assert!(
+        session.query_first::<u8, _>("SELECT 1").await.is_err(),
+        "the old account's session was ended"
+    );
+    fx.assert_consistent().await;
+}
+
+/// A compromise ends the Redis connections of the ACL user.
+#[tokio::test]
+async fn redis_connections_are_ended_on_compromise() {
+    let fx = KindFixture::new("ts-redis", KindOptions::default(), |n, v| async move {
+        kinds::redis_user(&n, &v).await
+    })
+    .await;
+    let (old, _) = fx.current().await;
+    let r = rotor_testkit::redis();
+    let client = redis::Client::open(format!("redis://{}:{}/", r.host, r.port)).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("AUTH")
+        .arg(old.expose("username").expect("username"))
+        .arg(old.expose("password").expect("password"))
+        .query_async(&mut conn)
+        .await
+        .expect("AUTH with the old password");
+
+    let out = fx
+        .rotate_cmd()
+        .arg("--compromise")
+        .output()
+        .expect("run rotor");
+    assert!(out.status.success(), "{}", text(&out));
+    let rep = report(&out);
+    assert!(
+        rep["rotation"]["sessions_terminated"].as_u64() >= Some(1),
+        "{rep:#}"
+    );
+    // The killed connection fails its next command (the multiplexed client does not
+    // reconnect on its own).
+    let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+    assert!(
+        ping.is_err(),
+        "the connection opened with the old password was ended"
+    );
+    fx.assert_rejected(&old, "the leaked password").await;
+    fx.assert_consistent().await;
+}

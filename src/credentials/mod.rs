@@ -33,8 +33,16 @@ use crate::policy::{CredentialSpec, PasswordGenerator, Strategy};
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{Vault, VaultError};
 
+use self::http_api_key::{HttpApiKeyError, HttpApiKeyTarget};
+use self::mysql::{MysqlError, MysqlTarget};
 use self::postgres::{LoginOutcome, PostgresError, PostgresTarget};
+use self::rabbitmq::{RabbitmqError, RabbitmqTarget};
+use self::redis::{RedisError, RedisTarget};
+use self::vault_approle::ApproleTarget;
 use self::vault_database::{DatabaseError, DatabaseTarget};
+use self::vault_pki::{PkiError, PkiTarget};
+use self::vault_token::TokenTarget;
+use self::vault_userpass::{UserpassTarget, VaultAuthError};
 
 /// What a target said when a credential was tried.
 #[derive(Debug, Clone, Serialize)]
@@ -119,6 +127,24 @@ pub enum CredentialError {
     /// A Vault database static role failed.
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    /// MariaDB/MySQL failed.
+    #[error(transparent)]
+    Mysql(#[from] MysqlError),
+    /// Redis failed.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// RabbitMQ's management API failed.
+    #[error(transparent)]
+    Rabbitmq(#[from] RabbitmqError),
+    /// A Vault auth method (userpass, approle, token) failed.
+    #[error(transparent)]
+    VaultAuth(#[from] VaultAuthError),
+    /// Vault PKI failed.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The key-issuing HTTP API failed.
+    #[error(transparent)]
+    HttpApiKey(#[from] HttpApiKeyError),
 }
 
 impl CredentialError {
@@ -131,6 +157,12 @@ impl CredentialError {
             CredentialError::CannotRollBack(_) => "cannot_roll_back",
             CredentialError::Postgres(e) => e.kind(),
             CredentialError::Database(e) => e.kind(),
+            CredentialError::Mysql(e) => e.kind(),
+            CredentialError::Redis(e) => e.kind(),
+            CredentialError::Rabbitmq(e) => e.kind(),
+            CredentialError::VaultAuth(e) => e.kind(),
+            CredentialError::Pki(e) => e.kind(),
+            CredentialError::HttpApiKey(e) => e.kind(),
         }
     }
 
@@ -140,6 +172,12 @@ impl CredentialError {
             CredentialError::Reference { source, .. } => source.is_transient(),
             CredentialError::Postgres(e) => e.is_transient(),
             CredentialError::Database(e) => e.is_transient(),
+            CredentialError::Mysql(e) => e.is_transient(),
+            CredentialError::Redis(e) => e.is_transient(),
+            CredentialError::Rabbitmq(e) => e.is_transient(),
+            CredentialError::VaultAuth(e) => e.is_transient(),
+            CredentialError::Pki(e) => e.is_transient(),
+            CredentialError::HttpApiKey(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -148,6 +186,18 @@ impl CredentialError {
 /// A system where named accounts have passwords.
 enum Accounts {
     Postgres(PostgresTarget),
+    Mysql {
+        target: MysqlTarget,
+        account_host: String,
+    },
+    /// Redis ACL users hold several passwords at once: `overlap` adds the new one
+    /// and removes the old one after the grace period.
+    Redis(RedisTarget),
+    Rabbitmq(RabbitmqTarget),
+    Userpass {
+        vault: Vault,
+        mount: String,
+    },
 }
 
 impl Accounts {
@@ -158,12 +208,31 @@ impl Accounts {
     ) -> Result<(), CredentialError> {
         match self {
             Accounts::Postgres(t) => Ok(t.set_password(user, password).await?),
+            Accounts::Mysql {
+                target,
+                account_host,
+            } => Ok(target.set_password(user, account_host, password).await?),
+            Accounts::Redis(t) => Ok(t.add_password(user, password).await?),
+            Accounts::Rabbitmq(t) => Ok(t.set_password(user, password).await?),
+            Accounts::Userpass { vault, mount } => {
+                Ok(UserpassTarget::new(vault.clone(), mount, user)
+                    .set_password(password)
+                    .await?)
+            }
         }
     }
 
     async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
         match self {
             Accounts::Postgres(t) => t.login(user, password).await.into(),
+            Accounts::Mysql { target, .. } => target.login(user, password).await,
+            Accounts::Redis(t) => t.login(user, password).await,
+            Accounts::Rabbitmq(t) => t.login(user, password).await,
+            Accounts::Userpass { vault, mount } => {
+                UserpassTarget::new(vault.clone(), mount, user)
+                    .login(password)
+                    .await
+            }
         }
     }
 
@@ -174,6 +243,82 @@ impl Accounts {
     ) -> Result<u64, CredentialError> {
         match self {
             Accounts::Postgres(t) => Ok(t.terminate_sessions(user, opened_before).await?),
+            // MariaDB shows no connection start time: every session of the user ends.
+            Accounts::Mysql { target, .. } => Ok(target.terminate_sessions(user).await?),
+            // Redis cannot tell which password a connection used: all of them end.
+            Accounts::Redis(t) => Ok(t.terminate_sessions(user).await?),
+            Accounts::Rabbitmq(t) => Ok(t.terminate_sessions(user, opened_before).await?),
+            Accounts::Userpass { vault, mount } => {
+                Ok(UserpassTarget::new(vault.clone(), mount, user)
+                    .terminate_sessions(opened_before)
+                    .await?)
+            }
+        }
+    }
+}
+
+/// Kinds whose target issues the new credential.
+enum Issuer {
+    Approle(ApproleTarget),
+    Token(TokenTarget),
+    Pki(PkiTarget),
+    Http(HttpApiKeyTarget),
+}
+
+impl Issuer {
+    async fn issue(
+        &self,
+        current: &SecretMap,
+        rotation_id: &str,
+    ) -> Result<SecretMap, CredentialError> {
+        Ok(match self {
+            Issuer::Approle(t) => t.issue(rotation_id).await?,
+            Issuer::Token(t) => t.issue(Some(current), rotation_id).await?,
+            Issuer::Pki(t) => t.issue().await?,
+            Issuer::Http(t) => t.issue().await?,
+        })
+    }
+
+    /// Revokes, destroys or deletes `value` on the target (idempotent).
+    async fn revoke(&self, value: &SecretMap) -> Result<String, CredentialError> {
+        Ok(match self {
+            Issuer::Approle(t) => {
+                t.destroy(value).await?;
+                "secret-id destroyed".into()
+            }
+            Issuer::Token(t) => {
+                t.revoke(value).await?;
+                "token revoked (with its child tokens)".into()
+            }
+            Issuer::Pki(t) => {
+                t.revoke(value).await?;
+                format!(
+                    "certificate {} revoked",
+                    value.expose("serial").unwrap_or("?")
+                )
+            }
+            Issuer::Http(t) => {
+                t.revoke(value).await?;
+                format!("key {} revoked", value.expose("id").unwrap_or("?"))
+            }
+        })
+    }
+
+    async fn login(&self, value: &SecretMap) -> AuthOutcome {
+        match self {
+            Issuer::Approle(t) => t.login(value).await,
+            Issuer::Token(t) => t.login(value).await,
+            Issuer::Pki(t) => t.check(value).await,
+            Issuer::Http(t) => t.login(value).await,
+        }
+    }
+
+    async fn terminate(&self, cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
+        match self {
+            Issuer::Approle(t) => Ok(t.terminate_sessions(cutoff).await?),
+            // Revoking a token revokes its children; certificates and API keys have
+            // no sessions rotor can see.
+            Issuer::Token(_) | Issuer::Pki(_) | Issuer::Http(_) => Ok(0),
         }
     }
 }
@@ -187,6 +332,8 @@ enum Kind {
     },
     /// A Vault database-engine static role: Vault changes the password.
     Database(DatabaseTarget),
+    /// The target issues the new credential (strategy overlap).
+    Issued(Issuer),
 }
 
 /// A credential kind ready to act on its target (admin references resolved).
@@ -258,27 +405,86 @@ impl Credential {
     pub async fn prepare(spec: &CredentialSpec, vault: &Vault) -> Result<Self, CredentialError> {
         let strategy = spec.strategy();
         let name = spec.kind();
-        let kind = match spec {
-            CredentialSpec::Postgres(pg) => {
-                let admin = resolve_admin(
-                    vault,
-                    &pg.connection.admin_from,
-                    "spec.credential.connection.adminFrom",
-                )
-                .await?;
-                Kind::Password {
-                    accounts: Accounts::Postgres(PostgresTarget::new(&pg.connection, &admin)?),
-                    username: pg.username.clone(),
-                    generator: pg.password.clone(),
+        let kind =
+            match spec {
+                CredentialSpec::Postgres(pg) => {
+                    let admin = resolve_admin(
+                        vault,
+                        &pg.connection.admin_from,
+                        "spec.credential.connection.adminFrom",
+                    )
+                    .await?;
+                    Kind::Password {
+                        accounts: Accounts::Postgres(PostgresTarget::new(&pg.connection, &admin)?),
+                        username: pg.username.clone(),
+                        generator: pg.password.clone(),
+                    }
                 }
-            }
-            CredentialSpec::VaultDatabase(db) => {
-                Kind::Database(DatabaseTarget::new(vault.clone(), db))
-            }
-            other => {
-                return Err(CredentialError::CannotRollBack(unsupported(other.kind())));
-            }
-        };
+                CredentialSpec::Mysql(my) => {
+                    let admin = resolve_admin(
+                        vault,
+                        &my.connection.admin_from,
+                        "spec.credential.connection.adminFrom",
+                    )
+                    .await?;
+                    Kind::Password {
+                        accounts: Accounts::Mysql {
+                            target: MysqlTarget::new(&my.connection, &admin)?,
+                            account_host: my.account_host.clone(),
+                        },
+                        username: my.username.clone(),
+                        generator: my.password.clone(),
+                    }
+                }
+                CredentialSpec::Redis(r) => {
+                    let admin = match &r.connection.admin_from {
+                        Some(reference) => Some(
+                            resolve_admin(vault, reference, "spec.credential.connection.adminFrom")
+                                .await?,
+                        ),
+                        None => None,
+                    };
+                    Kind::Password {
+                        accounts: Accounts::Redis(RedisTarget::new(&r.connection, admin.as_ref())?),
+                        username: r.username.clone(),
+                        generator: r.password.clone(),
+                    }
+                }
+                CredentialSpec::Rabbitmq(r) => {
+                    let admin =
+                        resolve_admin(vault, &r.admin_from, "spec.credential.adminFrom").await?;
+                    Kind::Password {
+                        accounts: Accounts::Rabbitmq(RabbitmqTarget::new(r, &admin)?),
+                        username: r.username.clone(),
+                        generator: r.password.clone(),
+                    }
+                }
+                CredentialSpec::VaultUserpass(u) => Kind::Password {
+                    accounts: Accounts::Userpass {
+                        vault: vault.clone(),
+                        mount: u.mount.clone(),
+                    },
+                    username: u.username.clone(),
+                    generator: u.password.clone(),
+                },
+                CredentialSpec::VaultApprole(a) => Kind::Issued(Issuer::Approle(
+                    ApproleTarget::new(vault.clone(), &a.mount, &a.role, &a.metadata),
+                )),
+                CredentialSpec::VaultToken(t) => {
+                    Kind::Issued(Issuer::Token(TokenTarget::new(vault.clone(), t)))
+                }
+                CredentialSpec::VaultPki(p) => {
+                    Kind::Issued(Issuer::Pki(PkiTarget::new(vault.clone(), p)))
+                }
+                CredentialSpec::HttpApiKey(h) => {
+                    let admin =
+                        resolve_admin(vault, &h.admin_from, "spec.credential.adminFrom").await?;
+                    Kind::Issued(Issuer::Http(HttpApiKeyTarget::new(h, &admin)?))
+                }
+                CredentialSpec::VaultDatabase(db) => {
+                    Kind::Database(DatabaseTarget::new(vault.clone(), db))
+                }
+            };
         Ok(Credential {
             kind,
             strategy,
@@ -312,7 +518,7 @@ impl Credential {
     pub async fn create(
         &self,
         current: &SecretMap,
-        _rotation_id: &str,
+        rotation_id: &str,
     ) -> Result<SecretMap, CredentialError> {
         match &self.kind {
             Kind::Password {
@@ -342,6 +548,7 @@ impl Credential {
                 Ok(m)
             }
             Kind::Database(t) => Ok(t.issue().await?),
+            Kind::Issued(i) => i.issue(current, rotation_id).await,
         }
     }
 
@@ -364,10 +571,13 @@ impl Credential {
                     Strategy::Alternating => {
                         format!("idle account {user} accepts the new password")
                     }
-                    _ => format!("{user} accepts the new password"),
+                    Strategy::Overlap => {
+                        format!("{user} accepts the new password beside the old one")
+                    }
+                    Strategy::Single => format!("{user} accepts the new password"),
                 }))
             }
-            Kind::Database(_) => Ok(None),
+            Kind::Database(_) | Kind::Issued(_) => Ok(None),
         }
     }
 
@@ -383,6 +593,7 @@ impl Credential {
                     .await)
             }
             Kind::Database(t) => t.login(value).await.map_err(Into::into),
+            Kind::Issued(i) => Ok(i.login(value).await),
         }
     }
 
@@ -399,6 +610,21 @@ impl Credential {
                 username,
                 generator,
             } => match self.strategy {
+                Strategy::Overlap => {
+                    let Some(new) = new else {
+                        return Ok("nothing staged; the old password is untouched".into());
+                    };
+                    let Accounts::Redis(t) = accounts else {
+                        return Err(CredentialError::CannotRollBack(
+                            "overlap needs an account with several passwords",
+                        ));
+                    };
+                    t.remove_password(username, need(new, "staged", "password")?)
+                        .await?;
+                    Ok(format!(
+                        "the new password of {username} was removed; the old one was never touched"
+                    ))
+                }
                 Strategy::Alternating => {
                     let Some(new) = new else {
                         return Ok("nothing staged; the current account is untouched".into());
@@ -420,6 +646,13 @@ impl Credential {
             Kind::Database(_) => Err(CredentialError::CannotRollBack(
                 "Vault's static role changed the password and keeps only the new one; it cannot be restored",
             )),
+            Kind::Issued(i) => match new {
+                Some(new) => Ok(format!(
+                    "the new credential was discarded ({}); the old one was never touched",
+                    i.revoke(new).await?
+                )),
+                None => Ok("nothing was issued".into()),
+            },
         }
     }
 
@@ -448,7 +681,24 @@ impl Credential {
                     "previous account {previous} reset to an unknown password"
                 )))
             }
-            (Kind::Password { .. }, Strategy::Overlap) => Ok(None),
+            (
+                Kind::Password {
+                    accounts: Accounts::Redis(t),
+                    username,
+                    ..
+                },
+                Strategy::Overlap,
+            ) => {
+                t.remove_password(username, need(old, "previous", "password")?)
+                    .await?;
+                Ok(Some(format!(
+                    "the previous password of {username} was removed"
+                )))
+            }
+            (Kind::Password { .. }, Strategy::Overlap) => Err(CredentialError::CannotRollBack(
+                "overlap needs an account with several passwords",
+            )),
+            (Kind::Issued(i), _) => Ok(Some(i.revoke(old).await?)),
         }
     }
 
@@ -473,13 +723,7 @@ impl Credential {
                 }
             }
             Kind::Database(t) => Ok(t.terminate_sessions(new, cutoff).await?),
+            Kind::Issued(i) => i.terminate(cutoff).await,
         }
-    }
-}
-
-fn unsupported(kind: &str) -> &'static str {
-    match kind {
-        "mysql" => "mysql is not wired into this build yet",
-        _ => "this credential kind is not wired into this build yet",
     }
 }

@@ -179,9 +179,26 @@ impl DatabaseTarget {
                     reason: crate::error_chain(&e),
                 },
             },
-            ProbeKind::Mysql | ProbeKind::Redis => AuthOutcome::Unreachable {
-                reason: "WIRING: probe type not wired yet".into(),
-            },
+            ProbeKind::Mysql => {
+                super::mysql::login(
+                    &self.probe.host,
+                    self.probe.port,
+                    &TargetTls::Disable,
+                    &user,
+                    password,
+                )
+                .await
+            }
+            ProbeKind::Redis => {
+                super::redis::login(
+                    &self.probe.host,
+                    self.probe.port,
+                    &TargetTls::Disable,
+                    &user,
+                    password,
+                )
+                .await
+            }
         })
     }
 

@@ -152,6 +152,18 @@ pub enum EngineError {
         /// Its step.
         step: &'static str,
     },
+    /// The previous rotation waits for its old credential's grace period to end.
+    #[error(
+        "rotation {rotation_id} of policy {policy} keeps the old credential valid until {until} (grace period); a new rotation starts after that (`rotor resume` finishes it then), or now with --compromise"
+    )]
+    WaitingForGrace {
+        /// Policy.
+        policy: String,
+        /// The waiting rotation.
+        rotation_id: String,
+        /// End of the grace period (RFC 3339).
+        until: String,
+    },
     /// The value a rotation must restore is gone from Vault.
     #[error(
         "canonical version {version} of {canonical} is gone; cannot continue rotation {rotation_id} safely"
@@ -178,6 +190,7 @@ impl EngineError {
             EngineError::CanonicalIncomplete { .. } => "canonical_incomplete",
             EngineError::RequestIncomplete { .. } => "request_incomplete",
             EngineError::Pending { .. } => "pending",
+            EngineError::WaitingForGrace { .. } => "waiting_for_grace",
             EngineError::OldValueGone { .. } => "old_value_gone",
         }
     }
@@ -349,6 +362,15 @@ impl Engine {
         let resumed = self
             .resume_with(policy, request.trigger == Trigger::Compromise)
             .await?;
+        if let Some(r) = &resumed
+            && r.waiting_for_grace()
+        {
+            return Err(EngineError::WaitingForGrace {
+                policy: policy.name.clone(),
+                rotation_id: r.rotation_id.clone(),
+                until: r.revoke_after.clone().unwrap_or_default(),
+            });
+        }
         if let Some(r) = &resumed
             && r.status.is_open()
         {

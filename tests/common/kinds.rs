@@ -319,6 +319,14 @@ impl KindFixture {
         self.dir.path().to_path_buf()
     }
 
+    /// Something the setup keeps alive (e.g. the fake key API).
+    pub fn kept<T: 'static>(&self) -> &T {
+        self._keep
+            .iter()
+            .find_map(|k| k.downcast_ref::<T>())
+            .expect("the setup keeps one of these")
+    }
+
     /// A `rotor` command with the stack's Vault and this fixture's kubeconfig.
     pub fn rotor(&self) -> Command {
         let s = stack();
@@ -485,4 +493,412 @@ pub fn text(out: &Output) -> String {
 pub fn report(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("JSON report ({e}):\n{}", text(out)))
+}
+
+/// Writes `pairs` to a Vault KV path under the fixture's prefix and returns the path.
+pub async fn seed(vault: &Vault, name: &str, what: &str, pairs: &[(&str, &str)]) -> String {
+    let path = format!("rotor-test/{name}/{what}");
+    vault
+        .kv_write("secret", &path, &secret_map(pairs), None)
+        .await
+        .expect("seed a Vault value");
+    path
+}
+
+/// Runs statements as the stack's MariaDB admin.
+pub async fn mysql_admin(statements: &[String]) {
+    use mysql_async::prelude::Queryable;
+    let m = rotor_testkit::mysql();
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(m.host.clone())
+        .tcp_port(m.port)
+        .user(Some(m.admin_user.clone()))
+        .pass(Some(m.admin_password.clone()));
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .expect("admin connection to the stack's MariaDB (dev/stack up)");
+    for s in statements {
+        conn.query_drop(s).await.expect("admin statement");
+    }
+    let _ = conn.disconnect().await;
+}
+
+fn mysql_yaml(admin_path: &str, username: &str, strategy: &str) -> String {
+    let m = rotor_testkit::mysql();
+    format!(
+        "    connection:\n      host: {}\n      port: {}\n      adminFrom: {{vault: {{path: {admin_path}}}}}\n    username: {username}\n    strategy: {strategy}\n",
+        m.host, m.port
+    )
+}
+
+/// `mysql`, strategy single: user `NAME`@`%`.
+pub async fn mysql_single(name: &str, vault: &Vault) -> Setup {
+    let m = rotor_testkit::mysql();
+    let user = name.replace('-', "_");
+    let initial = format!("init{}", rotor_testkit::canary());
+    mysql_admin(&[format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY '{initial}'"
+    )])
+    .await;
+    let admin = seed(
+        vault,
+        name,
+        "mysql-admin",
+        &[("username", &m.admin_user), ("password", &m.admin_password)],
+    )
+    .await;
+    Setup {
+        credential_yaml: mysql_yaml(&admin, &user, "single"),
+        kind: "mysql",
+        initial: secret_map(&[("username", &user), ("password", &initial)]),
+        rejected_code: "1045",
+        secrets: vec![m.admin_password.clone()],
+        keep: Vec::new(),
+    }
+}
+
+/// `mysql`, strategy alternating: users `NAME_a` (current) and `NAME_b`.
+pub async fn mysql_alternating(name: &str, vault: &Vault) -> Setup {
+    let m = rotor_testkit::mysql();
+    let base = name.replace('-', "_");
+    let initial = format!("init{}", rotor_testkit::canary());
+    let idle = format!("idle{}", rotor_testkit::canary());
+    mysql_admin(&[
+        format!("CREATE USER '{base}_a'@'%' IDENTIFIED BY '{initial}'"),
+        format!("CREATE USER '{base}_b'@'%' IDENTIFIED BY '{idle}'"),
+    ])
+    .await;
+    let admin = seed(
+        vault,
+        name,
+        "mysql-admin",
+        &[("username", &m.admin_user), ("password", &m.admin_password)],
+    )
+    .await;
+    Setup {
+        credential_yaml: mysql_yaml(&admin, &base, "alternating"),
+        kind: "mysql",
+        initial: secret_map(&[("username", &format!("{base}_a")), ("password", &initial)]),
+        rejected_code: "1045",
+        secrets: vec![m.admin_password.clone()],
+        keep: Vec::new(),
+    }
+}
+
+/// `redis` (overlap): an ACL user with one password.
+pub async fn redis_user(name: &str, vault: &Vault) -> Setup {
+    let r = rotor_testkit::redis();
+    let user = name.replace('-', "_");
+    let initial = format!("init{}", rotor_testkit::canary());
+    let client = redis::Client::open(format!("redis://{}:{}/", r.host, r.port)).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the stack's Redis (dev/stack up)");
+    let _: () = redis::cmd("AUTH")
+        .arg(&r.admin_user)
+        .arg(&r.admin_password)
+        .query_async(&mut conn)
+        .await
+        .expect("admin AUTH");
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(format!(">{initial}"))
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .query_async(&mut conn)
+        .await
+        .expect("ACL SETUSER");
+    let admin = seed(
+        vault,
+        name,
+        "redis-admin",
+        &[("username", &r.admin_user), ("password", &r.admin_password)],
+    )
+    .await;
+    Setup {
+        credential_yaml: format!(
+            "    connection:\n      host: {}\n      port: {}\n      adminFrom: {{vault: {{path: {admin}}}}}\n    username: {user}\n",
+            r.host, r.port
+        ),
+        kind: "redis",
+        initial: secret_map(&[("username", &user), ("password", &initial)]),
+        rejected_code: "WRONGPASS",
+        secrets: vec![r.admin_password.clone()],
+        keep: Vec::new(),
+    }
+}
+
+async fn vault_post(vault: &Vault, path: &str, body: serde_json::Value) -> serde_json::Value {
+    vault
+        .request_ok(reqwest::Method::POST, path, Some(&body), AuthAs::Rotor)
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        .json()
+}
+
+/// `vault-userpass`: a user on a shared `rotor-test-userpass` mount.
+pub async fn vault_userpass(name: &str, vault: &Vault) -> Setup {
+    let mount = "rotor-test-userpass";
+    enable_auth(vault, mount, "userpass").await;
+    let user = name.to_owned();
+    let initial = format!("init{}", rotor_testkit::canary());
+    vault_post(
+        vault,
+        &format!("auth/{mount}/users/{user}"),
+        json!({"password": initial, "token_policies": ["default"]}),
+    )
+    .await;
+    Setup {
+        credential_yaml: format!("    mount: {mount}\n    username: {user}\n"),
+        kind: "vault-userpass",
+        initial: secret_map(&[("username", &user), ("password", &initial)]),
+        rejected_code: "400",
+        secrets: Vec::new(),
+        keep: Vec::new(),
+    }
+}
+
+/// `vault-approle`: a role on a shared `rotor-test-approle` mount with one secret-id.
+pub async fn vault_approle(name: &str, vault: &Vault) -> Setup {
+    let mount = "rotor-test-approle";
+    enable_auth(vault, mount, "approle").await;
+    vault_post(
+        vault,
+        &format!("auth/{mount}/role/{name}"),
+        json!({"token_policies": ["default"], "token_ttl": "10m"}),
+    )
+    .await;
+    let role_id = vault
+        .request_ok(
+            reqwest::Method::GET,
+            &format!("auth/{mount}/role/{name}/role-id"),
+            None,
+            AuthAs::Rotor,
+        )
+        .await
+        .expect("role-id")
+        .json()["data"]["role_id"]
+        .as_str()
+        .expect("role_id")
+        .to_owned();
+    let sid = vault_post(
+        vault,
+        &format!("auth/{mount}/role/{name}/secret-id"),
+        json!({}),
+    )
+    .await;
+    let secret_id = sid["data"]["secret_id"].as_str().expect("secret_id");
+    let accessor = sid["data"]["secret_id_accessor"]
+        .as_str()
+        .expect("accessor");
+    Setup {
+        credential_yaml: format!("    mount: {mount}\n    role: {name}\n"),
+        kind: "vault-approle",
+        initial: secret_map(&[
+            ("roleId", &role_id),
+            ("secretId", secret_id),
+            ("secretIdAccessor", accessor),
+        ]),
+        rejected_code: "400",
+        secrets: Vec::new(),
+        keep: Vec::new(),
+    }
+}
+
+/// `vault-token`: an orphan token with the `default` policy.
+pub async fn vault_token(name: &str, vault: &Vault) -> Setup {
+    let t = vault_post(
+        vault,
+        "auth/token/create-orphan",
+        json!({"policies": ["default"], "ttl": "1h", "display_name": name, "meta": {"test": name}}),
+    )
+    .await;
+    let token = t["auth"]["client_token"].as_str().expect("token");
+    let accessor = t["auth"]["accessor"].as_str().expect("accessor");
+    Setup {
+        credential_yaml: "    policies: [default]\n    ttl: 1h\n".into(),
+        kind: "vault-token",
+        initial: secret_map(&[("token", token), ("accessor", accessor)]),
+        rejected_code: "403",
+        secrets: Vec::new(),
+        keep: Vec::new(),
+    }
+}
+
+/// Mounts a PKI engine for one test with a root CA and a role `test`; returns the mount.
+pub async fn pki_mount(vault: &Vault, name: &str) -> String {
+    let mount = format!("pki-{name}");
+    let resp = vault
+        .request(
+            reqwest::Method::POST,
+            &format!("sys/mounts/{mount}"),
+            Some(&json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
+            AuthAs::Rotor,
+        )
+        .await
+        .expect("mount pki");
+    assert!(resp.is_success(), "mount pki: {}", resp.errors());
+    vault_post(
+        vault,
+        &format!("{mount}/root/generate/internal"),
+        json!({"common_name": format!("{name} test root"), "ttl": "87600h"}),
+    )
+    .await;
+    vault_post(
+        vault,
+        &format!("{mount}/roles/test"),
+        json!({"allowed_domains": ["example.test"], "allow_subdomains": true, "allow_ip_sans": true, "max_ttl": "8760h"}),
+    )
+    .await;
+    mount
+}
+
+/// `vault-pki`: a certificate for `NAME.example.test` from a per-test CA.
+pub async fn vault_pki_with(name: &str, vault: &Vault, ttl: &str, extra: &str) -> Setup {
+    let mount = pki_mount(vault, name).await;
+    let cn = format!("{name}.example.test");
+    let c = vault_post(
+        vault,
+        &format!("{mount}/issue/test"),
+        json!({"common_name": cn, "ttl": ttl}),
+    )
+    .await;
+    let d = &c["data"];
+    let chain: Vec<&str> = match d["ca_chain"].as_array() {
+        Some(a) if !a.is_empty() => a.iter().filter_map(|v| v.as_str()).collect(),
+        _ => vec![d["issuing_ca"].as_str().expect("issuing_ca")],
+    };
+    let expiration =
+        chrono::DateTime::from_timestamp(d["expiration"].as_i64().expect("expiration"), 0)
+            .expect("timestamp")
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Setup {
+        credential_yaml: format!(
+            "    mount: {mount}\n    role: test\n    commonName: {cn}\n    ttl: 24h\n{extra}"
+        ),
+        kind: "vault-pki",
+        initial: secret_map(&[
+            (
+                "certificate",
+                d["certificate"].as_str().expect("certificate"),
+            ),
+            (
+                "privateKey",
+                d["private_key"].as_str().expect("private_key"),
+            ),
+            ("caChain", &chain.join("\n")),
+            ("serial", d["serial_number"].as_str().expect("serial")),
+            ("expiration", &expiration),
+        ]),
+        rejected_code: "crl",
+        secrets: Vec::new(),
+        keep: Vec::new(),
+    }
+}
+
+/// `vault-pki` with a day-long certificate.
+pub async fn vault_pki(name: &str, vault: &Vault) -> Setup {
+    vault_pki_with(name, vault, "24h", "").await
+}
+
+/// `http-api-key` against an in-process key API that issues, lists and revokes keys.
+pub async fn http_api_key(name: &str, vault: &Vault) -> Setup {
+    http_api_key_probing(name, vault, "/v1/whoami").await
+}
+
+/// `http-api-key` whose probe requests `probe_path`.
+pub async fn http_api_key_probing(name: &str, vault: &Vault, probe_path: &str) -> Setup {
+    let api = rotor_testkit::FakeKeyApi::start();
+    let base = api.base_url.clone();
+    let admin = seed(vault, name, "key-admin", &[("token", &api.admin_token)]).await;
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/keys"))
+        .bearer_auth(&api.admin_token)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .expect("create the initial key")
+        .json()
+        .await
+        .expect("key JSON");
+    let yaml = format!(
+        r#"    adminFrom: {{vault: {{path: {admin}, key: token}}}}
+    create:
+      method: POST
+      url: {base}/v1/keys
+      headers:
+        Authorization: "Bearer {{{{ admin }}}}"
+        Content-Type: application/json
+      body: '{{"name": "{name}"}}'
+      keyField: key
+      idField: id
+    revoke:
+      method: DELETE
+      url: "{base}/v1/keys/{{{{ id }}}}"
+    probe:
+      method: GET
+      url: {base}{probe_path}
+      headers: {{Authorization: "Bearer {{{{ key }}}}"}}
+"#
+    );
+    Setup {
+        credential_yaml: yaml,
+        kind: "http-api-key",
+        initial: secret_map(&[
+            ("key", created["key"].as_str().expect("key")),
+            ("id", created["id"].as_str().expect("id")),
+        ]),
+        rejected_code: "401",
+        secrets: vec![api.admin_token.clone()],
+        keep: vec![Box::new(api)],
+    }
+}
+
+/// `rabbitmq`: a broker user (no tags) with permissions on `/`.
+pub async fn rabbitmq_user(name: &str, vault: &Vault) -> Setup {
+    let r = rotor_testkit::rabbitmq();
+    let url = r.url.clone().expect("management URL");
+    let user = name.to_owned();
+    let initial = format!("init{}", rotor_testkit::canary());
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        (
+            format!("api/users/{user}"),
+            json!({"password": initial, "tags": ""}),
+        ),
+        (
+            format!("api/permissions/%2F/{user}"),
+            json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        ),
+    ] {
+        let resp = http
+            .put(format!("{url}/{path}"))
+            .basic_auth(&r.admin_user, Some(&r.admin_password))
+            .json(&body)
+            .send()
+            .await
+            .expect("RabbitMQ management API (dev/stack up)");
+        assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
+    }
+    let admin = seed(
+        vault,
+        name,
+        "rabbitmq-admin",
+        &[("username", &r.admin_user), ("password", &r.admin_password)],
+    )
+    .await;
+    Setup {
+        credential_yaml: format!(
+            "    managementUrl: {url}\n    adminFrom: {{vault: {{path: {admin}}}}}\n    username: {user}\n"
+        ),
+        kind: "rabbitmq",
+        initial: secret_map(&[("username", &user), ("password", &initial)]),
+        rejected_code: "401",
+        secrets: vec![r.admin_password.clone()],
+        keep: Vec::new(),
+    }
 }

@@ -357,28 +357,14 @@ async fn a_missing_user_is_an_error_and_is_never_created() {
     );
 }
 
-#[tokio::test]
-async fn terminate_sessions_closes_the_users_amqp_connections_opened_before_the_cutoff() {
-    let target = target();
-    let (user, bystander) = (user_name(), user_name());
-    let (password, other_password) = (canary(), canary());
-    create_user(&user, &password, "").await;
-    create_user(&bystander, &other_password, "").await;
+/// How long a closed connection's client may take to be gone: the broker drops the socket
+/// when the client acknowledges the close or after 30 s, and `amqp-consume` never
+/// acknowledges it.
+const CLIENT_GONE_WITHIN: Duration = Duration::from_secs(45);
 
-    let before_open = SystemTime::now() - Duration::from_secs(1);
-    let mut victim = AmqpClient::open(&user, &password);
-    let mut other = AmqpClient::open(&bystander, &other_password);
-    eventually(
-        "the connections in connection tracking",
-        Duration::from_secs(10),
-        || async {
-            tracked_connections(&user).await.len() == 1
-                && tracked_connections(&bystander).await.len() == 1
-        },
-    )
-    .await;
-    // Wait until the statistics database knows when it opened, so the cutoff applies.
-    let name = tracked_connections(&user).await.remove(0);
+/// Waits until the statistics database knows the connection (it lags connection
+/// tracking by the statistics interval), so its opening time is known.
+async fn wait_for_statistics(name: &str) {
     let path = format!(
         "connections/{}",
         url::form_urlencoded::byte_serialize(name.as_bytes())
@@ -391,56 +377,107 @@ async fn terminate_sessions_closes_the_users_amqp_connections_opened_before_the_
         || async { admin_request(reqwest::Method::GET, &path, None).await.0 == 200 },
     )
     .await;
+}
 
-    // Opened after the cutoff: kept.
-    assert_eq!(
-        target
-            .terminate_sessions(&user, Some(before_open))
+/// Opens an AMQP connection as `user` and waits until connection tracking lists it;
+/// returns the client and the connection's name.
+async fn open_tracked(user: &str, password: &str) -> (AmqpClient, String) {
+    let before = tracked_connections(user).await;
+    let client = AmqpClient::open(user, password);
+    let mut name = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while name.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the AMQP connection of {user} never showed up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        name = tracked_connections(user)
             .await
-            .expect("terminate"),
-        0
-    );
+            .into_iter()
+            .find(|n| !before.contains(n));
+    }
+    (client, name.expect("name"))
+}
+
+#[tokio::test]
+async fn terminate_sessions_closes_connections_opened_before_the_cutoff_only() {
+    let target = target();
+    let (user, bystander) = (user_name(), user_name());
+    let (password, other_password) = (canary(), canary());
+    create_user(&user, &password, "").await;
+    create_user(&bystander, &other_password, "").await;
+
+    let (mut old_client, old_name) = open_tracked(&user, &password).await;
+    wait_for_statistics(&old_name).await;
+    let cutoff = SystemTime::now();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (mut new_client, new_name) = open_tracked(&user, &password).await;
+    let (mut other, _) = open_tracked(&bystander, &other_password).await;
+    wait_for_statistics(&new_name).await;
+
+    let closed = target
+        .terminate_sessions(&user, Some(cutoff))
+        .await
+        .expect("terminate");
+    assert_eq!(closed, 1);
+
     assert!(
-        victim.running(),
+        old_client.wait_exit(CLIENT_GONE_WITHIN).await,
+        "the connection opened before the cutoff is still open"
+    );
+    // Had the others been closed too, they would have been dropped at the same moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        new_client.running(),
         "a connection opened after the cutoff was closed"
     );
-
-    // Opened before the cutoff: closed, and only this user's.
-    assert_eq!(
-        target
-            .terminate_sessions(&user, Some(SystemTime::now()))
-            .await
-            .expect("terminate"),
-        1
-    );
-    assert!(
-        victim.wait_exit(Duration::from_secs(10)).await,
-        "the AMQP client is still connected"
-    );
-    assert!(tracked_connections(&user).await.is_empty());
     assert!(other.running(), "another user's connection was closed");
+    assert_eq!(tracked_connections(&user).await, [new_name]);
     assert_eq!(tracked_connections(&bystander).await.len(), 1);
 
-    // Without a cutoff, a connection opened a moment ago (its statistics not in yet) goes too.
-    let mut fresh = AmqpClient::open(&user, &password);
-    eventually(
-        "the new connection in connection tracking",
-        Duration::from_secs(10),
-        || async { tracked_connections(&user).await.len() == 1 },
-    )
-    .await;
-    assert_eq!(
-        target
-            .terminate_sessions(&user, None)
-            .await
-            .expect("terminate"),
-        1
-    );
-    assert!(fresh.wait_exit(Duration::from_secs(10)).await);
-
-    drop(other);
+    drop((new_client, other));
     drop_user(&user).await;
     drop_user(&bystander).await;
+}
+
+#[tokio::test]
+async fn terminate_sessions_closes_connections_too_new_for_the_statistics() {
+    let target = target();
+    let (user, other_user) = (user_name(), user_name());
+    let (password, other_password) = (canary(), canary());
+    create_user(&user, &password, "").await;
+    create_user(&other_user, &other_password, "").await;
+
+    // Fresh connections: tracked at once, unknown to the statistics database for a while.
+    let (mut first, _) = open_tracked(&user, &password).await;
+    let (mut second, _) = open_tracked(&user, &password).await;
+    let closed = target
+        .terminate_sessions(&user, Some(SystemTime::now()))
+        .await
+        .expect("terminate with a cutoff");
+    assert_eq!(closed, 2);
+
+    // Without a cutoff.
+    let (mut third, _) = open_tracked(&other_user, &other_password).await;
+    let closed = target
+        .terminate_sessions(&other_user, None)
+        .await
+        .expect("terminate without a cutoff");
+    assert_eq!(closed, 1);
+
+    let deadline = Instant::now() + CLIENT_GONE_WITHIN;
+    while first.running() || second.running() || third.running() {
+        assert!(
+            Instant::now() < deadline,
+            "a closed connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(tracked_connections(&user).await.is_empty());
+    assert!(tracked_connections(&other_user).await.is_empty());
+    drop_user(&user).await;
+    drop_user(&other_user).await;
 }
 
 #[tokio::test]

@@ -15,7 +15,6 @@ use rotor::credentials::redis::{self as target_mod, RedisError, RedisTarget};
 use rotor::secret::SecretString;
 use rotor_testkit::{ServiceInfo, assert_no_secret, canary, unique};
 use sha2::{Digest, Sha256};
-use tokio::sync::RwLock;
 
 fn info() -> &'static ServiceInfo {
     rotor_testkit::redis()
@@ -44,10 +43,6 @@ fn user_name() -> String {
 fn hash(password: &str) -> String {
     hex::encode(Sha256::digest(password.as_bytes()))
 }
-
-/// `ACL LOAD` replaces every user with the ACL file's: a change another test made but has
-/// not saved yet would vanish. Tests hold this for reading; the `ACL LOAD` test for writing.
-static ACL_FILE: RwLock<()> = RwLock::const_new(());
 
 fn client(host: &str, port: u16, user: Option<&str>, password: Option<&str>) -> redis::Client {
     let auth = match (user, password) {
@@ -164,7 +159,6 @@ impl Captured {
 
 #[tokio::test]
 async fn overlap_keeps_both_passwords_until_the_old_one_is_removed() {
-    let _acl = ACL_FILE.read().await;
     let logs = Captured::default();
     let _guard = logs.install();
     let target = target();
@@ -311,7 +305,6 @@ impl Drop for WireTap {
 
 #[tokio::test]
 async fn the_cleartext_never_reaches_the_server_only_its_hash() {
-    let _acl = ACL_FILE.read().await;
     let user = user_name();
     let (old, new) = (canary(), canary());
     create_user(&user, &old, true).await;
@@ -374,7 +367,6 @@ async fn the_cleartext_never_reaches_the_server_only_its_hash() {
 
 #[tokio::test]
 async fn a_missing_user_is_an_error_and_is_never_created() {
-    let _acl = ACL_FILE.read().await;
     let target = target();
     let user = user_name();
     let password = canary();
@@ -408,7 +400,6 @@ async fn a_missing_user_is_an_error_and_is_never_created() {
 
 #[tokio::test]
 async fn terminate_sessions_closes_the_users_connections_and_not_the_admins() {
-    let _acl = ACL_FILE.read().await;
     let target = target();
     let user = user_name();
     let password = canary();
@@ -441,47 +432,8 @@ async fn terminate_sessions_closes_the_users_connections_and_not_the_admins() {
     drop_user(&user).await;
 }
 
-/// `ACL LOAD` on a fresh admin connection (Redis 7 disconnects the clients of every
-/// reloaded user, the caller's included).
-async fn acl_load() {
-    redis::cmd("ACL")
-        .arg("LOAD")
-        .query_async::<()>(&mut admin().await)
-        .await
-        .expect("ACL LOAD");
-}
-
-#[tokio::test]
-async fn acl_changes_survive_acl_load() {
-    // ACL LOAD re-reads the ACL file: only saved changes survive it.
-    let _acl = ACL_FILE.write().await;
-    let target = target();
-    let user = user_name();
-    let (old, new) = (canary(), canary());
-    create_user(&user, &old, true).await;
-
-    target
-        .add_password(&user, &secret(&new))
-        .await
-        .expect("add");
-    acl_load().await;
-    assert_eq!(target.password_count(&user).await.expect("count"), 2);
-    assert_accepted(&target.login(&user, &secret(&new)).await);
-
-    target
-        .remove_password(&user, &secret(&old))
-        .await
-        .expect("remove");
-    acl_load().await;
-    assert_eq!(target.password_count(&user).await.expect("count"), 1);
-    assert_rejected(&target.login(&user, &secret(&old)).await);
-    assert_accepted(&target.login(&user, &secret(&new)).await);
-    drop_user(&user).await;
-}
-
 #[tokio::test]
 async fn a_disabled_user_is_inconclusive_not_rejected() {
-    let _acl = ACL_FILE.read().await;
     let target = target();
     let user = user_name();
     let password = canary();
@@ -615,35 +567,50 @@ struct TempRedis {
     _dir: tempfile::TempDir,
 }
 
+/// How a [`TempRedis`] can persist users.
+#[derive(Clone, Copy, PartialEq)]
+enum Persistence {
+    /// Options on the command line only: nothing can be saved.
+    Nothing,
+    /// A config file without `aclfile`: `CONFIG REWRITE` writes the users into it.
+    ConfigFile,
+    /// A config file naming an ACL file: `ACL SAVE` writes the users there.
+    AclFile,
+}
+
 impl TempRedis {
-    /// `with_config`: start from a config file (so `CONFIG REWRITE` works) instead of
-    /// command-line options only. Either way the `default` user has no password and no
-    /// ACL file is set.
-    async fn start(with_config: bool) -> TempRedis {
+    /// Starts a server whose `default` user has no password (so the target runs without an
+    /// admin credential) and waits until it answers.
+    async fn start(persistence: Persistence) -> TempRedis {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             listener.local_addr().expect("addr").port()
         };
-        let options = [
+        let mut options = vec![
             format!("port {port}"),
             "bind 127.0.0.1".into(),
             "save \"\"".into(),
             "appendonly no".into(),
             format!("dir {}", dir.path().display()),
         ];
+        if persistence == Persistence::AclFile {
+            let acl = dir.path().join("users.acl");
+            std::fs::write(&acl, "user default on nopass ~* &* +@all\n").expect("write users.acl");
+            options.push(format!("aclfile {}", acl.display()));
+        }
         let mut command = Command::new("redis-server");
-        if with_config {
-            let conf = dir.path().join("redis.conf");
-            std::fs::write(&conf, options.join("\n") + "\n").expect("write redis.conf");
-            command.arg(&conf);
-        } else {
+        if persistence == Persistence::Nothing {
             for option in &options {
                 let (name, value) = option.split_once(' ').expect("option");
                 command
                     .arg(format!("--{name}"))
                     .arg(value.trim_matches('"'));
             }
+        } else {
+            let conf = dir.path().join("redis.conf");
+            std::fs::write(&conf, options.join("\n") + "\n").expect("write redis.conf");
+            command.arg(&conf);
         }
         let child = command
             .stdout(Stdio::null())
@@ -674,12 +641,39 @@ impl TempRedis {
         server
     }
 
-    fn client(&self) -> redis::Client {
-        client("127.0.0.1", self.port, None, None)
+    /// Creates `user` with `password` (the fixture's cleartext `>`), saved if it can be.
+    async fn create_user(&self, user: &str, password: &str) {
+        let mut conn = self.connection().await;
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(user)
+            .arg("on")
+            .arg(format!(">{password}"))
+            .arg("+@all")
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("ACL SETUSER");
+        let _: redis::RedisResult<()> = redis::cmd("ACL").arg("SAVE").query_async(&mut conn).await;
     }
 
-    fn config_file(&self) -> std::path::PathBuf {
-        self._dir.path().join("redis.conf")
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
+
+    /// The target, without an admin credential (the `default` user needs no password).
+    fn target(&self) -> RedisTarget {
+        RedisTarget::from_parts("127.0.0.1", self.port, TargetTls::Disable, None).expect("target")
+    }
+
+    fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self._dir.path().join(name)).expect("read the server's file")
+    }
+
+    fn client(&self) -> redis::Client {
+        client("127.0.0.1", self.port, None, None)
     }
 }
 
@@ -691,29 +685,81 @@ impl Drop for TempRedis {
 }
 
 #[tokio::test]
+async fn with_an_acl_file_changes_are_saved_and_survive_acl_load() {
+    let server = TempRedis::start(Persistence::AclFile).await;
+    let target = server.target();
+    let (old, new) = (canary(), canary());
+    server.create_user("app", &old).await;
+
+    // ACL LOAD re-reads the ACL file: only saved changes survive it. (On a server of its
+    // own: ACL LOAD drops every client of every user.)
+    let acl_load = || async {
+        redis::cmd("ACL")
+            .arg("LOAD")
+            .query_async::<()>(&mut server.connection().await)
+            .await
+            .expect("ACL LOAD");
+    };
+    target
+        .add_password("app", &secret(&new))
+        .await
+        .expect("add");
+    acl_load().await;
+    assert_eq!(target.password_count("app").await.expect("count"), 2);
+    assert_accepted(&target.login("app", &secret(&new)).await);
+
+    target
+        .remove_password("app", &secret(&old))
+        .await
+        .expect("remove");
+    acl_load().await;
+    assert_eq!(target.password_count("app").await.expect("count"), 1);
+    assert_rejected(&target.login("app", &secret(&old)).await);
+    assert_accepted(&target.login("app", &secret(&new)).await);
+
+    let acl = server.file("users.acl");
+    assert!(acl.contains(&format!("#{}", hash(&new))), "{acl}");
+    assert!(!acl.contains(&hash(&old)), "{acl}");
+    assert_no_secret(&acl, &[&old, &new]);
+}
+
+#[tokio::test]
+async fn without_an_acl_file_config_rewrite_saves_the_user() {
+    let server = TempRedis::start(Persistence::ConfigFile).await;
+    let target = server.target();
+    let (old, new) = (canary(), canary());
+    server.create_user("app", &old).await;
+
+    target
+        .add_password("app", &secret(&new))
+        .await
+        .expect("add");
+    let conf = server.file("redis.conf");
+    let line = conf
+        .lines()
+        .find(|l| l.starts_with("user app "))
+        .unwrap_or_else(|| panic!("CONFIG REWRITE did not write the user:\n{conf}"));
+    assert!(line.contains(&format!("#{}", hash(&new))), "{line}");
+    assert_no_secret(&conf, &[&old, &new]);
+
+    target
+        .remove_password("app", &secret(&old))
+        .await
+        .expect("remove");
+    let conf = server.file("redis.conf");
+    assert!(!conf.contains(&hash(&old)), "{conf}");
+    assert!(conf.contains(&hash(&new)), "{conf}");
+}
+
+#[tokio::test]
 async fn without_a_config_file_the_change_is_made_and_a_warning_logged_once() {
     let logs = Captured::default();
     let _guard = logs.install();
-    let server = TempRedis::start(false).await;
-    let mut conn = server
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let server = TempRedis::start(Persistence::Nothing).await;
+    let target = server.target();
     let (old, new, newer) = (canary(), canary(), canary());
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("app")
-        .arg("on")
-        .arg(format!(">{old}"))
-        .arg("+@all")
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("ACL SETUSER");
+    server.create_user("app", &old).await;
 
-    // No admin credential: commands run as the (password-less) default user.
-    let target = RedisTarget::from_parts("127.0.0.1", server.port, TargetTls::Disable, None)
-        .expect("target");
     target
         .add_password("app", &secret(&new))
         .await
@@ -733,46 +779,4 @@ async fn without_a_config_file_the_change_is_made_and_a_warning_logged_once() {
         "{text}"
     );
     assert_no_secret(&text, &[&old, &new, &newer]);
-}
-
-#[tokio::test]
-async fn without_an_acl_file_config_rewrite_saves_the_user() {
-    let server = TempRedis::start(true).await;
-    let mut conn = server
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let (old, new) = (canary(), canary());
-    redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("app")
-        .arg("on")
-        .arg(format!(">{old}"))
-        .arg("+@all")
-        .query_async::<()>(&mut conn)
-        .await
-        .expect("ACL SETUSER");
-    let target = RedisTarget::from_parts("127.0.0.1", server.port, TargetTls::Disable, None)
-        .expect("target");
-
-    target
-        .add_password("app", &secret(&new))
-        .await
-        .expect("add");
-    let conf = std::fs::read_to_string(server.config_file()).expect("read redis.conf");
-    let line = conf
-        .lines()
-        .find(|l| l.starts_with("user app "))
-        .unwrap_or_else(|| panic!("CONFIG REWRITE did not write the user:\n{conf}"));
-    assert!(line.contains(&format!("#{}", hash(&new))), "{line}");
-    assert_no_secret(&conf, &[&old, &new]);
-
-    target
-        .remove_password("app", &secret(&old))
-        .await
-        .expect("remove");
-    let conf = std::fs::read_to_string(server.config_file()).expect("read redis.conf");
-    assert!(!conf.contains(&hash(&old)), "{conf}");
-    assert!(conf.contains(&hash(&new)), "{conf}");
 }

@@ -42,6 +42,26 @@ async fn rotate_and_prove(fx: &KindFixture) {
     let secrets = fx.all_secrets().await;
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     rotor_testkit::assert_no_secret(&text(&out), &refs);
+
+    // Step timings, visible with `--nocapture` (numbers, not assertions).
+    let steps: Vec<String> = rotation["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| {
+            Some(format!(
+                "{} {:.1}",
+                s["step"].as_str()?,
+                s["duration_ms"].as_f64()?
+            ))
+        })
+        .collect();
+    eprintln!(
+        "timing {} {}: {}",
+        fx.kind,
+        rotation["strategy"],
+        steps.join(", ")
+    );
 }
 
 #[tokio::test]

@@ -117,14 +117,14 @@ redis_up() {
   chmod 0600 "$pwfile"
 
   # Reuse a running server when the admin can log in and `default` is off.
-  if stack_pid_alive "$state/redis.pid" redis-server && [[ -s $portfile ]]; then
-    port=$(<"$portfile")
-    if _redis_admin_ok "$port" "$pwfile" && _redis_default_off "$port"; then
+  if stack_pid_alive "$state/redis.pid" redis-server; then
+    port=$(cat "$portfile" 2>/dev/null || true)
+    if [[ -n $port ]] && _redis_admin_ok "$port" "$pwfile" && _redis_default_off "$port"; then
       _redis_info "reusing the running server on 127.0.0.1:$port"
       _redis_record "$port" "$pwfile"
       return 0
     fi
-    _redis_info "the running server on 127.0.0.1:$port does not match its state (admin login or default user); restarting it"
+    _redis_info "the running server (port ${port:-unknown}) does not match its state (admin login or default user); restarting it"
     _redis_stop "$state"
   fi
 

@@ -17,7 +17,7 @@
 //! - [`RabbitmqTarget::terminate_sessions`] lists the user's connections from the broker's
 //!   connection tracking (`GET /api/connections/username/{user}`, current at once, unlike
 //!   `GET /api/connections`, which lags by the statistics interval) and closes them with
-//!   `DELETE /api/connections/{name}` and an `X-Reason` header.
+//!   an `X-Reason` header (see there for how the opening-time cutoff is applied).
 //!
 //! The admin needs the `administrator` tag (to read and write users and close other
 //! users' connections). Reading users and listing and closing connections go through the
@@ -429,15 +429,23 @@ impl RabbitmqTarget {
     }
 
     /// Closes `user`'s connections opened before `opened_before` (all of them with `None`)
-    /// and returns how many were closed. Each is closed with `X-Reason: rotor: credential
-    /// rotated`, which the client sees in the close frame.
+    /// and returns how many were closed. The broker sends each client a `connection.close`
+    /// with `CONNECTION_FORCED` and the reason `rotor: credential rotated` (`X-Reason`),
+    /// serves nothing more on it, and drops the socket once the client acknowledges or
+    /// after 30 s.
     ///
-    /// The list comes from connection tracking, so a connection opened a moment ago is in
-    /// it; its opening time comes from the statistics database, which learns of a
-    /// connection only after the statistics interval (5 s by default). A connection whose
-    /// opening time is not known yet is closed too, because it may have been opened with
-    /// the old password; at worst a client that had just connected with the new password
-    /// reconnects once.
+    /// The list comes from connection tracking (`GET /api/connections/username/{user}`),
+    /// which knows a connection the moment it opens. The opening time (`connected_at`) and
+    /// closing one connection by name (`DELETE /api/connections/{name}`) need the
+    /// statistics database, which learns of a connection only after the statistics
+    /// interval (5 s by default). So:
+    /// - without a cutoff, every connection is closed at once
+    ///   (`DELETE /api/connections/username/{user}`);
+    /// - with a cutoff, connections known to have opened at or after it are kept and the
+    ///   others are closed by name; if any connection's opening time is not known yet, it
+    ///   may have been opened with the old password, and the only way to close it is to
+    ///   close all of the user's connections: that is done, and a client that had just
+    ///   connected with the new password reconnects once.
     pub async fn terminate_sessions(
         &self,
         user: &str,
@@ -445,48 +453,67 @@ impl RabbitmqTarget {
     ) -> Result<u64, RabbitmqError> {
         check_user(user)?;
         let api = self.api();
-        let connections =
-            api.list_user_connections(user)
-                .await
-                .map_err(|e| RabbitmqError::ListConnections {
-                    user: user.to_owned(),
-                    api: self.api_base(),
-                    source: e.into(),
-                })?;
+        let list_error = |e: HttpClientError| RabbitmqError::ListConnections {
+            user: user.to_owned(),
+            api: self.api_base(),
+            source: e.into(),
+        };
+        let tracked = api.list_user_connections(user).await.map_err(list_error)?;
+        if tracked.is_empty() {
+            debug!(user = %user, api = %self.api_base(), "No RabbitMQ connections to close.");
+            return Ok(0);
+        }
         let cutoff_ms = opened_before.map(|t| {
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis())
                 .unwrap_or(0)
         });
-        let mut closed = 0u64;
-        for connection in connections {
-            let name = connection.name;
-            if let Some(cutoff) = cutoff_ms {
-                match self.connected_at(user, &name).await? {
+        let mut by_name = Vec::new();
+        let mut close_all = cutoff_ms.is_none();
+        if let Some(cutoff) = cutoff_ms {
+            for connection in &tracked {
+                match self.connected_at(user, &connection.name).await? {
                     Some(at) if u128::from(at) >= cutoff => {
-                        debug!(user = %user, connection = %name, "Keeping a connection opened after the cutoff.");
-                        continue;
+                        debug!(user = %user, connection = %connection.name, "Keeping a connection opened after the cutoff.");
                     }
-                    Some(_) => {}
+                    Some(_) => by_name.push(connection.name.clone()),
                     None => {
-                        debug!(user = %user, connection = %name, "Closing a connection whose opening time is not known yet.")
+                        info!(user = %user, connection = %connection.name, "A connection's opening time is not known yet; closing all of the user's connections.");
+                        close_all = true;
+                        break;
                     }
-                }
-            }
-            match api.close_connection(&name, Some(CLOSE_REASON), false).await {
-                Ok(()) => closed += 1,
-                // Gone already.
-                Err(e) if e.is_not_found() => {}
-                Err(e) => {
-                    return Err(RabbitmqError::CloseConnection {
-                        user: user.to_owned(),
-                        connection: name,
-                        api: self.api_base(),
-                        source: e.into(),
-                    });
                 }
             }
         }
+        let closed = if close_all {
+            api.close_user_connections(user, Some(CLOSE_REASON), true)
+                .await
+                .map_err(|e| RabbitmqError::CloseConnection {
+                    user: user.to_owned(),
+                    connection: "*".into(),
+                    api: self.api_base(),
+                    source: e.into(),
+                })?;
+            tracked.len() as u64
+        } else {
+            let mut closed = 0u64;
+            for name in by_name {
+                match api.close_connection(&name, Some(CLOSE_REASON), false).await {
+                    Ok(()) => closed += 1,
+                    // Gone already.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        return Err(RabbitmqError::CloseConnection {
+                            user: user.to_owned(),
+                            connection: name,
+                            api: self.api_base(),
+                            source: e.into(),
+                        });
+                    }
+                }
+            }
+            closed
+        };
         info!(user = %user, api = %self.api_base(), sessions = closed, "RabbitMQ connections closed.");
         Ok(closed)
     }

@@ -360,6 +360,8 @@ impl RedisTarget {
     /// keeping the others, then makes the change durable (see the module documentation).
     /// Idempotent: a password the user has already is not added twice. Fails with
     /// [`RedisError::UserNotFound`] when the user does not exist (it is never created).
+    /// A `nopass` user loses that flag (Redis clears it with the first password), so from
+    /// then on it takes only its passwords.
     pub async fn add_password(
         &self,
         user: &str,

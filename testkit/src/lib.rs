@@ -10,6 +10,10 @@
 //!   `fake-kube-apiserver` binary), kubeconfig writing and seed loading.
 //! - [`fake_kube`]: [`FakeKube`], an in-process fake API server for one test, and helpers
 //!   that create namespaces and deployments.
+//! - [`github`]: [`FakeGithub`], a GitHub Actions secrets API on loopback that decrypts
+//!   the sealed values it receives.
+//! - [`gitlab`]: [`FakeGitlab`], the GitLab CI/CD variables API on loopback with GitLab's
+//!   documented rules (no upsert, environment scopes, masking).
 //!
 //! Services are real (see `INTEGRATION-NOTES.md`): nothing here mocks OpenBao or
 //! PostgreSQL. A test that needs them calls [`stack()`], which panics with the command
@@ -17,12 +21,16 @@
 
 pub mod apiserver;
 pub mod fake_kube;
+pub mod github;
+pub mod gitlab;
 pub mod key_api;
 pub mod leak;
 pub mod names;
 pub mod stack;
 
 pub use fake_kube::{FakeKube, create_deployment, create_namespace};
+pub use github::FakeGithub;
+pub use gitlab::FakeGitlab;
 pub use key_api::FakeKeyApi;
 pub use leak::assert_no_secret;
 pub use names::{canary, unique};

@@ -320,6 +320,19 @@ impl Vault {
         body: Option<&Value>,
         auth: AuthAs<'_>,
     ) -> Result<RawResponse, VaultError> {
+        self.request_in(self.namespace.as_deref(), method, path, body, auth)
+            .await
+    }
+
+    /// [`Vault::request`] in another namespace (`None`: the root namespace).
+    pub async fn request_in(
+        &self,
+        namespace: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        auth: AuthAs<'_>,
+    ) -> Result<RawResponse, VaultError> {
         let url = format!("{}/v1/{}", self.addr, path.trim_start_matches('/'));
         let mut req = self.http.request(method.clone(), &url);
         match auth {
@@ -327,7 +340,7 @@ impl Vault {
             AuthAs::Token(t) => req = req.header("X-Vault-Token", t.expose_secret()),
             AuthAs::Anonymous => {}
         }
-        if let Some(ns) = &self.namespace {
+        if let Some(ns) = namespace {
             req = req.header("X-Vault-Namespace", ns);
         }
         if let Some(body) = body {
@@ -368,6 +381,11 @@ impl Vault {
                 format!("HTTP {}: {errors}", resp.status)
             },
         })
+    }
+
+    /// The namespace rotor's own requests use.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
 
     /// The underlying vaultrs client, for engines other than KV.

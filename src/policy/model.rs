@@ -1010,6 +1010,8 @@ impl GithubVisibility {
 pub struct VaultKvConsumer {
     /// KV v2 mount; defaults to `spec.vault.mount`.
     pub mount: String,
+    /// Vault namespace of the copy (Enterprise/OpenBao); default: rotor's own.
+    pub namespace: Option<String>,
     /// Path inside the mount (never the canonical `spec.vault` location).
     pub path: String,
     /// Keys and their templates.
@@ -1025,4 +1027,8 @@ pub struct FileConsumer {
     pub content: Template,
     /// Permission bits, default `0o600`.
     pub mode: u32,
+    /// Owner: a user name or numeric uid (default: the agent's user).
+    pub owner: Option<String>,
+    /// Group: a group name or numeric gid (default: the agent's group).
+    pub group: Option<String>,
 }

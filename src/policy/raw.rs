@@ -685,6 +685,8 @@ pub(crate) enum RawVisibility {
 pub(crate) struct RawVaultKv {
     #[serde(default)]
     pub mount: Option<Located<String>>,
+    #[serde(default)]
+    pub namespace: Option<Located<String>>,
     pub path: Located<String>,
     pub data: Located<BTreeMap<String, Located<String>>>,
 }
@@ -700,4 +702,8 @@ pub(crate) struct RawFile {
     pub content: Located<String>,
     #[serde(default)]
     pub mode: Option<Located<ScalarText>>,
+    #[serde(default)]
+    pub owner: Option<Located<ScalarText>>,
+    #[serde(default)]
+    pub group: Option<Located<ScalarText>>,
 }

@@ -1156,7 +1156,9 @@ impl Validator {
                     );
                 }
                 let data = self.data_map(&r.data, vars, kind, false);
+                let namespace = r.namespace.as_ref().and_then(|n| self.vault_namespace(n));
                 ConsumerSpec::VaultKv(VaultKvConsumer {
+                    namespace,
                     mount: kv_mount,
                     path: path?,
                     data: data?,
@@ -1180,10 +1182,14 @@ impl Validator {
                     None => Some(0o600),
                     Some(m) => self.file_mode(m),
                 };
+                let owner = r.owner.as_ref().and_then(|o| self.account_name(o, "owner"));
+                let group = r.group.as_ref().and_then(|g| self.account_name(g, "group"));
                 ConsumerSpec::File(FileConsumer {
                     path: path?,
                     content: content?,
                     mode: mode?,
+                    owner,
+                    group,
                 })
             }
         })
@@ -1385,6 +1391,53 @@ impl Validator {
                 None
             }
             None => Some(v.clone()),
+        }
+    }
+
+    /// A Vault namespace: path segments of `[A-Za-z0-9_.-]`, no leading/trailing `/`.
+    fn vault_namespace(&mut self, n: &Located<String>) -> Option<String> {
+        let ok = !n.value.is_empty()
+            && n.value.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            });
+        if ok {
+            Some(n.value.clone())
+        } else {
+            self.at(
+                n,
+                format!(
+                    "found `{}`, expected a Vault namespace such as team-a or team-a/child",
+                    n.value.escape_debug()
+                ),
+            );
+            None
+        }
+    }
+
+    /// A user or group: a POSIX name or a numeric id.
+    fn account_name(&mut self, a: &Located<ScalarText>, what: &str) -> Option<String> {
+        let text = a.value.0.as_str();
+        let numeric =
+            !text.is_empty() && text.len() <= 10 && text.chars().all(|c| c.is_ascii_digit());
+        let name = text.len() <= 32
+            && text.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && text
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        if (numeric && text.parse::<u32>().is_ok()) || name {
+            Some(text.to_owned())
+        } else {
+            self.at(
+                a,
+                format!(
+                    "found `{}`, expected a {what} name (such as app or _app-1) or a numeric id",
+                    text.escape_debug()
+                ),
+            );
+            None
         }
     }
 

@@ -1,0 +1,221 @@
+//! `file`: the rendered content in a file on the agent's host (for apps on VMs).
+//!
+//! The file is replaced atomically: the content goes to a new temporary file in the
+//! same directory (created exclusively with the policy's mode, so it is never readable
+//! by others even for a moment), is flushed to disk, gets its owner and group, and is
+//! renamed over the target; the directory is then synced. Readers see the old file or
+//! the new one, never a mix. Nothing is written when the file already holds the content
+//! with the right mode and ownership.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use secrecy::ExposeSecret;
+use tracing::info;
+use zeroize::Zeroizing;
+
+use crate::policy::FileConsumer;
+use crate::secret::{SecretString, constant_time_eq};
+
+/// A failed file push.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A filesystem operation failed.
+    #[error("file {path}: {operation}: {source}")]
+    Io {
+        /// The target file.
+        path: PathBuf,
+        /// What was attempted.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The owner or group does not exist on this host.
+    #[error("file {path}: no {what} named {name:?} on this host")]
+    UnknownAccount {
+        /// The target file.
+        path: PathBuf,
+        /// `user` / `group`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// What was read back differs from what was written.
+    #[error("file {path}: the content read back differs from the content written")]
+    Mismatch {
+        /// The target file.
+        path: PathBuf,
+    },
+}
+
+impl FileError {
+    /// Fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FileError::Io { .. } => "file_io",
+            FileError::UnknownAccount { .. } => "file_unknown_account",
+            FileError::Mismatch { .. } => "file_mismatch",
+        }
+    }
+
+    /// Whether a later retry may succeed (a full disk or a transient I/O error may
+    /// clear; a missing directory or permission problem needs a person).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FileError::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::Interrupted
+                | std::io::ErrorKind::WouldBlock
+                | std::io::ErrorKind::StorageFull
+                | std::io::ErrorKind::TimedOut))
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy)]
+pub struct FileReport {
+    /// The file was replaced.
+    pub changed: bool,
+    /// The file holds the content, mode and ownership asked for.
+    pub verified: bool,
+}
+
+/// Replaces `spec.path` with `content` (see the module docs). Blocking I/O runs on
+/// tokio's blocking pool.
+pub async fn push(spec: &FileConsumer, content: &SecretString) -> Result<FileReport, FileError> {
+    let spec = spec.clone();
+    let content = content.clone();
+    match tokio::task::spawn_blocking(move || push_blocking(&spec, &content)).await {
+        Ok(result) => result,
+        Err(join) => Err(FileError::Io {
+            path: PathBuf::new(),
+            operation: "run the file writer",
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+fn io<'a>(
+    path: &'a Path,
+    operation: &'static str,
+) -> impl FnOnce(std::io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
+        path: path.to_owned(),
+        operation,
+        source,
+    }
+}
+
+/// Looks a name up in an `/etc/passwd`-style file (`name:x:id:…`); numeric ids pass.
+fn lookup_id(db: &str, name: &str) -> Option<u32> {
+    if let Ok(id) = name.parse::<u32>() {
+        return Some(id);
+    }
+    let text = fs::read_to_string(db).ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        (f.next()? == name).then_some(())?;
+        f.next()?;
+        f.next()?.parse().ok()
+    })
+}
+
+fn ids(spec: &FileConsumer) -> Result<(Option<u32>, Option<u32>), FileError> {
+    let resolve = |value: &Option<String>, db: &str, what: &'static str| match value {
+        None => Ok(None),
+        Some(name) => lookup_id(db, name)
+            .map(Some)
+            .ok_or_else(|| FileError::UnknownAccount {
+                path: spec.path.clone(),
+                what,
+                name: name.clone(),
+            }),
+    };
+    Ok((
+        resolve(&spec.owner, "/etc/passwd", "user")?,
+        resolve(&spec.group, "/etc/group", "group")?,
+    ))
+}
+
+/// Whether the file already holds `content` with `mode` and the wanted ids.
+fn up_to_date(
+    path: &Path,
+    content: &str,
+    mode: u32,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<bool, FileError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io(path, "open the current file")(e)),
+    };
+    let meta = file.metadata().map_err(io(path, "stat the current file"))?;
+    if meta.permissions().mode() & 0o7777 != mode
+        || uid.is_some_and(|u| u != meta.uid())
+        || gid.is_some_and(|g| g != meta.gid())
+    {
+        return Ok(false);
+    }
+    let mut current = Zeroizing::new(String::new());
+    if file.read_to_string(&mut current).is_err() {
+        return Ok(false);
+    }
+    Ok(constant_time_eq(&current, content))
+}
+
+fn push_blocking(spec: &FileConsumer, content: &SecretString) -> Result<FileReport, FileError> {
+    let path = &spec.path;
+    let (uid, gid) = ids(spec)?;
+    let text = content.expose_secret();
+    if up_to_date(path, text, spec.mode, uid, gid)? {
+        return Ok(FileReport {
+            changed: false,
+            verified: true,
+        });
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(
+        ".{}.rotor-{}",
+        name.as_deref().unwrap_or("file"),
+        ulid::Ulid::new()
+    ));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(spec.mode)
+            .open(&tmp)
+            .map_err(io(path, "create the temporary file"))?;
+        // The process umask may have narrowed the mode: set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(spec.mode))
+            .map_err(io(path, "set the mode"))?;
+        file.write_all(text.as_bytes())
+            .map_err(io(path, "write the temporary file"))?;
+        file.sync_all()
+            .map_err(io(path, "flush the temporary file"))?;
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::fchown(&file, uid, gid).map_err(io(path, "set owner and group"))?;
+        }
+        drop(file);
+        fs::rename(&tmp, path).map_err(io(path, "rename over the target"))?;
+        if let Ok(d) = File::open(dir) {
+            d.sync_all().map_err(io(path, "sync the directory"))?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    if !up_to_date(path, text, spec.mode, uid, gid)? {
+        return Err(FileError::Mismatch { path: path.clone() });
+    }
+    info!(file = %path.display(), mode = format!("{:04o}", spec.mode), "File replaced.");
+    Ok(FileReport {
+        changed: true,
+        verified: true,
+    })
+}

@@ -1,0 +1,202 @@
+//! `vault-kv`: an extra KV v2 copy of the rendered values, at another mount, path or
+//! namespace (for teams whose apps read their own Vault path). Written only when the
+//! values differ, with check-and-set on the version read, then read back.
+
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+use tracing::info;
+use zeroize::Zeroize;
+
+use crate::policy::VaultKvConsumer;
+use crate::secret::SecretMap;
+use crate::vault::{AuthAs, RawResponse, Vault, VaultError};
+
+/// A failed push to a KV copy.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultKvError {
+    /// Vault could not be reached or answered 5xx/429.
+    #[error("vault-kv {location}: {source}")]
+    Vault {
+        /// `namespace:mount/path`.
+        location: String,
+        /// The cause (never a value).
+        #[source]
+        source: VaultError,
+    },
+    /// Vault refused the request (permissions, missing mount…).
+    #[error("vault-kv {location}: {operation} answered HTTP {status}: {errors}")]
+    Refused {
+        /// `namespace:mount/path`.
+        location: String,
+        /// `read` / `write`.
+        operation: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// Vault's error strings.
+        errors: String,
+    },
+    /// Someone else kept writing the path between our read and write.
+    #[error("vault-kv {location}: the path changed during the write (check-and-set), twice")]
+    Conflict {
+        /// `namespace:mount/path`.
+        location: String,
+    },
+    /// The value read back is not the value written.
+    #[error("vault-kv {location}: the value read back differs from the value written")]
+    Mismatch {
+        /// `namespace:mount/path`.
+        location: String,
+    },
+}
+
+impl VaultKvError {
+    /// Fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VaultKvError::Vault { source, .. } => source.kind(),
+            VaultKvError::Refused { .. } => "vault_kv_refused",
+            VaultKvError::Conflict { .. } => "vault_kv_conflict",
+            VaultKvError::Mismatch { .. } => "vault_kv_mismatch",
+        }
+    }
+
+    /// Whether a later retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VaultKvError::Vault { source, .. } => source.is_transient(),
+            VaultKvError::Refused { status, .. } => *status >= 500 || *status == 429,
+            VaultKvError::Conflict { .. } => true,
+            VaultKvError::Mismatch { .. } => false,
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Copy)]
+pub struct VaultKvReport {
+    /// A new version was written.
+    pub changed: bool,
+    /// The latest version holds exactly the rendered values.
+    pub verified: bool,
+}
+
+fn location(spec: &VaultKvConsumer) -> String {
+    match &spec.namespace {
+        Some(ns) => format!("{ns}:{}/{}", spec.mount, spec.path),
+        None => format!("{}/{}", spec.mount, spec.path),
+    }
+}
+
+/// The latest version's data and number; `None` when the path has no live version.
+async fn read(
+    vault: &Vault,
+    spec: &VaultKvConsumer,
+) -> Result<Option<(SecretMap, u64)>, VaultKvError> {
+    let ns = spec.namespace.as_deref().or(vault.namespace());
+    let path = format!("{}/data/{}", spec.mount, spec.path);
+    let resp = vault
+        .request_in(ns, Method::GET, &path, None, AuthAs::Rotor)
+        .await
+        .map_err(|source| VaultKvError::Vault {
+            location: location(spec),
+            source,
+        })?;
+    if resp.status == 404 {
+        return Ok(None);
+    }
+    let body = checked(resp, spec, "read")?;
+    let version = body["data"]["metadata"]["version"].as_u64().unwrap_or(0);
+    match body["data"]["data"].as_object() {
+        Some(obj) => Ok(Some((SecretMap::from_json_object(obj), version))),
+        // Deleted or destroyed latest version: rewrite on top of it.
+        None => Ok(Some((SecretMap::new(), version))),
+    }
+}
+
+fn checked(
+    resp: RawResponse,
+    spec: &VaultKvConsumer,
+    operation: &'static str,
+) -> Result<Value, VaultKvError> {
+    if resp.is_success() {
+        let mut json = resp.json();
+        // The response holds the secret values; drop the raw bytes promptly.
+        drop(resp);
+        Ok(std::mem::take(&mut json))
+    } else {
+        Err(VaultKvError::Refused {
+            location: location(spec),
+            operation,
+            status: resp.status,
+            errors: resp.errors(),
+        })
+    }
+}
+
+/// Writes `rendered` to the copy unless it already holds exactly that, then reads
+/// it back.
+pub async fn push(
+    vault: &Vault,
+    spec: &VaultKvConsumer,
+    rendered: &SecretMap,
+) -> Result<VaultKvReport, VaultKvError> {
+    let ns = spec.namespace.as_deref().or(vault.namespace());
+    let path = format!("{}/data/{}", spec.mount, spec.path);
+    let mut changed = false;
+    for attempt in 0..2 {
+        let current = read(vault, spec).await?;
+        if let Some((data, _)) = &current
+            && data.same_values(rendered)
+        {
+            break;
+        }
+        let cas = current.as_ref().map_or(0, |(_, v)| *v);
+        let mut data = Map::new();
+        for (k, v) in rendered.iter() {
+            data.insert(
+                k.to_owned(),
+                Value::String(secrecy::ExposeSecret::expose_secret(v).to_owned()),
+            );
+        }
+        let mut body = json!({"options": {"cas": cas}, "data": Value::Object(data)});
+        let result = vault
+            .request_in(ns, Method::POST, &path, Some(&body), AuthAs::Rotor)
+            .await;
+        wipe(&mut body);
+        let resp = result.map_err(|source| VaultKvError::Vault {
+            location: location(spec),
+            source,
+        })?;
+        if resp.status == 400 && resp.errors().contains("check-and-set") {
+            if attempt == 1 {
+                return Err(VaultKvError::Conflict {
+                    location: location(spec),
+                });
+            }
+            continue;
+        }
+        checked(resp, spec, "write")?;
+        changed = true;
+        break;
+    }
+    let verified = read(vault, spec)
+        .await?
+        .is_some_and(|(data, _)| data.same_values(rendered));
+    if !verified {
+        return Err(VaultKvError::Mismatch {
+            location: location(spec),
+        });
+    }
+    info!(copy = %location(spec), changed, "Vault KV copy up to date.");
+    Ok(VaultKvReport { changed, verified })
+}
+
+/// Overwrites every string in `v` before it is dropped.
+fn wipe(v: &mut Value) {
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(a) => a.iter_mut().for_each(wipe),
+        Value::Object(o) => o.values_mut().for_each(wipe),
+        _ => {}
+    }
+}

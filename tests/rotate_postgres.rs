@@ -133,7 +133,12 @@ async fn unchanged_reapply_does_not_restart_workloads() {
         .data;
     let consumers = rotor::consumers::Consumers::with_kube_client(fx.kube.client.clone());
     let outcome = consumers
-        .push(&policy.spec.consumers[0], &current, engine.fingerprints())
+        .push(
+            &policy.spec.consumers[0],
+            &current,
+            engine.fingerprints(),
+            &fx.vault,
+        )
         .await
         .expect("re-apply");
     assert!(!outcome.changed);

@@ -1,15 +1,24 @@
 //! Consumers, one module each, dispatched by [`Consumers::push`]: render the
 //! policy's templates from the credential's keys, push the result, read it back.
 
+pub mod file;
+pub mod github;
+pub mod gitlab;
 pub mod kubernetes;
+pub mod vault_kv;
 
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use crate::policy::ConsumerSpec;
-use crate::secret::{Fingerprinter, SecretMap};
+use crate::policy::{ConsumerSpec, Template};
+use crate::secret::{Fingerprinter, SecretMap, SecretString};
+use crate::vault::Vault;
 
+use self::file::FileError;
+use self::github::{GithubClient, GithubError};
+use self::gitlab::{GitlabClient, GitlabError};
 use self::kubernetes::{KubernetesConsumerClient, KubernetesError};
+use self::vault_kv::VaultKvError;
 
 /// A failed push to one consumer.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +37,28 @@ pub enum ConsumerError {
     /// The Kubernetes API failed.
     #[error(transparent)]
     Kubernetes(#[from] KubernetesError),
-    /// This build cannot push to the consumer type yet; nothing was changed.
-    #[error("consumer type {0} is not supported by this version of rotor")]
-    Unsupported(&'static str),
+    /// The extra Vault KV copy failed.
+    #[error(transparent)]
+    VaultKv(#[from] VaultKvError),
+    /// The file could not be written.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The GitLab API failed.
+    #[error(transparent)]
+    Gitlab(#[from] GitlabError),
+    /// The GitHub API failed.
+    #[error(transparent)]
+    Github(#[from] GithubError),
+    /// A consumer's token reference could not be resolved.
+    #[error("resolving {what}: {detail}")]
+    Token {
+        /// Which field (`tokenFrom`).
+        what: &'static str,
+        /// Why (never a value).
+        detail: String,
+        /// Whether retrying may help (Vault unreachable).
+        transient: bool,
+    },
 }
 
 impl ConsumerError {
@@ -40,7 +68,11 @@ impl ConsumerError {
             ConsumerError::Render { .. } => "render",
             ConsumerError::KubeConfig(_) => "kube_config",
             ConsumerError::Kubernetes(e) => e.kind(),
-            ConsumerError::Unsupported(_) => "unsupported",
+            ConsumerError::VaultKv(e) => e.kind(),
+            ConsumerError::File(e) => e.kind(),
+            ConsumerError::Gitlab(e) => e.kind(),
+            ConsumerError::Github(e) => e.kind(),
+            ConsumerError::Token { .. } => "token_reference",
         }
     }
 
@@ -48,6 +80,11 @@ impl ConsumerError {
     pub fn is_transient(&self) -> bool {
         match self {
             ConsumerError::Kubernetes(e) => e.is_transient(),
+            ConsumerError::VaultKv(e) => e.is_transient(),
+            ConsumerError::File(e) => e.is_transient(),
+            ConsumerError::Gitlab(e) => e.is_transient(),
+            ConsumerError::Github(e) => e.is_transient(),
+            ConsumerError::Token { transient, .. } => *transient,
             _ => false,
         }
     }
@@ -64,18 +101,12 @@ pub struct PushOutcome {
     pub restarted: Vec<String>,
 }
 
-/// Fails for consumer types this build cannot push to, without any I/O.
-pub fn check_supported(spec: &ConsumerSpec) -> Result<(), ConsumerError> {
-    match spec {
-        ConsumerSpec::Kubernetes(_) => Ok(()),
-        other => Err(ConsumerError::Unsupported(other.kind())),
-    }
-}
-
 /// The clients of every consumer type, created on first use.
 #[derive(Default)]
 pub struct Consumers {
     kube: OnceCell<KubernetesConsumerClient>,
+    gitlab: OnceCell<GitlabClient>,
+    github: OnceCell<GithubClient>,
 }
 
 impl Consumers {
@@ -88,6 +119,7 @@ impl Consumers {
     pub fn with_kube_client(client: kube::Client) -> Self {
         Consumers {
             kube: OnceCell::new_with(Some(KubernetesConsumerClient::new(client))),
+            ..Consumers::default()
         }
     }
 
@@ -102,23 +134,18 @@ impl Consumers {
             .await
     }
 
-    /// Renders `spec`'s templates from `vars` and pushes them.
+    /// Renders `spec`'s templates from `vars` and pushes them. `vault` resolves the
+    /// references consumers need (CI tokens) and holds `vault-kv` copies.
     pub async fn push(
         &self,
         spec: &ConsumerSpec,
         vars: &SecretMap,
         fingerprints: &Fingerprinter,
+        vault: &Vault,
     ) -> Result<PushOutcome, ConsumerError> {
         match spec {
             ConsumerSpec::Kubernetes(k) => {
-                let mut rendered = SecretMap::new();
-                for (key, template) in &k.data {
-                    let value = template.render(vars).map_err(|e| ConsumerError::Render {
-                        key: key.clone(),
-                        detail: e.to_string(),
-                    })?;
-                    rendered.insert(key.clone(), value);
-                }
+                let rendered = render_map(&k.data, vars)?;
                 let hash = fingerprints.fingerprint_map(&rendered);
                 let report = self.kube().await?.push(k, &rendered, &hash).await?;
                 Ok(PushOutcome {
@@ -127,7 +154,99 @@ impl Consumers {
                     restarted: report.restarted,
                 })
             }
-            other => Err(ConsumerError::Unsupported(other.kind())),
+            ConsumerSpec::VaultKv(c) => {
+                let rendered = render_map(&c.data, vars)?;
+                let r = vault_kv::push(vault, c, &rendered).await?;
+                Ok(PushOutcome {
+                    changed: r.changed,
+                    verified: r.verified,
+                    restarted: Vec::new(),
+                })
+            }
+            ConsumerSpec::File(c) => {
+                let content = render(&c.content, vars, "content")?;
+                let r = file::push(c, &content).await?;
+                Ok(PushOutcome {
+                    changed: r.changed,
+                    verified: r.verified,
+                    restarted: Vec::new(),
+                })
+            }
+            ConsumerSpec::Gitlab(c) => {
+                let token = token(vault, &c.token_from).await?;
+                let value = render(&c.value, vars, "value")?;
+                let client = self
+                    .gitlab
+                    .get_or_try_init(|| async { GitlabClient::new() })
+                    .await?;
+                let r = client.push(c, &token, &value).await?;
+                Ok(PushOutcome {
+                    changed: r.changed,
+                    verified: r.verified,
+                    restarted: Vec::new(),
+                })
+            }
+            ConsumerSpec::Github(c) => {
+                let token = token(vault, &c.token_from).await?;
+                let value = render(&c.value, vars, "value")?;
+                let client = self
+                    .github
+                    .get_or_try_init(|| async { GithubClient::new() })
+                    .await?;
+                let r = client.push(c, &token, &value).await?;
+                Ok(PushOutcome {
+                    changed: r.changed,
+                    verified: r.verified,
+                    restarted: Vec::new(),
+                })
+            }
         }
     }
+}
+
+/// The one secret a `tokenFrom` reference names: its single value (`key`, env,
+/// file), or a Vault secret's `token` key.
+async fn token(
+    vault: &Vault,
+    reference: &crate::policy::Reference,
+) -> Result<SecretString, ConsumerError> {
+    let map = vault
+        .resolve(reference)
+        .await
+        .map_err(|e| ConsumerError::Token {
+            what: "tokenFrom",
+            transient: e.is_transient(),
+            detail: e.to_string(),
+        })?;
+    let value = map.get("value").or_else(|| map.get("token")).or_else(|| {
+        (map.len() == 1)
+            .then(|| map.iter().next().map(|(_, v)| v))
+            .flatten()
+    });
+    value.cloned().ok_or_else(|| ConsumerError::Token {
+        what: "tokenFrom",
+        transient: false,
+        detail: format!(
+            "{} holds several keys and none is `token`: name one with `key:`",
+            crate::vault::describe_reference(reference)
+        ),
+    })
+}
+
+fn render(template: &Template, vars: &SecretMap, key: &str) -> Result<SecretString, ConsumerError> {
+    template.render(vars).map_err(|e| ConsumerError::Render {
+        key: key.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+fn render_map(
+    templates: &std::collections::BTreeMap<String, Template>,
+    vars: &SecretMap,
+) -> Result<SecretMap, ConsumerError> {
+    let mut rendered = SecretMap::new();
+    for (key, template) in templates {
+        rendered.insert(key.clone(), render(template, vars, key)?);
+    }
+    Ok(rendered)
 }

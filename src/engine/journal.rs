@@ -194,8 +194,12 @@ pub struct Verification {
 pub struct ConsumerRecord {
     /// The consumer, described (`kubernetes secret ns/name`).
     pub consumer: String,
-    /// `pushed`, `verified`, `failed`.
+    /// `verified` (pushed and read back), `pushed` (the API cannot read values back),
+    /// `pending` (failed; retried with backoff, then by the next run).
     pub state: String,
+    /// Pushes tried so far in this rotation.
+    #[serde(default)]
+    pub attempts: u32,
     /// Whether the value changed there.
     #[serde(default)]
     pub changed: bool,

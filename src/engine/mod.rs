@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::consumers::{self, ConsumerError, Consumers};
+use crate::consumers::Consumers;
 use crate::credentials::{self, AuthOutcome, Credential, CredentialError};
 use crate::policy::ValidatedPolicy;
 use crate::secret::{Fingerprinter, SecretMap, SecretString};
@@ -103,9 +103,6 @@ pub enum EngineError {
     /// The credential kind cannot be prepared (unsupported, reference missing…).
     #[error(transparent)]
     Credential(#[from] CredentialError),
-    /// A consumer type is unsupported.
-    #[error(transparent)]
-    Consumer(#[from] ConsumerError),
     /// The canonical path has no current value to rotate from.
     #[error(
         "{mount}/{path} has no current version: seed it with the credential that works today (keys {keys}) before the first rotation"
@@ -185,7 +182,6 @@ impl EngineError {
             EngineError::Vault(e) => e.kind(),
             EngineError::Journal(e) => e.kind(),
             EngineError::Credential(e) => e.kind(),
-            EngineError::Consumer(e) => e.kind(),
             EngineError::CanonicalMissing { .. } => "canonical_missing",
             EngineError::CanonicalIncomplete { .. } => "canonical_incomplete",
             EngineError::RequestIncomplete { .. } => "request_incomplete",
@@ -331,9 +327,6 @@ impl Engine {
         policy: &ValidatedPolicy,
         request: RotationRequest,
     ) -> Result<RotationOutcome, EngineError> {
-        for c in &policy.spec.consumers {
-            consumers::check_supported(c)?;
-        }
         if request.trigger != Trigger::Schedule {
             if policy.spec.on_demand.require_reason
                 && request
@@ -550,6 +543,8 @@ impl Engine {
                 Ok(StepResult::Ok(detail)) => {
                     rec.outcome = StepOutcome::Ok;
                     rec.detail = Some(detail);
+                    // A step retried to success clears the failure it left earlier.
+                    run.rotation.error = None;
                 }
                 Ok(StepResult::Skipped(detail)) => {
                     rec.outcome = StepOutcome::Skipped;
@@ -812,28 +807,45 @@ impl Engine {
 
     async fn propagate(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
         let new = self.staged(run).await?;
+        let previous = std::mem::take(&mut run.rotation.consumers);
         let mut records = Vec::with_capacity(run.policy.spec.consumers.len());
         let mut failures = Vec::new();
         let mut transient = true;
-        for spec in &run.policy.spec.consumers {
+        for (i, spec) in run.policy.spec.consumers.iter().enumerate() {
             let consumer = spec.describe();
-            match self.consumers.push(spec, &new, &self.fingerprints).await {
+            let before = previous.get(i).filter(|r| r.consumer == consumer);
+            // Consumers are independent: one that already has the value is not
+            // pushed again while another is retried.
+            if let Some(done) = before.filter(|r| r.state != "pending") {
+                records.push(done.clone());
+                continue;
+            }
+            let attempts = before.map_or(0, |r| r.attempts) + 1;
+            match self
+                .consumers
+                .push(spec, &new, &self.fingerprints, &self.vault)
+                .await
+            {
                 Ok(o) => records.push(ConsumerRecord {
                     consumer,
                     state: if o.verified { "verified" } else { "pushed" }.into(),
+                    attempts,
                     changed: o.changed,
                     restarted: o.restarted,
                     error: None,
                 }),
                 Err(e) => {
                     transient &= e.is_transient();
-                    failures.push(format!("{consumer}: {e}"));
+                    let error = crate::error_chain(&e);
+                    warn!(consumer = %consumer, kind = e.kind(), attempts, error = %error, "Consumer update failed; it stays pending.");
+                    failures.push(consumer.clone());
                     records.push(ConsumerRecord {
                         consumer,
-                        state: "failed".into(),
+                        state: "pending".into(),
+                        attempts,
                         changed: false,
                         restarted: Vec::new(),
-                        error: Some(e.to_string()),
+                        error: Some(error),
                     });
                 }
             }
@@ -846,7 +858,11 @@ impl Engine {
             )))
         } else {
             Err(StepFailure {
-                message: format!("consumers pending: {}", failures.join("; ")),
+                message: format!(
+                    "{} of {count} consumer(s) pending: {}",
+                    failures.len(),
+                    failures.join("; ")
+                ),
                 transient,
                 fatal: false,
             })

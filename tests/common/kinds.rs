@@ -43,6 +43,9 @@ pub struct KindOptions {
     pub grace: Option<&'static str>,
     /// `verify.terminateSessions`.
     pub terminate_sessions: bool,
+    /// More `spec.consumers` entries (YAML lines, indented 4), after the Secret;
+    /// `%NAMESPACE%` stands for the fixture's namespace.
+    pub extra_consumers: String,
 }
 
 /// A policy for one kind with its world.
@@ -285,9 +288,10 @@ impl KindFixture {
         }
         let secret = format!("{name}-credential");
         let yaml = format!(
-            "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: {name}\nspec:\n  credential:\n    type: {kind}\n{credential_yaml}  vault:\n    mount: secret\n    path: {canonical}\n  consumers:\n    - type: kubernetes\n      namespace: {namespace}\n      secret: {secret}\n      data:\n{data}  verify:\n    oldRejected: true\n    terminateSessions: {terminate}\n",
+            "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: {name}\nspec:\n  credential:\n    type: {kind}\n{credential_yaml}  vault:\n    mount: secret\n    path: {canonical}\n  consumers:\n    - type: kubernetes\n      namespace: {namespace}\n      secret: {secret}\n      data:\n{data}{extra}  verify:\n    oldRejected: true\n    terminateSessions: {terminate}\n",
             kind = setup.kind,
             terminate = options.terminate_sessions,
+            extra = options.extra_consumers.replace("%NAMESPACE%", &namespace),
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("policy.yaml");

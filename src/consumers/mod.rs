@@ -157,51 +157,57 @@ impl Consumers {
             ConsumerSpec::VaultKv(c) => {
                 let rendered = render_map(&c.data, vars)?;
                 let r = vault_kv::push(vault, c, &rendered).await?;
-                Ok(PushOutcome {
-                    changed: r.changed,
-                    verified: r.verified,
-                    restarted: Vec::new(),
-                })
+                Ok(PushOutcome::written(r.changed, r.verified))
             }
             ConsumerSpec::File(c) => {
                 let content = render(&c.content, vars, "content")?;
                 let r = file::push(c, &content).await?;
-                Ok(PushOutcome {
-                    changed: r.changed,
-                    verified: r.verified,
-                    restarted: Vec::new(),
-                })
+                Ok(PushOutcome::written(r.changed, r.verified))
             }
             ConsumerSpec::Gitlab(c) => {
-                let token = token(vault, &c.token_from).await?;
-                let value = render(&c.value, vars, "value")?;
+                let (token, value) = ci_inputs(vault, &c.token_from, &c.value, vars).await?;
                 let client = self
                     .gitlab
                     .get_or_try_init(|| async { GitlabClient::new() })
                     .await?;
                 let r = client.push(c, &token, &value).await?;
-                Ok(PushOutcome {
-                    changed: r.changed,
-                    verified: r.verified,
-                    restarted: Vec::new(),
-                })
+                Ok(PushOutcome::written(r.changed, r.verified))
             }
             ConsumerSpec::Github(c) => {
-                let token = token(vault, &c.token_from).await?;
-                let value = render(&c.value, vars, "value")?;
+                let (token, value) = ci_inputs(vault, &c.token_from, &c.value, vars).await?;
                 let client = self
                     .github
                     .get_or_try_init(|| async { GithubClient::new() })
                     .await?;
                 let r = client.push(c, &token, &value).await?;
-                Ok(PushOutcome {
-                    changed: r.changed,
-                    verified: r.verified,
-                    restarted: Vec::new(),
-                })
+                Ok(PushOutcome::written(r.changed, r.verified))
             }
         }
     }
+}
+
+impl PushOutcome {
+    /// A push that restarts nothing.
+    fn written(changed: bool, verified: bool) -> Self {
+        PushOutcome {
+            changed,
+            verified,
+            restarted: Vec::new(),
+        }
+    }
+}
+
+/// A CI consumer's API token and rendered value.
+async fn ci_inputs(
+    vault: &Vault,
+    token_from: &crate::policy::Reference,
+    value: &Template,
+    vars: &SecretMap,
+) -> Result<(SecretString, SecretString), ConsumerError> {
+    Ok((
+        token(vault, token_from).await?,
+        render(value, vars, "value")?,
+    ))
 }
 
 /// The one secret a `tokenFrom` reference names: its single value (`key`, env,

@@ -289,18 +289,7 @@ impl MysqlTarget {
         conn: &crate::policy::MysqlConnection,
         admin: &SecretMap,
     ) -> Result<Self, MysqlError> {
-        let tls = match &conn.tls {
-            None => TargetTls::Disable,
-            Some(tls) => match tls.mode {
-                crate::policy::TlsMode::Disable => TargetTls::Disable,
-                crate::policy::TlsMode::Require => TargetTls::Require {
-                    ca_file: tls.ca_file.clone(),
-                },
-                crate::policy::TlsMode::VerifyFull => TargetTls::VerifyFull {
-                    ca_file: tls.ca_file.clone(),
-                },
-            },
-        };
+        let tls = TargetTls::from(conn.tls.as_ref());
         let username = admin
             .expose("username")
             .ok_or(MysqlError::AdminKeyMissing { key: "username" })?;

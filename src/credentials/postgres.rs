@@ -266,6 +266,21 @@ pub enum TargetTls {
     },
 }
 
+impl From<Option<&crate::policy::TlsSpec>> for TargetTls {
+    /// The policy's `tls` of a connection; no `tls` is plain TCP.
+    fn from(spec: Option<&crate::policy::TlsSpec>) -> Self {
+        let Some(spec) = spec else {
+            return TargetTls::Disable;
+        };
+        let ca_file = spec.ca_file.clone();
+        match spec.mode {
+            crate::policy::TlsMode::Disable => TargetTls::Disable,
+            crate::policy::TlsMode::Require => TargetTls::Require { ca_file },
+            crate::policy::TlsMode::VerifyFull => TargetTls::VerifyFull { ca_file },
+        }
+    }
+}
+
 /// A PostgreSQL server and the admin credential rotor uses on it.
 #[derive(Clone)]
 pub struct PostgresTarget {
@@ -299,18 +314,7 @@ impl PostgresTarget {
         conn: &crate::policy::PostgresConnection,
         admin: &SecretMap,
     ) -> Result<Self, PostgresError> {
-        let tls = match &conn.tls {
-            None => TargetTls::Disable,
-            Some(tls) => match tls.mode {
-                crate::policy::TlsMode::Disable => TargetTls::Disable,
-                crate::policy::TlsMode::Require => TargetTls::Require {
-                    ca_file: tls.ca_file.clone(),
-                },
-                crate::policy::TlsMode::VerifyFull => TargetTls::VerifyFull {
-                    ca_file: tls.ca_file.clone(),
-                },
-            },
-        };
+        let tls = TargetTls::from(conn.tls.as_ref());
         let username = admin
             .expose("username")
             .ok_or(PostgresError::AdminKeyMissing { key: "username" })?;

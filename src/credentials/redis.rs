@@ -284,18 +284,7 @@ impl RedisTarget {
         conn: &crate::policy::RedisConnection,
         admin: Option<&SecretMap>,
     ) -> Result<Self, RedisError> {
-        let tls = match &conn.tls {
-            None => TargetTls::Disable,
-            Some(tls) => match tls.mode {
-                crate::policy::TlsMode::Disable => TargetTls::Disable,
-                crate::policy::TlsMode::Require => TargetTls::Require {
-                    ca_file: tls.ca_file.clone(),
-                },
-                crate::policy::TlsMode::VerifyFull => TargetTls::VerifyFull {
-                    ca_file: tls.ca_file.clone(),
-                },
-            },
-        };
+        let tls = TargetTls::from(conn.tls.as_ref());
         let admin = match admin {
             None => None,
             Some(map) => {

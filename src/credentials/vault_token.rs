@@ -57,6 +57,23 @@ fn seconds(d: Duration) -> Option<u64> {
     (secs > 0).then_some(secs)
 }
 
+/// The request that names the token in `value`: its `accessor` to `by_accessor` when it
+/// has one, else the `token` itself to `by_token`; with the body (wiped when dropped) and
+/// the secret it holds. `None` when the value has neither.
+fn by_accessor_or_token<'a>(
+    value: &'a SecretMap,
+    by_accessor: &'static str,
+    by_token: &'static str,
+) -> Option<(&'static str, WipedJson, &'a SecretString)> {
+    if let Some(accessor) = non_empty(value, "accessor") {
+        let body = WipedJson(json!({ "accessor": accessor.expose_secret() }));
+        return Some((by_accessor, body, accessor));
+    }
+    let token = non_empty(value, "token")?;
+    let body = WipedJson(json!({ "token": token.expose_secret() }));
+    Some((by_token, body, token))
+}
+
 impl TokenTarget {
     /// A target for the policy's `vault-token` credential. No I/O.
     pub fn new(vault: Vault, spec: &VaultTokenCredential) -> Self {
@@ -156,19 +173,9 @@ impl TokenTarget {
 
     /// Looks the old token up with rotor's token: `None` when it is no longer valid.
     async fn lookup_old(&self, value: &SecretMap) -> Result<Option<OldToken>, VaultAuthError> {
-        let (path, body, secret) = if let Some(accessor) = non_empty(value, "accessor") {
-            (
-                "auth/token/lookup-accessor",
-                WipedJson(json!({ "accessor": accessor.expose_secret() })),
-                accessor,
-            )
-        } else if let Some(token) = non_empty(value, "token") {
-            (
-                "auth/token/lookup",
-                WipedJson(json!({ "token": token.expose_secret() })),
-                token,
-            )
-        } else {
+        let Some((path, body, secret)) =
+            by_accessor_or_token(value, "auth/token/lookup-accessor", "auth/token/lookup")
+        else {
             warn!("The old token's value has no token and no accessor; nothing to carry over.");
             return Ok(None);
         };
@@ -214,19 +221,9 @@ impl TokenTarget {
     /// (`auth/token/revoke-accessor`), else by `token` (`auth/token/revoke`). Idempotent:
     /// an already revoked or expired token is `Ok`.
     pub async fn revoke(&self, value: &SecretMap) -> Result<(), VaultAuthError> {
-        let (path, body, secret) = if let Some(accessor) = non_empty(value, "accessor") {
-            (
-                "auth/token/revoke-accessor",
-                WipedJson(json!({ "accessor": accessor.expose_secret() })),
-                accessor,
-            )
-        } else if let Some(token) = non_empty(value, "token") {
-            (
-                "auth/token/revoke",
-                WipedJson(json!({ "token": token.expose_secret() })),
-                token,
-            )
-        } else {
+        let Some((path, body, secret)) =
+            by_accessor_or_token(value, "auth/token/revoke-accessor", "auth/token/revoke")
+        else {
             return Err(VaultAuthError::MissingKey {
                 which: "revoked",
                 key: "accessor",

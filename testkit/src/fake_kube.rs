@@ -13,9 +13,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
-use tokio::sync::oneshot;
 
 use crate::apiserver;
+use crate::loopback::{self, LoopbackServer};
 
 /// A running fake API server, its kubeconfig and a client built from that kubeconfig.
 ///
@@ -45,7 +45,7 @@ pub struct FakeKube {
     /// A `kube::Client` built from [`FakeKube::kubeconfig`]; it goes over HTTP like rotor's.
     pub client: kube::Client,
     _dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
+    _server: LoopbackServer,
 }
 
 impl FakeKube {
@@ -57,18 +57,24 @@ impl FakeKube {
     /// When the server cannot start or the kubeconfig cannot be written or loaded.
     pub async fn start() -> FakeKube {
         let token = apiserver::random_token();
-        let (ready_tx, ready_rx) = oneshot::channel::<Result<SocketAddr, String>>();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server_token = token.clone();
-        std::thread::Builder::new()
-            .name("fake-kube-apiserver".into())
-            .spawn(move || run_server(server_token, ready_tx, stop_rx))
-            .unwrap_or_else(|e| panic!("spawning the fake API server thread failed: {e}"));
-        let addr = match ready_rx.await {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(message)) => panic!("the fake API server did not start: {message}"),
-            Err(_) => panic!("the fake API server thread ended before it was ready"),
-        };
+        // The backend (kube-fake-client) is built on the server's runtime, before the
+        // server counts as started.
+        let server = loopback::spawn_with(
+            "fake-kube-apiserver",
+            || async {
+                apiserver::backend(Vec::new())
+                    .await
+                    .map_err(|e| error_chain(&e))
+            },
+            move |listener, backend, shutdown| async move {
+                if let Err(e) = apiserver::serve(listener, backend, server_token, shutdown).await {
+                    tracing::error!(error = %error_chain(&e), "Fake API server stopped.");
+                }
+            },
+        )
+        .await;
+        let addr = server.addr;
 
         let dir = tempfile::Builder::new()
             .prefix("rotor-fake-kube-")
@@ -85,7 +91,7 @@ impl FakeKube {
             kubeconfig,
             client,
             _dir: dir,
-            stop: Some(stop_tx),
+            _server: server,
         }
     }
 
@@ -93,67 +99,6 @@ impl FakeKube {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
-}
-
-impl Drop for FakeKube {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            // An error means the server thread has ended already.
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// Body of the server thread: bind, build the backend, report readiness, serve until told
-/// to stop (or until the [`FakeKube`] is dropped, which drops the sender).
-fn run_server(
-    token: String,
-    ready: oneshot::Sender<Result<SocketAddr, String>>,
-    stop: oneshot::Receiver<()>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let _ = ready.send(Err(format!("building a tokio runtime failed: {e}")));
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(listener) => listener,
-            Err(e) => {
-                let _ = ready.send(Err(format!("binding 127.0.0.1:0 failed: {e}")));
-                return;
-            }
-        };
-        let addr = match listener.local_addr() {
-            Ok(addr) => addr,
-            Err(e) => {
-                let _ = ready.send(Err(format!("reading the local address failed: {e}")));
-                return;
-            }
-        };
-        let backend = match apiserver::backend(Vec::new()).await {
-            Ok(backend) => backend,
-            Err(e) => {
-                let _ = ready.send(Err(error_chain(&e)));
-                return;
-            }
-        };
-        if ready.send(Ok(addr)).is_err() {
-            return;
-        }
-        let shutdown = async {
-            // Err means the FakeKube was dropped without a stop message: stop as well.
-            let _ = stop.await;
-        };
-        if let Err(e) = apiserver::serve(listener, backend, token, shutdown).await {
-            tracing::error!(error = %error_chain(&e), "Fake API server stopped.");
-        }
-    });
 }
 
 /// `error: cause: cause` for panics and logs.

@@ -38,7 +38,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -46,14 +45,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use rand::Rng;
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+
+use crate::loopback::{self, LoopbackServer};
 
 /// Characters a masked variable may hold when `raw` is false (besides ASCII letters and digits).
 const MASKABLE: &str = "_+=/@:.~-";
@@ -75,7 +71,7 @@ pub struct FakeGitlab {
     /// The only token the fake accepts (as `PRIVATE-TOKEN` or `Authorization: Bearer`).
     pub token: String,
     state: Arc<State>,
-    stop: Option<oneshot::Sender<()>>,
+    _server: LoopbackServer,
 }
 
 impl fmt::Debug for FakeGitlab {
@@ -221,23 +217,16 @@ impl FakeGitlab {
             next_id: AtomicU64::new(1000),
             data: Mutex::new(Data::default()),
         });
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server_state = Arc::clone(&state);
-        std::thread::Builder::new()
-            .name("fake-gitlab".into())
-            .spawn(move || run_server(server_state, ready_tx, stop_rx))
-            .unwrap_or_else(|e| panic!("spawning the fake GitLab thread failed: {e}"));
-        let addr = match ready_rx.recv() {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(message)) => panic!("the fake GitLab did not start: {message}"),
-            Err(_) => panic!("the fake GitLab thread ended before it was ready"),
-        };
+        let server = loopback::spawn(
+            "fake-gitlab",
+            service_fn(move |req| handle(Arc::clone(&server_state), req)),
+        );
         FakeGitlab {
-            base_url: format!("http://{addr}"),
+            base_url: server.url(),
             token: state.token.clone(),
             state,
-            stop: Some(stop_tx),
+            _server: server,
         }
     }
 
@@ -314,74 +303,6 @@ impl FakeGitlab {
     pub fn requests(&self) -> Vec<(String, String)> {
         self.state.data().requests.clone()
     }
-}
-
-impl Drop for FakeGitlab {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            // An error means the server thread has ended already.
-            let _ = stop.send(());
-        }
-    }
-}
-
-fn run_server(
-    state: Arc<State>,
-    ready: std::sync::mpsc::Sender<Result<SocketAddr, String>>,
-    stop: oneshot::Receiver<()>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let _ = ready.send(Err(format!("building a tokio runtime failed: {e}")));
-            return;
-        }
-    };
-    runtime.block_on(async move {
-        let listener = match TcpListener::bind("127.0.0.1:0").await {
-            Ok(listener) => listener,
-            Err(e) => {
-                let _ = ready.send(Err(format!("binding 127.0.0.1:0 failed: {e}")));
-                return;
-            }
-        };
-        let addr = match listener.local_addr() {
-            Ok(addr) => addr,
-            Err(e) => {
-                let _ = ready.send(Err(format!("reading the local address failed: {e}")));
-                return;
-            }
-        };
-        if ready.send(Ok(addr)).is_err() {
-            return;
-        }
-        let mut connections = JoinSet::new();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                // Err means the FakeGitlab was dropped without a stop message: stop as well.
-                _ = &mut stop => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => {
-                    let Ok((stream, _peer)) = accepted else { continue };
-                    let state = Arc::clone(&state);
-                    connections.spawn(async move {
-                        let service = service_fn(move |req| handle(Arc::clone(&state), req));
-                        if let Err(error) = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                        {
-                            tracing::debug!(error = %error, "Fake GitLab connection ended with an error.");
-                        }
-                    });
-                }
-            }
-        }
-        connections.shutdown().await;
-    });
 }
 
 /// A parsed request: what the handlers need, with the body already read.

@@ -1,0 +1,867 @@
+//! The audit trail: an append-only, hash-chained JSON-lines file, and its verifier
+//! (`rotor audit verify FILE`).
+//!
+//! # Format
+//!
+//! One record per line, each line one JSON object terminated by `\n`:
+//!
+//! ```text
+//! {"action":"started","detail":null,"event":"agent","prev":"000…000","seq":1,"time":"2025-01-02T03:04:05.678Z","hash":"9f2c…"}
+//! ```
+//!
+//! - `seq`: 1, 2, 3, … with no gaps.
+//! - `prev`: lower-case hex SHA-256 of the previous line's exact bytes (without its
+//!   newline); 64 zeros on the first line.
+//! - `time`: when rotor wrote the record, RFC 3339 UTC with milliseconds.
+//! - `event`: the record's kind (`request`, `rotation_requested`, `rotation_ended`,
+//!   `agent`), followed by that kind's fields (see [`AuditEvent`]). Absent optional
+//!   values are written as `null`, so every record of a kind has the same fields.
+//! - `hash`: lower-case hex SHA-256 of the canonical serialisation of every other
+//!   field: keys sorted by their UTF-8 bytes at every level, no whitespace, strings and
+//!   numbers as `serde_json` writes them. The line *is* that serialisation with
+//!   `,"hash":"<hex>"` inserted before the final `}`, so the hash can be recomputed
+//!   without a JSON library: cut the last 75 bytes (`,"hash":"` + 64 hex digits +
+//!   `"}`), append `}`, and hash the result.
+//!
+//! Records never hold a secret: rotations refer to values by HMAC fingerprint only
+//! (see [`crate::secret::Fingerprinter`]).
+//!
+//! # What an auditor can rely on
+//!
+//! When [`verify_file`] accepts a file:
+//! - no record between the first and the last one present was changed, inserted,
+//!   removed or reordered, and no line was cut short — unless someone recomputed the
+//!   hashes (see below): the per-record `hash` catches any edit of a record (every
+//!   single-byte change is detected, at its line), `prev` and `seq` catch any
+//!   removal, insertion or reordering, and a missing final newline reveals a cut in
+//!   the middle of a line;
+//! - the log starts at its first record (`seq` 1, `prev` all zeros);
+//! - every rotation the agent ran has its `rotation_requested` record: the agent
+//!   appends it (write + fsync) before planning and does not start a rotation whose
+//!   record cannot be written.
+//!
+//! # What an auditor cannot rely on without an anchor
+//!
+//! The chain is not keyed: it proves the file is consistent with itself, not who
+//! wrote it. So, from the file alone, nobody can tell that:
+//! - the **last records were removed** by cutting the file at a line boundary
+//!   (the shorter file is a valid chain);
+//! - the file was **rewritten from some record on** by someone who recomputed every
+//!   later hash, or replaced by a fresh log starting at seq 1.
+//!
+//! Both are detected by comparing against an *anchored* hash kept where the
+//! writer of the file cannot change it (a ticket, a SIEM, WORM storage):
+//! [`VerifyReport::last_hash`] and [`AuditLog::head`] give the hash of the last
+//! record; any later verification must reach a record with that hash at that `seq`.
+//! Also: `time` is the agent's wall clock, not a trusted timestamp; a rotation
+//! interrupted by a crash has its `rotation_ended` record only once it is resumed.
+//!
+//! # Operating the file
+//!
+//! rotor creates the file with mode 0600 (the parent directory must exist), takes an
+//! exclusive advisory lock on it for as long as the [`AuditLog`] lives (a second
+//! writer is refused), and continues the chain from the last record. It refuses to
+//! continue a file whose last record does not verify or whose last line is
+//! incomplete (a crash in the middle of a write): the operator keeps that file as
+//! evidence by moving it aside, and rotor starts a new log (seq 1) on the next start.
+//! The same applies when archiving a log; record its last hash when doing so.
+//! A log being written while it is verified may show its last line as incomplete.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// `prev` of the first record.
+const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// What precedes the hex digest at the end of every line.
+const HASH_PREFIX: &[u8] = b",\"hash\":\"";
+/// Length of the `,"hash":"<64 hex>"}` suffix of every line.
+const HASH_SUFFIX_LEN: usize = HASH_PREFIX.len() + 64 + 2;
+/// Longest line rotor writes or reads back (a rotation record is a few KiB).
+const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Fields rotor sets on every record; no event may use these names.
+const RESERVED: [&str; 4] = ["seq", "prev", "time", "hash"];
+
+/// One audited event. Serialised with its kind in the `event` field.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+// Events are built, appended and dropped at once; boxing the rotation buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum AuditEvent {
+    /// An API request, allowed or not: identity (or "anonymous"), method, path, policy,
+    /// outcome ("allowed"/"denied"), HTTP status, reason text (why denied), remote address.
+    Request {
+        /// Authenticated identity, or `anonymous`.
+        identity: String,
+        /// HTTP method.
+        method: String,
+        /// Request path (no query string with secrets: rotor's API takes none).
+        path: String,
+        /// The policy the request is about, if any.
+        policy: Option<String>,
+        /// HTTP status answered.
+        status: u16,
+        /// `allowed` or `denied`.
+        outcome: String,
+        /// Why it was denied, for people.
+        detail: Option<String>,
+        /// Peer address.
+        remote: Option<String>,
+    },
+    /// A rotation is about to start (written BEFORE planning; if this fails the rotation
+    /// must not start).
+    RotationRequested {
+        /// Policy name.
+        policy: String,
+        /// `schedule`, `on_demand` or `compromise`.
+        trigger: String,
+        /// Who asked (user, API identity, `scheduler`).
+        actor: String,
+        /// Why.
+        reason: Option<String>,
+        /// Ticket reference.
+        ticket: Option<String>,
+        /// Who approved, where the policy requires approval.
+        approver: Option<String>,
+    },
+    /// A rotation ended (completed, rolled back, failed, waiting, pending): the full
+    /// journal record (fingerprints only, never values).
+    RotationEnded {
+        /// The journal record.
+        rotation: crate::engine::Rotation,
+    },
+    /// Agent lifecycle: started / stopped / policies reloaded / reload rejected.
+    Agent {
+        /// `started`, `stopped`, `policies_reloaded`, `reload_rejected`, …
+        action: String,
+        /// Details for people.
+        detail: Option<String>,
+    },
+}
+
+/// A failed audit-log operation. None carries event content.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The file could not be created, opened, read or locked.
+    #[error("cannot open audit log {path}: {source}")]
+    Open {
+        /// The log.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The path is not a regular file.
+    #[error("audit log {path} is not a regular file")]
+    NotAFile {
+        /// The log.
+        path: PathBuf,
+    },
+    /// Another process (or another `AuditLog` in this one) holds the file.
+    #[error(
+        "audit log {path} is in use by another rotor process; only one writer may append to it"
+    )]
+    Locked {
+        /// The log.
+        path: PathBuf,
+    },
+    /// The end of the file does not verify: rotor will not continue the chain.
+    #[error(
+        "audit log {path}: {problem}; rotor does not append to a log whose last record does not verify. \
+         Keep the file as evidence: run `rotor audit verify {path}`, move the file aside; rotor then starts a new log at this path"
+    )]
+    Corrupt {
+        /// The log.
+        path: PathBuf,
+        /// Which line and what is wrong with it.
+        problem: VerifyError,
+    },
+    /// The event could not be serialised.
+    #[error("cannot encode audit record: {0}")]
+    Encode(String),
+    /// Writing the record failed; the file was restored to its previous end.
+    #[error("cannot write audit log {path}: {source}")]
+    Write {
+        /// The log.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The record was written but could not be made durable.
+    #[error("cannot sync audit log {path} to disk: {source}")]
+    Sync {
+        /// The log.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file changed size behind rotor's back (another writer, truncation).
+    #[error(
+        "audit log {path} was changed by someone else (size {actual} bytes, rotor wrote {expected}); \
+         rotor stops appending to it"
+    )]
+    Changed {
+        /// The log.
+        path: PathBuf,
+        /// Size rotor expects.
+        expected: u64,
+        /// Size found.
+        actual: u64,
+    },
+    /// An earlier failure left the end of the file unknown; reopen the log.
+    #[error("audit log {path} cannot be continued: {reason}; restart rotor to check and reopen it")]
+    Broken {
+        /// The log.
+        path: PathBuf,
+        /// What happened earlier.
+        reason: String,
+    },
+}
+
+impl AuditError {
+    /// Fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditError::Open { .. } => "audit_open",
+            AuditError::NotAFile { .. } => "audit_not_a_file",
+            AuditError::Locked { .. } => "audit_locked",
+            AuditError::Corrupt { .. } => "audit_corrupt",
+            AuditError::Encode(_) => "audit_encode",
+            AuditError::Write { .. } => "audit_write",
+            AuditError::Sync { .. } => "audit_sync",
+            AuditError::Changed { .. } => "audit_changed",
+            AuditError::Broken { .. } => "audit_broken",
+        }
+    }
+
+    /// Whether retrying may succeed: a write that was rolled back (e.g. a full disk)
+    /// or a lock held by a process that is exiting.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AuditError::Write { .. } | AuditError::Locked { .. })
+    }
+}
+
+/// The outcome of a successful [`verify_file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Number of records (= the last `seq`).
+    pub records: u64,
+    /// SHA-256 (hex) of the last line: the value to anchor elsewhere. 64 zeros for an
+    /// empty log.
+    pub last_hash: String,
+}
+
+/// The first bad record of a log. `line` is 1-based (0 when the file cannot be read).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct VerifyError {
+    /// Line number of the bad record.
+    pub line: u64,
+    /// Its `seq`, when readable.
+    pub seq: Option<u64>,
+    /// What is wrong, starting with `line N (seq S):`.
+    pub message: String,
+}
+
+/// The mutable end of the chain.
+struct State {
+    file: File,
+    seq: u64,
+    last_hash: String,
+    len: u64,
+    broken: Option<String>,
+}
+
+/// An append-only, hash-chained audit log, shared by reference (`Arc<AuditLog>`).
+/// Methods are synchronous and hold the internal lock only for one write and one
+/// fsync; there is no `.await` inside. From async code, call them directly for
+/// occasional records or through `spawn_blocking` when fsync latency matters.
+pub struct AuditLog {
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens the log at `path` (creating it with mode 0600; the parent directory must
+    /// exist), locks it against other writers and reads its last two records to
+    /// continue the chain. Refuses a file whose last record does not verify, whose
+    /// last line is incomplete, or whose last two records do not link (fail closed).
+    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        let open_err = |source| AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (mut file, created) = match OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(file) => (file, true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => (
+                OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(open_err)?,
+                false,
+            ),
+            Err(e) => return Err(open_err(e)),
+        };
+        let meta = file.metadata().map_err(open_err)?;
+        if !meta.is_file() {
+            return Err(AuditError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(AuditError::Locked {
+                    path: path.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
+        }
+        if created {
+            // Make the new directory entry durable, or a crash could lose the file.
+            let parent = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(open_err)?;
+        } else if meta.permissions().mode() & 0o022 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "Audit log is writable by group or others; 0600 is expected."
+            );
+        }
+        let len = meta.len();
+        let (seq, last_hash) = if len == 0 {
+            (0, ZERO_HASH.to_string())
+        } else {
+            let (tail, at_start) = read_tail(&mut file, len).map_err(open_err)?;
+            check_tail(&tail, at_start, None).map_err(|_| {
+                // Rare path: count lines so the message names the right ones.
+                let lines = count_lines(path).unwrap_or(0);
+                let problem = match check_tail(&tail, at_start, Some(lines)) {
+                    Err(problem) => problem,
+                    Ok(_) => Problem::new(None, "does not verify").at(lines),
+                };
+                AuditError::Corrupt {
+                    path: path.to_path_buf(),
+                    problem,
+                }
+            })?
+        };
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            state: Mutex::new(State {
+                file,
+                seq,
+                last_hash,
+                len,
+                broken: None,
+            }),
+        })
+    }
+
+    /// Appends one record and syncs it to disk before returning its `seq`. On error
+    /// the record must be treated as not written (fail closed). A failed write is cut
+    /// off again so the chain still ends at a whole record; when that is impossible,
+    /// or the fsync failed, or someone else wrote to the file, the log refuses every
+    /// further append until it is reopened (which checks the end of the file again).
+    pub fn append(&self, event: &AuditEvent) -> Result<u64, AuditError> {
+        let mut guard = self.state.lock().map_err(|_| AuditError::Broken {
+            path: self.path.clone(),
+            reason: "an earlier append was interrupted by a panic".into(),
+        })?;
+        let state = &mut *guard;
+        if let Some(reason) = &state.broken {
+            return Err(AuditError::Broken {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            });
+        }
+        let seq = state
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| AuditError::Encode("seq would overflow".into()))?;
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let line = encode(seq, &state.last_hash, &time, event)?;
+
+        let actual = state
+            .file
+            .metadata()
+            .map_err(|source| AuditError::Write {
+                path: self.path.clone(),
+                source,
+            })?
+            .len();
+        if actual != state.len {
+            state.broken = Some(format!(
+                "it was changed by someone else (size {actual} bytes, rotor wrote {})",
+                state.len
+            ));
+            return Err(AuditError::Changed {
+                path: self.path.clone(),
+                expected: state.len,
+                actual,
+            });
+        }
+        if let Err(source) = state.file.write_all(&line) {
+            // Cut off whatever part of the line reached the file, so the chain still
+            // ends at the last whole record.
+            if let Err(undo) = state
+                .file
+                .set_len(state.len)
+                .and_then(|()| state.file.sync_data())
+            {
+                state.broken = Some(format!(
+                    "a failed write could not be undone ({undo}); the last line may be incomplete"
+                ));
+            }
+            return Err(AuditError::Write {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        if let Err(source) = state.file.sync_data() {
+            state.broken = Some(format!("syncing record {seq} failed ({source})"));
+            return Err(AuditError::Sync {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        state.seq = seq;
+        state.last_hash = sha256_hex(&line[..line.len() - 1]);
+        state.len += line.len() as u64;
+        Ok(seq)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The `seq` and hash of the last record (0 and 64 zeros for an empty log): the
+    /// value to anchor outside the file.
+    pub fn head(&self) -> (u64, String) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (state.seq, state.last_hash.clone())
+    }
+}
+
+/// Checks every record of the file at `path` and names the first bad one.
+///
+/// Checks, per line: it ends with a newline (else the write was interrupted or the
+/// file cut), it is a JSON object, its `hash` matches its content, `seq` is the
+/// previous `seq` + 1 starting at 1, and `prev` is the hash of the previous line's
+/// exact bytes (64 zeros on line 1). An empty file is a valid log of 0 records.
+pub fn verify_file(path: &Path) -> Result<VerifyReport, VerifyError> {
+    let file = File::open(path).map_err(|e| VerifyError {
+        line: 0,
+        seq: None,
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    verify_reader(BufReader::new(file))
+}
+
+/// [`verify_file`] over any reader (e.g. standard input).
+pub fn verify_reader<R: BufRead>(mut reader: R) -> Result<VerifyReport, VerifyError> {
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    let mut prev_seq = 0u64;
+    let mut prev_hash = ZERO_HASH.to_string();
+    loop {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| VerifyError {
+                line: number + 1,
+                seq: None,
+                message: format!("line {}: cannot read: {e}", number + 1),
+            })?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if line.last() != Some(&b'\n') {
+            let problem = if line.len() > MAX_LINE {
+                too_long()
+            } else {
+                Problem::incomplete()
+            };
+            return Err(problem.at(number));
+        }
+        line.pop();
+        let record = check_record(&line).map_err(|p| p.at(number))?;
+        check_link(&record, prev_seq, &prev_hash, number).map_err(|p| p.at(number))?;
+        prev_seq = record.seq;
+        prev_hash = sha256_hex(&line);
+    }
+    Ok(VerifyReport {
+        records: number,
+        last_hash: prev_hash,
+    })
+}
+
+/// The chain fields of a record whose own hash verified.
+struct Record {
+    seq: u64,
+    prev: String,
+}
+
+/// What is wrong with one line, before its line number is known.
+struct Problem {
+    seq: Option<u64>,
+    what: String,
+}
+
+impl Problem {
+    fn new(seq: Option<u64>, what: impl Into<String>) -> Self {
+        Problem {
+            seq,
+            what: what.into(),
+        }
+    }
+
+    fn incomplete() -> Self {
+        Problem::new(
+            None,
+            "incomplete record (no newline at the end: a write was interrupted or the file was cut)",
+        )
+    }
+
+    fn at(self, line: u64) -> VerifyError {
+        let message = match self.seq {
+            Some(seq) => format!("line {line} (seq {seq}): {}", self.what),
+            None => format!("line {line}: {}", self.what),
+        };
+        VerifyError {
+            line,
+            seq: self.seq,
+            message,
+        }
+    }
+}
+
+fn too_long() -> Problem {
+    Problem::new(None, "longer than 16 MiB: not a rotor audit record")
+}
+
+/// Checks one line (without its newline) on its own: JSON, own hash, field types.
+fn check_record(line: &[u8]) -> Result<Record, Problem> {
+    if line.is_empty() {
+        return Err(Problem::new(None, "empty line"));
+    }
+    let value: Value = serde_json::from_slice(line).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Eof => "ends early",
+            _ => "syntax error",
+        };
+        Problem::new(None, format!("not JSON ({what} at column {})", e.column()))
+    })?;
+    let Value::Object(fields) = value else {
+        return Err(Problem::new(None, "not a JSON object"));
+    };
+    let seq = fields.get("seq").and_then(Value::as_u64);
+    let n = line.len();
+    let digest = n
+        .checked_sub(HASH_SUFFIX_LEN)
+        .map(|body| &line[body..])
+        .filter(|suffix| suffix.starts_with(HASH_PREFIX) && suffix.ends_with(b"\"}"))
+        .map(|suffix| &suffix[HASH_PREFIX.len()..HASH_PREFIX.len() + 64])
+        .filter(|hex| hex.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    let Some(digest) = digest else {
+        return Err(Problem::new(
+            seq,
+            "`hash` is missing, malformed or not where rotor writes it — the record was changed",
+        ));
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(&line[..n - HASH_SUFFIX_LEN]);
+    hasher.update(b"}");
+    if hex::encode(hasher.finalize()).as_bytes() != digest {
+        return Err(Problem::new(seq, "hash mismatch — the record was changed"));
+    }
+    let Some(seq) = seq.filter(|s| *s >= 1) else {
+        return Err(Problem::new(
+            None,
+            "`seq` is missing or not a positive integer",
+        ));
+    };
+    let prev = fields
+        .get("prev")
+        .and_then(Value::as_str)
+        .filter(|p| is_hex_hash(p))
+        .ok_or_else(|| Problem::new(Some(seq), "`prev` is missing or not a SHA-256 hex digest"))?;
+    let time_ok = fields
+        .get("time")
+        .and_then(Value::as_str)
+        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok());
+    if !time_ok {
+        return Err(Problem::new(
+            Some(seq),
+            "`time` is missing or not an RFC 3339 timestamp",
+        ));
+    }
+    if fields
+        .get("event")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        return Err(Problem::new(Some(seq), "`event` is missing"));
+    }
+    Ok(Record {
+        seq,
+        prev: prev.to_string(),
+    })
+}
+
+/// Checks that `record` (on line `number`) follows the record with `prev_seq` whose
+/// line hashed to `prev_hash` (0 and zeros before the first line).
+fn check_link(record: &Record, prev_seq: u64, prev_hash: &str, number: u64) -> Result<(), Problem> {
+    let seq = record.seq;
+    let expected = prev_seq.saturating_add(1);
+    if seq != expected || prev_seq == u64::MAX {
+        let what = if seq > expected {
+            let (first, last) = (expected, seq - 1);
+            let gap = if first == last {
+                format!("record {first} missing or reordered")
+            } else {
+                format!("records {first}..{last} missing or reordered")
+            };
+            if prev_seq == 0 {
+                format!("the log starts at seq {seq}, not 1 — {gap}")
+            } else {
+                format!("seq {seq} follows seq {prev_seq} — {gap}")
+            }
+        } else {
+            format!("seq {seq} follows seq {prev_seq} — records reordered or duplicated")
+        };
+        return Err(Problem::new(Some(seq), what));
+    }
+    if record.prev != prev_hash {
+        let what = if number == 1 {
+            "prev is not 64 zeros — this is not the first record of a log".to_string()
+        } else {
+            format!(
+                "prev does not match line {} — a record before it was changed, removed or reordered",
+                number - 1
+            )
+        };
+        return Err(Problem::new(Some(seq), what));
+    }
+    Ok(())
+}
+
+/// Reads the end of a file of `len` > 0 bytes backwards until it holds the last two
+/// whole lines or the file start. Returns the bytes and whether they start the file.
+fn read_tail(file: &mut File, len: u64) -> io::Result<(Vec<u8>, bool)> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut pos = len;
+    loop {
+        let start = pos.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (pos - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        pos = start;
+        // Newlines before the final byte: two of them delimit the last two lines.
+        let newlines = buf[..buf.len() - 1].iter().filter(|b| **b == b'\n').count();
+        if pos == 0 || newlines >= 2 || buf.len() > 2 * (MAX_LINE + 1) {
+            return Ok((buf, pos == 0));
+        }
+    }
+}
+
+/// Checks the last (up to) two lines in `tail` (from [`read_tail`]); returns the last
+/// `seq` and the hash of the last line. `last_number` is the last line's number when
+/// known; without it, error messages may name the wrong lines (rerun with it).
+fn check_tail(
+    tail: &[u8],
+    at_start: bool,
+    last_number: Option<u64>,
+) -> Result<(u64, String), VerifyError> {
+    if tail.last() != Some(&b'\n') {
+        return Err(Problem::incomplete().at(last_number.unwrap_or(1)));
+    }
+    let body = &tail[..tail.len() - 1];
+    let mut lines = body.rsplit(|b| *b == b'\n');
+    let last = lines.next().unwrap_or_default();
+    let before = lines.next();
+    let before_is_first = at_start && lines.next().is_none();
+    let number = last_number.unwrap_or(if before.is_some() { 2 } else { 1 });
+    if last.len() > MAX_LINE {
+        return Err(too_long().at(number));
+    }
+    let record = check_record(last).map_err(|p| p.at(number))?;
+    let (prev_seq, prev_hash) = match before {
+        Some(line) => {
+            if line.len() > MAX_LINE {
+                return Err(too_long().at(number.saturating_sub(1)));
+            }
+            let earlier = check_record(line).map_err(|p| p.at(number.saturating_sub(1)))?;
+            if before_is_first {
+                check_link(&earlier, 0, ZERO_HASH, 1).map_err(|p| p.at(1))?;
+            }
+            (earlier.seq, sha256_hex(line))
+        }
+        None => (0, ZERO_HASH.to_string()),
+    };
+    check_link(&record, prev_seq, &prev_hash, number).map_err(|p| p.at(number))?;
+    Ok((record.seq, sha256_hex(last)))
+}
+
+/// Number of lines in the file (a last line without newline counts).
+fn count_lines(path: &Path) -> io::Result<u64> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let mut count = 0u64;
+    let mut last = b'\n';
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        count += buf.iter().filter(|b| **b == b'\n').count() as u64;
+        last = buf[buf.len() - 1];
+        let n = buf.len();
+        reader.consume(n);
+    }
+    Ok(if last == b'\n' { count } else { count + 1 })
+}
+
+/// Builds one line (with its newline) for `event`.
+fn encode(seq: u64, prev: &str, time: &str, event: &AuditEvent) -> Result<Vec<u8>, AuditError> {
+    let value = serde_json::to_value(event).map_err(|e| AuditError::Encode(e.to_string()))?;
+    let Value::Object(mut fields) = value else {
+        return Err(AuditError::Encode("event is not a JSON object".into()));
+    };
+    if let Some(name) = RESERVED.iter().find(|name| fields.contains_key(**name)) {
+        return Err(AuditError::Encode(format!(
+            "event uses the reserved field `{name}`"
+        )));
+    }
+    fields.insert("seq".into(), Value::from(seq));
+    fields.insert("prev".into(), Value::from(prev));
+    fields.insert("time".into(), Value::from(time));
+    let mut line = Vec::with_capacity(1024);
+    write_canonical(&mut line, &Value::Object(fields))
+        .map_err(|e| AuditError::Encode(e.to_string()))?;
+    if line.len() + HASH_SUFFIX_LEN > MAX_LINE {
+        return Err(AuditError::Encode(format!(
+            "record of {} bytes is over the 16 MiB limit",
+            line.len()
+        )));
+    }
+    let hash = sha256_hex(&line);
+    // `line` is a non-empty object: replace its closing brace by the hash member.
+    line.pop();
+    line.extend_from_slice(HASH_PREFIX);
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(b"\"}\n");
+    Ok(line)
+}
+
+/// Writes `value` with object keys sorted by their bytes and no whitespace, whatever
+/// serde_json's `preserve_order` feature says.
+fn write_canonical(out: &mut Vec<u8>, value: &Value) -> Result<(), serde_json::Error> {
+    match value {
+        Value::Object(map) => write_object(out, map),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item)?;
+            }
+            out.push(b']');
+            Ok(())
+        }
+        leaf => serde_json::to_writer(&mut *out, leaf),
+    }
+}
+
+fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) -> Result<(), serde_json::Error> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key)?;
+        out.push(b':');
+        write_canonical(out, value)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn is_hex_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_form_sorts_keys_at_every_level() {
+        let value = serde_json::json!({"b": 1, "a": {"d": [true, null], "c": "x\"y"}});
+        let mut out = Vec::new();
+        write_canonical(&mut out, &value).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":{"c":"x\"y","d":[true,null]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn hash_suffix_length_matches_what_encode_writes() {
+        let line = encode(
+            1,
+            ZERO_HASH,
+            "2025-01-01T00:00:00.000Z",
+            &AuditEvent::Agent {
+                action: "started".into(),
+                detail: None,
+            },
+        )
+        .unwrap();
+        let line = &line[..line.len() - 1];
+        let record = check_record(line).ok().unwrap();
+        assert_eq!(record.seq, 1);
+        assert!(line[line.len() - HASH_SUFFIX_LEN..].starts_with(HASH_PREFIX));
+    }
+}

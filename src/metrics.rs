@@ -1,0 +1,573 @@
+//! The agent's Prometheus metrics: one owned [`prometheus::Registry`] (never the
+//! crate's global default) and the one place every metric is named. `/metrics`
+//! serves [`Metrics::encode`] in the text exposition format.
+//!
+//! Labels carry only bounded values: policy names (validated DNS names), credential
+//! kinds and consumer types (closed sets; anything else becomes `other`), triggers,
+//! results, steps, route templates and status codes. Never a secret, an error text, an
+//! actor, a reason or a rotation id: those stay in the journal and the audit log.
+//!
+//! Names are clean under `promtool check metrics`; `monitoring/` holds the alert rules
+//! and the Grafana dashboard built on them (checked by `tests/metrics.rs`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::engine::{Rotation, Status, StepOutcome};
+use crate::policy::{ConsumerSpec, CredentialSpec};
+
+/// Buckets of `rotor_rotation_step_duration_seconds`: 1 ms … 5 min.
+const STEP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+];
+
+/// Buckets of `rotor_rotation_duration_seconds`: 10 ms … 1 day (a rotation that waits
+/// for its old credential's grace period ends hours after it started).
+const ROTATION_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    1800.0, 3600.0, 21600.0, 86400.0,
+];
+
+/// How many recent rotations per policy are remembered to count each once. A policy
+/// has at most one open rotation at a time, so a handful covers "resumed + new".
+const REMEMBERED_PER_POLICY: usize = 8;
+
+/// Label value used for a kind or consumer type outside the closed set.
+const OTHER: &str = "other";
+
+/// Label value used in place of a policy name that is not a valid policy name (it
+/// cannot happen for loaded policies; it keeps arbitrary text out of the labels).
+const INVALID: &str = "invalid";
+
+/// The `result` label of `rotor_rotations_total` and `rotor_rotation_duration_seconds`.
+///
+/// `completed`, `rolled_back` and `failed` are ends; `waiting` means everything up to
+/// `propagated` is done and the old credential's grace period runs; `pending` means the
+/// rotation stays open (a step or a rollback is retried later).
+pub const RESULTS: &[&str] = &["completed", "rolled_back", "failed", "waiting", "pending"];
+
+/// The agent's metrics. Cheap to clone (the registry is shared); every method takes
+/// `&self`.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    rotations: IntCounterVec,
+    rotation_duration: HistogramVec,
+    step_duration: HistogramVec,
+    secret_created: prometheus::GaugeVec,
+    next_rotation: prometheus::GaugeVec,
+    last_success: prometheus::GaugeVec,
+    max_age: prometheus::GaugeVec,
+    old_credential_valid: IntGaugeVec,
+    consumer_failures: IntCounterVec,
+    leader: IntGauge,
+    policies: IntGauge,
+    reloads: IntCounterVec,
+    api_requests: IntCounterVec,
+    state: Mutex<State>,
+}
+
+/// What was observed already, so that counts are once per rotation and `forget_policy`
+/// knows which series to drop (the prometheus crate removes series only by full label set).
+#[derive(Default)]
+struct State {
+    /// Recent rotations per policy, newest last.
+    seen: HashMap<String, VecDeque<Seen>>,
+    /// `(kind, trigger, result)` label sets of `rotor_rotations_total` per policy.
+    rotation_series: HashMap<String, HashSet<(&'static str, &'static str, &'static str)>>,
+    /// Consumer types of `rotor_consumer_failures_total` per policy.
+    consumer_series: HashMap<String, HashSet<&'static str>>,
+    /// The `kind` label of `rotor_secret_created_timestamp_seconds` per policy.
+    secret_kind: HashMap<String, &'static str>,
+}
+
+/// One rotation's counted results and observed step attempts.
+struct Seen {
+    rotation_id: String,
+    results: Vec<&'static str>,
+    /// `(index in steps, attempts)` of step records already observed.
+    steps: HashSet<(usize, u32)>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Registers `metric` in `registry`. Every definition in this module is static and
+/// distinct, so registration cannot fail; `tests/metrics.rs` builds the set.
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("rotor's metric definitions are static and distinct");
+    metric
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)
+        .expect("rotor's metric definitions are static and valid");
+    register(registry, metric)
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    let metric = prometheus::GaugeVec::new(Opts::new(name, help), labels)
+        .expect("rotor's metric definitions are static and valid");
+    register(registry, metric)
+}
+
+fn int_gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels)
+        .expect("rotor's metric definitions are static and valid");
+    register(registry, metric)
+}
+
+fn int_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let metric =
+        IntGauge::with_opts(Opts::new(name, help)).expect("rotor's metric definitions are valid");
+    register(registry, metric)
+}
+
+fn histogram_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
+    let metric = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        labels,
+    )
+    .expect("rotor's metric definitions are static and valid");
+    register(registry, metric)
+}
+
+/// The policy label: the name itself when it is a valid policy name (at most 253
+/// bytes of `[A-Za-z0-9._-]`), else `invalid`.
+fn policy_label(policy: &str) -> &str {
+    let valid = !policy.is_empty()
+        && policy.len() <= 253
+        && policy
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid { policy } else { INVALID }
+}
+
+/// The credential kind label: one of [`CredentialSpec::KINDS`], else `other`.
+fn kind_label(kind: &str) -> &'static str {
+    CredentialSpec::KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == kind)
+        .unwrap_or(OTHER)
+}
+
+/// The consumer type label: one of [`ConsumerSpec::KINDS`], else `other`.
+fn consumer_label(consumer_type: &str) -> &'static str {
+    ConsumerSpec::KINDS
+        .iter()
+        .copied()
+        .find(|k| *k == consumer_type)
+        .unwrap_or(OTHER)
+}
+
+/// The `result` label of a rotation as it stands.
+fn result_label(rotation: &Rotation) -> &'static str {
+    match rotation.status {
+        Status::Completed => "completed",
+        Status::RolledBack => "rolled_back",
+        Status::Failed => "failed",
+        Status::Open if rotation.waiting_for_grace() => "waiting",
+        Status::Open | Status::RollingBack => "pending",
+    }
+}
+
+/// Seconds between two RFC 3339 instants, when both parse and `end` is not earlier.
+fn seconds_between(start: &str, end: &str) -> Option<f64> {
+    let start = chrono::DateTime::parse_from_rfc3339(start).ok()?;
+    let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
+    let millis = (end - start).num_milliseconds();
+    (millis >= 0).then(|| millis as f64 / 1000.0)
+}
+
+impl Metrics {
+    /// A registry with every rotor metric registered; `rotor_build_info{version}` is 1.
+    pub fn new(version: &str) -> Metrics {
+        let r = Registry::new();
+        let rotations = counter_vec(
+            &r,
+            "rotor_rotations_total",
+            "Rotations that reached a result (completed, rolled_back, failed, or the intermediate waiting / pending), counted once per rotation and result.",
+            &["policy", "kind", "trigger", "result"],
+        );
+        let rotation_duration = histogram_vec(
+            &r,
+            "rotor_rotation_duration_seconds",
+            "Time from planning a rotation to reaching its result.",
+            &["kind", "result"],
+            ROTATION_BUCKETS,
+        );
+        let step_duration = histogram_vec(
+            &r,
+            "rotor_rotation_step_duration_seconds",
+            "Wall time of one attempt of one rotation step (skipped steps excluded).",
+            &["kind", "step"],
+            STEP_BUCKETS,
+        );
+        let secret_created = gauge_vec(
+            &r,
+            "rotor_secret_created_timestamp_seconds",
+            "Unix time the policy's current secret was created (its age is time() minus this).",
+            &["policy", "kind"],
+        );
+        let next_rotation = gauge_vec(
+            &r,
+            "rotor_next_rotation_timestamp_seconds",
+            "Unix time of the policy's next scheduled rotation.",
+            &["policy"],
+        );
+        let last_success = gauge_vec(
+            &r,
+            "rotor_last_success_timestamp_seconds",
+            "Unix time of the policy's last successful rotation.",
+            &["policy"],
+        );
+        let max_age = gauge_vec(
+            &r,
+            "rotor_policy_max_age_seconds",
+            "The policy's maxAge: the oldest its secret may get before it must be rotated.",
+            &["policy"],
+        );
+        let old_credential_valid = int_gauge_vec(
+            &r,
+            "rotor_old_credential_still_valid",
+            "1 when the policy's old credential was still accepted by the target after its rotation (it must be refused), else 0.",
+            &["policy"],
+        );
+        let consumer_failures = counter_vec(
+            &r,
+            "rotor_consumer_failures_total",
+            "Failed attempts to update a consumer with a new value.",
+            &["policy", "consumer_type"],
+        );
+        let leader = int_gauge(
+            &r,
+            "rotor_leader",
+            "1 when this agent holds the leader lease and runs rotations, else 0.",
+        );
+        let policies = int_gauge(&r, "rotor_policies", "Policies currently loaded.");
+        let reloads = counter_vec(
+            &r,
+            "rotor_policy_reloads_total",
+            "Policy set reloads by result (a failed reload keeps the previous set running).",
+            &["result"],
+        );
+        let api_requests = counter_vec(
+            &r,
+            "rotor_api_requests_total",
+            "HTTP API requests by route template and status code.",
+            &["route", "code"],
+        );
+        let build_info = int_gauge_vec(
+            &r,
+            "rotor_build_info",
+            "Always 1; the version label says which rotor build runs.",
+            &["version"],
+        );
+        build_info.with_label_values(&[version]).set(1);
+        // Both results exist from the start, so a first failed reload is an increase.
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        Metrics {
+            inner: Arc::new(Inner {
+                registry: r,
+                rotations,
+                rotation_duration,
+                step_duration,
+                secret_created,
+                next_rotation,
+                last_success,
+                max_age,
+                old_credential_valid,
+                consumer_failures,
+                leader,
+                policies,
+                reloads,
+                api_requests,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is a cache of what was counted; a panic elsewhere leaves it usable.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.inner.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "Encoding the metrics failed.");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// A rotation reached an end (completed / rolled_back / failed) or an intermediate
+    /// state (waiting / pending): counts it once per rotation id and result, and
+    /// observes its total duration (planning to now) and each step attempt not yet
+    /// observed. Calling it again with the same state changes nothing.
+    pub fn observe_rotation(&self, rotation: &Rotation) {
+        let policy = policy_label(&rotation.policy);
+        let kind = kind_label(&rotation.kind);
+        let trigger = rotation.trigger.as_str();
+        let result = result_label(rotation);
+        let mut state = self.state();
+        let state = &mut *state;
+        let recent = state.seen.entry(policy.to_owned()).or_default();
+        let index = match recent
+            .iter()
+            .position(|s| s.rotation_id == rotation.rotation_id)
+        {
+            Some(i) => i,
+            None => {
+                if recent.len() >= REMEMBERED_PER_POLICY {
+                    recent.pop_front();
+                }
+                recent.push_back(Seen {
+                    rotation_id: rotation.rotation_id.clone(),
+                    results: Vec::new(),
+                    steps: HashSet::new(),
+                });
+                recent.len() - 1
+            }
+        };
+        let seen = &mut recent[index];
+
+        for (i, rec) in rotation.steps.iter().enumerate() {
+            let Some(ms) = rec.duration_ms else { continue };
+            // A skipped step did nothing; it would only drag the step's quantiles down.
+            if rec.outcome == StepOutcome::Skipped || !ms.is_finite() || ms < 0.0 {
+                continue;
+            }
+            if seen.steps.insert((i, rec.attempts)) {
+                self.inner
+                    .step_duration
+                    .with_label_values(&[kind, rec.step.as_str()])
+                    .observe(ms / 1000.0);
+            }
+        }
+
+        if seen.results.contains(&result) {
+            return;
+        }
+        seen.results.push(result);
+        self.inner
+            .rotations
+            .with_label_values(&[policy, kind, trigger, result])
+            .inc();
+        state
+            .rotation_series
+            .entry(policy.to_owned())
+            .or_default()
+            .insert((kind, trigger, result));
+        if let Some(seconds) = seconds_between(&rotation.started_at, &rotation.updated_at) {
+            self.inner
+                .rotation_duration
+                .with_label_values(&[kind, result])
+                .observe(seconds);
+        }
+    }
+
+    /// The policy's current secret was created at `created_unix` (seconds since the
+    /// epoch). Sets `rotor_secret_created_timestamp_seconds{policy,kind}`; a policy has
+    /// one such series (a new kind replaces the old one).
+    pub fn set_secret_created(&self, policy: &str, kind: &str, created_unix: f64) {
+        let policy = policy_label(policy);
+        let kind = kind_label(kind);
+        let mut state = self.state();
+        if let Some(old) = state.secret_kind.insert(policy.to_owned(), kind)
+            && old != kind
+        {
+            let _ = self
+                .inner
+                .secret_created
+                .remove_label_values(&[policy, old]);
+        }
+        self.inner
+            .secret_created
+            .with_label_values(&[policy, kind])
+            .set(created_unix);
+    }
+
+    /// When the policy rotates next (seconds since the epoch); `None` removes the series
+    /// (nothing scheduled, e.g. an on-demand-only policy).
+    pub fn set_next_rotation(&self, policy: &str, at_unix: Option<f64>) {
+        let policy = policy_label(policy);
+        match at_unix {
+            Some(at) => self
+                .inner
+                .next_rotation
+                .with_label_values(&[policy])
+                .set(at),
+            None => {
+                let _ = self.inner.next_rotation.remove_label_values(&[policy]);
+            }
+        }
+    }
+
+    /// When the policy last rotated successfully (seconds since the epoch).
+    pub fn set_last_success(&self, policy: &str, at_unix: f64) {
+        self.inner
+            .last_success
+            .with_label_values(&[policy_label(policy)])
+            .set(at_unix);
+    }
+
+    /// The policy's maxAge in seconds (for the "older than maxAge" alert); `None`
+    /// removes the series (no maxAge configured).
+    pub fn set_max_age(&self, policy: &str, seconds: Option<f64>) {
+        let policy = policy_label(policy);
+        match seconds {
+            Some(s) => self.inner.max_age.with_label_values(&[policy]).set(s),
+            None => {
+                let _ = self.inner.max_age.remove_label_values(&[policy]);
+            }
+        }
+    }
+
+    /// Whether the policy's old credential is still accepted by its target after a
+    /// rotation (1) or was refused / nothing is pending (0). 1 is a critical alert.
+    pub fn set_old_credential_valid(&self, policy: &str, still_valid: bool) {
+        self.inner
+            .old_credential_valid
+            .with_label_values(&[policy_label(policy)])
+            .set(i64::from(still_valid));
+    }
+
+    /// One failed attempt to update a consumer of `consumer_type` (`kubernetes`,
+    /// `gitlab`, …; anything else is counted as `other`).
+    pub fn consumer_failure(&self, policy: &str, consumer_type: &str) {
+        let policy = policy_label(policy);
+        let consumer_type = consumer_label(consumer_type);
+        self.inner
+            .consumer_failures
+            .with_label_values(&[policy, consumer_type])
+            .inc();
+        self.state()
+            .consumer_series
+            .entry(policy.to_owned())
+            .or_default()
+            .insert(consumer_type);
+    }
+
+    /// Whether this agent leads (runs rotations).
+    pub fn set_leader(&self, leader: bool) {
+        self.inner.leader.set(i64::from(leader));
+    }
+
+    /// How many policies are loaded.
+    pub fn set_policies_loaded(&self, n: usize) {
+        self.inner
+            .policies
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A policy reload succeeded (`ok`) or was rejected.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.inner.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// One HTTP API request: `route` is the route template (`/v1/policies/{name}/rotate`),
+    /// never the concrete path; `status` the response code.
+    pub fn api_request(&self, route: &'static str, status: u16) {
+        let code = if (100..=599).contains(&status) {
+            status.to_string()
+        } else {
+            OTHER.to_owned()
+        };
+        self.inner
+            .api_requests
+            .with_label_values(&[route, code.as_str()])
+            .inc();
+    }
+
+    /// Drops every series of a policy that was removed from the policy set.
+    pub fn forget_policy(&self, policy: &str) {
+        let policy = policy_label(policy);
+        let mut state = self.state();
+        state.seen.remove(policy);
+        for (kind, trigger, result) in state.rotation_series.remove(policy).unwrap_or_default() {
+            let _ = self
+                .inner
+                .rotations
+                .remove_label_values(&[policy, kind, trigger, result]);
+        }
+        for consumer_type in state.consumer_series.remove(policy).unwrap_or_default() {
+            let _ = self
+                .inner
+                .consumer_failures
+                .remove_label_values(&[policy, consumer_type]);
+        }
+        if let Some(kind) = state.secret_kind.remove(policy) {
+            let _ = self
+                .inner
+                .secret_created
+                .remove_label_values(&[policy, kind]);
+        }
+        let _ = self.inner.next_rotation.remove_label_values(&[policy]);
+        let _ = self.inner.last_success.remove_label_values(&[policy]);
+        let _ = self.inner.max_age.remove_label_values(&[policy]);
+        let _ = self
+            .inner
+            .old_credential_valid
+            .remove_label_values(&[policy]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_outside_the_closed_sets_are_folded() {
+        assert_eq!(kind_label("postgres"), "postgres");
+        assert_eq!(kind_label("password=hunter2"), "other");
+        assert_eq!(consumer_label("vault-kv"), "vault-kv");
+        assert_eq!(consumer_label("s3"), "other");
+        assert_eq!(policy_label("payments-db"), "payments-db");
+        assert_eq!(policy_label("a b"), "invalid");
+        assert_eq!(policy_label(""), "invalid");
+    }
+
+    #[test]
+    fn durations_need_ordered_rfc3339_instants() {
+        assert_eq!(
+            seconds_between("2025-01-01T00:00:00Z", "2025-01-01T00:00:01.500Z"),
+            Some(1.5)
+        );
+        assert_eq!(
+            seconds_between("2025-01-01T00:00:01Z", "2025-01-01T00:00:00Z"),
+            None
+        );
+        assert_eq!(seconds_between("yesterday", "2025-01-01T00:00:00Z"), None);
+    }
+}

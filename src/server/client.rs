@@ -1,0 +1,282 @@
+//! The client side of the API, for `rotor rotate --server URL` and
+//! `rotor status --server URL`.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::agent::Accepted;
+use crate::engine::Rotation;
+use crate::secret::SecretString;
+
+/// How long one API call may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A failed API call. Messages carry the URL and the server's `error` text, never the
+/// token.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The server URL cannot take a path (e.g. `mailto:`).
+    #[error("server URL {0} cannot be used as a base URL (expected http://HOST:PORT)")]
+    BaseUrl(String),
+    /// The token cannot be sent in an HTTP header.
+    #[error("the API token contains characters that cannot be sent in an HTTP header")]
+    Token,
+    /// Building the HTTP client failed.
+    #[error("building the HTTP client failed")]
+    Client(#[source] reqwest::Error),
+    /// The request did not get an answer (connection refused, timeout, TLS).
+    #[error("{method} {url} failed")]
+    Transport {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// reqwest's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with an error status.
+    #[error("{method} {url}: the server answered {status}: {message}")]
+    Status {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The server's `error` text (or the start of the body).
+        message: String,
+        /// Seconds to wait, from `Retry-After` (429, 503).
+        retry_after: Option<u64>,
+    },
+    /// The answer is not the JSON expected.
+    #[error("{method} {url}: unexpected answer: {detail}")]
+    Decode {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl RemoteError {
+    /// A fixed label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RemoteError::BaseUrl(_) => "remote_base_url",
+            RemoteError::Token => "remote_token",
+            RemoteError::Client(_) => "remote_client",
+            RemoteError::Transport { .. } => "remote_transport",
+            RemoteError::Status { .. } => "remote_status",
+            RemoteError::Decode { .. } => "remote_decode",
+        }
+    }
+
+    /// Whether trying again later may succeed (no answer, 429, 5xx).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RemoteError::Transport { .. } => true,
+            RemoteError::Status { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// The HTTP status the server answered, if it answered with an error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RemoteError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// `base` with `segments` appended as path segments (each percent-encoded).
+fn endpoint(base: &Url, segments: &[&str]) -> Result<Url, RemoteError> {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    url.path_segments_mut()
+        .map_err(|()| RemoteError::BaseUrl(base.to_string()))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+async fn call<T: for<'de> Deserialize<'de>>(
+    method: &'static str,
+    url: Url,
+    token: &SecretString,
+    body: Option<Value>,
+) -> Result<T, RemoteError> {
+    let client = reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .map_err(RemoteError::Client)?;
+    let mut auth =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+            .map_err(|_| RemoteError::Token)?;
+    auth.set_sensitive(true);
+    let mut request = match method {
+        "POST" => client.post(url.clone()),
+        _ => client.get(url.clone()),
+    }
+    .header(reqwest::header::AUTHORIZATION, auth)
+    .header(reqwest::header::ACCEPT, "application/json");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    // Shown in errors: without any user:password written into the server URL.
+    let shown = {
+        let mut u = url.clone();
+        let _ = u.set_password(None);
+        let _ = u.set_username("");
+        u.to_string()
+    };
+    let response = request
+        .send()
+        .await
+        .map_err(|source| RemoteError::Transport {
+            method,
+            url: shown.clone(),
+            source: source.without_url(),
+        })?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|source| RemoteError::Transport {
+            method,
+            url: shown.clone(),
+            source: source.without_url(),
+        })?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(&bytes);
+                let text: String = text.chars().take(200).collect();
+                if text.trim().is_empty() {
+                    status.canonical_reason().unwrap_or("error").to_owned()
+                } else {
+                    text
+                }
+            });
+        return Err(RemoteError::Status {
+            method,
+            url: shown,
+            status: status.as_u16(),
+            message,
+            retry_after,
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| RemoteError::Decode {
+        method,
+        url: shown,
+        detail: e.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct AcceptedWire {
+    #[serde(default)]
+    rotation_id: Option<String>,
+    state: String,
+}
+
+/// Asks the agent at `base` to rotate policy `name` (`POST /v1/policies/{name}/rotate`).
+pub async fn remote_rotate(
+    base: &Url,
+    token: &SecretString,
+    name: &str,
+    reason: Option<&str>,
+    ticket: Option<&str>,
+    compromise: bool,
+) -> Result<Accepted, RemoteError> {
+    let url = endpoint(base, &["v1", "policies", name, "rotate"])?;
+    let mut body = json!({"compromise": compromise});
+    if let Some(reason) = reason {
+        body["reason"] = json!(reason);
+    }
+    if let Some(ticket) = ticket {
+        body["ticket"] = json!(ticket);
+    }
+    let wire: AcceptedWire = call("POST", url, token, Some(body)).await?;
+    Ok(Accepted {
+        rotation_id: wire.rotation_id,
+        state: wire.state,
+    })
+}
+
+/// The policies the token's identity may see (`GET /v1/policies`), as the agent's
+/// `PolicyView` JSON objects.
+pub async fn remote_policies(base: &Url, token: &SecretString) -> Result<Vec<Value>, RemoteError> {
+    call("GET", endpoint(base, &["v1", "policies"])?, token, None).await
+}
+
+/// One policy (`GET /v1/policies/{name}`), as the agent's `PolicyView` JSON object.
+pub async fn remote_policy(
+    base: &Url,
+    token: &SecretString,
+    name: &str,
+) -> Result<Value, RemoteError> {
+    call(
+        "GET",
+        endpoint(base, &["v1", "policies", name])?,
+        token,
+        None,
+    )
+    .await
+}
+
+/// A rotation by id (`GET /v1/rotations/{id}`).
+pub async fn remote_rotation(
+    base: &Url,
+    token: &SecretString,
+    id: &str,
+) -> Result<Rotation, RemoteError> {
+    call(
+        "GET",
+        endpoint(base, &["v1", "rotations", id])?,
+        token,
+        None,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_a_base_path_and_encode_names() {
+        let at = |base: &str, segs: &[&str]| {
+            endpoint(&Url::parse(base).unwrap(), segs)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            at("http://127.0.0.1:9464", &["v1", "policies"]),
+            "http://127.0.0.1:9464/v1/policies"
+        );
+        assert_eq!(
+            at(
+                "https://rotor.example/agent/?x=1",
+                &["v1", "policies", "a b/c", "rotate"]
+            ),
+            "https://rotor.example/agent/v1/policies/a%20b%2Fc/rotate"
+        );
+        assert!(endpoint(&Url::parse("mailto:x@y").unwrap(), &["v1"]).is_err());
+    }
+}

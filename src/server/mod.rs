@@ -1,0 +1,768 @@
+//! The agent's HTTP API (axum): health, readiness, metrics, policies and on-demand
+//! rotation, with bearer-token / Kubernetes TokenReview authentication, per-identity
+//! grants and rate limits, and an audit record for every `/v1` request.
+//!
+//! | route | auth | answers |
+//! |---|---|---|
+//! | `GET /healthz` | none | 200 while the process serves |
+//! | `GET /readyz` | none | 200 / 503 with [`Readiness`] JSON |
+//! | `GET /metrics` | none | Prometheus text format 0.0.4 |
+//! | `GET /v1/policies` | bearer | the [`crate::agent::PolicyView`]s the identity may see |
+//! | `GET /v1/policies/{name}` | bearer | one policy |
+//! | `POST /v1/policies/{name}/rotate` | bearer | 202 [`crate::agent::Accepted`]; body `{reason?, ticket?, compromise?}` |
+//! | `GET /v1/rotations/{id}` | bearer | the [`Rotation`] if its policy is visible |
+//!
+//! `/v1` checks run in this order: 401 (no or unknown token), 429 (identity over its
+//! rate limit, with `Retry-After`), 400 (malformed body), 404 (unknown policy), 403
+//! (policy not granted; compromise not allowed), 400 (reason/ticket the policy
+//! requires), then the agent: 409 (busy), 503 (not leader, audit log down), 500.
+//! Error bodies are `{"error": "…"}` and never contain the token.
+//!
+//! Auditing: each `/v1` request produces one [`RequestAudit`] with its final status.
+//! A rotate request that passes every check first produces an `authorized` record;
+//! if that record cannot be written the answer is 503 and the agent is not asked
+//! (fail closed), otherwise a second record carries the agent's answer. A read whose
+//! record cannot be written is answered 503 instead of its data. Health, readiness and
+//! metrics are not audited (no identity; Prometheus scrapes every few seconds).
+
+mod auth;
+mod client;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use auth::{
+    AuthConfig, AuthError, AuthMethod, Authentication, Authenticator, DEFAULT_RATE_LIMIT,
+    DEFAULT_VAULT_MOUNT, Grants, Identity, IdentityConfig, KubeTokenReviewer, MIN_TOKEN_LEN,
+    RateLimit, ServiceAccount, TokenReviewer,
+};
+pub use client::{RemoteError, remote_policies, remote_policy, remote_rotate, remote_rotation};
+
+use crate::agent::{Control, ControlError, Readiness};
+use crate::engine::{Rotation, RotationRequest, Trigger};
+
+/// Where `rotor run` listens when `--listen` is not given.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
+
+/// Content type of `/metrics` (Prometheus text exposition format 0.0.4).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Longest accepted `reason`, in characters.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Longest accepted `ticket`, in characters.
+pub const MAX_TICKET_LEN: usize = 256;
+
+/// Largest accepted request body, in bytes.
+const MAX_BODY: usize = 64 * 1024;
+
+/// What `rotor run` needs to start the API.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind (`--listen`).
+    pub listen: SocketAddr,
+    /// Identities (`--auth-config`).
+    pub auth: AuthConfig,
+}
+
+/// The Prometheus text of every metric (e.g. `move || metrics.encode()`).
+pub type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Writes one request record to the audit trail; `Err` (a reason, no secret) means it
+/// was not written. Called on a blocking thread, so it may do file I/O.
+pub type AuditFn = Arc<dyn Fn(RequestAudit) -> Result<(), String> + Send + Sync>;
+
+/// How a request ended, as audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Served (a read), or the rotation was accepted by the agent.
+    Allowed,
+    /// A rotate request passed every check; the agent is asked next.
+    Authorized,
+    /// No token, or one that belongs to nobody (401).
+    Unauthenticated,
+    /// Not granted the policy, or not allowed compromise (403).
+    Forbidden,
+    /// Malformed body or missing reason/ticket (400).
+    Invalid,
+    /// Over the identity's rate limit (429).
+    RateLimited,
+    /// No such policy, rotation or endpoint (404).
+    NotFound,
+    /// The agent refused or failed (409, 5xx).
+    Failed,
+}
+
+impl Outcome {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Authorized => "authorized",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Forbidden => "forbidden",
+            Outcome::Invalid => "invalid",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::NotFound => "not_found",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The audit record of one API request. Never holds the token.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestAudit {
+    /// When the record was made (RFC 3339, UTC).
+    pub at: String,
+    /// The caller's identity, once authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// `token` or `kubernetes`, once authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'static str>,
+    /// HTTP method.
+    pub method: String,
+    /// Request path (no query).
+    pub path: String,
+    /// The policy concerned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The rotation concerned, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_id: Option<String>,
+    /// For rotate requests: `on_demand` or `compromise`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// For rotate requests: the reason given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For rotate requests: the ticket given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// HTTP status answered (for `authorized`: 202, the answer if the agent accepts).
+    pub status: u16,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why, for people.
+    pub detail: String,
+    /// The peer's address.
+    pub remote: SocketAddr,
+}
+
+impl RequestAudit {
+    fn new(method: &Method, uri: &Uri, remote: SocketAddr) -> RequestAudit {
+        RequestAudit {
+            at: String::new(),
+            identity: None,
+            auth: None,
+            method: method.as_str().to_owned(),
+            path: uri.path().to_owned(),
+            policy: None,
+            rotation_id: None,
+            trigger: None,
+            reason: None,
+            ticket: None,
+            status: 0,
+            outcome: Outcome::Allowed,
+            detail: String::new(),
+            remote,
+        }
+    }
+}
+
+/// An error answer with what to audit about it.
+struct Denial {
+    status: StatusCode,
+    outcome: Outcome,
+    /// Sent to the caller.
+    message: String,
+    /// Recorded in the audit (defaults to `message`).
+    detail: Option<String>,
+    retry_after: Option<u64>,
+}
+
+impl Denial {
+    fn new(status: StatusCode, outcome: Outcome, message: impl Into<String>) -> Denial {
+        Denial {
+            status,
+            outcome,
+            message: message.into(),
+            detail: None,
+            retry_after: None,
+        }
+    }
+
+    fn detail(mut self, detail: impl Into<String>) -> Denial {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    fn from_control(e: &ControlError) -> Denial {
+        let text = e.to_string();
+        match e {
+            ControlError::UnknownPolicy(_) => {
+                Denial::new(StatusCode::NOT_FOUND, Outcome::NotFound, text)
+            }
+            ControlError::Incomplete { .. } => {
+                Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, text)
+            }
+            ControlError::Busy(_) => Denial::new(StatusCode::CONFLICT, Outcome::Failed, text),
+            ControlError::NotLeader | ControlError::Audit(_) => {
+                Denial::new(StatusCode::SERVICE_UNAVAILABLE, Outcome::Failed, text)
+            }
+            ControlError::Internal(_) => Denial::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Outcome::Failed,
+                "internal error; see the agent's log",
+            )
+            .detail(text),
+        }
+    }
+
+    fn response(&self) -> Response {
+        let mut response =
+            (self.status, axum::Json(json!({"error": self.message}))).into_response();
+        let headers = response.headers_mut();
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rotor\""),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+struct App {
+    control: Arc<dyn Control>,
+    auth: Arc<Authenticator>,
+    metrics: MetricsFn,
+    audit: Option<AuditFn>,
+}
+
+/// An authenticated caller.
+struct Caller {
+    identity: Arc<Identity>,
+}
+
+impl App {
+    /// Sends `record` to the audit callback on a blocking thread (and to the log).
+    async fn audit(&self, mut record: RequestAudit) -> Result<(), String> {
+        record.at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let identity = record.identity.as_deref().unwrap_or("-");
+        if record.status >= 400 {
+            tracing::warn!(
+                identity, method = %record.method, path = %record.path, status = record.status,
+                outcome = record.outcome.as_str(), remote = %record.remote, detail = %record.detail,
+                "API request refused."
+            );
+        } else {
+            tracing::info!(
+                identity, method = %record.method, path = %record.path, status = record.status,
+                outcome = record.outcome.as_str(), remote = %record.remote,
+                "API request."
+            );
+        }
+        let Some(sink) = self.audit.clone() else {
+            return Ok(());
+        };
+        match tokio::task::spawn_blocking(move || sink(record)).await {
+            Ok(result) => result,
+            Err(e) => Err(format!("the audit writer panicked or was cancelled: {e}")),
+        }
+    }
+
+    /// Audits a refused request and answers it. A failed audit does not change the
+    /// answer (the caller gets nothing either way); it is logged.
+    async fn refuse(&self, mut record: RequestAudit, denial: Denial) -> Response {
+        record.status = denial.status.as_u16();
+        record.outcome = denial.outcome;
+        record.detail = denial
+            .detail
+            .clone()
+            .unwrap_or_else(|| denial.message.clone());
+        if let Err(error) = self.audit(record).await {
+            tracing::error!(error = %error, "Writing the audit record of a refused API request failed.");
+        }
+        denial.response()
+    }
+
+    /// Audits a successful request; answers 503 instead when the record cannot be written.
+    async fn serve_audited(
+        &self,
+        mut record: RequestAudit,
+        detail: impl Into<String>,
+        response: Response,
+    ) -> Response {
+        record.status = response.status().as_u16();
+        record.outcome = Outcome::Allowed;
+        record.detail = detail.into();
+        match self.audit(record).await {
+            Ok(()) => response,
+            Err(error) => {
+                tracing::error!(error = %error, "Writing the audit record of an API request failed; answering 503.");
+                audit_unavailable().response()
+            }
+        }
+    }
+
+    /// Authenticates the request and takes one request from the identity's budget.
+    async fn caller(
+        &self,
+        headers: &HeaderMap,
+        record: &mut RequestAudit,
+    ) -> Result<Caller, Denial> {
+        let unauthenticated =
+            |m: &str| Denial::new(StatusCode::UNAUTHORIZED, Outcome::Unauthenticated, m);
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(unauthenticated(
+                "missing bearer token (Authorization: Bearer …)",
+            ));
+        };
+        let Some(token) = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|t| !t.is_empty())
+        else {
+            return Err(unauthenticated("expected Authorization: Bearer <token>"));
+        };
+        let identity = match self.auth.authenticate(token).await {
+            Ok(Authentication::Known { identity, method }) => {
+                record.identity = Some(identity.name.clone());
+                record.auth = Some(match method {
+                    AuthMethod::Token => "token",
+                    AuthMethod::Kubernetes => "kubernetes",
+                });
+                identity
+            }
+            Ok(Authentication::Unknown { detail }) => {
+                return Err(unauthenticated("invalid bearer token").detail(detail));
+            }
+            Err(e) => {
+                return Err(Denial::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Outcome::Failed,
+                    "the token cannot be checked right now; try again",
+                )
+                .detail(crate::error_chain(&e)));
+            }
+        };
+        if let Err(wait) = self.auth.check_rate(&identity) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut denial = Denial::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Outcome::RateLimited,
+                format!(
+                    "identity {} is over its rate limit ({} requests per {}s); retry in {secs}s",
+                    identity.name,
+                    identity.rate_limit.requests,
+                    identity.rate_limit.per.as_secs()
+                ),
+            );
+            denial.retry_after = Some(secs.max(1));
+            return Err(denial);
+        }
+        Ok(Caller { identity })
+    }
+}
+
+fn audit_unavailable() -> Denial {
+    Denial::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Outcome::Failed,
+        "the audit log cannot be written; nothing was done",
+    )
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes the requests
+/// in flight. `metrics` renders `/metrics`; `audit`, when given, receives a
+/// [`RequestAudit`] for every `/v1` request (see the module documentation).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<dyn Control>,
+    auth: Arc<Authenticator>,
+    metrics: MetricsFn,
+    audit: Option<AuditFn>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(Arc::new(App {
+        control,
+        auth,
+        metrics,
+        audit,
+    }));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/policies", get(list_policies))
+        .route("/v1/policies/{name}", get(get_policy))
+        .route("/v1/policies/{name}/rotate", post(rotate))
+        .route("/v1/rotations/{id}", get(get_rotation))
+        .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let readiness: Readiness = app.control.readiness();
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(readiness)).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        (app.metrics)(),
+    )
+        .into_response()
+}
+
+async fn list_policies(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut record = RequestAudit::new(&method, &uri, remote);
+    let caller = match app.caller(&headers, &mut record).await {
+        Ok(c) => c,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    let visible: Vec<_> = app
+        .control
+        .policies()
+        .await
+        .into_iter()
+        .filter(|p| caller.identity.may_access(&p.name, &p.labels))
+        .collect();
+    let detail = format!("listed {} policies", visible.len());
+    app.serve_audited(record, detail, axum::Json(visible).into_response())
+        .await
+}
+
+async fn get_policy(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    let mut record = RequestAudit::new(&method, &uri, remote);
+    record.policy = Some(name.clone());
+    let caller = match app.caller(&headers, &mut record).await {
+        Ok(c) => c,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    let Some(view) = app
+        .control
+        .policies()
+        .await
+        .into_iter()
+        .find(|p| p.name == name)
+    else {
+        let d = Denial::new(
+            StatusCode::NOT_FOUND,
+            Outcome::NotFound,
+            format!("no policy named {name}"),
+        );
+        return app.refuse(record, d).await;
+    };
+    if !caller.identity.may_access(&view.name, &view.labels) {
+        return app.refuse(record, not_granted(&caller, &name)).await;
+    }
+    app.serve_audited(record, "read policy", axum::Json(view).into_response())
+        .await
+}
+
+fn not_granted(caller: &Caller, policy: &str) -> Denial {
+    Denial::new(
+        StatusCode::FORBIDDEN,
+        Outcome::Forbidden,
+        format!(
+            "identity {} is not granted policy {policy}",
+            caller.identity.name
+        ),
+    )
+}
+
+/// The body of `POST /v1/policies/{name}/rotate`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    ticket: Option<String>,
+    #[serde(default)]
+    compromise: Option<bool>,
+}
+
+/// `Some(trimmed)` unless absent or blank.
+fn given(text: Option<String>) -> Option<String> {
+    text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+async fn rotate(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut record = RequestAudit::new(&method, &uri, remote);
+    record.policy = Some(name.clone());
+    let caller = match app.caller(&headers, &mut record).await {
+        Ok(c) => c,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    let invalid = |m: String| Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, m);
+
+    let parsed: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                let d = invalid(format!(
+                    "the body must be JSON {{\"reason\": string?, \"ticket\": string?, \"compromise\": bool?}}: {e}"
+                ));
+                return app.refuse(record, d).await;
+            }
+        }
+    };
+    let compromise = parsed.compromise.unwrap_or(false);
+    let trigger = if compromise {
+        Trigger::Compromise
+    } else {
+        Trigger::OnDemand
+    };
+    let reason = given(parsed.reason);
+    let ticket = given(parsed.ticket);
+    record.trigger = Some(trigger);
+    record.reason = reason.clone();
+    record.ticket = ticket.clone();
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_LEN)
+    {
+        record.reason = None;
+        let d = invalid(format!("reason is longer than {MAX_REASON_LEN} characters"));
+        return app.refuse(record, d).await;
+    }
+    if ticket
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_TICKET_LEN)
+    {
+        record.ticket = None;
+        let d = invalid(format!("ticket is longer than {MAX_TICKET_LEN} characters"));
+        return app.refuse(record, d).await;
+    }
+
+    let Some(meta) = app.control.policy_meta(&name) else {
+        let d = Denial::new(
+            StatusCode::NOT_FOUND,
+            Outcome::NotFound,
+            format!("no policy named {name}"),
+        );
+        return app.refuse(record, d).await;
+    };
+    if !caller.identity.may_access(&meta.name, &meta.labels) {
+        return app.refuse(record, not_granted(&caller, &name)).await;
+    }
+    if compromise && !caller.identity.compromise {
+        let d = Denial::new(
+            StatusCode::FORBIDDEN,
+            Outcome::Forbidden,
+            format!(
+                "identity {} may not request compromise rotations",
+                caller.identity.name
+            ),
+        );
+        return app.refuse(record, d).await;
+    }
+    if meta.require_reason && reason.is_none() {
+        let d = invalid(format!(
+            "policy {name} requires a reason for on-demand rotations"
+        ));
+        return app.refuse(record, d).await;
+    }
+    if meta.require_ticket && ticket.is_none() {
+        let d = invalid(format!(
+            "policy {name} requires a ticket for on-demand rotations"
+        ));
+        return app.refuse(record, d).await;
+    }
+
+    // Fail closed: nothing is asked of the agent unless this record is written.
+    let mut authorized = record.clone();
+    authorized.status = StatusCode::ACCEPTED.as_u16();
+    authorized.outcome = Outcome::Authorized;
+    authorized.detail = format!("{} rotation requested", trigger.as_str());
+    if let Err(error) = app.audit(authorized).await {
+        tracing::error!(policy = %name, error = %error, "Writing the audit record of a rotate request failed; the rotation was not requested.");
+        return audit_unavailable().response();
+    }
+
+    let request = RotationRequest {
+        trigger,
+        actor: caller.identity.actor(),
+        reason,
+        ticket,
+    };
+    match app.control.rotate(&name, request).await {
+        Ok(accepted) => {
+            record.rotation_id = accepted.rotation_id.clone();
+            record.status = StatusCode::ACCEPTED.as_u16();
+            record.outcome = Outcome::Allowed;
+            record.detail = format!("rotation {}", accepted.state);
+            if let Err(error) = app.audit(record).await {
+                // The rotation is already queued: say so, and log the lost record.
+                tracing::error!(policy = %name, error = %error, "Writing the audit record of an accepted rotation failed.");
+            }
+            (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
+        }
+        Err(e) => app.refuse(record, Denial::from_control(&e)).await,
+    }
+}
+
+async fn get_rotation(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut record = RequestAudit::new(&method, &uri, remote);
+    record.rotation_id = Some(id.clone());
+    let caller = match app.caller(&headers, &mut record).await {
+        Ok(c) => c,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    let rotation: Rotation = match app.control.rotation(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            let d = Denial::new(
+                StatusCode::NOT_FOUND,
+                Outcome::NotFound,
+                format!("no rotation {id}"),
+            );
+            return app.refuse(record, d).await;
+        }
+        Err(e) => return app.refuse(record, Denial::from_control(&e)).await,
+    };
+    record.policy = Some(rotation.policy.clone());
+    let labels = app
+        .control
+        .policy_meta(&rotation.policy)
+        .map(|m| m.labels)
+        .unwrap_or_default();
+    if !caller.identity.may_access(&rotation.policy, &labels) {
+        // The caller is not told which policy the rotation belongs to.
+        let d = Denial::new(
+            StatusCode::FORBIDDEN,
+            Outcome::Forbidden,
+            format!(
+                "identity {} may not see rotation {id}",
+                caller.identity.name
+            ),
+        );
+        return app.refuse(record, d).await;
+    }
+    app.serve_audited(
+        record,
+        "read rotation",
+        axum::Json(rotation).into_response(),
+    )
+    .await
+}
+
+async fn fallback(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let denial = Denial::new(
+        StatusCode::NOT_FOUND,
+        Outcome::NotFound,
+        format!("no endpoint {} {}", method, uri.path()),
+    );
+    refuse_unrouted(&app, remote, method, uri, headers, denial).await
+}
+
+async fn method_not_allowed(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let denial = Denial::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Outcome::Invalid,
+        format!("{} is not allowed on {}", method, uri.path()),
+    );
+    refuse_unrouted(&app, remote, method, uri, headers, denial).await
+}
+
+/// Answers a request no route takes; under `/v1` it is authenticated (401 first) and
+/// audited like any other API request.
+async fn refuse_unrouted(
+    app: &App,
+    remote: SocketAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    denial: Denial,
+) -> Response {
+    if !(uri.path() == "/v1" || uri.path().starts_with("/v1/")) {
+        return denial.response();
+    }
+    let mut record = RequestAudit::new(&method, &uri, remote);
+    if let Err(d) = app.caller(&headers, &mut record).await {
+        return app.refuse(record, d).await;
+    }
+    app.refuse(record, denial).await
+}

@@ -1,4 +1,4 @@
-//! The command line: `validate`, `plan`, `rotate`, `resume`. Each command prints human text or,
+//! The command line: `validate`, `plan`, `rotate`, `resume`, `run`, `status`, `audit verify`. Each command prints human text or,
 //! with `-o json`, one JSON document on stdout; logs go to stderr. Exit status is 0 on
 //! success, 1 on any failure (including "old credential still accepted"), 2 on usage
 //! errors (clap).
@@ -90,6 +90,67 @@ pub enum Command {
         #[command(flatten)]
         vault: VaultArgs,
     },
+    /// The agent: schedules, the on-demand API, /metrics, /healthz, /readyz.
+    Run(RunArgs),
+    /// Last rotation, age, next due and pending consumers, per policy.
+    Status {
+        /// A running agent's base URL; without it, read the journal in Vault.
+        #[arg(long)]
+        server: Option<url::Url>,
+        /// File holding the API token (default: ROTOR_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Policy directory (or file), to read the journal locally.
+        #[arg(long = "policies", required_unless_present = "server")]
+        policies: Vec<PathBuf>,
+        /// Only this policy.
+        name: Option<String>,
+        /// Vault connection (local mode).
+        #[command(flatten)]
+        vault: VaultArgs,
+    },
+    /// Audit-log tools.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// `rotor audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of an audit log; name the first bad record.
+    Verify {
+        /// The audit log (JSON lines).
+        file: PathBuf,
+    },
+}
+
+/// Arguments of `rotor run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Policy directory (or file); repeatable. Reloaded on SIGHUP and on change.
+    #[arg(long = "policies", required = true)]
+    pub policies: Vec<PathBuf>,
+    /// Address of the API, /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Append-only, hash-chained audit log (JSON lines).
+    #[arg(long)]
+    pub audit_log: Option<PathBuf>,
+    /// Identities allowed to use the API (YAML).
+    #[arg(long)]
+    pub auth_config: Option<PathBuf>,
+    /// Rotations running at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// POSTed (JSON, no secrets) when a compromise rotation ends.
+    #[arg(long)]
+    pub notify_webhook: Option<url::Url>,
+    /// Vault connection.
+    #[command(flatten)]
+    pub vault: VaultArgs,
 }
 
 fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
@@ -101,10 +162,16 @@ fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
 #[derive(Debug, Args)]
 pub struct RotateArgs {
     /// Policy directory (or file); repeatable.
-    #[arg(long = "policies", required = true)]
+    #[arg(long = "policies", required_unless_present = "server")]
     pub policies: Vec<PathBuf>,
     /// The policy to rotate.
     pub name: String,
+    /// Ask a running agent at this base URL instead of rotating locally.
+    #[arg(long)]
+    pub server: Option<url::Url>,
+    /// File holding the API token for --server (default: ROTOR_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Why (recorded with the rotation).
     #[arg(long)]
     pub reason: Option<String>,
@@ -228,6 +295,30 @@ pub async fn run(cli: Cli) -> ExitCode {
             wait_grace,
             vault,
         } => resume(&policies, name.as_deref(), wait_grace, &vault, output).await,
+        Command::Run(args) => run_agent(args).await,
+        Command::Status {
+            server,
+            token_file,
+            policies,
+            name,
+            vault,
+        } => {
+            status(
+                server,
+                token_file,
+                &policies,
+                name.as_deref(),
+                &vault,
+                output,
+            )
+            .await
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => Ok(crate::agent::command::audit_verify(
+            &file,
+            output == Output::Json,
+        )),
     };
     match result {
         Ok(code) => code,
@@ -406,7 +497,152 @@ async fn resume(
     })
 }
 
+async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let set = load(&args.policies)?;
+    let engine = engine(&args.vault, None).await?;
+    crate::agent::command::run(
+        engine,
+        set,
+        crate::agent::command::RunOptions {
+            listen: args.listen,
+            audit_log: args.audit_log,
+            auth_config: args.auth_config,
+            agent: crate::agent::AgentConfig {
+                concurrency: args.concurrency,
+                policy_paths: args.policies,
+                notify_webhook: args.notify_webhook,
+                ..crate::agent::AgentConfig::default()
+            },
+        },
+    )
+    .await
+}
+
+async fn status(
+    server: Option<url::Url>,
+    token_file: Option<PathBuf>,
+    paths: &[PathBuf],
+    name: Option<&str>,
+    vault: &VaultArgs,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let views: Vec<serde_json::Value> = match server {
+        Some(base) => {
+            let token = crate::agent::command::api_token(token_file.as_deref())?;
+            crate::server::remote_policies(&base, &token)
+                .await?
+                .into_iter()
+                .filter(|v| name.is_none_or(|n| v["name"] == n))
+                .collect()
+        }
+        None => {
+            let set = load(paths)?;
+            let selected = select(&set, name)?;
+            let engine = engine(vault, None).await?;
+            let now = chrono::Utc::now();
+            let mut out = Vec::new();
+            for p in selected {
+                let (record, _) = engine.journal().load(&p.name).await?;
+                let loc = &p.spec.vault;
+                let created = engine
+                    .vault()
+                    .kv_read_value(&loc.mount, &loc.path)
+                    .await?
+                    .map(|e| e.created_time);
+                let age = created
+                    .as_deref()
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                    .map(|c| (now - c.with_timezone(&chrono::Utc)).num_seconds());
+                let next = crate::schedule::next_fire_times(p, now, 1);
+                out.push(serde_json::json!({
+                    "name": p.name,
+                    "kind": p.spec.credential.kind(),
+                    "state": record.as_ref().map(|r| if r.waiting_for_grace() { "waiting" } else { r.status.as_str() }),
+                    "last_rotation": record.as_ref().map(|r| serde_json::json!({
+                        "rotation_id": r.rotation_id, "status": r.status.as_str(),
+                        "trigger": r.trigger.as_str(), "updated_at": r.updated_at})),
+                    "secret_created_at": created,
+                    "age_seconds": age,
+                    "next_due": next.first().map(|t| t.to_rfc3339()),
+                    "pending_consumers": record.as_ref().map(|r| r.consumers.iter()
+                        .filter(|c| c.state == "pending").map(|c| c.consumer.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                    "error": record.as_ref().and_then(|r| r.error.clone()),
+                }));
+            }
+            out
+        }
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::json!({ "policies": views })),
+        Output::Text => {
+            for v in &views {
+                let s = |k: &str| {
+                    v[k].as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!("{}", s("name"));
+                println!("  state:      {}", s("state"));
+                if let Some(last) = v.get("last_rotation").filter(|l| !l.is_null()) {
+                    println!(
+                        "  last:       {} {} ({}, {})",
+                        last["rotation_id"].as_str().unwrap_or("-"),
+                        last["status"].as_str().unwrap_or("-"),
+                        last["trigger"].as_str().unwrap_or("-"),
+                        last["updated_at"].as_str().unwrap_or("-")
+                    );
+                }
+                if let Some(age) = v["age_seconds"]
+                    .as_i64()
+                    .or(v["age_seconds"].as_u64().map(|a| a as i64))
+                {
+                    println!(
+                        "  age:        {}",
+                        policy::format_duration(std::time::Duration::from_secs(age.max(0) as u64))
+                    );
+                }
+                println!("  next due:   {}", s("next_due"));
+                if let Some(p) = v["pending_consumers"].as_array().filter(|p| !p.is_empty()) {
+                    for c in p {
+                        println!("  pending:    {}", c.as_str().unwrap_or("-"));
+                    }
+                }
+                if let Some(e) = v["error"].as_str() {
+                    println!("  error:      {e}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
+    if let Some(base) = &args.server {
+        let token = crate::agent::command::api_token(args.token_file.as_deref())?;
+        let accepted = crate::server::remote_rotate(
+            base,
+            &token,
+            &args.name,
+            args.reason.as_deref(),
+            args.ticket.as_deref(),
+            args.compromise,
+        )
+        .await?;
+        match output {
+            Output::Json => println!("{}", serde_json::to_string(&accepted)?),
+            Output::Text => println!(
+                "the agent at {base} {} the rotation of {}{}",
+                accepted.state,
+                args.name,
+                accepted
+                    .rotation_id
+                    .as_deref()
+                    .map(|id| format!(" (rotation {id})"))
+                    .unwrap_or_default()
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let set = load(&args.policies)?;
     let policy = set
         .get(&args.name)

@@ -2,7 +2,11 @@
 //! in Vault, pushes new values to their consumers and proves the old secret is dead.
 //!
 //! Module map:
-//! - [`cli`]: the command line (`validate`, `plan`, `rotate`), thin over the library.
+//! - [`agent`]: the long-running agent (`rotor run`) and the [`agent::Control`] the API uses.
+//! - [`audit`]: the hash-chained audit log and its verifier.
+//! - [`cli`]: the command line (`validate`, `plan`, `rotate`, `resume`, `run`, `status`, `audit`).
+//! - [`metrics`]: the owned Prometheus registry; every metric is named there.
+//! - [`server`]: the HTTP API: health, metrics, policies, on-demand rotation.
 //! - [`policy`]: the policy model (serde), loading with precise errors, validation, templates.
 //! - [`schedule`]: cron + time zone → next fire times.
 //! - [`engine`]: the rotation state machine, its journal and failpoints.
@@ -11,13 +15,17 @@
 //! - [`vault`]: the Vault client (vaultrs): configuration, KV v2, staging, references.
 //! - [`secret`]: secret-holding types and HMAC fingerprints.
 
+pub mod agent;
+pub mod audit;
 pub mod cli;
 pub mod consumers;
 pub mod credentials;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod schedule;
 pub mod secret;
+pub mod server;
 pub mod vault;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once at start,

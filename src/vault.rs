@@ -170,6 +170,8 @@ pub struct KvEntry<T> {
     pub version: u64,
     /// The path's custom metadata.
     pub custom_metadata: HashMap<String, String>,
+    /// When this version was written (RFC 3339, as Vault reports it).
+    pub created_time: String,
 }
 
 /// A connected Vault client. Cheap to clone.
@@ -433,6 +435,7 @@ impl Vault {
                     data,
                     version: res.metadata.version,
                     custom_metadata: res.metadata.custom_metadata.unwrap_or_default(),
+                    created_time: res.metadata.created_time,
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
@@ -454,6 +457,7 @@ impl Vault {
             data: SecretMap::from_json_object(&e.data),
             version: e.version,
             custom_metadata: e.custom_metadata,
+            created_time: e.created_time,
         }))
     }
 
@@ -471,6 +475,7 @@ impl Vault {
                 data: SecretMap::from_json_object(&e.data),
                 version: e.version,
                 custom_metadata: e.custom_metadata,
+                created_time: e.created_time,
             }))
     }
 

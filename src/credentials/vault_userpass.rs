@@ -584,8 +584,11 @@ where
         _ => return Err(api_error(operation.into(), &resp, &[])),
     };
     let scanned = accessors.len();
-    let results: Vec<Result<bool, VaultAuthError>> = stream::iter(&accessors)
-        .map(|accessor| revoke_if(vault, accessor, cutoff, &matches))
+    // Owned items: a stream over `&accessors` makes the futures higher-ranked over the
+    // borrow, which the compiler cannot prove `Send` for inside a spawned task.
+    let matches = &matches;
+    let results: Vec<Result<bool, VaultAuthError>> = stream::iter(accessors)
+        .map(|accessor: String| async move { revoke_if(vault, &accessor, cutoff, matches).await })
         .buffer_unordered(SCAN_CONCURRENCY)
         .collect()
         .await;

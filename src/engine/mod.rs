@@ -288,6 +288,11 @@ impl Engine {
         &self.fingerprints
     }
 
+    /// The Vault client.
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
     /// The journal.
     pub fn journal(&self) -> &Journal {
         &self.journal

@@ -14,6 +14,7 @@
 //!   the sealed values it receives.
 //! - [`gitlab`]: [`FakeGitlab`], the GitLab CI/CD variables API on loopback with GitLab's
 //!   documented rules (no upsert, environment scopes, masking).
+//! - [`loopback`]: [`loopback::LoopbackServer`], the thread and accept loop the fakes share.
 //!
 //! Services are real (see `INTEGRATION-NOTES.md`): nothing here mocks OpenBao or
 //! PostgreSQL. A test that needs them calls [`stack()`], which panics with the command
@@ -25,6 +26,7 @@ pub mod github;
 pub mod gitlab;
 pub mod key_api;
 pub mod leak;
+pub mod loopback;
 pub mod names;
 pub mod stack;
 

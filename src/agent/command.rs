@@ -1,0 +1,223 @@
+//! `rotor run`, `rotor status`, `rotor audit verify` and `rotor rotate --server`: the
+//! commands around the agent. `crate::cli` parses the flags and calls these.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tracing::{info, warn};
+
+use super::{Agent, AgentConfig, Control, TokioClock};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::policy::PolicySet;
+use crate::server::{self, AuditFn, AuthConfig, Authenticator, MetricsFn, RequestAudit};
+
+/// Flags of `rotor run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `--listen`.
+    pub listen: SocketAddr,
+    /// `--audit-log`.
+    pub audit_log: Option<PathBuf>,
+    /// `--auth-config`.
+    pub auth_config: Option<PathBuf>,
+    /// Agent settings (policy paths, concurrency, webhook…).
+    pub agent: AgentConfig,
+}
+
+/// Serves until SIGTERM/SIGINT; SIGHUP reloads the policies.
+pub async fn run(
+    engine: Engine,
+    policies: PolicySet,
+    opts: RunOptions,
+) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+    let audit = match &opts.audit_log {
+        Some(path) => {
+            Some(Arc::new(AuditLog::open(path).map_err(|e| {
+                anyhow::anyhow!("audit log {}: {e}", path.display())
+            })?))
+        }
+        None => {
+            warn!("No --audit-log: rotations and API requests are not recorded in an audit trail.");
+            None
+        }
+    };
+    let auth = match &opts.auth_config {
+        Some(path) => {
+            let config = AuthConfig::load(path)
+                .map_err(|e| anyhow::anyhow!("auth config {}: {e}", path.display()))?;
+            let mut auth = Authenticator::from_config(&config, Some(engine.vault()))
+                .await
+                .map_err(|e| anyhow::anyhow!("auth config {}: {e}", path.display()))?;
+            // In a cluster, ServiceAccount tokens are checked with TokenReview.
+            if let Ok(client) = kube::Client::try_default().await {
+                auth = auth.with_kube(client);
+            }
+            auth
+        }
+        None => {
+            warn!(
+                "No --auth-config: the /v1 API refuses every request (health and metrics stay open)."
+            );
+            Authenticator::deny_all()
+        }
+    };
+    let agent = Agent::new(
+        Arc::new(engine),
+        policies,
+        opts.agent.clone(),
+        Arc::new(TokioClock::new()),
+        audit.clone(),
+        Arc::clone(&metrics),
+    );
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", opts.listen))?;
+    info!(listen = %listener.local_addr().unwrap_or(opts.listen), "Serving the API, /metrics, /healthz and /readyz.");
+
+    let metrics_fn: MetricsFn = {
+        let m = Arc::clone(&metrics);
+        Arc::new(move || m.encode())
+    };
+    let audit_fn: Option<AuditFn> = audit.clone().map(|log| {
+        let f: AuditFn = Arc::new(move |r: RequestAudit| {
+            log.append(&request_event(&r))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        f
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let mut rx = stop_rx.clone();
+        let control: Arc<dyn Control> = Arc::new(agent.clone());
+        tokio::spawn(server::serve(
+            listener,
+            control,
+            Arc::new(auth),
+            metrics_fn,
+            audit_fn,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+    let signals = {
+        let agent = agent.clone();
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                warn!("Cannot install signal handlers.");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        info!("SIGHUP: reloading policies.");
+                        agent.request_reload();
+                    }
+                }
+            }
+            info!("Stopping.");
+            let _ = stop_tx.send(true);
+        })
+    };
+    let mut rx = stop_rx.clone();
+    agent
+        .run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    signals.abort();
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => warn!(error = %e, "The API server ended with an error."),
+        _ => warn!("The API server did not stop in time."),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The audit record of an API request.
+fn request_event(r: &RequestAudit) -> AuditEvent {
+    let mut detail = r.detail.clone();
+    if let Some(t) = r.trigger {
+        detail.push_str(&format!("; trigger {}", t.as_str()));
+    }
+    if let Some(reason) = &r.reason {
+        detail.push_str(&format!("; reason {reason:?}"));
+    }
+    if let Some(ticket) = &r.ticket {
+        detail.push_str(&format!("; ticket {ticket}"));
+    }
+    AuditEvent::Request {
+        identity: r.identity.clone().unwrap_or_else(|| "anonymous".into()),
+        method: r.method.clone(),
+        path: r.path.clone(),
+        policy: r.policy.clone(),
+        status: r.status,
+        outcome: r.outcome.as_str().into(),
+        detail: Some(detail),
+        remote: Some(r.remote.to_string()),
+    }
+}
+
+/// `rotor audit verify FILE`.
+pub fn audit_verify(path: &Path, json: bool) -> ExitCode {
+    match crate::audit::verify_file(path) {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "records": report.records, "last_hash": report.last_hash})
+                );
+            } else {
+                println!(
+                    "{}: {} record(s), hash chain intact; last hash {}",
+                    path.display(),
+                    report.records,
+                    report.last_hash
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "line": e.line, "seq": e.seq, "error": e.message})
+                );
+            } else {
+                println!("{}: INVALID: {}", path.display(), e.message);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The API token for `--server` calls: `--token-file`, else `ROTOR_TOKEN`.
+pub fn api_token(file: Option<&Path>) -> anyhow::Result<SecretString> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("reading the API token file {}: {e}", f.display()))?;
+        return Ok(SecretString::from(text.trim().to_owned()));
+    }
+    std::env::var("ROTOR_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from)
+        .ok_or_else(|| anyhow::anyhow!("--server needs a token: --token-file FILE or ROTOR_TOKEN"))
+}

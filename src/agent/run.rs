@@ -1,0 +1,998 @@
+//! The agent's scheduler and worker pool.
+//!
+//! One loop owns the decisions: it computes each policy's next due time
+//! ([`crate::schedule::next_due`]), queues scheduled and on-demand rotations, and
+//! starts them under a global concurrency limit with at most one job per policy.
+//! Compromise requests jump the queue. A failing policy backs off exponentially with
+//! jitter. Open rotations found in the journal are resumed at start-up, and rotations
+//! waiting for a grace period are resumed when it ends. The shared state sits behind a
+//! `std::sync::Mutex` that is never held across an `.await`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use super::{Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness, RotationSummary};
+use crate::audit::{AuditEvent, AuditLog};
+use crate::engine::{
+    Engine, EngineError, Rotation, RotationOutcome, RotationRequest, Status, Trigger,
+};
+use crate::metrics::Metrics;
+use crate::policy::{PolicySet, ValidatedPolicy};
+use crate::schedule::{self, Due, DueInputs};
+
+/// The wall clock as the agent reads it. [`TokioClock`] follows tokio's clock, so
+/// tests can run the scheduler in paused (virtual) time.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Wall time that advances with tokio's clock from a fixed start.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    base: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// Starts at the current wall time.
+    pub fn new() -> Self {
+        Self::starting_at(Utc::now())
+    }
+
+    /// Starts at `base` (tests).
+    pub fn starting_at(base: DateTime<Utc>) -> Self {
+        TokioClock {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now() - self.start;
+        self.base + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero())
+    }
+}
+
+/// What the agent needs from the rotation engine (the real [`Engine`], or a fake in
+/// scheduler tests).
+#[async_trait::async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// One rotation (resuming an open one first).
+    async fn rotate(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RotationRequest,
+    ) -> Result<RotationOutcome, EngineError>;
+    /// Finishes the policy's open rotation, if any; `end_grace` revokes at once.
+    async fn resume(
+        &self,
+        policy: &ValidatedPolicy,
+        end_grace: bool,
+    ) -> Result<Option<Rotation>, EngineError>;
+    /// When the current secret was written and when a certificate is due for renewal.
+    async fn inputs(
+        &self,
+        policy: &ValidatedPolicy,
+    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), EngineError>;
+    /// The policy's journal record.
+    async fn journal(&self, policy: &str) -> Result<Option<Rotation>, EngineError>;
+}
+
+#[async_trait::async_trait]
+impl Executor for Engine {
+    async fn rotate(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RotationRequest,
+    ) -> Result<RotationOutcome, EngineError> {
+        Engine::rotate(self, policy, request).await
+    }
+
+    async fn resume(
+        &self,
+        policy: &ValidatedPolicy,
+        end_grace: bool,
+    ) -> Result<Option<Rotation>, EngineError> {
+        self.resume_with(policy, end_grace).await
+    }
+
+    async fn inputs(
+        &self,
+        policy: &ValidatedPolicy,
+    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), EngineError> {
+        let loc = &policy.spec.vault;
+        let Some(entry) = self.vault().kv_read(&loc.mount, &loc.path).await? else {
+            return Ok((None, None));
+        };
+        let created = DateTime::parse_from_rfc3339(&entry.created_time)
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        Ok((created, schedule::renewal_due(policy, &entry.data)))
+    }
+
+    async fn journal(&self, policy: &str) -> Result<Option<Rotation>, EngineError> {
+        Ok(self.journal().load(policy).await?.0)
+    }
+}
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Rotations running at once, across policies.
+    pub concurrency: usize,
+    /// First delay after a failed rotation; doubles per failure, with jitter.
+    pub backoff_base: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// Policy files or directories (for reloads).
+    pub policy_paths: Vec<PathBuf>,
+    /// How often the policy paths are checked for changes (zero: never).
+    pub reload_poll: Duration,
+    /// How long a shutdown waits for running rotations to reach their end.
+    pub shutdown_grace: Duration,
+    /// Called (POST, JSON without secrets) when a compromise rotation ends.
+    pub notify_webhook: Option<url::Url>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            concurrency: 4,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(3600),
+            policy_paths: Vec::new(),
+            reload_poll: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(60),
+            notify_webhook: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Job {
+    Rotate(RotationRequest),
+    /// Resume an open rotation (start-up, end of a grace period) and refresh inputs.
+    Sync {
+        end_grace: bool,
+    },
+}
+
+struct Entry {
+    policy: Arc<ValidatedPolicy>,
+    running: bool,
+    queued: bool,
+    cron_after: DateTime<Utc>,
+    secret_created: Option<DateTime<Utc>>,
+    renewal_at: Option<DateTime<Utc>>,
+    next_due: Option<Due>,
+    failures: u32,
+    backoff_until: Option<DateTime<Utc>>,
+    waiting_until: Option<DateTime<Utc>>,
+    last: Option<RotationSummary>,
+    state: &'static str,
+    error: Option<String>,
+    pending: Vec<String>,
+}
+
+struct Queued {
+    policy: String,
+    job: Job,
+    /// 0 = compromise, 1 = on demand, 2 = schedule / sync.
+    priority: u8,
+    fire: Option<DateTime<Utc>>,
+}
+
+struct State {
+    entries: BTreeMap<String, Entry>,
+    queue: VecDeque<Queued>,
+    history: VecDeque<Rotation>,
+    stopping: bool,
+    started: bool,
+    policy_stamp: Vec<(PathBuf, std::time::SystemTime, u64)>,
+}
+
+const HISTORY: usize = 256;
+
+struct Inner {
+    exec: Arc<dyn Executor>,
+    config: AgentConfig,
+    clock: Arc<dyn Clock>,
+    audit: Option<Arc<AuditLog>>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    wake: Notify,
+    leader: AtomicBool,
+    http: reqwest::Client,
+}
+
+/// The running agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn summary(r: &Rotation) -> RotationSummary {
+    RotationSummary {
+        rotation_id: r.rotation_id.clone(),
+        status: if r.waiting_for_grace() {
+            "waiting".into()
+        } else {
+            r.status.as_str().into()
+        },
+        trigger: r.trigger.as_str().into(),
+        updated_at: r.updated_at.clone(),
+    }
+}
+
+impl Agent {
+    /// An agent over `exec` with the loaded `policies`. Nothing runs until [`Agent::run`].
+    pub fn new(
+        exec: Arc<dyn Executor>,
+        policies: PolicySet,
+        config: AgentConfig,
+        clock: Arc<dyn Clock>,
+        audit: Option<Arc<AuditLog>>,
+        metrics: Arc<Metrics>,
+    ) -> Agent {
+        let now = clock.now();
+        let stamp = stamp(&config.policy_paths);
+        let entries = policies
+            .iter()
+            .map(|p| (p.name.clone(), Entry::new(Arc::new(p.clone()), now)))
+            .collect::<BTreeMap<_, _>>();
+        metrics.set_policies_loaded(entries.len());
+        metrics.set_leader(true);
+        Agent {
+            inner: Arc::new(Inner {
+                exec,
+                clock,
+                audit,
+                metrics,
+                state: Mutex::new(State {
+                    entries,
+                    queue: VecDeque::new(),
+                    history: VecDeque::new(),
+                    stopping: false,
+                    started: false,
+                    policy_stamp: stamp,
+                }),
+                wake: Notify::new(),
+                leader: AtomicBool::new(true),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap_or_default(),
+                config,
+            }),
+        }
+    }
+
+    /// Asks the loop to reload the policy paths now (SIGHUP).
+    pub fn request_reload(&self) {
+        let mut st = self.inner.lock();
+        st.policy_stamp.clear();
+        drop(st);
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs until `shutdown` resolves, then lets running rotations finish (up to
+    /// `shutdown_grace`) and returns.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()> + Send) {
+        let inner = &self.inner;
+        inner.audit_event(&AuditEvent::Agent {
+            action: "started".into(),
+            detail: Some(format!("{} policies", inner.lock().entries.len())),
+        });
+        // Start-up: resume what the journal left open and read each policy's inputs.
+        {
+            let mut st = inner.lock();
+            let names: Vec<String> = st.entries.keys().cloned().collect();
+            for name in names {
+                st.enqueue(name, Job::Sync { end_grace: false }, 2, None);
+            }
+        }
+        let permits = Arc::new(Semaphore::new(inner.config.concurrency.max(1)));
+        let mut jobs: JoinSet<()> = JoinSet::new();
+        let mut poll = tokio::time::interval(if inner.config.reload_poll.is_zero() {
+            Duration::from_secs(3600 * 24 * 365)
+        } else {
+            inner.config.reload_poll
+        });
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            let now = inner.clock.now();
+            let sleep_for = {
+                let mut st = inner.lock();
+                st.enqueue_due(now);
+                while permits.available_permits() > 0 {
+                    let Some(next) = st.pop_runnable() else { break };
+                    let permit = match Arc::clone(&permits).try_acquire_owned() {
+                        Ok(p) => p,
+                        Err(_) => {
+                            st.queue.push_front(next);
+                            break;
+                        }
+                    };
+                    if let Some(e) = st.entries.get_mut(&next.policy) {
+                        e.running = true;
+                        e.queued = false;
+                        if let Some(fire) = next.fire {
+                            e.cron_after = e.cron_after.max(fire);
+                        }
+                        if matches!(next.job, Job::Rotate(_)) {
+                            e.state = "rotating";
+                        }
+                    }
+                    let inner = Arc::clone(inner);
+                    jobs.spawn(async move {
+                        inner.execute(next).await;
+                        drop(permit);
+                        inner.wake.notify_one();
+                    });
+                }
+                if !st.started && st.queue.is_empty() && jobs.is_empty() {
+                    st.started = true;
+                }
+                st.next_wake(now)
+                    .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
+                    .unwrap_or(Duration::from_secs(3600))
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = inner.wake.notified() => {}
+                Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+                _ = poll.tick() => inner.maybe_reload(),
+            }
+        }
+        inner.lock().stopping = true;
+        info!(
+            running = jobs.len(),
+            "Stopping: no new rotations; waiting for running ones."
+        );
+        let drained = tokio::time::timeout(inner.config.shutdown_grace, async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                "Rotations still running at shutdown were interrupted; they resume from the journal at the next start."
+            );
+            jobs.abort_all();
+        }
+        inner.audit_event(&AuditEvent::Agent {
+            action: "stopped".into(),
+            detail: None,
+        });
+    }
+
+    /// Whether this replica may rotate (leader election sets it).
+    pub fn set_leader(&self, leader: bool) {
+        self.inner.leader.store(leader, Ordering::SeqCst);
+        self.inner.metrics.set_leader(leader);
+        self.inner.wake.notify_one();
+    }
+}
+
+impl Entry {
+    fn new(policy: Arc<ValidatedPolicy>, now: DateTime<Utc>) -> Entry {
+        Entry {
+            policy,
+            running: false,
+            queued: false,
+            cron_after: now,
+            secret_created: None,
+            renewal_at: None,
+            next_due: None,
+            failures: 0,
+            backoff_until: None,
+            waiting_until: None,
+            last: None,
+            state: "idle",
+            error: None,
+            pending: Vec::new(),
+        }
+    }
+
+    fn recompute(&mut self, now: DateTime<Utc>) {
+        self.next_due = schedule::next_due(
+            &self.policy,
+            &DueInputs {
+                cron_after: Some(self.cron_after),
+                secret_created: self.secret_created,
+                renewal_at: self.renewal_at,
+            },
+            now,
+        );
+    }
+
+    /// When the entry wants the loop's attention next.
+    fn wake_at(&self) -> Option<DateTime<Utc>> {
+        if self.running || self.queued {
+            return None;
+        }
+        if let Some(w) = self.waiting_until {
+            return Some(w);
+        }
+        let due = self.next_due.map(|d| d.at)?;
+        Some(self.backoff_until.map_or(due, |b| b.max(due)))
+    }
+}
+
+impl State {
+    fn enqueue(&mut self, policy: String, job: Job, priority: u8, fire: Option<DateTime<Utc>>) {
+        if let Some(e) = self.entries.get_mut(&policy) {
+            e.queued = true;
+            if matches!(job, Job::Rotate(_)) && !e.running {
+                e.state = "queued";
+            }
+        }
+        let item = Queued {
+            policy,
+            job,
+            priority,
+            fire,
+        };
+        // Stable by priority: behind everything of the same or higher priority.
+        let pos = self
+            .queue
+            .iter()
+            .position(|q| q.priority > priority)
+            .unwrap_or(self.queue.len());
+        self.queue.insert(pos, item);
+    }
+
+    /// Queues every policy whose time has come.
+    fn enqueue_due(&mut self, now: DateTime<Utc>) {
+        if self.stopping {
+            return;
+        }
+        let mut due = Vec::new();
+        for (name, e) in &self.entries {
+            if e.running || e.queued {
+                continue;
+            }
+            if e.waiting_until.is_some_and(|w| w <= now) {
+                due.push((name.clone(), Job::Sync { end_grace: false }, None));
+                continue;
+            }
+            if e.waiting_until.is_some() {
+                continue;
+            }
+            if let Some(d) = e.next_due
+                && d.at <= now
+                && e.backoff_until.is_none_or(|b| b <= now)
+            {
+                due.push((
+                    name.clone(),
+                    Job::Rotate(RotationRequest {
+                        trigger: Trigger::Schedule,
+                        actor: "scheduler".into(),
+                        reason: Some(format!("scheduled ({})", d.reason.as_str())),
+                        ticket: None,
+                    }),
+                    d.fire,
+                ));
+            }
+        }
+        for (name, job, fire) in due {
+            self.enqueue(name, job, 2, fire);
+        }
+    }
+
+    /// The first queued job whose policy is not running.
+    fn pop_runnable(&mut self) -> Option<Queued> {
+        if self.stopping {
+            return None;
+        }
+        let i = self
+            .queue
+            .iter()
+            .position(|q| self.entries.get(&q.policy).is_some_and(|e| !e.running))?;
+        self.queue.remove(i)
+    }
+
+    fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.entries
+            .values()
+            .filter_map(Entry::wake_at)
+            .min()
+            .map(|t| t.max(now))
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent (if stale) state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn audit_event(&self, event: &AuditEvent) -> bool {
+        match &self.audit {
+            None => true,
+            Some(log) => match log.append(event) {
+                Ok(_) => true,
+                Err(e) => {
+                    error!(error = %e, "Cannot write the audit log.");
+                    false
+                }
+            },
+        }
+    }
+
+    async fn execute(self: &Arc<Self>, job: Queued) {
+        let Some(policy) = self
+            .lock()
+            .entries
+            .get(&job.policy)
+            .map(|e| Arc::clone(&e.policy))
+        else {
+            return;
+        };
+        match job.job {
+            Job::Sync { end_grace } => {
+                let result = self.exec.resume(&policy, end_grace).await;
+                match result {
+                    Ok(Some(r)) => self.finished(&policy, None, std::slice::from_ref(&r)),
+                    Ok(None) => {
+                        // Nothing open: show the last rotation, if any.
+                        let last = self.exec.journal(&policy.name).await.ok().flatten();
+                        self.finished(&policy, None, last.as_slice());
+                    }
+                    Err(e) => self.failed(&policy, &e.to_string()),
+                }
+            }
+            Job::Rotate(request) => {
+                let compromise = request.trigger == Trigger::Compromise;
+                if !self.audit_event(&AuditEvent::RotationRequested {
+                    policy: policy.name.clone(),
+                    trigger: request.trigger.as_str().into(),
+                    actor: request.actor.clone(),
+                    reason: request.reason.clone(),
+                    ticket: request.ticket.clone(),
+                    approver: None,
+                }) {
+                    self.failed(
+                        &policy,
+                        "the audit log cannot be written; the rotation was not started",
+                    );
+                    return;
+                }
+                match self.exec.rotate(&policy, request).await {
+                    Ok(outcome) => {
+                        let ran: Vec<Rotation> = outcome
+                            .resumed
+                            .into_iter()
+                            .chain(outcome.rotation)
+                            .collect();
+                        self.finished(&policy, Some(compromise), &ran);
+                    }
+                    Err(e) => self.failed(&policy, &crate::error_chain(&e)),
+                }
+            }
+        }
+        self.refresh_inputs(&policy).await;
+    }
+
+    async fn refresh_inputs(&self, policy: &ValidatedPolicy) {
+        let inputs = self.exec.inputs(policy).await;
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let Some(e) = st.entries.get_mut(&policy.name) else {
+            return;
+        };
+        e.running = false;
+        match inputs {
+            Ok((created, renewal)) => {
+                e.secret_created = created;
+                e.renewal_at = renewal;
+                if let Some(c) = created {
+                    self.metrics.set_secret_created(
+                        &policy.name,
+                        policy.spec.credential.kind(),
+                        c.timestamp() as f64,
+                    );
+                }
+            }
+            Err(err) => {
+                warn!(policy = %policy.name, error = %err, "Cannot read the policy's current secret.")
+            }
+        }
+        e.recompute(now);
+        self.metrics
+            .set_next_rotation(&policy.name, e.next_due.map(|d| d.at.timestamp() as f64));
+        self.metrics.set_max_age(
+            &policy.name,
+            policy
+                .spec
+                .schedule
+                .as_ref()
+                .and_then(|s| s.max_age)
+                .map(|d| d.as_secs_f64()),
+        );
+    }
+
+    /// Records what rotations ended as.
+    fn finished(&self, policy: &ValidatedPolicy, compromise: Option<bool>, ran: &[Rotation]) {
+        let now = self.clock.now();
+        for r in ran {
+            if r.status != Status::Open || r.waiting_for_grace() {
+                self.audit_event(&AuditEvent::RotationEnded {
+                    rotation: r.clone(),
+                });
+            }
+            self.metrics.observe_rotation(r);
+            let old_accepted = r
+                .verification
+                .iter()
+                .any(|v| !v.passed && v.evidence == "accepted");
+            self.metrics
+                .set_old_credential_valid(&policy.name, old_accepted);
+            for c in r.consumers.iter().filter(|c| c.state == "pending") {
+                let kind = c.consumer.split(' ').next().unwrap_or("unknown");
+                self.metrics.consumer_failure(&policy.name, kind);
+            }
+            if r.status == Status::Completed {
+                self.metrics
+                    .set_last_success(&policy.name, now.timestamp() as f64);
+            }
+        }
+        let mut st = self.lock();
+        for r in ran {
+            st.history.retain(|h| h.rotation_id != r.rotation_id);
+            st.history.push_back(r.clone());
+            while st.history.len() > HISTORY {
+                st.history.pop_front();
+            }
+        }
+        let Some(e) = st.entries.get_mut(&policy.name) else {
+            return;
+        };
+        let Some(last) = ran.last() else {
+            e.state = "idle";
+            return;
+        };
+        e.last = Some(summary(last));
+        e.pending = last
+            .consumers
+            .iter()
+            .filter(|c| c.state == "pending")
+            .map(|c| c.consumer.clone())
+            .collect();
+        e.waiting_until = None;
+        e.error = last.error.clone();
+        let ok = matches!(last.status, Status::Completed) || last.waiting_for_grace();
+        if last.waiting_for_grace() {
+            e.state = "waiting";
+            e.waiting_until = last
+                .revoke_after
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+        } else if last.status.is_open() {
+            e.state = "pending";
+        } else if ok {
+            e.state = "idle";
+        } else {
+            e.state = "failed";
+        }
+        if ok {
+            e.failures = 0;
+            e.backoff_until = None;
+        } else {
+            self.back_off(e, now);
+        }
+        if compromise == Some(true)
+            && let Some(url) = self.config.notify_webhook.clone()
+        {
+            let body = serde_json::json!({
+                "event": "compromise_rotation",
+                "policy": policy.name,
+                "rotation_id": last.rotation_id,
+                "status": summary(last).status,
+                "actor": last.actor,
+                "reason": last.reason,
+                "ticket": last.ticket,
+            });
+            let http = self.http.clone();
+            tokio::spawn(async move {
+                match http.post(url.clone()).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => info!("Compromise notification sent."),
+                    Ok(r) => warn!(
+                        status = r.status().as_u16(),
+                        "The compromise notification was refused."
+                    ),
+                    Err(e) => {
+                        warn!(error = %e.without_url(), "The compromise notification could not be sent.")
+                    }
+                }
+            });
+        }
+    }
+
+    fn failed(&self, policy: &ValidatedPolicy, error: &str) {
+        warn!(policy = %policy.name, error = %error, "Rotation did not run to its end.");
+        let now = self.clock.now();
+        let mut st = self.lock();
+        if let Some(e) = st.entries.get_mut(&policy.name) {
+            e.state = "failed";
+            e.error = Some(error.to_owned());
+            self.back_off(e, now);
+        }
+    }
+
+    fn back_off(&self, e: &mut Entry, now: DateTime<Utc>) {
+        e.failures += 1;
+        let base = self.config.backoff_base.as_secs_f64() * 2f64.powi(e.failures as i32 - 1);
+        let capped = base.min(self.config.backoff_max.as_secs_f64());
+        let jittered = capped * rand::rng().random_range(0.5..=1.0);
+        e.backoff_until = Some(now + chrono::Duration::milliseconds((jittered * 1000.0) as i64));
+        // A failed scheduled rotation is retried after the backoff, not at the next
+        // cron fire only.
+        if e.next_due.is_none_or(|d| d.at > now) && e.policy.spec.schedule.is_some() {
+            e.next_due = Some(Due {
+                at: now,
+                fire: None,
+                reason: schedule::DueKind::Cron,
+            });
+        }
+    }
+
+    /// Reloads the policy paths when they changed; an invalid set is rejected whole.
+    fn maybe_reload(&self) {
+        if self.config.policy_paths.is_empty() {
+            return;
+        }
+        let now_stamp = stamp(&self.config.policy_paths);
+        if self.lock().policy_stamp == now_stamp {
+            return;
+        }
+        match crate::policy::load_paths(&self.config.policy_paths) {
+            Err(errors) => {
+                let detail = errors.to_string();
+                error!(errors = %detail, "The changed policies are invalid; the previous set keeps running.");
+                self.metrics.reload(false);
+                self.audit_event(&AuditEvent::Agent {
+                    action: "reload_rejected".into(),
+                    detail: Some(detail),
+                });
+                self.lock().policy_stamp = now_stamp;
+            }
+            Ok(set) => {
+                let now = self.clock.now();
+                let mut st = self.lock();
+                st.policy_stamp = now_stamp;
+                let names: Vec<String> = set.iter().map(|p| p.name.clone()).collect();
+                let removed: Vec<String> = st
+                    .entries
+                    .keys()
+                    .filter(|n| !names.contains(n))
+                    .cloned()
+                    .collect();
+                for name in &removed {
+                    if st.entries.get(name).is_some_and(|e| !e.running) {
+                        st.entries.remove(name);
+                        self.metrics.forget_policy(name);
+                    }
+                }
+                st.queue.retain(|q| !removed.contains(&q.policy));
+                let mut added = Vec::new();
+                for p in set.iter() {
+                    match st.entries.get_mut(&p.name) {
+                        Some(e) => {
+                            e.policy = Arc::new(p.clone());
+                            e.recompute(now);
+                        }
+                        None => {
+                            st.entries
+                                .insert(p.name.clone(), Entry::new(Arc::new(p.clone()), now));
+                            added.push(p.name.clone());
+                        }
+                    }
+                }
+                for name in added {
+                    st.enqueue(name, Job::Sync { end_grace: false }, 2, None);
+                }
+                let count = st.entries.len();
+                drop(st);
+                self.metrics.set_policies_loaded(count);
+                self.metrics.reload(true);
+                info!(policies = count, "Policies reloaded.");
+                self.audit_event(&AuditEvent::Agent {
+                    action: "reloaded".into(),
+                    detail: Some(format!("{count} policies")),
+                });
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Modification times and sizes of every policy file under `paths`.
+fn stamp(paths: &[PathBuf]) -> Vec<(PathBuf, std::time::SystemTime, u64)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push((
+                p,
+                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                meta.len(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[async_trait::async_trait]
+impl Control for Agent {
+    async fn policies(&self) -> Vec<PolicyView> {
+        let now = self.inner.clock.now();
+        let st = self.inner.lock();
+        st.entries
+            .values()
+            .map(|e| PolicyView {
+                name: e.policy.name.clone(),
+                kind: e.policy.spec.credential.kind().to_owned(),
+                labels: e.policy.labels.clone(),
+                state: if e.backoff_until.is_some_and(|b| b > now) && !e.running {
+                    "backoff".into()
+                } else {
+                    e.state.into()
+                },
+                last_rotation: e.last.clone(),
+                secret_created_at: e.secret_created.map(rfc3339),
+                age_seconds: e
+                    .secret_created
+                    .and_then(|c| (now - c).to_std().ok())
+                    .map(|d| d.as_secs()),
+                next_due: e.next_due.map(|d| rfc3339(d.at)),
+                pending_consumers: e.pending.clone(),
+                error: e.error.clone(),
+            })
+            .collect()
+    }
+
+    fn policy_meta(&self, name: &str) -> Option<PolicyMeta> {
+        let st = self.inner.lock();
+        st.entries.get(name).map(|e| PolicyMeta {
+            name: e.policy.name.clone(),
+            labels: e.policy.labels.clone(),
+            require_reason: e.policy.spec.on_demand.require_reason,
+            require_ticket: e.policy.spec.on_demand.require_ticket,
+        })
+    }
+
+    async fn rotate(&self, name: &str, request: RotationRequest) -> Result<Accepted, ControlError> {
+        if !self.inner.leader.load(Ordering::SeqCst) {
+            return Err(ControlError::NotLeader);
+        }
+        let mut st = self.inner.lock();
+        if st.stopping {
+            return Err(ControlError::Busy("the agent is shutting down".into()));
+        }
+        let Some(e) = st.entries.get(name) else {
+            return Err(ControlError::UnknownPolicy(name.to_owned()));
+        };
+        let od = &e.policy.spec.on_demand;
+        let blank = |s: &Option<String>| s.as_deref().is_none_or(|t| t.trim().is_empty());
+        if od.require_reason && blank(&request.reason) {
+            return Err(ControlError::Incomplete {
+                policy: name.to_owned(),
+                what: "a reason",
+            });
+        }
+        if od.require_ticket && blank(&request.ticket) {
+            return Err(ControlError::Incomplete {
+                policy: name.to_owned(),
+                what: "a ticket",
+            });
+        }
+        let compromise = request.trigger == Trigger::Compromise;
+        if let (false, Some(until)) = (compromise, e.waiting_until) {
+            return Err(ControlError::Busy(format!(
+                "the previous rotation of {name} keeps the old credential valid until {} (grace period); rotate with compromise to end it now",
+                rfc3339(until)
+            )));
+        }
+        if !compromise && (e.running || e.queued) {
+            return Err(ControlError::Busy(format!(
+                "a rotation of {name} is already {}",
+                if e.running { "running" } else { "queued" }
+            )));
+        }
+        if compromise {
+            // A compromise replaces whatever was queued for the policy.
+            st.queue.retain(|q| q.policy != name);
+        }
+        st.enqueue(
+            name.to_owned(),
+            Job::Rotate(request),
+            if compromise { 0 } else { 1 },
+            None,
+        );
+        drop(st);
+        self.inner.wake.notify_one();
+        Ok(Accepted {
+            rotation_id: None,
+            state: "queued".into(),
+        })
+    }
+
+    async fn rotation(&self, id: &str) -> Result<Option<Rotation>, ControlError> {
+        let (found, candidates) = {
+            let st = self.inner.lock();
+            let found = st.history.iter().find(|r| r.rotation_id == id).cloned();
+            let candidates: Vec<String> = st
+                .entries
+                .values()
+                .filter(|e| e.last.as_ref().is_some_and(|l| l.rotation_id == id))
+                .map(|e| e.policy.name.clone())
+                .collect();
+            (found, candidates)
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+        for name in candidates {
+            if let Some(r) = self
+                .inner
+                .exec
+                .journal(&name)
+                .await
+                .map_err(|e| ControlError::Internal(e.to_string()))?
+                && r.rotation_id == id
+            {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    fn readiness(&self) -> Readiness {
+        let st = self.inner.lock();
+        let leader = self.inner.leader.load(Ordering::SeqCst);
+        Readiness {
+            ready: st.started && !st.stopping,
+            leader,
+            reason: if st.stopping {
+                Some("shutting down".into())
+            } else if !st.started {
+                Some("resuming open rotations".into())
+            } else {
+                None
+            },
+        }
+    }
+}

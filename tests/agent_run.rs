@@ -1,0 +1,510 @@
+//! `rotor run` as a process against the real stack: on-demand rotation through the
+//! API (`rotor rotate --server`), the audit trail (`rotor audit verify`), metrics read
+//! back through a real Prometheus server, a kill in the middle of a rotation finished
+//! by the next start, policy reloads that reject an invalid set, and SIGTERM.
+//! Needs `dev/stack up` (OpenBao, PostgreSQL, promtool/prometheus).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Fixture, Options, text};
+
+struct Agent {
+    child: Child,
+    base: String,
+    token: String,
+    audit: PathBuf,
+    log: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `check` until it returns Some, or panics after `limit` with `what`.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn auth_config(dir: &Path, token: &str) -> PathBuf {
+    let token_file = dir.join("api-token");
+    std::fs::write(&token_file, token).expect("token file");
+    let config = dir.join("auth.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "identities:\n  - name: ops\n    tokenFrom: {{file: {}}}\n    policies: [\"*\"]\n    compromise: true\n",
+            token_file.display()
+        ),
+    )
+    .expect("auth config");
+    config
+}
+
+impl Agent {
+    fn start(fx: &Fixture, extra_env: &[(&str, &str)]) -> Agent {
+        Self::start_with(fx, extra_env, &[])
+    }
+
+    fn start_with(fx: &Fixture, extra_env: &[(&str, &str)], extra_args: &[&str]) -> Agent {
+        let port = free_port();
+        let token = format!("tok{}", rotor_testkit::canary());
+        // Outside the policy directory, which the agent watches.
+        let state_dir = tempfile::tempdir().expect("agent dir");
+        let state = state_dir.path().to_path_buf();
+        let config = auth_config(&state, &token);
+        let audit = state.join("audit.jsonl");
+        let log = state.join(format!("agent-{port}.log"));
+        let mut cmd = fx.rotor();
+        cmd.args(["-vv", "run", "--policies"])
+            .arg(fx.policy_dir())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--audit-log")
+            .arg(&audit)
+            .arg("--auth-config")
+            .arg(&config)
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start rotor run");
+        Agent {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+            audit,
+            log,
+            _state: state_dir,
+        }
+    }
+
+    async fn ready(&self) {
+        let url = format!("{}/readyz", self.base);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rotor run never became ready; its log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn policies(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/policies", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET /v1/policies")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn first(policies: &serde_json::Value) -> serde_json::Value {
+    let list = policies
+        .get("policies")
+        .cloned()
+        .unwrap_or_else(|| policies.clone());
+    list.as_array()
+        .and_then(|a| a.first().cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test]
+async fn on_demand_rotation_through_the_api_is_audited_and_counted() {
+    let fx = Fixture::new("agent", Options::default()).await;
+    let (before, _) = fx.current().await;
+    let agent = Agent::start(&fx, &[]);
+    agent.ready().await;
+
+    // `rotor rotate --server` asks the agent.
+    let out = fx
+        .rotor()
+        .args(["rotate", &fx.name, "--server", &agent.base])
+        .args(["--reason", "leaked in a CI log", "--ticket", "INC-7"])
+        .env("ROTOR_TOKEN", &agent.token)
+        .output()
+        .expect("rotor rotate --server");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let view = eventually(
+        Duration::from_secs(60),
+        "the rotation to complete",
+        || async {
+            let v = first(&agent.policies().await);
+            (v["last_rotation"]["status"] == "completed" && v["state"] == "idle").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(view["last_rotation"]["trigger"], "on_demand");
+    let (after, _) = fx.current().await;
+    assert_ne!(after, before);
+    fx.assert_consistent().await;
+
+    // `rotor status --server` shows it.
+    let out = fx
+        .rotor()
+        .args(["-o", "json", "status", "--server", &agent.base])
+        .env("ROTOR_TOKEN", &agent.token)
+        .output()
+        .expect("rotor status");
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["policies"][0]["name"], fx.name.as_str());
+
+    // Metrics.
+    let metrics = reqwest::get(format!("{}/metrics", agent.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let line = format!(
+        "rotor_rotations_total{{kind=\"postgres\",policy=\"{}\",result=\"completed\",trigger=\"on_demand\"}} 1",
+        fx.name
+    );
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+
+    // The audit trail: the request, who/why, and the target's rejection of the old password.
+    let audit = std::fs::read_to_string(&agent.audit).expect("audit log");
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    let request = events
+        .iter()
+        .find(|e| e["event"] == "request" && e["method"] == "POST")
+        .expect("the API request is audited");
+    assert_eq!(request["identity"], "ops");
+    let requested = events
+        .iter()
+        .find(|e| e["event"] == "rotation_requested")
+        .expect("rotation_requested");
+    assert_eq!(requested["actor"], "api:ops");
+    assert_eq!(requested["reason"], "leaked in a CI log");
+    assert_eq!(requested["ticket"], "INC-7");
+    let ended = events
+        .iter()
+        .find(|e| e["event"] == "rotation_ended")
+        .expect("rotation_ended");
+    let evidence = ended["rotation"]["verification"][0]["evidence"]
+        .as_str()
+        .expect("evidence");
+    assert!(evidence.contains("28P01"), "{evidence}");
+    let out = fx
+        .rotor()
+        .arg("audit")
+        .arg("verify")
+        .arg(&agent.audit)
+        .output()
+        .expect("rotor audit verify");
+    assert!(out.status.success(), "{}", text(&out));
+
+    let mut secrets = fx.all_passwords().await;
+    secrets.push(agent.token.clone());
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    rotor_testkit::assert_no_secret(&agent.log_text(), &refs);
+    rotor_testkit::assert_no_secret(&audit, &refs);
+    rotor_testkit::assert_no_secret(&metrics, &refs);
+}
+
+#[tokio::test]
+async fn a_killed_agent_finishes_the_rotation_after_a_restart() {
+    let fx = Fixture::new("agent-kill", Options::default()).await;
+    let (_, v1) = fx.current().await;
+    // The first agent dies (abort, like SIGKILL) right after the Secret was written.
+    let mut agent = Agent::start(&fx, &[("ROTOR_FAILPOINT", "propagated:effect")]);
+    agent.ready().await;
+    let out = fx
+        .rotor()
+        .args([
+            "rotate",
+            &fx.name,
+            "--server",
+            &agent.base,
+            "--reason",
+            "test",
+        ])
+        .env("ROTOR_TOKEN", &agent.token)
+        .output()
+        .expect("rotor rotate --server");
+    assert!(out.status.success(), "{}", text(&out));
+    let status = tokio::task::spawn_blocking(move || {
+        let s = agent.child.wait().expect("wait");
+        (agent, s)
+    });
+    let (agent, exit) = status.await.expect("join");
+    assert!(!exit.success(), "the agent died at the failpoint");
+    let (_, v2) = fx.current().await;
+    assert_eq!(v2, v1 + 1, "it had promoted before dying");
+    drop(agent);
+
+    // A new agent resumes the open rotation from the journal at start-up.
+    let agent = Agent::start(&fx, &[]);
+    agent.ready().await;
+    let view = first(&agent.policies().await);
+    assert_eq!(view["last_rotation"]["status"], "completed", "{view:#}");
+    assert_eq!(fx.current().await.1, v2, "finished, not rotated again");
+    fx.assert_consistent().await;
+}
+
+#[tokio::test]
+async fn an_invalid_policy_change_is_rejected_whole_and_sigterm_exits_cleanly() {
+    let fx = Fixture::new("agent-reload", Options::default()).await;
+    let agent = Agent::start(&fx, &[]);
+    agent.ready().await;
+    let policy_file = fx.policy_dir().join("policy.yaml");
+    let good = std::fs::read_to_string(&policy_file).expect("policy");
+    std::fs::write(
+        fx.policy_dir().join("broken.yaml"),
+        "apiVersion: rotor/v1\nkind: Nope\n",
+    )
+    .expect("write broken policy");
+    agent.signal("HUP");
+    eventually(
+        Duration::from_secs(30),
+        "the reload to be rejected",
+        || async {
+            let audit = std::fs::read_to_string(&agent.audit).ok()?;
+            audit.contains("\"reload_rejected\"").then_some(())
+        },
+    )
+    .await;
+    // The old set keeps running.
+    assert_eq!(first(&agent.policies().await)["name"], fx.name.as_str());
+    let metrics = reqwest::get(format!("{}/metrics", agent.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("rotor_policy_reloads_total") && l.contains("fail")
+                || l.contains("reject")
+        ),
+        "{metrics}"
+    );
+    assert_eq!(good, std::fs::read_to_string(&policy_file).expect("policy"));
+
+    agent.signal("TERM");
+    let mut agent = agent;
+    let exit = tokio::task::spawn_blocking(move || {
+        let s = agent.child.wait().expect("wait");
+        drop(agent);
+        s
+    })
+    .await
+    .expect("join");
+    assert!(exit.success(), "SIGTERM exits 0: {exit:?}");
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_the_agent_and_answers_the_rotation_counter() {
+    let prometheus = which("prometheus").unwrap_or_else(|| {
+        panic!("prometheus not found: run dev/stack up (installs Debian prometheus)")
+    });
+    let fx = Fixture::new("agent-prom", Options::default()).await;
+    let agent = Agent::start(&fx, &[]);
+    agent.ready().await;
+    let out = fx
+        .rotor()
+        .args([
+            "rotate",
+            &fx.name,
+            "--server",
+            &agent.base,
+            "--reason",
+            "test",
+        ])
+        .env("ROTOR_TOKEN", &agent.token)
+        .output()
+        .expect("rotor rotate --server");
+    assert!(out.status.success(), "{}", text(&out));
+    eventually(Duration::from_secs(60), "the rotation", || async {
+        (first(&agent.policies().await)["last_rotation"]["status"] == "completed").then_some(())
+    })
+    .await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let target = agent.base.trim_start_matches("http://").to_owned();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: rotor\n    static_configs: [{{targets: ['{target}']}}]\n"
+        ),
+    )
+    .expect("config");
+    let mut prom = Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start prometheus");
+    let stderr = prom.stderr.take().expect("stderr");
+    std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+    let query = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query=rotor_rotations_total{{policy=\"{}\",result=\"completed\"}}",
+        fx.name
+    );
+    let value = eventually(
+        Duration::from_secs(60),
+        "Prometheus to have the counter",
+        || {
+            let q = query.clone();
+            async move {
+                let body: serde_json::Value = reqwest::get(&q).await.ok()?.json().await.ok()?;
+                body["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(str::to_owned)
+            }
+        },
+    )
+    .await;
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert_eq!(value, "1");
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+/// Accepts one HTTP request on loopback and hands back its body.
+async fn one_webhook() -> (String, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.expect("accept");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut chunk).await.expect("read");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    let _ = tx.send(body.to_owned());
+                    return;
+                }
+            }
+            if n == 0 {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn a_compromise_rotation_ends_sessions_and_sends_a_notification() {
+    let fx = Fixture::new("agent-cmp", Options::default()).await;
+    let (before, _) = fx.current().await;
+    let (hook, body) = one_webhook().await;
+    let agent = Agent::start_with(&fx, &[], &["--notify-webhook", &hook]);
+    agent.ready().await;
+    let out = fx
+        .rotor()
+        .args(["rotate", &fx.name, "--server", &agent.base])
+        .args(["--reason", "key posted in chat", "--compromise"])
+        .env("ROTOR_TOKEN", &agent.token)
+        .output()
+        .expect("rotor rotate --server --compromise");
+    assert!(out.status.success(), "{}", text(&out));
+    let body = tokio::time::timeout(Duration::from_secs(60), body)
+        .await
+        .expect("the webhook is called")
+        .expect("a body");
+    let note: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(note["event"], "compromise_rotation");
+    assert_eq!(note["policy"], fx.name.as_str());
+    assert_eq!(note["status"], "completed");
+    assert_eq!(note["reason"], "key posted in chat");
+    match fx.login(&before).await {
+        rotor::credentials::AuthOutcome::Rejected { code, .. } => assert_eq!(code, "28P01"),
+        other => panic!("the leaked password must be refused: {other:?}"),
+    }
+    let mut secrets = fx.all_passwords().await;
+    secrets.push(agent.token.clone());
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    rotor_testkit::assert_no_secret(&body, &refs);
+}

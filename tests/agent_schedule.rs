@@ -1,0 +1,355 @@
+//! The agent's scheduler in paused (virtual) time with a recording executor: cron in
+//! Europe/Berlin across the DST changes, windows, jitter bounds, maxAge, backoff and
+//! compromise priority. No services needed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Europe::Berlin;
+use rotor::agent::{Agent, AgentConfig, Control, Executor, TokioClock};
+use rotor::engine::{EngineError, Rotation, RotationOutcome, RotationRequest, Trigger};
+use rotor::metrics::Metrics;
+use rotor::policy::{self, PolicySet, ValidatedPolicy};
+
+/// Records every rotation with the virtual time it started.
+struct Recorder {
+    clock: TokioClock,
+    calls: Mutex<Vec<(String, Trigger, DateTime<Utc>)>>,
+    /// Fail this many rotations before succeeding.
+    fail_first: Mutex<u32>,
+    /// What `inputs` reports as the secret's creation time (updated on rotation).
+    created: Mutex<Option<DateTime<Utc>>>,
+}
+
+fn rotation(policy: &str, status: &str, trigger: Trigger) -> Rotation {
+    serde_json::from_value(serde_json::json!({
+        "rotation_id": ulid::Ulid::new().to_string(),
+        "policy": policy,
+        "kind": "postgres",
+        "strategy": "single",
+        "trigger": trigger,
+        "actor": "test",
+        "status": status,
+        "canonical": "secret/x",
+        "canonical_version": 1,
+        "staging": "secret/rotor/staging/x",
+        "steps": [],
+        "started_at": "2027-01-01T00:00:00Z",
+        "updated_at": "2027-01-01T00:00:00Z",
+    }))
+    .expect("rotation JSON")
+}
+
+#[async_trait::async_trait]
+impl Executor for Recorder {
+    async fn rotate(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RotationRequest,
+    ) -> Result<RotationOutcome, EngineError> {
+        let now = rotor::agent::Clock::now(&self.clock);
+        self.calls
+            .lock()
+            .unwrap()
+            .push((policy.name.clone(), request.trigger, now));
+        let mut fail = self.fail_first.lock().unwrap();
+        let status = if *fail > 0 {
+            *fail -= 1;
+            "failed"
+        } else {
+            *self.created.lock().unwrap() = Some(now);
+            "completed"
+        };
+        Ok(RotationOutcome {
+            resumed: None,
+            rotation: Some(rotation(&policy.name, status, request.trigger)),
+        })
+    }
+
+    async fn resume(
+        &self,
+        _policy: &ValidatedPolicy,
+        _end_grace: bool,
+    ) -> Result<Option<Rotation>, EngineError> {
+        Ok(None)
+    }
+
+    async fn inputs(
+        &self,
+        _policy: &ValidatedPolicy,
+    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), EngineError> {
+        Ok((*self.created.lock().unwrap(), None))
+    }
+
+    async fn journal(&self, _policy: &str) -> Result<Option<Rotation>, EngineError> {
+        Ok(None)
+    }
+}
+
+fn policies(name: &str, schedule: &str) -> PolicySet {
+    let yaml = format!(
+        "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: {name}\nspec:\n  credential:\n    type: postgres\n    connection: {{host: h, port: 5432, database: d, adminFrom: {{env: X}}}}\n    username: app\n  vault:\n    path: apps/{name}\n  schedule:\n{schedule}"
+    );
+    policy::load_str(std::path::Path::new("p.yaml"), &yaml)
+        .unwrap_or_else(|e| panic!("policy:\n{e}\n{yaml}"))
+}
+
+struct Run {
+    rec: Arc<Recorder>,
+    agent: Agent,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start(
+    set: PolicySet,
+    start: DateTime<Utc>,
+    created: Option<DateTime<Utc>>,
+    fail_first: u32,
+) -> Run {
+    let clock = TokioClock::starting_at(start);
+    let rec = Arc::new(Recorder {
+        clock,
+        calls: Mutex::new(Vec::new()),
+        fail_first: Mutex::new(fail_first),
+        created: Mutex::new(created),
+    });
+    let agent = Agent::new(
+        rec.clone(),
+        set,
+        AgentConfig {
+            backoff_base: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(600),
+            reload_poll: Duration::ZERO,
+            ..AgentConfig::default()
+        },
+        Arc::new(clock),
+        None,
+        Arc::new(Metrics::new("test")),
+    );
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let a = agent.clone();
+    let task = tokio::spawn(async move {
+        a.run(async {
+            let _ = rx.await;
+        })
+        .await
+    });
+    Run {
+        rec,
+        agent,
+        stop,
+        task,
+    }
+}
+
+impl Run {
+    async fn advance(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    async fn finish(self) -> Vec<(String, Trigger, DateTime<Utc>)> {
+        let _ = self.stop.send(());
+        self.task.await.expect("agent task");
+        self.rec.calls.lock().unwrap().clone()
+    }
+}
+
+fn berlin(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    Berlin
+        .with_ymd_and_hms(y, m, d, h, min, 0)
+        .earliest()
+        .expect("a local time")
+        .with_timezone(&Utc)
+}
+
+fn local_times(calls: &[(String, Trigger, DateTime<Utc>)]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|(_, _, t)| {
+            t.with_timezone(&Berlin)
+                .format("%m-%d %H:%M %Z")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn spring_forward_runs_the_skipped_time_once_at_three() {
+    // 2027-03-28: Berlin jumps from 02:00 to 03:00; 02:30 does not exist.
+    let run = start(
+        policies(
+            "dst-spring",
+            "    cron: \"30 2 * * *\"\n    timezone: Europe/Berlin\n",
+        ),
+        berlin(2027, 3, 27, 12, 0),
+        None,
+        0,
+    );
+    run.advance(Duration::from_secs(3 * 86400)).await;
+    let calls = run.finish().await;
+    assert_eq!(
+        local_times(&calls),
+        ["03-28 03:00 CEST", "03-29 02:30 CEST", "03-30 02:30 CEST"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fall_back_runs_the_doubled_time_once() {
+    // 2027-10-31: Berlin goes from 03:00 CEST back to 02:00 CET; 02:30 happens twice.
+    let run = start(
+        policies(
+            "dst-fall",
+            "    cron: \"30 2 * * *\"\n    timezone: Europe/Berlin\n",
+        ),
+        berlin(2027, 10, 30, 12, 0),
+        None,
+        0,
+    );
+    run.advance(Duration::from_secs(3 * 86400)).await;
+    let calls = run.finish().await;
+    let times = local_times(&calls);
+    assert_eq!(times.len(), 3, "{times:?}");
+    assert_eq!(
+        times[0].split(' ').take(2).collect::<Vec<_>>(),
+        ["10-31", "02:30"]
+    );
+    assert_eq!(times[1], "11-01 02:30 CET");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rotations_only_start_inside_the_window() {
+    let run = start(
+        policies(
+            "win",
+            "    cron: \"0 * * * *\"\n    timezone: Europe/Berlin\n    window: \"02:00-05:00\"\n",
+        ),
+        berlin(2027, 6, 1, 12, 0),
+        None,
+        0,
+    );
+    run.advance(Duration::from_secs(2 * 86400)).await;
+    let calls = run.finish().await;
+    let hours: Vec<u32> = calls
+        .iter()
+        .map(|(_, _, t)| chrono::Timelike::hour(&t.with_timezone(&Berlin)))
+        .collect();
+    assert!(!hours.is_empty());
+    assert!(hours.iter().all(|h| (2..5).contains(h)), "{hours:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_stays_within_its_bound() {
+    let mut names = String::new();
+    for i in 0..20 {
+        names.push_str(&format!(
+            "---\napiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: j{i}\nspec:\n  credential:\n    type: postgres\n    connection: {{host: h, port: 5432, database: d, adminFrom: {{env: X}}}}\n    username: app\n  vault:\n    path: apps/j{i}\n  schedule:\n    cron: \"0 3 * * *\"\n    timezone: Europe/Berlin\n    jitter: 10m\n"
+        ));
+    }
+    let set = policy::load_str(std::path::Path::new("j.yaml"), &names).expect("policies");
+    let run = start(set, berlin(2027, 6, 1, 12, 0), None, 0);
+    run.advance(Duration::from_secs(86400)).await;
+    let calls = run.finish().await;
+    assert_eq!(calls.len(), 20);
+    let base = berlin(2027, 6, 2, 3, 0);
+    let offsets: Vec<i64> = calls
+        .iter()
+        .map(|(_, _, t)| (*t - base).num_seconds())
+        .collect();
+    assert!(offsets.iter().all(|s| (0..=600).contains(s)), "{offsets:?}");
+    let distinct: std::collections::BTreeSet<_> = offsets.iter().collect();
+    assert!(
+        distinct.len() > 10,
+        "jitter spreads policies out: {offsets:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_age_rotates_when_the_secret_gets_too_old() {
+    let start_at = Utc.with_ymd_and_hms(2027, 6, 1, 12, 0, 0).unwrap();
+    let run = start(
+        policies("age", "    maxAge: 1d\n"),
+        start_at,
+        Some(start_at - chrono::Duration::hours(20)),
+        0,
+    );
+    run.advance(Duration::from_secs(3 * 86400)).await;
+    let calls = run.finish().await;
+    let times: Vec<DateTime<Utc>> = calls.iter().map(|c| c.2).collect();
+    assert_eq!(
+        times,
+        [
+            start_at + chrono::Duration::hours(4),
+            start_at + chrono::Duration::hours(28),
+            start_at + chrono::Duration::hours(52),
+        ]
+    );
+    assert!(calls.iter().all(|c| c.1 == Trigger::Schedule));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_exponentially() {
+    let start_at = Utc.with_ymd_and_hms(2027, 6, 1, 12, 0, 0).unwrap();
+    let run = start(
+        policies("flaky", "    maxAge: 1h\n"),
+        start_at,
+        Some(start_at - chrono::Duration::hours(2)),
+        3,
+    );
+    run.advance(Duration::from_secs(3600)).await;
+    let calls = run.finish().await;
+    let gaps: Vec<i64> = calls
+        .windows(2)
+        .map(|w| (w[1].2 - w[0].2).num_seconds())
+        .collect();
+    // Three failures, then a success: waits of 60 s, 120 s, 240 s, each jittered
+    // into [half, full].
+    assert!(calls.len() >= 4, "{calls:?}");
+    for (gap, full) in gaps.iter().zip([60, 120, 240]) {
+        assert!(
+            (full / 2..=full).contains(gap),
+            "gap {gap} for backoff {full}: {gaps:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn compromise_jumps_the_queue_and_on_demand_needs_a_reason() {
+    let start_at = Utc.with_ymd_and_hms(2027, 6, 1, 12, 0, 0).unwrap();
+    let run = start(
+        policies("od", "    cron: \"0 0 1 1 *\"\n"),
+        start_at,
+        None,
+        0,
+    );
+    run.advance(Duration::from_secs(1)).await;
+    let request = |trigger, reason: Option<&str>| RotationRequest {
+        trigger,
+        actor: "api:test".into(),
+        reason: reason.map(str::to_owned),
+        ticket: None,
+    };
+    let err = run
+        .agent
+        .rotate("od", request(Trigger::OnDemand, None))
+        .await
+        .expect_err("a reason is required");
+    assert!(err.to_string().contains("reason"), "{err}");
+    run.agent
+        .rotate("od", request(Trigger::OnDemand, Some("rotate")))
+        .await
+        .expect("accepted");
+    run.agent
+        .rotate("od", request(Trigger::Compromise, Some("leaked")))
+        .await
+        .expect("a compromise is accepted even with one queued");
+    run.advance(Duration::from_secs(5)).await;
+    let calls = run.finish().await;
+    let triggers: Vec<Trigger> = calls.iter().map(|c| c.1).collect();
+    assert_eq!(
+        triggers,
+        [Trigger::Compromise],
+        "the compromise replaced the queued request"
+    );
+}

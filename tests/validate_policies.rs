@@ -284,6 +284,20 @@ const CASES: &[Case] = &[
         "spec.consumers[1].name",
         "found `1PASSWORD`, expected a name that does not start with a digit",
     ),
+    case(
+        "35-generator-unsatisfiable.yaml",
+        17,
+        19,
+        "spec.credential.password.minSymbols",
+        "found minSymbols 1 but alphabet alphanumeric after exclude has no symbol",
+    ),
+    case(
+        "36-gitlab-mask-exclude.yaml",
+        32,
+        15,
+        "spec.consumers[1].masked",
+        "raw: false and password alphabet ascii-printable after exclude containing `$`",
+    ),
 ];
 
 /// The value written inline in fixtures 12, 13 and 31; it must never be printed.

@@ -42,6 +42,10 @@ fn configured() -> Option<&'static str> {
 
 /// Aborts the process if `ROTOR_FAILPOINT` names this step and moment.
 pub fn hit(step: Step, moment: Moment) {
+    // Test builds only: a release binary never aborts because of its environment.
+    if !cfg!(debug_assertions) {
+        return;
+    }
     if let Some(point) = configured()
         && let Some((s, m)) = point.split_once(':')
         && s == step.as_str()

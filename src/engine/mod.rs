@@ -4,6 +4,7 @@
 //! the old value, a failure after it only ever rolls forward.
 
 pub mod failpoint;
+pub mod history;
 pub mod journal;
 
 use std::time::{Duration, Instant};
@@ -38,6 +39,9 @@ pub struct EngineConfig {
     /// end before revoking it. A longer grace leaves the rotation open (waiting) for a
     /// later `resume` — the agent's scheduler, or `rotor resume`.
     pub grace_wait: Duration,
+    /// How many values per policy the reuse history remembers (default 24; see
+    /// [`history`]). 0 remembers none: staging then only refuses the current value.
+    pub reuse_history: usize,
 }
 
 impl Default for EngineConfig {
@@ -48,6 +52,7 @@ impl Default for EngineConfig {
             retries: 3,
             retry_base: Duration::from_millis(200),
             grace_wait: Duration::ZERO,
+            reuse_history: history::DEFAULT_REUSE_HISTORY,
         }
     }
 }
@@ -679,7 +684,12 @@ impl Engine {
                     }),
                 }
             }
-            Step::Promoted => self.promote(run).await,
+            Step::Promoted => {
+                let done = self.promote(run).await?;
+                // Idempotent: a resumed promote finds the value remembered already.
+                self.remember_promoted(run).await?;
+                Ok(done)
+            }
             Step::Propagated => self.propagate(run).await,
             Step::Revoked => {
                 let new = self.staged(run).await?;
@@ -725,15 +735,25 @@ impl Engine {
         Ok(entry.data)
     }
 
+    /// Creates the new value and writes it to the staging path (create-only). A value
+    /// that repeats the current one or one in the policy's reuse history is
+    /// regenerated when rotor generates it, refused when the target issued it
+    /// (see [`history`]).
     async fn stage(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
         let mount = self.journal.mount();
         let path = self
             .journal
             .staging_path(&run.policy.name, &run.rotation.rotation_id);
+        let issued = run.credential.creates_on_target();
         // Never generate a second value for the same rotation: reuse what is staged.
         if let Some(existing) = self.vault.kv_read(mount, &path).await? {
             run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&existing.data));
-            run.new = Some(existing.data);
+            run.new = Some(existing.data.clone());
+            if issued {
+                // A restart may have come between staging and the reuse check.
+                self.refuse_reuse(run.policy, &run.old, &existing.data)
+                    .await?;
+            }
             return Ok(StepResult::Ok(
                 "reused the value staged before a restart".into(),
             ));
@@ -742,20 +762,39 @@ impl Engine {
             .credential
             .create(&run.old, &run.rotation.rotation_id)
             .await?;
-        // A generator must never hand back the value in use.
-        while new.same_values(&run.old) && !run.credential.creates_on_target() {
-            new = run
-                .credential
-                .create(&run.old, &run.rotation.rotation_id)
-                .await?;
+        let mut regenerated = 0;
+        if !issued {
+            // A generated value must never repeat the current value or a recent one.
+            let kind = run.policy.spec.credential.kind();
+            let remembered = self.history().load(&run.policy.name).await?;
+            let current = history::secret_fingerprint(&self.fingerprints, kind, &run.old);
+            history::seam_repeat(kind, &run.old, &mut new);
+            while history::secret_fingerprint(&self.fingerprints, kind, &new)
+                .is_some_and(|f| history::is_reuse(&f, current.as_deref(), &remembered))
+            {
+                regenerated += 1;
+                if regenerated >= history::MAX_GENERATION_ATTEMPTS {
+                    return Err(history::HistoryError::Repeated {
+                        policy: run.policy.name.clone(),
+                        attempts: regenerated,
+                    }
+                    .into());
+                }
+                warn!(
+                    attempt = regenerated,
+                    "The generated value repeats the current or a recent one (reuse); regenerating."
+                );
+                new = run
+                    .credential
+                    .create(&run.old, &run.rotation.rotation_id)
+                    .await?;
+            }
         }
         match self.vault.kv_write(mount, &path, &new, Some(0)).await {
             Ok(_) => {}
             Err(e) => {
                 // What the target issued must not outlive a failed staging write.
-                if run.credential.creates_on_target()
-                    && let Err(d) = run.credential.rollback(&run.old, Some(&new)).await
-                {
+                if issued && let Err(d) = run.credential.rollback(&run.old, Some(&new)).await {
                     warn!(error = %d, "Could not discard the credential issued for a failed staging write.");
                 }
                 if matches!(e, VaultError::CasConflict { .. }) {
@@ -766,8 +805,18 @@ impl Engine {
             }
         }
         run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&new));
-        run.new = Some(new);
-        Ok(StepResult::Ok(format!("staged at {mount}/{path}")))
+        run.new = Some(new.clone());
+        if issued {
+            // Staged first, so the usual rollback discards what the target issued.
+            self.refuse_reuse(run.policy, &run.old, &new).await?;
+        }
+        Ok(StepResult::Ok(if regenerated == 0 {
+            format!("staged at {mount}/{path}")
+        } else {
+            format!(
+                "staged at {mount}/{path} after regenerating {regenerated} value(s) that repeated a previous one"
+            )
+        }))
     }
 
     async fn promote(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {

@@ -38,6 +38,8 @@ pub struct PolicySpec {
     pub verify: VerifySpec,
     /// `spec.onDemand`.
     pub on_demand: OnDemandSpec,
+    /// `spec.notify`: webhooks told about this policy's events (may be empty).
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// `spec.vault`: a KV v2 secret.
@@ -82,6 +84,73 @@ impl Default for OnDemandSpec {
             require_reason: true,
             require_ticket: false,
         }
+    }
+}
+
+/// `spec.notify[]`: a webhook that receives signed JSON about a policy's events
+/// (see [`crate::notify`] for the payload and signature scheme).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    /// `url`: an absolute `http` or `https` URL without credentials in it.
+    pub url: url::Url,
+    /// `secretFrom`: the HMAC-SHA256 signing key; a reference naming one value.
+    pub secret_from: Reference,
+    /// `events`: what is sent (default: every event), without duplicates.
+    pub events: Vec<NotifyEvent>,
+}
+
+impl NotifyTarget {
+    /// Whether this target wants `event`.
+    pub fn wants(&self, event: NotifyEvent) -> bool {
+        self.events.contains(&event)
+    }
+}
+
+/// An event a webhook can be told about (`spec.notify[].events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// `success`: a rotation completed.
+    Success,
+    /// `failure`: a rotation failed or rolled back.
+    Failure,
+    /// `compromise`: a compromise rotation was started or finished.
+    Compromise,
+    /// `quarantine`: the policy was quarantined (no more automatic attempts).
+    Quarantine,
+    /// `approval_requested`: an on-demand request waits for approval.
+    ApprovalRequested,
+    /// `approval_expired`: a pending request expired or was superseded.
+    ApprovalExpired,
+}
+
+impl NotifyEvent {
+    /// Every event, in declaration order (the default of `events`).
+    pub const ALL: [NotifyEvent; 6] = [
+        NotifyEvent::Success,
+        NotifyEvent::Failure,
+        NotifyEvent::Compromise,
+        NotifyEvent::Quarantine,
+        NotifyEvent::ApprovalRequested,
+        NotifyEvent::ApprovalExpired,
+    ];
+
+    /// The YAML and payload name (`success`, `approval_requested`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::Success => "success",
+            NotifyEvent::Failure => "failure",
+            NotifyEvent::Compromise => "compromise",
+            NotifyEvent::Quarantine => "quarantine",
+            NotifyEvent::ApprovalRequested => "approval_requested",
+            NotifyEvent::ApprovalExpired => "approval_expired",
+        }
+    }
+}
+
+impl fmt::Display for NotifyEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

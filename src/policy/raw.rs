@@ -46,6 +46,7 @@ macro_rules! raw_int {
 
 raw_int!(RawPort, "a port number 1-65535");
 raw_int!(RawLength, "a password length 8-1024");
+raw_int!(RawMinCount, "a character count 0-1024");
 
 /// `apiVersion`.
 #[derive(Deserialize)]
@@ -90,7 +91,7 @@ pub(crate) struct RawMetadata {
 #[serde(
     deny_unknown_fields,
     rename_all = "camelCase",
-    expecting = "a mapping {credential, vault, schedule?, consumers?, verify?, onDemand?}"
+    expecting = "a mapping {credential, vault, schedule?, consumers?, verify?, onDemand?, notify?}"
 )]
 pub(crate) struct RawSpec {
     pub credential: Checked<Located<RawCredential>>,
@@ -103,6 +104,8 @@ pub(crate) struct RawSpec {
     pub verify: Option<Checked<RawVerify>>,
     #[serde(default)]
     pub on_demand: Option<Checked<RawOnDemand>>,
+    #[serde(default)]
+    pub notify: Option<Vec<Checked<Located<RawNotify>>>>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +165,31 @@ pub(crate) struct RawOnDemand {
     pub require_ticket: Option<bool>,
 }
 
+/// `spec.notify[]`.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a webhook mapping {url, secretFrom, events?}"
+)]
+pub(crate) struct RawNotify {
+    pub url: Located<String>,
+    pub secret_from: Checked<Located<RawReference>>,
+    #[serde(default)]
+    pub events: Option<Located<Vec<Located<RawNotifyEvent>>>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawNotifyEvent {
+    Success,
+    Failure,
+    Compromise,
+    Quarantine,
+    ApprovalRequested,
+    ApprovalExpired,
+}
+
 // ---------------------------------------------------------------------------------------
 // Shared pieces
 
@@ -199,13 +227,23 @@ pub(crate) struct RawVaultRef {
 #[serde(
     deny_unknown_fields,
     rename_all = "camelCase",
-    expecting = "a password generator {length?, alphabet?} (passwords are generated, never written inline)"
+    expecting = "a password generator {length?, alphabet?, minLower?, minUpper?, minDigits?, minSymbols?, exclude?} (passwords are generated, never written inline)"
 )]
 pub(crate) struct RawPassword {
     #[serde(default)]
     pub length: Option<Located<RawLength>>,
     #[serde(default)]
     pub alphabet: Option<Located<String>>,
+    #[serde(default)]
+    pub min_lower: Option<Located<RawMinCount>>,
+    #[serde(default)]
+    pub min_upper: Option<Located<RawMinCount>>,
+    #[serde(default)]
+    pub min_digits: Option<Located<RawMinCount>>,
+    #[serde(default)]
+    pub min_symbols: Option<Located<RawMinCount>>,
+    #[serde(default)]
+    pub exclude: Option<Located<String>>,
 }
 
 #[derive(Deserialize)]

@@ -380,6 +380,157 @@ fn gitlab_masking_rules() {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A postgres credential with `password:` lines (indented 6) spliced in.
+fn pg_with_password(lines: &str) -> String {
+    format!("{PG}    password:\n{lines}")
+}
+
+#[test]
+fn generator_rules_are_read() {
+    let set = load(&policy(
+        &pg_with_password(
+            "      length: 20\n      alphabet: ascii-printable\n      minLower: 1\n      minUpper: 2\n      minDigits: 3\n      minSymbols: 4\n      exclude: \"$`\\\\\"\n",
+        ),
+        "",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let g = set
+        .get("p")
+        .and_then(|p| p.spec.credential.password_generator())
+        .expect("generator");
+    assert_eq!(
+        (
+            g.length,
+            g.min_lower,
+            g.min_upper,
+            g.min_digits,
+            g.min_symbols
+        ),
+        (20, 1, 2, 3, 4)
+    );
+    assert_eq!(g.exclude, "$`\\");
+    assert_eq!(g.chars().len(), 94 - 3);
+    for _ in 0..100 {
+        let p = g.generate();
+        assert!(g.accepts(p.expose_secret()));
+    }
+}
+
+#[test]
+fn unsatisfiable_generators_are_refused_at_the_field() {
+    // Line 12 is `password:`; its fields start on line 13, column 7.
+    let one = |lines: &str| {
+        let e = errors(&policy(&pg_with_password(lines), ""));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        e.into_iter().next().expect("one error")
+    };
+    let e = one("      alphabet: abc123\n      minUpper: 1\n");
+    assert_eq!(e.path, "spec.credential.password.minUpper");
+    assert_eq!((e.line, e.column), (14, 17));
+    assert_eq!(
+        e.message,
+        "found minUpper 1 but alphabet custom has no upper-case letter, expected 0 or an alphabet that has one"
+    );
+    let e = one("      minDigits: 2\n      exclude: \"0123456789\"\n");
+    assert_eq!(e.path, "spec.credential.password.minDigits");
+    assert!(
+        e.message
+            .contains("alphabet alphanumeric after exclude has no digit 0-9"),
+        "{e}"
+    );
+    let e = one(
+        "      alphabet: ascii-printable\n      minSymbols: 1\n      exclude: \"!\\\"#$%&'()*+,-./:;<=>?@[\\\\]^_`{|}~\"\n",
+    );
+    assert_eq!(e.path, "spec.credential.password.minSymbols");
+    assert!(e.message.contains("has no symbol"), "{e}");
+    let e = one("      length: 8\n      minLower: 3\n      minUpper: 3\n      minDigits: 3\n");
+    assert_eq!(e.path, "spec.credential.password");
+    assert_eq!((e.line, e.column), (13, 7));
+    assert_eq!(
+        e.message,
+        "found minLower + minUpper + minDigits + minSymbols = 9 with length 8, expected a sum of at most the length"
+    );
+    // The default length (32) counts when none is given.
+    let e = one("      minDigits: 33\n");
+    assert_eq!(e.path, "spec.credential.password");
+    assert!(e.message.contains("= 33 with length 32"), "{e}");
+    let e = one("      alphabet: \"ab\"\n      exclude: \"b\"\n");
+    assert_eq!(e.path, "spec.credential.password.exclude");
+    assert!(
+        e.message
+            .contains("leaves 1 of the 2 characters of alphabet custom, expected at least 2"),
+        "{e}"
+    );
+    let e = one("      minSymbols: -1\n");
+    assert_eq!(e.path, "spec.credential.password.minSymbols");
+    assert_eq!(e.message, "found minSymbols -1, expected 0 to 1024");
+    let e = one("      minLower: some\n");
+    assert_eq!(e.path, "spec.credential.password.minLower");
+    assert!(
+        e.message.contains("expected a character count 0-1024"),
+        "{e}"
+    );
+    let e = one("      minUpper: 2\n      extra: 1\n");
+    assert!(e.message.contains("found unknown field `extra`"), "{e}");
+    // A bad length or alphabet is reported once, not again as an unsatisfiable sum.
+    let e = one("      length: 4\n      minDigits: 6\n");
+    assert_eq!(e.path, "spec.credential.password.length");
+}
+
+#[test]
+fn gitlab_masking_takes_exclude_into_account() {
+    let masked = "  consumers:\n    - type: gitlab\n      tokenFrom: {env: T}\n      project: \"1234\"\n      key: K\n      value: \"{{ password }}\"\n      masked: true\n      raw: false\n";
+    // Every printable ASCII character GitLab cannot mask with raw: false.
+    let unmaskable: String = ('!'..='~')
+        .filter(|c| !c.is_ascii_alphanumeric() && !"_+=/@:.~-".contains(*c))
+        .collect();
+    assert_eq!(unmaskable.len(), 23);
+    let with_exclude = |exclude: &str| {
+        let yaml_exclude = exclude.replace('\'', "''");
+        policy(
+            &pg_with_password(&format!(
+                "      alphabet: ascii-printable\n      minSymbols: 2\n      exclude: '{yaml_exclude}'\n"
+            )),
+            masked,
+        )
+    };
+    let set = load(&with_exclude(&unmaskable)).unwrap_or_else(|e| panic!("{e}"));
+    let g = set
+        .get("p")
+        .and_then(|p| p.spec.credential.password_generator())
+        .expect("generator");
+    for _ in 0..200 {
+        let p = g.generate();
+        assert!(
+            p.expose_secret()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=/@:.~-".contains(c))
+        );
+    }
+    // Leaving `$` in: refused, naming the character and that exclude was applied.
+    let e = errors(&with_exclude(&unmaskable.replace('$', "")));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(e[0].path, "spec.consumers[0].masked");
+    assert!(
+        e[0].message.contains(
+            "raw: false and password alphabet ascii-printable after exclude containing `$`"
+        ),
+        "{}",
+        e[0]
+    );
+    // Without exclude, the first unmaskable character is named as before.
+    let e = errors(&policy(
+        &pg_with_password("      alphabet: ascii-printable\n"),
+        masked,
+    ));
+    assert!(
+        e[0].message
+            .contains("raw: false and password alphabet ascii-printable containing `!`"),
+        "{}",
+        e[0]
+    );
+}
+
 #[test]
 fn kubernetes_secret_types_need_their_keys() {
     let e = errors(&policy(

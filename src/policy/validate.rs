@@ -12,7 +12,7 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
 use super::duration::{DURATION_EXPECTED, parse_duration};
-use super::generator::{Alphabet, MAX_LENGTH, MIN_LENGTH, PasswordGenerator};
+use super::generator::{Alphabet, CharClass, MAX_LENGTH, MIN_LENGTH, PasswordGenerator};
 use super::model::*;
 use super::raw::*;
 use super::template::Template;
@@ -313,16 +313,23 @@ impl Validator {
         let Some(p) = p.and_then(|p| p.0.as_ref()) else {
             return g;
         };
+        // Rules about the whole generator are only checked on parts that are valid
+        // themselves, so one mistake is reported once.
+        let mut length_ok = true;
+        let mut alphabet_ok = true;
         if let Some(l) = &p.value.length {
             match usize::try_from(l.value.0) {
                 Ok(n) if (MIN_LENGTH..=MAX_LENGTH).contains(&n) => g.length = n,
-                _ => self.at(
-                    l,
-                    format!(
-                        "found length {}, expected {MIN_LENGTH} to {MAX_LENGTH}",
-                        l.value.0
-                    ),
-                ),
+                _ => {
+                    length_ok = false;
+                    self.at(
+                        l,
+                        format!(
+                            "found length {}, expected {MIN_LENGTH} to {MAX_LENGTH}",
+                            l.value.0
+                        ),
+                    );
+                }
             }
         }
         if let Some(a) = &p.value.alphabet {
@@ -331,12 +338,100 @@ impl Validator {
                 "ascii-printable" => g.alphabet = Alphabet::AsciiPrintable,
                 set => {
                     if let Some(problem) = custom_alphabet_problem(set) {
+                        alphabet_ok = false;
                         self.at(a, problem);
                     } else {
                         g.alphabet = Alphabet::Custom(set.to_owned());
                     }
                 }
             }
+        }
+        let mins = [
+            &p.value.min_lower,
+            &p.value.min_upper,
+            &p.value.min_digits,
+            &p.value.min_symbols,
+        ];
+        let mut mins_ok = true;
+        for (class, raw) in CharClass::ALL.into_iter().zip(mins) {
+            let Some(m) = raw else { continue };
+            match usize::try_from(m.value.0) {
+                Ok(n) if n <= MAX_LENGTH => match class {
+                    CharClass::Lower => g.min_lower = n,
+                    CharClass::Upper => g.min_upper = n,
+                    CharClass::Digit => g.min_digits = n,
+                    CharClass::Symbol => g.min_symbols = n,
+                },
+                _ => {
+                    mins_ok = false;
+                    self.at(
+                        m,
+                        format!(
+                            "found {} {}, expected 0 to {MAX_LENGTH}",
+                            class.field(),
+                            m.value.0
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(e) = &p.value.exclude {
+            if has_control(&e.value) {
+                alphabet_ok = false;
+                self.at(
+                    e,
+                    "found control characters in exclude, expected the visible characters to leave out",
+                );
+            } else {
+                g.exclude = e.value.clone();
+                let left = g.chars().len();
+                if alphabet_ok && left < 2 {
+                    alphabet_ok = false;
+                    self.at(
+                        e,
+                        format!(
+                            "found an exclude that leaves {left} of the {} characters of alphabet {}, expected at least 2 characters left",
+                            g.alphabet.chars().len(),
+                            g.alphabet.name()
+                        ),
+                    );
+                }
+            }
+        }
+        if alphabet_ok {
+            let chars = g.chars();
+            let after = if g.exclude.is_empty() {
+                ""
+            } else {
+                " after exclude"
+            };
+            for (class, raw) in CharClass::ALL.into_iter().zip(mins) {
+                let min = g.minimum(class);
+                if let Some(m) = raw
+                    && min > 0
+                    && !chars.iter().any(|c| CharClass::of(*c) == Some(class))
+                {
+                    self.at(
+                        m,
+                        format!(
+                            "found {} {min} but alphabet {}{after} has no {}, expected 0 or an alphabet that has one",
+                            class.field(),
+                            g.alphabet.name(),
+                            class.noun()
+                        ),
+                    );
+                }
+            }
+        }
+        let required = g.required();
+        if length_ok && mins_ok && required > g.length {
+            self.at(
+                p,
+                format!(
+                    "found minLower + minUpper + minDigits + minSymbols = {required} with length {}, expected a sum of at most the length",
+                    g.length
+                ),
+            );
         }
         g
     }
@@ -1469,6 +1564,66 @@ impl Validator {
             Some(mode) => Some(mode),
         }
     }
+
+    // ---- notify --------------------------------------------------------------------
+
+    fn notify_target(&mut self, n: &Located<RawNotify>, mount: &str) -> Option<NotifyTarget> {
+        let raw = &n.value;
+        let url = self.http_url(&raw.url, &["https", "http"]);
+        let mut secret_from = self.reference(&raw.secret_from, mount);
+        if let (Some(reference), Some(r)) = (&secret_from, raw.secret_from.0.as_ref())
+            && !reference.is_single_value()
+        {
+            let at = r.value.vault.as_ref().map(|v| (v.pos, v.path.clone()));
+            let (pos, path) = at.unwrap_or((r.pos, r.path.clone()));
+            self.push(
+                pos,
+                &path,
+                "found a Vault reference without `key`, expected `key` naming the signing key (without it a reference yields username and password)",
+            );
+            secret_from = None;
+        }
+        let events = match &raw.events {
+            None => Some(NotifyEvent::ALL.to_vec()),
+            Some(list) if list.value.is_empty() => {
+                let names: Vec<&str> = NotifyEvent::ALL.iter().map(|e| e.as_str()).collect();
+                self.at(
+                    list,
+                    format!(
+                        "found no events, expected at least one of {} (leave `events` out for all)",
+                        one_of(&names)
+                    ),
+                );
+                None
+            }
+            Some(list) => {
+                let mut events = Vec::new();
+                for e in &list.value {
+                    let event = notify_event(e.value);
+                    if !events.contains(&event) {
+                        events.push(event);
+                    }
+                }
+                Some(events)
+            }
+        };
+        Some(NotifyTarget {
+            url: url?,
+            secret_from: secret_from?,
+            events: events?,
+        })
+    }
+}
+
+fn notify_event(e: RawNotifyEvent) -> NotifyEvent {
+    match e {
+        RawNotifyEvent::Success => NotifyEvent::Success,
+        RawNotifyEvent::Failure => NotifyEvent::Failure,
+        RawNotifyEvent::Compromise => NotifyEvent::Compromise,
+        RawNotifyEvent::Quarantine => NotifyEvent::Quarantine,
+        RawNotifyEvent::ApprovalRequested => NotifyEvent::ApprovalRequested,
+        RawNotifyEvent::ApprovalExpired => NotifyEvent::ApprovalExpired,
+    }
 }
 
 fn method(m: RawMethod) -> HttpMethod {
@@ -1549,12 +1704,17 @@ fn shape_of(var: &str, cred: &CredentialSpec) -> Shape {
         source: source.to_owned(),
     };
     match var {
+        // What the generator can emit: its alphabet minus `exclude`.
         "password" => match cred.password_generator() {
             Some(g) => Shape {
-                chars: Some(g.alphabet.chars()),
+                chars: Some(g.chars()),
                 min_len: Some(g.length),
                 multiline: false,
-                source: format!("password alphabet {}", g.alphabet.name()),
+                source: if g.exclude.is_empty() {
+                    format!("password alphabet {}", g.alphabet.name())
+                } else {
+                    format!("password alphabet {} after exclude", g.alphabet.name())
+                },
             },
             None => unknown("password"),
         },
@@ -1771,6 +1931,19 @@ pub(crate) fn validate_policy(
         }),
     };
 
+    // Every target is validated (collected first) so that one run reports all problems.
+    let notify: Option<Vec<NotifyTarget>> = spec
+        .notify
+        .iter()
+        .flatten()
+        .map(|n| {
+            n.0.as_ref()
+                .and_then(|n| v.notify_target(n, &default_mount))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+
     if !consumers_ok || raw.api_version.0.is_none() || raw.kind.0.is_none() {
         return None;
     }
@@ -1785,6 +1958,7 @@ pub(crate) fn validate_policy(
             consumers,
             verify: verify?,
             on_demand: on_demand?,
+            notify: notify?,
         },
     })
 }

@@ -15,6 +15,8 @@
 //! - [`gitlab`]: [`FakeGitlab`], the GitLab CI/CD variables API on loopback with GitLab's
 //!   documented rules (no upsert, environment scopes, masking).
 //! - [`loopback`]: [`loopback::LoopbackServer`], the thread and accept loop the fakes share.
+//! - [`webhook`]: [`WebhookReceiver`], a webhook endpoint on loopback that verifies rotor's
+//!   notification signatures and timestamps and records what it accepted.
 //!
 //! Services are real (see `INTEGRATION-NOTES.md`): nothing here mocks OpenBao or
 //! PostgreSQL. A test that needs them calls [`stack()`], which panics with the command
@@ -29,6 +31,7 @@ pub mod leak;
 pub mod loopback;
 pub mod names;
 pub mod stack;
+pub mod webhook;
 
 pub use fake_kube::{FakeKube, create_deployment, create_namespace};
 pub use github::FakeGithub;
@@ -37,6 +40,7 @@ pub use key_api::FakeKeyApi;
 pub use leak::assert_no_secret;
 pub use names::{canary, unique};
 pub use stack::{PgInfo, ServiceInfo, Stack, mysql, rabbitmq, redis, stack};
+pub use webhook::WebhookReceiver;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs), as rotor does at start.
 /// kube's dependencies compile in a second rustls back-end, so without an installed

@@ -148,6 +148,19 @@ pub struct RunArgs {
     /// POSTed (JSON, no secrets) when a compromise rotation ends.
     #[arg(long)]
     pub notify_webhook: Option<url::Url>,
+    /// Run several replicas: only the holder of a Kubernetes Lease schedules and
+    /// rotates; the others serve health and metrics and take over when it goes away.
+    #[arg(long)]
+    pub leader_election: bool,
+    /// Name of the Lease (with --leader-election).
+    #[arg(long, default_value = "rotor")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long)]
+    pub lease_namespace: Option<String>,
+    /// How long the leader's last renewal holds the Lease (whole seconds, at least 2s).
+    #[arg(long, default_value = "15s", value_parser = parse_wait)]
+    pub lease_duration: std::time::Duration,
     /// Vault connection.
     #[command(flatten)]
     pub vault: VaultArgs,
@@ -507,6 +520,14 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
             listen: args.listen,
             audit_log: args.audit_log,
             auth_config: args.auth_config,
+            leader: args.leader_election.then(|| crate::leader::LeaderConfig {
+                lease_name: args.lease_name,
+                namespace: args
+                    .lease_namespace
+                    .unwrap_or_else(crate::leader::default_namespace),
+                identity: crate::leader::default_identity(),
+                duration: args.lease_duration,
+            }),
             agent: crate::agent::AgentConfig {
                 concurrency: args.concurrency,
                 policy_paths: args.policies,

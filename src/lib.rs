@@ -5,7 +5,9 @@
 //! - [`agent`]: the long-running agent (`rotor run`) and the [`agent::Control`] the API uses.
 //! - [`audit`]: the hash-chained audit log and its verifier.
 //! - [`cli`]: the command line (`validate`, `plan`, `rotate`, `resume`, `run`, `status`, `audit`).
+//! - [`leader`]: leader election on a Kubernetes Lease (`rotor run --leader-election`).
 //! - [`metrics`]: the owned Prometheus registry; every metric is named there.
+//! - [`notify`]: signed webhook notifications of policy events, retried with backoff.
 //! - [`server`]: the HTTP API: health, metrics, policies, on-demand rotation.
 //! - [`policy`]: the policy model (serde), loading with precise errors, validation, templates.
 //! - [`schedule`]: cron + time zone → next fire times.
@@ -21,7 +23,9 @@ pub mod cli;
 pub mod consumers;
 pub mod credentials;
 pub mod engine;
+pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod schedule;
 pub mod secret;

@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub audit_log: Option<PathBuf>,
     /// `--auth-config`.
     pub auth_config: Option<PathBuf>,
+    /// `--leader-election`: compete for this Lease; `None`: always the leader.
+    pub leader: Option<crate::leader::LeaderConfig>,
     /// Agent settings (policy paths, concurrency, webhook…).
     pub agent: AgentConfig,
 }
@@ -76,6 +78,32 @@ pub async fn run(
         audit.clone(),
         Arc::clone(&metrics),
     );
+    // Leader election: start as a follower; the elector runs until the agent has
+    // drained (so a successor never resumes a rotation this replica is still running)
+    // and then releases the Lease.
+    let (elector, elector_stop) = match opts.leader.clone() {
+        Some(config) => {
+            config.check()?;
+            let client = kube::Client::try_default().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "--leader-election needs the Kubernetes API (in-cluster or KUBECONFIG): {e}"
+                )
+            })?;
+            agent.set_leader(false);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let a = agent.clone();
+            let task = tokio::spawn(crate::leader::run(
+                client,
+                config,
+                move |leading| a.set_leader(leading),
+                async move {
+                    let _ = stopped.await;
+                },
+            ));
+            (Some(task), Some(stop))
+        }
+        None => (None, None),
+    };
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", opts.listen))?;
@@ -143,6 +171,16 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     signals.abort();
+    if let (Some(task), Some(stop)) = (elector, elector_stop) {
+        let _ = stop.send(());
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(error = %crate::error_chain(&e), "Leader election ended with an error.")
+            }
+            Err(e) => warn!(error = %e, "Leader election task failed."),
+        }
+    }
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => warn!(error = %e, "The API server ended with an error."),

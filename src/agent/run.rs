@@ -190,6 +190,9 @@ struct Entry {
     state: &'static str,
     error: Option<String>,
     pending: Vec<String>,
+    /// Leadership was gained since the last refresh: cron fires the secret's creation
+    /// time shows were served (by the previous leader) are not run again.
+    handover: bool,
 }
 
 struct Queued {
@@ -207,6 +210,8 @@ struct State {
     stopping: bool,
     started: bool,
     policy_stamp: Vec<(PathBuf, std::time::SystemTime, u64)>,
+    /// Leadership as the loop last acted on it (see [`State::follow_leadership`]).
+    leading: bool,
 }
 
 const HISTORY: usize = 256;
@@ -277,6 +282,7 @@ impl Agent {
                     stopping: false,
                     started: false,
                     policy_stamp: stamp,
+                    leading: true,
                 }),
                 wake: Notify::new(),
                 leader: AtomicBool::new(true),
@@ -326,6 +332,7 @@ impl Agent {
             let now = inner.clock.now();
             let sleep_for = {
                 let mut st = inner.lock();
+                st.follow_leadership(inner.leader.load(Ordering::SeqCst));
                 st.enqueue_due(now);
                 while permits.available_permits() > 0 {
                     let Some(next) = st.pop_runnable() else { break };
@@ -414,6 +421,7 @@ impl Entry {
             state: "idle",
             error: None,
             pending: Vec::new(),
+            handover: false,
         }
     }
 
@@ -465,9 +473,53 @@ impl State {
         self.queue.insert(pos, item);
     }
 
+    /// Acts on a change of leadership (leader election). A follower starts nothing and
+    /// drops its queue: the leader schedules, and a stale queued rotation must not run
+    /// if leadership comes back. A new leader resumes every policy's open rotation from
+    /// the journal (how a half-done rotation of a lost leader is finished) and re-reads
+    /// its inputs.
+    fn follow_leadership(&mut self, leader: bool) {
+        if leader == self.leading {
+            return;
+        }
+        self.leading = leader;
+        if leader {
+            let names: Vec<String> = self
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.running && !e.queued)
+                .map(|(name, _)| name.clone())
+                .collect();
+            for e in self.entries.values_mut() {
+                e.handover = true;
+            }
+            info!(
+                policies = names.len(),
+                "Leader: resuming open rotations from the journal."
+            );
+            for name in names {
+                self.enqueue(name, Job::Sync { end_grace: false }, 2, None);
+            }
+        } else {
+            let dropped = self.queue.len();
+            for q in self.queue.drain(..) {
+                if let Some(e) = self.entries.get_mut(&q.policy) {
+                    e.queued = false;
+                    if e.state == "queued" {
+                        e.state = "idle";
+                    }
+                }
+            }
+            info!(
+                dropped,
+                "Not the leader: no rotation starts here until this replica leads."
+            );
+        }
+    }
+
     /// Queues every policy whose time has come.
     fn enqueue_due(&mut self, now: DateTime<Utc>) {
-        if self.stopping {
+        if self.stopping || !self.leading {
             return;
         }
         let mut due = Vec::new();
@@ -505,7 +557,7 @@ impl State {
 
     /// The first queued job whose policy is not running.
     fn pop_runnable(&mut self) -> Option<Queued> {
-        if self.stopping {
+        if self.stopping || !self.leading {
             return None;
         }
         let i = self
@@ -516,6 +568,10 @@ impl State {
     }
 
     fn next_wake(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !self.leading {
+            // A follower waits for `set_leader`, which wakes the loop.
+            return None;
+        }
         self.entries
             .values()
             .filter_map(Entry::wake_at)
@@ -607,6 +663,11 @@ impl Inner {
         e.running = false;
         match inputs {
             Ok((created, renewal)) => {
+                if std::mem::take(&mut e.handover)
+                    && let Some(c) = created
+                {
+                    e.cron_after = e.cron_after.max(c);
+                }
                 e.secret_created = created;
                 e.renewal_at = renewal;
                 if let Some(c) = created {

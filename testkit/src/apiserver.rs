@@ -5,7 +5,8 @@
 //! and a bearer token, so rotor's own kube client, its HTTP stack and its error handling are
 //! exercised. The backend handles create/get/list/replace/delete, JSON, merge and apply
 //! patches with field managers (409 on conflicts unless forced), and 409 on a stale
-//! `resourceVersion`. Like a real API server it answers `/version`, `/healthz`, `/livez`
+//! `resourceVersion`; this front drops field ownership of fields an update removed, as a
+//! real API server does (the backend alone keeps it, which would block leader election). Like a real API server it answers `/version`, `/healthz`, `/livez`
 //! and `/readyz` without a token, and serves discovery (`/api`, `/apis`, `/api/v1`,
 //! `/apis/GROUP/VERSION`).
 //!
@@ -560,6 +561,8 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
             }
         }
     }
+    let updates = is_update(&parts.method, parts.headers.get(header::CONTENT_TYPE));
+    let target = parts.uri.path().to_string();
     let request = Request::from_parts(parts, kube::client::Body::from(bytes));
     let response = match state.backend.send(request).await {
         Ok(response) => response,
@@ -577,6 +580,12 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     match body.collect().await {
         Ok(collected) => {
             let mut bytes = collected.to_bytes();
+            if updates
+                && parts.status.is_success()
+                && let Some(fixed) = prune_stale_ownership(state, &target, &bytes).await
+            {
+                bytes = fixed;
+            }
             if aliased {
                 let text = String::from_utf8_lossy(&bytes).replace(NAMESPACES_ALIAS, "namespaces");
                 bytes = Bytes::from(text);
@@ -591,6 +600,93 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
             &format!("reading the backend response failed: {error}"),
         ),
     }
+}
+
+/// A write that is not a server-side apply: PUT, or PATCH with another content type.
+fn is_update(method: &Method, content_type: Option<&HeaderValue>) -> bool {
+    let apply = content_type
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("apply-patch"));
+    *method == Method::PUT || (*method == Method::PATCH && !apply)
+}
+
+/// On a real API server a field that no longer exists is owned by nobody: when an
+/// update removes a field, it leaves every manager's `managedFields` entry. The backend
+/// keeps such entries, so after a Lease is released (a merge patch that nulls the holder)
+/// every other candidate's apply of the holder would conflict with the former holder
+/// forever. After a successful update this drops the owned paths that `object` no
+/// longer has and writes the result back (guarded by `resourceVersion`); the answer to
+/// the client is the object as written. `None`: nothing to prune, or the write-back lost
+/// a race (then the original answer stands).
+async fn prune_stale_ownership(state: &State, path: &str, object: &Bytes) -> Option<Bytes> {
+    let object: Value = serde_json::from_slice(object).ok()?;
+    let entries = object.pointer("/metadata/managedFields")?.as_array()?;
+    let mut changed = false;
+    let mut kept = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some(fields) = entry.get("fieldsV1").and_then(Value::as_object) else {
+            kept.push(entry.clone());
+            continue;
+        };
+        let pruned = prune_fields(fields, &object);
+        if pruned.len() == fields.len() && pruned == *fields {
+            kept.push(entry.clone());
+            continue;
+        }
+        changed = true;
+        if !pruned.is_empty() {
+            let mut entry = entry.clone();
+            entry["fieldsV1"] = Value::Object(pruned);
+            kept.push(entry);
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let resource_version = object.pointer("/metadata/resourceVersion")?.clone();
+    let body = json!({"metadata": {"managedFields": kept, "resourceVersion": resource_version}});
+    let request = Request::patch(path)
+        .header(header::CONTENT_TYPE, "application/merge-patch+json")
+        .body(kube::client::Body::from(body.to_string().into_bytes()))
+        .ok()?;
+    let response = state.backend.send(request).await.ok()?;
+    let ok = response.status().is_success();
+    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    if !ok {
+        debug!(path = %path, "Pruning stale field ownership lost a race; left as is.");
+        return None;
+    }
+    Some(bytes)
+}
+
+/// The part of a `fieldsV1` trie (`f:` keys, `{}` leaves) whose paths `object` still has.
+fn prune_fields(
+    trie: &serde_json::Map<String, Value>,
+    object: &Value,
+) -> serde_json::Map<String, Value> {
+    let mut kept = serde_json::Map::new();
+    for (key, sub) in trie {
+        let Some(name) = key.strip_prefix("f:") else {
+            // `k:`, `v:`, `i:` and `.` keys: not produced by the backend; keep them.
+            kept.insert(key.clone(), sub.clone());
+            continue;
+        };
+        let Some(value) = object.get(name).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        match sub.as_object() {
+            Some(children) if !children.is_empty() && value.is_object() => {
+                let pruned = prune_fields(children, value);
+                if !pruned.is_empty() {
+                    kept.insert(key.clone(), Value::Object(pruned));
+                }
+            }
+            _ => {
+                kept.insert(key.clone(), sub.clone());
+            }
+        }
+    }
+    kept
 }
 
 fn authorized(value: Option<&HeaderValue>, token: &str) -> bool {
@@ -844,6 +940,22 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.kind(), "seed_object");
         assert_eq!(err.to_string(), "seed object #1 has no metadata.name");
+    }
+
+    #[test]
+    fn ownership_of_removed_fields_is_pruned() {
+        // A released Lease: the holder fields are gone, leaseTransitions stays.
+        let object = json!({"spec": {"leaseTransitions": 1}});
+        let trie = json!({"f:spec": {
+            "f:holderIdentity": {}, "f:renewTime": {}, "f:leaseTransitions": {}
+        }});
+        let pruned = prune_fields(trie.as_object().unwrap(), &object);
+        assert_eq!(
+            Value::Object(pruned),
+            json!({"f:spec": {"f:leaseTransitions": {}}})
+        );
+        let holder_only = json!({"f:spec": {"f:holderIdentity": {}}});
+        assert!(prune_fields(holder_only.as_object().unwrap(), &object).is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Kubernetes API on loopback. Each fixture uses unique names, so tests share servers.
 #![allow(dead_code)] // Each test binary uses a different part of the fixture.
 
+pub mod agent;
 pub mod kinds;
 
 use std::path::PathBuf;

@@ -1,0 +1,191 @@
+//! `rotor run` as a child process for black-box tests: start it on a free loopback
+//! port with an audit log and an API token, wait for it, read its API and metrics.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Fixture;
+
+/// A running `rotor run`; killed (and reaped) when dropped.
+pub struct Agent {
+    pub child: Child,
+    pub base: String,
+    pub token: String,
+    pub audit: PathBuf,
+    pub log: PathBuf,
+    _state: tempfile::TempDir,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls `check` until it returns Some, or panics after `limit` with `what`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn auth_config(dir: &Path, token: &str) -> PathBuf {
+    let token_file = dir.join("api-token");
+    std::fs::write(&token_file, token).expect("token file");
+    let config = dir.join("auth.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "identities:\n  - name: ops\n    tokenFrom: {{file: {}}}\n    policies: [\"*\"]\n    compromise: true\n",
+            token_file.display()
+        ),
+    )
+    .expect("auth config");
+    config
+}
+
+impl Agent {
+    pub fn start(fx: &Fixture, extra_env: &[(&str, &str)]) -> Agent {
+        Self::start_with(fx, extra_env, &[])
+    }
+
+    pub fn start_with(fx: &Fixture, extra_env: &[(&str, &str)], extra_args: &[&str]) -> Agent {
+        let port = free_port();
+        let token = format!("tok{}", rotor_testkit::canary());
+        // Outside the policy directory, which the agent watches.
+        let state_dir = tempfile::tempdir().expect("agent dir");
+        let state = state_dir.path().to_path_buf();
+        let config = auth_config(&state, &token);
+        let audit = state.join("audit.jsonl");
+        let log = state.join(format!("agent-{port}.log"));
+        let mut cmd = fx.rotor();
+        cmd.args(["-vv", "run", "--policies"])
+            .arg(fx.policy_dir())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--audit-log")
+            .arg(&audit)
+            .arg("--auth-config")
+            .arg(&config)
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start rotor run");
+        Agent {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+            audit,
+            log,
+            _state: state_dir,
+        }
+    }
+
+    pub async fn ready(&self) {
+        let url = format!("{}/readyz", self.base);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rotor run never became ready; its log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `/readyz` as JSON (`ready`, `leader`, `reason`), or None when it does not answer.
+    pub async fn readiness(&self) -> Option<serde_json::Value> {
+        reqwest::get(format!("{}/readyz", self.base))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
+    /// The `/metrics` text, or None when it does not answer.
+    pub async fn metrics(&self) -> Option<String> {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
+    pub async fn policies(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/policies", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET /v1/policies")
+            .json()
+            .await
+            .expect("JSON")
+    }
+
+    /// `POST /v1/policies/NAME/rotate` with a reason: the status code and JSON body.
+    pub async fn request_rotation(&self, policy: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/policies/{policy}/rotate", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"reason": "test"}))
+            .send()
+            .await
+            .expect("POST rotate");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first policy of a `/v1/policies` answer.
+pub fn first(policies: &serde_json::Value) -> serde_json::Value {
+    let list = policies
+        .get("policies")
+        .cloned()
+        .unwrap_or_else(|| policies.clone());
+    list.as_array()
+        .and_then(|a| a.first().cloned())
+        .unwrap_or(serde_json::Value::Null)
+}

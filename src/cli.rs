@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 use crate::consumers::Consumers;
 use crate::engine::{Engine, EngineConfig, Rotation, RotationOutcome, RotationRequest, Trigger};
 use crate::policy::{self, PolicySet, ValidatedPolicy};
-use crate::vault::{Vault, VaultConfig};
+use crate::vault::{Vault, VaultAuth, VaultAuthSettings, VaultConfig};
 
 /// rotor: rotates non-human credentials through Vault to their consumers and proves
 /// the old secret is rejected.
@@ -145,9 +145,13 @@ pub struct RunArgs {
     /// Rotations running at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
-    /// POSTed (JSON, no secrets) when a compromise rotation ends.
-    #[arg(long)]
-    pub notify_webhook: Option<url::Url>,
+    /// Also notify this URL of every rotation outcome (signed JSON, no secrets;
+    /// see the README); needs --notify-secret-file.
+    #[arg(long, requires = "notify_secret_file")]
+    pub notify_url: Option<url::Url>,
+    /// File holding the HMAC key that signs --notify-url deliveries.
+    #[arg(long, requires = "notify_url")]
+    pub notify_secret_file: Option<PathBuf>,
     /// Run several replicas: only the holder of a Kubernetes Lease schedules and
     /// rotates; the others serve health and metrics and take over when it goes away.
     #[arg(long)]
@@ -222,6 +226,19 @@ pub struct VaultArgs {
     /// File holding the Vault token (default: VAULT_TOKEN, then ~/.vault-token).
     #[arg(long)]
     pub vault_token_file: Option<PathBuf>,
+    /// How to log in to Vault [env: ROTOR_VAULT_AUTH_METHOD; default: token]. With
+    /// `kubernetes` or `approle`, rotor logs in itself (see ROTOR_VAULT_ROLE_ID_FILE,
+    /// ROTOR_VAULT_SECRET_ID_FILE, ROTOR_VAULT_JWT_FILE) and `rotor run` keeps the
+    /// token alive.
+    #[arg(long, value_parser = ["token", "kubernetes", "approle"])]
+    pub vault_auth_method: Option<String>,
+    /// Vault role for Kubernetes auth [env: ROTOR_VAULT_ROLE].
+    #[arg(long)]
+    pub vault_role: Option<String>,
+    /// Mount path of the auth method [env: ROTOR_VAULT_AUTH_MOUNT; default: the
+    /// method's name].
+    #[arg(long)]
+    pub vault_auth_mount: Option<String>,
     /// KV v2 mount holding rotor's journal and staging values.
     #[arg(long, default_value = "secret")]
     pub state_mount: String,
@@ -239,7 +256,24 @@ impl VaultArgs {
         if let Some(ca) = &self.vault_cacert {
             c.ca_cert = Some(ca.clone());
         }
+        let mut auth = VaultAuthSettings::from_env();
+        if let Some(m) = &self.vault_auth_method {
+            auth.method = Some(m.clone());
+        }
+        if let Some(r) = &self.vault_role {
+            auth.role = Some(r.clone());
+        }
+        if let Some(m) = &self.vault_auth_mount {
+            auth.mount = Some(m.clone());
+        }
+        c.auth = auth.build()?;
         if let Some(f) = &self.vault_token_file {
+            if c.auth != VaultAuth::Token {
+                anyhow::bail!(
+                    "--vault-token-file is for token auth, but the auth method is {}",
+                    c.auth.method()
+                );
+            }
             let text = std::fs::read_to_string(f).map_err(|e| {
                 anyhow::anyhow!("reading the Vault token file {}: {e}", f.display())
             })?;
@@ -463,7 +497,8 @@ async fn engine(
     args: &VaultArgs,
     wait_grace: Option<std::time::Duration>,
 ) -> anyhow::Result<Engine> {
-    let vault = Vault::connect(&args.config()?)?;
+    // Logs in once; `rotor run` then keeps the token alive (agent::command::run).
+    let vault = Vault::login(&args.config()?).await?;
     let config = EngineConfig {
         state_mount: args.state_mount.clone(),
         grace_wait: wait_grace.unwrap_or_default(),
@@ -513,6 +548,7 @@ async fn resume(
 async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     let set = load(&args.policies)?;
     let engine = engine(&args.vault, None).await?;
+    let vault = engine.vault().clone();
     crate::agent::command::run(
         engine,
         set,
@@ -531,7 +567,15 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
             agent: crate::agent::AgentConfig {
                 concurrency: args.concurrency,
                 policy_paths: args.policies,
-                notify_webhook: args.notify_webhook,
+                notify: match (args.notify_url, args.notify_secret_file) {
+                    (Some(url), Some(key)) => vec![crate::policy::NotifyTarget {
+                        url,
+                        secret_from: crate::policy::Reference::File(key),
+                        events: crate::policy::NotifyEvent::ALL.to_vec(),
+                    }],
+                    _ => Vec::new(),
+                },
+                vault: Some(vault),
                 ..crate::agent::AgentConfig::default()
             },
         },

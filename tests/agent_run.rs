@@ -287,53 +287,25 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Accepts one HTTP request on loopback and hands back its body.
-async fn one_webhook() -> (String, tokio::sync::oneshot::Receiver<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.expect("accept");
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = sock.read(&mut chunk).await.expect("read");
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).to_string();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap_or(0))
-                    })
-                    .unwrap_or(0);
-                if body.len() >= len {
-                    let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    let _ = tx.send(body.to_owned());
-                    return;
-                }
-            }
-            if n == 0 {
-                return;
-            }
-        }
-    });
-    (url, rx)
-}
-
 #[tokio::test]
 async fn a_compromise_rotation_ends_sessions_and_sends_a_notification() {
     let fx = Fixture::new("agent-cmp", Options::default()).await;
     let (before, _) = fx.current().await;
-    let (hook, body) = one_webhook().await;
-    let agent = Agent::start_with(&fx, &[], &["--notify-webhook", &hook]);
+    let key = format!("hook{}", rotor_testkit::canary());
+    let receiver = rotor_testkit::WebhookReceiver::start(&key);
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_file = keys.path().join("notify-key");
+    std::fs::write(&key_file, &key).expect("key file");
+    let agent = Agent::start_with(
+        &fx,
+        &[],
+        &[
+            "--notify-url",
+            &receiver.url,
+            "--notify-secret-file",
+            key_file.to_str().expect("utf-8 path"),
+        ],
+    );
     agent.ready().await;
     let out = fx
         .rotor()
@@ -343,15 +315,14 @@ async fn a_compromise_rotation_ends_sessions_and_sends_a_notification() {
         .output()
         .expect("rotor rotate --server --compromise");
     assert!(out.status.success(), "{}", text(&out));
-    let body = tokio::time::timeout(Duration::from_secs(60), body)
-        .await
-        .expect("the webhook is called")
-        .expect("a body");
-    let note: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(note["event"], "compromise_rotation");
-    assert_eq!(note["policy"], fx.name.as_str());
-    assert_eq!(note["status"], "completed");
-    assert_eq!(note["reason"], "key posted in chat");
+    // The receiver accepts only deliveries whose signature and timestamp check out.
+    let deliveries = receiver.wait_for(1, Duration::from_secs(60)).await;
+    let note = &deliveries[0];
+    assert_eq!(note.event, "compromise");
+    assert_eq!(note.body["policy"], fx.name.as_str());
+    assert_eq!(note.body["status"], "completed");
+    assert_eq!(note.body["reason"], "key posted in chat");
+    let body = note.raw.clone();
     match fx.login(&before).await {
         rotor::credentials::AuthOutcome::Rejected { code, .. } => assert_eq!(code, "28P01"),
         other => panic!("the leaked password must be refused: {other:?}"),

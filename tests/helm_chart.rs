@@ -311,6 +311,7 @@ fn existing_objects() -> Value {
     json!({
         "existingPolicyConfigMap": "team-rotor-policies",
         "auth": {"existingSecret": "rotor-api-auth", "key": "identities.yaml"},
+        "agent": {"notify": {"url": "https://hooks.example.internal/rotor", "existingSecret": "rotor-notify", "secretKey": "hmac"}},
         "audit": {"persistence": {"enabled": true, "size": "5Gi", "storageClass": "fast-ssd"}},
         "vault": {
             "address": "https://vault.example.internal:8200",
@@ -1023,6 +1024,22 @@ fn existing_objects_pvc_token_auth_and_network_policy() {
         arg_value(&c, "--auth-config").as_deref(),
         Some("/etc/rotor/auth/identities.yaml")
     );
+    // Signed notifications: the URL and the HMAC key from the existing Secret.
+    assert_eq!(
+        arg_value(&c, "--notify-url").as_deref(),
+        Some("https://hooks.example.internal/rotor")
+    );
+    assert_eq!(
+        arg_value(&c, "--notify-secret-file").as_deref(),
+        Some("/etc/rotor/notify/hmac")
+    );
+    assert_eq!(
+        volume("notify-key")
+            .secret
+            .and_then(|s| s.secret_name)
+            .as_deref(),
+        Some("rotor-notify")
+    );
     // Vault: token from the existing Secret as a file, CA from a ConfigMap.
     assert_eq!(
         volume("vault-credentials")
@@ -1131,7 +1148,7 @@ fn existing_objects_pvc_token_auth_and_network_policy() {
 
 #[test]
 fn vault_auth_methods_render_what_the_agent_can_use() {
-    // kubernetes: no token file; the role is passed for the agent (not read yet).
+    // kubernetes: no token file; the agent logs in with the pod's ServiceAccount token.
     let r = render(
         &json!({"vault": {"auth": {"method": "kubernetes", "kubernetes": {"role": "rotor-prod"}}}}),
     );
@@ -1159,7 +1176,8 @@ fn vault_auth_methods_render_what_the_agent_can_use() {
             .all(|v| v.name != "vault-credentials")
     );
     assert!(
-        r.notes.contains("logs in to Vault\n   with a token only"),
+        r.notes
+            .contains("reached by Kubernetes login: role rotor-prod"),
         "{}",
         r.notes
     );

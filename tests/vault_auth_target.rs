@@ -24,6 +24,7 @@ fn connect(addr: &str, token: &str) -> Vault {
     let config = VaultConfig {
         addr: addr.to_owned(),
         token: Some(SecretString::from(token.to_owned())),
+        auth: rotor::vault::VaultAuth::Token,
         namespace: None,
         ca_cert: None,
         timeout: Duration::from_secs(10),

@@ -39,6 +39,12 @@ pub async fn run(
     opts: RunOptions,
 ) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
+    // Keeps rotor's Vault token alive (renewals, new logins) until the agent has
+    // drained; an early return drops `keeper_stop`, which stops it too.
+    let (keeper_stop, keeper_stopped) = tokio::sync::oneshot::channel::<()>();
+    let keeper = engine.vault().keep_alive(async move {
+        let _ = keeper_stopped.await;
+    });
     let audit = match &opts.audit_log {
         Some(path) => {
             Some(Arc::new(AuditLog::open(path).map_err(|e| {
@@ -180,6 +186,10 @@ pub async fn run(
             }
             Err(e) => warn!(error = %e, "Leader election task failed."),
         }
+    }
+    let _ = keeper_stop.send(());
+    if let Err(e) = keeper.await {
+        warn!(error = %e, "The Vault token keeper failed.");
     }
     match tokio::time::timeout(Duration::from_secs(10), server).await {
         Ok(Ok(Ok(()))) => {}

@@ -26,6 +26,7 @@ use crate::engine::{
     Engine, EngineError, Rotation, RotationOutcome, RotationRequest, Status, Trigger,
 };
 use crate::metrics::Metrics;
+use crate::notify::{Notification, Notifier, NotifyEvent};
 use crate::policy::{PolicySet, ValidatedPolicy};
 use crate::schedule::{self, Due, DueInputs};
 
@@ -148,8 +149,11 @@ pub struct AgentConfig {
     pub reload_poll: Duration,
     /// How long a shutdown waits for running rotations to reach their end.
     pub shutdown_grace: Duration,
-    /// Called (POST, JSON without secrets) when a compromise rotation ends.
-    pub notify_webhook: Option<url::Url>,
+    /// Where every policy's notifications also go (signed webhooks; see
+    /// [`crate::notify`]), besides each policy's own `spec.notify`.
+    pub notify: Vec<crate::policy::NotifyTarget>,
+    /// Resolves notification keys held in Vault.
+    pub vault: Option<crate::vault::Vault>,
 }
 
 impl Default for AgentConfig {
@@ -161,7 +165,8 @@ impl Default for AgentConfig {
             policy_paths: Vec::new(),
             reload_poll: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(60),
-            notify_webhook: None,
+            notify: Vec::new(),
+            vault: None,
         }
     }
 }
@@ -225,7 +230,7 @@ struct Inner {
     state: Mutex<State>,
     wake: Notify,
     leader: AtomicBool,
-    http: reqwest::Client,
+    notifier: Notifier,
 }
 
 /// The running agent. Cheap to clone.
@@ -286,10 +291,7 @@ impl Agent {
                 }),
                 wake: Notify::new(),
                 leader: AtomicBool::new(true),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .unwrap_or_default(),
+                notifier: Notifier::new(config.vault.clone(), config.notify.clone()),
                 config,
             }),
         }
@@ -766,31 +768,17 @@ impl Inner {
         } else {
             self.back_off(e, now);
         }
-        if compromise == Some(true)
-            && let Some(url) = self.config.notify_webhook.clone()
-        {
-            let body = serde_json::json!({
-                "event": "compromise_rotation",
-                "policy": policy.name,
-                "rotation_id": last.rotation_id,
-                "status": summary(last).status,
-                "actor": last.actor,
-                "reason": last.reason,
-                "ticket": last.ticket,
-            });
-            let http = self.http.clone();
-            tokio::spawn(async move {
-                match http.post(url.clone()).json(&body).send().await {
-                    Ok(r) if r.status().is_success() => info!("Compromise notification sent."),
-                    Ok(r) => warn!(
-                        status = r.status().as_u16(),
-                        "The compromise notification was refused."
-                    ),
-                    Err(e) => {
-                        warn!(error = %e.without_url(), "The compromise notification could not be sent.")
-                    }
-                }
-            });
+        drop(st);
+        // Owners hear about every rotation that ended: signed, retried webhooks
+        // (the policy's `spec.notify` plus the agent's global targets).
+        for r in ran.iter().filter(|r| !r.status.is_open()) {
+            let event = match r.status {
+                Status::Completed if compromise == Some(true) => NotifyEvent::Compromise,
+                Status::Completed => NotifyEvent::Success,
+                _ => NotifyEvent::Failure,
+            };
+            self.notifier
+                .send(&policy.spec.notify, Notification::from_rotation(event, r));
         }
     }
 

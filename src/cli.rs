@@ -1,4 +1,4 @@
-//! The command line: `validate`, `plan`, `rotate`, `resume`, `run`, `status`, `audit verify`. Each command prints human text or,
+//! The command line: `validate`, `plan`, `rotate`, `resume`, `run`, `status`, `release`, `audit verify`. Each command prints human text or,
 //! with `-o json`, one JSON document on stdout; logs go to stderr. Exit status is 0 on
 //! success, 1 on any failure (including "old credential still accepted"), 2 on usage
 //! errors (clap).
@@ -108,6 +108,20 @@ pub enum Command {
         /// Vault connection (local mode).
         #[command(flatten)]
         vault: VaultArgs,
+    },
+    /// Lift a policy's quarantine in a running agent (which holds that state).
+    Release {
+        /// The policy.
+        name: String,
+        /// Why (recorded in the audit trail; required).
+        #[arg(long)]
+        reason: String,
+        /// The running agent's base URL.
+        #[arg(long)]
+        server: url::Url,
+        /// File holding the API token (default: ROTOR_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Audit-log tools.
     Audit {
@@ -360,6 +374,12 @@ pub async fn run(cli: Cli) -> ExitCode {
             )
             .await
         }
+        Command::Release {
+            name,
+            reason,
+            server,
+            token_file,
+        } => release(&server, token_file, &name, &reason, output).await,
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => Ok(crate::agent::command::audit_verify(
@@ -677,6 +697,25 @@ async fn status(
                 }
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn release(
+    base: &url::Url,
+    token_file: Option<PathBuf>,
+    name: &str,
+    reason: &str,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let token = crate::agent::command::api_token(token_file.as_deref())?;
+    crate::server::remote_release(base, &token, name, reason).await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "policy": name, "state": "released" })
+        ),
+        Output::Text => println!("released {name}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -70,6 +70,7 @@ struct Inner {
     last_success: prometheus::GaugeVec,
     max_age: prometheus::GaugeVec,
     old_credential_valid: IntGaugeVec,
+    quarantined: IntGaugeVec,
     consumer_failures: IntCounterVec,
     leader: IntGauge,
     policies: IntGauge,
@@ -256,6 +257,12 @@ impl Metrics {
             "1 when the policy's old credential was still accepted by the target after its rotation (it must be refused), else 0.",
             &["policy"],
         );
+        let quarantined = int_gauge_vec(
+            &r,
+            "rotor_policy_quarantined",
+            "1 while the policy is quarantined (no automatic rotation until a person releases it), else 0.",
+            &["policy"],
+        );
         let consumer_failures = counter_vec(
             &r,
             "rotor_consumer_failures_total",
@@ -302,6 +309,7 @@ impl Metrics {
                 last_success,
                 max_age,
                 old_credential_valid,
+                quarantined,
                 consumer_failures,
                 leader,
                 policies,
@@ -462,6 +470,14 @@ impl Metrics {
             .set(i64::from(still_valid));
     }
 
+    /// Whether the policy is quarantined.
+    pub fn set_quarantined(&self, policy: &str, quarantined: bool) {
+        self.inner
+            .quarantined
+            .with_label_values(&[policy_label(policy)])
+            .set(i64::from(quarantined));
+    }
+
     /// One failed attempt to update a consumer of `consumer_type` (`kubernetes`,
     /// `gitlab`, …; anything else is counted as `other`).
     pub fn consumer_failure(&self, policy: &str, consumer_type: &str) {
@@ -540,6 +556,7 @@ impl Metrics {
             .inner
             .old_credential_valid
             .remove_label_values(&[policy]);
+        let _ = self.inner.quarantined.remove_label_values(&[policy]);
     }
 }
 

@@ -20,6 +20,8 @@ struct Recorder {
     fail_first: Mutex<u32>,
     /// What `inputs` reports as the secret's creation time (updated on rotation).
     created: Mutex<Option<DateTime<Utc>>>,
+    /// Failed rotations report that the old credential was still accepted.
+    old_accepted: std::sync::atomic::AtomicBool,
 }
 
 fn rotation(policy: &str, status: &str, trigger: Trigger) -> Rotation {
@@ -61,9 +63,21 @@ impl Executor for Recorder {
             *self.created.lock().unwrap() = Some(now);
             "completed"
         };
+        let mut r = rotation(&policy.name, status, request.trigger);
+        if status == "failed" && self.old_accepted.load(std::sync::atomic::Ordering::SeqCst) {
+            r.verification.push(
+                serde_json::from_value(serde_json::json!({
+                    "check": "old_credential_rejected",
+                    "passed": false,
+                    "evidence": "accepted",
+                    "at": "2027-01-01T00:00:00Z",
+                }))
+                .expect("verification"),
+            );
+        }
         Ok(RotationOutcome {
             resumed: None,
-            rotation: Some(rotation(&policy.name, status, request.trigger)),
+            rotation: Some(r),
         })
     }
 
@@ -108,12 +122,23 @@ fn start(
     created: Option<DateTime<Utc>>,
     fail_first: u32,
 ) -> Run {
+    start_quarantining_after(set, start, created, fail_first, 3)
+}
+
+fn start_quarantining_after(
+    set: PolicySet,
+    start: DateTime<Utc>,
+    created: Option<DateTime<Utc>>,
+    fail_first: u32,
+    quarantine_after: u32,
+) -> Run {
     let clock = TokioClock::starting_at(start);
     let rec = Arc::new(Recorder {
         clock,
         calls: Mutex::new(Vec::new()),
         fail_first: Mutex::new(fail_first),
         created: Mutex::new(created),
+        old_accepted: std::sync::atomic::AtomicBool::new(false),
     });
     let agent = Agent::new(
         rec.clone(),
@@ -122,6 +147,7 @@ fn start(
             backoff_base: Duration::from_secs(60),
             backoff_max: Duration::from_secs(600),
             reload_poll: Duration::ZERO,
+            quarantine_after,
             ..AgentConfig::default()
         },
         Arc::new(clock),
@@ -291,11 +317,13 @@ async fn max_age_rotates_when_the_secret_gets_too_old() {
 #[tokio::test(start_paused = true)]
 async fn failures_back_off_exponentially() {
     let start_at = Utc.with_ymd_and_hms(2027, 6, 1, 12, 0, 0).unwrap();
-    let run = start(
+    // (Quarantine only after 10 failures here, to watch the backoff grow.)
+    let run = start_quarantining_after(
         policies("flaky", "    maxAge: 1h\n"),
         start_at,
         Some(start_at - chrono::Duration::hours(2)),
         3,
+        10,
     );
     run.advance(Duration::from_secs(3600)).await;
     let calls = run.finish().await;
@@ -352,4 +380,98 @@ async fn compromise_jumps_the_queue_and_on_demand_needs_a_reason() {
         [Trigger::Compromise],
         "the compromise replaced the queued request"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_failures_quarantine_until_released() {
+    let start_at = Utc.with_ymd_and_hms(2027, 6, 1, 12, 0, 0).unwrap();
+    let run = start(
+        policies("quar", "    maxAge: 1h\n"),
+        start_at,
+        Some(start_at - chrono::Duration::hours(2)),
+        3,
+    );
+    // Three failures within the backoff, then nothing more for hours.
+    run.advance(Duration::from_secs(6 * 3600)).await;
+    assert_eq!(
+        run.rec.calls.lock().unwrap().len(),
+        3,
+        "no attempt after quarantine"
+    );
+    let view = run.agent.policies().await.remove(0);
+    assert_eq!(view.state, "quarantined");
+    assert!(
+        view.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("3 consecutive failed rotations"),
+        "{view:?}"
+    );
+    // On-demand rotations are refused too; a compromise is not.
+    let err = run
+        .agent
+        .rotate(
+            "quar",
+            RotationRequest {
+                trigger: Trigger::OnDemand,
+                actor: "api:test".into(),
+                reason: Some("try".into()),
+                ticket: None,
+            },
+        )
+        .await
+        .expect_err("quarantined");
+    assert!(err.to_string().contains("quarantined"), "{err}");
+
+    run.agent
+        .release(
+            "quar",
+            "api:ops",
+            "looked at it: the admin password was wrong",
+        )
+        .await
+        .expect("release");
+    run.advance(Duration::from_secs(60)).await;
+    let calls = run.finish().await;
+    assert_eq!(
+        calls.len(),
+        4,
+        "released: the next attempt runs (and succeeds)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_old_credential_still_accepted_quarantines_at_once() {
+    let start_at = Utc.with_ymd_and_hms(2027, 6, 1, 12, 0, 0).unwrap();
+    let run = start(
+        policies("oldok", "    maxAge: 1h\n"),
+        start_at,
+        Some(start_at - chrono::Duration::hours(2)),
+        5,
+    );
+    run.rec
+        .old_accepted
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    run.advance(Duration::from_secs(3600)).await;
+    assert_eq!(
+        run.rec.calls.lock().unwrap().len(),
+        1,
+        "quarantined after one"
+    );
+    let view = run.agent.policies().await.remove(0);
+    assert_eq!(view.state, "quarantined");
+    assert!(
+        view.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("still accepted"),
+        "{view:?}"
+    );
+    let err = run
+        .agent
+        .release("nope", "x", "y")
+        .await
+        .expect_err("unknown policy");
+    assert!(err.to_string().contains("no policy"), "{err}");
+    run.finish().await;
 }

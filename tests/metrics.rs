@@ -256,6 +256,7 @@ fn exercised() -> Metrics {
         m.set_last_success(policy, 1_740_000_000.0);
         m.set_max_age(policy, Some(7_776_000.0));
         m.set_old_credential_valid(policy, policy == "orders-mq");
+        m.set_quarantined(policy, policy == "billing-api");
     }
     m.consumer_failure("payments-db", "kubernetes");
     m.consumer_failure("payments-db", "gitlab");
@@ -295,6 +296,7 @@ fn encoded_metrics_are_clean_under_promtool_check_metrics() {
         ("rotor_last_success_timestamp_seconds", "gauge"),
         ("rotor_policy_max_age_seconds", "gauge"),
         ("rotor_old_credential_still_valid", "gauge"),
+        ("rotor_policy_quarantined", "gauge"),
         ("rotor_consumer_failures_total", "counter"),
         ("rotor_leader", "gauge"),
         ("rotor_policies", "gauge"),
@@ -567,6 +569,7 @@ fn forgetting_a_policy_removes_its_series() {
         "rotor_last_success_timestamp_seconds",
         "rotor_policy_max_age_seconds",
         "rotor_old_credential_still_valid",
+        "rotor_policy_quarantined",
         "rotor_consumer_failures_total",
     ] {
         assert!(
@@ -721,7 +724,7 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     let check = promtool(&["check", "rules", "alerts.yaml"], &dir, "");
     assert_clean(&check, "promtool check rules monitoring/alerts.yaml");
     let stdout = String::from_utf8_lossy(&check.stdout);
-    assert!(stdout.contains("SUCCESS: 5 rules found"), "{stdout}");
+    assert!(stdout.contains("SUCCESS: 6 rules found"), "{stdout}");
 
     let test = promtool(&["test", "rules", "alerts-test.yaml"], &dir, "");
     assert_clean(&test, "promtool test rules monitoring/alerts-test.yaml");

@@ -1,9 +1,9 @@
 //! The on-demand API over real HTTP: authentication (static tokens, Kubernetes
-//! TokenReview), authorisation, rate limits, fail-closed auditing, agent error mapping
-//! and the CLI's client functions. The agent is a recording fake `Control`; the server,
-//! the sockets and the HTTP clients are real.
+//! TokenReview), authorisation, rate limits, fail-closed auditing, agent error mapping,
+//! quarantine release and the CLI's client functions. The agent is a recording fake
+//! `Control`; the server, the sockets and the HTTP clients are real.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +15,8 @@ use rotor::engine::{Rotation, RotationRequest, Trigger};
 use rotor::secret::{SecretMap, SecretString};
 use rotor::server::{
     AuditFn, AuthConfig, AuthError, Authenticator, KubeTokenReviewer, Outcome, RemoteError,
-    RequestAudit, TokenReviewer, remote_policies, remote_policy, remote_rotate, remote_rotation,
-    serve,
+    RequestAudit, TokenReviewer, remote_policies, remote_policy, remote_release, remote_rotate,
+    remote_rotation, serve,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -74,11 +74,23 @@ struct FakeControl {
     /// Answer for the next `rotate` call instead of accepting it.
     next_error: Mutex<Option<ControlError>>,
     rotations: Mutex<HashMap<String, Rotation>>,
+    /// Policies in quarantine; `release` lifts one and answers Busy for any other.
+    quarantined: Mutex<HashSet<String>>,
+    /// Every `release` call: (policy, actor, reason).
+    releases: Mutex<Vec<(String, String, String)>>,
 }
 
 impl FakeControl {
     fn calls(&self) -> Vec<(String, RotationRequest)> {
         self.calls.lock().unwrap().clone()
+    }
+
+    fn releases(&self) -> Vec<(String, String, String)> {
+        self.releases.lock().unwrap().clone()
+    }
+
+    fn quarantine(&self, policy: &str) {
+        self.quarantined.lock().unwrap().insert(policy.to_owned());
     }
 }
 
@@ -161,6 +173,20 @@ impl Control for FakeControl {
 
     async fn rotation(&self, id: &str) -> Result<Option<Rotation>, ControlError> {
         Ok(self.rotations.lock().unwrap().get(id).cloned())
+    }
+
+    async fn release(&self, name: &str, actor: &str, reason: &str) -> Result<(), ControlError> {
+        self.releases
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), actor.to_owned(), reason.to_owned()));
+        if self.quarantined.lock().unwrap().remove(name) {
+            Ok(())
+        } else {
+            Err(ControlError::Busy(format!(
+                "policy {name} is not quarantined"
+            )))
+        }
     }
 
     fn readiness(&self) -> Readiness {
@@ -405,6 +431,16 @@ identities:
             &format!("/v1/policies/{policy}/rotate"),
             token,
             Some(body),
+        )
+        .await
+    }
+
+    async fn release(&self, policy: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+        self.send(
+            "POST",
+            &format!("/v1/policies/{policy}/release"),
+            token,
+            body,
         )
         .await
     }
@@ -1231,4 +1267,192 @@ async fn tokens_resolve_from_files_and_vault_with_clear_errors() {
         .collect();
     rotor_testkit::assert_no_secret(&text, &[&file_token, &vault_token]);
     vault.kv_destroy_all("secret", &path).await.unwrap();
+}
+
+/// Lifting a quarantine: refused without a token (401), for another team's policy (403),
+/// without a reason or with a bad body (400) and for an unknown policy (404), each with
+/// one audit record and without asking the agent; a permitted release reaches the agent
+/// as the caller with the reason (200), and the agent's Busy ("not quarantined") is 409.
+#[tokio::test]
+async fn release_lifts_a_quarantine_as_the_caller() {
+    let h = Harness::start().await;
+    let t = &h.tokens;
+    h.control.quarantine("payments-db");
+    let why = json!({"reason": "root cause fixed"});
+
+    // (policy, token, body, status, outcome, error text)
+    let pay = Some(t.payments.as_str());
+    let refusals = [
+        (
+            "payments-db",
+            None,
+            Some(why.clone()),
+            401,
+            Outcome::Unauthenticated,
+            "missing bearer token",
+        ),
+        (
+            "orders-db",
+            pay,
+            Some(why.clone()),
+            403,
+            Outcome::Forbidden,
+            "not granted policy orders-db",
+        ),
+        (
+            "payments-db",
+            pay,
+            None,
+            400,
+            Outcome::Invalid,
+            "requires a reason",
+        ),
+        (
+            "payments-db",
+            pay,
+            Some(json!({})),
+            400,
+            Outcome::Invalid,
+            "requires a reason",
+        ),
+        (
+            "payments-db",
+            pay,
+            Some(json!({"reason": "  "})),
+            400,
+            Outcome::Invalid,
+            "requires a reason",
+        ),
+        (
+            "payments-db",
+            pay,
+            Some(json!({"reason": "x", "force": true})),
+            400,
+            Outcome::Invalid,
+            "must be JSON",
+        ),
+        (
+            "nope",
+            pay,
+            Some(why.clone()),
+            404,
+            Outcome::NotFound,
+            "no policy named nope",
+        ),
+    ];
+    for (policy, token, body, status, outcome, text) in refusals {
+        let (a, records) = h.audited(h.release(policy, token, body.clone())).await;
+        assert_eq!(a.status, status, "{policy} {body:?}: {:?}", a.body);
+        assert!(error_text(&a).contains(text), "{:?}", a.body);
+        let r = one(&records);
+        assert_eq!((r.outcome, r.status), (outcome, status));
+        assert_eq!(r.path, format!("/v1/policies/{policy}/release"));
+    }
+    assert!(h.control.releases().is_empty(), "the agent was asked");
+
+    // Permitted: the reason is trimmed and recorded; the caller is the actor.
+    let (a, records) = h
+        .audited(h.release(
+            "payments-db",
+            Some(&t.payments),
+            Some(json!({"reason": " root cause fixed "})),
+        ))
+        .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body, json!({"state": "released"}));
+    assert_eq!(
+        h.control.releases(),
+        [(
+            "payments-db".to_owned(),
+            "api:team-payments".to_owned(),
+            "root cause fixed".to_owned()
+        )]
+    );
+    let [before, after] = &records[..] else {
+        panic!("expected two audit records, got {records:#?}")
+    };
+    assert_eq!(
+        (before.identity.as_deref(), before.outcome, before.status),
+        (Some("team-payments"), Outcome::Authorized, 200)
+    );
+    assert_eq!(
+        (after.identity.as_deref(), after.outcome, after.status),
+        (Some("team-payments"), Outcome::Allowed, 200)
+    );
+    assert_eq!(after.reason.as_deref(), Some("root cause fixed"));
+    assert_eq!(after.policy.as_deref(), Some("payments-db"));
+
+    // Not quarantined (any more): the agent's Busy is 409.
+    let (a, records) = h
+        .audited(h.release("payments-db", Some(&t.payments), Some(why.clone())))
+        .await;
+    assert_eq!(a.status, 409, "{:?}", a.body);
+    assert!(error_text(&a).contains("not quarantined"));
+    let [authorized, failed] = &records[..] else {
+        panic!("expected two audit records, got {records:#?}")
+    };
+    assert_eq!(authorized.outcome, Outcome::Authorized);
+    assert_eq!((failed.outcome, failed.status), (Outcome::Failed, 409));
+    assert_eq!(h.control.releases().len(), 2);
+
+    // Fail closed: no audit record, no release.
+    h.control.quarantine("payments-cache");
+    h.fail_audit.store(true, Ordering::SeqCst);
+    let a = h
+        .release("payments-cache", Some(&t.payments), Some(why.clone()))
+        .await;
+    assert_eq!(a.status, 503);
+    assert!(error_text(&a).contains("audit log cannot be written"));
+    assert_eq!(
+        h.control.releases().len(),
+        2,
+        "released without an audit record"
+    );
+
+    assert!(h.control.calls().is_empty(), "a release rotated");
+    h.assert_no_token_leaked();
+    h.shutdown().await;
+}
+
+/// `remote_release` (what `rotor release --server` calls): success, the agent's 409 and
+/// a missing reason as typed errors.
+#[tokio::test]
+async fn remote_release_round_trips() {
+    let h = Harness::start().await;
+    let t = &h.tokens;
+    let orders = SecretString::from(t.orders.clone());
+    h.control.quarantine("orders-db");
+
+    remote_release(&h.base, &orders, "orders-db", "rotated by hand")
+        .await
+        .unwrap();
+    assert_eq!(
+        h.control.releases(),
+        [(
+            "orders-db".to_owned(),
+            "api:orders".to_owned(),
+            "rotated by hand".to_owned()
+        )]
+    );
+
+    let err = remote_release(&h.base, &orders, "orders-db", "again")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409));
+    assert!(err.to_string().contains("not quarantined"), "{err}");
+    assert!(!err.is_transient());
+
+    let err = remote_release(&h.base, &orders, "orders-db", "")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    let err = remote_release(&h.base, &orders, "payments-db", "x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403));
+    rotor_testkit::assert_no_secret(&format!("{err} {err:?}"), &t.all());
+    assert_eq!(h.control.releases().len(), 2);
+
+    h.assert_no_token_leaked();
+    h.shutdown().await;
 }

@@ -3,6 +3,7 @@
 //! (`crate::server`) sees of it.
 
 pub mod command;
+pub mod quarantine;
 pub mod run;
 
 use std::collections::BTreeMap;
@@ -134,4 +135,12 @@ pub trait Control: Send + Sync + 'static {
     async fn rotation(&self, id: &str) -> Result<Option<Rotation>, ControlError>;
     /// Readiness.
     fn readiness(&self) -> Readiness;
+    /// Lifts the policy's quarantine (`actor` and `reason` are recorded). Errors:
+    /// `UnknownPolicy`; `Busy` when the policy is not quarantined.
+    async fn release(&self, name: &str, actor: &str, reason: &str) -> Result<(), ControlError> {
+        let _ = (actor, reason);
+        Err(ControlError::Busy(format!(
+            "policy {name} is not quarantined"
+        )))
+    }
 }

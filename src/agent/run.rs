@@ -20,6 +20,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use super::quarantine::{Quarantine, QuarantineStore, immediate_reason};
 use super::{Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness, RotationSummary};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::engine::{
@@ -95,6 +96,18 @@ pub trait Executor: Send + Sync + 'static {
     ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), EngineError>;
     /// The policy's journal record.
     async fn journal(&self, policy: &str) -> Result<Option<Rotation>, EngineError>;
+    /// The policy's quarantine record, if any.
+    async fn quarantine(&self, _policy: &str) -> Result<Option<Quarantine>, EngineError> {
+        Ok(None)
+    }
+    /// Stores (or with `None` removes) the policy's quarantine record.
+    async fn set_quarantine(
+        &self,
+        _policy: &str,
+        _q: Option<&Quarantine>,
+    ) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -132,6 +145,28 @@ impl Executor for Engine {
     async fn journal(&self, policy: &str) -> Result<Option<Rotation>, EngineError> {
         Ok(self.journal().load(policy).await?.0)
     }
+
+    async fn quarantine(&self, policy: &str) -> Result<Option<Quarantine>, EngineError> {
+        Ok(self.quarantine_store().get(policy).await?)
+    }
+
+    async fn set_quarantine(
+        &self,
+        policy: &str,
+        q: Option<&Quarantine>,
+    ) -> Result<(), EngineError> {
+        Ok(self.quarantine_store().set(policy, q).await?)
+    }
+}
+
+impl Engine {
+    fn quarantine_store(&self) -> QuarantineStore {
+        QuarantineStore::new(
+            self.vault().clone(),
+            &self.config().state_mount,
+            &self.config().state_prefix,
+        )
+    }
 }
 
 /// Agent settings.
@@ -154,6 +189,8 @@ pub struct AgentConfig {
     pub notify: Vec<crate::policy::NotifyTarget>,
     /// Resolves notification keys held in Vault.
     pub vault: Option<crate::vault::Vault>,
+    /// Consecutive failed rotations after which a policy is quarantined.
+    pub quarantine_after: u32,
 }
 
 impl Default for AgentConfig {
@@ -167,6 +204,7 @@ impl Default for AgentConfig {
             shutdown_grace: Duration::from_secs(60),
             notify: Vec::new(),
             vault: None,
+            quarantine_after: 3,
         }
     }
 }
@@ -198,6 +236,8 @@ struct Entry {
     /// Leadership was gained since the last refresh: cron fires the secret's creation
     /// time shows were served (by the previous leader) are not run again.
     handover: bool,
+    /// Quarantined: no automatic rotation until released.
+    quarantined: Option<Quarantine>,
 }
 
 struct Queued {
@@ -424,6 +464,7 @@ impl Entry {
             error: None,
             pending: Vec::new(),
             handover: false,
+            quarantined: None,
         }
     }
 
@@ -441,7 +482,7 @@ impl Entry {
 
     /// When the entry wants the loop's attention next.
     fn wake_at(&self) -> Option<DateTime<Utc>> {
-        if self.running || self.queued {
+        if self.running || self.queued || self.quarantined.is_some() {
             return None;
         }
         if let Some(w) = self.waiting_until {
@@ -526,7 +567,7 @@ impl State {
         }
         let mut due = Vec::new();
         for (name, e) in &self.entries {
-            if e.running || e.queued {
+            if e.running || e.queued || e.quarantined.is_some() {
                 continue;
             }
             if e.waiting_until.is_some_and(|w| w <= now) {
@@ -612,6 +653,12 @@ impl Inner {
         };
         match job.job {
             Job::Sync { end_grace } => {
+                if let Ok(q) = self.exec.quarantine(&policy.name).await {
+                    self.metrics.set_quarantined(&policy.name, q.is_some());
+                    if let Some(e) = self.lock().entries.get_mut(&policy.name) {
+                        e.quarantined = q;
+                    }
+                }
                 let result = self.exec.resume(&policy, end_grace).await;
                 match result {
                     Ok(Some(r)) => self.finished(&policy, None, std::slice::from_ref(&r)),
@@ -647,12 +694,72 @@ impl Inner {
                             .chain(outcome.rotation)
                             .collect();
                         self.finished(&policy, Some(compromise), &ran);
+                        let immediate = ran.iter().rev().find_map(|r| {
+                            immediate_reason(r).map(|why| (why, r.rotation_id.clone()))
+                        });
+                        self.maybe_quarantine(&policy, immediate).await;
                     }
-                    Err(e) => self.failed(&policy, &crate::error_chain(&e)),
+                    Err(e) => {
+                        self.failed(&policy, &crate::error_chain(&e));
+                        self.maybe_quarantine(&policy, None).await;
+                    }
                 }
             }
         }
         self.refresh_inputs(&policy).await;
+    }
+
+    /// Quarantines the policy when `immediate` says so or it has failed
+    /// `quarantine_after` times in a row: no automatic attempt until it is released.
+    async fn maybe_quarantine(
+        &self,
+        policy: &ValidatedPolicy,
+        immediate: Option<(String, String)>,
+    ) {
+        let q = {
+            let st = self.lock();
+            let Some(e) = st.entries.get(&policy.name) else {
+                return;
+            };
+            if e.quarantined.is_some() {
+                return;
+            }
+            let (reason, rotation_id) = match immediate {
+                Some((why, id)) => (why, Some(id)),
+                None if e.failures >= self.config.quarantine_after.max(1) => (
+                    format!(
+                        "{} consecutive failed rotations; last error: {}",
+                        e.failures,
+                        e.error.as_deref().unwrap_or("unknown")
+                    ),
+                    e.last.as_ref().map(|l| l.rotation_id.clone()),
+                ),
+                None => return,
+            };
+            Quarantine {
+                since: rfc3339(self.clock.now()),
+                reason,
+                rotation_id,
+                failures: e.failures,
+            }
+        };
+        error!(policy = %policy.name, reason = %q.reason, "Policy quarantined: no automatic rotation until a person releases it.");
+        if let Err(err) = self.exec.set_quarantine(&policy.name, Some(&q)).await {
+            error!(policy = %policy.name, error = %err, "Cannot store the quarantine in Vault; it holds in this agent only.");
+        }
+        self.metrics.set_quarantined(&policy.name, true);
+        self.audit_event(&AuditEvent::Agent {
+            action: "quarantined".into(),
+            detail: Some(format!("policy {}: {}", policy.name, q.reason)),
+        });
+        let mut n = Notification::new(NotifyEvent::Quarantine, policy.name.clone());
+        n.rotation_id = q.rotation_id.clone();
+        n.detail = Some(q.reason.clone());
+        self.notifier.send(&policy.spec.notify, n);
+        if let Some(e) = self.lock().entries.get_mut(&policy.name) {
+            e.quarantined = Some(q);
+            e.state = "quarantined";
+        }
     }
 
     async fn refresh_inputs(&self, policy: &ValidatedPolicy) {
@@ -915,7 +1022,9 @@ impl Control for Agent {
                 name: e.policy.name.clone(),
                 kind: e.policy.spec.credential.kind().to_owned(),
                 labels: e.policy.labels.clone(),
-                state: if e.backoff_until.is_some_and(|b| b > now) && !e.running {
+                state: if e.quarantined.is_some() {
+                    "quarantined".into()
+                } else if e.backoff_until.is_some_and(|b| b > now) && !e.running {
                     "backoff".into()
                 } else {
                     e.state.into()
@@ -928,7 +1037,11 @@ impl Control for Agent {
                     .map(|d| d.as_secs()),
                 next_due: e.next_due.map(|d| rfc3339(d.at)),
                 pending_consumers: e.pending.clone(),
-                error: e.error.clone(),
+                error: e
+                    .quarantined
+                    .as_ref()
+                    .map(|q| format!("quarantined since {}: {}", q.since, q.reason))
+                    .or_else(|| e.error.clone()),
             })
             .collect()
     }
@@ -969,6 +1082,12 @@ impl Control for Agent {
             });
         }
         let compromise = request.trigger == Trigger::Compromise;
+        if let (false, Some(q)) = (compromise, &e.quarantined) {
+            return Err(ControlError::Busy(format!(
+                "policy {name} is quarantined since {}: {}; `rotor release {name} --reason …` resumes it",
+                q.since, q.reason
+            )));
+        }
         if let (false, Some(until)) = (compromise, e.waiting_until) {
             return Err(ControlError::Busy(format!(
                 "the previous rotation of {name} keeps the old credential valid until {} (grace period); rotate with compromise to end it now",
@@ -1027,6 +1146,45 @@ impl Control for Agent {
             }
         }
         Ok(None)
+    }
+
+    async fn release(&self, name: &str, actor: &str, reason: &str) -> Result<(), ControlError> {
+        {
+            let st = self.inner.lock();
+            let e = st
+                .entries
+                .get(name)
+                .ok_or_else(|| ControlError::UnknownPolicy(name.to_owned()))?;
+            if e.quarantined.is_none() {
+                return Err(ControlError::Busy(format!(
+                    "policy {name} is not quarantined"
+                )));
+            }
+        }
+        self.inner
+            .exec
+            .set_quarantine(name, None)
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let now = self.inner.clock.now();
+        {
+            let mut st = self.inner.lock();
+            if let Some(e) = st.entries.get_mut(name) {
+                e.quarantined = None;
+                e.failures = 0;
+                e.backoff_until = None;
+                e.state = "idle";
+                e.recompute(now);
+            }
+        }
+        self.inner.metrics.set_quarantined(name, false);
+        self.inner.audit_event(&AuditEvent::Agent {
+            action: "released".into(),
+            detail: Some(format!("policy {name} released by {actor}: {reason}")),
+        });
+        info!(policy = %name, actor = %actor, "Quarantine lifted.");
+        self.inner.wake.notify_one();
+        Ok(())
     }
 
     fn readiness(&self) -> Readiness {

@@ -293,6 +293,11 @@ impl Engine {
         &self.fingerprints
     }
 
+    /// Where rotor keeps its own state.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
     /// The Vault client.
     pub fn vault(&self) -> &Vault {
         &self.vault

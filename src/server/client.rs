@@ -219,6 +219,37 @@ pub async fn remote_rotate(
     })
 }
 
+#[derive(Deserialize)]
+struct ReleasedWire {
+    state: String,
+}
+
+/// Asks the agent at `base` to lift policy `name`'s quarantine
+/// (`POST /v1/policies/{name}/release`); `reason` is required and recorded.
+pub async fn remote_release(
+    base: &Url,
+    token: &SecretString,
+    name: &str,
+    reason: &str,
+) -> Result<(), RemoteError> {
+    let url = endpoint(base, &["v1", "policies", name, "release"])?;
+    let shown = {
+        let mut u = url.clone();
+        let _ = u.set_password(None);
+        let _ = u.set_username("");
+        u.to_string()
+    };
+    let wire: ReleasedWire = call("POST", url, token, Some(json!({"reason": reason}))).await?;
+    if wire.state != "released" {
+        return Err(RemoteError::Decode {
+            method: "POST",
+            url: shown,
+            detail: format!("expected state \"released\", got {:?}", wire.state),
+        });
+    }
+    Ok(())
+}
+
 /// The policies the token's identity may see (`GET /v1/policies`), as the agent's
 /// `PolicyView` JSON objects.
 pub async fn remote_policies(base: &Url, token: &SecretString) -> Result<Vec<Value>, RemoteError> {

@@ -10,6 +10,7 @@
 //! | `GET /v1/policies` | bearer | the [`crate::agent::PolicyView`]s the identity may see |
 //! | `GET /v1/policies/{name}` | bearer | one policy |
 //! | `POST /v1/policies/{name}/rotate` | bearer | 202 [`crate::agent::Accepted`]; body `{reason?, ticket?, compromise?}` |
+//! | `POST /v1/policies/{name}/release` | bearer | 200 `{"state": "released"}`; body `{reason}` (required) |
 //! | `GET /v1/rotations/{id}` | bearer | the [`Rotation`] if its policy is visible |
 //!
 //! `/v1` checks run in this order: 401 (no or unknown token), 429 (identity over its
@@ -19,7 +20,7 @@
 //! Error bodies are `{"error": "…"}` and never contain the token.
 //!
 //! Auditing: each `/v1` request produces one [`RequestAudit`] with its final status.
-//! A rotate request that passes every check first produces an `authorized` record;
+//! A rotate or release request that passes every check first produces an `authorized` record;
 //! if that record cannot be written the answer is 503 and the agent is not asked
 //! (fail closed), otherwise a second record carries the agent's answer. A read whose
 //! record cannot be written is answered 503 instead of its data. Health, readiness and
@@ -46,7 +47,9 @@ pub use auth::{
     DEFAULT_VAULT_MOUNT, Grants, Identity, IdentityConfig, KubeTokenReviewer, MIN_TOKEN_LEN,
     RateLimit, ServiceAccount, TokenReviewer,
 };
-pub use client::{RemoteError, remote_policies, remote_policy, remote_rotate, remote_rotation};
+pub use client::{
+    RemoteError, remote_policies, remote_policy, remote_release, remote_rotate, remote_rotation,
+};
 
 use crate::agent::{Control, ControlError, Readiness};
 use crate::engine::{Rotation, RotationRequest, Trigger};
@@ -424,6 +427,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/policies", get(list_policies))
         .route("/v1/policies/{name}", get(get_policy))
         .route("/v1/policies/{name}/rotate", post(rotate))
+        .route("/v1/policies/{name}/release", post(release))
         .route("/v1/rotations/{id}", get(get_rotation))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
@@ -660,6 +664,102 @@ async fn rotate(
                 tracing::error!(policy = %name, error = %error, "Writing the audit record of an accepted rotation failed.");
             }
             (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
+        }
+        Err(e) => app.refuse(record, Denial::from_control(&e)).await,
+    }
+}
+
+/// The body of `POST /v1/policies/{name}/release`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Lifts a policy's quarantine; checked and audited like [`rotate`], and a reason is
+/// always required.
+async fn release(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut record = RequestAudit::new(&method, &uri, remote);
+    record.policy = Some(name.clone());
+    let caller = match app.caller(&headers, &mut record).await {
+        Ok(c) => c,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    let invalid = |m: String| Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, m);
+
+    let parsed: ReleaseBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReleaseBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                let d = invalid(format!("the body must be JSON {{\"reason\": string}}: {e}"));
+                return app.refuse(record, d).await;
+            }
+        }
+    };
+    let reason = given(parsed.reason);
+    record.reason = reason.clone();
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_LEN)
+    {
+        record.reason = None;
+        let d = invalid(format!("reason is longer than {MAX_REASON_LEN} characters"));
+        return app.refuse(record, d).await;
+    }
+
+    let Some(meta) = app.control.policy_meta(&name) else {
+        let d = Denial::new(
+            StatusCode::NOT_FOUND,
+            Outcome::NotFound,
+            format!("no policy named {name}"),
+        );
+        return app.refuse(record, d).await;
+    };
+    if !caller.identity.may_access(&meta.name, &meta.labels) {
+        return app.refuse(record, not_granted(&caller, &name)).await;
+    }
+    let Some(reason) = reason else {
+        let d = invalid(format!(
+            "releasing policy {name} from quarantine requires a reason"
+        ));
+        return app.refuse(record, d).await;
+    };
+
+    // Fail closed: nothing is asked of the agent unless this record is written.
+    let mut authorized = record.clone();
+    authorized.status = StatusCode::OK.as_u16();
+    authorized.outcome = Outcome::Authorized;
+    authorized.detail = "quarantine release requested".to_owned();
+    if let Err(error) = app.audit(authorized).await {
+        tracing::error!(policy = %name, error = %error, "Writing the audit record of a release request failed; the quarantine was not lifted.");
+        return audit_unavailable().response();
+    }
+
+    match app
+        .control
+        .release(&name, &caller.identity.actor(), &reason)
+        .await
+    {
+        Ok(()) => {
+            record.status = StatusCode::OK.as_u16();
+            record.outcome = Outcome::Allowed;
+            record.detail = "quarantine released".to_owned();
+            if let Err(error) = app.audit(record).await {
+                // The quarantine is already lifted: say so, and log the lost record.
+                tracing::error!(policy = %name, error = %error, "Writing the audit record of a released quarantine failed.");
+            }
+            (StatusCode::OK, axum::Json(json!({"state": "released"}))).into_response()
         }
         Err(e) => app.refuse(record, Denial::from_control(&e)).await,
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
 use secrecy::SecretString;
 use tracing_subscriber::EnvFilter;
 
@@ -184,6 +185,20 @@ pub struct RunArgs {
     pub vault: VaultArgs,
 }
 
+fn parse_selector(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not a label=value pair"))?;
+        out.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    if out.is_empty() {
+        return Err("an empty selector would select every policy; name the labels".into());
+    }
+    Ok(out)
+}
+
 fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
     policy::parse_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration like 90s, 10m or 1h"))
@@ -196,7 +211,15 @@ pub struct RotateArgs {
     #[arg(long = "policies", required_unless_present = "server")]
     pub policies: Vec<PathBuf>,
     /// The policy to rotate.
-    pub name: String,
+    #[arg(required_unless_present = "selector", conflicts_with = "selector")]
+    pub name: Option<String>,
+    /// Rotate every policy whose labels match (`team=payments,tier=prod`), under
+    /// `--concurrency`, and print a per-policy summary (local mode).
+    #[arg(long, value_parser = parse_selector, conflicts_with = "server")]
+    pub selector: Option<std::collections::BTreeMap<String, String>>,
+    /// Rotations at once with --selector.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
     /// Ask a running agent at this base URL instead of rotating locally.
     #[arg(long)]
     pub server: Option<url::Url>,
@@ -726,7 +749,7 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
         let accepted = crate::server::remote_rotate(
             base,
             &token,
-            &args.name,
+            args.name.as_deref().unwrap_or_default(),
             args.reason.as_deref(),
             args.ticket.as_deref(),
             args.compromise,
@@ -737,7 +760,7 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
             Output::Text => println!(
                 "the agent at {base} {} the rotation of {}{}",
                 accepted.state,
-                args.name,
+                args.name.as_deref().unwrap_or_default(),
                 accepted
                     .rotation_id
                     .as_deref()
@@ -748,10 +771,6 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let set = load(&args.policies)?;
-    let policy = set
-        .get(&args.name)
-        .ok_or_else(|| anyhow::anyhow!("no policy named {:?} in the given paths", args.name))?;
-    let engine = engine(&args.vault, args.wait_grace).await?;
     let request = RotationRequest {
         trigger: if args.compromise {
             Trigger::Compromise
@@ -762,12 +781,100 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
         reason: args.reason.clone(),
         ticket: args.ticket.clone(),
     };
+    if let Some(selector) = &args.selector {
+        return rotate_selected(&set, selector, &args, request, output).await;
+    }
+    let name = args.name.as_deref().unwrap_or_default();
+    let policy = set
+        .get(name)
+        .ok_or_else(|| anyhow::anyhow!("no policy named {name:?} in the given paths"))?;
+    let engine = engine(&args.vault, args.wait_grace).await?;
     let outcome = engine.rotate(policy, request).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
         Output::Text => print_outcome(&outcome),
     }
     Ok(if outcome.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `rotor rotate --selector`: every matching policy, `--concurrency` at a time.
+async fn rotate_selected(
+    set: &PolicySet,
+    selector: &std::collections::BTreeMap<String, String>,
+    args: &RotateArgs,
+    request: RotationRequest,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let selected: Vec<&ValidatedPolicy> = set
+        .iter()
+        .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+        .collect();
+    if selected.is_empty() {
+        anyhow::bail!("no policy has the labels {selector:?}");
+    }
+    let engine = engine(&args.vault, args.wait_grace).await?;
+    let results: Vec<(String, Result<RotationOutcome, String>)> = futures::stream::iter(selected)
+        .map(|p| {
+            let engine = &engine;
+            let request = request.clone();
+            async move {
+                let r = engine
+                    .rotate(p, request)
+                    .await
+                    .map_err(|e| crate::error_chain(&e));
+                (p.name.clone(), r)
+            }
+        })
+        .buffered(args.concurrency.max(1))
+        .collect()
+        .await;
+    let ok = results
+        .iter()
+        .all(|(_, r)| r.as_ref().is_ok_and(RotationOutcome::succeeded));
+    match output {
+        Output::Json => {
+            let list: Vec<serde_json::Value> = results
+                .iter()
+                .map(|(name, r)| match r {
+                    Ok(o) => serde_json::json!({"policy": name, "succeeded": o.succeeded(), "outcome": o}),
+                    Err(e) => serde_json::json!({"policy": name, "succeeded": false, "error": e}),
+                })
+                .collect();
+            println!("{}", serde_json::json!({ "rotations": list }));
+        }
+        Output::Text => {
+            for (name, r) in &results {
+                let line = match r {
+                    Ok(o) => o
+                        .rotation
+                        .as_ref()
+                        .map(|r| {
+                            format!(
+                                "{} {}{}",
+                                r.rotation_id,
+                                if r.waiting_for_grace() {
+                                    "waiting"
+                                } else {
+                                    r.status.as_str()
+                                },
+                                r.error
+                                    .as_deref()
+                                    .map(|e| format!(" ({e})"))
+                                    .unwrap_or_default()
+                            )
+                        })
+                        .unwrap_or_else(|| "did not run".into()),
+                    Err(e) => format!("error: {e}"),
+                };
+                println!("{name:<32} {line}");
+            }
+        }
+    }
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

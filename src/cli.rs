@@ -789,12 +789,88 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
         .get(name)
         .ok_or_else(|| anyhow::anyhow!("no policy named {name:?} in the given paths"))?;
     let engine = engine(&args.vault, args.wait_grace).await?;
-    let outcome = engine.rotate(policy, request).await?;
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
-        Output::Text => print_outcome(&outcome),
+    let outcome = engine.rotate(policy, request.clone()).await?;
+    // `spec.cascade`: dependents rotate under the same trigger once this one promoted,
+    // their reason naming the rotation that caused them.
+    let mut cascaded: Vec<(String, Result<RotationOutcome, String>)> = Vec::new();
+    if outcome.succeeded() {
+        let parent = outcome
+            .rotation
+            .as_ref()
+            .map(|r| r.rotation_id.clone())
+            .unwrap_or_default();
+        let mut queue: std::collections::VecDeque<(String, String, String)> = policy
+            .spec
+            .cascade
+            .iter()
+            .map(|d| (d.clone(), policy.name.clone(), parent.clone()))
+            .collect();
+        let mut done = std::collections::BTreeSet::from([policy.name.clone()]);
+        while let Some((dep, from, from_id)) = queue.pop_front() {
+            if !done.insert(dep.clone()) {
+                continue;
+            }
+            let Some(p) = set.get(&dep) else { continue };
+            let mut req = request.clone();
+            req.reason = Some(format!(
+                "cascade from {from} (rotation {from_id}): {}",
+                request.reason.as_deref().unwrap_or("")
+            ));
+            let r = engine
+                .rotate(p, req)
+                .await
+                .map_err(|e| crate::error_chain(&e));
+            if let Ok(o) = &r
+                && o.succeeded()
+            {
+                let id = o
+                    .rotation
+                    .as_ref()
+                    .map(|r| r.rotation_id.clone())
+                    .unwrap_or_default();
+                queue.extend(
+                    p.spec
+                        .cascade
+                        .iter()
+                        .map(|d| (d.clone(), dep.clone(), id.clone())),
+                );
+            }
+            cascaded.push((dep, r));
+        }
     }
-    Ok(if outcome.succeeded() {
+    let all_ok = outcome.succeeded()
+        && cascaded
+            .iter()
+            .all(|(_, r)| r.as_ref().is_ok_and(RotationOutcome::succeeded));
+    match output {
+        Output::Json if cascaded.is_empty() => {
+            println!("{}", serde_json::to_string_pretty(&outcome)?)
+        }
+        Output::Json => {
+            let mut v = serde_json::to_value(&outcome)?;
+            v["cascade"] = serde_json::Value::Array(
+                cascaded
+                    .iter()
+                    .map(|(name, r)| match r {
+                        Ok(o) => serde_json::json!({"policy": name, "succeeded": o.succeeded(), "outcome": o}),
+                        Err(e) => serde_json::json!({"policy": name, "succeeded": false, "error": e}),
+                    })
+                    .collect(),
+            );
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Output::Text => {
+            print_outcome(&outcome);
+            for (name, r) in &cascaded {
+                println!("\ncascade: {name}");
+                match r {
+                    Ok(o) => print_outcome(o),
+                    Err(e) => println!("error: {e}"),
+                }
+            }
+        }
+    }
+    Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -475,3 +475,43 @@ async fn an_old_credential_still_accepted_quarantines_at_once() {
     assert!(err.to_string().contains("no policy"), "{err}");
     run.finish().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rotation_cascades_to_its_dependents_under_the_same_trigger() {
+    let start_at = Utc.with_ymd_and_hms(2027, 6, 1, 12, 0, 0).unwrap();
+    let text = |name: &str, cascade: &str| {
+        format!(
+            "---\napiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: {name}\nspec:\n  credential:\n    type: postgres\n    connection: {{host: h, port: 5432, database: d, adminFrom: {{env: X}}}}\n    username: app\n  vault:\n    path: apps/{name}\n  cascade: {cascade}\n"
+        )
+    };
+    let set = policy::load_str(
+        std::path::Path::new("c.yaml"),
+        &(text("ca", "[cb]") + &text("cb", "[]") + &text("cc", "[]")),
+    )
+    .expect("policies");
+    let run = start(set, start_at, None, 0);
+    run.advance(Duration::from_secs(1)).await;
+    run.agent
+        .rotate(
+            "ca",
+            RotationRequest {
+                trigger: Trigger::Compromise,
+                actor: "api:ops".into(),
+                reason: Some("leaked".into()),
+                ticket: None,
+            },
+        )
+        .await
+        .expect("accepted");
+    run.advance(Duration::from_secs(5)).await;
+    let calls = run.finish().await;
+    let got: Vec<(String, Trigger)> = calls.into_iter().map(|(p, t, _)| (p, t)).collect();
+    assert_eq!(
+        got,
+        [
+            ("ca".to_owned(), Trigger::Compromise),
+            ("cb".to_owned(), Trigger::Compromise)
+        ],
+        "the dependent follows under the same trigger; an unrelated policy does not"
+    );
+}

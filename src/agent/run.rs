@@ -686,14 +686,18 @@ impl Inner {
                     );
                     return;
                 }
-                match self.exec.rotate(&policy, request).await {
+                match self.exec.rotate(&policy, request.clone()).await {
                     Ok(outcome) => {
+                        let promoted = outcome.succeeded();
                         let ran: Vec<Rotation> = outcome
                             .resumed
                             .into_iter()
                             .chain(outcome.rotation)
                             .collect();
                         self.finished(&policy, Some(compromise), &ran);
+                        if promoted && let Some(last) = ran.last() {
+                            self.cascade(&policy, last, &request);
+                        }
                         let immediate = ran.iter().rev().find_map(|r| {
                             immediate_reason(r).map(|why| (why, r.rotation_id.clone()))
                         });
@@ -707,6 +711,39 @@ impl Inner {
             }
         }
         self.refresh_inputs(&policy).await;
+    }
+
+    /// Queues the policy's `spec.cascade` dependents under the same trigger (a
+    /// compromise stays a compromise), their reason naming the rotation that caused them.
+    fn cascade(&self, policy: &ValidatedPolicy, parent: &Rotation, request: &RotationRequest) {
+        if policy.spec.cascade.is_empty() {
+            return;
+        }
+        let priority = if request.trigger == Trigger::Compromise {
+            0
+        } else {
+            1
+        };
+        let mut st = self.lock();
+        for dep in &policy.spec.cascade {
+            let Some(e) = st.entries.get(dep) else {
+                continue;
+            };
+            if e.queued || (e.quarantined.is_some() && request.trigger != Trigger::Compromise) {
+                continue;
+            }
+            let mut req = request.clone();
+            req.reason = Some(format!(
+                "cascade from {} (rotation {}): {}",
+                policy.name,
+                parent.rotation_id,
+                request.reason.as_deref().unwrap_or("")
+            ));
+            info!(policy = %dep, from = %policy.name, "Cascading rotation queued.");
+            st.enqueue(dep.clone(), Job::Rotate(req), priority, None);
+        }
+        drop(st);
+        self.wake.notify_one();
     }
 
     /// Quarantines the policy when `immediate` says so or it has failed

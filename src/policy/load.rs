@@ -147,6 +147,7 @@ pub(crate) fn load_sources(
     let mut policies: Vec<ValidatedPolicy> = Vec::new();
     let mut names: Vec<Seen> = Vec::new();
     let mut vaults: Vec<Seen> = Vec::new();
+    let mut cascades: Vec<(String, Seen)> = Vec::new();
     for (file, text) in sources {
         let text = match text {
             Ok(t) => t,
@@ -205,6 +206,19 @@ pub(crate) fn load_sources(
                     });
                 }
             }
+            if let (Some(p), Some(spec)) = (&policy, raw.as_ref().and_then(|r| r.spec.0.as_ref())) {
+                for c in spec.cascade.iter().flatten() {
+                    cascades.push((
+                        p.name.clone(),
+                        Seen {
+                            name: c.value.clone(),
+                            file: file.clone(),
+                            pos: c.pos,
+                            path: c.path.clone(),
+                        },
+                    ));
+                }
+            }
             if doc_errors.is_empty() {
                 policies.extend(policy);
             }
@@ -226,11 +240,68 @@ pub(crate) fn load_sources(
         "Vault location",
         "each policy owns its canonical Vault path",
     ));
+    errors.extend(cascade_errors(&names, &cascades));
     if errors.is_empty() {
         Ok(PolicySet::from_policies(policies))
     } else {
         Err(finish(errors))
     }
+}
+
+/// `spec.cascade` entries must name other loaded policies, without cycles.
+fn cascade_errors(names: &[Seen], cascades: &[(String, Seen)]) -> Vec<PolicyError> {
+    let known: std::collections::BTreeSet<&str> = names.iter().map(|n| n.name.as_str()).collect();
+    let mut edges: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (from, to) in cascades {
+        edges
+            .entry(from.as_str())
+            .or_default()
+            .push(to.name.as_str());
+    }
+    let reaches = |start: &str, goal: &str| {
+        let mut stack = vec![start];
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(n) = stack.pop() {
+            if n == goal {
+                return true;
+            }
+            if seen.insert(n) {
+                stack.extend(edges.get(n).into_iter().flatten().copied());
+            }
+        }
+        false
+    };
+    let mut out = Vec::new();
+    for (from, to) in cascades {
+        let message = if to.name == *from {
+            Some(format!(
+                "found `{}`, the policy itself, expected the name of a dependent policy",
+                to.name
+            ))
+        } else if !known.contains(to.name.as_str()) {
+            Some(format!(
+                "found `{}`, expected the name of a loaded policy",
+                to.name
+            ))
+        } else if reaches(&to.name, from) {
+            Some(format!(
+                "found `{}`, which cascades back to `{from}`, expected no cycles",
+                to.name
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = message {
+            out.push(PolicyError {
+                file: to.file.clone(),
+                line: to.pos.line,
+                column: to.pos.column,
+                path: to.path.clone(),
+                message,
+            });
+        }
+    }
+    out
 }
 
 /// One error per occurrence of a value seen more than once, naming the other places.

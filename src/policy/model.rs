@@ -38,6 +38,9 @@ pub struct PolicySpec {
     pub verify: VerifySpec,
     /// `spec.onDemand`.
     pub on_demand: OnDemandSpec,
+    /// `spec.cascade`: dependent policies rotated together with this one, under the
+    /// same trigger (names of loaded policies; no cycles).
+    pub cascade: Vec<String>,
     /// `spec.notify`: webhooks told about this policy's events (may be empty).
     pub notify: Vec<NotifyTarget>,
 }

@@ -106,6 +106,8 @@ pub(crate) struct RawSpec {
     pub on_demand: Option<Checked<RawOnDemand>>,
     #[serde(default)]
     pub notify: Option<Vec<Checked<Located<RawNotify>>>>,
+    #[serde(default)]
+    pub cascade: Option<Vec<Located<String>>>,
 }
 
 #[derive(Deserialize)]

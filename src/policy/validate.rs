@@ -1944,7 +1944,30 @@ pub(crate) fn validate_policy(
         .into_iter()
         .collect();
 
-    if !consumers_ok || raw.api_version.0.is_none() || raw.kind.0.is_none() {
+    let mut cascade_ok = true;
+    let mut cascade = Vec::new();
+    for c in spec.cascade.iter().flatten() {
+        if !is_dns_label(&c.value) {
+            v.at(
+                c,
+                format!(
+                    "found `{}`, expected the name of another policy (a DNS label)",
+                    c.value.escape_debug()
+                ),
+            );
+            cascade_ok = false;
+        } else if cascade.contains(&c.value) {
+            v.at(
+                c,
+                format!("found `{}` twice, expected each dependent once", c.value),
+            );
+            cascade_ok = false;
+        } else {
+            cascade.push(c.value.clone());
+        }
+    }
+
+    if !consumers_ok || !cascade_ok || raw.api_version.0.is_none() || raw.kind.0.is_none() {
         return None;
     }
     Some(ValidatedPolicy {
@@ -1959,6 +1982,7 @@ pub(crate) fn validate_policy(
             verify: verify?,
             on_demand: on_demand?,
             notify: notify?,
+            cascade,
         },
     })
 }

@@ -851,10 +851,7 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
             v["cascade"] = serde_json::Value::Array(
                 cascaded
                     .iter()
-                    .map(|(name, r)| match r {
-                        Ok(o) => serde_json::json!({"policy": name, "succeeded": o.succeeded(), "outcome": o}),
-                        Err(e) => serde_json::json!({"policy": name, "succeeded": false, "error": e}),
-                    })
+                    .map(|(name, r)| outcome_json(name, r))
                     .collect(),
             );
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -915,10 +912,7 @@ async fn rotate_selected(
         Output::Json => {
             let list: Vec<serde_json::Value> = results
                 .iter()
-                .map(|(name, r)| match r {
-                    Ok(o) => serde_json::json!({"policy": name, "succeeded": o.succeeded(), "outcome": o}),
-                    Err(e) => serde_json::json!({"policy": name, "succeeded": false, "error": e}),
-                })
+                .map(|(name, r)| outcome_json(name, r))
                 .collect();
             println!("{}", serde_json::json!({ "rotations": list }));
         }
@@ -955,6 +949,14 @@ async fn rotate_selected(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One policy's result in a `--selector` or cascade report.
+fn outcome_json(name: &str, r: &Result<RotationOutcome, String>) -> serde_json::Value {
+    match r {
+        Ok(o) => serde_json::json!({"policy": name, "succeeded": o.succeeded(), "outcome": o}),
+        Err(e) => serde_json::json!({"policy": name, "succeeded": false, "error": e}),
+    }
 }
 
 fn print_outcome(outcome: &RotationOutcome) {

@@ -440,14 +440,22 @@ pub enum AuthAs<'a> {
 }
 
 /// The answer to a [`Vault::request`]: any HTTP status (callers decide what a 400 or
-/// 403 means), and the JSON body when there is one.
-#[derive(Debug)]
+/// 403 means), and the JSON body when there is one. `Debug` shows the status and the
+/// body's size only: a body may hold a token or a secret.
 pub struct RawResponse {
     /// HTTP status code.
     pub status: u16,
-    /// The body; may hold secrets (a login's token), so it is never logged. Its
-    /// `Debug` is the derived one: do not format a response that carries a secret.
+    /// The body; may hold secrets (a login's token), so it is never logged.
     pub body: bytes::Bytes,
+}
+
+impl fmt::Debug for RawResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawResponse")
+            .field("status", &self.status)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl RawResponse {
@@ -1271,6 +1279,17 @@ pub fn describe_reference(reference: &Reference) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_response_debug_shows_no_body() {
+        let r = RawResponse {
+            status: 200,
+            body: bytes::Bytes::from_static(br#"{"auth":{"client_token":"s.canary-token"}}"#),
+        };
+        let dbg = format!("{r:?}");
+        assert!(!dbg.contains("canary"), "{dbg}");
+        assert!(dbg.contains("200"), "{dbg}");
+    }
 
     fn settings(pairs: &[(&str, &str)]) -> VaultAuthSettings {
         let map: HashMap<String, String> = pairs

@@ -1104,18 +1104,15 @@ impl Control for Agent {
         let Some(e) = st.entries.get(name) else {
             return Err(ControlError::UnknownPolicy(name.to_owned()));
         };
-        let od = &e.policy.spec.on_demand;
-        let blank = |s: &Option<String>| s.as_deref().is_none_or(|t| t.trim().is_empty());
-        if od.require_reason && blank(&request.reason) {
+        if let Some(what) = e
+            .policy
+            .spec
+            .on_demand
+            .missing(request.reason.as_deref(), request.ticket.as_deref())
+        {
             return Err(ControlError::Incomplete {
                 policy: name.to_owned(),
-                what: "a reason",
-            });
-        }
-        if od.require_ticket && blank(&request.ticket) {
-            return Err(ControlError::Incomplete {
-                policy: name.to_owned(),
-                what: "a ticket",
+                what,
             });
         }
         let compromise = request.trigger == Trigger::Compromise;

@@ -342,29 +342,16 @@ impl Engine {
         policy: &ValidatedPolicy,
         request: RotationRequest,
     ) -> Result<RotationOutcome, EngineError> {
-        if request.trigger != Trigger::Schedule {
-            if policy.spec.on_demand.require_reason
-                && request
-                    .reason
-                    .as_deref()
-                    .is_none_or(|r| r.trim().is_empty())
-            {
-                return Err(EngineError::RequestIncomplete {
-                    policy: policy.name.clone(),
-                    what: "a reason",
-                });
-            }
-            if policy.spec.on_demand.require_ticket
-                && request
-                    .ticket
-                    .as_deref()
-                    .is_none_or(|t| t.trim().is_empty())
-            {
-                return Err(EngineError::RequestIncomplete {
-                    policy: policy.name.clone(),
-                    what: "a ticket",
-                });
-            }
+        if request.trigger != Trigger::Schedule
+            && let Some(what) = policy
+                .spec
+                .on_demand
+                .missing(request.reason.as_deref(), request.ticket.as_deref())
+        {
+            return Err(EngineError::RequestIncomplete {
+                policy: policy.name.clone(),
+                what,
+            });
         }
 
         let resumed = self

@@ -81,6 +81,21 @@ pub struct OnDemandSpec {
     pub require_ticket: bool,
 }
 
+impl OnDemandSpec {
+    /// What an on-demand request lacks (`"a reason"`, `"a ticket"`), if anything;
+    /// blank text counts as missing.
+    pub fn missing(&self, reason: Option<&str>, ticket: Option<&str>) -> Option<&'static str> {
+        let blank = |s: Option<&str>| s.is_none_or(|t| t.trim().is_empty());
+        if self.require_reason && blank(reason) {
+            Some("a reason")
+        } else if self.require_ticket && blank(ticket) {
+            Some("a ticket")
+        } else {
+            None
+        }
+    }
+}
+
 impl Default for OnDemandSpec {
     fn default() -> Self {
         Self {

@@ -51,7 +51,7 @@ pub use client::{
     RemoteError, remote_policies, remote_policy, remote_release, remote_rotate, remote_rotation,
 };
 
-use crate::agent::{Control, ControlError, Readiness};
+use crate::agent::{Control, ControlError, PolicyMeta, Readiness};
 use crate::engine::{Rotation, RotationRequest, Trigger};
 
 /// Where `rotor run` listens when `--listen` is not given.
@@ -516,6 +516,33 @@ async fn get_policy(
         .await
 }
 
+/// The named policy's facts, when it exists and the caller is granted it.
+fn granted_policy(app: &App, caller: &Caller, name: &str) -> Result<PolicyMeta, Denial> {
+    let meta = app.control.policy_meta(name).ok_or_else(|| {
+        Denial::new(
+            StatusCode::NOT_FOUND,
+            Outcome::NotFound,
+            format!("no policy named {name}"),
+        )
+    })?;
+    if caller.identity.may_access(&meta.name, &meta.labels) {
+        Ok(meta)
+    } else {
+        Err(not_granted(caller, name))
+    }
+}
+
+/// A 400 for a request the caller must correct.
+fn invalid(message: String) -> Denial {
+    Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, message)
+}
+
+/// A 400 when `text` is longer than `max` characters.
+fn too_long(text: Option<&str>, max: usize, what: &str) -> Option<Denial> {
+    text.filter(|t| t.chars().count() > max)
+        .map(|_| invalid(format!("{what} is longer than {max} characters")))
+}
+
 fn not_granted(caller: &Caller, policy: &str) -> Denial {
     Denial::new(
         StatusCode::FORBIDDEN,
@@ -559,7 +586,6 @@ async fn rotate(
         Ok(c) => c,
         Err(d) => return app.refuse(record, d).await,
     };
-    let invalid = |m: String| Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, m);
 
     let parsed: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
         RotateBody::default()
@@ -585,34 +611,19 @@ async fn rotate(
     record.trigger = Some(trigger);
     record.reason = reason.clone();
     record.ticket = ticket.clone();
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > MAX_REASON_LEN)
-    {
+    if let Some(d) = too_long(reason.as_deref(), MAX_REASON_LEN, "reason") {
         record.reason = None;
-        let d = invalid(format!("reason is longer than {MAX_REASON_LEN} characters"));
         return app.refuse(record, d).await;
     }
-    if ticket
-        .as_ref()
-        .is_some_and(|t| t.chars().count() > MAX_TICKET_LEN)
-    {
+    if let Some(d) = too_long(ticket.as_deref(), MAX_TICKET_LEN, "ticket") {
         record.ticket = None;
-        let d = invalid(format!("ticket is longer than {MAX_TICKET_LEN} characters"));
         return app.refuse(record, d).await;
     }
 
-    let Some(meta) = app.control.policy_meta(&name) else {
-        let d = Denial::new(
-            StatusCode::NOT_FOUND,
-            Outcome::NotFound,
-            format!("no policy named {name}"),
-        );
-        return app.refuse(record, d).await;
+    let meta = match granted_policy(&app, &caller, &name) {
+        Ok(meta) => meta,
+        Err(d) => return app.refuse(record, d).await,
     };
-    if !caller.identity.may_access(&meta.name, &meta.labels) {
-        return app.refuse(record, not_granted(&caller, &name)).await;
-    }
     if compromise && !caller.identity.compromise {
         let d = Denial::new(
             StatusCode::FORBIDDEN,
@@ -694,7 +705,6 @@ async fn release(
         Ok(c) => c,
         Err(d) => return app.refuse(record, d).await,
     };
-    let invalid = |m: String| Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, m);
 
     let parsed: ReleaseBody = if body.iter().all(u8::is_ascii_whitespace) {
         ReleaseBody::default()
@@ -709,25 +719,13 @@ async fn release(
     };
     let reason = given(parsed.reason);
     record.reason = reason.clone();
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > MAX_REASON_LEN)
-    {
+    if let Some(d) = too_long(reason.as_deref(), MAX_REASON_LEN, "reason") {
         record.reason = None;
-        let d = invalid(format!("reason is longer than {MAX_REASON_LEN} characters"));
         return app.refuse(record, d).await;
     }
 
-    let Some(meta) = app.control.policy_meta(&name) else {
-        let d = Denial::new(
-            StatusCode::NOT_FOUND,
-            Outcome::NotFound,
-            format!("no policy named {name}"),
-        );
+    if let Err(d) = granted_policy(&app, &caller, &name) {
         return app.refuse(record, d).await;
-    };
-    if !caller.identity.may_access(&meta.name, &meta.labels) {
-        return app.refuse(record, not_granted(&caller, &name)).await;
     }
     let Some(reason) = reason else {
         let d = invalid(format!(

@@ -14,8 +14,9 @@
 //!   newline); 64 zeros on the first line.
 //! - `time`: when rotor wrote the record, RFC 3339 UTC with milliseconds.
 //! - `event`: the record's kind (`request`, `rotation_requested`, `rotation_ended`,
-//!   `agent`), followed by that kind's fields (see [`AuditEvent`]). Absent optional
-//!   values are written as `null`, so every record of a kind has the same fields.
+//!   `policy_retired`, `policy_enabled`, `agent`), followed by that kind's fields (see
+//!   [`AuditEvent`]). Absent optional values are written as `null`, so every record of
+//!   a kind has the same fields.
 //! - `hash`: lower-case hex SHA-256 of the canonical serialisation of every other
 //!   field: keys sorted by their UTF-8 bytes at every level, no whitespace, strings and
 //!   numbers as `serde_json` writes them. The line *is* that serialisation with
@@ -127,14 +128,32 @@ pub enum AuditEvent {
         reason: Option<String>,
         /// Ticket reference.
         ticket: Option<String>,
-        /// Who approved, where the policy requires approval.
-        approver: Option<String>,
+        /// Who approved, in approval order, where the policy requires approval
+        /// (`null` otherwise).
+        approver: Option<Vec<String>>,
+        /// A compromise by a break-glass identity that skipped the approval the policy
+        /// requires.
+        break_glass: bool,
     },
     /// A rotation ended (completed, rolled back, failed, waiting, pending): the full
     /// journal record (fingerprints only, never values).
     RotationEnded {
         /// The journal record.
         rotation: crate::engine::Rotation,
+    },
+    /// A policy retirement (offboarding) ended: the whole retirement record — actor,
+    /// reason, ticket, every step with timestamps, the consumers' removals, the target's
+    /// refusal of the retired credential, its HMAC fingerprint; never a value. Its
+    /// `state` is `retired` on success.
+    PolicyRetired {
+        /// The retirement record.
+        retirement: crate::engine::Retirement,
+    },
+    /// A retired policy was enabled again (or the attempt failed): the record with its
+    /// `enable` part (state `enabled` on success).
+    PolicyEnabled {
+        /// The retirement record.
+        retirement: crate::engine::Retirement,
     },
     /// Agent lifecycle: started / stopped / policies reloaded / reload rejected.
     Agent {

@@ -1,7 +1,8 @@
-//! The command line: `validate`, `plan`, `rotate`, `resume`, `run`, `status`, `release`, `audit verify`. Each command prints human text or,
+//! The command line: `validate`, `plan`, `rotate`, `resume`, `run`, `status`, `release`, `approve`, `retire`, `enable`, `audit verify`. Each command prints human text or,
 //! with `-o json`, one JSON document on stdout; logs go to stderr. Exit status is 0 on
 //! success, 1 on any failure (including "old credential still accepted"), 2 on usage
-//! errors (clap).
+//! errors (clap), 3 when the agent refuses an approval (`rotor approve`: 403 not an
+//! approver or the requester's own request, 410 expired, superseded or used).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,6 +125,29 @@ pub enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Approve a pending on-demand rotation request in a running agent (four eyes);
+    /// exits 3 when the agent refuses (not an approver, own request, expired,
+    /// superseded, already used).
+    Approve {
+        /// The request id (printed by `rotor rotate --server`).
+        id: String,
+        /// Why (recorded with the approval).
+        #[arg(long)]
+        reason: Option<String>,
+        /// The running agent's base URL.
+        #[arg(long)]
+        server: url::Url,
+        /// File holding the API token (default: ROTOR_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// Offboard a credential: disable it on its target, remove it from every consumer,
+    /// mark Vault's copy retired (every version kept) and prove the target refuses it,
+    /// each step journaled in Vault first. The policy then stays inactive (no rotation)
+    /// until `rotor enable`.
+    Retire(RetireArgs),
+    /// Enable a retired policy again: a rotation to a new credential that works.
+    Enable(RetireArgs),
     /// Audit-log tools.
     Audit {
         /// What to do.
@@ -180,6 +204,10 @@ pub struct RunArgs {
     /// How long the leader's last renewal holds the Lease (whole seconds, at least 2s).
     #[arg(long, default_value = "15s", value_parser = parse_wait)]
     pub lease_duration: std::time::Duration,
+    /// How long an on-demand request waits for approval when its policy's
+    /// `onDemand.approval` sets no `ttl`.
+    #[arg(long, default_value = "2h", value_parser = parse_wait)]
+    pub approval_ttl: std::time::Duration,
     /// Vault connection.
     #[command(flatten)]
     pub vault: VaultArgs,
@@ -214,8 +242,9 @@ pub struct RotateArgs {
     #[arg(required_unless_present = "selector", conflicts_with = "selector")]
     pub name: Option<String>,
     /// Rotate every policy whose labels match (`team=payments,tier=prod`), under
-    /// `--concurrency`, and print a per-policy summary (local mode).
-    #[arg(long, value_parser = parse_selector, conflicts_with = "server")]
+    /// `--concurrency` (locally) or the agent's limit (with --server), and print a
+    /// per-policy summary.
+    #[arg(long, value_parser = parse_selector)]
     pub selector: Option<std::collections::BTreeMap<String, String>>,
     /// Rotations at once with --selector.
     #[arg(long, default_value_t = 4)]
@@ -243,6 +272,34 @@ pub struct RotateArgs {
     /// period ends "waiting"; `rotor resume` (or the agent) finishes it later.
     #[arg(long, value_parser = parse_wait)]
     pub wait_grace: Option<std::time::Duration>,
+    /// Vault connection.
+    #[command(flatten)]
+    pub vault: VaultArgs,
+}
+
+/// Arguments of `rotor retire` and `rotor enable`.
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    /// The policy.
+    pub name: String,
+    /// Why (required; recorded in the retirement record and the audit trail).
+    #[arg(long)]
+    pub reason: String,
+    /// Ticket reference (required when the policy's onDemand.requireTicket is set).
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// Policy directory (or file); repeatable.
+    #[arg(long = "policies", required_unless_present = "server")]
+    pub policies: Vec<PathBuf>,
+    /// Ask a running agent at this base URL instead of acting locally.
+    #[arg(long)]
+    pub server: Option<url::Url>,
+    /// File holding the API token for --server (default: ROTOR_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Who is asking (default: the OS user; with --server, the token's identity).
+    #[arg(long)]
+    pub actor: Option<String>,
     /// Vault connection.
     #[command(flatten)]
     pub vault: VaultArgs,
@@ -403,6 +460,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             server,
             token_file,
         } => release(&server, token_file, &name, &reason, output).await,
+        Command::Approve {
+            id,
+            reason,
+            server,
+            token_file,
+        } => approve(&server, token_file, &id, reason.as_deref(), output).await,
+        Command::Retire(args) => retire(args, false, output).await,
+        Command::Enable(args) => retire(args, true, output).await,
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => Ok(crate::agent::command::audit_verify(
@@ -619,6 +684,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
                     _ => Vec::new(),
                 },
                 vault: Some(vault),
+                approval_ttl: args.approval_ttl,
                 ..crate::agent::AgentConfig::default()
             },
         },
@@ -743,7 +809,94 @@ async fn release(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `rotor approve ID --server URL`: 0 when recorded (and the rotation queued once
+/// enough approvals are in), 3 when the agent refuses (403, 410), 1 otherwise.
+async fn approve(
+    base: &url::Url,
+    token_file: Option<PathBuf>,
+    id: &str,
+    reason: Option<&str>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let token = crate::agent::command::api_token(token_file.as_deref())?;
+    let accepted = match crate::server::remote_approve(base, &token, id, reason).await {
+        Ok(a) => a,
+        Err(e) if matches!(e.status(), Some(403 | 410)) => {
+            if output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "request_id": id, "refused": true, "error": e.to_string() })
+                );
+            }
+            eprintln!("refused: {e}");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(&accepted)?),
+        Output::Text if accepted.state == "pending_approval" => println!(
+            "approved request {id} ({} of {} approvals); it waits for more until {}",
+            accepted.approvals.unwrap_or_default(),
+            accepted.required.unwrap_or_default(),
+            accepted.expires_at.as_deref().unwrap_or("?")
+        ),
+        Output::Text => println!(
+            "approved request {id}: the rotation is {}{}",
+            accepted.state,
+            accepted
+                .rotation_id
+                .as_deref()
+                .map(|r| format!(" (rotation {r})"))
+                .unwrap_or_default()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
+    if let (Some(base), Some(selector)) = (&args.server, &args.selector) {
+        let token = crate::agent::command::api_token(args.token_file.as_deref())?;
+        let answer = crate::server::remote_rotate_selected(
+            base,
+            &token,
+            selector,
+            args.reason.as_deref(),
+            args.ticket.as_deref(),
+            args.compromise,
+        )
+        .await?;
+        match output {
+            Output::Json => println!("{}", serde_json::to_string(&answer)?),
+            Output::Text => {
+                println!(
+                    "the agent at {base} accepted {} of {} rotations:",
+                    answer.accepted,
+                    answer.policies.len()
+                );
+                for item in &answer.policies {
+                    match (&item.error, &item.state) {
+                        (Some(error), _) => println!("  {:<32} refused: {error}", item.policy),
+                        (None, state) => println!(
+                            "  {:<32} {}{}",
+                            item.policy,
+                            state.as_deref().unwrap_or("accepted"),
+                            match (&item.rotation_id, &item.request_id) {
+                                (_, Some(id)) => format!(" (approve with: rotor approve {id})"),
+                                (Some(id), None) => format!(" (rotation {id})"),
+                                (None, None) => String::new(),
+                            }
+                        ),
+                    }
+                }
+            }
+        }
+        return Ok(if answer.refused == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     if let Some(base) = &args.server {
         let token = crate::agent::command::api_token(args.token_file.as_deref())?;
         let accepted = crate::server::remote_rotate(
@@ -757,6 +910,14 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
         .await?;
         match output {
             Output::Json => println!("{}", serde_json::to_string(&accepted)?),
+            Output::Text if accepted.state == "pending_approval" => println!(
+                "policy {} requires approval: request {} waits for {} approval(s) until {}; approve with `rotor approve {} --server {base}`",
+                args.name.as_deref().unwrap_or_default(),
+                accepted.request_id.as_deref().unwrap_or("?"),
+                accepted.required.unwrap_or_default(),
+                accepted.expires_at.as_deref().unwrap_or("?"),
+                accepted.request_id.as_deref().unwrap_or("ID"),
+            ),
             Output::Text => println!(
                 "the agent at {base} {} the rotation of {}{}",
                 accepted.state,
@@ -780,6 +941,7 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
         actor: args.actor.clone().unwrap_or_else(default_actor),
         reason: args.reason.clone(),
         ticket: args.ticket.clone(),
+        ..Default::default()
     };
     if let Some(selector) = &args.selector {
         return rotate_selected(&set, selector, &args, request, output).await;
@@ -1033,5 +1195,135 @@ pub fn print_rotation(r: &Rotation) {
             r.revoke_after.as_deref().unwrap_or("?")
         ),
         None => println!("result: {}", r.status.as_str()),
+    }
+}
+
+/// `rotor retire` (`enable: false`) and `rotor enable`, locally or through an agent.
+/// Exit 0 only when the policy ended `retired` (or `enabled` with a rotation that
+/// completed).
+async fn retire(args: RetireArgs, enable: bool, output: Output) -> anyhow::Result<ExitCode> {
+    if let Some(base) = &args.server {
+        let token = crate::agent::command::api_token(args.token_file.as_deref())?;
+        let ticket = args.ticket.as_deref();
+        let answer = if enable {
+            crate::server::remote_enable(base, &token, &args.name, &args.reason, ticket).await?
+        } else {
+            crate::server::remote_retire(base, &token, &args.name, &args.reason, ticket).await?
+        };
+        match output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+            Output::Text => {
+                let record = if enable { &answer["record"] } else { &answer };
+                let record: crate::engine::Retirement = serde_json::from_value(record.clone())?;
+                print_retirement(&record);
+                if let Some(r) = answer.pointer("/rotation/rotation") {
+                    println!(
+                        "rotation {} {}",
+                        r["rotation_id"].as_str().unwrap_or("?"),
+                        r["status"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let set = load(&args.policies)?;
+    let policy = set
+        .get(&args.name)
+        .ok_or_else(|| anyhow::anyhow!("no policy named {:?} in the given paths", args.name))?;
+    let engine = engine(&args.vault, None).await?;
+    let request = crate::engine::RetireRequest {
+        actor: args.actor.clone().unwrap_or_else(default_actor),
+        reason: Some(args.reason.clone()),
+        ticket: args.ticket.clone(),
+    };
+    let ok = if enable {
+        let outcome = engine.enable(policy, request).await?;
+        match output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&outcome)?),
+            Output::Text => {
+                print_retirement(&outcome.record);
+                if let Some(o) = &outcome.rotation {
+                    println!();
+                    print_outcome(o);
+                }
+            }
+        }
+        outcome.succeeded()
+    } else {
+        let record = engine.retire(policy, request).await?;
+        match output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&record)?),
+            Output::Text => print_retirement(&record),
+        }
+        record.state == crate::engine::RetireState::Retired
+    };
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Prints a retirement record for people.
+fn print_retirement(r: &crate::engine::Retirement) {
+    println!(
+        "policy {} ({}, {}): {} — retired by {} ({}{})",
+        r.policy,
+        r.kind,
+        r.strategy,
+        r.state.as_str(),
+        r.actor,
+        r.reason,
+        r.ticket
+            .as_deref()
+            .map(|t| format!(", ticket {t}"))
+            .unwrap_or_default()
+    );
+    for s in &r.steps {
+        let outcome = serde_json::to_value(s.outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "  {:<18} {:<8} {}",
+            s.step.as_str(),
+            outcome,
+            s.detail.as_deref().unwrap_or("")
+        );
+    }
+    for c in &r.consumers {
+        println!(
+            "  consumer {}: {} {}",
+            c.consumer,
+            c.state,
+            c.error.as_deref().or(c.detail.as_deref()).unwrap_or("")
+        );
+    }
+    for v in &r.verification {
+        println!(
+            "  {:<28} {}  {}",
+            v.check,
+            if v.passed { "PASS" } else { "FAIL" },
+            v.evidence
+        );
+    }
+    if let Some(e) = &r.enable {
+        println!(
+            "  enable by {} ({}): {}{}",
+            e.actor,
+            e.reason,
+            e.finished_at
+                .as_deref()
+                .map(|t| format!("enabled at {t}"))
+                .unwrap_or_else(|| "not done".into()),
+            e.error
+                .as_deref()
+                .map(|x| format!("; error: {x}"))
+                .unwrap_or_default()
+        );
+    }
+    if let Some(e) = &r.error {
+        println!("error: {e}");
     }
 }

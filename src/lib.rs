@@ -4,14 +4,16 @@
 //! Module map:
 //! - [`agent`]: the long-running agent (`rotor run`) and the [`agent::Control`] the API uses.
 //! - [`audit`]: the hash-chained audit log and its verifier.
-//! - [`cli`]: the command line (`validate`, `plan`, `rotate`, `resume`, `run`, `status`, `audit`).
+//! - [`cli`]: the command line (`validate`, `plan`, `rotate`, `resume`, `run`, `status`,
+//!   `retire`, `enable`, `audit`, …).
 //! - [`leader`]: leader election on a Kubernetes Lease (`rotor run --leader-election`).
 //! - [`metrics`]: the owned Prometheus registry; every metric is named there.
 //! - [`notify`]: signed webhook notifications of policy events, retried with backoff.
 //! - [`server`]: the HTTP API: health, metrics, policies, on-demand rotation.
 //! - [`policy`]: the policy model (serde), loading with precise errors, validation, templates.
 //! - [`schedule`]: cron + time zone → next fire times.
-//! - [`engine`]: the rotation state machine, its journal and failpoints.
+//! - [`engine`]: the rotation state machine, its journal and failpoints; retirement
+//!   (offboarding) and enabling again.
 //! - [`credentials`]: one module per credential kind, dispatched by an enum.
 //! - [`consumers`]: one module per consumer, dispatched by an enum.
 //! - [`vault`]: the Vault client (vaultrs): configuration, KV v2, staging, references.

@@ -76,6 +76,7 @@ struct Inner {
     policies: IntGauge,
     reloads: IntCounterVec,
     api_requests: IntCounterVec,
+    scheduler_wakeups: prometheus::IntCounter,
     state: Mutex<State>,
 }
 
@@ -294,6 +295,14 @@ impl Metrics {
             &["version"],
         );
         build_info.with_label_values(&[version]).set(1);
+        let scheduler_wakeups = register(
+            &r,
+            prometheus::IntCounter::with_opts(Opts::new(
+                "rotor_scheduler_wakeups_total",
+                "Times the agent's scheduler loop woke up (timer, request, finished job or reload poll).",
+            ))
+            .expect("rotor's metric definitions are valid"),
+        );
         // Both results exist from the start, so a first failed reload is an increase.
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
@@ -315,6 +324,7 @@ impl Metrics {
                 policies,
                 reloads,
                 api_requests,
+                scheduler_wakeups,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -504,6 +514,11 @@ impl Metrics {
         self.inner
             .policies
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The scheduler loop woke up once.
+    pub fn scheduler_wakeup(&self) {
+        self.inner.scheduler_wakeups.inc();
     }
 
     /// A policy reload succeeded (`ok`) or was rejected.

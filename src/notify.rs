@@ -16,8 +16,14 @@
 //! | `X-Rotor-Signature` | `sha256=` and the lower-case hex HMAC-SHA256, keyed with the target's `secretFrom` value, of `timestamp + "." + body` |
 //!
 //! The body is one JSON object: `delivery` (equal to `X-Rotor-Delivery`, but covered by
-//! the signature), `event`, `policy`, `rotation_id`, `status`, `trigger`, `actor`,
+//! the signature), `event`, `policy`, `rotation_id`, `request_id` (the approval request,
+//! for `approval_requested` and `approval_expired`), `status`, `trigger`, `actor`,
 //! `reason`, `ticket`, `detail` and `at` (RFC 3339); an unknown value is `null`.
+//!
+//! `approval_requested` is sent when an on-demand request waits for approval (`status`
+//! `pending`; `actor` is the requester, `detail` names who may approve and until when);
+//! `approval_expired` when such a request ran out of time (`status` `expired`) or was
+//! replaced by a newer one (`status` `superseded`), once per request.
 //!
 //! To verify a request, a receiver:
 //! 1. recomputes the HMAC over the `X-Rotor-Timestamp` value, a `.`, and the body bytes
@@ -84,6 +90,8 @@ pub struct Notification {
     pub policy: String,
     /// The rotation's ULID, when the event is about one.
     pub rotation_id: Option<String>,
+    /// The approval request's ULID, for approval events.
+    pub request_id: Option<String>,
     /// The rotation's status (`completed`, `failed`, …) or the request's state.
     pub status: Option<String>,
     /// What started it (`schedule`, `on_demand`, `compromise`).
@@ -108,6 +116,7 @@ impl Notification {
             event,
             policy: policy.into(),
             rotation_id: None,
+            request_id: None,
             status: None,
             trigger: None,
             actor: None,
@@ -123,6 +132,7 @@ impl Notification {
     pub fn from_rotation(event: NotifyEvent, rotation: &Rotation) -> Self {
         Notification {
             rotation_id: Some(rotation.rotation_id.clone()),
+            request_id: rotation.approval_request.clone(),
             status: Some(rotation.status.as_str().to_owned()),
             trigger: Some(rotation.trigger.as_str().to_owned()),
             actor: Some(rotation.actor.clone()),

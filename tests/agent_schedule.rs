@@ -357,6 +357,7 @@ async fn compromise_jumps_the_queue_and_on_demand_needs_a_reason() {
         actor: "api:test".into(),
         reason: reason.map(str::to_owned),
         ticket: None,
+        ..Default::default()
     };
     let err = run
         .agent
@@ -417,6 +418,7 @@ async fn repeated_failures_quarantine_until_released() {
                 actor: "api:test".into(),
                 reason: Some("try".into()),
                 ticket: None,
+                ..Default::default()
             },
         )
         .await
@@ -499,6 +501,7 @@ async fn a_rotation_cascades_to_its_dependents_under_the_same_trigger() {
                 actor: "api:ops".into(),
                 reason: Some("leaked".into()),
                 ticket: None,
+                ..Default::default()
             },
         )
         .await

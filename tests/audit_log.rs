@@ -103,7 +103,8 @@ fn events() -> Vec<AuditEvent> {
             actor: "team-payments".into(),
             reason: Some("clé publiée — \"leak\" in #ops".into()),
             ticket: Some("SEC-1234".into()),
-            approver: Some("bob@example.com".into()),
+            approver: Some(vec!["bob@example.com".into()]),
+            break_glass: false,
         },
         AuditEvent::RotationEnded {
             rotation: rotation("completed", &old, &new),
@@ -115,6 +116,7 @@ fn events() -> Vec<AuditEvent> {
             reason: None,
             ticket: None,
             approver: None,
+            break_glass: false,
         },
         AuditEvent::RotationEnded {
             rotation: rotation("failed", &old, &new),

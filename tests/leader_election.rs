@@ -564,6 +564,7 @@ async fn a_follower_starts_nothing_and_a_new_leader_resumes_without_repeating_se
                 actor: "api:test".into(),
                 reason: Some("test".into()),
                 ticket: None,
+                ..Default::default()
             },
         )
         .await;

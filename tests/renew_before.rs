@@ -43,6 +43,7 @@ async fn a_certificate_near_expiry_is_due_and_renewed() {
                 actor: "scheduler".into(),
                 reason: Some("renewBefore".into()),
                 ticket: None,
+                ..Default::default()
             },
         )
         .await

@@ -1,9 +1,13 @@
 //! `rotor rotate --selector`: every policy whose labels match is rotated (under the
-//! concurrency limit) with a per-policy summary; the others are untouched.
+//! concurrency limit) with a per-policy summary; the others are untouched. Locally,
+//! and through a running agent's API (`--server`, `POST /v1/rotations`).
 //! Needs `dev/stack up`.
 
 mod common;
 
+use std::time::Duration;
+
+use common::agent::{Agent, eventually};
 use common::{Fixture, Options, text};
 
 #[tokio::test]
@@ -83,4 +87,99 @@ async fn a_selector_rotates_exactly_the_matching_policies() {
         "{}",
         text(&out)
     );
+}
+
+#[tokio::test]
+async fn a_selector_through_the_agent_rotates_exactly_the_matching_policies() {
+    let a = Fixture::new("selapi-a", Options::default()).await;
+    let b = Fixture::new("selapi-b", Options::default()).await;
+    let c = Fixture::new("selapi-c", Options::default()).await;
+    // All three policies in `a`'s directory (the agent's), consumers in `a`'s cluster.
+    for (fx, team) in [(&a, "payments"), (&b, "payments"), (&c, "search")] {
+        let path = fx.policy_dir().join("policy.yaml");
+        let yaml = std::fs::read_to_string(&path).expect("policy").replace(
+            "labels: {team: tests}",
+            &format!("labels: {{team: {team}}}"),
+        );
+        std::fs::write(a.policy_dir().join(format!("{}.yaml", fx.name)), yaml).expect("write");
+        if fx.name != a.name {
+            rotor_testkit::create_namespace(&a.kube.client, &fx.namespace).await;
+            rotor_testkit::create_deployment(&a.kube.client, &fx.namespace, &fx.deployment).await;
+        }
+    }
+    std::fs::remove_file(a.policy_dir().join("policy.yaml")).expect("remove");
+    let (old_a, va) = a.current().await;
+    let (old_b, vb) = b.current().await;
+    let (_, vc) = c.current().await;
+
+    let agent = Agent::start(&a, &[]);
+    agent.ready().await;
+    let out = a
+        .rotor()
+        .env("ROTOR_TOKEN", &agent.token)
+        .args(["-o", "json", "rotate", "--server", &agent.base])
+        .args(["--selector", "team=payments", "--reason", "quarterly"])
+        .output()
+        .expect("rotor rotate --selector --server");
+    assert!(out.status.success(), "{}", text(&out));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(answer["accepted"], 2, "{answer:#}");
+    assert_eq!(answer["refused"], 0, "{answer:#}");
+    let mut named: Vec<String> = answer["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .map(|p| p["policy"].as_str().expect("policy").to_owned())
+        .collect();
+    named.sort();
+    let mut expected = vec![a.name.clone(), b.name.clone()];
+    expected.sort();
+    assert_eq!(named, expected);
+
+    // Both rotate to completion; the old passwords are refused by PostgreSQL.
+    for (fx, version, old) in [(&a, va, &old_a), (&b, vb, &old_b)] {
+        eventually(Duration::from_secs(60), "the selected rotation", || async {
+            (fx.current().await.1 > version).then_some(())
+        })
+        .await;
+        eventually(
+            Duration::from_secs(60),
+            "the old password refused",
+            || async {
+                matches!(
+                    fx.login(old).await,
+                    rotor::credentials::AuthOutcome::Rejected { .. }
+                )
+                .then_some(())
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        c.current().await.1,
+        vc,
+        "a policy of another team is untouched"
+    );
+
+    // A selector some of whose policies the agent lacks: 404 and a failed exit.
+    let out = a
+        .rotor()
+        .env("ROTOR_TOKEN", &agent.token)
+        .args(["rotate", "--server", &agent.base])
+        .args(["--selector", "team=nobody", "--reason", "x"])
+        .output()
+        .expect("rotor rotate --selector --server");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("404"), "{}", text(&out));
+
+    // The audit log names each policy's rotation under the one request.
+    let audit = std::fs::read_to_string(&agent.audit).expect("audit log");
+    for fx in [&a, &b] {
+        assert!(
+            audit.contains(&format!("\"policy\":\"{}\"", fx.name)),
+            "no audit record for {}",
+            fx.name
+        );
+    }
+    common::assert_no_leak(&out, &[old_a, old_b]);
 }

@@ -16,7 +16,7 @@ use rotor::secret::{SecretMap, SecretString};
 use rotor::server::{
     AuditFn, AuthConfig, AuthError, Authenticator, KubeTokenReviewer, Outcome, RemoteError,
     RequestAudit, TokenReviewer, remote_policies, remote_policy, remote_release, remote_rotate,
-    remote_rotation, serve,
+    remote_rotate_selected, remote_rotation, serve,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -35,7 +35,7 @@ struct Policy {
 const POLICIES: &[Policy] = &[
     Policy {
         name: "payments-db",
-        labels: &[("team", "payments")],
+        labels: &[("team", "payments"), ("tier", "db")],
         require_reason: true,
         require_ticket: false,
     },
@@ -47,7 +47,7 @@ const POLICIES: &[Policy] = &[
     },
     Policy {
         name: "orders-db",
-        labels: &[("team", "orders")],
+        labels: &[("team", "orders"), ("tier", "db")],
         require_reason: true,
         require_ticket: true,
     },
@@ -168,6 +168,7 @@ impl Control for FakeControl {
         Ok(Accepted {
             rotation_id: Some(id),
             state: "queued".into(),
+            ..Default::default()
         })
     }
 
@@ -1452,6 +1453,189 @@ async fn remote_release_round_trips() {
     assert_eq!(err.status(), Some(403));
     rotor_testkit::assert_no_secret(&format!("{err} {err:?}"), &t.all());
     assert_eq!(h.control.releases().len(), 2);
+
+    h.assert_no_token_leaked();
+    h.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// POST /v1/rotations: every policy whose labels match a selector
+
+#[tokio::test]
+async fn a_selector_request_rotates_every_matching_policy_or_none() {
+    let h = Harness::start().await;
+    let payments = h.tokens.payments.clone();
+    let bulk = |token: String, body: Value| {
+        let h = &h;
+        async move {
+            h.send("POST", "/v1/rotations", Some(&token), Some(body))
+                .await
+        }
+    };
+
+    // Every matching policy is granted and complete: each is queued as the caller,
+    // with one `authorized` record for the request and one record per policy.
+    let (answer, records) = h
+        .audited(bulk(
+            payments.clone(),
+            json!({"selector": {"team": "payments"}, "reason": "quarterly", "ticket": "CHG-1"}),
+        ))
+        .await;
+    assert_eq!(answer.status, 202, "{:#}", answer.body);
+    assert_eq!(answer.body["accepted"], 2);
+    assert_eq!(answer.body["refused"], 0);
+    let named: Vec<&str> = answer.body["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["policy"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, ["payments-cache", "payments-db"]);
+    let calls = h.control.calls();
+    assert_eq!(calls.len(), 2);
+    for (policy, request) in &calls {
+        assert!(policy.starts_with("payments-"));
+        assert_eq!(request.actor, "api:team-payments");
+        assert_eq!(request.trigger, Trigger::OnDemand);
+        assert_eq!(request.reason.as_deref(), Some("quarterly"));
+        assert_eq!(request.ticket.as_deref(), Some("CHG-1"));
+    }
+    assert_eq!(records.len(), 3, "{records:#?}");
+    assert_eq!(records[0].outcome, Outcome::Authorized);
+    assert!(
+        records[0].detail.contains("2 policies"),
+        "{}",
+        records[0].detail
+    );
+    for record in &records[1..] {
+        assert_eq!(record.outcome, Outcome::Allowed);
+        assert!(record.rotation_id.is_some());
+        assert!(record.policy.as_deref().unwrap().starts_with("payments-"));
+    }
+
+    // One matching policy not granted: 403 naming it, nothing queued.
+    let (answer, records) = h
+        .audited(bulk(
+            payments.clone(),
+            json!({"selector": {"tier": "db"}, "reason": "r", "ticket": "T-1"}),
+        ))
+        .await;
+    assert_eq!(answer.status, 403, "{:#}", answer.body);
+    assert!(
+        error_text(&answer).contains("orders-db"),
+        "{}",
+        error_text(&answer)
+    );
+    assert!(error_text(&answer).contains("nothing was rotated"));
+    assert_eq!(one(&records).outcome, Outcome::Forbidden);
+    assert_eq!(h.control.calls().len(), 2);
+
+    // A policy that requires a ticket, without one: 400 naming it, nothing queued.
+    let answer = bulk(
+        h.tokens.ci_sa.clone(),
+        json!({"selector": {"tier": "db"}, "reason": "r"}),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{:#}", answer.body);
+    assert!(
+        error_text(&answer).contains("orders-db"),
+        "{}",
+        error_text(&answer)
+    );
+    assert!(error_text(&answer).contains("ticket"));
+    assert_eq!(h.control.calls().len(), 2);
+
+    // Compromise needs the identity's permission.
+    let answer = bulk(
+        payments.clone(),
+        json!({"selector": {"team": "payments"}, "reason": "leak", "compromise": true}),
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{:#}", answer.body);
+    assert_eq!(h.control.calls().len(), 2);
+
+    // An empty selector would select everything: refused. No match: 404.
+    let answer = bulk(payments.clone(), json!({"selector": {}, "reason": "r"})).await;
+    assert_eq!(answer.status, 400, "{:#}", answer.body);
+    let answer = bulk(payments.clone(), json!({"reason": "r"})).await;
+    assert_eq!(answer.status, 400, "{:#}", answer.body);
+    let answer = bulk(
+        payments.clone(),
+        json!({"selector": {"team": "nobody"}, "reason": "r"}),
+    )
+    .await;
+    assert_eq!(answer.status, 404, "{:#}", answer.body);
+    assert!(error_text(&answer).contains("team=nobody"));
+    let answer = bulk(
+        payments.clone(),
+        json!({"selector": {"team": "payments"}, "extra": 1}),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{:#}", answer.body);
+    assert_eq!(h.control.calls().len(), 2);
+
+    // The agent refuses one policy (busy): the other is still queued, and the answer
+    // says which is which with the status a single request would have got.
+    *h.control.next_error.lock().unwrap() = Some(ControlError::Busy(
+        "policy payments-cache has an open rotation".into(),
+    ));
+    let (answer, records) = h
+        .audited(bulk(
+            h.tokens.ci_sa.clone(),
+            json!({"selector": {"team": "payments"}, "reason": "again"}),
+        ))
+        .await;
+    assert_eq!(answer.status, 202, "{:#}", answer.body);
+    assert_eq!(answer.body["accepted"], 1);
+    assert_eq!(answer.body["refused"], 1);
+    let first = &answer.body["policies"][0];
+    assert_eq!(first["policy"], "payments-cache");
+    assert_eq!(first["status"], 409);
+    assert!(first["error"].as_str().unwrap().contains("open rotation"));
+    assert!(answer.body["policies"][1]["rotation_id"].is_string());
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[1].outcome, Outcome::Failed);
+    assert_eq!(records[1].status, 409);
+
+    // Without a token: 401 before anything else.
+    let answer = h
+        .send(
+            "POST",
+            "/v1/rotations",
+            None,
+            Some(json!({"selector": {"team": "payments"}})),
+        )
+        .await;
+    assert_eq!(answer.status, 401);
+
+    // The CLI's client function.
+    let token = SecretString::from(payments.clone());
+    let answer = remote_rotate_selected(
+        &h.base,
+        &token,
+        &BTreeMap::from([("tier".to_owned(), "cache".to_owned())]),
+        Some("via client"),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.accepted, 1);
+    assert_eq!(answer.policies[0].policy, "payments-cache");
+    let err = remote_rotate_selected(
+        &h.base,
+        &token,
+        &BTreeMap::from([("tier".to_owned(), "db".to_owned())]),
+        Some("r"),
+        Some("T"),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, RemoteError::Status { status: 403, .. }),
+        "{err}"
+    );
 
     h.assert_no_token_leaked();
     h.shutdown().await;

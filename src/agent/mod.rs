@@ -2,16 +2,18 @@
 //! requests, resumes open rotations at start-up. [`Control`] is what the HTTP API
 //! (`crate::server`) sees of it.
 
+pub mod approval;
 pub mod command;
 pub mod quarantine;
 pub mod run;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{Rotation, RotationRequest};
 
+pub use approval::{ApprovalCaller, ApprovalRecord, ApprovalState, ApprovalStore};
 pub use run::{Agent, AgentConfig, Clock, Executor, TokioClock};
 
 /// One policy as the API and `rotor status` show it.
@@ -24,7 +26,8 @@ pub struct PolicyView {
     /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
     /// `idle`, `queued`, `rotating`, `waiting` (grace period), `pending` (consumers),
-    /// `failed`, `backoff`.
+    /// `failed`, `backoff`, `quarantined`, `retiring`, `enabling`, `retired` (no rotation
+    /// until `rotor enable`).
     pub state: String,
     /// The last rotation's id, status and end time.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,13 +76,26 @@ pub struct PolicyMeta {
 }
 
 /// An accepted on-demand request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Accepted {
     /// The rotation's id once it has been planned, or `None` while it is queued.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation_id: Option<String>,
-    /// `queued`, `started`, `completed`, `waiting`…
+    /// `queued`, `started`, `completed`, `waiting`…, or `pending_approval` when the
+    /// policy requires approval and the request waits for it.
     pub state: String,
+    /// The approval request, when the policy requires approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// When the approval request expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Approvals the request needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<u32>,
+    /// Approvals it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<u32>,
 }
 
 /// Why an on-demand request was not accepted.
@@ -99,6 +115,20 @@ pub enum ControlError {
     /// A rotation of the policy is already running or open (HTTP 409).
     #[error("{0}")]
     Busy(String),
+    /// No approval request with this id (HTTP 404).
+    #[error("no request {0}")]
+    UnknownRequest(String),
+    /// The caller may not do this, e.g. approve its own request (HTTP 403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The approval request can no longer be approved (HTTP 410).
+    #[error("{message}")]
+    Gone {
+        /// For people.
+        message: String,
+        /// `expired`, `superseded` or `used`.
+        reason: &'static str,
+    },
     /// This replica is not the leader (HTTP 503; retry against the leader).
     #[error("this replica is not the leader")]
     NotLeader,
@@ -141,6 +171,50 @@ pub trait Control: Send + Sync + 'static {
         let _ = (actor, reason);
         Err(ControlError::Busy(format!(
             "policy {name} is not quarantined"
+        )))
+    }
+    /// An approval request by id, with its effective state (see
+    /// [`approval::ApprovalRecord::state_at`]).
+    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRecord>, ControlError> {
+        let _ = id;
+        Ok(None)
+    }
+    /// Approves request `id` as `caller` (who must be one of the policy's approvers
+    /// and not the requester). With enough approvals the request is used and its
+    /// rotation queued (`state` `queued`); otherwise `state` is `pending_approval`.
+    /// Errors: `UnknownRequest`, `Forbidden`, `Gone`, and those of [`Control::rotate`].
+    async fn approve(
+        &self,
+        id: &str,
+        caller: &ApprovalCaller,
+        reason: Option<&str>,
+    ) -> Result<Accepted, ControlError> {
+        let _ = (caller, reason);
+        Err(ControlError::UnknownRequest(id.to_owned()))
+    }
+    /// Retires the policy (offboarding, see [`crate::engine::retire`]) and audits a
+    /// `policy_retired` event. The record's `state` says whether it completed
+    /// (`retired`). Errors: `UnknownPolicy`; `Busy` while a rotation runs or is queued.
+    async fn retire(
+        &self,
+        name: &str,
+        request: crate::engine::RetireRequest,
+    ) -> Result<crate::engine::Retirement, ControlError> {
+        let _ = request;
+        Err(ControlError::Busy(format!(
+            "this agent cannot retire policy {name}"
+        )))
+    }
+    /// Enables a retired policy again with a rotation, and audits a `policy_enabled`
+    /// event. Errors: `UnknownPolicy`; `Busy` when it is not retired or is busy.
+    async fn enable(
+        &self,
+        name: &str,
+        request: crate::engine::RetireRequest,
+    ) -> Result<crate::engine::EnableOutcome, ControlError> {
+        let _ = request;
+        Err(ControlError::Busy(format!(
+            "this agent cannot enable policy {name}"
         )))
     }
 }

@@ -20,11 +20,13 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use super::approval::{ApprovalCaller, ApprovalRecord, ApprovalStore, Approvals};
 use super::quarantine::{Quarantine, QuarantineStore, immediate_reason};
 use super::{Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness, RotationSummary};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::engine::{
-    Engine, EngineError, Rotation, RotationOutcome, RotationRequest, Status, Trigger,
+    EnableOutcome, Engine, EngineError, RetireRequest, Retirement, Rotation, RotationOutcome,
+    RotationRequest, Status, Trigger,
 };
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifyEvent};
@@ -108,6 +110,35 @@ pub trait Executor: Send + Sync + 'static {
     ) -> Result<(), EngineError> {
         Ok(())
     }
+    /// The policy's retirement record, if any (any state).
+    async fn retired(&self, _policy: &str) -> Result<Option<Retirement>, EngineError> {
+        Ok(None)
+    }
+    /// Where approval requests are kept; `None`: policies that require approval
+    /// cannot be rotated on demand.
+    fn approval_store(&self) -> Option<ApprovalStore> {
+        None
+    }
+    /// Retires the policy ([`Engine::retire`]).
+    async fn retire(
+        &self,
+        _policy: &ValidatedPolicy,
+        _request: RetireRequest,
+    ) -> Result<Retirement, EngineError> {
+        Err(EngineError::Unsupported(
+            "this executor cannot retire policies",
+        ))
+    }
+    /// Enables a retired policy again ([`Engine::enable`]).
+    async fn enable(
+        &self,
+        _policy: &ValidatedPolicy,
+        _request: RetireRequest,
+    ) -> Result<EnableOutcome, EngineError> {
+        Err(EngineError::Unsupported(
+            "this executor cannot enable policies",
+        ))
+    }
 }
 
 #[async_trait::async_trait]
@@ -157,6 +188,34 @@ impl Executor for Engine {
     ) -> Result<(), EngineError> {
         Ok(self.quarantine_store().set(policy, q).await?)
     }
+
+    async fn retired(&self, policy: &str) -> Result<Option<Retirement>, EngineError> {
+        self.retirement(policy).await
+    }
+
+    fn approval_store(&self) -> Option<ApprovalStore> {
+        Some(ApprovalStore::new(
+            self.vault().clone(),
+            &self.config().state_mount,
+            &self.config().state_prefix,
+        ))
+    }
+
+    async fn retire(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RetireRequest,
+    ) -> Result<Retirement, EngineError> {
+        Engine::retire(self, policy, request).await
+    }
+
+    async fn enable(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RetireRequest,
+    ) -> Result<EnableOutcome, EngineError> {
+        Engine::enable(self, policy, request).await
+    }
 }
 
 impl Engine {
@@ -191,6 +250,9 @@ pub struct AgentConfig {
     pub vault: Option<crate::vault::Vault>,
     /// Consecutive failed rotations after which a policy is quarantined.
     pub quarantine_after: u32,
+    /// How long an approval request waits when its policy sets no `ttl`
+    /// (`--approval-ttl`).
+    pub approval_ttl: Duration,
 }
 
 impl Default for AgentConfig {
@@ -205,6 +267,7 @@ impl Default for AgentConfig {
             notify: Vec::new(),
             vault: None,
             quarantine_after: 3,
+            approval_ttl: super::approval::DEFAULT_APPROVAL_TTL,
         }
     }
 }
@@ -238,6 +301,9 @@ struct Entry {
     handover: bool,
     /// Quarantined: no automatic rotation until released.
     quarantined: Option<Quarantine>,
+    /// Retired (or being retired or enabled): no rotation until `rotor enable`; what
+    /// the API shows about it.
+    retired: Option<String>,
 }
 
 struct Queued {
@@ -254,7 +320,7 @@ struct State {
     history: VecDeque<Rotation>,
     stopping: bool,
     started: bool,
-    policy_stamp: Vec<(PathBuf, std::time::SystemTime, u64)>,
+    policy_stamp: PolicyStamp,
     /// Leadership as the loop last acted on it (see [`State::follow_leadership`]).
     leading: bool,
 }
@@ -271,6 +337,7 @@ struct Inner {
     wake: Notify,
     leader: AtomicBool,
     notifier: Notifier,
+    approvals: Approvals,
 }
 
 /// The running agent. Cheap to clone.
@@ -309,11 +376,12 @@ impl Agent {
         let now = clock.now();
         let stamp = stamp(&config.policy_paths);
         let entries = policies
-            .iter()
-            .map(|p| (p.name.clone(), Entry::new(Arc::new(p.clone()), now)))
+            .into_iter()
+            .map(|p| (p.name.clone(), Entry::new(Arc::new(p), now)))
             .collect::<BTreeMap<_, _>>();
         metrics.set_policies_loaded(entries.len());
         metrics.set_leader(true);
+        let approvals = Approvals::new(exec.approval_store(), config.approval_ttl);
         Agent {
             inner: Arc::new(Inner {
                 exec,
@@ -332,6 +400,7 @@ impl Agent {
                 wake: Notify::new(),
                 leader: AtomicBool::new(true),
                 notifier: Notifier::new(config.vault.clone(), config.notify.clone()),
+                approvals,
                 config,
             }),
         }
@@ -371,6 +440,7 @@ impl Agent {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
+            inner.metrics.scheduler_wakeup();
             let now = inner.clock.now();
             let sleep_for = {
                 let mut st = inner.lock();
@@ -405,8 +475,18 @@ impl Agent {
                 if !st.started && st.queue.is_empty() && jobs.is_empty() {
                     st.started = true;
                 }
-                st.next_wake(now)
-                    .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
+                // Approval requests past their ttl: marked expired and notified once.
+                let mut wake = st.next_wake(now);
+                if st.leading && !st.stopping {
+                    for (policy, id) in inner.approvals.take_expired(now) {
+                        let inner = Arc::clone(inner);
+                        jobs.spawn(async move { inner.expire_approval(&policy, &id).await });
+                    }
+                    if let Some(t) = inner.approvals.next_expiry() {
+                        wake = Some(wake.map_or(t, |w| w.min(t)).max(now));
+                    }
+                }
+                wake.map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(Duration::from_secs(3600))
             };
             tokio::select! {
@@ -465,6 +545,7 @@ impl Entry {
             pending: Vec::new(),
             handover: false,
             quarantined: None,
+            retired: None,
         }
     }
 
@@ -482,7 +563,7 @@ impl Entry {
 
     /// When the entry wants the loop's attention next.
     fn wake_at(&self) -> Option<DateTime<Utc>> {
-        if self.running || self.queued || self.quarantined.is_some() {
+        if self.running || self.queued || self.quarantined.is_some() || self.retired.is_some() {
             return None;
         }
         if let Some(w) = self.waiting_until {
@@ -567,7 +648,7 @@ impl State {
         }
         let mut due = Vec::new();
         for (name, e) in &self.entries {
-            if e.running || e.queued || e.quarantined.is_some() {
+            if e.running || e.queued || e.quarantined.is_some() || e.retired.is_some() {
                 continue;
             }
             if e.waiting_until.is_some_and(|w| w <= now) {
@@ -588,6 +669,7 @@ impl State {
                         actor: "scheduler".into(),
                         reason: Some(format!("scheduled ({})", d.reason.as_str())),
                         ticket: None,
+                        ..Default::default()
                     }),
                     d.fire,
                 ));
@@ -653,11 +735,23 @@ impl Inner {
         };
         match job.job {
             Job::Sync { end_grace } => {
+                if let Ok(r) = self.exec.retired(&policy.name).await
+                    && let Some(e) = self.lock().entries.get_mut(&policy.name)
+                {
+                    e.retired = r
+                        .filter(|r| r.state.is_inactive())
+                        .map(|r| retired_text(&r));
+                }
                 if let Ok(q) = self.exec.quarantine(&policy.name).await {
                     self.metrics.set_quarantined(&policy.name, q.is_some());
                     if let Some(e) = self.lock().entries.get_mut(&policy.name) {
                         e.quarantined = q;
                     }
+                }
+                if policy.spec.on_demand.approval.is_some()
+                    && let Err(e) = self.approvals.load(&policy.name).await
+                {
+                    warn!(policy = %policy.name, error = %e, "Cannot read the policy's pending approval request.");
                 }
                 let result = self.exec.resume(&policy, end_grace).await;
                 match result {
@@ -678,7 +772,8 @@ impl Inner {
                     actor: request.actor.clone(),
                     reason: request.reason.clone(),
                     ticket: request.ticket.clone(),
-                    approver: None,
+                    approver: (!request.approvers.is_empty()).then(|| request.approvers.clone()),
+                    break_glass: request.break_glass,
                 }) {
                     self.failed(
                         &policy,
@@ -688,6 +783,11 @@ impl Inner {
                 }
                 match self.exec.rotate(&policy, request.clone()).await {
                     Ok(outcome) => {
+                        if let (Some(id), Some(r)) = (&request.approval_request, &outcome.rotation)
+                            && let Err(e) = self.approvals.set_rotation(id, &r.rotation_id).await
+                        {
+                            warn!(request = %id, error = %e, "Cannot note the rotation in its approval request.");
+                        }
                         let promoted = outcome.succeeded();
                         let ran: Vec<Rotation> = outcome
                             .resumed
@@ -702,6 +802,20 @@ impl Inner {
                             immediate_reason(r).map(|why| (why, r.rotation_id.clone()))
                         });
                         self.maybe_quarantine(&policy, immediate).await;
+                    }
+                    Err(EngineError::Retired {
+                        state,
+                        since,
+                        actor,
+                        reason,
+                        ..
+                    }) => {
+                        // Retired elsewhere (e.g. a local `rotor retire`): not a failure.
+                        info!(policy = %policy.name, "The policy is retired; no rotation.");
+                        if let Some(entry) = self.lock().entries.get_mut(&policy.name) {
+                            entry.retired = Some(retired_words(state, &since, &actor, &reason));
+                            entry.state = "retired";
+                        }
                     }
                     Err(e) => {
                         self.failed(&policy, &crate::error_chain(&e));
@@ -729,7 +843,10 @@ impl Inner {
             let Some(e) = st.entries.get(dep) else {
                 continue;
             };
-            if e.queued || (e.quarantined.is_some() && request.trigger != Trigger::Compromise) {
+            if e.queued
+                || e.retired.is_some()
+                || (e.quarantined.is_some() && request.trigger != Trigger::Compromise)
+            {
                 continue;
             }
             let mut req = request.clone();
@@ -1024,28 +1141,143 @@ impl Inner {
     }
 }
 
-/// Modification times and sizes of every policy file under `paths`.
-fn stamp(paths: &[PathBuf]) -> Vec<(PathBuf, std::time::SystemTime, u64)> {
-    let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else {
+/// What the API shows about a retired policy.
+fn retired_text(r: &Retirement) -> String {
+    retired_words(r.state.as_str(), &r.started_at, &r.actor, &r.reason)
+}
+
+fn retired_words(state: &str, since: &str, actor: &str, reason: &str) -> String {
+    format!("{state} since {since} by {actor}: {reason}")
+}
+
+/// The API's answer for an engine error of a retire or enable.
+fn retire_error(name: &str, e: EngineError) -> ControlError {
+    match e {
+        EngineError::RetireIncomplete { what, .. } => ControlError::Incomplete {
+            policy: name.to_owned(),
+            what,
+        },
+        EngineError::Pending { .. }
+        | EngineError::Retired { .. }
+        | EngineError::NotRetired { .. }
+        | EngineError::Credential(crate::credentials::CredentialError::CannotDisable(_)) => {
+            ControlError::Busy(e.to_string())
+        }
+        other => ControlError::Internal(crate::error_chain(&other)),
+    }
+}
+
+impl Agent {
+    /// Marks the policy busy with `what` (`retiring`, `enabling`), or says why not.
+    /// Returns the policy and the state it had.
+    fn claim(
+        &self,
+        name: &str,
+        what: &'static str,
+    ) -> Result<(Arc<ValidatedPolicy>, &'static str), ControlError> {
+        if !self.inner.leader.load(Ordering::SeqCst) {
+            return Err(ControlError::NotLeader);
+        }
+        let mut st = self.inner.lock();
+        if st.stopping {
+            return Err(ControlError::Busy("the agent is shutting down".into()));
+        }
+        let e = st
+            .entries
+            .get_mut(name)
+            .ok_or_else(|| ControlError::UnknownPolicy(name.to_owned()))?;
+        if e.running || e.queued {
+            return Err(ControlError::Busy(format!(
+                "policy {name} is {}; try again when it is done",
+                if e.running { e.state } else { "queued" }
+            )));
+        }
+        e.running = true;
+        let before = std::mem::replace(&mut e.state, what);
+        Ok((Arc::clone(&e.policy), before))
+    }
+
+    /// Gives back a claim that did nothing.
+    async fn unclaim(&self, policy: &ValidatedPolicy, state: &'static str) {
+        if let Some(e) = self.inner.lock().entries.get_mut(&policy.name) {
+            e.state = state;
+        }
+        self.inner.refresh_inputs(policy).await;
+    }
+
+    /// Runs `work` on its own task, so a caller that goes away (an HTTP client
+    /// disconnecting) cannot cut a retirement or an enable short between two steps.
+    async fn detached<T: Send + 'static>(
+        work: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T, ControlError> {
+        tokio::spawn(work)
+            .await
+            .map_err(|e| ControlError::Internal(format!("the task failed: {e}")))
+    }
+}
+
+/// A digest of the name, modification time and size of every policy file under the
+/// policy paths: what the reload poll compares. `clear` forces the next poll to reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct PolicyStamp(Option<(u64, usize)>);
+
+impl PolicyStamp {
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// [`PolicyStamp`] of `paths`. Order-independent (a sum of per-file hashes), so it
+/// needs no sorting, and directory entries are read relative to their directory: with
+/// thousands of policies this poll was the idle agent's main cost.
+fn stamp(paths: &[PathBuf]) -> PolicyStamp {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    fn entry(path: &std::path::Path, meta: &std::fs::Metadata) -> u64 {
+        let mut h = DefaultHasher::new();
+        path.hash(&mut h);
+        meta.modified()
+            .unwrap_or(std::time::UNIX_EPOCH)
+            .hash(&mut h);
+        meta.len().hash(&mut h);
+        h.finish()
+    }
+    let is_policy = |p: &std::path::Path| p.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    let (mut sum, mut files) = (0u64, 0usize);
+    let mut dirs = Vec::new();
+    for p in paths {
+        let Ok(meta) = std::fs::metadata(p) else {
             continue;
         };
         if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push((
-                p,
-                meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-                meta.len(),
-            ));
+            dirs.push(p.clone());
+        } else if is_policy(p) {
+            sum = sum.wrapping_add(entry(p, &meta));
+            files += 1;
         }
     }
-    out.sort();
-    out
+    while let Some(dir) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            // Follows symbolic links, as `std::fs::metadata` does.
+            let meta = match e.file_type() {
+                Ok(t) if t.is_symlink() => std::fs::metadata(&path),
+                _ => e.metadata(),
+            };
+            let Ok(meta) = meta else {
+                continue;
+            };
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if is_policy(&path) {
+                sum = sum.wrapping_add(entry(&path, &meta));
+                files += 1;
+            }
+        }
+    }
+    PolicyStamp(Some((sum, files)))
 }
 
 #[async_trait::async_trait]
@@ -1059,7 +1291,11 @@ impl Control for Agent {
                 name: e.policy.name.clone(),
                 kind: e.policy.spec.credential.kind().to_owned(),
                 labels: e.policy.labels.clone(),
-                state: if e.quarantined.is_some() {
+                state: if e.running && matches!(e.state, "retiring" | "enabling") {
+                    e.state.into()
+                } else if e.retired.is_some() {
+                    "retired".into()
+                } else if e.quarantined.is_some() {
                     "quarantined".into()
                 } else if e.backoff_until.is_some_and(|b| b > now) && !e.running {
                     "backoff".into()
@@ -1075,9 +1311,13 @@ impl Control for Agent {
                 next_due: e.next_due.map(|d| rfc3339(d.at)),
                 pending_consumers: e.pending.clone(),
                 error: e
-                    .quarantined
-                    .as_ref()
-                    .map(|q| format!("quarantined since {}: {}", q.since, q.reason))
+                    .retired
+                    .clone()
+                    .or_else(|| {
+                        e.quarantined
+                            .as_ref()
+                            .map(|q| format!("quarantined since {}: {}", q.since, q.reason))
+                    })
                     .or_else(|| e.error.clone()),
             })
             .collect()
@@ -1093,9 +1333,16 @@ impl Control for Agent {
         })
     }
 
-    async fn rotate(&self, name: &str, request: RotationRequest) -> Result<Accepted, ControlError> {
+    async fn rotate(
+        &self,
+        name: &str,
+        mut request: RotationRequest,
+    ) -> Result<Accepted, ControlError> {
         if !self.inner.leader.load(Ordering::SeqCst) {
             return Err(ControlError::NotLeader);
+        }
+        if let Some(pending) = self.approval_gate(name, &mut request).await? {
+            return Ok(pending);
         }
         let mut st = self.inner.lock();
         if st.stopping {
@@ -1116,6 +1363,11 @@ impl Control for Agent {
             });
         }
         let compromise = request.trigger == Trigger::Compromise;
+        if let Some(r) = &e.retired {
+            return Err(ControlError::Busy(format!(
+                "policy {name} is {r}; `rotor enable {name} --reason …` makes it rotate again"
+            )));
+        }
         if let (false, Some(q)) = (compromise, &e.quarantined) {
             return Err(ControlError::Busy(format!(
                 "policy {name} is quarantined since {}: {}; `rotor release {name} --reason …` resumes it",
@@ -1149,6 +1401,7 @@ impl Control for Agent {
         Ok(Accepted {
             rotation_id: None,
             state: "queued".into(),
+            ..Default::default()
         })
     }
 
@@ -1221,6 +1474,156 @@ impl Control for Agent {
         Ok(())
     }
 
+    async fn retire(&self, name: &str, request: RetireRequest) -> Result<Retirement, ControlError> {
+        let (policy, before) = self.claim(name, "retiring")?;
+        let result = {
+            let (inner, policy) = (Arc::clone(&self.inner), Arc::clone(&policy));
+            Self::detached(async move { inner.exec.retire(&policy, request).await }).await
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.failed(&policy, &e.to_string());
+                self.inner.refresh_inputs(&policy).await;
+                return Err(e);
+            }
+        };
+        if let Ok(r) = &result {
+            self.inner.audit_event(&AuditEvent::PolicyRetired {
+                retirement: r.clone(),
+            });
+        }
+        {
+            let mut st = self.inner.lock();
+            if let Some(e) = st.entries.get_mut(name) {
+                match &result {
+                    Ok(r) => {
+                        e.retired = r.state.is_inactive().then(|| retired_text(r));
+                        e.state = if r.state == crate::engine::RetireState::Retired {
+                            "retired"
+                        } else {
+                            "failed"
+                        };
+                        e.error = r.error.clone();
+                    }
+                    // Refused (or Vault failed): a record written so far still makes
+                    // the engine refuse rotations, which marks the entry retired.
+                    Err(_) => e.state = before,
+                }
+            }
+        }
+        self.inner.refresh_inputs(&policy).await;
+        match &result {
+            Ok(r) => {
+                info!(policy = %name, state = r.state.as_str(), actor = %r.actor, "Retirement ended.")
+            }
+            Err(e) => warn!(policy = %name, error = %e, "Retirement did not run."),
+        }
+        self.inner.wake.notify_one();
+        result.map_err(|e| retire_error(name, e))
+    }
+
+    async fn enable(
+        &self,
+        name: &str,
+        request: RetireRequest,
+    ) -> Result<EnableOutcome, ControlError> {
+        let (policy, before) = self.claim(name, "enabling")?;
+        let retired = self.inner.exec.retired(name).await;
+        if !matches!(&retired, Ok(Some(r)) if r.state.is_inactive()) {
+            self.unclaim(&policy, before).await;
+            return Err(match retired {
+                Err(e) => ControlError::Internal(crate::error_chain(&e)),
+                Ok(_) => ControlError::Busy(format!(
+                    "policy {name} is not retired; there is nothing to enable"
+                )),
+            });
+        }
+        // The enable runs a rotation: audited before it starts, like every rotation.
+        if !self.inner.audit_event(&AuditEvent::RotationRequested {
+            policy: policy.name.clone(),
+            trigger: Trigger::OnDemand.as_str().into(),
+            actor: request.actor.clone(),
+            reason: request
+                .reason
+                .as_ref()
+                .map(|r| format!("enable after retirement: {r}")),
+            ticket: request.ticket.clone(),
+            approver: None,
+            break_glass: false,
+        }) {
+            self.unclaim(&policy, before).await;
+            return Err(ControlError::Audit(
+                "the rotation of the enable cannot be recorded; nothing was changed".into(),
+            ));
+        }
+        let result = {
+            let (inner, policy) = (Arc::clone(&self.inner), Arc::clone(&policy));
+            Self::detached(async move { inner.exec.enable(&policy, request).await }).await
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.inner.failed(&policy, &e.to_string());
+                self.inner.refresh_inputs(&policy).await;
+                return Err(e);
+            }
+        };
+        match &result {
+            Ok(outcome) => {
+                let ran: Vec<Rotation> = outcome
+                    .rotation
+                    .iter()
+                    .flat_map(|o| o.resumed.iter().chain(o.rotation.iter()))
+                    .cloned()
+                    .collect();
+                self.inner.finished(&policy, Some(false), &ran);
+                self.inner.audit_event(&AuditEvent::PolicyEnabled {
+                    retirement: outcome.record.clone(),
+                });
+                let mut st = self.inner.lock();
+                if let Some(e) = st.entries.get_mut(name) {
+                    e.retired = outcome
+                        .record
+                        .state
+                        .is_inactive()
+                        .then(|| retired_text(&outcome.record));
+                    if e.retired.is_some() {
+                        e.state = "retired";
+                        e.error = outcome.record.error.clone();
+                    }
+                }
+            }
+            Err(err) => {
+                let mut st = self.inner.lock();
+                if let Some(e) = st.entries.get_mut(name) {
+                    e.state = if e.retired.is_some() {
+                        "retired"
+                    } else {
+                        "failed"
+                    };
+                    e.error = Some(crate::error_chain(err));
+                }
+            }
+        }
+        self.inner.refresh_inputs(&policy).await;
+        self.inner.wake.notify_one();
+        result.map_err(|e| retire_error(name, e))
+    }
+
+    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRecord>, ControlError> {
+        self.inner.approvals.get(id, self.inner.clock.now()).await
+    }
+
+    async fn approve(
+        &self,
+        id: &str,
+        caller: &ApprovalCaller,
+        reason: Option<&str>,
+    ) -> Result<Accepted, ControlError> {
+        self.approve_request(id, caller, reason).await
+    }
+
     fn readiness(&self) -> Readiness {
         let st = self.inner.lock();
         let leader = self.inner.leader.load(Ordering::SeqCst);
@@ -1235,5 +1638,216 @@ impl Control for Agent {
                 None
             },
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Four-eyes approval (see `super::approval`).
+
+impl Agent {
+    /// For a policy that requires approval, turns an on-demand request into a pending
+    /// approval request and answers it (`Some`); lets through scheduled requests,
+    /// approved ones and a break-glass compromise (`None`). Clears `break_glass` where
+    /// it skips nothing, so a rotation records it only when approval was skipped.
+    async fn approval_gate(
+        &self,
+        name: &str,
+        request: &mut RotationRequest,
+    ) -> Result<Option<Accepted>, ControlError> {
+        let (rule, notify) = {
+            let st = self.inner.lock();
+            let Some(e) = st.entries.get(name) else {
+                return Err(ControlError::UnknownPolicy(name.to_owned()));
+            };
+            (
+                e.policy.spec.on_demand.approval.clone(),
+                e.policy.spec.notify.clone(),
+            )
+        };
+        let compromise = request.trigger == Trigger::Compromise;
+        let Some(rule) = rule.filter(|_| request.trigger != Trigger::Schedule) else {
+            request.break_glass = false;
+            return Ok(None);
+        };
+        if compromise && request.break_glass {
+            warn!(policy = %name, actor = %request.actor, "Break-glass compromise rotation: the required approval is skipped.");
+            return Ok(None);
+        }
+        request.break_glass = false;
+        // Only `approve_request` sets `approval_request`, once the request has its
+        // approvals and is marked used (the API never does).
+        if request.approval_request.is_some()
+            && !request.approvers.is_empty()
+            && !request.approvers.contains(&request.actor)
+        {
+            return Ok(None);
+        }
+        {
+            let st = self.inner.lock();
+            if st.stopping {
+                return Err(ControlError::Busy("the agent is shutting down".into()));
+            }
+            if let Some(e) = st.entries.get(name) {
+                if let Some(what) = e
+                    .policy
+                    .spec
+                    .on_demand
+                    .missing(request.reason.as_deref(), request.ticket.as_deref())
+                {
+                    return Err(ControlError::Incomplete {
+                        policy: name.to_owned(),
+                        what,
+                    });
+                }
+                if let (false, Some(q)) = (compromise, &e.quarantined) {
+                    return Err(ControlError::Busy(format!(
+                        "policy {name} is quarantined since {}: {}; `rotor release {name} --reason …` resumes it",
+                        q.since, q.reason
+                    )));
+                }
+            }
+        }
+        let now = self.inner.clock.now();
+        let created = self
+            .inner
+            .approvals
+            .create(name, &rule, request, now)
+            .await?;
+        let record = &created.record;
+        let who: Vec<String> = rule.approvers.iter().map(ToString::to_string).collect();
+        let detail = format!(
+            "request {} by {} needs {} approval(s) from [{}] before {}",
+            record.id,
+            record.requester,
+            record.required,
+            who.join(", "),
+            record.expires_at
+        );
+        info!(policy = %name, request = %record.id, requester = %record.requester, "On-demand rotation waits for approval.");
+        self.inner.audit_event(&AuditEvent::Agent {
+            action: "approval_requested".into(),
+            detail: Some(format!("policy {name}: {detail}")),
+        });
+        self.inner.notifier.send(
+            &notify,
+            record.notification(NotifyEvent::ApprovalRequested, detail),
+        );
+        if let Some(old) = &created.superseded {
+            let detail = format!("superseded by request {}", record.id);
+            self.inner.audit_event(&AuditEvent::Agent {
+                action: "approval_superseded".into(),
+                detail: Some(format!("policy {name}: request {} {detail}", old.id)),
+            });
+            self.inner.notifier.send(
+                &notify,
+                old.notification(NotifyEvent::ApprovalExpired, detail),
+            );
+        }
+        // The sweep may have to wake earlier than it planned.
+        self.inner.wake.notify_one();
+        Ok(Some(Accepted {
+            rotation_id: None,
+            state: "pending_approval".into(),
+            request_id: Some(record.id.clone()),
+            expires_at: Some(record.expires_at.clone()),
+            required: Some(record.required),
+            approvals: Some(0),
+        }))
+    }
+
+    /// [`Control::approve`]: records the approval; with enough of them the request is
+    /// used (written first) and its rotation queued through [`Control::rotate`]. If the
+    /// rotation cannot be queued, the request is pending again and the error returned.
+    async fn approve_request(
+        &self,
+        id: &str,
+        caller: &ApprovalCaller,
+        reason: Option<&str>,
+    ) -> Result<Accepted, ControlError> {
+        if !self.inner.leader.load(Ordering::SeqCst) {
+            return Err(ControlError::NotLeader);
+        }
+        let rule_of = |policy: &str| {
+            self.inner
+                .lock()
+                .entries
+                .get(policy)
+                .and_then(|e| e.policy.spec.on_demand.approval.clone())
+        };
+        let now = self.inner.clock.now();
+        let approved = self
+            .inner
+            .approvals
+            .approve(id, caller, reason, rule_of, now)
+            .await?;
+        let record = &approved.record;
+        let count = u32::try_from(record.approvals.len()).unwrap_or(u32::MAX);
+        info!(policy = %record.policy, request = %id, approver = %caller.actor, approvals = count, required = record.required, "Approval recorded.");
+        self.inner.audit_event(&AuditEvent::Agent {
+            action: "approval_granted".into(),
+            detail: Some(format!(
+                "policy {}: request {id} approved by {} ({count} of {})",
+                record.policy, caller.actor, record.required
+            )),
+        });
+        let answer = |state: &str, rotation_id: Option<String>| Accepted {
+            rotation_id,
+            state: state.to_owned(),
+            request_id: Some(record.id.clone()),
+            expires_at: Some(record.expires_at.clone()),
+            required: Some(record.required),
+            approvals: Some(count),
+        };
+        if !approved.complete {
+            return Ok(answer("pending_approval", None));
+        }
+        match self.rotate(&record.policy, record.rotation_request()).await {
+            Ok(accepted) => Ok(answer(&accepted.state, accepted.rotation_id)),
+            Err(e) => {
+                warn!(policy = %record.policy, request = %id, error = %e, "The approved rotation could not be queued; the request is pending again.");
+                if let Err(err) = self.inner.approvals.reopen(&approved).await {
+                    error!(request = %id, error = %err, "Cannot reopen the approval request.");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Marks an approval request expired (once), audits and notifies it.
+    async fn expire_approval(&self, policy: &str, id: &str) {
+        let now = self.clock.now();
+        match self.approvals.expire(policy, id, now).await {
+            Ok(Some(record)) => {
+                let detail = format!(
+                    "request {id} by {} expired at {} with {} of {} approval(s)",
+                    record.requester,
+                    record.expires_at,
+                    record.approvals.len(),
+                    record.required
+                );
+                info!(policy = %policy, request = %id, "Approval request expired.");
+                self.audit_event(&AuditEvent::Agent {
+                    action: "approval_expired".into(),
+                    detail: Some(format!("policy {policy}: {detail}")),
+                });
+                let targets = self
+                    .lock()
+                    .entries
+                    .get(policy)
+                    .map(|e| e.policy.spec.notify.clone())
+                    .unwrap_or_default();
+                self.notifier.send(
+                    &targets,
+                    record.notification(NotifyEvent::ApprovalExpired, detail),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(policy = %policy, request = %id, error = %e, "Cannot mark the approval request expired; trying again later.")
+            }
+        }
+        self.wake.notify_one();
     }
 }

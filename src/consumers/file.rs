@@ -49,6 +49,12 @@ pub enum FileError {
         /// The target file.
         path: PathBuf,
     },
+    /// The file is still there after it was removed (someone wrote it again).
+    #[error("file {path}: still there after it was removed")]
+    StillPresent {
+        /// The target file.
+        path: PathBuf,
+    },
 }
 
 impl FileError {
@@ -58,6 +64,7 @@ impl FileError {
             FileError::Io { .. } => "file_io",
             FileError::UnknownAccount { .. } => "file_unknown_account",
             FileError::Mismatch { .. } => "file_mismatch",
+            FileError::StillPresent { .. } => "file_still_present",
         }
     }
 
@@ -91,6 +98,40 @@ pub async fn push(spec: &FileConsumer, content: &SecretString) -> Result<FileRep
         Err(join) => Err(FileError::Io {
             path: PathBuf::new(),
             operation: "run the file writer",
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
+}
+
+/// Removes `spec.path` (the file rotor wrote) and syncs its directory; returns whether
+/// it existed. A missing file is removed already. Checked afterwards: the path must
+/// be gone.
+pub async fn remove(spec: &FileConsumer) -> Result<bool, FileError> {
+    let path = spec.path.clone();
+    let work = move || {
+        let existed = match fs::remove_file(&path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io(&path, "remove the file")(e)),
+        };
+        if let Ok(d) = File::open(path.parent().unwrap_or(Path::new("/"))) {
+            d.sync_all().map_err(io(&path, "sync the directory"))?;
+        }
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(_) => return Err(FileError::StillPresent { path }),
+            Err(e) => return Err(io(&path, "check the file is gone")(e)),
+        }
+        if existed {
+            info!(file = %path.display(), "File removed.");
+        }
+        Ok(existed)
+    };
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(join) => Err(FileError::Io {
+            path: PathBuf::new(),
+            operation: "run the file remover",
             source: std::io::Error::other(join.to_string()),
         }),
     }

@@ -200,6 +200,65 @@ impl GithubClient {
         })
     }
 
+    /// Deletes `spec`'s Actions secret (`DELETE …/secrets/{name}`) and proves it gone.
+    /// The scope is checked first (its public key must answer 200), so a 404 on the
+    /// secret means the secret is gone, not that the repository, environment or
+    /// organisation is missing or invisible to the token. Returns whether it existed.
+    pub async fn remove(
+        &self,
+        spec: &GithubConsumer,
+        token: &SecretString,
+    ) -> Result<bool, GithubError> {
+        let scope = Scope::of(spec);
+        let secret = spec.name.as_str();
+        let auth = bearer(token)?;
+        let nothing = SecretString::from(String::new());
+        let scrubber = Scrubber::new(token, &nothing);
+        let collection = scope.collection();
+        let key_url = join(&spec.url, &collection, "public-key")?;
+        let secret_url = join(&spec.url, &collection, secret)?;
+        let target = scope.describe();
+        let call = |action: Action| Call {
+            action,
+            secret,
+            target: &target,
+        };
+        let key_call = call(Action::PublicKey);
+        let answer = self
+            .send(&key_call, Method::GET, key_url, &auth, None)
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(failure(&key_call, &answer, &scrubber));
+        }
+        let delete_call = call(Action::Delete);
+        let answer = self
+            .send(
+                &delete_call,
+                Method::DELETE,
+                secret_url.clone(),
+                &auth,
+                None,
+            )
+            .await?;
+        let existed = match answer.status {
+            StatusCode::NO_CONTENT | StatusCode::OK => true,
+            StatusCode::NOT_FOUND => false,
+            _ => return Err(failure(&delete_call, &answer, &scrubber)),
+        };
+        let check = call(Action::ReadBack);
+        if self
+            .updated_at(&check, &secret_url, &auth, &scrubber)
+            .await?
+            .is_some()
+        {
+            return Err(GithubError::NotRemoved {
+                call: check.to_string(),
+            });
+        }
+        info!(target = %target, secret = %secret, existed, "GitHub Actions secret deleted.");
+        Ok(existed)
+    }
+
     /// The secret's `updated_at`, or `None` when it does not exist (404).
     async fn updated_at(
         &self,
@@ -376,6 +435,12 @@ pub enum GithubError {
         /// Repository, environment or organisation.
         target: String,
     },
+    /// The secret is still listed after it was deleted.
+    #[error("{call}: the secret is still there after it was deleted")]
+    NotRemoved {
+        /// What rotor was doing, on which secret and target.
+        call: String,
+    },
     /// A successful answer could not be decoded.
     #[error("{call}: GitHub's answer could not be decoded ({detail})")]
     Decode {
@@ -405,6 +470,7 @@ impl GithubError {
             Self::PublicKey { .. } => "public_key",
             Self::Seal { .. } => "seal",
             Self::Decode { .. } => "decode",
+            Self::NotRemoved { .. } => "not_removed",
         }
     }
 
@@ -413,7 +479,7 @@ impl GithubError {
     /// a person.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::RateLimited { .. } => true,
+            Self::Transport { .. } | Self::RateLimited { .. } | Self::NotRemoved { .. } => true,
             Self::Status { status, .. } => *status >= 500 || *status == 408,
             _ => false,
         }
@@ -540,6 +606,7 @@ enum Action {
     Read,
     Write,
     ReadBack,
+    Delete,
 }
 
 struct Call<'a> {
@@ -559,6 +626,7 @@ impl fmt::Display for Call<'_> {
             Action::Read => write!(f, "reading GitHub secret {secret} of {target}"),
             Action::Write => write!(f, "writing GitHub secret {secret} of {target}"),
             Action::ReadBack => write!(f, "reading GitHub secret {secret} of {target} back"),
+            Action::Delete => write!(f, "deleting GitHub secret {secret} of {target}"),
         }
     }
 }

@@ -145,6 +145,8 @@ pub enum GitlabOperation {
     Update,
     /// The `GET` after the write.
     ReadBack,
+    /// `DELETE` (retirement).
+    Delete,
 }
 
 impl fmt::Display for GitlabOperation {
@@ -154,6 +156,7 @@ impl fmt::Display for GitlabOperation {
             GitlabOperation::Create => "creating",
             GitlabOperation::Update => "updating",
             GitlabOperation::ReadBack => "reading back",
+            GitlabOperation::Delete => "deleting",
         })
     }
 }
@@ -404,6 +407,38 @@ impl GitlabClient {
         let verified = diff.value == ValueState::Same;
         info!(variable = %call.location, changed, verified, "GitLab variable pushed.");
         Ok(GitlabPushReport { changed, verified })
+    }
+
+    /// Deletes `spec`'s CI/CD variable (`DELETE …/variables/:key?filter[environment_scope]=…`)
+    /// and reads it back to prove it is gone. Returns whether it existed; a variable
+    /// GitLab already answers `404 Variable Not Found` for is gone already. A 404 for the
+    /// project or group is an error (nothing proves the variable is gone).
+    pub async fn remove(
+        &self,
+        spec: &GitlabConsumer,
+        token: &SecretString,
+    ) -> Result<bool, GitlabError> {
+        let nothing = SecretString::from(String::new());
+        let call = Call::new(spec, token, &nothing)?;
+        let operation = GitlabOperation::Delete;
+        let answer = self
+            .send(&call, operation, Method::DELETE, &call.item_url, None)
+            .await?;
+        let existed = match answer.status {
+            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::ACCEPTED => true,
+            StatusCode::NOT_FOUND if answer.is_missing_variable(&call) => false,
+            _ => return Err(answer.failure(&call, operation)),
+        };
+        if let Some(still) = self.read(&call, GitlabOperation::ReadBack).await? {
+            // A variable of another scope answered (filter ignored) is not ours.
+            call.check_scope(&still, GitlabOperation::ReadBack)?;
+            return Err(GitlabError::ReadBackMismatch {
+                variable: call.location(),
+                fields: vec!["(the variable is still there)"],
+            });
+        }
+        info!(variable = %call.location, existed, "GitLab variable deleted.");
+        Ok(existed)
     }
 
     /// `GET` the variable: `None` when GitLab says `404 Variable Not Found`.

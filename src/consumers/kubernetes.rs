@@ -29,7 +29,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -70,6 +70,17 @@ pub struct KubernetesPushReport {
     pub verified: bool,
     /// Workloads rolled by this push, as `deployment/NAME`.
     pub restarted: Vec<String>,
+}
+
+/// What one [`KubernetesConsumerClient::remove`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KubernetesRemoveReport {
+    /// The policy's keys that were present and are now removed.
+    pub removed_keys: Vec<String>,
+    /// Whether the Secret itself was deleted (empty, and only rotor ever managed it).
+    pub deleted: bool,
+    /// Whether the Secret (or its absence) was read back without those keys.
+    pub verified: bool,
 }
 
 impl fmt::Debug for KubernetesConsumerClient {
@@ -196,6 +207,98 @@ impl KubernetesConsumerClient {
             changed,
             verified: true,
             restarted,
+        })
+    }
+
+    /// Removes the policy's keys (`spec.data`) and rotor's data-hash annotation from the
+    /// Secret with a merge patch guarded by its `resourceVersion` (field manager
+    /// `rotor`), then deletes the Secret itself when nothing is left in it and nobody
+    /// but rotor ever managed it (every `managedFields` entry is rotor's and it carries
+    /// rotor's `managed-by` label: rotor created it for this policy). Reads the Secret
+    /// back to prove the keys are gone. Workloads are not restarted: a pod that still
+    /// references a removed key would not start again. A missing Secret is already
+    /// removed.
+    pub async fn remove(
+        &self,
+        spec: &KubernetesConsumer,
+    ) -> Result<KubernetesRemoveReport, KubernetesError> {
+        let namespace = spec.namespace.as_str();
+        let name = spec.secret.as_str();
+        let none = Scrubber::default();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let read = |e| KubernetesError::Read {
+            namespace: namespace.to_owned(),
+            secret: name.to_owned(),
+            source: ApiFailure::from_kube(e, &none),
+        };
+        let remove_error = |e| KubernetesError::Remove {
+            namespace: namespace.to_owned(),
+            secret: name.to_owned(),
+            source: ApiFailure::from_kube(e, &none),
+        };
+        let Some(existing) = secrets.get_opt(name).await.map_err(read)?.map(WipedSecret) else {
+            info!(namespace = %namespace, secret = %name, "Kubernetes Secret already gone.");
+            return Ok(KubernetesRemoveReport {
+                removed_keys: Vec::new(),
+                deleted: false,
+                verified: true,
+            });
+        };
+        let present = present_keys(&existing.0, spec);
+        let has_hash = annotation(&existing.0.metadata, DATA_HASH_ANNOTATION).is_some();
+        let mut current = existing;
+        if !present.is_empty() || has_hash {
+            let nulls: serde_json::Map<String, serde_json::Value> = present
+                .iter()
+                .map(|k| (k.clone(), serde_json::Value::Null))
+                .collect();
+            let patch = serde_json::json!({
+                "metadata": {
+                    "resourceVersion": current.0.metadata.resource_version,
+                    "annotations": { DATA_HASH_ANNOTATION: null },
+                },
+                "data": nulls,
+            });
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            };
+            let patched = secrets
+                .patch(name, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(remove_error)?;
+            current = WipedSecret(patched);
+        }
+        let deleted = if only_rotors(&current.0) {
+            let params = DeleteParams::default().preconditions(Preconditions {
+                resource_version: current.0.metadata.resource_version.clone(),
+                uid: None,
+            });
+            match secrets.delete(name, &params).await {
+                Ok(_) => true,
+                Err(kube::Error::Api(s)) if s.code == 404 => true,
+                Err(e) => return Err(remove_error(e)),
+            }
+        } else {
+            false
+        };
+        drop(current);
+        let left = match secrets.get_opt(name).await.map_err(read)?.map(WipedSecret) {
+            None => Vec::new(),
+            Some(s) => present_keys(&s.0, spec),
+        };
+        if !left.is_empty() {
+            return Err(KubernetesError::ReadBackMismatch {
+                namespace: namespace.to_owned(),
+                secret: name.to_owned(),
+                fields: left,
+            });
+        }
+        info!(namespace = %namespace, secret = %name, keys = present.len(), deleted, "Kubernetes Secret keys removed.");
+        Ok(KubernetesRemoveReport {
+            removed_keys: present,
+            deleted,
+            verified: true,
         })
     }
 
@@ -404,6 +507,17 @@ pub enum KubernetesError {
         /// The keys (or metadata fields) that differ; never their values.
         fields: Vec<String>,
     },
+    /// Removing the policy's keys from the Secret, or deleting it, failed.
+    #[error("removing rotor's keys from Kubernetes Secret {namespace}/{secret} failed")]
+    Remove {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        secret: String,
+        /// The API failure.
+        #[source]
+        source: ApiFailure,
+    },
     /// A workload listed under `restart` does not exist.
     #[error("workload {workload} to restart does not exist in namespace {namespace}")]
     WorkloadMissing {
@@ -449,6 +563,7 @@ impl KubernetesError {
             Self::WorkloadMissing { .. } => "workload_missing",
             Self::WorkloadRead { .. } => "workload_read",
             Self::Restart { .. } => "restart",
+            Self::Remove { .. } => "remove",
         }
     }
 
@@ -462,7 +577,9 @@ impl KubernetesError {
             Self::Read { source, .. }
             | Self::Apply { source, .. }
             | Self::WorkloadRead { source, .. } => source.is_transient(),
-            Self::Restart { source, .. } => source.is_transient() || source.code() == Some(409),
+            Self::Restart { source, .. } | Self::Remove { source, .. } => {
+                source.is_transient() || source.code() == Some(409)
+            }
             Self::ReadBackMismatch { .. } => true,
             Self::RenderedKeys { .. }
             | Self::TypeMismatch { .. }
@@ -665,6 +782,46 @@ fn owns_field(meta: &ObjectMeta, manager: &str, field: &str) -> bool {
                 .as_ref()
                 .is_some_and(|f| f.0.get(field).is_some())
     })
+}
+
+/// The keys of `spec.data` that `secret` holds (in `data` or `stringData`).
+fn present_keys(secret: &Secret, spec: &KubernetesConsumer) -> Vec<String> {
+    spec.data
+        .keys()
+        .filter(|k| {
+            secret.data.as_ref().is_some_and(|d| d.contains_key(*k))
+                || secret
+                    .string_data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(*k))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether `secret` holds no data and only rotor ever managed it: rotor's `managed-by`
+/// label, and every `managedFields` entry is rotor's (another manager's entry means
+/// someone else created or changed the object, and it is theirs to delete).
+fn only_rotors(secret: &Secret) -> bool {
+    let empty = secret.data.as_ref().is_none_or(BTreeMap::is_empty)
+        && secret.string_data.as_ref().is_none_or(BTreeMap::is_empty);
+    let labelled = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == FIELD_MANAGER);
+    let managers = secret
+        .metadata
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default();
+    empty
+        && labelled
+        && !managers.is_empty()
+        && managers
+            .iter()
+            .all(|m| m.manager.as_deref() == Some(FIELD_MANAGER))
 }
 
 fn check_rendered_keys(
@@ -1081,6 +1238,48 @@ mod tests {
         let text = format!("{err} {err:?}");
         assert!(text.contains("\"B\""), "{text}");
         assert!(!text.contains("value-of-b"), "{text}");
+    }
+
+    #[test]
+    fn only_an_empty_secret_rotor_alone_manages_is_deleted_on_retire() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let entry = |manager: &str| ManagedFieldsEntry {
+            manager: Some(manager.to_owned()),
+            ..ManagedFieldsEntry::default()
+        };
+        let secret = |data: &[(&str, &str)], managers: &[&str], label: bool| Secret {
+            metadata: ObjectMeta {
+                labels: label.then(|| {
+                    BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), FIELD_MANAGER.to_owned())])
+                }),
+                managed_fields: Some(managers.iter().map(|m| entry(m)).collect()),
+                ..ObjectMeta::default()
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        assert!(only_rotors(&secret(&[], &["rotor"], true)));
+        assert!(!only_rotors(&secret(&[("OTHER", "x")], &["rotor"], true)));
+        assert!(!only_rotors(&secret(&[], &["rotor", "kubectl"], true)));
+        assert!(!only_rotors(&secret(&[], &["rotor"], false)));
+        assert!(
+            !only_rotors(&secret(&[], &[], true)),
+            "no managedFields: unknown"
+        );
+
+        let mut spec = consumer(None);
+        for key in ["A", "B"] {
+            spec.data.insert(
+                key.to_owned(),
+                crate::policy::Template::parse("{{ password }}").unwrap(),
+            );
+        }
+        let s = secret(&[("B", "v"), ("OTHER", "x")], &["rotor"], true);
+        assert_eq!(present_keys(&s, &spec), ["B"]);
     }
 
     #[test]

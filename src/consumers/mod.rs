@@ -186,6 +186,121 @@ impl Consumers {
     }
 }
 
+/// What one [`Consumers::remove`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoveOutcome {
+    /// Whether something rotor wrote was there and is now removed (false: already gone).
+    pub removed: bool,
+    /// Whether the removal was read back (always, on success: every consumer type can
+    /// prove a key or file is absent).
+    pub verified: bool,
+    /// What was done, for people (names keys, never values).
+    pub detail: String,
+}
+
+impl Consumers {
+    /// Removes what rotor pushed to `spec` for a retired policy, and proves it gone:
+    ///
+    /// - `kubernetes`: the policy's keys leave the Secret; the Secret is deleted when
+    ///   nothing else is left and only rotor ever managed it;
+    /// - `gitlab`: `DELETE` of the variable in its environment scope (404: gone);
+    /// - `github`: `DELETE` of the Actions secret (404: gone);
+    /// - `vault-kv`: a new version without the policy's keys (check-and-set), earlier
+    ///   versions kept;
+    /// - `file`: the file is removed.
+    ///
+    /// Idempotent: removing twice finds nothing the second time.
+    pub async fn remove(
+        &self,
+        spec: &ConsumerSpec,
+        vault: &Vault,
+    ) -> Result<RemoveOutcome, ConsumerError> {
+        let done = |removed: bool, detail: String| RemoveOutcome {
+            removed,
+            verified: true,
+            detail,
+        };
+        match spec {
+            ConsumerSpec::Kubernetes(k) => {
+                let r = self.kube().await?.remove(k).await?;
+                let keys = if r.removed_keys.is_empty() {
+                    "no key of the policy was there".to_owned()
+                } else {
+                    format!("keys {} removed", r.removed_keys.join(", "))
+                };
+                let secret = if r.deleted {
+                    "; the Secret was empty and only rotor's, so it was deleted"
+                } else {
+                    ""
+                };
+                Ok(done(
+                    !r.removed_keys.is_empty() || r.deleted,
+                    format!("{keys}{secret}"),
+                ))
+            }
+            ConsumerSpec::VaultKv(c) => {
+                let n = vault_kv::remove(vault, c).await?;
+                Ok(done(
+                    n > 0,
+                    if n > 0 {
+                        format!(
+                            "a new version without the policy's {n} key(s); earlier versions kept"
+                        )
+                    } else {
+                        "no key of the policy was there".to_owned()
+                    },
+                ))
+            }
+            ConsumerSpec::File(c) => {
+                let existed = file::remove(c).await?;
+                Ok(done(
+                    existed,
+                    if existed {
+                        "file removed"
+                    } else {
+                        "no such file"
+                    }
+                    .to_owned(),
+                ))
+            }
+            ConsumerSpec::Gitlab(c) => {
+                let token = token(vault, &c.token_from).await?;
+                let client = self
+                    .gitlab
+                    .get_or_try_init(|| async { GitlabClient::new() })
+                    .await?;
+                let existed = client.remove(c, &token).await?;
+                Ok(done(
+                    existed,
+                    if existed {
+                        "variable deleted"
+                    } else {
+                        "no such variable"
+                    }
+                    .to_owned(),
+                ))
+            }
+            ConsumerSpec::Github(c) => {
+                let token = token(vault, &c.token_from).await?;
+                let client = self
+                    .github
+                    .get_or_try_init(|| async { GithubClient::new() })
+                    .await?;
+                let existed = client.remove(c, &token).await?;
+                Ok(done(
+                    existed,
+                    if existed {
+                        "secret deleted"
+                    } else {
+                        "no such secret"
+                    }
+                    .to_owned(),
+                ))
+            }
+        }
+    }
+}
+
 impl PushOutcome {
     /// A push that restarts nothing.
     fn written(changed: bool, verified: bool) -> Self {

@@ -191,6 +191,63 @@ pub async fn push(
     Ok(VaultKvReport { changed, verified })
 }
 
+/// Writes a new version of the copy without the policy's keys (`spec.data`), with
+/// check-and-set on the version read, keeping every other key and every earlier
+/// version; then reads it back. Returns how many of the keys were there. A path with
+/// no live version, or none of the keys, is removed already (nothing is written).
+pub async fn remove(vault: &Vault, spec: &VaultKvConsumer) -> Result<usize, VaultKvError> {
+    let ns = spec.namespace.as_deref().or(vault.namespace());
+    let path = format!("{}/data/{}", spec.mount, spec.path);
+    let ours = |k: &str| spec.data.contains_key(k);
+    let mut removed = 0;
+    for attempt in 0..2 {
+        let Some((current, version)) = read(vault, spec).await? else {
+            break;
+        };
+        let present = current.keys().filter(|k| ours(k)).count();
+        if present == 0 {
+            break;
+        }
+        let mut data = Map::new();
+        for (k, v) in current.iter().filter(|(k, _)| !ours(k)) {
+            data.insert(
+                k.to_owned(),
+                Value::String(secrecy::ExposeSecret::expose_secret(v).to_owned()),
+            );
+        }
+        let mut body = json!({"options": {"cas": version}, "data": Value::Object(data)});
+        let result = vault
+            .request_in(ns, Method::POST, &path, Some(&body), AuthAs::Rotor)
+            .await;
+        wipe(&mut body);
+        let resp = result.map_err(|source| VaultKvError::Vault {
+            location: location(spec),
+            source,
+        })?;
+        if resp.status == 400 && resp.errors().contains("check-and-set") {
+            if attempt == 1 {
+                return Err(VaultKvError::Conflict {
+                    location: location(spec),
+                });
+            }
+            continue;
+        }
+        checked(resp, spec, "write")?;
+        removed = present;
+        break;
+    }
+    let left = read(vault, spec)
+        .await?
+        .is_some_and(|(data, _)| data.keys().any(ours));
+    if left {
+        return Err(VaultKvError::Mismatch {
+            location: location(spec),
+        });
+    }
+    info!(copy = %location(spec), keys = removed, "Vault KV copy no longer holds the policy's keys.");
+    Ok(removed)
+}
+
 /// Overwrites every string in `v` before it is dropped.
 fn wipe(v: &mut Value) {
     match v {

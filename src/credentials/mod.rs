@@ -121,6 +121,9 @@ pub enum CredentialError {
     /// The change cannot be undone on this kind (the target owns the secret).
     #[error("{0}")]
     CannotRollBack(&'static str),
+    /// The kind cannot be retired by rotor (the target owns the secret).
+    #[error("{0}")]
+    CannotDisable(&'static str),
     /// PostgreSQL failed.
     #[error(transparent)]
     Postgres(#[from] PostgresError),
@@ -155,6 +158,7 @@ impl CredentialError {
             CredentialError::MissingKey { .. } => "missing_key",
             CredentialError::NotAlternatingAccount { .. } => "not_alternating_account",
             CredentialError::CannotRollBack(_) => "cannot_roll_back",
+            CredentialError::CannotDisable(_) => "cannot_disable",
             CredentialError::Postgres(e) => e.kind(),
             CredentialError::Database(e) => e.kind(),
             CredentialError::Mysql(e) => e.kind(),
@@ -220,6 +224,68 @@ impl Accounts {
                     .await?)
             }
         }
+    }
+
+    /// Retires `user` so that no password of it works any more; says what was done.
+    /// `unknown` is a fresh random password nobody will ever see, for targets that
+    /// cannot remove a password.
+    async fn disable(&self, user: &str, unknown: &SecretString) -> Result<String, CredentialError> {
+        Ok(match self {
+            Accounts::Postgres(t) => {
+                t.disable_login(user).await?;
+                format!("role {user}: NOLOGIN, password removed")
+            }
+            Accounts::Mysql {
+                target,
+                account_host,
+            } => {
+                target.set_password(user, account_host, unknown).await?;
+                target.set_locked(user, account_host, true).await?;
+                format!(
+                    "account {user}@{account_host}: locked, password replaced by an unknown random one"
+                )
+            }
+            Accounts::Redis(t) => {
+                t.set_enabled(user, false).await?;
+                format!("ACL user {user}: off, every password removed")
+            }
+            Accounts::Rabbitmq(t) => {
+                t.set_password(user, unknown).await?;
+                format!("user {user}: password replaced by an unknown random one (tags kept)")
+            }
+            Accounts::Userpass { vault, mount } => {
+                UserpassTarget::new(vault.clone(), mount, user)
+                    .set_password(unknown)
+                    .await?;
+                format!(
+                    "userpass user {user} on auth/{mount}: password replaced by an unknown random one (user and policies kept)"
+                )
+            }
+        })
+    }
+
+    /// Undoes the account-level part of [`Accounts::disable`] (login allowed, lock
+    /// lifted, user on); no password works until the next one is set. `None` when the
+    /// kind has no such flag.
+    async fn enable(&self, user: &str) -> Result<Option<String>, CredentialError> {
+        Ok(match self {
+            Accounts::Postgres(t) => {
+                t.enable_login(user).await?;
+                Some(format!("role {user}: LOGIN"))
+            }
+            Accounts::Mysql {
+                target,
+                account_host,
+            } => {
+                target.set_locked(user, account_host, false).await?;
+                Some(format!("account {user}@{account_host}: unlocked"))
+            }
+            Accounts::Redis(t) => {
+                t.set_enabled(user, true).await?;
+                Some(format!("ACL user {user}: on"))
+            }
+            Accounts::Rabbitmq(_) | Accounts::Userpass { .. } => None,
+        })
     }
 
     async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
@@ -699,6 +765,108 @@ impl Credential {
                 "overlap needs an account with several passwords",
             )),
             (Kind::Issued(i), _) => Ok(Some(i.revoke(old).await?)),
+        }
+    }
+
+    /// Whether [`Credential::disable`] can retire this kind (`vault-database` cannot:
+    /// Vault's static role owns that password).
+    pub fn can_disable(&self) -> Result<(), CredentialError> {
+        match self.kind {
+            Kind::Database(_) => Err(CredentialError::CannotDisable(
+                "a vault-database credential belongs to Vault's static role, which sets the password and hands it out (static-creds); rotor cannot retire it without Vault undoing that: retire the static role in Vault instead (delete it and drop or lock the database user)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The accounts a retirement disables: the configured one, or both accounts of an
+    /// `alternating` pair. Empty for kinds whose credential is issued by the target.
+    pub fn accounts(&self) -> Vec<String> {
+        match &self.kind {
+            Kind::Password { username, .. } if self.strategy == Strategy::Alternating => {
+                let (a, b) = pair(username);
+                vec![a, b]
+            }
+            Kind::Password { username, .. } => vec![username.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Retires the credential on its target so that `current` (and, for `alternating`,
+    /// either account's password) no longer works, and ends the sessions the kind can
+    /// see. Says what was done. Idempotent, so a retirement resumed after a crash
+    /// repeats it safely:
+    ///
+    /// - postgres: `ALTER ROLE … NOLOGIN PASSWORD NULL` (both accounts for alternating),
+    ///   sessions terminated;
+    /// - mysql: an unknown random password and `ACCOUNT LOCK` (both accounts), sessions
+    ///   killed;
+    /// - redis: `ACL SETUSER … off resetpass` (saved like every ACL change), connections
+    ///   closed;
+    /// - rabbitmq: an unknown random password hash, tags kept, connections closed;
+    /// - vault-userpass: an unknown random password (the user and its policies stay, so
+    ///   `rotor enable` is an ordinary password change), login tokens revoked;
+    /// - vault-approle: the current secret-id destroyed, the role's login tokens revoked;
+    /// - vault-token: revoked with its children; vault-pki: the serial revoked;
+    ///   http-api-key: the `revoke` request;
+    /// - vault-database: refused ([`Credential::can_disable`]).
+    pub async fn disable(&self, current: &SecretMap) -> Result<String, CredentialError> {
+        self.can_disable()?;
+        match &self.kind {
+            Kind::Password {
+                accounts,
+                generator,
+                ..
+            } => {
+                let mut notes = Vec::new();
+                let mut sessions = 0;
+                for user in self.accounts() {
+                    notes.push(accounts.disable(&user, &generator.generate()).await?);
+                    sessions += accounts.terminate(&user, None).await?;
+                }
+                Ok(format!("{}; {sessions} session(s) ended", notes.join("; ")))
+            }
+            Kind::Issued(i) => {
+                let done = i.revoke(current).await?;
+                let sessions = i.terminate(None).await?;
+                Ok(format!("{done}; {sessions} session(s) ended"))
+            }
+            Kind::Database(_) => Err(CredentialError::CannotDisable("vault-database")),
+        }
+    }
+
+    /// Before the rotation that re-enables a retired credential: lifts what
+    /// [`Credential::disable`] set on the accounts beside the password (postgres
+    /// `LOGIN`, mysql `ACCOUNT UNLOCK`, redis `on`). Nothing works yet: the accounts have
+    /// no password anyone knows until the rotation sets one. `None` when the kind has no
+    /// such flag (its rotation alone re-enables it).
+    pub async fn reenable(&self) -> Result<Option<String>, CredentialError> {
+        self.can_disable()?;
+        let Kind::Password { accounts, .. } = &self.kind else {
+            return Ok(None);
+        };
+        let mut notes = Vec::new();
+        for user in self.accounts() {
+            if let Some(note) = accounts.enable(&user).await? {
+                notes.push(note);
+            }
+        }
+        Ok((!notes.is_empty()).then(|| notes.join("; ")))
+    }
+
+    /// The other account of an `alternating` pair than the one `value` names.
+    pub fn other_account(&self, value: &SecretMap) -> Option<String> {
+        let Kind::Password { username, .. } = &self.kind else {
+            return None;
+        };
+        if self.strategy != Strategy::Alternating {
+            return None;
+        }
+        let (a, b) = pair(username);
+        match value.expose("username") {
+            Some(u) if u == a => Some(b),
+            Some(u) if u == b => Some(a),
+            _ => None,
         }
     }
 

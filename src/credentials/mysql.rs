@@ -181,6 +181,19 @@ pub enum MysqlError {
         /// What the server (or the connection) said, without the hash.
         message: String,
     },
+    /// `ALTER USER … ACCOUNT LOCK` or `… ACCOUNT UNLOCK` failed.
+    #[error("cannot {action} account {user:?}@{account_host:?}")]
+    LockAccount {
+        /// The user.
+        user: String,
+        /// The account host.
+        account_host: String,
+        /// `lock` or `unlock`.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: Box<mysql_async::Error>,
+    },
     /// Listing or killing the user's sessions failed.
     #[error("cannot terminate the sessions of user {user:?}")]
     TerminateSessions {
@@ -209,6 +222,7 @@ impl MysqlError {
             MysqlError::LookupUser { .. } => "lookup_user",
             MysqlError::SetPassword { .. } => "set_password",
             MysqlError::TerminateSessions { .. } => "terminate_sessions",
+            MysqlError::LockAccount { .. } => "lock_account",
         }
     }
 
@@ -222,7 +236,8 @@ impl MysqlError {
             },
             MysqlError::Timeout { .. } => true,
             MysqlError::LookupUser { source, .. }
-            | MysqlError::TerminateSessions { source, .. } => {
+            | MysqlError::TerminateSessions { source, .. }
+            | MysqlError::LockAccount { source, .. } => {
                 match source.as_ref() {
                     // Lock wait timeout, deadlock.
                     mysql_async::Error::Server(e) => matches!(e.code, 1205 | 1213),
@@ -377,6 +392,52 @@ impl MysqlTarget {
         close(conn).await;
         result?;
         info!(user = %user, account_host = %account_host, target = %self.address(), "Account password set.");
+        Ok(())
+    }
+
+    /// Locks `'user'@'account_host'` (`ALTER USER … ACCOUNT LOCK`, MariaDB 10.4+ and
+    /// MySQL 5.7+) with `lock`, or unlocks it. A locked account cannot open new
+    /// sessions even with its password; rotor retires an account by locking it *and*
+    /// giving it an unknown password, so an old password is refused with `1045` (the
+    /// server checks the password before the lock). Idempotent. Fails with
+    /// [`MysqlError::UserNotFound`] when the account does not exist.
+    pub async fn set_locked(
+        &self,
+        user: &str,
+        account_host: &str,
+        lock: bool,
+    ) -> Result<(), MysqlError> {
+        validate_user(user)?;
+        validate_account_host(account_host)?;
+        let (clause, action) = if lock {
+            ("ACCOUNT LOCK", "lock")
+        } else {
+            ("ACCOUNT UNLOCK", "unlock")
+        };
+        let sql = format!("ALTER USER {} {clause}", quote_account(user, account_host));
+        let mut conn = self.admin_connection().await?;
+        let result = self
+            .bounded("lock account", async {
+                if !account_exists(&mut conn, user, account_host).await? {
+                    return Err(self.user_not_found(user, account_host));
+                }
+                match conn.query_drop(sql.as_str()).await {
+                    Ok(()) => Ok(()),
+                    Err(mysql_async::Error::Server(e)) if e.code == ER_CANNOT_USER => {
+                        Err(self.user_not_found(user, account_host))
+                    }
+                    Err(source) => Err(MysqlError::LockAccount {
+                        user: user.to_owned(),
+                        account_host: account_host.to_owned(),
+                        action,
+                        source: Box::new(source),
+                    }),
+                }
+            })
+            .await;
+        close(conn).await;
+        result?;
+        info!(user = %user, account_host = %account_host, target = %self.address(), action, "Account lock changed.");
         Ok(())
     }
 

@@ -8,9 +8,13 @@
 //!   authentication failure (SQLSTATE `28P01`) counts as [`LoginOutcome::Rejected`].
 //! - [`PostgresTarget::terminate_sessions`] ends the role's sessions (`pg_terminate_backend`).
 //!
-//! Every call opens its own admin connection (with `application_name = rotor`) and
-//! closes it before returning. That keeps a target free of state between rotations;
-//! a pool is the next step if thousands of policies share one server.
+//! Admin connections (`application_name = rotor`) are reused: after a call that
+//! succeeded, the connection waits up to 30 s (at most 8 per server and admin login)
+//! for the next call, checked alive before reuse, so a rotation's calls and rotations of
+//! policies sharing a server skip the connect, backend start and SCRAM exchange. Only
+//! under a multi-threaded tokio runtime (the agent's and the CLI's), because a
+//! connection belongs to the runtime that opened it. Logins with the credentials being
+//! tested always use a new connection.
 //!
 //! TLS (`disable` | `require` | `verify-full`) uses rustls with the aws-lc-rs provider.
 //! `require` encrypts without checking the certificate unless a CA file is given, in
@@ -19,12 +23,14 @@
 //! the server certificate (`SCRAM-SHA-256-PLUS`, `tls-server-end-point`) when the
 //! certificate's signature algorithm allows it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -60,6 +66,24 @@ const TERMINATE_WAIT_MS: i64 = 5_000;
 const MAX_ROLE_NAME_BYTES: usize = 63;
 /// `application_name` of every connection rotor opens.
 const APPLICATION_NAME: &str = "rotor";
+/// How long an admin connection stays open, idle, for the next call.
+const ADMIN_IDLE: Duration = Duration::from_secs(30);
+/// Idle admin connections kept per server and admin login.
+const ADMIN_IDLE_MAX: usize = 8;
+/// How long a kept connection may take to prove it is alive before it is replaced.
+const ADMIN_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Idle admin connections by [`PostgresTarget::pool_key`], newest last, each with the
+/// id its expiry timer looks for.
+type IdleSessions = HashMap<String, Vec<(u64, Session)>>;
+static ADMIN_POOL: LazyLock<Mutex<IdleSessions>> = LazyLock::new(Mutex::default);
+/// Ids of kept connections.
+static ADMIN_POOL_IDS: AtomicU64 = AtomicU64::new(0);
+
+fn admin_pool() -> std::sync::MutexGuard<'static, IdleSessions> {
+    // Entries are inserted and removed whole; a panic cannot leave one half-written.
+    ADMIN_POOL.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Errors of the PostgreSQL target. None of them carries a password or a verifier.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +202,17 @@ pub enum PostgresError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// `ALTER ROLE … NOLOGIN PASSWORD NULL` or `ALTER ROLE … LOGIN` failed.
+    #[error("cannot {action} role {role:?}")]
+    AlterRole {
+        /// The role.
+        role: String,
+        /// `disable` or `enable`.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// `CREATE ROLE` failed.
     #[error("cannot create role {role:?}")]
     EnsureRole {
@@ -208,6 +243,7 @@ impl PostgresError {
             PostgresError::SetPassword { .. } => "set_password",
             PostgresError::TerminateSessions { .. } => "terminate_sessions",
             PostgresError::EnsureRole { .. } => "ensure_role",
+            PostgresError::AlterRole { .. } => "alter_role",
         }
     }
 
@@ -222,7 +258,8 @@ impl PostgresError {
             PostgresError::LookupRole { source, .. }
             | PostgresError::SetPassword { source, .. }
             | PostgresError::TerminateSessions { source, .. }
-            | PostgresError::EnsureRole { source, .. } => source.as_db_error().is_none(),
+            | PostgresError::EnsureRole { source, .. }
+            | PostgresError::AlterRole { source, .. } => source.as_db_error().is_none(),
             _ => false,
         }
     }
@@ -398,7 +435,7 @@ impl PostgresTarget {
                 })
             })
             .await;
-        session.close().await;
+        self.release(session, result.is_ok()).await;
         result?;
         info!(role = %role, target = %self.address(), "Role password set.");
         Ok(())
@@ -476,10 +513,60 @@ impl PostgresTarget {
                 Ok(ended)
             })
             .await;
-        session.close().await;
+        self.release(session, result.is_ok()).await;
         let ended = result?;
         info!(role = %role, target = %self.address(), sessions = ended, "Role sessions terminated.");
         Ok(ended)
+    }
+
+    /// Retires `role`: `ALTER ROLE <role> NOLOGIN PASSWORD NULL`. Without a password no
+    /// password login can succeed (the server answers `28P01` to any password), and
+    /// `NOLOGIN` keeps it so even if a password is set again by hand. Idempotent. Fails
+    /// with [`PostgresError::RoleNotFound`] when the role does not exist.
+    pub async fn disable_login(&self, role: &str) -> Result<(), PostgresError> {
+        self.alter_role(role, "NOLOGIN PASSWORD NULL", "disable")
+            .await?;
+        info!(role = %role, target = %self.address(), "Role disabled (NOLOGIN, no password).");
+        Ok(())
+    }
+
+    /// Undoes [`PostgresTarget::disable_login`] in part: `ALTER ROLE <role> LOGIN`. The role
+    /// still has no password until one is set, so nothing can log in yet. Idempotent.
+    pub async fn enable_login(&self, role: &str) -> Result<(), PostgresError> {
+        self.alter_role(role, "LOGIN", "enable").await?;
+        info!(role = %role, target = %self.address(), "Role may log in again (LOGIN).");
+        Ok(())
+    }
+
+    async fn alter_role(
+        &self,
+        role: &str,
+        clause: &'static str,
+        action: &'static str,
+    ) -> Result<(), PostgresError> {
+        validate_role(role)?;
+        let sql = format!("ALTER ROLE {} {clause}", quote_ident(role));
+        let session = self.admin_session().await?;
+        let result = self
+            .bounded("alter role", async {
+                if !role_exists(&session.client, role).await? {
+                    return Err(self.role_not_found(role));
+                }
+                session.client.batch_execute(&sql).await.map_err(|source| {
+                    if source.code() == Some(&SqlState::UNDEFINED_OBJECT) {
+                        self.role_not_found(role)
+                    } else {
+                        PostgresError::AlterRole {
+                            role: role.to_owned(),
+                            action,
+                            source,
+                        }
+                    }
+                })
+            })
+            .await;
+        self.release(session, result.is_ok()).await;
+        result
     }
 
     /// Creates `role` as a `LOGIN` role with `password` (as a SCRAM verifier) when it
@@ -598,6 +685,9 @@ impl PostgresTarget {
     }
 
     async fn admin_session(&self) -> Result<Session, PostgresError> {
+        if let Some(session) = self.kept_session().await {
+            return Ok(session);
+        }
         let mut config = self.config(&self.admin_username);
         config.password(self.admin_password.expose_secret());
         match tokio::time::timeout(self.connect_timeout, self.open(&config)).await {
@@ -610,6 +700,82 @@ impl PostgresTarget {
             }),
             Ok(Ok(session)) => Ok(session),
         }
+    }
+
+    /// Server, database, TLS and admin login: which kept connections this target may
+    /// use. The password enters only as a SHA-256 digest and the key is never shown.
+    fn pool_key(&self) -> String {
+        let digest = Sha256::digest(self.admin_password.expose_secret().as_bytes());
+        format!(
+            "{}\0{}\0{}\0{:?}\0{}\0{}",
+            self.host,
+            self.port,
+            self.database,
+            self.tls,
+            self.admin_username,
+            hex::encode(digest)
+        )
+    }
+
+    /// A kept admin connection that answers a sync message, newest first; dead ones
+    /// are dropped.
+    async fn kept_session(&self) -> Option<Session> {
+        let key = self.pool_key();
+        loop {
+            let (_, session) = admin_pool().get_mut(&key)?.pop()?;
+            if session.client.is_closed() {
+                continue;
+            }
+            let alive =
+                tokio::time::timeout(ADMIN_CHECK_TIMEOUT, session.client.check_connection()).await;
+            if matches!(alive, Ok(Ok(()))) {
+                debug!(target = %self.address(), "Reusing an admin connection.");
+                return Some(session);
+            }
+            session.close().await;
+        }
+    }
+
+    /// Ends an admin call: after a call that succeeded the connection is kept for
+    /// [`ADMIN_IDLE`] (see the module documentation), else closed.
+    async fn release(&self, session: Session, succeeded: bool) {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !succeeded || !multi_thread || session.client.is_closed() {
+            return session.close().await;
+        }
+        let key = self.pool_key();
+        let id = ADMIN_POOL_IDS.fetch_add(1, Ordering::Relaxed);
+        let full = {
+            let mut pool = admin_pool();
+            let idle = pool.entry(key.clone()).or_default();
+            if idle.len() >= ADMIN_IDLE_MAX {
+                Some(session)
+            } else {
+                idle.push((id, session));
+                None
+            }
+        };
+        if let Some(session) = full {
+            return session.close().await;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(ADMIN_IDLE).await;
+            let expired = {
+                let mut pool = admin_pool();
+                let found = pool.get_mut(&key).and_then(|idle| {
+                    let at = idle.iter().position(|(i, _)| *i == id)?;
+                    Some(idle.remove(at).1)
+                });
+                if pool.get(&key).is_some_and(Vec::is_empty) {
+                    pool.remove(&key);
+                }
+                found
+            };
+            if let Some(session) = expired {
+                session.close().await;
+            }
+        });
     }
 
     async fn bounded<T>(

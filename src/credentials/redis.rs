@@ -178,6 +178,19 @@ pub enum RedisError {
         #[source]
         source: ::redis::RedisError,
     },
+    /// `ACL SETUSER … off resetpass` or `ACL SETUSER … on` failed.
+    #[error("cannot {action} Redis user {user:?} on {address}")]
+    SetEnabled {
+        /// The user.
+        user: String,
+        /// `disable` or `enable`.
+        action: &'static str,
+        /// `host:port`.
+        address: String,
+        /// Why.
+        #[source]
+        source: ::redis::RedisError,
+    },
     /// `CLIENT KILL USER` failed.
     #[error("cannot terminate the connections of Redis user {user:?} on {address}")]
     TerminateSessions {
@@ -221,6 +234,7 @@ impl RedisError {
             RedisError::RemovePassword { .. } => "remove_password",
             RedisError::TerminateSessions { .. } => "terminate_sessions",
             RedisError::Persist { .. } => "persist",
+            RedisError::SetEnabled { .. } => "set_enabled",
         }
     }
 
@@ -234,6 +248,7 @@ impl RedisError {
             | RedisError::AddPassword { source, .. }
             | RedisError::RemovePassword { source, .. }
             | RedisError::TerminateSessions { source, .. }
+            | RedisError::SetEnabled { source, .. }
             | RedisError::Persist { source, .. } => transient(source),
             _ => false,
         }
@@ -451,6 +466,41 @@ impl RedisTarget {
         Ok(())
     }
 
+    /// Retires `user` with `ACL SETUSER <user> off resetpass` (disabled, every password
+    /// removed, `nopass` cleared), or with `enable` makes it usable again with
+    /// `ACL SETUSER <user> on` (still without passwords until one is added), then makes
+    /// the change durable. Idempotent. Fails with [`RedisError::UserNotFound`] when the
+    /// user does not exist.
+    pub async fn set_enabled(&self, user: &str, enable: bool) -> Result<(), RedisError> {
+        validate_user(user)?;
+        let mut session = self.admin_session().await?;
+        let action = if enable { "enable" } else { "disable" };
+        self.bounded("change user", async {
+            self.get_user(&mut session, user)
+                .await?
+                .ok_or_else(|| self.user_not_found(user))?;
+            let mut cmd = ::redis::cmd("ACL");
+            cmd.arg("SETUSER").arg(user);
+            if enable {
+                cmd.arg("on");
+            } else {
+                cmd.arg("off").arg("resetpass");
+            }
+            cmd.query_async::<()>(&mut session.conn)
+                .await
+                .map_err(|source| RedisError::SetEnabled {
+                    user: user.to_owned(),
+                    action,
+                    address: self.address(),
+                    source,
+                })?;
+            self.persist(&mut session).await
+        })
+        .await?;
+        info!(user = %user, target = %self.address(), action, "Redis user changed.");
+        Ok(())
+    }
+
     /// How many passwords `user` has (for tests and reports). Fails with
     /// [`RedisError::UserNotFound`] when the user does not exist.
     pub async fn password_count(&self, user: &str) -> Result<usize, RedisError> {
@@ -469,13 +519,17 @@ impl RedisTarget {
     /// pair. Redis gives the same answer for a user that does not exist (which counts
     /// as rejected, like PostgreSQL's `28P01`) and for a disabled (`off`) user, whose
     /// passwords it does not check at all: when the admin can read the user and finds it
-    /// `off`, the outcome is [`AuthOutcome::Unreachable`] instead, because the password
-    /// may still be valid once the user is enabled again. Everything else (refused
-    /// connection, timeout, a server without ACLs) is [`AuthOutcome::Unreachable`].
+    /// `off` and still holding this password, the outcome is [`AuthOutcome::Unreachable`]
+    /// instead, because the password would be valid once the user is enabled again (a
+    /// retired user, `off` without passwords, refuses it either way: rejected).
+    /// Everything else (refused connection, timeout, a server without ACLs) is
+    /// [`AuthOutcome::Unreachable`].
     /// Never panics; neither outcome quotes the password.
     pub async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
         let mut outcome = self.try_login(user, password).await;
-        if matches!(outcome, AuthOutcome::Rejected { .. }) && self.user_is_disabled(user).await {
+        if matches!(outcome, AuthOutcome::Rejected { .. })
+            && self.disabled_with(user, password).await
+        {
             outcome = AuthOutcome::Unreachable {
                 reason: format!(
                     "WRONGPASS, but user {user:?} is disabled (off): Redis did not check the password"
@@ -565,11 +619,15 @@ impl RedisTarget {
         }
     }
 
-    /// True only when the admin can read `user` and it is `off`.
-    async fn user_is_disabled(&self, user: &str) -> bool {
+    /// True only when the admin can read `user`, it is `off`, and `password` would still
+    /// be accepted once it is enabled again (it is one of the user's passwords, or the
+    /// user is `nopass`). A disabled user without that password (e.g. retired with
+    /// `off resetpass`) refuses it either way, so `WRONGPASS` stands as a rejection.
+    async fn disabled_with(&self, user: &str, password: &SecretString) -> bool {
         if validate_user(user).is_err() {
             return false;
         }
+        let hash = password_hash(user, password).ok();
         let Ok(mut session) = self.admin_session().await else {
             return false;
         };
@@ -577,7 +635,10 @@ impl RedisTarget {
             .bounded("look up user", self.get_user(&mut session, user))
             .await
         {
-            Ok(Some(acl)) => acl.flags.iter().any(|f| f == "off"),
+            Ok(Some(acl)) => {
+                acl.flags.iter().any(|f| f == "off")
+                    && (acl.nopass() || hash.is_none_or(|h| acl.passwords.contains(&h)))
+            }
             Ok(None) => false,
             Err(error) => {
                 debug!(user = %user, target = %self.address(), error = %error, "Cannot tell whether the user is enabled.");

@@ -6,6 +6,10 @@
 //! - `effect`: the side effect happened, the journal still says begun;
 //! - `done`: the step is journaled as done.
 //!
+//! Retirements use the points `retire_<step>` (`retire_disabled`,
+//! `retire_consumers_removed`, `retire_marked`, `retire_verified`) with the same
+//! moments, and `enable:begun` once an enable is journaled, before the target changes.
+//!
 //! Unset in production; reading it costs one environment lookup per process.
 
 use std::sync::OnceLock;
@@ -42,13 +46,19 @@ fn configured() -> Option<&'static str> {
 
 /// Aborts the process if `ROTOR_FAILPOINT` names this step and moment.
 pub fn hit(step: Step, moment: Moment) {
+    hit_at(step.as_str(), moment);
+}
+
+/// Aborts the process if `ROTOR_FAILPOINT` names this point and moment; for steps
+/// outside a rotation (retirement: `retire_disabled`, `retire_consumers_removed`, …).
+pub fn hit_at(name: &str, moment: Moment) {
     // Test builds only: a release binary never aborts because of its environment.
     if !cfg!(debug_assertions) {
         return;
     }
     if let Some(point) = configured()
         && let Some((s, m)) = point.split_once(':')
-        && s == step.as_str()
+        && s == name
         && m == moment.as_str()
     {
         eprintln!("rotor: failpoint {point} reached, aborting");

@@ -233,6 +233,15 @@ pub struct Rotation {
     /// Ticket reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
+    /// Who approved it (`spec.onDemand.approval`), in approval order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// A compromise by a break-glass identity that skipped the required approval.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub break_glass: bool,
+    /// The approval request it carries out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_request: Option<String>,
     /// Overall state.
     pub status: Status,
     /// Canonical path `mount/path`.

@@ -6,6 +6,7 @@
 pub mod failpoint;
 pub mod history;
 pub mod journal;
+pub mod retire;
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ pub use self::journal::{
     ConsumerRecord, Journal, JournalError, Rotation, Status, Step, StepOutcome, StepRecord,
     Trigger, Verification,
 };
+pub use self::retire::{EnableOutcome, RetireRequest, RetireState, Retirement};
 
 /// Where rotor keeps its own state in Vault.
 #[derive(Debug, Clone)]
@@ -57,7 +59,8 @@ impl Default for EngineConfig {
     }
 }
 
-/// Who asked for a rotation, and why.
+/// Who asked for a rotation, and why. `Default` is an on-demand request by nobody,
+/// for `..Default::default()` in literals.
 #[derive(Debug, Clone)]
 pub struct RotationRequest {
     /// What started it.
@@ -68,6 +71,26 @@ pub struct RotationRequest {
     pub reason: Option<String>,
     /// Ticket.
     pub ticket: Option<String>,
+    /// Who approved it, where the policy requires approval (`spec.onDemand.approval`).
+    pub approvers: Vec<String>,
+    /// A compromise by a break-glass identity that skipped the required approval.
+    pub break_glass: bool,
+    /// The approval request it carries out, if any.
+    pub approval_request: Option<String>,
+}
+
+impl Default for RotationRequest {
+    fn default() -> Self {
+        RotationRequest {
+            trigger: Trigger::OnDemand,
+            actor: String::new(),
+            reason: None,
+            ticket: None,
+            approvers: Vec::new(),
+            break_glass: false,
+            approval_request: None,
+        }
+    }
 }
 
 /// The result of [`Engine::rotate`].
@@ -166,6 +189,41 @@ pub enum EngineError {
         /// End of the grace period (RFC 3339).
         until: String,
     },
+    /// The policy is retired (or being retired or enabled): rotations are refused.
+    #[error(
+        "policy {policy} is retired ({state} since {since} by {actor}: {reason}); rotations are refused until `rotor enable {policy} --reason …`"
+    )]
+    Retired {
+        /// Policy.
+        policy: String,
+        /// `retiring`, `retired`, `failed` or `enabling`.
+        state: &'static str,
+        /// When the retirement began (RFC 3339).
+        since: String,
+        /// Who retired it.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// `enable` of a policy that is not retired.
+    #[error("policy {policy} is not retired; there is nothing to enable")]
+    NotRetired {
+        /// Policy.
+        policy: String,
+    },
+    /// A retire or enable request lacks what it needs.
+    #[error("{action} policy {policy} requires {what}")]
+    RetireIncomplete {
+        /// Policy.
+        policy: String,
+        /// `retiring` / `enabling`.
+        action: &'static str,
+        /// `a reason` / `a ticket`.
+        what: &'static str,
+    },
+    /// This executor cannot do what was asked (test doubles of the agent's executor).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// The value a rotation must restore is gone from Vault.
     #[error(
         "canonical version {version} of {canonical} is gone; cannot continue rotation {rotation_id} safely"
@@ -193,6 +251,10 @@ impl EngineError {
             EngineError::Pending { .. } => "pending",
             EngineError::WaitingForGrace { .. } => "waiting_for_grace",
             EngineError::OldValueGone { .. } => "old_value_gone",
+            EngineError::Retired { .. } => "retired",
+            EngineError::NotRetired { .. } => "not_retired",
+            EngineError::RetireIncomplete { .. } => "request_incomplete",
+            EngineError::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -321,23 +383,48 @@ impl Engine {
         policy: &ValidatedPolicy,
         end_grace: bool,
     ) -> Result<Option<Rotation>, EngineError> {
+        Ok(self.resume_versioned(policy, end_grace).await?.0)
+    }
+
+    /// [`Engine::resume_with`], also returning the journal version read when nothing
+    /// was open (a new rotation's check-and-set base, saving a second read).
+    async fn resume_versioned(
+        &self,
+        policy: &ValidatedPolicy,
+        end_grace: bool,
+    ) -> Result<(Option<Rotation>, Option<u64>), EngineError> {
         let (record, version) = self.journal.load(&policy.name).await?;
         match record {
             Some(rotation) if rotation.status.is_open() => {
                 info!(policy = %policy.name, rotation = %rotation.rotation_id, step = ?rotation.next_step(), "Resuming open rotation.");
                 let mut rotation = rotation;
                 rotation.resumed = true;
-                Ok(Some(
-                    self.drive(policy, rotation, version, end_grace).await?,
+                Ok((
+                    Some(
+                        self.drive(policy, rotation, version, end_grace, None)
+                            .await?,
+                    ),
+                    None,
                 ))
             }
-            _ => Ok(None),
+            _ => Ok((None, Some(version))),
         }
     }
 
     /// Performs one rotation of `policy`: first finishes any open rotation of the
-    /// policy found in the journal, then runs the requested one.
+    /// policy found in the journal, then runs the requested one. A retired policy is
+    /// refused ([`EngineError::Retired`]).
     pub async fn rotate(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RotationRequest,
+    ) -> Result<RotationOutcome, EngineError> {
+        self.refuse_retired(policy).await?;
+        self.rotate_unchecked(policy, request).await
+    }
+
+    /// [`Engine::rotate`] without the retired check: the rotation `enable` runs.
+    async fn rotate_unchecked(
         &self,
         policy: &ValidatedPolicy,
         request: RotationRequest,
@@ -354,8 +441,8 @@ impl Engine {
             });
         }
 
-        let resumed = self
-            .resume_with(policy, request.trigger == Trigger::Compromise)
+        let (resumed, unchanged) = self
+            .resume_versioned(policy, request.trigger == Trigger::Compromise)
             .await?;
         if let Some(r) = &resumed
             && r.waiting_for_grace()
@@ -377,7 +464,10 @@ impl Engine {
             });
         }
 
-        let (_, version) = self.journal.load(&policy.name).await?;
+        let version = match unchanged {
+            Some(v) => v,
+            None => self.journal.load(&policy.name).await?.1,
+        };
         let vault_loc = &policy.spec.vault;
         let current = self
             .vault
@@ -416,6 +506,9 @@ impl Engine {
             actor: request.actor,
             reason: request.reason,
             ticket: request.ticket,
+            approvers: request.approvers,
+            break_glass: request.break_glass,
+            approval_request: request.approval_request,
             status: Status::Open,
             canonical: format!("{}/{}", vault_loc.mount, vault_loc.path),
             canonical_version: current.version,
@@ -442,7 +535,9 @@ impl Engine {
         };
         let version = self.journal.write(&rotation, version).await?;
         info!(policy = %policy.name, rotation = %rotation.rotation_id, trigger = rotation.trigger.as_str(), actor = %rotation.actor, "Rotation planned.");
-        let rotation = self.drive(policy, rotation, version, false).await?;
+        let rotation = self
+            .drive(policy, rotation, version, false, Some(current.data))
+            .await?;
         Ok(RotationOutcome {
             resumed,
             rotation: Some(rotation),
@@ -457,22 +552,29 @@ impl Engine {
         rotation: Rotation,
         version: u64,
         end_grace: bool,
+        old: Option<SecretMap>,
     ) -> Result<Rotation, EngineError> {
         let span = info_span!("rotation", policy = %policy.name, kind = %rotation.kind,
             trigger = rotation.trigger.as_str(), rotation = %rotation.rotation_id);
         async move {
             let credential = Credential::prepare(&policy.spec.credential, &self.vault).await?;
             let loc = &policy.spec.vault;
-            let old = self
-                .vault
-                .kv_read_version(&loc.mount, &loc.path, rotation.canonical_version)
-                .await?
-                .ok_or_else(|| EngineError::OldValueGone {
-                    rotation_id: rotation.rotation_id.clone(),
-                    canonical: rotation.canonical.clone(),
-                    version: rotation.canonical_version,
-                })?
-                .data;
+            // A new rotation was planned from the value just read; a resumed one reads
+            // the version it was planned from.
+            let old = match old {
+                Some(old) => old,
+                None => {
+                    self.vault
+                        .kv_read_version(&loc.mount, &loc.path, rotation.canonical_version)
+                        .await?
+                        .ok_or_else(|| EngineError::OldValueGone {
+                            rotation_id: rotation.rotation_id.clone(),
+                            canonical: rotation.canonical.clone(),
+                            version: rotation.canonical_version,
+                        })?
+                        .data
+                }
+            };
             let mut run = Run {
                 policy,
                 credential,
@@ -501,13 +603,28 @@ impl Engine {
     }
 
     async fn forward(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        // A step's end is journaled with the next step's "begun" (one Vault write per
+        // step instead of two): a crash before that write resumes at the finished step,
+        // which every step allows, since each may be cut short after its side effect.
+        let mut unwritten: Option<Step> = None;
         while let Some(step) = run.rotation.next_step() {
+            if step == Step::Revoked
+                && !(run.end_grace || run.credential.strategy() == crate::policy::Strategy::Single)
+                && let Some(done) = unwritten.take()
+            {
+                // The grace period may be waited for in-process: journal what is done first.
+                self.write(run).await?;
+                failpoint::hit(done, Moment::Done);
+            }
             if step == Step::Revoked && !self.grace_over(run).await {
                 info!(
                     revoke_after = run.rotation.revoke_after.as_deref().unwrap_or(""),
                     "The old credential stays valid for its grace period; the rotation waits."
                 );
                 self.write(run).await?;
+                if let Some(done) = unwritten {
+                    failpoint::hit(done, Moment::Done);
+                }
                 return Ok(());
             }
             // Journal "begun" before the side effect.
@@ -527,6 +644,9 @@ impl Engine {
                 }),
             }
             self.write(run).await?;
+            if let Some(done) = unwritten.take() {
+                failpoint::hit(done, Moment::Done);
+            }
             failpoint::hit(step, Moment::Begun);
 
             let clock = Instant::now();
@@ -590,9 +710,12 @@ impl Engine {
                 run.rotation.revoke_after =
                     Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
             }
-            self.write(run).await?;
-            failpoint::hit(step, Moment::Done);
+            unwritten = Some(step);
             info!(step = %step, duration_ms = elapsed, "Step done.");
+        }
+        if let Some(done) = unwritten {
+            self.write(run).await?;
+            failpoint::hit(done, Moment::Done);
         }
         Ok(())
     }
@@ -732,13 +855,25 @@ impl Engine {
     /// regenerated when rotor generates it, refused when the target issued it
     /// (see [`history`]).
     async fn stage(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
+        // A rotation planned by this run has a new id, so nothing can be staged for it
+        // yet (a racing writer shows up as a check-and-set conflict below).
+        let resumed = run.rotation.resumed;
+        self.stage_checked(run, resumed).await
+    }
+
+    /// [`Engine::stage`]; `look` first reads the staging path for a value staged before.
+    async fn stage_checked(
+        &self,
+        run: &mut Run<'_>,
+        look: bool,
+    ) -> Result<StepResult, StepFailure> {
         let mount = self.journal.mount();
         let path = self
             .journal
             .staging_path(&run.policy.name, &run.rotation.rotation_id);
         let issued = run.credential.creates_on_target();
         // Never generate a second value for the same rotation: reuse what is staged.
-        if let Some(existing) = self.vault.kv_read(mount, &path).await? {
+        if look && let Some(existing) = self.vault.kv_read(mount, &path).await? {
             run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&existing.data));
             run.new = Some(existing.data.clone());
             if issued {
@@ -791,7 +926,7 @@ impl Engine {
                 }
                 if matches!(e, VaultError::CasConflict { .. }) {
                     // Another writer staged first (a racing resume): use theirs.
-                    return Box::pin(self.stage(run)).await;
+                    return Box::pin(self.stage_checked(run, true)).await;
                 }
                 return Err(e.into());
             }

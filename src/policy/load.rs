@@ -144,7 +144,8 @@ pub(crate) fn load_sources(
     sources: Vec<(PathBuf, std::io::Result<String>)>,
 ) -> Result<PolicySet, LoadErrors> {
     let mut errors = Vec::new();
-    let mut policies: Vec<ValidatedPolicy> = Vec::new();
+    // Most files hold one policy: room for all up front saves copying them as it grows.
+    let mut policies: Vec<ValidatedPolicy> = Vec::with_capacity(sources.len());
     let mut names: Vec<Seen> = Vec::new();
     let mut vaults: Vec<Seen> = Vec::new();
     let mut cascades: Vec<(String, Seen)> = Vec::new();

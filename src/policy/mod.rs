@@ -81,6 +81,16 @@ impl PolicySet {
     }
 }
 
+impl IntoIterator for PolicySet {
+    type Item = ValidatedPolicy;
+    type IntoIter = std::collections::btree_map::IntoValues<String, ValidatedPolicy>;
+
+    /// The policies, sorted by name, without copying them.
+    fn into_iter(self) -> Self::IntoIter {
+        self.policies.into_values()
+    }
+}
+
 impl<'a> IntoIterator for &'a PolicySet {
     type Item = &'a ValidatedPolicy;
     type IntoIter = std::collections::btree_map::Values<'a, String, ValidatedPolicy>;

@@ -79,6 +79,58 @@ pub struct OnDemandSpec {
     pub require_reason: bool,
     /// An on-demand rotation must carry a ticket id (default false).
     pub require_ticket: bool,
+    /// `approval`: on-demand rotations through the agent wait for other people's
+    /// approval (four eyes); `None` rotates at once.
+    pub approval: Option<ApprovalSpec>,
+}
+
+/// `spec.onDemand.approval`: who must approve an on-demand rotation before the agent
+/// starts it. Scheduled rotations never wait for approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSpec {
+    /// `required`: distinct approvers needed, the requester never counting (default 1).
+    pub required: u32,
+    /// `approvers`: who may approve (never empty).
+    pub approvers: Vec<Approver>,
+    /// `ttl`: how long a request waits for its approvals; `None` takes the agent's
+    /// `--approval-ttl` (default 2h).
+    pub ttl: Option<Duration>,
+}
+
+impl ApprovalSpec {
+    /// Whether the API identity `name`, member of `groups`, may approve.
+    pub fn allows(&self, name: &str, groups: &[String]) -> bool {
+        self.approvers.iter().any(|a| a.matches(name, groups))
+    }
+}
+
+/// One `approvers` entry: an API identity by name, or every member of a group
+/// (`group:NAME`, the identities' `groups` in the agent's auth config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Approver {
+    /// An identity name.
+    Identity(String),
+    /// `group:NAME`.
+    Group(String),
+}
+
+impl Approver {
+    /// Whether the identity `name` with `groups` is this approver.
+    pub fn matches(&self, name: &str, groups: &[String]) -> bool {
+        match self {
+            Approver::Identity(n) => n == name,
+            Approver::Group(g) => groups.iter().any(|x| x == g),
+        }
+    }
+}
+
+impl fmt::Display for Approver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Approver::Identity(n) => f.write_str(n),
+            Approver::Group(g) => write!(f, "group:{g}"),
+        }
+    }
 }
 
 impl OnDemandSpec {
@@ -101,6 +153,7 @@ impl Default for OnDemandSpec {
         Self {
             require_reason: true,
             require_ticket: false,
+            approval: None,
         }
     }
 }
@@ -175,8 +228,9 @@ impl fmt::Display for NotifyEvent {
 /// `spec.schedule`. At least one of `cron` and `max_age` is set.
 #[derive(Debug, Clone)]
 pub struct ScheduleSpec {
-    /// Parsed POSIX 5-field cron (0 = Sunday); known to fire at least once.
-    pub cron: Option<croner::Cron>,
+    /// Parsed POSIX 5-field cron (0 = Sunday); known to fire at least once. Shared
+    /// by the loaded policies that write the same line.
+    pub cron: Option<std::sync::Arc<croner::Cron>>,
     /// The cron line as written.
     pub cron_source: Option<String>,
     /// IANA time zone the cron and window are read in (default UTC).

@@ -47,6 +47,7 @@ macro_rules! raw_int {
 raw_int!(RawPort, "a port number 1-65535");
 raw_int!(RawLength, "a password length 8-1024");
 raw_int!(RawMinCount, "a character count 0-1024");
+raw_int!(RawApprovals, "a number of approvals (at least 1)");
 
 /// `apiVersion`.
 #[derive(Deserialize)]
@@ -158,13 +159,31 @@ pub(crate) struct RawVerify {
 #[serde(
     deny_unknown_fields,
     rename_all = "camelCase",
-    expecting = "a mapping {requireReason?, requireTicket?}"
+    expecting = "a mapping {requireReason?, requireTicket?, approval?}"
 )]
 pub(crate) struct RawOnDemand {
     #[serde(default)]
     pub require_reason: Option<bool>,
     #[serde(default)]
     pub require_ticket: Option<bool>,
+    #[serde(default)]
+    pub approval: Option<Checked<Located<RawApproval>>>,
+}
+
+/// `spec.onDemand.approval`.
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping {required?, approvers, ttl?}"
+)]
+pub(crate) struct RawApproval {
+    #[serde(default)]
+    pub required: Option<Located<RawApprovals>>,
+    #[serde(default)]
+    pub approvers: Option<Located<Vec<Located<String>>>>,
+    #[serde(default)]
+    pub ttl: Option<Located<ScalarText>>,
 }
 
 /// `spec.notify[]`.

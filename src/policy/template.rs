@@ -95,6 +95,8 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_owned()));
         }
+        // Kept for the policy's lifetime: no spare capacity (thousands of policies).
+        parts.shrink_to_fit();
         Ok(Template {
             source: source.to_owned(),
             parts,

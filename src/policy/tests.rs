@@ -721,3 +721,107 @@ fn empty_values_point_at_their_key() {
     assert_eq!((e[0].path.as_str(), e[0].line, e[0].column), ("spec", 4, 1));
     assert!(e[0].message.starts_with("found null, expected a mapping"));
 }
+
+#[test]
+fn approval_is_read_with_its_defaults() {
+    let set = load(&policy(
+        PG,
+        "  onDemand:\n    approval:\n      approvers: [alice, \"group:security\", team.ops]\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = set
+        .get("p")
+        .and_then(|p| p.spec.on_demand.approval.clone())
+        .expect("approval");
+    assert_eq!(a.required, 1);
+    assert_eq!(a.ttl, None, "the agent's --approval-ttl applies");
+    assert_eq!(
+        a.approvers,
+        [
+            Approver::Identity("alice".into()),
+            Approver::Group("security".into()),
+            Approver::Identity("team.ops".into())
+        ]
+    );
+    assert!(a.allows("alice", &[]));
+    assert!(a.allows("carol", &["security".into()]));
+    assert!(!a.allows("carol", &["ops".into()]));
+    assert_eq!(a.approvers[1].to_string(), "group:security");
+
+    let set = load(&policy(
+        PG,
+        "  onDemand:\n    requireTicket: true\n    approval: {required: 2, approvers: [a, b, c], ttl: 30m}\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let on_demand = &set.get("p").expect("policy").spec.on_demand;
+    assert!(on_demand.require_ticket);
+    let a = on_demand.approval.as_ref().expect("approval");
+    assert_eq!((a.required, a.ttl), (2, Some(Duration::from_secs(1800))));
+    // Groups can hold any number of people: `required` is not bounded by the list.
+    load(&policy(
+        PG,
+        "  onDemand:\n    approval: {required: 5, approvers: [a, \"group:sre\"]}\n",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn approval_errors_name_the_field_and_what_was_expected() {
+    let one = |extra: &str| {
+        let e = errors(&policy(PG, &format!("  onDemand:\n    approval:\n{extra}")));
+        assert_eq!(e.len(), 1, "{extra}: {e:?}");
+        e.into_iter().next().expect("one error")
+    };
+    let e = one("      required: 1\n");
+    assert_eq!(e.path, "spec.onDemand.approval");
+    assert_eq!((e.line, e.column), (16, 7));
+    assert!(e.message.contains("found no `approvers`"), "{e}");
+
+    let e = one("      approvers: []\n");
+    assert_eq!(e.path, "spec.onDemand.approval.approvers");
+    assert!(e.message.contains("expected at least one identity"), "{e}");
+
+    let e = one("      required: 0\n      approvers: [a]\n");
+    assert_eq!(e.path, "spec.onDemand.approval.required");
+    assert_eq!((e.line, e.column), (16, 17));
+    assert!(
+        e.message
+            .starts_with("found 0, expected a number of approvals from 1"),
+        "{e}"
+    );
+
+    let e = one("      required: 3\n      approvers: [a, b]\n");
+    assert_eq!(e.path, "spec.onDemand.approval.required");
+    assert!(e.message.contains("found 3, expected at most 2"), "{e}");
+
+    let e = one("      required: two\n      approvers: [a]\n");
+    assert_eq!(e.path, "spec.onDemand.approval.required");
+    assert!(e.message.contains("a number of approvals"), "{e}");
+
+    let e = one("      approvers: [a, \"bad name\"]\n");
+    assert_eq!(e.path, "spec.onDemand.approval.approvers[1]");
+    assert!(
+        e.message
+            .contains("found `bad name`, expected an API identity name or `group:NAME`"),
+        "{e}"
+    );
+
+    let e = one("      approvers: [\"group:\"]\n");
+    assert_eq!(e.path, "spec.onDemand.approval.approvers[0]");
+
+    let e = one("      approvers: [a, a]\n");
+    assert_eq!(e.path, "spec.onDemand.approval.approvers[1]");
+    assert!(e.message.contains("found `a` twice"), "{e}");
+
+    let e = one("      approvers: [a]\n      ttl: 0s\n");
+    assert_eq!(e.path, "spec.onDemand.approval.ttl");
+    assert!(e.message.contains("expected a positive duration"), "{e}");
+
+    let e = one("      approvers: [a]\n      ttl: soon\n");
+    assert_eq!(e.path, "spec.onDemand.approval.ttl");
+    assert!(e.message.contains("expected a duration like"), "{e}");
+
+    let e = one("      approvers: [a]\n      quorum: 2\n");
+    assert!(e.path.starts_with("spec.onDemand.approval"), "{e}");
+    assert!(e.message.contains("quorum"), "{e}");
+}

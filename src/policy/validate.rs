@@ -2,9 +2,10 @@
 //! date). Every problem is recorded with its position and path; validation goes on
 //! after a problem so that one run reports as much as possible.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveTime, TimeZone};
@@ -83,6 +84,17 @@ fn is_vault_path(s: &str) -> bool {
         && s.split('/')
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Most approvals a policy may require.
+const MAX_APPROVALS: u32 = 100;
+
+/// An API identity or group name as the agent's auth config accepts it.
+fn is_identity_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 fn has_control(s: &str) -> bool {
@@ -1000,13 +1012,9 @@ impl Validator {
         })
     }
 
-    fn cron(&mut self, c: &Located<String>, tz: chrono_tz::Tz) -> Option<Cron> {
-        let parser = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            .build();
+    fn cron(&mut self, c: &Located<String>, tz: chrono_tz::Tz) -> Option<Arc<Cron>> {
         let src = c.value.escape_debug();
-        let cron = match parser.parse(&c.value) {
+        let cron = match shared_cron(&c.value) {
             Ok(cron) => cron,
             Err(e) => {
                 self.at(
@@ -1567,6 +1575,113 @@ impl Validator {
 
     // ---- notify --------------------------------------------------------------------
 
+    /// `spec.onDemand.approval`.
+    fn approval(&mut self, a: &Located<RawApproval>) -> Option<ApprovalSpec> {
+        let raw = &a.value;
+        let mut ok = true;
+        let required = match &raw.required {
+            None => 1,
+            Some(r) => match u32::try_from(r.value.0) {
+                Ok(n) if (1..=MAX_APPROVALS).contains(&n) => n,
+                _ => {
+                    self.at(
+                        r,
+                        format!(
+                            "found {}, expected a number of approvals from 1 to {MAX_APPROVALS}",
+                            r.value.0
+                        ),
+                    );
+                    ok = false;
+                    1
+                }
+            },
+        };
+        let mut approvers: Vec<Approver> = Vec::new();
+        match &raw.approvers {
+            None => {
+                self.at(
+                    a,
+                    "found no `approvers`, expected a non-empty list of identity names or `group:NAME`",
+                );
+                ok = false;
+            }
+            Some(list) if list.value.is_empty() => {
+                self.at(
+                    list,
+                    "found an empty list, expected at least one identity name or `group:NAME`",
+                );
+                ok = false;
+            }
+            Some(list) => {
+                for entry in &list.value {
+                    let text = entry.value.trim();
+                    let approver = match text.strip_prefix("group:") {
+                        Some(group) if is_identity_name(group) => Approver::Group(group.to_owned()),
+                        None if is_identity_name(text) => Approver::Identity(text.to_owned()),
+                        _ => {
+                            self.at(
+                                entry,
+                                format!(
+                                    "found `{}`, expected an API identity name or `group:NAME` (letters, digits, `-`, `_`, `.`, `:`; up to 128 characters)",
+                                    text.escape_debug()
+                                ),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                    };
+                    if approvers.contains(&approver) {
+                        self.at(
+                            entry,
+                            format!("found `{approver}` twice, expected each approver once"),
+                        );
+                        ok = false;
+                    } else {
+                        approvers.push(approver);
+                    }
+                }
+            }
+        }
+        let identities = approvers
+            .iter()
+            .filter(|a| matches!(a, Approver::Identity(_)))
+            .count();
+        let groups = approvers.len() - identities;
+        if ok
+            && groups == 0
+            && u32::try_from(identities).is_ok_and(|n| required > n)
+            && let Some(r) = &raw.required
+        {
+            self.at(
+                r,
+                format!(
+                    "found {required}, expected at most {identities} (the number of identities listed in `approvers`; list more, or a `group:NAME`)"
+                ),
+            );
+            ok = false;
+        }
+        let ttl = match &raw.ttl {
+            None => None,
+            Some(t) => match self.duration(t) {
+                Some(d) if d.is_zero() => {
+                    self.at(t, "found a ttl of 0, expected a positive duration");
+                    ok = false;
+                    None
+                }
+                Some(d) => Some(d),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+        };
+        ok.then_some(ApprovalSpec {
+            required,
+            approvers,
+            ttl,
+        })
+    }
+
     fn notify_target(&mut self, n: &Located<RawNotify>, mount: &str) -> Option<NotifyTarget> {
         let raw = &n.value;
         let url = self.http_url(&raw.url, &["https", "http"]);
@@ -1885,7 +2000,9 @@ pub(crate) fn validate_policy(
         None => Some(None),
         Some(s) => s.0.as_ref().and_then(|s| v.schedule(s)).map(Some),
     };
-    let mut consumers = Vec::new();
+    // Exactly as many as written: an empty `Vec` grows to room for four, which
+    // thousands of loaded policies would keep.
+    let mut consumers = Vec::with_capacity(spec.consumers.as_ref().map_or(0, Vec::len));
     let mut consumers_ok = true;
     let mut targets: Vec<(String, String)> = Vec::new();
     for c in spec.consumers.iter().flatten() {
@@ -1925,9 +2042,16 @@ pub(crate) fn validate_policy(
     };
     let on_demand = match &spec.on_demand {
         None => Some(OnDemandSpec::default()),
-        Some(c) => c.0.as_ref().map(|r| OnDemandSpec {
-            require_reason: r.require_reason.unwrap_or(true),
-            require_ticket: r.require_ticket.unwrap_or(false),
+        Some(c) => c.0.as_ref().and_then(|r| {
+            let approval = match &r.approval {
+                None => Some(None),
+                Some(a) => a.0.as_ref().and_then(|a| v.approval(a)).map(Some),
+            };
+            Some(OnDemandSpec {
+                require_reason: r.require_reason.unwrap_or(true),
+                require_ticket: r.require_ticket.unwrap_or(false),
+                approval: approval?,
+            })
         }),
     };
 
@@ -1999,6 +2123,33 @@ fn consumer_target(c: &ConsumerSpec) -> String {
         ConsumerSpec::VaultKv(k) => format!("vault-kv {}/{}", k.mount, k.path),
         ConsumerSpec::File(f) => format!("file {}", f.path.display()),
     }
+}
+
+/// Parsed cron lines, shared by every loaded policy that writes the same line: croner
+/// keeps a 5,000-entry year table in each parsed line (about 5 KB) and fills it when
+/// parsing, which dominated loading thousands of policies.
+static CRONS: LazyLock<Mutex<HashMap<String, Weak<Cron>>>> = LazyLock::new(Mutex::default);
+
+/// `text` parsed as a POSIX 5-field cron line, or the copy already loaded.
+fn shared_cron(text: &str) -> Result<Arc<Cron>, croner::errors::CronError> {
+    // A poisoned lock still holds whole entries: each is inserted in one step.
+    let mut crons = CRONS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(cron) = crons.get(text).and_then(Weak::upgrade) {
+        return Ok(cron);
+    }
+    let cron = Arc::new(
+        CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build()
+            .parse(text)?,
+    );
+    if crons.len() >= 1024 && crons.len().is_power_of_two() {
+        // Lines no loaded policy uses any more.
+        crons.retain(|_, c| c.strong_count() > 0);
+    }
+    crons.insert(text.to_owned(), Arc::downgrade(&cron));
+    Ok(cron)
 }
 
 #[cfg(test)]

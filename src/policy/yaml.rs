@@ -266,15 +266,23 @@ impl Builder {
             None => self.root = Some(node),
             Some(Frame::Seq { items, .. }) => items.push(node),
             Some(Frame::Map { key, .. }) if key.is_none() => *key = Some(node),
-            Some(Frame::Map { .. }) => {
-                let path = self.current_path();
+            Some(Frame::Map { entries, key, .. }) => {
+                let dup = key.as_ref().is_some_and(|k| {
+                    k.scalar_text().is_some()
+                        && entries
+                            .iter()
+                            .any(|(e, _)| e.scalar_text() == k.scalar_text())
+                });
+                // The path is only for the error: building it for every value cost more
+                // than parsing.
+                let path = if dup {
+                    self.current_path()
+                } else {
+                    String::new()
+                };
                 if let Some(Frame::Map { entries, key, .. }) = self.stack.last_mut()
                     && let Some(k) = key.take()
                 {
-                    let dup = k.scalar_text().is_some()
-                        && entries
-                            .iter()
-                            .any(|(e, _)| e.scalar_text() == k.scalar_text());
                     if dup {
                         self.errors.push(SyntaxError {
                             pos: k.pos,

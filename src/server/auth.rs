@@ -9,11 +9,13 @@
 //!     policies: [payments-db]                         # names ("*" = all), and/or
 //!     selector: {team: payments}                      # labels (all must match)
 //!     compromise: false                               # may request compromise rotations
+//!     groups: [payments-leads]                        # for `approvers: ["group:payments-leads"]`
 //!     rateLimit: {requests: 10, per: 1m}              # default 30 per minute
 //!   - name: ci
 //!     kubernetes: {serviceAccount: ci/deployer}       # in-cluster TokenReview identity
 //!     policies: ["*"]
 //!     compromise: true
+//!     breakGlass: true    # a compromise rotation skips the policy's approval (needs compromise: true)
 //! ```
 //!
 //! Configured tokens are kept only as SHA-256 digests; a presented token is hashed and
@@ -240,6 +242,11 @@ pub struct IdentityConfig {
     pub grants: Grants,
     /// Whether it may request compromise rotations.
     pub compromise: bool,
+    /// Groups it belongs to, for policies' `approvers: ["group:NAME"]`.
+    pub groups: Vec<String>,
+    /// `breakGlass`: its compromise rotations start at once, without the approval the
+    /// policy requires (recorded as `break_glass`). Needs `compromise`.
+    pub break_glass: bool,
     /// Its request budget.
     pub rate_limit: RateLimit,
 }
@@ -273,6 +280,10 @@ struct RawIdentity {
     selector: BTreeMap<String, String>,
     #[serde(default)]
     compromise: bool,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    break_glass: bool,
     #[serde(default)]
     rate_limit: Option<RawRateLimit>,
 }
@@ -318,6 +329,10 @@ impl AuthConfig {
             if !valid_name(&name) {
                 problems.push(format!(
                     "{at}.name: expected a name of letters, digits, '-', '_', '.' or ':' (1-128 characters)"
+                ));
+            } else if name.starts_with("group:") {
+                problems.push(format!(
+                    "{at}.name: names starting with `group:` are reserved for approver groups"
                 ));
             } else if let Some(first) = seen_names.insert(name.clone(), i) {
                 problems.push(format!(
@@ -398,12 +413,30 @@ impl AuthConfig {
                     }
                 }
             };
+            let mut groups: Vec<String> = Vec::new();
+            for (j, g) in raw.groups.iter().enumerate() {
+                let g = g.trim();
+                if !valid_name(g) {
+                    problems.push(format!(
+                        "{at}.groups[{j}]: expected a group name of letters, digits, '-', '_', '.' or ':' (1-128 characters)"
+                    ));
+                } else if !groups.iter().any(|x| x == g) {
+                    groups.push(g.to_owned());
+                }
+            }
+            if raw.break_glass && !raw.compromise {
+                problems.push(format!(
+                    "{at}.breakGlass: found true without compromise: true, expected compromise: true as well (break-glass skips approval for compromise rotations only)"
+                ));
+            }
             identities.push(IdentityConfig {
                 name,
                 token_from,
                 service_account,
                 grants,
                 compromise: raw.compromise,
+                groups,
+                break_glass: raw.break_glass && raw.compromise,
                 rate_limit,
             });
         }
@@ -527,6 +560,10 @@ pub struct Identity {
     pub grants: Grants,
     /// Whether it may request compromise rotations.
     pub compromise: bool,
+    /// Groups it belongs to (approver groups).
+    pub groups: Vec<String>,
+    /// Whether its compromise rotations skip approval (break-glass).
+    pub break_glass: bool,
     /// Its request budget.
     pub rate_limit: RateLimit,
 }
@@ -703,6 +740,8 @@ impl Authenticator {
                 name: c.name.clone(),
                 grants: c.grants.clone(),
                 compromise: c.compromise,
+                groups: c.groups.clone(),
+                break_glass: c.break_glass,
                 rate_limit: c.rate_limit,
             }));
             if let Some(account) = &c.service_account {
@@ -976,6 +1015,53 @@ identities:
     }
 
     #[test]
+    fn groups_and_break_glass_are_read_and_checked() {
+        let config = parse(
+            r#"
+identities:
+  - name: alice
+    tokenFrom: {file: /t/a}
+    policies: ["*"]
+    groups: [security, sre, security]
+  - name: oncall
+    tokenFrom: {file: /t/o}
+    policies: ["*"]
+    compromise: true
+    breakGlass: true
+"#,
+        )
+        .unwrap();
+        let [alice, oncall] = &config.identities[..] else {
+            panic!("two identities")
+        };
+        assert_eq!(alice.groups, ["security", "sre"]);
+        assert!(!alice.break_glass);
+        assert!(oncall.break_glass && oncall.compromise);
+
+        let p = problems(
+            r#"
+identities:
+  - name: a
+    tokenFrom: {file: /t/a}
+    policies: [x]
+    breakGlass: true
+  - name: "group:ops"
+    tokenFrom: {file: /t/b}
+    policies: [x]
+    groups: ["bad group"]
+"#,
+        );
+        let text = p.join("\n");
+        for want in [
+            "identities[0].breakGlass: found true without compromise: true, expected compromise: true as well",
+            "identities[1].name: names starting with `group:` are reserved",
+            "identities[1].groups[0]: expected a group name",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+    }
+
+    #[test]
     fn a_token_pasted_into_the_config_is_never_quoted() {
         let secret = "s3cr3t-token-value-0123456789";
         for text in [
@@ -1059,6 +1145,8 @@ identities:
                 name: "x".into(),
                 grants: Grants::default(),
                 compromise: false,
+                groups: Vec::new(),
+                break_glass: false,
                 rate_limit: RateLimit { requests, per },
             })],
             Vec::new(),

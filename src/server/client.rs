@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use url::Url;
 
-use crate::agent::Accepted;
+use crate::agent::{Accepted, ApprovalRecord};
 use crate::engine::Rotation;
 use crate::secret::SecretString;
 
@@ -188,13 +188,6 @@ async fn call<T: for<'de> Deserialize<'de>>(
     })
 }
 
-#[derive(Deserialize)]
-struct AcceptedWire {
-    #[serde(default)]
-    rotation_id: Option<String>,
-    state: String,
-}
-
 /// Asks the agent at `base` to rotate policy `name` (`POST /v1/policies/{name}/rotate`).
 pub async fn remote_rotate(
     base: &Url,
@@ -212,11 +205,56 @@ pub async fn remote_rotate(
     if let Some(ticket) = ticket {
         body["ticket"] = json!(ticket);
     }
-    let wire: AcceptedWire = call("POST", url, token, Some(body)).await?;
-    Ok(Accepted {
-        rotation_id: wire.rotation_id,
-        state: wire.state,
-    })
+    // `pending_approval` answers carry the approval request's id, expiry and count.
+    call("POST", url, token, Some(body)).await
+}
+
+/// Approves approval request `id` (`POST /v1/requests/{id}/approve`). The answer's
+/// `state` is `pending_approval` while more approvals are needed, else the rotation's
+/// (`queued`…). A 403 (not an approver, own request) or 410 (expired, superseded,
+/// used) is a [`RemoteError::Status`] with the server's text.
+pub async fn remote_approve(
+    base: &Url,
+    token: &SecretString,
+    id: &str,
+    reason: Option<&str>,
+) -> Result<Accepted, RemoteError> {
+    let url = endpoint(base, &["v1", "requests", id, "approve"])?;
+    let body = match reason {
+        Some(reason) => json!({"reason": reason}),
+        None => json!({}),
+    };
+    call("POST", url, token, Some(body)).await
+}
+
+/// An approval request by id (`GET /v1/requests/{id}`).
+pub async fn remote_approval_request(
+    base: &Url,
+    token: &SecretString,
+    id: &str,
+) -> Result<ApprovalRecord, RemoteError> {
+    call("GET", endpoint(base, &["v1", "requests", id])?, token, None).await
+}
+
+/// Asks the agent at `base` to rotate every policy whose labels match `selector`
+/// (`POST /v1/rotations`); the answer lists each policy's rotation or refusal.
+pub async fn remote_rotate_selected(
+    base: &Url,
+    token: &SecretString,
+    selector: &std::collections::BTreeMap<String, String>,
+    reason: Option<&str>,
+    ticket: Option<&str>,
+    compromise: bool,
+) -> Result<super::BulkAccepted, RemoteError> {
+    let url = endpoint(base, &["v1", "rotations"])?;
+    let mut body = json!({"selector": selector, "compromise": compromise});
+    if let Some(reason) = reason {
+        body["reason"] = json!(reason);
+    }
+    if let Some(ticket) = ticket {
+        body["ticket"] = json!(ticket);
+    }
+    call("POST", url, token, Some(body)).await
 }
 
 #[derive(Deserialize)]
@@ -248,6 +286,35 @@ pub async fn remote_release(
         });
     }
     Ok(())
+}
+
+/// Asks the agent at `base` to retire policy `name` (`POST /v1/policies/{name}/retire`)
+/// and waits for the end. The answer is the retirement record (state `retired`); a
+/// retirement that did not complete is a [`RemoteError::Status`] 500 with its error.
+pub async fn remote_retire(
+    base: &Url,
+    token: &SecretString,
+    name: &str,
+    reason: &str,
+    ticket: Option<&str>,
+) -> Result<Value, RemoteError> {
+    let url = endpoint(base, &["v1", "policies", name, "retire"])?;
+    let body = json!({"reason": reason, "ticket": ticket});
+    call("POST", url, token, Some(body)).await
+}
+
+/// Asks the agent at `base` to enable retired policy `name` again
+/// (`POST /v1/policies/{name}/enable`): `{record, rotation}`.
+pub async fn remote_enable(
+    base: &Url,
+    token: &SecretString,
+    name: &str,
+    reason: &str,
+    ticket: Option<&str>,
+) -> Result<Value, RemoteError> {
+    let url = endpoint(base, &["v1", "policies", name, "enable"])?;
+    let body = json!({"reason": reason, "ticket": ticket});
+    call("POST", url, token, Some(body)).await
 }
 
 /// The policies the token's identity may see (`GET /v1/policies`), as the agent's

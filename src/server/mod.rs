@@ -11,7 +11,12 @@
 //! | `GET /v1/policies/{name}` | bearer | one policy |
 //! | `POST /v1/policies/{name}/rotate` | bearer | 202 [`crate::agent::Accepted`]; body `{reason?, ticket?, compromise?}` |
 //! | `POST /v1/policies/{name}/release` | bearer | 200 `{"state": "released"}`; body `{reason}` (required) |
+//! | `POST /v1/policies/{name}/retire` | bearer | 200 the retirement record (offboarding: credential disabled, consumers emptied, refusal proven); body `{reason, ticket?}`; 500 with the record when it did not complete |
+//! | `POST /v1/policies/{name}/enable` | bearer | 200 `{record, rotation}` (a retired policy rotates to a working credential again); body `{reason, ticket?}` |
+//! | `POST /v1/rotations` | bearer | 202 [`BulkAccepted`]; body `{selector, reason?, ticket?, compromise?}`: every policy whose labels match (all checked before any is queued) |
 //! | `GET /v1/rotations/{id}` | bearer | the [`Rotation`] if its policy is visible |
+//! | `GET /v1/requests/{id}` | bearer | the approval request ([`crate::agent::ApprovalRecord`]) if its policy is visible |
+//! | `POST /v1/requests/{id}/approve` | bearer | 200 [`crate::agent::Accepted`]; body `{reason?}`; 403 unless a listed approver other than the requester, 410 `{error, reason}` once `expired`, `superseded` or `used` |
 //!
 //! `/v1` checks run in this order: 401 (no or unknown token), 429 (identity over its
 //! rate limit, with `Retry-After`), 400 (malformed body), 404 (unknown policy), 403
@@ -26,8 +31,11 @@
 //! record cannot be written is answered 503 instead of its data. Health, readiness and
 //! metrics are not audited (no identity; Prometheus scrapes every few seconds).
 
+mod approval;
 mod auth;
+mod bulk;
 mod client;
+mod retire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -47,8 +55,11 @@ pub use auth::{
     DEFAULT_VAULT_MOUNT, Grants, Identity, IdentityConfig, KubeTokenReviewer, MIN_TOKEN_LEN,
     RateLimit, ServiceAccount, TokenReviewer,
 };
+pub use bulk::{BulkAccepted, BulkItem, MAX_BULK_POLICIES};
 pub use client::{
-    RemoteError, remote_policies, remote_policy, remote_release, remote_rotate, remote_rotation,
+    RemoteError, remote_approval_request, remote_approve, remote_enable, remote_policies,
+    remote_policy, remote_release, remote_retire, remote_rotate, remote_rotate_selected,
+    remote_rotation,
 };
 
 use crate::agent::{Control, ControlError, PolicyMeta, Readiness};
@@ -103,7 +114,7 @@ pub enum Outcome {
     RateLimited,
     /// No such policy, rotation or endpoint (404).
     NotFound,
-    /// The agent refused or failed (409, 5xx).
+    /// The agent refused or failed (409, 410, 5xx).
     Failed,
 }
 
@@ -193,6 +204,8 @@ struct Denial {
     /// Recorded in the audit (defaults to `message`).
     detail: Option<String>,
     retry_after: Option<u64>,
+    /// Sent as `reason` beside `error` (410: `expired`, `superseded`, `used`).
+    reason: Option<&'static str>,
 }
 
 impl Denial {
@@ -203,6 +216,7 @@ impl Denial {
             message: message.into(),
             detail: None,
             retry_after: None,
+            reason: None,
         }
     }
 
@@ -221,6 +235,17 @@ impl Denial {
                 Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, text)
             }
             ControlError::Busy(_) => Denial::new(StatusCode::CONFLICT, Outcome::Failed, text),
+            ControlError::UnknownRequest(_) => {
+                Denial::new(StatusCode::NOT_FOUND, Outcome::NotFound, text)
+            }
+            ControlError::Forbidden(_) => {
+                Denial::new(StatusCode::FORBIDDEN, Outcome::Forbidden, text)
+            }
+            ControlError::Gone { reason, .. } => {
+                let mut d = Denial::new(StatusCode::GONE, Outcome::Failed, text);
+                d.reason = Some(reason);
+                d
+            }
             ControlError::NotLeader | ControlError::Audit(_) => {
                 Denial::new(StatusCode::SERVICE_UNAVAILABLE, Outcome::Failed, text)
             }
@@ -234,8 +259,11 @@ impl Denial {
     }
 
     fn response(&self) -> Response {
-        let mut response =
-            (self.status, axum::Json(json!({"error": self.message}))).into_response();
+        let body = match self.reason {
+            Some(reason) => json!({"error": self.message, "reason": reason}),
+            None => json!({"error": self.message}),
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
@@ -428,7 +456,12 @@ fn router(app: Arc<App>) -> Router {
         .route("/v1/policies/{name}", get(get_policy))
         .route("/v1/policies/{name}/rotate", post(rotate))
         .route("/v1/policies/{name}/release", post(release))
+        .route("/v1/policies/{name}/retire", post(retire::retire))
+        .route("/v1/policies/{name}/enable", post(retire::enable))
+        .route("/v1/rotations", post(bulk::rotate_selected))
         .route("/v1/rotations/{id}", get(get_rotation))
+        .route("/v1/requests/{id}", get(approval::get_request))
+        .route("/v1/requests/{id}/approve", post(approval::approve))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -663,13 +696,19 @@ async fn rotate(
         actor: caller.identity.actor(),
         reason,
         ticket,
+        // Skips the policy's approval, if it requires one (the agent decides).
+        break_glass: compromise && caller.identity.break_glass,
+        ..Default::default()
     };
     match app.control.rotate(&name, request).await {
         Ok(accepted) => {
             record.rotation_id = accepted.rotation_id.clone();
             record.status = StatusCode::ACCEPTED.as_u16();
             record.outcome = Outcome::Allowed;
-            record.detail = format!("rotation {}", accepted.state);
+            record.detail = match &accepted.request_id {
+                Some(id) => format!("rotation {} (approval request {id})", accepted.state),
+                None => format!("rotation {}", accepted.state),
+            };
             if let Err(error) = app.audit(record).await {
                 // The rotation is already queued: say so, and log the lost record.
                 tracing::error!(policy = %name, error = %error, "Writing the audit record of an accepted rotation failed.");

@@ -1,0 +1,1201 @@
+//! Retirement (offboarding) of a policy's credential, and enabling it again.
+//!
+//! `rotor retire` runs four steps in order, each journaled in Vault *before* its side
+//! effect in the policy's retirement record (`<state mount>/<prefix>/retired/<policy>`,
+//! KV v2, check-and-set, every version kept), so a retirement killed at any point is
+//! continued by the next run and never half-applied silently:
+//!
+//! 1. `disabled`: the credential is disabled on its target ([`Credential::disable`]) and
+//!    the sessions the kind can see are ended;
+//! 2. `consumers_removed`: what rotor pushed to each consumer is removed and the removal
+//!    read back ([`crate::consumers::Consumers::remove`]);
+//! 3. `marked`: the canonical copy in Vault gets `custom_metadata`
+//!    (`rotor_retired_at`, `rotor_retired_by`, `rotor_retired_reason`,
+//!    `rotor_retired_ticket`, `rotor_retired_version`); no version is deleted or
+//!    destroyed, so the history stays for audits;
+//! 4. `verified`: the last credential is tried against the target and must be refused
+//!    with the kind's own error (for `alternating`, each account's last known password).
+//!    A credential still accepted fails the retirement loudly (state `failed`; the next
+//!    run starts over from step 1).
+//!
+//! The record is the evidence: actor, reason, ticket, every step with timestamps, the
+//! consumers' removals, the target's refusals and the retired value's HMAC
+//! fingerprint — never a value. While a record is `retiring`, `retired`, `failed` or
+//! `enabling`, [`Engine::rotate`] refuses the policy ([`EngineError::Retired`]).
+//!
+//! `rotor enable` lifts the account flags the retirement set (postgres `LOGIN`, mysql
+//! `ACCOUNT UNLOCK`, redis `on`; [`Credential::reenable`]), runs an ordinary rotation —
+//! whose own test and verification prove the new value works and the retired one is
+//! still refused, and whose propagation writes the consumers again — then clears the
+//! canonical copy's marks and records the policy `enabled`. A rotation that does not
+//! reach promote (rolled back) leaves the policy retired: the target is disabled again,
+//! since a `single` rollback restores the previous (retired) password.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::failpoint::{self, Moment};
+use super::{
+    Engine, EngineError, RotationOutcome, RotationRequest, StepOutcome, Trigger, Verification, now,
+};
+use crate::credentials::{AuthOutcome, Credential, CredentialError};
+use crate::policy::ValidatedPolicy;
+use crate::secret::SecretMap;
+use crate::vault::{AuthAs, Vault, VaultError};
+
+/// Custom-metadata keys rotor sets on a retired policy's canonical path.
+pub const RETIRED_METADATA_KEYS: [&str; 5] = [
+    "rotor_retired_at",
+    "rotor_retired_by",
+    "rotor_retired_reason",
+    "rotor_retired_ticket",
+    "rotor_retired_version",
+];
+
+/// Longest custom-metadata value Vault accepts is 512 bytes; reasons are cut shorter
+/// there (the record keeps them whole).
+const MAX_METADATA_VALUE: usize = 480;
+
+/// How many earlier canonical versions are searched for the other account's last value
+/// (`alternating`).
+const OTHER_ACCOUNT_LOOKBACK: u64 = 50;
+
+/// Who asks to retire or enable a policy, and why.
+#[derive(Debug, Clone)]
+pub struct RetireRequest {
+    /// Who (user, API identity).
+    pub actor: String,
+    /// Why (required).
+    pub reason: Option<String>,
+    /// Ticket (required when the policy's `onDemand.requireTicket` is set).
+    pub ticket: Option<String>,
+}
+
+/// Where a policy's retirement stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetireState {
+    /// Steps are running (or a run was interrupted; the next one continues).
+    Retiring,
+    /// Every step done: the credential is refused, the consumers hold nothing.
+    Retired,
+    /// The retired credential was still accepted; the next run starts over.
+    Failed,
+    /// `rotor enable` is running (or was interrupted; the next one continues).
+    Enabling,
+    /// Enabled again; the record stays as history.
+    Enabled,
+}
+
+impl RetireState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetireState::Retiring => "retiring",
+            RetireState::Retired => "retired",
+            RetireState::Failed => "failed",
+            RetireState::Enabling => "enabling",
+            RetireState::Enabled => "enabled",
+        }
+    }
+
+    /// Whether rotations of the policy are refused in this state (all but `enabled`).
+    pub fn is_inactive(self) -> bool {
+        self != RetireState::Enabled
+    }
+}
+
+/// The steps of a retirement, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetireStep {
+    /// The credential is disabled on its target; sessions ended.
+    Disabled,
+    /// The consumers no longer hold what rotor pushed.
+    ConsumersRemoved,
+    /// The canonical copy is marked retired (custom metadata).
+    Marked,
+    /// The last credential was tried and refused.
+    Verified,
+}
+
+impl RetireStep {
+    /// Every step, in order.
+    pub const ALL: [RetireStep; 4] = [
+        RetireStep::Disabled,
+        RetireStep::ConsumersRemoved,
+        RetireStep::Marked,
+        RetireStep::Verified,
+    ];
+
+    /// The step's name as journaled.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetireStep::Disabled => "disabled",
+            RetireStep::ConsumersRemoved => "consumers_removed",
+            RetireStep::Marked => "marked",
+            RetireStep::Verified => "verified",
+        }
+    }
+
+    /// The crash-test failpoint name (`ROTOR_FAILPOINT=retire_disabled:effect`).
+    fn failpoint(self) -> &'static str {
+        match self {
+            RetireStep::Disabled => "retire_disabled",
+            RetireStep::ConsumersRemoved => "retire_consumers_removed",
+            RetireStep::Marked => "retire_marked",
+            RetireStep::Verified => "retire_verified",
+        }
+    }
+}
+
+/// One step's entry in the record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetireStepRecord {
+    /// Which step.
+    pub step: RetireStep,
+    /// How it went (`begun` until it ends).
+    pub outcome: StepOutcome,
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// When it ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Wall time in this process, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// What happened (never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// How many times it was begun.
+    pub attempts: u32,
+}
+
+/// What happened at one consumer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsumerRemoval {
+    /// The consumer, described (`kubernetes secret ns/name`).
+    pub consumer: String,
+    /// `removed` (was there, now gone, read back), `absent` (nothing was there),
+    /// `failed` (retried by the next run).
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// What was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `rotor enable`'s part of the record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enablement {
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// When the policy was enabled (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// What was lifted on the target's accounts (`LOGIN`, unlock, `on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<String>,
+    /// The rotation that made the credential work again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_id: Option<String>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A policy's retirement record (also the report `rotor retire` prints and the
+/// `policy_retired` audit event). Never holds a secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Retirement {
+    /// Policy name.
+    pub policy: String,
+    /// Credential kind.
+    pub kind: String,
+    /// Strategy.
+    pub strategy: String,
+    /// Where it stands.
+    pub state: RetireState,
+    /// Who retired it.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// Ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Canonical path `mount/path`.
+    pub canonical: String,
+    /// The canonical version holding the retired credential (kept, like every other).
+    pub canonical_version: u64,
+    /// HMAC fingerprint of the retired value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// The accounts disabled (password kinds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    /// A rotation left open that was finished (old credential revoked at once) first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_rotation: Option<String>,
+    /// When the retirement began (RFC 3339).
+    pub started_at: String,
+    /// When it was complete (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
+    /// Last write (RFC 3339).
+    pub updated_at: String,
+    /// How many runs worked on it (more than one after a crash or a failure).
+    pub runs: u32,
+    /// Steps so far, in order.
+    pub steps: Vec<RetireStepRecord>,
+    /// Per consumer.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerRemoval>,
+    /// The target's answers to the retired credential.
+    #[serde(default)]
+    pub verification: Vec<Verification>,
+    /// Why the last run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The enable, once asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enable: Option<Enablement>,
+}
+
+impl Retirement {
+    /// The step to run next: a begun one again, else the one after the last done.
+    fn next_step(&self) -> Option<RetireStep> {
+        match self.steps.last() {
+            None => Some(RetireStep::Disabled),
+            Some(r) if matches!(r.outcome, StepOutcome::Begun | StepOutcome::Failed) => {
+                Some(r.step)
+            }
+            Some(r) => RetireStep::ALL.iter().copied().find(|s| *s > r.step),
+        }
+    }
+}
+
+/// The result of [`Engine::enable`].
+#[derive(Debug, Clone, Serialize)]
+pub struct EnableOutcome {
+    /// The record, `enabled` on success.
+    pub record: Retirement,
+    /// The rotation that made the credential work again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationOutcome>,
+}
+
+impl EnableOutcome {
+    /// Enabled, and the rotation completed (or waits only for its grace period).
+    pub fn succeeded(&self) -> bool {
+        self.record.state == RetireState::Enabled
+            && self
+                .rotation
+                .as_ref()
+                .is_some_and(RotationOutcome::succeeded)
+    }
+}
+
+/// Reads and writes retirement records (check-and-set, like the journal).
+#[derive(Debug, Clone)]
+pub struct RetireStore {
+    vault: Vault,
+    mount: String,
+    prefix: String,
+}
+
+impl RetireStore {
+    /// Records under `<mount>/<prefix>/retired/`.
+    pub fn new(vault: Vault, mount: &str, prefix: &str) -> Self {
+        RetireStore {
+            vault,
+            mount: mount.to_owned(),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The record's path under the mount.
+    pub fn path(&self, policy: &str) -> String {
+        format!("{}/retired/{policy}", self.prefix)
+    }
+
+    /// The policy's record and its KV version (0: never written).
+    pub async fn load(&self, policy: &str) -> Result<(Option<Retirement>, u64), VaultError> {
+        let path = self.path(policy);
+        let Some(entry) = self.vault.kv_read_value(&self.mount, &path).await? else {
+            return Ok((None, 0));
+        };
+        let record = entry
+            .data
+            .get("retirement")
+            .cloned()
+            .map(serde_json::from_value::<Retirement>)
+            .transpose()
+            .map_err(|e| VaultError::Read {
+                mount: self.mount.clone(),
+                path: path.clone(),
+                detail: format!("the retirement record is unreadable: {e}"),
+            })?;
+        Ok((record, entry.version))
+    }
+
+    /// Writes `record` if the path is still at `version`; returns the new version.
+    pub async fn write(&self, record: &Retirement, version: u64) -> Result<u64, VaultError> {
+        let value = serde_json::to_value(record).map_err(|e| VaultError::Write {
+            mount: self.mount.clone(),
+            path: self.path(&record.policy),
+            detail: e.to_string(),
+        })?;
+        let mut data = Map::new();
+        data.insert("retirement".into(), value);
+        data.insert("state".into(), Value::String(record.state.as_str().into()));
+        self.vault
+            .kv_write_value(
+                &self.mount,
+                &self.path(&record.policy),
+                &data,
+                Some(version),
+            )
+            .await
+    }
+}
+
+/// Why a step failed.
+struct Failure {
+    message: String,
+    transient: bool,
+    /// The retired credential still works: the retirement failed (start over).
+    fatal: bool,
+}
+
+impl From<CredentialError> for Failure {
+    fn from(e: CredentialError) -> Self {
+        Failure {
+            transient: e.is_transient(),
+            message: crate::error_chain(&e),
+            fatal: false,
+        }
+    }
+}
+
+impl From<VaultError> for Failure {
+    fn from(e: VaultError) -> Self {
+        Failure {
+            transient: e.is_transient(),
+            message: crate::error_chain(&e),
+            fatal: false,
+        }
+    }
+}
+
+/// One retirement run.
+struct Run<'a> {
+    policy: &'a ValidatedPolicy,
+    credential: Credential,
+    record: Retirement,
+    version: u64,
+    current: SecretMap,
+}
+
+fn required(
+    policy: &ValidatedPolicy,
+    action: &'static str,
+    request: &RetireRequest,
+) -> Result<String, EngineError> {
+    let incomplete = |what| EngineError::RetireIncomplete {
+        policy: policy.name.clone(),
+        action,
+        what,
+    };
+    let reason = request
+        .reason
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| incomplete("a reason"))?;
+    if policy.spec.on_demand.require_ticket
+        && request
+            .ticket
+            .as_deref()
+            .is_none_or(|t| t.trim().is_empty())
+    {
+        return Err(incomplete("a ticket"));
+    }
+    Ok(reason.to_owned())
+}
+
+impl Engine {
+    /// The store of retirement records.
+    pub fn retirements(&self) -> RetireStore {
+        RetireStore::new(
+            self.vault.clone(),
+            &self.config.state_mount,
+            &self.config.state_prefix,
+        )
+    }
+
+    /// The policy's retirement record, in any state (`enabled` included), if any.
+    pub async fn retirement(&self, policy: &str) -> Result<Option<Retirement>, EngineError> {
+        Ok(self.retirements().load(policy).await?.0)
+    }
+
+    /// [`EngineError::Retired`] when the policy is retired (or being retired or enabled).
+    pub(super) async fn refuse_retired(&self, policy: &ValidatedPolicy) -> Result<(), EngineError> {
+        match self.retirement(&policy.name).await? {
+            Some(r) if r.state.is_inactive() => Err(EngineError::Retired {
+                policy: policy.name.clone(),
+                state: r.state.as_str(),
+                since: r.started_at,
+                actor: r.actor,
+                reason: r.reason,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Retires the policy's credential (see the module documentation), or continues a
+    /// retirement a crash interrupted. A policy already retired is returned as it is.
+    /// The returned record's `state` says how it ended: `retired` is success; `retiring`
+    /// (a step failed; the next run continues) and `failed` (the credential is still
+    /// accepted) are failures.
+    pub async fn retire(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RetireRequest,
+    ) -> Result<Retirement, EngineError> {
+        let reason = required(policy, "retiring", &request)?;
+        let span =
+            info_span!("retire", policy = %policy.name, kind = policy.spec.credential.kind());
+        async move {
+            let credential = Credential::prepare(&policy.spec.credential, &self.vault).await?;
+            credential.can_disable()?;
+            let store = self.retirements();
+            let (existing, version) = store.load(&policy.name).await?;
+            let (record, version) = match existing {
+                Some(r) if r.state == RetireState::Retired => {
+                    info!(since = %r.started_at, "The policy is retired already.");
+                    return Ok(r);
+                }
+                Some(mut r) if r.state == RetireState::Retiring => {
+                    info!(step = ?r.next_step(), "Continuing an interrupted retirement.");
+                    r.runs += 1;
+                    (r, version)
+                }
+                _ => {
+                    let record = self
+                        .plan_retirement(policy, &credential, request, reason)
+                        .await?;
+                    let version = store.write(&record, version).await?;
+                    (record, version)
+                }
+            };
+            let loc = &policy.spec.vault;
+            let current = self
+                .vault
+                .kv_read_version(&loc.mount, &loc.path, record.canonical_version)
+                .await?
+                .ok_or_else(|| EngineError::OldValueGone {
+                    rotation_id: format!("retirement of {}", policy.name),
+                    canonical: record.canonical.clone(),
+                    version: record.canonical_version,
+                })?
+                .data;
+            let mut run = Run {
+                policy,
+                credential,
+                record,
+                version,
+                current,
+            };
+            self.drive_retirement(&mut run).await?;
+            Ok(run.record)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// A fresh record: finishes a rotation left open first (revoking an old credential
+    /// still in its grace period now), reads the canonical version to retire.
+    async fn plan_retirement(
+        &self,
+        policy: &ValidatedPolicy,
+        credential: &Credential,
+        request: RetireRequest,
+        reason: String,
+    ) -> Result<Retirement, EngineError> {
+        let finished = self.resume_with(policy, true).await?;
+        if let Some(r) = &finished
+            && r.status.is_open()
+        {
+            return Err(EngineError::Pending {
+                policy: policy.name.clone(),
+                rotation_id: r.rotation_id.clone(),
+                status: r.status.as_str(),
+                step: r.next_step().map_or("none", super::Step::as_str),
+            });
+        }
+        let loc = &policy.spec.vault;
+        let current = self
+            .vault
+            .kv_read(&loc.mount, &loc.path)
+            .await?
+            .ok_or_else(|| EngineError::CanonicalMissing {
+                mount: loc.mount.clone(),
+                path: loc.path.clone(),
+                keys: policy.spec.credential.output_keys().join(", "),
+            })?;
+        let started = now();
+        info!(actor = %request.actor, version = current.version, "Retirement planned.");
+        Ok(Retirement {
+            policy: policy.name.clone(),
+            kind: policy.spec.credential.kind().to_owned(),
+            strategy: policy.spec.credential.strategy().as_str().to_owned(),
+            state: RetireState::Retiring,
+            actor: request.actor,
+            reason,
+            ticket: request.ticket.filter(|t| !t.trim().is_empty()),
+            canonical: format!("{}/{}", loc.mount, loc.path),
+            canonical_version: current.version,
+            fingerprint: Some(self.fingerprints.fingerprint_map(&current.data)),
+            accounts: credential.accounts(),
+            finished_rotation: finished.map(|r| r.rotation_id),
+            started_at: started.clone(),
+            retired_at: None,
+            updated_at: started,
+            runs: 1,
+            steps: Vec::new(),
+            consumers: Vec::new(),
+            verification: Vec::new(),
+            error: None,
+            enable: None,
+        })
+    }
+
+    async fn write_retirement(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        run.record.updated_at = now();
+        run.version = self.retirements().write(&run.record, run.version).await?;
+        Ok(())
+    }
+
+    async fn drive_retirement(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        while let Some(step) = run.record.next_step() {
+            match run.record.steps.last_mut() {
+                Some(rec) if rec.step == step && rec.outcome != StepOutcome::Ok => {
+                    rec.outcome = StepOutcome::Begun;
+                    rec.attempts += 1;
+                    rec.started_at = now();
+                    rec.finished_at = None;
+                }
+                _ => run.record.steps.push(RetireStepRecord {
+                    step,
+                    outcome: StepOutcome::Begun,
+                    started_at: now(),
+                    finished_at: None,
+                    duration_ms: None,
+                    detail: None,
+                    attempts: 1,
+                }),
+            }
+            // Journaled before the side effect.
+            self.write_retirement(run).await?;
+            failpoint::hit_at(step.failpoint(), Moment::Begun);
+            let clock = Instant::now();
+            let result = self.retire_step_with_retries(step, run).await;
+            failpoint::hit_at(step.failpoint(), Moment::Effect);
+            let rec = run
+                .record
+                .steps
+                .last_mut()
+                .expect("a step record was pushed above");
+            rec.finished_at = Some(now());
+            rec.duration_ms = Some(clock.elapsed().as_secs_f64() * 1000.0);
+            match result {
+                Ok(detail) => {
+                    rec.outcome = StepOutcome::Ok;
+                    rec.detail = Some(detail);
+                    run.record.error = None;
+                }
+                Err(failure) => {
+                    rec.outcome = StepOutcome::Failed;
+                    rec.detail = Some(failure.message.clone());
+                    run.record.error = Some(format!("{}: {}", step.as_str(), failure.message));
+                    if failure.fatal {
+                        error!(step = step.as_str(), error = %failure.message, "Retirement failed: the retired credential still works.");
+                        run.record.state = RetireState::Failed;
+                    } else {
+                        warn!(step = step.as_str(), error = %failure.message, "Retirement step failed; the next run continues from it.");
+                    }
+                    self.write_retirement(run).await?;
+                    return Ok(());
+                }
+            }
+            self.write_retirement(run).await?;
+            failpoint::hit_at(step.failpoint(), Moment::Done);
+            info!(step = step.as_str(), "Retirement step done.");
+        }
+        run.record.state = RetireState::Retired;
+        run.record.retired_at = Some(now());
+        self.write_retirement(run).await?;
+        info!(actor = %run.record.actor, "Policy retired: the credential is refused and the consumers hold nothing.");
+        Ok(())
+    }
+
+    async fn retire_step_with_retries(
+        &self,
+        step: RetireStep,
+        run: &mut Run<'_>,
+    ) -> Result<String, Failure> {
+        let mut attempt = 0;
+        loop {
+            match self.retire_step(step, run).await {
+                Err(f) if f.transient && attempt < self.config.retries => {
+                    let base = self.config.retry_base.as_millis() as u64 * (1 << attempt);
+                    let jitter = rand::rng().random_range(0..=base / 2);
+                    warn!(step = step.as_str(), attempt, error = %f.message, "Transient failure; retrying.");
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn retire_step(&self, step: RetireStep, run: &mut Run<'_>) -> Result<String, Failure> {
+        match step {
+            RetireStep::Disabled => Ok(run.credential.disable(&run.current).await?),
+            RetireStep::ConsumersRemoved => self.remove_consumers(run).await,
+            RetireStep::Marked => self.mark_canonical(run).await,
+            RetireStep::Verified => self.prove_refused(run).await,
+        }
+    }
+
+    async fn remove_consumers(&self, run: &mut Run<'_>) -> Result<String, Failure> {
+        let previous = std::mem::take(&mut run.record.consumers);
+        let mut records = Vec::with_capacity(run.policy.spec.consumers.len());
+        let mut failed = Vec::new();
+        let mut transient = true;
+        for (i, spec) in run.policy.spec.consumers.iter().enumerate() {
+            let consumer = spec.describe();
+            let before = previous.get(i).filter(|r| r.consumer == consumer);
+            if let Some(done) = before.filter(|r| r.state != "failed") {
+                records.push(done.clone());
+                continue;
+            }
+            let attempts = before.map_or(0, |r| r.attempts) + 1;
+            match self.consumers.remove(spec, &self.vault).await {
+                Ok(o) => records.push(ConsumerRemoval {
+                    consumer,
+                    state: if o.removed { "removed" } else { "absent" }.into(),
+                    attempts,
+                    detail: Some(o.detail),
+                    error: None,
+                }),
+                Err(e) => {
+                    transient &= e.is_transient();
+                    let message = crate::error_chain(&e);
+                    warn!(consumer = %consumer, kind = e.kind(), error = %message, "Removing from a consumer failed.");
+                    failed.push(consumer.clone());
+                    records.push(ConsumerRemoval {
+                        consumer,
+                        state: "failed".into(),
+                        attempts,
+                        detail: None,
+                        error: Some(message),
+                    });
+                }
+            }
+        }
+        let count = records.len();
+        run.record.consumers = records;
+        if failed.is_empty() {
+            Ok(format!(
+                "{count} consumer(s) no longer hold the credential (read back)"
+            ))
+        } else {
+            Err(Failure {
+                message: format!(
+                    "{} of {count} consumer(s) still hold it: {}",
+                    failed.len(),
+                    failed.join("; ")
+                ),
+                transient,
+                fatal: false,
+            })
+        }
+    }
+
+    /// Sets rotor's retired marks in the canonical path's custom metadata (other keys
+    /// kept) and reports how many versions Vault keeps.
+    async fn mark_canonical(&self, run: &mut Run<'_>) -> Result<String, Failure> {
+        let r = &run.record;
+        let mut marks = BTreeMap::from([
+            ("rotor_retired_at", r.started_at.clone()),
+            ("rotor_retired_by", cut(&r.actor)),
+            ("rotor_retired_reason", cut(&r.reason)),
+            ("rotor_retired_version", r.canonical_version.to_string()),
+        ]);
+        if let Some(t) = &r.ticket {
+            marks.insert("rotor_retired_ticket", cut(t));
+        }
+        let loc = &run.policy.spec.vault;
+        let (mut metadata, versions) = self.canonical_metadata(&loc.mount, &loc.path).await?;
+        metadata.retain(|k, _| !RETIRED_METADATA_KEYS.contains(&k.as_str()));
+        for (k, v) in marks {
+            metadata.insert(k.to_owned(), Value::String(v));
+        }
+        self.set_custom_metadata(&loc.mount, &loc.path, metadata)
+            .await?;
+        let (read_back, _) = self.canonical_metadata(&loc.mount, &loc.path).await?;
+        if read_back.get("rotor_retired_at").and_then(Value::as_str) != Some(&r.started_at) {
+            return Err(Failure {
+                message: format!(
+                    "{}: the retired marks did not read back from its metadata",
+                    r.canonical
+                ),
+                transient: true,
+                fatal: false,
+            });
+        }
+        Ok(format!(
+            "{} marked retired in its custom metadata (rotor_retired_*); {versions}",
+            r.canonical
+        ))
+    }
+
+    /// The path's custom metadata and a summary of its versions
+    /// (`GET <mount>/metadata/<path>`).
+    async fn canonical_metadata(
+        &self,
+        mount: &str,
+        path: &str,
+    ) -> Result<(Map<String, Value>, String), VaultError> {
+        let meta = self
+            .vault
+            .request_ok(
+                reqwest::Method::GET,
+                &format!("{mount}/metadata/{path}"),
+                None,
+                AuthAs::Rotor,
+            )
+            .await?
+            .json();
+        let data = &meta["data"];
+        let custom = data["custom_metadata"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let versions = data["versions"].as_object();
+        let total = versions.map_or(0, Map::len);
+        let destroyed = versions.map_or(0, |v| {
+            v.values()
+                .filter(|x| x["destroyed"].as_bool() == Some(true))
+                .count()
+        });
+        let deleted = versions.map_or(0, |v| {
+            v.values()
+                .filter(|x| x["deletion_time"].as_str().is_some_and(|t| !t.is_empty()))
+                .count()
+        });
+        Ok((
+            custom,
+            format!(
+                "{total} version(s) kept (current {}; destroyed {destroyed}, deleted {deleted}, none by rotor)",
+                data["current_version"].as_u64().unwrap_or(0)
+            ),
+        ))
+    }
+
+    /// `POST <mount>/metadata/<path>` with `custom_metadata` only (Vault keeps the
+    /// path's other settings).
+    async fn set_custom_metadata(
+        &self,
+        mount: &str,
+        path: &str,
+        custom: Map<String, Value>,
+    ) -> Result<(), VaultError> {
+        let body = serde_json::json!({ "custom_metadata": custom });
+        self.vault
+            .request_ok(
+                reqwest::Method::POST,
+                &format!("{mount}/metadata/{path}"),
+                Some(&body),
+                AuthAs::Rotor,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes rotor's retired marks from the canonical path's custom metadata.
+    async fn unmark_canonical(&self, policy: &ValidatedPolicy) -> Result<(), VaultError> {
+        let loc = &policy.spec.vault;
+        let (mut metadata, _) = self.canonical_metadata(&loc.mount, &loc.path).await?;
+        if !metadata
+            .keys()
+            .any(|k| RETIRED_METADATA_KEYS.contains(&k.as_str()))
+        {
+            return Ok(());
+        }
+        metadata.retain(|k, _| !RETIRED_METADATA_KEYS.contains(&k.as_str()));
+        self.set_custom_metadata(&loc.mount, &loc.path, metadata)
+            .await
+    }
+
+    /// Tries the retired credential (and, for `alternating`, the other account's last
+    /// known password) against the target: each must be refused.
+    async fn prove_refused(&self, run: &mut Run<'_>) -> Result<String, Failure> {
+        let mut probes = vec![("retired_credential_rejected", run.current.clone())];
+        if let Some(other) = run.credential.other_account(&run.current)
+            && let Some(value) = self.last_value_of(run, &other).await?
+        {
+            probes.push(("other_account_rejected", value));
+        }
+        let mut notes = Vec::new();
+        let mut still = Vec::new();
+        let mut unproven = Vec::new();
+        for (check, value) in probes {
+            let outcome = run.credential.login(&value).await?;
+            let evidence = outcome.evidence();
+            let who = value.expose("username").map(str::to_owned);
+            run.record.verification.push(Verification {
+                check: check.into(),
+                passed: matches!(outcome, AuthOutcome::Rejected { .. }),
+                evidence: evidence.clone(),
+                at: now(),
+            });
+            let label = who.map_or_else(|| check.to_owned(), |u| format!("{check} ({u})"));
+            match outcome {
+                AuthOutcome::Rejected { .. } => notes.push(format!("{label}: {evidence}")),
+                AuthOutcome::Accepted => still.push(label),
+                AuthOutcome::Unreachable { reason } => unproven.push(format!("{label}: {reason}")),
+            }
+        }
+        if !still.is_empty() {
+            return Err(Failure {
+                message: format!(
+                    "the retired credential is still accepted by the target ({})",
+                    still.join(", ")
+                ),
+                transient: false,
+                fatal: true,
+            });
+        }
+        if !unproven.is_empty() {
+            return Err(Failure {
+                message: format!(
+                    "could not prove the retired credential is refused: {}",
+                    unproven.join("; ")
+                ),
+                transient: true,
+                fatal: false,
+            });
+        }
+        Ok(notes.join("; "))
+    }
+
+    /// The latest canonical version before the retired one that names `account`.
+    async fn last_value_of(
+        &self,
+        run: &Run<'_>,
+        account: &str,
+    ) -> Result<Option<SecretMap>, Failure> {
+        let loc = &run.policy.spec.vault;
+        let newest = run.record.canonical_version;
+        for v in (newest.saturating_sub(OTHER_ACCOUNT_LOOKBACK).max(1)..newest).rev() {
+            if let Some(entry) = self.vault.kv_read_version(&loc.mount, &loc.path, v).await?
+                && entry.data.expose("username") == Some(account)
+            {
+                return Ok(Some(entry.data));
+            }
+        }
+        info!(
+            account,
+            "No earlier canonical version names the other account; its password was never handed out."
+        );
+        Ok(None)
+    }
+
+    /// Enables a retired policy again: lifts the account flags, runs a rotation (whose
+    /// test and verification prove the new value works and the retired one is still
+    /// refused, and whose propagation writes the consumers again), clears the canonical
+    /// copy's marks and records `enabled`. A rotation that does not reach promote leaves
+    /// the policy retired (the target is disabled again). Continues an interrupted
+    /// enable, reusing a rotation it already promoted.
+    pub async fn enable(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RetireRequest,
+    ) -> Result<EnableOutcome, EngineError> {
+        let reason = required(policy, "enabling", &request)?;
+        let span =
+            info_span!("enable", policy = %policy.name, kind = policy.spec.credential.kind());
+        async move {
+            let store = self.retirements();
+            let (existing, mut version) = store.load(&policy.name).await?;
+            let Some(mut record) = existing.filter(|r| r.state.is_inactive()) else {
+                return Err(EngineError::NotRetired {
+                    policy: policy.name.clone(),
+                });
+            };
+            let credential = Credential::prepare(&policy.spec.credential, &self.vault).await?;
+            credential.can_disable()?;
+            if record.state != RetireState::Enabling || record.enable.is_none() {
+                record.state = RetireState::Enabling;
+                record.enable = Some(Enablement {
+                    actor: request.actor.clone(),
+                    reason: reason.clone(),
+                    ticket: request.ticket.clone().filter(|t| !t.trim().is_empty()),
+                    started_at: now(),
+                    finished_at: None,
+                    accounts: None,
+                    rotation_id: None,
+                    error: None,
+                });
+                record.updated_at = now();
+                version = store.write(&record, version).await?;
+            }
+            let started = record
+                .enable
+                .as_ref()
+                .map(|e| e.started_at.clone())
+                .unwrap_or_default();
+            failpoint::hit_at("enable", Moment::Begun);
+
+            // The account flags first; no password works until the rotation sets one.
+            match credential.reenable().await {
+                Ok(accounts) => {
+                    if let Some(e) = record.enable.as_mut() {
+                        e.accounts = accounts;
+                    }
+                }
+                Err(e) => {
+                    let text = crate::error_chain(&e);
+                    self.enable_failed(policy, &credential, &mut record, &mut version, text)
+                        .await?;
+                    return Ok(EnableOutcome {
+                        record,
+                        rotation: None,
+                    });
+                }
+            }
+
+            // A rotation this enable already promoted (before a crash) is reused.
+            let (last, _) = self.journal.load(&policy.name).await?;
+            let outcome =
+                match last.filter(|r| r.started_at >= started && r.promoted_version.is_some()) {
+                    Some(r) if r.status.is_open() => RotationOutcome {
+                        resumed: None,
+                        rotation: Some(self.resume(policy).await?.unwrap_or(r)),
+                    },
+                    Some(r) => RotationOutcome {
+                        resumed: None,
+                        rotation: Some(r),
+                    },
+                    None => {
+                        let rotation = RotationRequest {
+                            trigger: Trigger::OnDemand,
+                            actor: request.actor.clone(),
+                            reason: Some(format!("enable after retirement: {reason}")),
+                            ticket: request.ticket.clone(),
+                            ..Default::default()
+                        };
+                        match self.rotate_unchecked(policy, rotation).await {
+                            Ok(o) => o,
+                            Err(e) => {
+                                let text = crate::error_chain(&e);
+                                self.enable_failed(
+                                    policy,
+                                    &credential,
+                                    &mut record,
+                                    &mut version,
+                                    text,
+                                )
+                                .await?;
+                                return Err(e);
+                            }
+                        }
+                    }
+                };
+            let rotation = outcome.rotation.as_ref();
+            if let Some(e) = record.enable.as_mut() {
+                e.rotation_id = rotation.map(|r| r.rotation_id.clone());
+            }
+            if rotation.is_none_or(|r| r.promoted_version.is_none()) {
+                let why = rotation
+                    .and_then(|r| r.error.clone())
+                    .unwrap_or_else(|| "the rotation did not reach promote".into());
+                self.enable_failed(policy, &credential, &mut record, &mut version, why)
+                    .await?;
+                return Ok(EnableOutcome {
+                    record,
+                    rotation: Some(outcome),
+                });
+            }
+            self.unmark_canonical(policy).await?;
+            record.state = RetireState::Enabled;
+            record.error = None;
+            if let Some(e) = record.enable.as_mut() {
+                e.finished_at = Some(now());
+                e.error = None;
+            }
+            record.updated_at = now();
+            store.write(&record, version).await?;
+            info!(actor = %request.actor, "Policy enabled again; the new credential works.");
+            Ok(EnableOutcome {
+                record,
+                rotation: Some(outcome),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// An enable that did not reach a working credential: the target is disabled again
+    /// (a `single` rollback restored the retired password) and the policy stays retired.
+    async fn enable_failed(
+        &self,
+        policy: &ValidatedPolicy,
+        credential: &Credential,
+        record: &mut Retirement,
+        version: &mut u64,
+        why: String,
+    ) -> Result<(), EngineError> {
+        error!(error = %why, "Enabling failed; the policy stays retired.");
+        let loc = &policy.spec.vault;
+        let mut note = why;
+        match self.vault.kv_read(&loc.mount, &loc.path).await? {
+            Some(current) => {
+                if let Err(e) = credential.disable(&current.data).await {
+                    let e = crate::error_chain(&e);
+                    error!(error = %e, "Disabling the credential again failed; retire the policy again.");
+                    note = format!("{note}; disabling it again failed: {e}");
+                }
+            }
+            None => note = format!("{note}; the canonical copy is gone"),
+        }
+        record.state = RetireState::Retired;
+        if let Some(e) = record.enable.as_mut() {
+            e.error = Some(note.clone());
+        }
+        record.error = Some(format!("enable: {note}"));
+        record.updated_at = now();
+        *version = self.retirements().write(record, *version).await?;
+        Ok(())
+    }
+}
+
+/// `text` cut to what a custom-metadata value may hold.
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_METADATA_VALUE {
+        return text.to_owned();
+    }
+    let mut end = MAX_METADATA_VALUE;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(steps: &[(RetireStep, StepOutcome)]) -> Retirement {
+        Retirement {
+            policy: "p".into(),
+            kind: "postgres".into(),
+            strategy: "single".into(),
+            state: RetireState::Retiring,
+            actor: "a".into(),
+            reason: "r".into(),
+            ticket: None,
+            canonical: "secret/x".into(),
+            canonical_version: 3,
+            fingerprint: None,
+            accounts: Vec::new(),
+            finished_rotation: None,
+            started_at: "t".into(),
+            retired_at: None,
+            updated_at: "t".into(),
+            runs: 1,
+            steps: steps
+                .iter()
+                .map(|(step, outcome)| RetireStepRecord {
+                    step: *step,
+                    outcome: *outcome,
+                    started_at: "t".into(),
+                    finished_at: None,
+                    duration_ms: None,
+                    detail: None,
+                    attempts: 1,
+                })
+                .collect(),
+            consumers: Vec::new(),
+            verification: Vec::new(),
+            error: None,
+            enable: None,
+        }
+    }
+
+    #[test]
+    fn next_step_repeats_a_begun_or_failed_step_and_moves_past_done_ones() {
+        use RetireStep::*;
+        use StepOutcome::*;
+        assert_eq!(record(&[]).next_step(), Some(Disabled));
+        assert_eq!(record(&[(Disabled, Begun)]).next_step(), Some(Disabled));
+        assert_eq!(
+            record(&[(Disabled, Ok)]).next_step(),
+            Some(ConsumersRemoved)
+        );
+        assert_eq!(
+            record(&[(Disabled, Ok), (ConsumersRemoved, Failed)]).next_step(),
+            Some(ConsumersRemoved)
+        );
+        assert_eq!(
+            record(&[
+                (Disabled, Ok),
+                (ConsumersRemoved, Ok),
+                (Marked, Ok),
+                (Verified, Ok)
+            ])
+            .next_step(),
+            None
+        );
+    }
+
+    #[test]
+    fn only_enabled_is_active() {
+        for s in [
+            RetireState::Retiring,
+            RetireState::Retired,
+            RetireState::Failed,
+            RetireState::Enabling,
+        ] {
+            assert!(s.is_inactive(), "{}", s.as_str());
+        }
+        assert!(!RetireState::Enabled.is_inactive());
+    }
+
+    #[test]
+    fn metadata_values_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(400);
+        let c = cut(&long);
+        assert!(c.len() <= MAX_METADATA_VALUE + "…".len());
+        assert!(c.ends_with('…'));
+    }
+}

@@ -1,0 +1,170 @@
+//! `GET /v1/requests/{id}` and `POST /v1/requests/{id}/approve`: four-eyes approval of
+//! on-demand rotations (see [`crate::agent::approval`]).
+//!
+//! Both are authenticated, rate-limited and audited like every `/v1` request. A request
+//! is visible to identities granted its policy. An approval is accepted from an
+//! identity granted the policy and listed in its `approvers` (by name or group), never
+//! from the requester; the agent answers 410 with `reason` `expired`, `superseded` or
+//! `used` once the request can no longer be approved.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{
+    App, Caller, Denial, MAX_REASON_LEN, Outcome, RequestAudit, audit_unavailable, given,
+    granted_policy, invalid, too_long,
+};
+use crate::agent::{ApprovalCaller, ApprovalRecord};
+
+/// The request `id`, when it exists and the caller is granted its policy.
+async fn visible_request(app: &App, caller: &Caller, id: &str) -> Result<ApprovalRecord, Denial> {
+    let not_found = || {
+        Denial::new(
+            StatusCode::NOT_FOUND,
+            Outcome::NotFound,
+            format!("no request {id}"),
+        )
+    };
+    let record = app
+        .control
+        .approval_request(id)
+        .await
+        .map_err(|e| Denial::from_control(&e))?
+        .ok_or_else(not_found)?;
+    let labels = app
+        .control
+        .policy_meta(&record.policy)
+        .map(|m| m.labels)
+        .unwrap_or_default();
+    if caller.identity.may_access(&record.policy, &labels) {
+        Ok(record)
+    } else {
+        // Like rotations: the caller is not told which policy it is about.
+        Err(Denial::new(
+            StatusCode::FORBIDDEN,
+            Outcome::Forbidden,
+            format!("identity {} may not see request {id}", caller.identity.name),
+        ))
+    }
+}
+
+pub(super) async fn get_request(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let mut record = RequestAudit::new(&method, &uri, remote);
+    let caller = match app.caller(&headers, &mut record).await {
+        Ok(c) => c,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    let request = match visible_request(&app, &caller, &id).await {
+        Ok(r) => r,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    record.policy = Some(request.policy.clone());
+    record.rotation_id = request.rotation_id.clone();
+    let detail = format!("read approval request {id} ({})", request.state.as_str());
+    app.serve_audited(record, detail, axum::Json(request).into_response())
+        .await
+}
+
+/// The body of `POST /v1/requests/{id}/approve`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproveBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub(super) async fn approve(
+    State(app): State<Arc<App>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut record = RequestAudit::new(&method, &uri, remote);
+    let caller = match app.caller(&headers, &mut record).await {
+        Ok(c) => c,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    let parsed: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ApproveBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                let d = invalid(format!(
+                    "the body must be JSON {{\"reason\": string?}}: {e}"
+                ));
+                return app.refuse(record, d).await;
+            }
+        }
+    };
+    let reason = given(parsed.reason);
+    record.reason = reason.clone();
+    if let Some(d) = too_long(reason.as_deref(), MAX_REASON_LEN, "reason") {
+        record.reason = None;
+        return app.refuse(record, d).await;
+    }
+    let request = match visible_request(&app, &caller, &id).await {
+        Ok(r) => r,
+        Err(d) => return app.refuse(record, d).await,
+    };
+    record.policy = Some(request.policy.clone());
+    // Granted the policy by name or labels, as for a rotation of it.
+    if let Err(d) = granted_policy(&app, &caller, &request.policy) {
+        return app.refuse(record, d).await;
+    }
+
+    // Fail closed: the approval is not recorded unless this record is written.
+    let mut authorized = record.clone();
+    authorized.status = StatusCode::OK.as_u16();
+    authorized.outcome = Outcome::Authorized;
+    authorized.detail = format!("approval of request {id} requested");
+    if let Err(error) = app.audit(authorized).await {
+        tracing::error!(request = %id, error = %error, "Writing the audit record of an approval failed; the approval was not recorded.");
+        return audit_unavailable().response();
+    }
+
+    let who = ApprovalCaller {
+        name: caller.identity.name.clone(),
+        actor: caller.identity.actor(),
+        groups: caller.identity.groups.clone(),
+    };
+    match app.control.approve(&id, &who, reason.as_deref()).await {
+        Ok(accepted) => {
+            record.rotation_id = accepted.rotation_id.clone();
+            record.status = StatusCode::OK.as_u16();
+            record.outcome = Outcome::Allowed;
+            record.detail = format!(
+                "approval of request {id} recorded ({} of {}); {}",
+                accepted.approvals.unwrap_or_default(),
+                accepted.required.unwrap_or_default(),
+                if accepted.state == "pending_approval" {
+                    "waiting for more approvals".to_owned()
+                } else {
+                    format!("rotation {}", accepted.state)
+                }
+            );
+            if let Err(error) = app.audit(record).await {
+                // The approval is already recorded: say so, and log the lost record.
+                tracing::error!(request = %id, error = %error, "Writing the audit record of an approval failed.");
+            }
+            (StatusCode::OK, axum::Json(accepted)).into_response()
+        }
+        Err(e) => app.refuse(record, Denial::from_control(&e)).await,
+    }
+}

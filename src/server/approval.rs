@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::{
     App, Caller, Denial, MAX_REASON_LEN, Outcome, RequestAudit, audit_unavailable, given,
-    granted_policy, invalid, too_long,
+    granted_policy, json_body, too_long,
 };
 use crate::agent::{ApprovalCaller, ApprovalRecord};
 
@@ -100,18 +100,9 @@ pub(super) async fn approve(
         Ok(c) => c,
         Err(d) => return app.refuse(record, d).await,
     };
-    let parsed: ApproveBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ApproveBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                let d = invalid(format!(
-                    "the body must be JSON {{\"reason\": string?}}: {e}"
-                ));
-                return app.refuse(record, d).await;
-            }
-        }
+    let parsed: ApproveBody = match json_body(&body, "{\"reason\": string?}") {
+        Ok(b) => b,
+        Err(d) => return app.refuse(record, d).await,
     };
     let reason = given(parsed.reason);
     record.reason = reason.clone();

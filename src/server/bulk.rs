@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     App, Denial, MAX_REASON_LEN, MAX_TICKET_LEN, Outcome, RequestAudit, audit_unavailable, given,
-    invalid, too_long,
+    invalid, json_body, too_long,
 };
 use crate::engine::{RotationRequest, Trigger};
 
@@ -114,14 +114,12 @@ pub(super) async fn rotate_selected(
         Ok(c) => c,
         Err(d) => return app.refuse(record, d).await,
     };
-    let parsed: BulkBody = match serde_json::from_slice(&body) {
+    let parsed: BulkBody = match json_body(
+        &body,
+        "{\"selector\": {label: value}, \"reason\": string?, \"ticket\": string?, \"compromise\": bool?}",
+    ) {
         Ok(b) => b,
-        Err(e) => {
-            let d = invalid(format!(
-                "the body must be JSON {{\"selector\": {{label: value}}, \"reason\": string?, \"ticket\": string?, \"compromise\": bool?}}: {e}"
-            ));
-            return app.refuse(record, d).await;
-        }
+        Err(d) => return app.refuse(record, d).await,
     };
     let compromise = parsed.compromise.unwrap_or(false);
     let trigger = if compromise {

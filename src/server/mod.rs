@@ -570,6 +570,18 @@ fn invalid(message: String) -> Denial {
     Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, message)
 }
 
+/// The JSON body of a request: its type's default when the body is empty, a 400
+/// naming the expected `shape` when it does not parse.
+fn json_body<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+    shape: &str,
+) -> Result<T, Denial> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| invalid(format!("the body must be JSON {shape}: {e}")))
+}
+
 /// A 400 when `text` is longer than `max` characters.
 fn too_long(text: Option<&str>, max: usize, what: &str) -> Option<Denial> {
     text.filter(|t| t.chars().count() > max)
@@ -620,18 +632,12 @@ async fn rotate(
         Err(d) => return app.refuse(record, d).await,
     };
 
-    let parsed: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                let d = invalid(format!(
-                    "the body must be JSON {{\"reason\": string?, \"ticket\": string?, \"compromise\": bool?}}: {e}"
-                ));
-                return app.refuse(record, d).await;
-            }
-        }
+    let parsed: RotateBody = match json_body(
+        &body,
+        "{\"reason\": string?, \"ticket\": string?, \"compromise\": bool?}",
+    ) {
+        Ok(b) => b,
+        Err(d) => return app.refuse(record, d).await,
     };
     let compromise = parsed.compromise.unwrap_or(false);
     let trigger = if compromise {
@@ -745,16 +751,9 @@ async fn release(
         Err(d) => return app.refuse(record, d).await,
     };
 
-    let parsed: ReleaseBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ReleaseBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                let d = invalid(format!("the body must be JSON {{\"reason\": string}}: {e}"));
-                return app.refuse(record, d).await;
-            }
-        }
+    let parsed: ReleaseBody = match json_body(&body, "{\"reason\": string}") {
+        Ok(b) => b,
+        Err(d) => return app.refuse(record, d).await,
     };
     let reason = given(parsed.reason);
     record.reason = reason.clone();

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::{
     App, Denial, MAX_REASON_LEN, MAX_TICKET_LEN, Outcome, RequestAudit, audit_unavailable, given,
-    granted_policy, invalid, too_long,
+    granted_policy, invalid, json_body, too_long,
 };
 use crate::engine::{RetireRequest, RetireState};
 
@@ -114,18 +114,9 @@ async fn handle(
         Ok(c) => c,
         Err(d) => return app.refuse(record, d).await,
     };
-    let parsed: Body = if body.iter().all(u8::is_ascii_whitespace) {
-        Body::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                let d = invalid(format!(
-                    "the body must be JSON {{\"reason\": string, \"ticket\": string?}}: {e}"
-                ));
-                return app.refuse(record, d).await;
-            }
-        }
+    let parsed: Body = match json_body(&body, "{\"reason\": string, \"ticket\": string?}") {
+        Ok(b) => b,
+        Err(d) => return app.refuse(record, d).await,
     };
     let reason = given(parsed.reason);
     let ticket = given(parsed.ticket);

@@ -139,30 +139,32 @@ struct Seen {
     path: String,
 }
 
-/// Loads already-read sources.
-pub(crate) fn load_sources(
-    sources: Vec<(PathBuf, std::io::Result<String>)>,
-) -> Result<PolicySet, LoadErrors> {
-    let mut errors = Vec::new();
-    // Most files hold one policy: room for all up front saves copying them as it grows.
-    let mut policies: Vec<ValidatedPolicy> = Vec::with_capacity(sources.len());
-    let mut names: Vec<Seen> = Vec::new();
-    let mut vaults: Vec<Seen> = Vec::new();
-    let mut cascades: Vec<(String, Seen)> = Vec::new();
-    for (file, text) in sources {
+/// What loading some files produced, in file order.
+#[derive(Default)]
+struct Loaded {
+    errors: Vec<PolicyError>,
+    policies: Vec<ValidatedPolicy>,
+    names: Vec<Seen>,
+    vaults: Vec<Seen>,
+    cascades: Vec<(String, Seen)>,
+}
+
+impl Loaded {
+    /// Parses and validates one file's documents.
+    fn file(&mut self, file: PathBuf, text: std::io::Result<String>) {
         let text = match text {
             Ok(t) => t,
             Err(e) => {
-                errors.push(file_error(
+                self.errors.push(file_error(
                     &file,
                     format!("found an unreadable file ({e}), expected a UTF-8 policy file"),
                 ));
-                continue;
+                return;
             }
         };
         for doc in parse_documents(&text) {
             for e in doc.errors {
-                errors.push(to_policy_error(
+                self.errors.push(to_policy_error(
                     &file,
                     DeError::at(e.pos, &e.path, e.message),
                 ));
@@ -189,7 +191,7 @@ pub(crate) fn load_sources(
                 policy = validate_policy(raw, &file, &mut v);
                 doc_errors.extend(v.errors);
                 if let Some(m) = raw.metadata.0.as_ref() {
-                    names.push(Seen {
+                    self.names.push(Seen {
                         name: m.name.value.clone(),
                         file: file.clone(),
                         pos: m.name.pos,
@@ -199,7 +201,7 @@ pub(crate) fn load_sources(
                 if let (Some(p), Some(spec)) = (&policy, raw.spec.0.as_ref())
                     && let Some(vault) = spec.vault.0.as_ref()
                 {
-                    vaults.push(Seen {
+                    self.vaults.push(Seen {
                         name: format!("{}/{}", p.spec.vault.mount, p.spec.vault.path),
                         file: file.clone(),
                         pos: vault.value.path.pos,
@@ -209,7 +211,7 @@ pub(crate) fn load_sources(
             }
             if let (Some(p), Some(spec)) = (&policy, raw.as_ref().and_then(|r| r.spec.0.as_ref())) {
                 for c in spec.cascade.iter().flatten() {
-                    cascades.push((
+                    self.cascades.push((
                         p.name.clone(),
                         Seen {
                             name: c.value.clone(),
@@ -221,9 +223,9 @@ pub(crate) fn load_sources(
                 }
             }
             if doc_errors.is_empty() {
-                policies.extend(policy);
+                self.policies.extend(policy);
             }
-            errors.extend(
+            self.errors.extend(
                 doc_errors
                     .into_iter()
                     .filter(|e| !e.reported)
@@ -231,6 +233,102 @@ pub(crate) fn load_sources(
             );
         }
     }
+
+    /// Appends `other`, which came from later files.
+    fn append(&mut self, other: Loaded) {
+        self.errors.extend(other.errors);
+        self.policies.extend(other.policies);
+        self.names.extend(other.names);
+        self.vaults.extend(other.vaults);
+        self.cascades.extend(other.cascades);
+    }
+}
+
+/// A file and what reading it gave.
+type Source = (PathBuf, std::io::Result<String>);
+
+/// Files loaded at most per thread before loading is split across threads.
+const FILES_PER_THREAD: usize = 128;
+
+/// Parses and validates `sources` (independent files) on up to one thread per core,
+/// returning each part in file order: with thousands of policies, YAML parsing is most
+/// of `validate`, `plan` and an agent's start-up and reloads.
+fn load_parallel(sources: Vec<Source>) -> Vec<Loaded> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(sources.len() / FILES_PER_THREAD).clamp(1, 8);
+    let load = |chunk: Vec<Source>| {
+        let mut part = Loaded::default();
+        for (file, text) in chunk {
+            part.file(file, text);
+        }
+        part
+    };
+    if threads == 1 {
+        return vec![load(sources)];
+    }
+    let per = sources.len().div_ceil(threads);
+    let mut chunks = Vec::with_capacity(threads);
+    let mut rest = sources;
+    while rest.len() > per {
+        let tail = rest.split_off(per);
+        chunks.push(rest);
+        rest = tail;
+    }
+    chunks.push(rest);
+    // Each chunk waits in a slot its thread takes it from; a thread that cannot be
+    // started leaves its slot to this one.
+    let slots: Vec<std::sync::Mutex<Option<_>>> = chunks
+        .into_iter()
+        .map(|c| std::sync::Mutex::new(Some(c)))
+        .collect();
+    let take = |slot: &std::sync::Mutex<Option<Vec<Source>>>| {
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .unwrap_or_default()
+    };
+    std::thread::scope(|scope| {
+        let running: Vec<_> = slots
+            .iter()
+            .map(|slot| {
+                std::thread::Builder::new()
+                    .name("rotor-load".into())
+                    .spawn_scoped(scope, || load(take(slot)))
+                    .ok()
+            })
+            .collect();
+        running
+            .into_iter()
+            .zip(&slots)
+            .map(|(handle, slot)| match handle {
+                Some(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => load(take(slot)),
+            })
+            .collect()
+    })
+}
+
+/// Loads already-read sources.
+pub(crate) fn load_sources(
+    sources: Vec<(PathBuf, std::io::Result<String>)>,
+) -> Result<PolicySet, LoadErrors> {
+    // Most files hold one policy: room for all up front saves copying them as it grows.
+    let mut all = Loaded {
+        policies: Vec::with_capacity(sources.len()),
+        ..Loaded::default()
+    };
+    for part in load_parallel(sources) {
+        all.append(part);
+    }
+    let Loaded {
+        mut errors,
+        policies,
+        names,
+        vaults,
+        cascades,
+    } = all;
     errors.extend(clashes(
         &names,
         "policy name",
@@ -335,4 +433,49 @@ fn clashes(seen: &[Seen], what: &str, rule: &str) -> Vec<PolicyError> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str, path: &str) -> String {
+        format!(
+            "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: {name}\nspec:\n  credential:\n    type: postgres\n    connection:\n      host: 127.0.0.1\n      port: 5432\n      database: postgres\n      adminFrom: {{vault: {{path: admins/pg}}}}\n    username: app\n  vault:\n    path: {path}\n  consumers:\n    - type: kubernetes\n      namespace: ns\n      secret: {name}\n      data:\n        PGPASSWORD: \"{{{{ password }}}}\"\n"
+        )
+    }
+
+    /// Enough files to load on several threads: the result is the same set, and a
+    /// clash between the first and the last file is still found with both places.
+    #[test]
+    fn many_files_load_in_parallel_with_the_same_result() {
+        let sources = |clash: bool| -> Vec<(PathBuf, std::io::Result<String>)> {
+            (0..600)
+                .map(|i| {
+                    let path = if clash && i == 599 {
+                        "apps/p0".to_owned()
+                    } else {
+                        format!("apps/p{i}")
+                    };
+                    (
+                        PathBuf::from(format!("p{i:03}.yaml")),
+                        Ok(policy(&format!("p{i:03}"), &path)),
+                    )
+                })
+                .collect()
+        };
+        let set = load_sources(sources(false)).expect("valid");
+        assert_eq!(set.len(), 600);
+        assert!(set.names().eq((0..600).map(|i| format!("p{i:03}"))));
+
+        let errors = load_sources(sources(true)).expect_err("a clash").0;
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].file, PathBuf::from("p000.yaml"));
+        assert!(
+            errors[0].message.contains("p599.yaml"),
+            "{}",
+            errors[0].message
+        );
+        assert_eq!(errors[1].file, PathBuf::from("p599.yaml"));
+    }
 }

@@ -1051,22 +1051,41 @@ async fn rotate_selected(
     if selected.is_empty() {
         anyhow::bail!("no policy has the labels {selector:?}");
     }
-    let engine = engine(&args.vault, args.wait_grace).await?;
-    let results: Vec<(String, Result<RotationOutcome, String>)> = futures::stream::iter(selected)
-        .map(|p| {
-            let engine = &engine;
-            let request = request.clone();
-            async move {
-                let r = engine
-                    .rotate(p, request)
+    let engine = std::sync::Arc::new(engine(&args.vault, args.wait_grace).await?);
+    // Each rotation is its own task, so their CPU work (SCRAM, JSON, TLS) spreads over
+    // the runtime's threads, and `--concurrency` run at all times: a slow rotation
+    // does not hold back the ones behind it. Results are printed in policy order.
+    let mut results: Vec<(usize, String, Result<RotationOutcome, String>)> =
+        futures::stream::iter(selected.into_iter().enumerate())
+            .map(|(i, p)| {
+                let engine = engine.clone();
+                let request = request.clone();
+                let policy = p.clone();
+                async move {
+                    let name = policy.name.clone();
+                    let r = tokio::spawn(async move {
+                        engine
+                            .rotate(&policy, request)
+                            .await
+                            .map_err(|e| crate::error_chain(&e))
+                    })
                     .await
-                    .map_err(|e| crate::error_chain(&e));
-                (p.name.clone(), r)
-            }
-        })
-        .buffered(args.concurrency.max(1))
-        .collect()
-        .await;
+                    .unwrap_or_else(|e| {
+                        Err(if e.is_panic() {
+                            "the rotation task panicked".to_owned()
+                        } else {
+                            "the rotation task was cancelled".to_owned()
+                        })
+                    });
+                    (i, name, r)
+                }
+            })
+            .buffer_unordered(args.concurrency.max(1))
+            .collect()
+            .await;
+    results.sort_unstable_by_key(|(i, _, _)| *i);
+    let results: Vec<(String, Result<RotationOutcome, String>)> =
+        results.into_iter().map(|(_, n, r)| (n, r)).collect();
     let ok = results
         .iter()
         .all(|(_, r)| r.as_ref().is_ok_and(RotationOutcome::succeeded));

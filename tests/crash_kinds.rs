@@ -29,6 +29,8 @@ const POINTS: &[&str] = &[
     "revoked:effect",
     "revoked:done",
     "verified:effect",
+    // The staging copy destroyed, the rotation not yet journaled complete.
+    "completed:effect",
 ];
 
 async fn crash_matrix<F, Fut>(prefix: &str, setup: F)
@@ -59,7 +61,11 @@ where
             text(&again)
         );
         let r = report(&again);
-        assert_eq!(r["resumed"]["status"], "completed", "{point}: {r:#}");
+        // A `done` point journaled with the rotation's last record leaves nothing to
+        // resume; otherwise the interrupted rotation is finished first.
+        if !r["resumed"].is_null() {
+            assert_eq!(r["resumed"]["status"], "completed", "{point}: {r:#}");
+        }
         assert_eq!(r["rotation"]["status"], "completed", "{point}: {r:#}");
         assert_eq!(
             fx.current().await.1,

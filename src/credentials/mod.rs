@@ -722,6 +722,15 @@ impl Credential {
         }
     }
 
+    /// Whether [`Credential::revoke`] changes anything on the target (`single`
+    /// passwords change in place; OpenBao's static roles revoke nothing).
+    pub fn revokes_anything(&self) -> bool {
+        !matches!(
+            (&self.kind, self.strategy),
+            (Kind::Password { .. }, Strategy::Single) | (Kind::Database(_), _)
+        )
+    }
+
     /// Disables the previous credential after the grace period. `None` when the
     /// strategy left nothing to revoke (`single` changed it in place).
     pub async fn revoke(

@@ -2,9 +2,11 @@
 //! (like SIGKILL: no destructors, no flush) at that point of a rotation, so tests can
 //! prove that every step boundary resumes or rolls back safely. Moments:
 //!
-//! - `begun`: the step is journaled as begun, its side effect has not happened;
-//! - `effect`: the side effect happened, the journal still says begun;
-//! - `done`: the step is journaled as done.
+//! - `begun`: the step is about to run (journaled as begun first when it has a side
+//!   effect a resume must know about; see `journaled_first` in the engine);
+//! - `effect`: the side effect happened, the journal does not say so yet;
+//! - `done`: the step is journaled as done (with the next journaled step's "begun",
+//!   or with the rotation's last record).
 //!
 //! Retirements use the points `retire_<step>` (`retire_disabled`,
 //! `retire_consumers_removed`, `retire_marked`, `retire_verified`) with the same

@@ -29,7 +29,7 @@
 use serde_json::Value;
 use tracing::info;
 
-use super::{Engine, Run, StepFailure};
+use super::{Engine, StepFailure};
 use crate::policy::ValidatedPolicy;
 use crate::secret::{Fingerprinter, SecretMap};
 use crate::vault::{Vault, VaultError};
@@ -245,7 +245,11 @@ impl History {
         Ok(self.load_versioned(policy).await?.0)
     }
 
-    async fn load_versioned(&self, policy: &str) -> Result<(Vec<String>, u64), HistoryError> {
+    /// [`History::load`] with the KV version read (the check-and-set base of a write).
+    pub(super) async fn load_versioned(
+        &self,
+        policy: &str,
+    ) -> Result<(Vec<String>, u64), HistoryError> {
         let path = self.path(policy);
         let entry = self
             .vault
@@ -288,11 +292,26 @@ impl History {
         newest: &str,
         replaced: Option<&str>,
     ) -> Result<bool, HistoryError> {
+        self.record_from(policy, newest, replaced, None).await
+    }
+
+    /// [`History::record`], starting from `known` (the history and its version as
+    /// read earlier) instead of reading it; a conflicting write reads it again.
+    pub(super) async fn record_from(
+        &self,
+        policy: &str,
+        newest: &str,
+        replaced: Option<&str>,
+        mut known: Option<(Vec<String>, u64)>,
+    ) -> Result<bool, HistoryError> {
         if self.keep == 0 {
             return Ok(false);
         }
         for _ in 0..WRITE_ATTEMPTS {
-            let (mut list, version) = self.load_versioned(policy).await?;
+            let (mut list, version) = match known.take() {
+                Some(k) => k,
+                None => self.load_versioned(policy).await?,
+            };
             if list.first().map(String::as_str) == Some(newest) {
                 return Ok(false);
             }
@@ -369,16 +388,23 @@ impl Engine {
     }
 
     /// After promote: remembers the promoted value (and the one it replaced).
-    pub(super) async fn remember_promoted(&self, run: &mut Run<'_>) -> Result<(), StepFailure> {
-        let new = self.staged(run).await?;
-        let kind = run.policy.spec.credential.kind();
-        let Some(newest) = secret_fingerprint(&self.fingerprints, kind, &new) else {
+    /// Called with the staged value `new`, before or while it is promoted: a value the
+    /// target accepted is worth remembering even if the promote then fails.
+    pub(super) async fn remember_promoted(
+        &self,
+        policy: &ValidatedPolicy,
+        old: &SecretMap,
+        new: &SecretMap,
+        known: Option<(Vec<String>, u64)>,
+    ) -> Result<(), StepFailure> {
+        let kind = policy.spec.credential.kind();
+        let Some(newest) = secret_fingerprint(&self.fingerprints, kind, new) else {
             return Ok(());
         };
-        let replaced = secret_fingerprint(&self.fingerprints, kind, &run.old);
+        let replaced = secret_fingerprint(&self.fingerprints, kind, old);
         if self
             .history()
-            .record(&run.policy.name, &newest, replaced.as_deref())
+            .record_from(&policy.name, &newest, replaced.as_deref(), known)
             .await?
         {
             info!("The new value's fingerprint joined the reuse history.");

@@ -306,9 +306,20 @@ impl From<VaultError> for StepFailure {
     }
 }
 
+/// What a new rotation read while it was planned, handed to [`Engine::drive`].
+struct Known {
+    old: SecretMap,
+    credential: Credential,
+    /// The reuse history and its KV version, when read.
+    history: Option<(Vec<String>, u64)>,
+}
+
 /// Everything one rotation run needs.
 struct Run<'a> {
     policy: &'a ValidatedPolicy,
+    /// The reuse history and its KV version as read at planning (`None`: read it when
+    /// needed). A write based on it that conflicts reads it again.
+    history: Option<(Vec<String>, u64)>,
     credential: Credential,
     rotation: Rotation,
     version: u64,
@@ -394,6 +405,17 @@ impl Engine {
         end_grace: bool,
     ) -> Result<(Option<Rotation>, Option<u64>), EngineError> {
         let (record, version) = self.journal.load(&policy.name).await?;
+        self.resume_loaded(policy, end_grace, record, version).await
+    }
+
+    /// [`Engine::resume_versioned`] with the journal record already read.
+    async fn resume_loaded(
+        &self,
+        policy: &ValidatedPolicy,
+        end_grace: bool,
+        record: Option<Rotation>,
+        version: u64,
+    ) -> Result<(Option<Rotation>, Option<u64>), EngineError> {
         match record {
             Some(rotation) if rotation.status.is_open() => {
                 info!(policy = %policy.name, rotation = %rotation.rotation_id, step = ?rotation.next_step(), "Resuming open rotation.");
@@ -419,15 +441,24 @@ impl Engine {
         policy: &ValidatedPolicy,
         request: RotationRequest,
     ) -> Result<RotationOutcome, EngineError> {
-        self.refuse_retired(policy).await?;
-        self.rotate_unchecked(policy, request).await
+        self.rotate_checked(policy, request, true).await
     }
 
     /// [`Engine::rotate`] without the retired check: the rotation `enable` runs.
-    async fn rotate_unchecked(
+    pub(super) async fn rotate_unchecked(
         &self,
         policy: &ValidatedPolicy,
         request: RotationRequest,
+    ) -> Result<RotationOutcome, EngineError> {
+        self.rotate_checked(policy, request, false).await
+    }
+
+    /// [`Engine::rotate`]; `check_retired` refuses a retired policy.
+    async fn rotate_checked(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RotationRequest,
+        check_retired: bool,
     ) -> Result<RotationOutcome, EngineError> {
         if request.trigger != Trigger::Schedule
             && let Some(what) = policy
@@ -441,8 +472,29 @@ impl Engine {
             });
         }
 
+        // The retired mark, the journal and the canonical value are independent reads:
+        // one round trip instead of three.
+        let vault_loc = &policy.spec.vault;
+        let (retired, loaded, read) = tokio::join!(
+            async {
+                if check_retired {
+                    self.refuse_retired(policy).await
+                } else {
+                    Ok(())
+                }
+            },
+            self.journal.load(&policy.name),
+            self.vault.kv_read(&vault_loc.mount, &vault_loc.path),
+        );
+        retired?;
+        let (record, version) = loaded?;
         let (resumed, unchanged) = self
-            .resume_versioned(policy, request.trigger == Trigger::Compromise)
+            .resume_loaded(
+                policy,
+                request.trigger == Trigger::Compromise,
+                record,
+                version,
+            )
             .await?;
         if let Some(r) = &resumed
             && r.waiting_for_grace()
@@ -464,20 +516,19 @@ impl Engine {
             });
         }
 
-        let version = match unchanged {
-            Some(v) => v,
-            None => self.journal.load(&policy.name).await?.1,
+        // A resumed rotation moved the journal and may have promoted: read both again.
+        let (version, read) = match unchanged {
+            Some(v) => (v, read),
+            None => (
+                self.journal.load(&policy.name).await?.1,
+                self.vault.kv_read(&vault_loc.mount, &vault_loc.path).await,
+            ),
         };
-        let vault_loc = &policy.spec.vault;
-        let current = self
-            .vault
-            .kv_read(&vault_loc.mount, &vault_loc.path)
-            .await?
-            .ok_or_else(|| EngineError::CanonicalMissing {
-                mount: vault_loc.mount.clone(),
-                path: vault_loc.path.clone(),
-                keys: policy.spec.credential.output_keys().join(", "),
-            })?;
+        let current = read?.ok_or_else(|| EngineError::CanonicalMissing {
+            mount: vault_loc.mount.clone(),
+            path: vault_loc.path.clone(),
+            keys: policy.spec.credential.output_keys().join(", "),
+        })?;
         if let Some(key) = credentials::required_current_keys(&policy.spec.credential)
             .iter()
             .find(|k| current.data.get(k).is_none())
@@ -533,10 +584,25 @@ impl Engine {
             updated_at: started,
             resumed: false,
         };
-        let version = self.journal.write(&rotation, version).await?;
+        // Journaling the plan, reading the target's admin login and the reuse history
+        // are independent: one round trip. Nothing changes anywhere before the plan is
+        // written.
+        let history = self.history();
+        let (written, credential, history) = tokio::join!(
+            self.journal.write(&rotation, version),
+            Credential::prepare(&policy.spec.credential, &self.vault),
+            history.load_versioned(&policy.name),
+        );
+        let version = written?;
         info!(policy = %policy.name, rotation = %rotation.rotation_id, trigger = rotation.trigger.as_str(), actor = %rotation.actor, "Rotation planned.");
+        let known = Known {
+            old: current.data,
+            credential: credential?,
+            // A failed read is not fatal here: staging reads the history again.
+            history: history.ok(),
+        };
         let rotation = self
-            .drive(policy, rotation, version, false, Some(current.data))
+            .drive(policy, rotation, version, false, Some(known))
             .await?;
         Ok(RotationOutcome {
             resumed,
@@ -552,31 +618,48 @@ impl Engine {
         rotation: Rotation,
         version: u64,
         end_grace: bool,
-        old: Option<SecretMap>,
+        known: Option<Known>,
     ) -> Result<Rotation, EngineError> {
         let span = info_span!("rotation", policy = %policy.name, kind = %rotation.kind,
             trigger = rotation.trigger.as_str(), rotation = %rotation.rotation_id);
         async move {
-            let credential = Credential::prepare(&policy.spec.credential, &self.vault).await?;
             let loc = &policy.spec.vault;
             // A new rotation was planned from the value just read; a resumed one reads
             // the version it was planned from.
-            let old = match old {
-                Some(old) => old,
+            let known = match known {
+                Some(known) => known,
                 None => {
-                    self.vault
-                        .kv_read_version(&loc.mount, &loc.path, rotation.canonical_version)
-                        .await?
+                    let (credential, old) = tokio::join!(
+                        Credential::prepare(&policy.spec.credential, &self.vault),
+                        self.vault.kv_read_version(
+                            &loc.mount,
+                            &loc.path,
+                            rotation.canonical_version
+                        ),
+                    );
+                    let credential = credential?;
+                    let old = old?
                         .ok_or_else(|| EngineError::OldValueGone {
                             rotation_id: rotation.rotation_id.clone(),
                             canonical: rotation.canonical.clone(),
                             version: rotation.canonical_version,
                         })?
-                        .data
+                        .data;
+                    Known {
+                        old,
+                        credential,
+                        history: None,
+                    }
                 }
             };
+            let Known {
+                old,
+                credential,
+                history,
+            } = known;
             let mut run = Run {
                 policy,
+                history,
                 credential,
                 compromise: rotation.trigger == Trigger::Compromise,
                 end_grace: end_grace || rotation.trigger == Trigger::Compromise,
@@ -603,18 +686,21 @@ impl Engine {
     }
 
     async fn forward(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
-        // A step's end is journaled with the next step's "begun" (one Vault write per
-        // step instead of two): a crash before that write resumes at the finished step,
-        // which every step allows, since each may be cut short after its side effect.
-        let mut unwritten: Option<Step> = None;
+        // A step's end is journaled with the next journaled step's "begun" (one Vault
+        // write per side effect): a crash before that write resumes at the last
+        // journaled step, which every step allows, since each may be cut short after
+        // its side effect and repeating a step is harmless. Steps that change nothing
+        // outside rotor's own staging copy are not journaled before they run
+        // (see [`journaled_first`]).
+        let mut unwritten: Vec<Step> = Vec::new();
         while let Some(step) = run.rotation.next_step() {
             if step == Step::Revoked
                 && !(run.end_grace || run.credential.strategy() == crate::policy::Strategy::Single)
-                && let Some(done) = unwritten.take()
+                && !unwritten.is_empty()
             {
                 // The grace period may be waited for in-process: journal what is done first.
                 self.write(run).await?;
-                failpoint::hit(done, Moment::Done);
+                done_hits(&mut unwritten);
             }
             if step == Step::Revoked && !self.grace_over(run).await {
                 info!(
@@ -622,9 +708,7 @@ impl Engine {
                     "The old credential stays valid for its grace period; the rotation waits."
                 );
                 self.write(run).await?;
-                if let Some(done) = unwritten {
-                    failpoint::hit(done, Moment::Done);
-                }
+                done_hits(&mut unwritten);
                 return Ok(());
             }
             // Journal "begun" before the side effect.
@@ -643,9 +727,9 @@ impl Engine {
                     attempts: 1,
                 }),
             }
-            self.write(run).await?;
-            if let Some(done) = unwritten.take() {
-                failpoint::hit(done, Moment::Done);
+            if journaled_first(step, run) {
+                self.write(run).await?;
+                done_hits(&mut unwritten);
             }
             failpoint::hit(step, Moment::Begun);
 
@@ -710,12 +794,12 @@ impl Engine {
                 run.rotation.revoke_after =
                     Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
             }
-            unwritten = Some(step);
+            unwritten.push(step);
             info!(step = %step, duration_ms = elapsed, "Step done.");
         }
-        if let Some(done) = unwritten {
+        if !unwritten.is_empty() {
             self.write(run).await?;
-            failpoint::hit(done, Moment::Done);
+            done_hits(&mut unwritten);
         }
         Ok(())
     }
@@ -800,9 +884,16 @@ impl Engine {
                 }
             }
             Step::Promoted => {
-                let done = self.promote(run).await?;
-                // Idempotent: a resumed promote finds the value remembered already.
-                self.remember_promoted(run).await?;
+                let new = self.staged(run).await?;
+                // The canonical write and the reuse history are independent: one round
+                // trip. Idempotent: a resumed promote finds the value remembered already.
+                let history = run.history.take();
+                let (done, remembered) = tokio::join!(
+                    self.promote(run.policy, &mut run.rotation, &new),
+                    self.remember_promoted(run.policy, &run.old, &new, history),
+                );
+                let done = done?;
+                remembered?;
                 Ok(done)
             }
             Step::Propagated => self.propagate(run).await,
@@ -828,7 +919,9 @@ impl Engine {
         }
     }
 
-    /// The staged value: from memory, else from the staging path.
+    /// The staged value: from memory, else from the staging path, else (once
+    /// promoted: `completed` destroys the staging copy before it is journaled) from
+    /// the canonical version it was promoted to.
     async fn staged(&self, run: &mut Run<'_>) -> Result<SecretMap, StepFailure> {
         if let Some(v) = &run.new {
             return Ok(v.clone());
@@ -836,16 +929,26 @@ impl Engine {
         let path = self
             .journal
             .staging_path(&run.policy.name, &run.rotation.rotation_id);
-        let entry = self
-            .vault
-            .kv_read(self.journal.mount(), &path)
-            .await?
-            .ok_or_else(|| {
-                StepFailure::fatal(format!(
-                    "the staged value at {}/{path} is missing",
-                    self.journal.mount()
-                ))
-            })?;
+        let mut entry = self.vault.kv_read(self.journal.mount(), &path).await?;
+        if entry.is_none()
+            && let Some(version) = run.rotation.promoted_version
+        {
+            let loc = &run.policy.spec.vault;
+            entry = self
+                .vault
+                .kv_read_version(&loc.mount, &loc.path, version)
+                .await?;
+        }
+        let entry = entry.ok_or_else(|| {
+            StepFailure::fatal(format!(
+                "the staged value at {}/{path} is missing{}",
+                self.journal.mount(),
+                match run.rotation.promoted_version {
+                    Some(v) => format!(", and so is the canonical version {v} it was promoted to"),
+                    None => String::new(),
+                }
+            ))
+        })?;
         run.new = Some(entry.data.clone());
         Ok(entry.data)
     }
@@ -893,7 +996,10 @@ impl Engine {
         if !issued {
             // A generated value must never repeat the current value or a recent one.
             let kind = run.policy.spec.credential.kind();
-            let remembered = self.history().load(&run.policy.name).await?;
+            let remembered = match &run.history {
+                Some((list, _)) => list.clone(),
+                None => self.history().load(&run.policy.name).await?,
+            };
             let current = history::secret_fingerprint(&self.fingerprints, kind, &run.old);
             history::seam_repeat(kind, &run.old, &mut new);
             while history::secret_fingerprint(&self.fingerprints, kind, &new)
@@ -946,17 +1052,21 @@ impl Engine {
         }))
     }
 
-    async fn promote(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
-        let new = self.staged(run).await?;
-        let loc = &run.policy.spec.vault;
-        let expected = run.rotation.canonical_version;
+    async fn promote(
+        &self,
+        policy: &ValidatedPolicy,
+        rotation: &mut Rotation,
+        new: &SecretMap,
+    ) -> Result<StepResult, StepFailure> {
+        let loc = &policy.spec.vault;
+        let expected = rotation.canonical_version;
         match self
             .vault
-            .kv_write(&loc.mount, &loc.path, &new, Some(expected))
+            .kv_write(&loc.mount, &loc.path, new, Some(expected))
             .await
         {
             Ok(v) => {
-                run.rotation.promoted_version = Some(v);
+                rotation.promoted_version = Some(v);
                 Ok(StepResult::Ok(format!(
                     "canonical version {v} (previous version {expected} kept)"
                 )))
@@ -965,8 +1075,8 @@ impl Engine {
                 // Either our own write landed before a crash, or someone else wrote.
                 let current = self.vault.kv_read(&loc.mount, &loc.path).await?;
                 match current {
-                    Some(c) if c.data.same_values(&new) => {
-                        run.rotation.promoted_version = Some(c.version);
+                    Some(c) if c.data.same_values(new) => {
+                        rotation.promoted_version = Some(c.version);
                         Ok(StepResult::Ok(format!(
                             "canonical version {} (written before a restart)",
                             c.version
@@ -974,11 +1084,11 @@ impl Engine {
                     }
                     Some(c) => Err(StepFailure::fatal(format!(
                         "{}/{} changed since planning (expected version {expected}, found {}): someone else wrote it; the target accepts the value staged at {}",
-                        loc.mount, loc.path, c.version, run.rotation.staging
+                        loc.mount, loc.path, c.version, rotation.staging
                     ))),
                     None => Err(StepFailure::fatal(format!(
                         "{}/{} was deleted during the rotation; the target accepts the value staged at {}",
-                        loc.mount, loc.path, run.rotation.staging
+                        loc.mount, loc.path, rotation.staging
                     ))),
                 }
             }
@@ -1151,6 +1261,34 @@ impl Engine {
         self.write(run).await?;
         info!("Rotation rolled back; the old credential is current.");
         Ok(())
+    }
+}
+
+/// Whether `step`'s "begun" must be journaled before it runs: it changes something
+/// a resume or a rollback must know may have changed. Not journaled first:
+///
+/// - staging a generated value: it only writes rotor's staging copy, at the path the
+///   plan record names, which every rollback destroys;
+/// - the test login, a revoke that has nothing to revoke, and a verify that only
+///   probes the old credential: they change nothing;
+/// - `completed`: it destroys the staging copy, which after promote is also the
+///   canonical version the journal names (see [`Engine::staged`]).
+///
+/// Their records are journaled with the next write; a crash before it repeats them.
+fn journaled_first(step: Step, run: &Run<'_>) -> bool {
+    match step {
+        Step::Staged => run.credential.creates_on_target(),
+        Step::Tested | Step::Completed => false,
+        Step::Revoked => run.credential.revokes_anything(),
+        Step::Verified => run.policy.spec.verify.terminate_sessions || run.compromise,
+        Step::Planned | Step::Applied | Step::Promoted | Step::Propagated => true,
+    }
+}
+
+/// Failpoints of the steps whose "done" was just journaled.
+fn done_hits(steps: &mut Vec<Step>) {
+    for done in steps.drain(..) {
+        failpoint::hit(done, Moment::Done);
     }
 }
 

@@ -65,12 +65,9 @@ struct Inner {
     rotations: IntCounterVec,
     rotation_duration: HistogramVec,
     step_duration: HistogramVec,
-    secret_created: prometheus::GaugeVec,
-    next_rotation: prometheus::GaugeVec,
-    last_success: prometheus::GaugeVec,
-    max_age: prometheus::GaugeVec,
-    old_credential_valid: IntGaugeVec,
-    quarantined: IntGaugeVec,
+    /// The per-policy gauges (`rotor_secret_created_timestamp_seconds` …
+    /// `rotor_policy_quarantined`), one compact row per policy.
+    gauges: PolicyGauges,
     consumer_failures: IntCounterVec,
     leader: IntGauge,
     policies: IntGauge,
@@ -90,8 +87,6 @@ struct State {
     rotation_series: HashMap<String, HashSet<(&'static str, &'static str, &'static str)>>,
     /// Consumer types of `rotor_consumer_failures_total` per policy.
     consumer_series: HashMap<String, HashSet<&'static str>>,
-    /// The `kind` label of `rotor_secret_created_timestamp_seconds` per policy.
-    secret_kind: HashMap<String, &'static str>,
 }
 
 /// One rotation's counted results and observed step attempts.
@@ -100,6 +95,187 @@ struct Seen {
     results: Vec<&'static str>,
     /// `(index in steps, attempts)` of step records already observed.
     steps: HashSet<(usize, u32)>,
+}
+
+/// The per-policy gauges, kept as one small row per policy and turned into metric
+/// families only when `/metrics` is gathered. A `GaugeVec` child per policy and gauge
+/// holds its own copy of the metric's name, help text and label pairs (some 600 bytes):
+/// with 10,000 policies that alone was over 10 MiB of an idle agent's memory. Names,
+/// labels and values are exactly those the `GaugeVec`s exported.
+#[derive(Clone)]
+struct PolicyGauges {
+    inner: Arc<GaugeTable>,
+}
+
+struct GaugeTable {
+    /// In [`GAUGES`] order.
+    descs: Vec<prometheus::core::Desc>,
+    rows: Mutex<HashMap<Box<str>, GaugeRow>>,
+}
+
+/// One policy's gauges; `None` is no series.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct GaugeRow {
+    /// `rotor_secret_created_timestamp_seconds{policy,kind}`: the kind label and value.
+    secret_created: Option<(&'static str, f64)>,
+    next_rotation: Option<f64>,
+    last_success: Option<f64>,
+    max_age: Option<f64>,
+    old_credential_valid: Option<bool>,
+    quarantined: Option<bool>,
+}
+
+/// Name, help text and labels (besides `policy`) of every per-policy gauge.
+const GAUGES: [(&str, &str, &[&str]); 6] = [
+    (
+        "rotor_secret_created_timestamp_seconds",
+        "Unix time the policy's current secret was created (its age is time() minus this).",
+        &["kind"],
+    ),
+    (
+        "rotor_next_rotation_timestamp_seconds",
+        "Unix time of the policy's next scheduled rotation.",
+        &[],
+    ),
+    (
+        "rotor_last_success_timestamp_seconds",
+        "Unix time of the policy's last successful rotation.",
+        &[],
+    ),
+    (
+        "rotor_policy_max_age_seconds",
+        "The policy's maxAge: the oldest its secret may get before it must be rotated.",
+        &[],
+    ),
+    (
+        "rotor_old_credential_still_valid",
+        "1 when the policy's old credential was still accepted by the target after its rotation (it must be refused), else 0.",
+        &[],
+    ),
+    (
+        "rotor_policy_quarantined",
+        "1 while the policy is quarantined (no automatic rotation until a person releases it), else 0.",
+        &[],
+    ),
+];
+
+impl GaugeRow {
+    /// The row's series per gauge (in [`GAUGES`] order): extra label value and value.
+    fn series(&self) -> [Option<(Option<&'static str>, f64)>; 6] {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        [
+            self.secret_created.map(|(kind, v)| (Some(kind), v)),
+            self.next_rotation.map(|v| (None, v)),
+            self.last_success.map(|v| (None, v)),
+            self.max_age.map(|v| (None, v)),
+            self.old_credential_valid.map(|b| (None, flag(b))),
+            self.quarantined.map(|b| (None, flag(b))),
+        ]
+    }
+}
+
+impl PolicyGauges {
+    fn new() -> PolicyGauges {
+        let descs = GAUGES
+            .iter()
+            .map(|(name, help, extra)| {
+                let mut labels = vec!["policy".to_owned()];
+                labels.extend(extra.iter().map(|l| (*l).to_owned()));
+                prometheus::core::Desc::new(
+                    (*name).to_owned(),
+                    (*help).to_owned(),
+                    labels,
+                    HashMap::new(),
+                )
+                .expect("rotor's metric definitions are static and valid")
+            })
+            .collect();
+        PolicyGauges {
+            inner: Arc::new(GaugeTable {
+                descs,
+                rows: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn rows(&self) -> MutexGuard<'_, HashMap<Box<str>, GaugeRow>> {
+        self.inner
+            .rows
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the policy's row; a row left without series is dropped.
+    fn update(&self, policy: &str, change: impl FnOnce(&mut GaugeRow)) {
+        let policy = policy_label(policy);
+        let mut rows = self.rows();
+        match rows.get_mut(policy) {
+            Some(row) => {
+                change(row);
+                if *row == GaugeRow::default() {
+                    rows.remove(policy);
+                }
+            }
+            None => {
+                let mut row = GaugeRow::default();
+                change(&mut row);
+                if row != GaugeRow::default() {
+                    rows.insert(policy.into(), row);
+                }
+            }
+        }
+    }
+
+    fn forget(&self, policy: &str) {
+        self.rows().remove(policy_label(policy));
+    }
+}
+
+impl prometheus::core::Collector for PolicyGauges {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.inner.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+        let label = |name: &str, value: &str| {
+            let mut pair = LabelPair::default();
+            pair.set_name(name.to_owned());
+            pair.set_value(value.to_owned());
+            pair
+        };
+        let mut metrics: [Vec<Metric>; 6] = Default::default();
+        for (policy, row) in self.rows().iter() {
+            for (i, series) in row.series().into_iter().enumerate() {
+                let Some((extra, value)) = series else {
+                    continue;
+                };
+                // Label pairs sorted by name, as the prometheus crate keeps them.
+                let mut labels = Vec::with_capacity(2);
+                if let (Some(value), Some(name)) = (extra, GAUGES[i].2.first()) {
+                    labels.push(label(name, value));
+                }
+                labels.push(label("policy", policy));
+                let mut gauge = Gauge::default();
+                gauge.set_value(value);
+                let mut metric = Metric::from_gauge(gauge);
+                metric.set_label(labels);
+                metrics[i].push(metric);
+            }
+        }
+        GAUGES
+            .iter()
+            .zip(metrics)
+            .map(|((name, help, _), metrics)| {
+                let mut family = MetricFamily::default();
+                family.set_name((*name).to_owned());
+                family.set_help((*help).to_owned());
+                family.set_field_type(MetricType::GAUGE);
+                family.set_metric(metrics);
+                family
+            })
+            .collect()
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -119,12 +295,6 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels)
-        .expect("rotor's metric definitions are static and valid");
-    register(registry, metric)
-}
-
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
-    let metric = prometheus::GaugeVec::new(Opts::new(name, help), labels)
         .expect("rotor's metric definitions are static and valid");
     register(registry, metric)
 }
@@ -228,42 +398,7 @@ impl Metrics {
             &["kind", "step"],
             STEP_BUCKETS,
         );
-        let secret_created = gauge_vec(
-            &r,
-            "rotor_secret_created_timestamp_seconds",
-            "Unix time the policy's current secret was created (its age is time() minus this).",
-            &["policy", "kind"],
-        );
-        let next_rotation = gauge_vec(
-            &r,
-            "rotor_next_rotation_timestamp_seconds",
-            "Unix time of the policy's next scheduled rotation.",
-            &["policy"],
-        );
-        let last_success = gauge_vec(
-            &r,
-            "rotor_last_success_timestamp_seconds",
-            "Unix time of the policy's last successful rotation.",
-            &["policy"],
-        );
-        let max_age = gauge_vec(
-            &r,
-            "rotor_policy_max_age_seconds",
-            "The policy's maxAge: the oldest its secret may get before it must be rotated.",
-            &["policy"],
-        );
-        let old_credential_valid = int_gauge_vec(
-            &r,
-            "rotor_old_credential_still_valid",
-            "1 when the policy's old credential was still accepted by the target after its rotation (it must be refused), else 0.",
-            &["policy"],
-        );
-        let quarantined = int_gauge_vec(
-            &r,
-            "rotor_policy_quarantined",
-            "1 while the policy is quarantined (no automatic rotation until a person releases it), else 0.",
-            &["policy"],
-        );
+        let gauges = register(&r, PolicyGauges::new());
         let consumer_failures = counter_vec(
             &r,
             "rotor_consumer_failures_total",
@@ -313,12 +448,7 @@ impl Metrics {
                 rotations,
                 rotation_duration,
                 step_duration,
-                secret_created,
-                next_rotation,
-                last_success,
-                max_age,
-                old_credential_valid,
-                quarantined,
+                gauges,
                 consumer_failures,
                 leader,
                 policies,
@@ -418,74 +548,48 @@ impl Metrics {
     /// epoch). Sets `rotor_secret_created_timestamp_seconds{policy,kind}`; a policy has
     /// one such series (a new kind replaces the old one).
     pub fn set_secret_created(&self, policy: &str, kind: &str, created_unix: f64) {
-        let policy = policy_label(policy);
         let kind = kind_label(kind);
-        let mut state = self.state();
-        if let Some(old) = state.secret_kind.insert(policy.to_owned(), kind)
-            && old != kind
-        {
-            let _ = self
-                .inner
-                .secret_created
-                .remove_label_values(&[policy, old]);
-        }
-        self.inner
-            .secret_created
-            .with_label_values(&[policy, kind])
-            .set(created_unix);
+        self.inner.gauges.update(policy, |row| {
+            row.secret_created = Some((kind, created_unix))
+        });
     }
 
     /// When the policy rotates next (seconds since the epoch); `None` removes the series
     /// (nothing scheduled, e.g. an on-demand-only policy).
     pub fn set_next_rotation(&self, policy: &str, at_unix: Option<f64>) {
-        let policy = policy_label(policy);
-        match at_unix {
-            Some(at) => self
-                .inner
-                .next_rotation
-                .with_label_values(&[policy])
-                .set(at),
-            None => {
-                let _ = self.inner.next_rotation.remove_label_values(&[policy]);
-            }
-        }
+        self.inner
+            .gauges
+            .update(policy, |row| row.next_rotation = at_unix);
     }
 
     /// When the policy last rotated successfully (seconds since the epoch).
     pub fn set_last_success(&self, policy: &str, at_unix: f64) {
         self.inner
-            .last_success
-            .with_label_values(&[policy_label(policy)])
-            .set(at_unix);
+            .gauges
+            .update(policy, |row| row.last_success = Some(at_unix));
     }
 
     /// The policy's maxAge in seconds (for the "older than maxAge" alert); `None`
     /// removes the series (no maxAge configured).
     pub fn set_max_age(&self, policy: &str, seconds: Option<f64>) {
-        let policy = policy_label(policy);
-        match seconds {
-            Some(s) => self.inner.max_age.with_label_values(&[policy]).set(s),
-            None => {
-                let _ = self.inner.max_age.remove_label_values(&[policy]);
-            }
-        }
+        self.inner
+            .gauges
+            .update(policy, |row| row.max_age = seconds);
     }
 
     /// Whether the policy's old credential is still accepted by its target after a
     /// rotation (1) or was refused / nothing is pending (0). 1 is a critical alert.
     pub fn set_old_credential_valid(&self, policy: &str, still_valid: bool) {
         self.inner
-            .old_credential_valid
-            .with_label_values(&[policy_label(policy)])
-            .set(i64::from(still_valid));
+            .gauges
+            .update(policy, |row| row.old_credential_valid = Some(still_valid));
     }
 
     /// Whether the policy is quarantined.
     pub fn set_quarantined(&self, policy: &str, quarantined: bool) {
         self.inner
-            .quarantined
-            .with_label_values(&[policy_label(policy)])
-            .set(i64::from(quarantined));
+            .gauges
+            .update(policy, |row| row.quarantined = Some(quarantined));
     }
 
     /// One failed attempt to update a consumer of `consumer_type` (`kubernetes`,
@@ -558,20 +662,8 @@ impl Metrics {
                 .consumer_failures
                 .remove_label_values(&[policy, consumer_type]);
         }
-        if let Some(kind) = state.secret_kind.remove(policy) {
-            let _ = self
-                .inner
-                .secret_created
-                .remove_label_values(&[policy, kind]);
-        }
-        let _ = self.inner.next_rotation.remove_label_values(&[policy]);
-        let _ = self.inner.last_success.remove_label_values(&[policy]);
-        let _ = self.inner.max_age.remove_label_values(&[policy]);
-        let _ = self
-            .inner
-            .old_credential_valid
-            .remove_label_values(&[policy]);
-        let _ = self.inner.quarantined.remove_label_values(&[policy]);
+        drop(state);
+        self.inner.gauges.forget(policy);
     }
 }
 
@@ -588,6 +680,51 @@ mod tests {
         assert_eq!(policy_label("payments-db"), "payments-db");
         assert_eq!(policy_label("a b"), "invalid");
         assert_eq!(policy_label(""), "invalid");
+    }
+
+    #[test]
+    fn per_policy_gauges_are_exported_as_gauge_vecs_were() {
+        let m = Metrics::new("test");
+        m.set_secret_created("b-db", "postgres", 1_700_000_000.0);
+        m.set_secret_created("b-db", "redis", 1_700_000_001.0);
+        m.set_next_rotation("b-db", Some(1_800_000_000.0));
+        m.set_next_rotation("a-db", Some(1_800_000_001.5));
+        m.set_quarantined("a-db", false);
+        m.set_quarantined("b-db", true);
+        m.set_old_credential_valid("a-db", false);
+        m.set_max_age("a-db", None);
+        let text = m.encode();
+        for line in [
+            "# HELP rotor_secret_created_timestamp_seconds Unix time the policy's current secret was created (its age is time() minus this).",
+            "# TYPE rotor_secret_created_timestamp_seconds gauge",
+            "rotor_secret_created_timestamp_seconds{kind=\"redis\",policy=\"b-db\"} 1700000001",
+            "# TYPE rotor_next_rotation_timestamp_seconds gauge",
+            "rotor_next_rotation_timestamp_seconds{policy=\"a-db\"} 1800000001.5\nrotor_next_rotation_timestamp_seconds{policy=\"b-db\"} 1800000000",
+            "rotor_policy_quarantined{policy=\"a-db\"} 0\nrotor_policy_quarantined{policy=\"b-db\"} 1",
+            "rotor_old_credential_still_valid{policy=\"a-db\"} 0",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        // One secret-created series per policy; unset gauges have no series.
+        assert!(!text.contains("kind=\"postgres\""), "{text}");
+        assert!(!text.contains("rotor_policy_max_age_seconds"), "{text}");
+        assert!(
+            !text.contains("rotor_last_success_timestamp_seconds"),
+            "{text}"
+        );
+
+        m.forget_policy("b-db");
+        m.set_next_rotation("a-db", None);
+        let text = m.encode();
+        assert!(!text.contains("b-db"), "{text}");
+        assert!(
+            !text.contains("rotor_next_rotation_timestamp_seconds"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rotor_policy_quarantined{policy=\"a-db\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]

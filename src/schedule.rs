@@ -18,11 +18,37 @@ pub fn next_fire_times(
     let Some(cron) = &schedule.cron else {
         return Vec::new();
     };
-    let local = after.with_timezone(&schedule.timezone);
-    cron.iter_after(local)
-        .take(count)
-        .map(|t| t.with_timezone(&Utc))
-        .collect()
+    // `rotor plan` asks this for every policy with the same `after`: policies sharing a
+    // cron line and time zone share the answer (croner's search is most of the rest).
+    let key = (
+        schedule.cron_source.clone().unwrap_or_default(),
+        schedule.timezone,
+        count,
+    );
+    FIRE_TIMES.with_borrow_mut(|(at, known)| {
+        if *at != Some(after) {
+            *at = Some(after);
+            known.clear();
+        }
+        known
+            .entry(key)
+            .or_insert_with(|| {
+                let local = after.with_timezone(&schedule.timezone);
+                cron.iter_after(local)
+                    .take(count)
+                    .map(|t| t.with_timezone(&Utc))
+                    .collect()
+            })
+            .clone()
+    })
+}
+
+/// Fire times per (cron line, time zone, count), all computed for one `after` instant.
+type FireTimes = std::collections::HashMap<(String, chrono_tz::Tz, usize), Vec<DateTime<Utc>>>;
+
+thread_local! {
+    static FIRE_TIMES: std::cell::RefCell<(Option<DateTime<Utc>>, FireTimes)> =
+        std::cell::RefCell::default();
 }
 
 /// When a certificate policy's current certificate must be renewed: its expiry minus

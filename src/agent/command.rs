@@ -117,7 +117,13 @@ pub async fn run(
 
     let metrics_fn: MetricsFn = {
         let m = Arc::clone(&metrics);
-        Arc::new(move || m.encode())
+        Arc::new(move || {
+            let text = m.encode();
+            // Gathering builds a metric object per series (tens of thousands with
+            // thousands of policies): give that memory back instead of keeping it.
+            super::return_free_memory();
+            text
+        })
     };
     let audit_fn: Option<AuditFn> = audit.clone().map(|log| {
         let f: AuditFn = Arc::new(move |r: RequestAudit| {

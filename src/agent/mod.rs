@@ -16,6 +16,20 @@ use crate::engine::{Rotation, RotationRequest};
 pub use approval::{ApprovalCaller, ApprovalRecord, ApprovalState, ApprovalStore};
 pub use run::{Agent, AgentConfig, Clock, Executor, TokioClock};
 
+/// Returns memory the allocator holds but nothing uses to the operating system. After
+/// a burst of allocations (loading thousands of policies, a `/metrics` scrape of them)
+/// mimalloc only purges freed pages on later allocator activity, which an idle agent
+/// has little of: without this, the burst's peak stays resident (some 12 MiB with
+/// 10,000 policies). Collects the calling thread's heap and every arena.
+pub fn return_free_memory() {
+    // The process's global allocator is mimalloc (`#[global_allocator]` of a
+    // dependency, see Cargo.toml). `mi_collect` frees this thread's empty pages and,
+    // with `force`, purges (returns to the system) every arena page now.
+    // SAFETY: it takes no pointers and may be called from any thread at any time; it
+    // only releases memory that holds no live allocation.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 /// One policy as the API and `rotor status` show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyView {

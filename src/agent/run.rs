@@ -292,7 +292,9 @@ struct Entry {
     failures: u32,
     backoff_until: Option<DateTime<Utc>>,
     waiting_until: Option<DateTime<Utc>>,
-    last: Option<RotationSummary>,
+    /// Boxed, like `quarantined`: an entry is kept per policy (thousands of them), and
+    /// these are the largest fields, often unset.
+    last: Option<Box<RotationSummary>>,
     state: &'static str,
     error: Option<String>,
     pending: Vec<String>,
@@ -300,7 +302,7 @@ struct Entry {
     /// time shows were served (by the previous leader) are not run again.
     handover: bool,
     /// Quarantined: no automatic rotation until released.
-    quarantined: Option<Quarantine>,
+    quarantined: Option<Box<Quarantine>>,
     /// Retired (or being retired or enabled): no rotation until `rotor enable`; what
     /// the API shows about it.
     retired: Option<String>,
@@ -474,6 +476,10 @@ impl Agent {
                 }
                 if !st.started && st.queue.is_empty() && jobs.is_empty() {
                     st.started = true;
+                    // Start-up (parsing, the journal and inputs of every policy) is
+                    // the agent's peak; what it freed goes back to the system now
+                    // rather than staying resident while the agent idles.
+                    super::return_free_memory();
                 }
                 // Approval requests past their ttl: marked expired and notified once.
                 let mut wake = st.next_wake(now);
@@ -745,7 +751,7 @@ impl Inner {
                 if let Ok(q) = self.exec.quarantine(&policy.name).await {
                     self.metrics.set_quarantined(&policy.name, q.is_some());
                     if let Some(e) = self.lock().entries.get_mut(&policy.name) {
-                        e.quarantined = q;
+                        e.quarantined = q.map(Box::new);
                     }
                 }
                 if policy.spec.on_demand.approval.is_some()
@@ -911,7 +917,7 @@ impl Inner {
         n.detail = Some(q.reason.clone());
         self.notifier.send(&policy.spec.notify, n);
         if let Some(e) = self.lock().entries.get_mut(&policy.name) {
-            e.quarantined = Some(q);
+            e.quarantined = Some(Box::new(q));
             e.state = "quarantined";
         }
     }
@@ -999,7 +1005,7 @@ impl Inner {
             e.state = "idle";
             return;
         };
-        e.last = Some(summary(last));
+        e.last = Some(Box::new(summary(last)));
         e.pending = last
             .consumers
             .iter()
@@ -1130,6 +1136,8 @@ impl Inner {
                 drop(st);
                 self.metrics.set_policies_loaded(count);
                 self.metrics.reload(true);
+                // The parse of the whole set is garbage now.
+                super::return_free_memory();
                 info!(policies = count, "Policies reloaded.");
                 self.audit_event(&AuditEvent::Agent {
                     action: "reloaded".into(),
@@ -1290,7 +1298,7 @@ impl Control for Agent {
             .map(|e| PolicyView {
                 name: e.policy.name.clone(),
                 kind: e.policy.spec.credential.kind().to_owned(),
-                labels: e.policy.labels.clone(),
+                labels: (*e.policy.labels).clone(),
                 state: if e.running && matches!(e.state, "retiring" | "enabling") {
                     e.state.into()
                 } else if e.retired.is_some() {
@@ -1302,7 +1310,7 @@ impl Control for Agent {
                 } else {
                     e.state.into()
                 },
-                last_rotation: e.last.clone(),
+                last_rotation: e.last.as_deref().cloned(),
                 secret_created_at: e.secret_created.map(rfc3339),
                 age_seconds: e
                     .secret_created
@@ -1327,7 +1335,7 @@ impl Control for Agent {
         let st = self.inner.lock();
         st.entries.get(name).map(|e| PolicyMeta {
             name: e.policy.name.clone(),
-            labels: e.policy.labels.clone(),
+            labels: (*e.policy.labels).clone(),
             require_reason: e.policy.spec.on_demand.require_reason,
             require_ticket: e.policy.spec.on_demand.require_ticket,
         })

@@ -15,8 +15,9 @@ use super::template::Template;
 pub struct ValidatedPolicy {
     /// `metadata.name`: an RFC 1123 DNS label, unique across everything loaded.
     pub name: String,
-    /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
+    /// `metadata.labels`. Policies with the same labels share one map (thousands of
+    /// policies often carry a handful of distinct label sets).
+    pub labels: std::sync::Arc<BTreeMap<String, String>>,
     /// The file the policy was loaded from.
     pub file: PathBuf,
     /// `spec`.

@@ -1,7 +1,9 @@
 //! `{{ var }}` templates: literal text with variable references, rendered from a
 //! [`SecretMap`]. No logic, no filters, no escapes: `{{` always opens a reference.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
@@ -10,17 +12,40 @@ use crate::secret::{SecretMap, SecretString};
 
 /// A parsed template such as `postgres://{{ username }}:{{ password }}@db:5432/app`.
 /// The source holds no secret (only variable names), so `Debug` shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Template {
-    source: String,
-    parts: Vec<Part>,
+///
+/// Cheap to clone: policies that write the same template share one parsed copy (a
+/// kubernetes consumer's `DATABASE_URL` is often the same in thousands of policies).
+#[derive(Clone)]
+pub struct Template(Arc<Parsed>);
+
+/// A template's source and its parts as byte ranges of it.
+#[derive(Debug)]
+struct Parsed {
+    source: Box<str>,
+    parts: Box<[Part]>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
-    Literal(String),
-    Var(String),
+    /// `source[start..end]` as written.
+    Literal(usize, usize),
+    /// The variable named `source[start..end]`.
+    Var(usize, usize),
 }
+
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        // The parts follow from the source.
+        self.0.source == other.0.source
+    }
+}
+
+impl Eq for Template {}
+
+/// Parsed templates by the hash of their source, shared by every loaded policy that
+/// writes the same one. Only the hash is kept as the key, so a template no other policy
+/// shares costs no second copy.
+static TEMPLATES: LazyLock<Mutex<HashMap<u64, Weak<Parsed>>>> = LazyLock::new(Mutex::default);
 
 /// Failures of [`Template::parse`] and [`Template::render`]. Never carries a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,51 +93,48 @@ impl Template {
     /// Parses `source`. Variable names are identifiers (`[A-Za-z_][A-Za-z0-9_]*`),
     /// optionally padded with spaces inside the braces.
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
-        let mut parts = Vec::new();
-        let mut rest = source;
-        let mut consumed = 0;
-        while let Some(open) = rest.find("{{") {
-            if open > 0 {
-                parts.push(Part::Literal(rest[..open].to_owned()));
-            }
-            let after = &rest[open + 2..];
-            let Some(close) = after.find("}}") else {
-                return Err(TemplateError::Unclosed {
-                    offset: consumed + open,
-                });
-            };
-            let name = after[..close].trim();
-            if !is_identifier(name) {
-                return Err(TemplateError::BadVariable {
-                    name: name.to_owned(),
-                });
-            }
-            parts.push(Part::Var(name.to_owned()));
-            let advance = open + 2 + close + 2;
-            consumed += advance;
-            rest = &rest[advance..];
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        source.hash(&mut h);
+        let key = h.finish();
+        // A poisoned lock still holds whole entries: each is inserted in one step.
+        let mut known = TEMPLATES.lock().unwrap_or_else(PoisonError::into_inner);
+        let shared = known.get(&key).and_then(Weak::upgrade);
+        if let Some(parsed) = &shared
+            && *parsed.source == *source
+        {
+            return Ok(Template(Arc::clone(parsed)));
         }
-        if !rest.is_empty() {
-            parts.push(Part::Literal(rest.to_owned()));
+        let parsed = Arc::new(Parsed {
+            source: source.into(),
+            parts: parse_parts(source)?.into_boxed_slice(),
+        });
+        // Another template with the same hash keeps its place; this one is not shared.
+        if shared.is_none() {
+            if known.len() >= 1024 && known.len().is_power_of_two() {
+                // Templates no loaded policy uses any more.
+                known.retain(|_, t| t.strong_count() > 0);
+            }
+            known.insert(key, Arc::downgrade(&parsed));
         }
-        // Kept for the policy's lifetime: no spare capacity (thousands of policies).
-        parts.shrink_to_fit();
-        Ok(Template {
-            source: source.to_owned(),
-            parts,
-        })
+        Ok(Template(parsed))
+    }
+
+    fn text(&self, start: usize, end: usize) -> &str {
+        // Ranges were cut at `{{`/`}}` and trimmed whitespace: char boundaries.
+        self.0.source.get(start..end).unwrap_or_default()
     }
 
     /// The template as written.
     pub fn source(&self) -> &str {
-        &self.source
+        &self.0.source
     }
 
     /// Variable names in order of appearance (repeats included).
     pub fn variables(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Var(v) => Some(v.as_str()),
-            Part::Literal(_) => None,
+        self.0.parts.iter().filter_map(|p| match *p {
+            Part::Var(start, end) => Some(self.text(start, end)),
+            Part::Literal(..) => None,
         })
     }
 
@@ -123,9 +145,9 @@ impl Template {
 
     /// Literal segments in order (no variables).
     pub fn literals(&self) -> impl Iterator<Item = &str> {
-        self.parts.iter().filter_map(|p| match p {
-            Part::Literal(l) => Some(l.as_str()),
-            Part::Var(_) => None,
+        self.0.parts.iter().filter_map(|p| match *p {
+            Part::Literal(start, end) => Some(self.text(start, end)),
+            Part::Var(..) => None,
         })
     }
 
@@ -133,22 +155,24 @@ impl Template {
     /// unzeroised copy of the secret is left behind by reallocation.
     pub fn render(&self, vars: &SecretMap) -> Result<SecretString, TemplateError> {
         let mut len = 0;
-        for part in &self.parts {
-            len += match part {
-                Part::Literal(l) => l.len(),
-                Part::Var(v) => vars
-                    .get(v)
-                    .ok_or_else(|| TemplateError::MissingVariable { name: v.clone() })?
-                    .expose_secret()
-                    .len(),
+        for part in self.0.parts.iter() {
+            len += match *part {
+                Part::Literal(start, end) => self.text(start, end).len(),
+                Part::Var(start, end) => {
+                    let v = self.text(start, end);
+                    vars.get(v)
+                        .ok_or_else(|| TemplateError::MissingVariable { name: v.to_owned() })?
+                        .expose_secret()
+                        .len()
+                }
             };
         }
         let mut out = Zeroizing::new(String::with_capacity(len));
-        for part in &self.parts {
-            match part {
-                Part::Literal(l) => out.push_str(l),
-                Part::Var(v) => {
-                    if let Some(value) = vars.get(v) {
+        for part in self.0.parts.iter() {
+            match *part {
+                Part::Literal(start, end) => out.push_str(self.text(start, end)),
+                Part::Var(start, end) => {
+                    if let Some(value) = vars.get(self.text(start, end)) {
                         out.push_str(value.expose_secret());
                     }
                 }
@@ -160,14 +184,48 @@ impl Template {
 
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Template").field(&self.source).finish()
+        f.debug_tuple("Template").field(&self.0.source).finish()
     }
 }
 
 impl fmt::Display for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
+        f.write_str(&self.0.source)
     }
+}
+
+/// The parts of `source` as byte ranges (see [`Template::parse`]).
+fn parse_parts(source: &str) -> Result<Vec<Part>, TemplateError> {
+    let mut parts = Vec::new();
+    let mut consumed = 0;
+    let mut rest = source;
+    while let Some(open) = rest.find("{{") {
+        if open > 0 {
+            parts.push(Part::Literal(consumed, consumed + open));
+        }
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            return Err(TemplateError::Unclosed {
+                offset: consumed + open,
+            });
+        };
+        let inner = &after[..close];
+        let name = inner.trim();
+        if !is_identifier(name) {
+            return Err(TemplateError::BadVariable {
+                name: name.to_owned(),
+            });
+        }
+        let start = consumed + open + 2 + (inner.len() - inner.trim_start().len());
+        parts.push(Part::Var(start, start + name.len()));
+        let advance = open + 2 + close + 2;
+        consumed += advance;
+        rest = &rest[advance..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Literal(consumed, source.len()));
+    }
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -237,6 +295,22 @@ mod tests {
             Template::parse("{{ 1abc }}"),
             Err(TemplateError::BadVariable { .. })
         ));
+    }
+
+    #[test]
+    fn equal_sources_share_one_parsed_copy() {
+        let a = Template::parse("postgres://{{  username }}:{{password}}@db/app").unwrap();
+        let b = Template::parse("postgres://{{  username }}:{{password}}@db/app").unwrap();
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, b);
+        assert_eq!(a.variables().collect::<Vec<_>>(), ["username", "password"]);
+        assert_eq!(
+            a.literals().collect::<Vec<_>>(),
+            ["postgres://", ":", "@db/app"]
+        );
+        let c = Template::parse("{{ password }}").unwrap();
+        assert!(!Arc::ptr_eq(&a.0, &c.0));
+        assert_ne!(a, c);
     }
 
     #[test]

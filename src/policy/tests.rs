@@ -825,3 +825,31 @@ fn approval_errors_name_the_field_and_what_was_expected() {
     assert!(e.path.starts_with("spec.onDemand.approval"), "{e}");
     assert!(e.message.contains("quorum"), "{e}");
 }
+
+#[test]
+fn equal_labels_and_templates_are_shared_between_policies() {
+    let doc = |name: &str, team: &str| {
+        format!(
+            "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: {name}\n  labels: {{team: {team}, tier: db}}\nspec:\n  credential:\n{PG}  vault:\n    path: apps/{name}\n  consumers:\n    - type: kubernetes\n      namespace: ns\n      secret: {name}\n      data:\n        URL: \"postgres://{{{{ username }}}}:{{{{ password }}}}@db/app\"\n"
+        )
+    };
+    let text = [doc("a", "x"), doc("b", "x"), doc("c", "y")].join("---\n");
+    let set = load(&text).unwrap_or_else(|e| panic!("{e}"));
+    let (a, b, c) = (
+        set.get("a").unwrap(),
+        set.get("b").unwrap(),
+        set.get("c").unwrap(),
+    );
+    assert!(std::sync::Arc::ptr_eq(&a.labels, &b.labels));
+    assert!(!std::sync::Arc::ptr_eq(&a.labels, &c.labels));
+    assert_eq!(c.labels.get("team").map(String::as_str), Some("y"));
+    let url = |p: &ValidatedPolicy| match &p.spec.consumers[0] {
+        ConsumerSpec::Kubernetes(k) => k.data["URL"].clone(),
+        other => panic!("not kubernetes: {other:?}"),
+    };
+    assert_eq!(url(a), url(c));
+    assert_eq!(
+        url(a).variables().collect::<Vec<_>>(),
+        ["username", "password"]
+    );
+}

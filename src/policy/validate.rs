@@ -2096,7 +2096,7 @@ pub(crate) fn validate_policy(
     }
     Some(ValidatedPolicy {
         name: name?,
-        labels,
+        labels: shared_labels(labels),
         file: file.to_path_buf(),
         spec: PolicySpec {
             credential: credential?,
@@ -2150,6 +2150,37 @@ fn shared_cron(text: &str) -> Result<Arc<Cron>, croner::errors::CronError> {
     }
     crons.insert(text.to_owned(), Arc::downgrade(&cron));
     Ok(cron)
+}
+
+/// Label sets of loaded policies by their hash, shared by every policy that carries
+/// the same set. Only the hash is kept as the key, so a set no other policy shares costs
+/// no second copy.
+static LABELS: LazyLock<Mutex<HashMap<u64, Weak<LabelSet>>>> = LazyLock::new(Mutex::default);
+
+/// `metadata.labels`.
+type LabelSet = BTreeMap<String, String>;
+
+/// `labels`, or the equal set already loaded.
+fn shared_labels(labels: LabelSet) -> Arc<LabelSet> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    labels.hash(&mut h);
+    let key = h.finish();
+    // A poisoned lock still holds whole entries: each is inserted in one step.
+    let mut known = LABELS.lock().unwrap_or_else(PoisonError::into_inner);
+    match known.get(&key).and_then(Weak::upgrade) {
+        Some(shared) if *shared == labels => return shared,
+        // Another set with the same hash: this one is simply not shared.
+        Some(_) => return Arc::new(labels),
+        None => {}
+    }
+    let shared = Arc::new(labels);
+    if known.len() >= 1024 && known.len().is_power_of_two() {
+        // Sets no loaded policy carries any more.
+        known.retain(|_, l| l.strong_count() > 0);
+    }
+    known.insert(key, Arc::downgrade(&shared));
+    shared
 }
 
 #[cfg(test)]

@@ -947,23 +947,15 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
         let data = secret_map(&[("username", &direct_role), ("password", &new)]);
         let staging = format!("rotor-bench/{name}/direct-staging-{i}");
         let mut parts: Vec<(&str, f64)> = Vec::new();
-        let journal_write = || async {
-            Ok::<u64, BoxError>(
-                v.kv_write_value("secret", &journal_path, &journal_value, None)
-                    .await?,
-            )
-        };
+        let journal_write = || v.kv_write_value("secret", &journal_path, &journal_value, None);
         parts.push((
             "Vault: retired mark, journal, canonical reads (parallel)",
             timed(async {
-                let (a, b, c) = tokio::join!(
+                tokio::try_join!(
                     v.kv_read("secret", &retired_path),
                     v.kv_read_value("secret", &journal_path),
                     v.kv_read("secret", &direct_path),
-                );
-                a?;
-                b?;
-                c?;
+                )?;
                 Ok(())
             })
             .await?
@@ -972,14 +964,11 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
         parts.push((
             "Vault: plan write, admin and history reads (parallel)",
             timed(async {
-                let (a, b, c) = tokio::join!(
+                tokio::try_join!(
                     journal_write(),
                     v.kv_read("secret", &admin_path),
                     v.kv_read_value("secret", &history_path),
-                );
-                a?;
-                b?;
-                c?;
+                )?;
                 Ok(())
             })
             .await?
@@ -991,7 +980,7 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
                 .await?
                 .0,
         ));
-        let mut journal_ms = timed(journal_write()).await?.0;
+        let mut journal_ms = timed(async { Ok(journal_write().await?) }).await?.0;
         parts.push((
             "PostgreSQL: ALTER ROLE on a kept connection (check, role lookup, SCRAM verifier)",
             timed(ctx.kept_alter(&admin, &direct_role, &new)).await?.0,
@@ -1000,22 +989,20 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
             "PostgreSQL: login with the new password",
             timed(ctx.direct_login(&direct_role, &new)).await?.0,
         ));
-        journal_ms += timed(journal_write()).await?.0;
+        journal_ms += timed(async { Ok(journal_write().await?) }).await?.0;
         parts.push((
             "Vault: canonical and history writes (parallel)",
             timed(async {
-                let (a, b) = tokio::join!(
+                tokio::try_join!(
                     v.kv_write("secret", &direct_path, &data, None),
                     v.kv_write_value("secret", &history_path, &history_value, None),
-                );
-                a?;
-                b?;
+                )?;
                 Ok(())
             })
             .await?
             .0,
         ));
-        journal_ms += timed(journal_write()).await?.0;
+        journal_ms += timed(async { Ok(journal_write().await?) }).await?.0;
         parts.push((
             "Kubernetes: Secret apply and read back",
             timed(async {
@@ -1036,7 +1023,7 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
                 .await?
                 .0,
         ));
-        journal_ms += timed(journal_write()).await?.0;
+        journal_ms += timed(async { Ok(journal_write().await?) }).await?.0;
         parts.push(("Vault: journal writes (4)", journal_ms));
         sums.push(parts.iter().map(|(_, t)| t).sum::<f64>());
         for (k, t) in parts {

@@ -59,10 +59,12 @@ async fn unreachable_target_fails_verification_instead_of_passing() {
     )
     .await;
 
-    // Everything up to and including propagation happens, then the process dies.
+    // Everything up to and including propagation happens, then the process dies just
+    // before verification (a probe-only verify is journaled with the next write, so
+    // the journal says propagation is where to resume).
     let crashed = fx
         .rotate_cmd()
-        .env("ROTOR_FAILPOINT", "propagated:done")
+        .env("ROTOR_FAILPOINT", "verified:begun")
         .output()
         .expect("run rotor");
     assert!(!crashed.status.success(), "{}", text(&crashed));

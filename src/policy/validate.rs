@@ -2133,17 +2133,24 @@ static CRONS: LazyLock<Mutex<HashMap<String, Weak<Cron>>>> = LazyLock::new(Mutex
 /// `text` parsed as a POSIX 5-field cron line, or the copy already loaded.
 fn shared_cron(text: &str) -> Result<Arc<Cron>, croner::errors::CronError> {
     // A poisoned lock still holds whole entries: each is inserted in one step.
-    let mut crons = CRONS.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(cron) = crons.get(text).and_then(Weak::upgrade) {
+    let crons = || CRONS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(cron) = crons().get(text).and_then(Weak::upgrade) {
         return Ok(cron);
     }
-    let cron = Arc::new(
+    // Parsed without the lock, so the threads loading files in parallel parse in
+    // parallel too; two that parse the same new line both keep the first copy stored.
+    let parsed = Arc::new(
         CronParser::builder()
             .seconds(Seconds::Disallowed)
             .year(Year::Disallowed)
             .build()
             .parse(text)?,
     );
+    let mut crons = crons();
+    if let Some(cron) = crons.get(text).and_then(Weak::upgrade) {
+        return Ok(cron);
+    }
+    let cron = parsed;
     if crons.len() >= 1024 && crons.len().is_power_of_two() {
         // Lines no loaded policy uses any more.
         crons.retain(|_, c| c.strong_count() > 0);

@@ -8,7 +8,7 @@ use tracing::info;
 use zeroize::Zeroize;
 
 use crate::policy::VaultKvConsumer;
-use crate::secret::SecretMap;
+use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, RawResponse, Vault, VaultError};
 
 /// A failed push to a KV copy.
@@ -140,8 +140,6 @@ pub async fn push(
     spec: &VaultKvConsumer,
     rendered: &SecretMap,
 ) -> Result<VaultKvReport, VaultKvError> {
-    let ns = spec.namespace.as_deref().or(vault.namespace());
-    let path = format!("{}/data/{}", spec.mount, spec.path);
     let mut changed = false;
     for attempt in 0..2 {
         let current = read(vault, spec).await?;
@@ -151,23 +149,7 @@ pub async fn push(
             break;
         }
         let cas = current.as_ref().map_or(0, |(_, v)| *v);
-        let mut data = Map::new();
-        for (k, v) in rendered.iter() {
-            data.insert(
-                k.to_owned(),
-                Value::String(secrecy::ExposeSecret::expose_secret(v).to_owned()),
-            );
-        }
-        let mut body = json!({"options": {"cas": cas}, "data": Value::Object(data)});
-        let result = vault
-            .request_in(ns, Method::POST, &path, Some(&body), AuthAs::Rotor)
-            .await;
-        wipe(&mut body);
-        let resp = result.map_err(|source| VaultKvError::Vault {
-            location: location(spec),
-            source,
-        })?;
-        if resp.status == 400 && resp.errors().contains("check-and-set") {
+        if !write_version(vault, spec, rendered.iter(), cas).await? {
             if attempt == 1 {
                 return Err(VaultKvError::Conflict {
                     location: location(spec),
@@ -175,7 +157,6 @@ pub async fn push(
             }
             continue;
         }
-        checked(resp, spec, "write")?;
         changed = true;
         break;
     }
@@ -191,13 +172,45 @@ pub async fn push(
     Ok(VaultKvReport { changed, verified })
 }
 
+/// Writes `entries` as the copy's next version with check-and-set on `cas` (the
+/// version read; 0: none yet). `Ok(false)` when someone else wrote first. The request
+/// body holding the values is wiped once sent.
+async fn write_version<'v>(
+    vault: &Vault,
+    spec: &VaultKvConsumer,
+    entries: impl Iterator<Item = (&'v str, &'v SecretString)>,
+    cas: u64,
+) -> Result<bool, VaultKvError> {
+    let ns = spec.namespace.as_deref().or(vault.namespace());
+    let path = format!("{}/data/{}", spec.mount, spec.path);
+    let mut data = Map::new();
+    for (k, v) in entries {
+        data.insert(
+            k.to_owned(),
+            Value::String(secrecy::ExposeSecret::expose_secret(v).to_owned()),
+        );
+    }
+    let mut body = json!({"options": {"cas": cas}, "data": Value::Object(data)});
+    let result = vault
+        .request_in(ns, Method::POST, &path, Some(&body), AuthAs::Rotor)
+        .await;
+    wipe(&mut body);
+    let resp = result.map_err(|source| VaultKvError::Vault {
+        location: location(spec),
+        source,
+    })?;
+    if resp.status == 400 && resp.errors().contains("check-and-set") {
+        return Ok(false);
+    }
+    checked(resp, spec, "write")?;
+    Ok(true)
+}
+
 /// Writes a new version of the copy without the policy's keys (`spec.data`), with
 /// check-and-set on the version read, keeping every other key and every earlier
 /// version; then reads it back. Returns how many of the keys were there. A path with
 /// no live version, or none of the keys, is removed already (nothing is written).
 pub async fn remove(vault: &Vault, spec: &VaultKvConsumer) -> Result<usize, VaultKvError> {
-    let ns = spec.namespace.as_deref().or(vault.namespace());
-    let path = format!("{}/data/{}", spec.mount, spec.path);
     let ours = |k: &str| spec.data.contains_key(k);
     let mut removed = 0;
     for attempt in 0..2 {
@@ -208,23 +221,8 @@ pub async fn remove(vault: &Vault, spec: &VaultKvConsumer) -> Result<usize, Vaul
         if present == 0 {
             break;
         }
-        let mut data = Map::new();
-        for (k, v) in current.iter().filter(|(k, _)| !ours(k)) {
-            data.insert(
-                k.to_owned(),
-                Value::String(secrecy::ExposeSecret::expose_secret(v).to_owned()),
-            );
-        }
-        let mut body = json!({"options": {"cas": version}, "data": Value::Object(data)});
-        let result = vault
-            .request_in(ns, Method::POST, &path, Some(&body), AuthAs::Rotor)
-            .await;
-        wipe(&mut body);
-        let resp = result.map_err(|source| VaultKvError::Vault {
-            location: location(spec),
-            source,
-        })?;
-        if resp.status == 400 && resp.errors().contains("check-and-set") {
+        let kept = current.iter().filter(|(k, _)| !ours(k));
+        if !write_version(vault, spec, kept, version).await? {
             if attempt == 1 {
                 return Err(VaultKvError::Conflict {
                     location: location(spec),
@@ -232,7 +230,6 @@ pub async fn remove(vault: &Vault, spec: &VaultKvConsumer) -> Result<usize, Vaul
             }
             continue;
         }
-        checked(resp, spec, "write")?;
         removed = present;
         break;
     }

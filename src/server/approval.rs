@@ -17,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{
-    App, Caller, Denial, MAX_REASON_LEN, Outcome, RequestAudit, audit_unavailable, given,
-    granted_policy, json_body, too_long,
+    App, Caller, Denial, Outcome, RequestAudit, audit_unavailable, granted_policy, json_body,
+    reason_and_ticket,
 };
 use crate::agent::{ApprovalCaller, ApprovalRecord};
 
@@ -104,12 +104,10 @@ pub(super) async fn approve(
         Ok(b) => b,
         Err(d) => return app.refuse(record, d).await,
     };
-    let reason = given(parsed.reason);
-    record.reason = reason.clone();
-    if let Some(d) = too_long(reason.as_deref(), MAX_REASON_LEN, "reason") {
-        record.reason = None;
-        return app.refuse(record, d).await;
-    }
+    let reason = match reason_and_ticket(&mut record, parsed.reason, None) {
+        Ok((reason, _)) => reason,
+        Err(d) => return app.refuse(record, d).await,
+    };
     let request = match visible_request(&app, &caller, &id).await {
         Ok(r) => r,
         Err(d) => return app.refuse(record, d).await,

@@ -18,8 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    App, Denial, MAX_REASON_LEN, MAX_TICKET_LEN, Outcome, RequestAudit, audit_unavailable, given,
-    invalid, json_body, too_long,
+    App, Denial, Outcome, RequestAudit, audit_unavailable, invalid, json_body, reason_and_ticket,
 };
 use crate::engine::{RotationRequest, Trigger};
 
@@ -127,19 +126,11 @@ pub(super) async fn rotate_selected(
     } else {
         Trigger::OnDemand
     };
-    let reason = given(parsed.reason);
-    let ticket = given(parsed.ticket);
     record.trigger = Some(trigger);
-    record.reason = reason.clone();
-    record.ticket = ticket.clone();
-    if let Some(d) = too_long(reason.as_deref(), MAX_REASON_LEN, "reason") {
-        record.reason = None;
-        return app.refuse(record, d).await;
-    }
-    if let Some(d) = too_long(ticket.as_deref(), MAX_TICKET_LEN, "ticket") {
-        record.ticket = None;
-        return app.refuse(record, d).await;
-    }
+    let (reason, ticket) = match reason_and_ticket(&mut record, parsed.reason, parsed.ticket) {
+        Ok(t) => t,
+        Err(d) => return app.refuse(record, d).await,
+    };
     let selector = parsed.selector;
     if selector.is_empty() {
         let d = invalid(

@@ -616,6 +616,25 @@ fn given(text: Option<String>) -> Option<String> {
     text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
 }
 
+/// A request's reason and ticket, trimmed (blank is none) and noted on `record`; one
+/// over its length limit refuses the request and is left out of the record.
+fn reason_and_ticket(
+    record: &mut RequestAudit,
+    reason: Option<String>,
+    ticket: Option<String>,
+) -> Result<(Option<String>, Option<String>), Denial> {
+    let reason = given(reason);
+    let ticket = given(ticket);
+    let long_reason = too_long(reason.as_deref(), MAX_REASON_LEN, "reason");
+    let long_ticket = too_long(ticket.as_deref(), MAX_TICKET_LEN, "ticket");
+    record.reason = reason.clone().filter(|_| long_reason.is_none());
+    record.ticket = ticket.clone().filter(|_| long_ticket.is_none());
+    match long_reason.or(long_ticket) {
+        Some(d) => Err(d),
+        None => Ok((reason, ticket)),
+    }
+}
+
 async fn rotate(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -645,19 +664,11 @@ async fn rotate(
     } else {
         Trigger::OnDemand
     };
-    let reason = given(parsed.reason);
-    let ticket = given(parsed.ticket);
     record.trigger = Some(trigger);
-    record.reason = reason.clone();
-    record.ticket = ticket.clone();
-    if let Some(d) = too_long(reason.as_deref(), MAX_REASON_LEN, "reason") {
-        record.reason = None;
-        return app.refuse(record, d).await;
-    }
-    if let Some(d) = too_long(ticket.as_deref(), MAX_TICKET_LEN, "ticket") {
-        record.ticket = None;
-        return app.refuse(record, d).await;
-    }
+    let (reason, ticket) = match reason_and_ticket(&mut record, parsed.reason, parsed.ticket) {
+        Ok(t) => t,
+        Err(d) => return app.refuse(record, d).await,
+    };
 
     let meta = match granted_policy(&app, &caller, &name) {
         Ok(meta) => meta,
@@ -755,12 +766,10 @@ async fn release(
         Ok(b) => b,
         Err(d) => return app.refuse(record, d).await,
     };
-    let reason = given(parsed.reason);
-    record.reason = reason.clone();
-    if let Some(d) = too_long(reason.as_deref(), MAX_REASON_LEN, "reason") {
-        record.reason = None;
-        return app.refuse(record, d).await;
-    }
+    let reason = match reason_and_ticket(&mut record, parsed.reason, None) {
+        Ok((reason, _)) => reason,
+        Err(d) => return app.refuse(record, d).await,
+    };
 
     if let Err(d) = granted_policy(&app, &caller, &name) {
         return app.refuse(record, d).await;

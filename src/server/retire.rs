@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    App, Denial, MAX_REASON_LEN, MAX_TICKET_LEN, Outcome, RequestAudit, audit_unavailable, given,
-    granted_policy, invalid, json_body, too_long,
+    App, Denial, Outcome, RequestAudit, audit_unavailable, granted_policy, invalid, json_body,
+    reason_and_ticket,
 };
 use crate::engine::{RetireRequest, RetireState};
 
@@ -118,18 +118,10 @@ async fn handle(
         Ok(b) => b,
         Err(d) => return app.refuse(record, d).await,
     };
-    let reason = given(parsed.reason);
-    let ticket = given(parsed.ticket);
-    record.reason = reason.clone();
-    record.ticket = ticket.clone();
-    if let Some(d) = too_long(reason.as_deref(), MAX_REASON_LEN, "reason") {
-        record.reason = None;
-        return app.refuse(record, d).await;
-    }
-    if let Some(d) = too_long(ticket.as_deref(), MAX_TICKET_LEN, "ticket") {
-        record.ticket = None;
-        return app.refuse(record, d).await;
-    }
+    let (reason, ticket) = match reason_and_ticket(&mut record, parsed.reason, parsed.ticket) {
+        Ok(t) => t,
+        Err(d) => return app.refuse(record, d).await,
+    };
     let meta = match granted_policy(&app, &caller, &name) {
         Ok(meta) => meta,
         Err(d) => return app.refuse(record, d).await,

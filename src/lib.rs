@@ -12,6 +12,7 @@
 //! - [`server`]: the HTTP API: health, metrics, policies, on-demand rotation.
 //! - [`policy`]: the policy model (serde), loading with precise errors, validation, templates.
 //! - [`schedule`]: cron + time zone → next fire times.
+//! - [`fuzzing`]: the entry points of the fuzz targets and their replay test.
 //! - [`engine`]: the rotation state machine, its journal and failpoints; retirement
 //!   (offboarding) and enabling again.
 //! - [`credentials`]: one module per credential kind, dispatched by an enum.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod consumers;
 pub mod credentials;
 pub mod engine;
+pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
 pub mod notify;

@@ -81,9 +81,9 @@ pub(super) async fn get_request(
 /// The body of `POST /v1/requests/{id}/approve`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ApproveBody {
+pub(super) struct ApproveBody {
     #[serde(default)]
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
 }
 
 pub(super) async fn approve(

@@ -28,13 +28,13 @@ pub const MAX_BULK_POLICIES: usize = 1000;
 /// The body of `POST /v1/rotations`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BulkBody {
+pub(super) struct BulkBody {
     #[serde(default)]
-    selector: BTreeMap<String, String>,
+    pub(super) selector: BTreeMap<String, String>,
     #[serde(default)]
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
     #[serde(default)]
-    ticket: Option<String>,
+    pub(super) ticket: Option<String>,
     #[serde(default)]
     compromise: Option<bool>,
 }
@@ -78,7 +78,7 @@ pub struct BulkAccepted {
     pub policies: Vec<BulkItem>,
 }
 
-fn selector_text(selector: &BTreeMap<String, String>) -> String {
+pub(super) fn selector_text(selector: &BTreeMap<String, String>) -> String {
     selector
         .iter()
         .map(|(k, v)| format!("{k}={v}"))

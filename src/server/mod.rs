@@ -35,6 +35,7 @@ mod approval;
 mod auth;
 mod bulk;
 mod client;
+pub mod fuzzing;
 mod retire;
 
 use std::future::Future;

@@ -29,11 +29,11 @@ use crate::engine::{RetireRequest, RetireState};
 /// The body of both routes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Body {
+pub(super) struct Body {
     #[serde(default)]
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
     #[serde(default)]
-    ticket: Option<String>,
+    pub(super) ticket: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,12 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Limit on each call to an outside system (the Kubernetes API, Vault, GitLab,
+    /// GitHub, webhooks, the targets): a connect, a request, a statement. A call that
+    /// runs into it fails as a retryable `timeout` and is counted in
+    /// `rotor_outside_call_timeouts_total{system}`. From 100ms to 1h.
+    #[arg(long, global = true, env = crate::outside::ENV_CALL_TIMEOUT, default_value = "30s", value_parser = parse_call_timeout)]
+    pub call_timeout: std::time::Duration,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -227,6 +233,14 @@ fn parse_selector(text: &str) -> Result<std::collections::BTreeMap<String, Strin
     Ok(out)
 }
 
+fn parse_call_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let limit = parse_wait(text)?;
+    if !(crate::outside::MIN_CALL_TIMEOUT..=crate::outside::MAX_CALL_TIMEOUT).contains(&limit) {
+        return Err(format!("{text:?} is outside 100ms..1h"));
+    }
+    Ok(limit)
+}
+
 fn parse_wait(text: &str) -> Result<std::time::Duration, String> {
     policy::parse_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration like 90s, 10m or 1h"))
@@ -421,6 +435,8 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> ExitCode {
+    // Before any client is built: every client takes its limit from here.
+    crate::outside::set_call_timeout(cli.call_timeout);
     let output = cli.output;
     let result = match cli.command {
         Command::Validate { paths } => validate(&paths, output),

@@ -183,7 +183,8 @@ fn confirmed_until(lease: Option<&Lease>, identity: &str, margin: Duration) -> O
 
 /// Competes for the Lease until `shutdown`: calls `on_change(true)` when this replica
 /// becomes the leader and `on_change(false)` when it stops being one (also at
-/// shutdown, before the Lease is released). Failures to reach the API server are
+/// shutdown, before the Lease is released), and `on_change(false)` once when the Lease
+/// is first reached and another replica holds it, so the caller knows its state. Failures to reach the API server are
 /// logged and retried; a leader that cannot confirm its renewal in time steps down.
 ///
 /// Returns an error for an invalid [`LeaderConfig`] (before doing anything) or when
@@ -237,6 +238,8 @@ pub async fn run(
     let mut held = false;
     let mut leader = false;
     let mut valid_until = SystemTime::UNIX_EPOCH;
+    // Whether `on_change` has been told a first state.
+    let mut reported = false;
     loop {
         let Some(e) = elector.as_mut() else {
             tokio::select! {
@@ -248,6 +251,7 @@ pub async fn run(
                         retry = Duration::from_millis(500);
                     }
                     Err(error) => {
+                        crate::outside::note(crate::outside::System::Kubernetes, &error);
                         warn!(lease = %lease, error = %crate::error_chain(&error), "Cannot reach the lease; retrying.");
                         tokio::select! {
                             () = &mut shutdown => break,
@@ -281,12 +285,24 @@ pub async fn run(
                         .unwrap_or(SystemTime::UNIX_EPOCH);
                 }
                 Ok(Err(error)) => {
+                    crate::outside::note(crate::outside::System::Kubernetes, &error);
                     debug!(lease = %lease, error = %error, "Cannot read the lease to confirm it.")
                 }
-                Err(_) => debug!(lease = %lease, "Reading the lease timed out."),
+                Err(_) => {
+                    crate::outside::count_timeout(crate::outside::System::Kubernetes);
+                    debug!(lease = %lease, "Reading the lease timed out.")
+                }
             }
         }
         let leading = held && SystemTime::now() < valid_until;
+        if !reported {
+            // The first state since the elector reached the Lease: the agent learns
+            // that its leadership is known (readiness waits for it), even as a follower.
+            reported = true;
+            if !leading {
+                on_change(false);
+            }
+        }
         if leading != leader {
             leader = leading;
             if leading {

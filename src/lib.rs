@@ -8,6 +8,8 @@
 //!   `retire`, `enable`, `audit`, …).
 //! - [`leader`]: leader election on a Kubernetes Lease (`rotor run --leader-election`).
 //! - [`metrics`]: the owned Prometheus registry; every metric is named there.
+//! - [`outside`]: the agent-wide timeout of calls to outside systems, and their timeout
+//!   counts.
 //! - [`notify`]: signed webhook notifications of policy events, retried with backoff.
 //! - [`server`]: the HTTP API: health, metrics, policies, on-demand rotation.
 //! - [`policy`]: the policy model (serde), loading with precise errors, validation, templates.
@@ -30,6 +32,7 @@ pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
+pub mod outside;
 pub mod policy;
 pub mod schedule;
 pub mod secret;

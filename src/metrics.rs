@@ -278,6 +278,61 @@ impl prometheus::core::Collector for PolicyGauges {
     }
 }
 
+/// `rotor_outside_call_timeouts_total{system}`: read from the process-wide counts in
+/// [`crate::outside`] when gathered (the clients that count are built far from the
+/// registry). Every system has a series from the start, so a first timeout is an increase.
+#[derive(Clone)]
+struct OutsideTimeouts {
+    desc: Arc<prometheus::core::Desc>,
+}
+
+const OUTSIDE_TIMEOUTS: &str = "rotor_outside_call_timeouts_total";
+
+impl OutsideTimeouts {
+    fn new() -> Self {
+        let desc = prometheus::core::Desc::new(
+            OUTSIDE_TIMEOUTS.to_owned(),
+            "Calls to outside systems (kubernetes, vault, gitlab, github, webhook, the targets) that ran into the call timeout.".to_owned(),
+            vec!["system".to_owned()],
+            HashMap::new(),
+        )
+        .expect("rotor's metric definitions are static and valid");
+        OutsideTimeouts {
+            desc: Arc::new(desc),
+        }
+    }
+}
+
+impl prometheus::core::Collector for OutsideTimeouts {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
+        let metrics = crate::outside::System::ALL
+            .iter()
+            .map(|system| {
+                let mut pair = LabelPair::default();
+                pair.set_name("system".to_owned());
+                pair.set_value(system.as_str().to_owned());
+                let mut counter = Counter::default();
+                // Counts stay far below 2^53, where f64 is exact.
+                counter.set_value(crate::outside::timeouts(*system) as f64);
+                let mut metric = Metric::from_label(vec![pair]);
+                metric.set_counter(counter);
+                metric
+            })
+            .collect();
+        let mut family = MetricFamily::default();
+        family.set_name(OUTSIDE_TIMEOUTS.to_owned());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::COUNTER);
+        family.set_metric(metrics);
+        vec![family]
+    }
+}
+
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
@@ -399,6 +454,7 @@ impl Metrics {
             STEP_BUCKETS,
         );
         let gauges = register(&r, PolicyGauges::new());
+        register(&r, OutsideTimeouts::new());
         let consumer_failures = counter_vec(
             &r,
             "rotor_consumer_failures_total",

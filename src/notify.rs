@@ -228,6 +228,7 @@ impl NotifyError {
             NotifyError::NoVault { .. } => "notify_no_vault",
             NotifyError::KeyShape { .. } => "notify_key_shape",
             NotifyError::Client(_) => "notify_client",
+            NotifyError::Transport { source, .. } if source.is_timeout() => "timeout",
             NotifyError::Transport { .. } => "notify_transport",
             NotifyError::Status { .. } => "notify_status",
         }
@@ -315,8 +316,8 @@ impl Notifier {
     /// waiting about 1 s, 2 s, 4 s, 8 s between them.
     pub fn new(vault: Option<Vault>, global: Vec<NotifyTarget>) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT.min(crate::outside::call_timeout()))
+            .connect_timeout(CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -531,9 +532,12 @@ impl Inner {
             .body(job.body.clone())
             .send()
             .await
-            .map_err(|e| NotifyError::Transport {
-                host: host.to_owned(),
-                source: e.without_url(),
+            .map_err(|e| {
+                crate::outside::note(crate::outside::System::Webhook, &e);
+                NotifyError::Transport {
+                    host: host.to_owned(),
+                    source: e.without_url(),
+                }
             })?;
         let status = response.status();
         if status.is_success() {

@@ -76,7 +76,7 @@ impl VaultConfig {
             auth: VaultAuth::Token,
             namespace: var("VAULT_NAMESPACE"),
             ca_cert: var("VAULT_CACERT").map(PathBuf::from),
-            timeout: Duration::from_secs(30),
+            timeout: crate::outside::call_timeout(),
         }
     }
 }
@@ -334,6 +334,9 @@ pub enum VaultError {
 impl VaultError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
+        if self.is_timeout() {
+            return "timeout";
+        }
         match self {
             VaultError::Config(_) => "vault_config",
             VaultError::NoToken => "vault_no_token",
@@ -348,7 +351,20 @@ impl VaultError {
         }
     }
 
-    /// Whether retrying the same call later may succeed (network trouble, 5xx, 429).
+    /// Whether Vault did not answer within the call timeout
+    /// ([`crate::outside::call_timeout`]); such an error is transient.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            VaultError::Read { detail, .. }
+            | VaultError::Write { detail, .. }
+            | VaultError::Request { detail, .. }
+            | VaultError::Login { detail, .. } => detail.starts_with("timeout"),
+            _ => false,
+        }
+    }
+
+    /// Whether retrying the same call later may succeed (network trouble, timeouts,
+    /// 5xx, 429).
     pub fn is_transient(&self) -> bool {
         match self {
             VaultError::Read { detail, .. }
@@ -362,6 +378,7 @@ impl VaultError {
 
 fn detail_is_transient(detail: &str) -> bool {
     detail.starts_with("transport")
+        || detail.starts_with("timeout")
         || detail.starts_with("HTTP 5")
         || detail.starts_with("HTTP 429")
 }
@@ -497,8 +514,21 @@ fn describe(err: &ClientError) -> String {
     match err {
         ClientError::APIError { code, errors } if errors.is_empty() => format!("HTTP {code}"),
         ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),
-        ClientError::RestClientError { source } => format!("transport: {source}"),
+        ClientError::RestClientError { source } => transport_detail(source),
         other => other.to_string(),
+    }
+}
+
+/// `timeout: …` (counted) when `source` ran into the call timeout, else `transport: …`.
+fn transport_detail(source: &(dyn std::error::Error + 'static)) -> String {
+    if crate::outside::note(crate::outside::System::Vault, source) {
+        format!(
+            "timeout: Vault did not answer within {} ms: {}",
+            crate::outside::call_timeout().as_millis(),
+            crate::error_chain(source)
+        )
+    } else {
+        format!("transport: {source}")
     }
 }
 
@@ -566,7 +596,7 @@ impl Vault {
         let client = client_with_token(&settings, &token)?;
         let mut http = reqwest::Client::builder()
             .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(10));
+            .connect_timeout(config.timeout);
         if let Some(ca) = &config.ca_cert {
             let pem = std::fs::read(ca)
                 .map_err(|e| VaultError::Config(format!("VAULT_CACERT {}: {e}", ca.display())))?;
@@ -685,12 +715,12 @@ impl Vault {
         let operation = format!("{method} {path}");
         let resp = req.send().await.map_err(|e| VaultError::Request {
             operation: operation.clone(),
-            detail: format!("transport: {}", e.without_url()),
+            detail: transport_detail(&e.without_url()),
         })?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| VaultError::Request {
             operation,
-            detail: format!("transport: {}", e.without_url()),
+            detail: transport_detail(&e.without_url()),
         })?;
         Ok(RawResponse { status, body })
     }

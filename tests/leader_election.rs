@@ -81,8 +81,19 @@ impl Candidate {
         self.leading.load(Ordering::SeqCst)
     }
 
-    fn changes(&self) -> Vec<bool> {
+    /// Every `on_change` call.
+    fn reports(&self) -> Vec<bool> {
         self.changes.lock().unwrap().clone()
+    }
+
+    /// The leadership changes: the reports without the first `false`, which tells a
+    /// candidate that has reached the Lease that it follows (no change).
+    fn changes(&self) -> Vec<bool> {
+        let mut reports = self.reports();
+        if reports.first() == Some(&false) {
+            reports.remove(0);
+        }
+        reports
     }
 
     /// Stops the task and returns what `run` returned.
@@ -178,6 +189,11 @@ async fn exactly_one_candidate_leads_and_a_stopped_leader_hands_over_within_a_le
     }
     assert_eq!(leader.changes(), [true], "the leader never stepped down");
     assert!(follower.changes().is_empty(), "the follower never led");
+    assert_eq!(
+        follower.reports(),
+        [false],
+        "the follower was told once that it follows (readiness waits for it)"
+    );
     assert_eq!(
         holder(&kube, &lease).await.as_deref(),
         Some(leader.identity.as_str())

@@ -303,6 +303,7 @@ fn encoded_metrics_are_clean_under_promtool_check_metrics() {
         ("rotor_policy_reloads_total", "counter"),
         ("rotor_api_requests_total", "counter"),
         ("rotor_build_info", "gauge"),
+        ("rotor_outside_call_timeouts_total", "counter"),
     ] {
         assert!(
             text.contains(&format!("# TYPE {name} {kind}\n")),
@@ -357,6 +358,19 @@ fn a_fresh_registry_is_clean_and_has_build_info() {
         Some(0.0)
     );
     assert_eq!(value(&text, "rotor_leader", &[]), Some(0.0));
+    // Every system has a timeout series from the start, so a first timeout is an increase.
+    for system in rotor::outside::System::ALL {
+        assert!(
+            value(
+                &text,
+                "rotor_outside_call_timeouts_total",
+                &[("system", system.as_str())]
+            )
+            .is_some(),
+            "{} has no timeout series:\n{text}",
+            system.as_str()
+        );
+    }
 }
 
 #[test]
@@ -682,6 +696,9 @@ fn label_values_come_only_from_bounded_sets() {
                 "route" => ROUTES.contains(&v.as_str()),
                 "code" => v == "other" || v.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c)),
                 "version" => v == VERSION,
+                "system" => rotor::outside::System::ALL
+                    .iter()
+                    .any(|system| system.as_str() == v),
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
                 _ => false,
             };

@@ -64,7 +64,7 @@ pub async fn run(
                 .await
                 .map_err(|e| anyhow::anyhow!("auth config {}: {e}", path.display()))?;
             // In a cluster, ServiceAccount tokens are checked with TokenReview.
-            if let Ok(client) = kube::Client::try_default().await {
+            if let Ok(client) = crate::outside::kube_client().await {
                 auth = auth.with_kube(client);
             }
             auth
@@ -76,6 +76,7 @@ pub async fn run(
             Authenticator::deny_all()
         }
     };
+    let engine_vault = engine.vault().clone();
     let agent = Agent::new(
         Arc::new(engine),
         policies,
@@ -90,12 +91,12 @@ pub async fn run(
     let (elector, elector_stop) = match opts.leader.clone() {
         Some(config) => {
             config.check()?;
-            let client = kube::Client::try_default().await.map_err(|e| {
+            let client = crate::outside::kube_client().await.map_err(|e| {
                 anyhow::anyhow!(
                     "--leader-election needs the Kubernetes API (in-cluster or KUBECONFIG): {e}"
                 )
             })?;
-            agent.set_leader(false);
+            agent.set_leader_unknown();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let a = agent.clone();
             let task = tokio::spawn(crate::leader::run(
@@ -110,6 +111,8 @@ pub async fn run(
         }
         None => (None, None),
     };
+    // Readiness follows Vault without a Vault call per request.
+    let vault_probe = super::health::spawn_vault_probe(engine_vault, agent.health());
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", opts.listen))?;
@@ -193,6 +196,7 @@ pub async fn run(
             Err(e) => warn!(error = %e, "Leader election task failed."),
         }
     }
+    vault_probe.abort();
     let _ = keeper_stop.send(());
     if let Err(e) = keeper.await {
         warn!(error = %e, "The Vault token keeper failed.");

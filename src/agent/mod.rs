@@ -4,6 +4,7 @@
 
 pub mod approval;
 pub mod command;
+pub mod health;
 pub mod quarantine;
 pub mod run;
 

@@ -338,6 +338,8 @@ struct Inner {
     state: Mutex<State>,
     wake: Notify,
     leader: AtomicBool,
+    /// Dependency facts for readiness (Vault probe, leadership known).
+    health: Arc<super::health::Health>,
     notifier: Notifier,
     approvals: Approvals,
 }
@@ -401,6 +403,7 @@ impl Agent {
                 }),
                 wake: Notify::new(),
                 leader: AtomicBool::new(true),
+                health: Arc::default(),
                 notifier: Notifier::new(config.vault.clone(), config.notify.clone()),
                 approvals,
                 config,
@@ -526,9 +529,22 @@ impl Agent {
 
     /// Whether this replica may rotate (leader election sets it).
     pub fn set_leader(&self, leader: bool) {
+        self.inner.health.set_leader_known(true);
         self.inner.leader.store(leader, Ordering::SeqCst);
         self.inner.metrics.set_leader(leader);
         self.inner.wake.notify_one();
+    }
+
+    /// Not the leader, and not ready until leader election first reports
+    /// ([`Agent::set_leader`]): for `--leader-election`, before the elector starts.
+    pub fn set_leader_unknown(&self) {
+        self.set_leader(false);
+        self.inner.health.set_leader_known(false);
+    }
+
+    /// The dependency facts readiness reports; probes write them.
+    pub fn health(&self) -> Arc<super::health::Health> {
+        Arc::clone(&self.inner.health)
     }
 }
 
@@ -1633,18 +1649,20 @@ impl Control for Agent {
     }
 
     fn readiness(&self) -> Readiness {
+        let problem = self.inner.health.problem();
         let st = self.inner.lock();
         let leader = self.inner.leader.load(Ordering::SeqCst);
+        let reason = if st.stopping {
+            Some("shutting down".into())
+        } else if !st.started {
+            Some("resuming open rotations".into())
+        } else {
+            problem
+        };
         Readiness {
-            ready: st.started && !st.stopping,
+            ready: reason.is_none(),
             leader,
-            reason: if st.stopping {
-                Some("shutting down".into())
-            } else if !st.started {
-                Some("resuming open rotations".into())
-            } else {
-                None
-            },
+            reason,
         }
     }
 }

@@ -39,7 +39,6 @@ pub const MAX_VALUE_BYTES: usize = 48 * 1024;
 pub const USER_AGENT: &str = concat!("rotor/", env!("CARGO_PKG_VERSION"));
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest GitHub error message kept in an error (in characters).
 const MAX_MESSAGE_CHARS: usize = 300;
 
@@ -81,8 +80,8 @@ impl GithubClient {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .default_headers(headers)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
+            .timeout(crate::outside::call_timeout())
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(GithubError::Client)?;
@@ -300,9 +299,12 @@ impl GithubClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let transport = |e: reqwest::Error| GithubError::Transport {
-            call: call.to_string(),
-            source: e.without_url(),
+        let transport = |e: reqwest::Error| {
+            crate::outside::note(crate::outside::System::Github, &e);
+            GithubError::Transport {
+                call: call.to_string(),
+                source: e.without_url(),
+            }
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
@@ -460,6 +462,7 @@ impl GithubError {
             Self::ValueTooLarge { .. } => "value_too_large",
             Self::SelectedWithoutRepositories { .. } => "selected_without_repositories",
             Self::InvalidToken => "invalid_token",
+            Self::Transport { source, .. } if source.is_timeout() => "timeout",
             Self::Transport { .. } => "transport",
             Self::Auth { .. } => "auth",
             Self::Forbidden { .. } => "forbidden",

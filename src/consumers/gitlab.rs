@@ -45,8 +45,6 @@ use crate::secret::{SecretString, constant_time_eq};
 
 /// Limit for establishing a connection to GitLab.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Limit for one whole request (connect, send, answer).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The header carrying the token.
 pub const TOKEN_HEADER: &str = "PRIVATE-TOKEN";
 /// The query parameter selecting a variable's environment scope.
@@ -297,6 +295,7 @@ impl GitlabError {
             Self::NotFound { .. } => "not_found",
             Self::Rejected { .. } => "rejected",
             Self::Http { .. } => "http",
+            Self::Transport { source, .. } if source.is_timeout() => "timeout",
             Self::Transport { .. } => "transport",
             Self::Decode { .. } => "decode",
             Self::ScopeMismatch { .. } => "scope_mismatch",
@@ -341,8 +340,8 @@ impl GitlabClient {
     /// A client with rotor's timeouts, rustls and no redirects. No I/O.
     pub fn new() -> Result<Self, GitlabError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
+            .timeout(crate::outside::call_timeout())
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -506,10 +505,13 @@ impl GitlabClient {
         url: &Url,
         body: Option<Bytes>,
     ) -> Result<Answer, GitlabError> {
-        let transport = |source| GitlabError::Transport {
-            operation,
-            variable: call.location(),
-            source,
+        let transport = |source: reqwest::Error| {
+            crate::outside::note(crate::outside::System::Gitlab, &source);
+            GitlabError::Transport {
+                operation,
+                variable: call.location(),
+                source,
+            }
         };
         let mut request = self
             .http

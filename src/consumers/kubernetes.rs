@@ -553,6 +553,9 @@ pub enum KubernetesError {
 impl KubernetesError {
     /// A fixed label for metrics and logs.
     pub fn kind(&self) -> &'static str {
+        if self.api_failure().is_some_and(ApiFailure::is_timeout) {
+            return "timeout";
+        }
         match self {
             Self::RenderedKeys { .. } => "rendered_keys",
             Self::Read { .. } => "read",
@@ -564,6 +567,18 @@ impl KubernetesError {
             Self::WorkloadRead { .. } => "workload_read",
             Self::Restart { .. } => "restart",
             Self::Remove { .. } => "remove",
+        }
+    }
+
+    /// The failed API call, for the variants that have one.
+    fn api_failure(&self) -> Option<&ApiFailure> {
+        match self {
+            Self::Read { source, .. }
+            | Self::Apply { source, .. }
+            | Self::WorkloadRead { source, .. }
+            | Self::Restart { source, .. }
+            | Self::Remove { source, .. } => Some(source),
+            _ => None,
         }
     }
 
@@ -599,6 +614,7 @@ pub struct ApiFailure {
     reason: String,
     message: String,
     transient: bool,
+    timed_out: bool,
 }
 
 impl ApiFailure {
@@ -617,6 +633,12 @@ impl ApiFailure {
         self.transient
     }
 
+    /// Whether the API server did not answer within the call timeout
+    /// ([`crate::outside::call_timeout`]); such a failure is counted and transient.
+    pub fn is_timeout(&self) -> bool {
+        self.timed_out
+    }
+
     fn from_kube(err: kube::Error, scrubber: &Scrubber) -> Self {
         match err {
             kube::Error::Api(status) => {
@@ -630,6 +652,7 @@ impl ApiFailure {
                         scrubber.scrub(&status.message)
                     ),
                     transient: code >= 500 || code == 429 || code == 408,
+                    timed_out: false,
                 }
             }
             kube::Error::SerdeError(e) => ApiFailure {
@@ -643,19 +666,31 @@ impl ApiFailure {
                     e.column()
                 ),
                 transient: false,
+                timed_out: false,
             },
             other => {
-                let transient = matches!(
-                    other,
-                    kube::Error::HyperError(_)
-                        | kube::Error::Service(_)
-                        | kube::Error::ReadEvents(_)
-                );
+                let timed_out = crate::outside::note(crate::outside::System::Kubernetes, &other);
+                let transient = timed_out
+                    || matches!(
+                        other,
+                        kube::Error::HyperError(_)
+                            | kube::Error::Service(_)
+                            | kube::Error::ReadEvents(_)
+                    );
                 ApiFailure {
                     code: None,
                     reason: String::new(),
-                    message: scrubber.scrub(&other.to_string()),
+                    message: if timed_out {
+                        format!(
+                            "timeout: the Kubernetes API did not answer within {} ms: {}",
+                            crate::outside::call_timeout().as_millis(),
+                            scrubber.scrub(&crate::error_chain(&other))
+                        )
+                    } else {
+                        scrubber.scrub(&other.to_string())
+                    },
                     transient,
+                    timed_out,
                 }
             }
         }

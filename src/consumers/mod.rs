@@ -126,7 +126,7 @@ impl Consumers {
     async fn kube(&self) -> Result<&KubernetesConsumerClient, ConsumerError> {
         self.kube
             .get_or_try_init(|| async {
-                let client = kube::Client::try_default()
+                let client = crate::outside::kube_client()
                     .await
                     .map_err(|e| ConsumerError::KubeConfig(e.to_string()))?;
                 Ok(KubernetesConsumerClient::new(client))

@@ -44,8 +44,6 @@ use crate::policy::{
 };
 use crate::secret::{SecretMap, SecretString};
 
-/// Limit for one whole request (connect, send, answer).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Limit for establishing the connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -171,6 +169,7 @@ impl HttpApiKeyError {
             HttpApiKeyError::InvalidUrl { .. } => "invalid_url",
             HttpApiKeyError::InvalidHeader { .. } => "invalid_header",
             HttpApiKeyError::Client(_) => "http_client",
+            HttpApiKeyError::Transport { source, .. } if source.is_timeout() => "timeout",
             HttpApiKeyError::Transport { .. } => "http_transport",
             HttpApiKeyError::Status { .. } => "http_status",
             HttpApiKeyError::NotJson { .. } => "response_not_json",
@@ -305,8 +304,8 @@ impl HttpApiKeyTarget {
             }
         }
         let http = reqwest::Client::builder()
-            .timeout(DEFAULT_TIMEOUT)
-            .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            .timeout(crate::outside::call_timeout())
+            .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(HttpApiKeyError::Client)?;
@@ -529,6 +528,7 @@ fn transport_error(
     request: &RequestTemplate<'_>,
     error: reqwest::Error,
 ) -> HttpApiKeyError {
+    crate::outside::note(crate::outside::System::HttpApi, &error);
     HttpApiKeyError::Transport {
         operation: op.as_str(),
         method: request.method.as_str(),

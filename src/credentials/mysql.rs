@@ -52,8 +52,10 @@ use crate::secret::{SecretMap, SecretString};
 
 /// Default limit for establishing a connection (TCP connect, TLS and authentication).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Limit for the statements of one call once connected.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Limit for one statement (or command): the agent-wide call timeout.
+fn statement_timeout() -> Duration {
+    crate::outside::call_timeout()
+}
 /// How long a session may take to say goodbye (`COM_QUIT`) before it is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long [`MysqlTarget::terminate_sessions`] waits for killed sessions to be gone.
@@ -331,7 +333,7 @@ impl MysqlTarget {
             ssl,
             admin_username: admin_username.to_owned(),
             admin_password,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()),
         })
     }
 
@@ -557,12 +559,13 @@ impl MysqlTarget {
         operation: &'static str,
         work: impl Future<Output = Result<T, MysqlError>>,
     ) -> Result<T, MysqlError> {
-        tokio::time::timeout(STATEMENT_TIMEOUT, work)
+        tokio::time::timeout(statement_timeout(), work)
             .await
-            .map_err(|_| self.timeout(operation, STATEMENT_TIMEOUT))?
+            .map_err(|_| self.timeout(operation, statement_timeout()))?
     }
 
     fn timeout(&self, operation: &'static str, limit: Duration) -> MysqlError {
+        crate::outside::count_timeout(crate::outside::System::Mysql);
         MysqlError::Timeout {
             operation,
             host: self.host.clone(),
@@ -605,7 +608,7 @@ pub async fn login(
         (tls, ssl),
         user,
         password,
-        DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()),
     )
     .await
 }
@@ -621,6 +624,7 @@ async fn try_login(
     let opts = connect_opts(host, port, ssl, user, password);
     let mut conn = match tokio::time::timeout(connect_timeout, Conn::new(opts)).await {
         Err(_) => {
+            crate::outside::count_timeout(crate::outside::System::Mysql);
             return AuthOutcome::Unreachable {
                 reason: format!(
                     "no login answer from {host}:{port} within {} ms",
@@ -639,15 +643,18 @@ async fn try_login(
         Ok(Ok(conn)) => conn,
     };
     let result =
-        tokio::time::timeout(STATEMENT_TIMEOUT, conn.query_first::<i64, _>("SELECT 1")).await;
+        tokio::time::timeout(statement_timeout(), conn.query_first::<i64, _>("SELECT 1")).await;
     close(conn).await;
     match result {
-        Err(_) => AuthOutcome::Unreachable {
-            reason: format!(
-                "logged in, but SELECT 1 got no answer within {}s",
-                STATEMENT_TIMEOUT.as_secs()
-            ),
-        },
+        Err(_) => {
+            crate::outside::count_timeout(crate::outside::System::Mysql);
+            AuthOutcome::Unreachable {
+                reason: format!(
+                    "logged in, but SELECT 1 got no answer within {}s",
+                    statement_timeout().as_secs()
+                ),
+            }
+        }
         Ok(Err(error)) => AuthOutcome::Unreachable {
             reason: format!(
                 "logged in, but SELECT 1 failed: {}",

@@ -56,8 +56,10 @@ use crate::secret::{SecretMap, SecretString};
 
 /// Default limit for establishing a connection (TCP connect, TLS and authentication).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Limit for the statements of one call once connected.
-const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Limit for one statement (or command): the agent-wide call timeout.
+fn statement_timeout() -> Duration {
+    crate::outside::call_timeout()
+}
 /// How long a session may take to say goodbye before its task is aborted.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `pg_terminate_backend` waits for each session to be gone (milliseconds).
@@ -386,7 +388,7 @@ impl PostgresTarget {
             tls_config,
             admin_username: admin_username.to_owned(),
             admin_password,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()),
         })
     }
 
@@ -612,6 +614,7 @@ impl PostgresTarget {
     async fn try_login(&self, config: &Config) -> LoginOutcome {
         let session = match tokio::time::timeout(self.connect_timeout, self.open(config)).await {
             Err(_) => {
+                crate::outside::count_timeout(crate::outside::System::Postgres);
                 return LoginOutcome::Unreachable {
                     reason: format!(
                         "no login answer within {} ms",
@@ -622,17 +625,22 @@ impl PostgresTarget {
             Ok(Err(error)) => return classify_login_error(&error),
             Ok(Ok(session)) => session,
         };
-        let result =
-            tokio::time::timeout(STATEMENT_TIMEOUT, session.client.query_one("SELECT 1", &[]))
-                .await;
+        let result = tokio::time::timeout(
+            statement_timeout(),
+            session.client.query_one("SELECT 1", &[]),
+        )
+        .await;
         session.close().await;
         match result {
-            Err(_) => LoginOutcome::Unreachable {
-                reason: format!(
-                    "logged in, but SELECT 1 got no answer within {}s",
-                    STATEMENT_TIMEOUT.as_secs()
-                ),
-            },
+            Err(_) => {
+                crate::outside::count_timeout(crate::outside::System::Postgres);
+                LoginOutcome::Unreachable {
+                    reason: format!(
+                        "logged in, but SELECT 1 got no answer within {}s",
+                        statement_timeout().as_secs()
+                    ),
+                }
+            }
             Ok(Err(error)) => LoginOutcome::Unreachable {
                 reason: format!(
                     "logged in, but SELECT 1 failed: {}",
@@ -783,12 +791,13 @@ impl PostgresTarget {
         operation: &'static str,
         work: impl Future<Output = Result<T, PostgresError>>,
     ) -> Result<T, PostgresError> {
-        tokio::time::timeout(STATEMENT_TIMEOUT, work)
+        tokio::time::timeout(statement_timeout(), work)
             .await
-            .map_err(|_| self.timeout(operation, STATEMENT_TIMEOUT))?
+            .map_err(|_| self.timeout(operation, statement_timeout()))?
     }
 
     fn timeout(&self, operation: &'static str, limit: Duration) -> PostgresError {
+        crate::outside::count_timeout(crate::outside::System::Postgres);
         PostgresError::Timeout {
             operation,
             host: self.host.clone(),

@@ -42,8 +42,6 @@ use zeroize::Zeroizing;
 use super::AuthOutcome;
 use crate::secret::{SecretMap, SecretString};
 
-/// Limit for one whole HTTP request (connect, send, answer).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Limit for establishing the connection.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The `hashing_algorithm` rotor sends with every password hash.
@@ -78,6 +76,16 @@ pub enum HttpFailure {
 }
 
 impl HttpFailure {
+    /// A transport failure, counted when it is a timeout.
+    fn transport(error: reqwest::Error) -> Self {
+        crate::outside::note(crate::outside::System::Rabbitmq, &error);
+        HttpFailure::Transport(error)
+    }
+
+    fn is_timeout(&self) -> bool {
+        matches!(self, HttpFailure::Transport(e) if e.is_timeout())
+    }
+
     fn is_transient(&self) -> bool {
         match self {
             HttpFailure::Transport(_) => true,
@@ -114,7 +122,7 @@ impl From<HttpClientError> for HttpFailure {
                 status: status_code.as_u16(),
                 reason: error_details.and_then(|d| d.reason().map(str::to_owned)),
             },
-            HttpClientError::RequestError { error, .. } => HttpFailure::Transport(error),
+            HttpClientError::RequestError { error, .. } => HttpFailure::transport(error),
             other => HttpFailure::Unexpected(other.to_string()),
         }
     }
@@ -221,6 +229,14 @@ impl RabbitmqError {
             | RabbitmqError::SetPassword { source, .. }
             | RabbitmqError::ListConnections { source, .. }
             | RabbitmqError::CloseConnection { source, .. }
+                if source.is_timeout() =>
+            {
+                "timeout"
+            }
+            RabbitmqError::LookupUser { source, .. }
+            | RabbitmqError::SetPassword { source, .. }
+            | RabbitmqError::ListConnections { source, .. }
+            | RabbitmqError::CloseConnection { source, .. }
                 if matches!(source.status(), Some(401 | 403)) =>
             {
                 "admin_unauthorized"
@@ -300,8 +316,8 @@ impl RabbitmqTarget {
             check_url("amqpUrl", url, &["amqp", "amqps"])?;
         }
         let http = reqwest::Client::builder()
-            .timeout(DEFAULT_TIMEOUT)
-            .connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            .timeout(crate::outside::call_timeout())
+            .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(RabbitmqError::HttpClient)?;
@@ -368,7 +384,7 @@ impl RabbitmqTarget {
             .json(&body)
             .send()
             .await
-            .map_err(|e| set_error(HttpFailure::Transport(e)))?;
+            .map_err(|e| set_error(HttpFailure::transport(e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(set_error(status_failure(response).await));
@@ -532,7 +548,7 @@ impl RabbitmqTarget {
             .basic_auth(&self.admin_user, Some(self.admin_password.expose_secret()))
             .send()
             .await
-            .map_err(|e| list_error(HttpFailure::Transport(e)))?;
+            .map_err(|e| list_error(HttpFailure::transport(e)))?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -542,7 +558,7 @@ impl RabbitmqTarget {
         let json: serde_json::Value = response
             .json()
             .await
-            .map_err(|e| list_error(HttpFailure::Transport(e)))?;
+            .map_err(|e| list_error(HttpFailure::transport(e)))?;
         Ok(json.get("connected_at").and_then(serde_json::Value::as_u64))
     }
 

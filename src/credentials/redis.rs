@@ -51,8 +51,10 @@ use crate::secret::{SecretMap, SecretString};
 
 /// Default limit for establishing a connection (TCP connect and the admin's `AUTH`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Limit for the commands of one call once connected.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Limit for one statement (or command): the agent-wide call timeout.
+fn command_timeout() -> Duration {
+    crate::outside::call_timeout()
+}
 /// The user an admin credential without a `username` key logs in as.
 const DEFAULT_USER: &str = "default";
 
@@ -336,7 +338,7 @@ impl RedisTarget {
             host: host.to_owned(),
             port,
             admin,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()),
         })
     }
 
@@ -594,13 +596,16 @@ impl RedisTarget {
             Ok::<_, ::redis::RedisError>(auth(&mut session.conn, user, password).await)
         };
         match tokio::time::timeout(self.connect_timeout, work).await {
-            Err(_) => AuthOutcome::Unreachable {
-                reason: format!(
-                    "no answer to AUTH from {} within {} ms",
-                    self.address(),
-                    self.connect_timeout.as_millis()
-                ),
-            },
+            Err(_) => {
+                crate::outside::count_timeout(crate::outside::System::Redis);
+                AuthOutcome::Unreachable {
+                    reason: format!(
+                        "no answer to AUTH from {} within {} ms",
+                        self.address(),
+                        self.connect_timeout.as_millis()
+                    ),
+                }
+            }
             Ok(Err(error)) => AuthOutcome::Unreachable {
                 reason: format!(
                     "cannot connect to {}: {}",
@@ -745,7 +750,7 @@ impl RedisTarget {
         let info = RedisConnectionInfo::default().set_skip_set_lib_name();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(None)
-            .set_response_timeout(Some(COMMAND_TIMEOUT));
+            .set_response_timeout(Some(command_timeout()));
         let (conn, driver) = MultiplexedConnection::new_with_config(&info, stream, config).await?;
         Ok(Session {
             conn,
@@ -780,12 +785,13 @@ impl RedisTarget {
         operation: &'static str,
         work: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
-        tokio::time::timeout(COMMAND_TIMEOUT, work)
+        tokio::time::timeout(command_timeout(), work)
             .await
-            .map_err(|_| self.timeout(operation, COMMAND_TIMEOUT))?
+            .map_err(|_| self.timeout(operation, command_timeout()))?
     }
 
     fn timeout(&self, operation: &'static str, limit: Duration) -> RedisError {
+        crate::outside::count_timeout(crate::outside::System::Redis);
         RedisError::Timeout {
             operation,
             address: self.address(),

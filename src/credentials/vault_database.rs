@@ -58,6 +58,7 @@ impl DatabaseError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            DatabaseError::Vault { source, .. } if source.is_timeout() => "timeout",
             DatabaseError::Vault { .. } => "vault_database",
             DatabaseError::Incomplete { .. } => "static_creds_incomplete",
             DatabaseError::MissingKey { .. } => "missing_key",

@@ -106,6 +106,11 @@ impl PkiError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            PkiError::Issue { source, .. } | PkiError::Revoke { source, .. }
+                if source.is_timeout() =>
+            {
+                "timeout"
+            }
             PkiError::MissingKey { .. } => "missing_key",
             PkiError::InvalidValue { .. } => "invalid_value",
             PkiError::Issue { .. } => "pki_issue",

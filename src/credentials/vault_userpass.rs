@@ -126,6 +126,7 @@ impl VaultAuthError {
             VaultAuthError::InvalidName { .. } => "invalid_name",
             VaultAuthError::EmptyPassword { .. } => "empty_password",
             VaultAuthError::MissingKey { .. } => "missing_key",
+            VaultAuthError::Transport { source, .. } if source.is_timeout() => "timeout",
             VaultAuthError::Transport { .. } => "vault_transport",
             VaultAuthError::Api { .. } => "vault_api",
             VaultAuthError::UserNotFound { .. } => "user_not_found",

@@ -667,7 +667,10 @@ impl TokenReviewer for KubeTokenReviewer {
 fn kube_error(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(status) => format!("HTTP {}: {}", status.code, status.message),
-        other => crate::error_chain(other),
+        other => {
+            crate::outside::note(crate::outside::System::Kubernetes, other);
+            crate::error_chain(other)
+        }
     }
 }
 

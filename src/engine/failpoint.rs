@@ -12,9 +12,18 @@
 //! `retire_consumers_removed`, `retire_marked`, `retire_verified`) with the same
 //! moments, and `enable:begun` once an enable is journaled, before the target changes.
 //!
+//! `ROTOR_FAILPOINT=<step>:<moment>:pause=<file>` pauses instead of aborting (fault
+//! tests: the test makes an outside system fail while the rotation stands still, then
+//! lets it run into the fault). At the point, the process creates `<file>.reached`
+//! and blocks until `<file>` no longer exists (at most [`PAUSE_LIMIT`]); it pauses
+//! once per process. Debug builds only, like the abort.
+//!
 //! Unset in production; reading it costs one environment lookup per process.
 
+use std::path::Path;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use super::journal::Step;
 
@@ -46,24 +55,63 @@ fn configured() -> Option<&'static str> {
         .as_deref()
 }
 
-/// Aborts the process if `ROTOR_FAILPOINT` names this step and moment.
+/// Aborts (or pauses) the process if `ROTOR_FAILPOINT` names this step and moment.
 pub fn hit(step: Step, moment: Moment) {
     hit_at(step.as_str(), moment);
 }
 
-/// Aborts the process if `ROTOR_FAILPOINT` names this point and moment; for steps
-/// outside a rotation (retirement: `retire_disabled`, `retire_consumers_removed`, …).
+/// Aborts (or pauses) the process if `ROTOR_FAILPOINT` names this point and moment;
+/// for steps outside a rotation (retirement: `retire_disabled`, `retire_consumers_removed`, …).
 pub fn hit_at(name: &str, moment: Moment) {
     // Test builds only: a release binary never aborts because of its environment.
     if !cfg!(debug_assertions) {
         return;
     }
-    if let Some(point) = configured()
-        && let Some((s, m)) = point.split_once(':')
-        && s == name
-        && m == moment.as_str()
-    {
-        eprintln!("rotor: failpoint {point} reached, aborting");
-        std::process::abort();
+    let Some(point) = configured() else {
+        return;
+    };
+    let mut parts = point.splitn(3, ':');
+    if parts.next() != Some(name) || parts.next() != Some(moment.as_str()) {
+        return;
     }
+    match parts.next().map(|action| action.strip_prefix("pause=")) {
+        Some(Some(file)) => pause(name, moment, Path::new(file)),
+        Some(None) => {
+            eprintln!("rotor: failpoint {point} has an unknown action, aborting");
+            std::process::abort();
+        }
+        None => {
+            eprintln!("rotor: failpoint {point} reached, aborting");
+            std::process::abort();
+        }
+    }
+}
+
+/// The longest a `pause=` failpoint holds the process.
+pub const PAUSE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Blocks the calling thread at a `pause=<file>` failpoint (once per process): creates
+/// `<file>.reached`, then waits until `<file>` is gone or [`PAUSE_LIMIT`] has passed.
+fn pause(name: &str, moment: Moment, file: &Path) {
+    static PAUSED: AtomicBool = AtomicBool::new(false);
+    if PAUSED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let mut reached = file.as_os_str().to_owned();
+    reached.push(".reached");
+    if let Err(e) = std::fs::write(&reached, b"") {
+        eprintln!(
+            "rotor: failpoint {name}:{}: cannot mark it reached: {e}",
+            moment.as_str()
+        );
+    }
+    eprintln!(
+        "rotor: failpoint {name}:{} reached, pausing",
+        moment.as_str()
+    );
+    let start = Instant::now();
+    while file.exists() && start.elapsed() < PAUSE_LIMIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("rotor: failpoint {name}:{} released", moment.as_str());
 }

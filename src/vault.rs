@@ -42,7 +42,8 @@ pub struct VaultConfig {
     pub namespace: Option<String>,
     /// PEM bundle of CA certificates to trust for an `https` address.
     pub ca_cert: Option<PathBuf>,
-    /// Per-request timeout.
+    /// Per-request (and connect) timeout; [`VaultConfig::from_env`] takes the agent-wide
+    /// [`crate::outside::call_timeout`].
     pub timeout: Duration,
 }
 

@@ -3,7 +3,8 @@
 //! never the shared service), and a frozen Kubernetes API costs a rotation one call
 //! timeout (`--call-timeout`), not kube's minutes: the consumer stays pending with a
 //! `timeout` error, `rotor_outside_call_timeouts_total{system="kubernetes"}` counts it,
-//! and the rotation completes once the API answers again (after an agent restart).
+//! and the rotation completes once the API answers again (after an agent restart). With
+//! leader election, readiness waits until the Lease has been reached.
 //! Needs `dev/stack up` (OpenBao, PostgreSQL).
 
 mod common;
@@ -255,4 +256,48 @@ async fn a_frozen_kubernetes_api_costs_a_call_timeout_not_minutes() {
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     rotor_testkit::assert_no_secret(&first_log, &refs);
     rotor_testkit::assert_no_secret(&agent.log_text(), &refs);
+}
+
+#[tokio::test]
+async fn readiness_waits_until_leader_election_reaches_the_lease() {
+    let fx = Fixture::new("ready-lease", Options::default()).await;
+    let proxy = Proxy::start(fx.kube.addr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kubeconfig_through(&fx, &proxy, dir.path());
+    let kubeconfig = kubeconfig.to_str().expect("UTF-8 path");
+    // The Kubernetes API hangs from the start: nobody knows who leads.
+    proxy.freeze();
+    let agent = Agent::start_with(
+        &fx,
+        &[("KUBECONFIG", kubeconfig)],
+        &[
+            "--call-timeout",
+            "2s",
+            "--leader-election",
+            "--lease-duration",
+            "3s",
+        ],
+    );
+    let reason = eventually(
+        Duration::from_secs(60),
+        "/readyz to answer 503 naming leader election",
+        || async {
+            let (status, body) = readyz(&agent).await?;
+            let reason = body["reason"].as_str()?.to_owned();
+            (status == 503 && reason.contains("leader election")).then_some(reason)
+        },
+    )
+    .await;
+    assert!(reason.contains("lease"), "{reason}");
+
+    proxy.restore();
+    eventually(
+        Duration::from_secs(60),
+        "ready and leading once the lease is reached",
+        || async {
+            let (status, body) = readyz(&agent).await?;
+            (status == 200 && body["leader"] == true).then_some(())
+        },
+    )
+    .await;
 }

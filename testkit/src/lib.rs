@@ -15,6 +15,8 @@
 //! - [`gitlab`]: [`FakeGitlab`], the GitLab CI/CD variables API on loopback with GitLab's
 //!   documented rules (no upsert, environment scopes, masking).
 //! - [`loopback`]: [`loopback::LoopbackServer`], the thread and accept loop the fakes share.
+//! - [`proxy`]: [`Proxy`], a TCP proxy a test puts in front of an outside system to cut
+//!   or freeze it (unreachable or hung for rotor only) and restore it.
 //! - [`webhook`]: [`WebhookReceiver`], a webhook endpoint on loopback that verifies rotor's
 //!   notification signatures and timestamps and records what it accepted.
 //!
@@ -30,6 +32,7 @@ pub mod key_api;
 pub mod leak;
 pub mod loopback;
 pub mod names;
+pub mod proxy;
 pub mod stack;
 pub mod webhook;
 
@@ -39,6 +42,7 @@ pub use gitlab::FakeGitlab;
 pub use key_api::FakeKeyApi;
 pub use leak::assert_no_secret;
 pub use names::{canary, unique};
+pub use proxy::Proxy;
 pub use stack::{PgInfo, ServiceInfo, Stack, mysql, rabbitmq, redis, stack};
 pub use webhook::WebhookReceiver;
 

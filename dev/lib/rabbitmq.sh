@@ -15,14 +15,26 @@
 # `management.tcp.ip = 127.0.0.1` / `management.tcp.port = 15672` to
 # /etc/rabbitmq/rabbitmq.conf when the file sets no management listener, so the API stays on
 # loopback after a broker restart. Its own state:
+#   /var/tmp/rotor-stack-rabbitmq/      shared by every checkout: the broker and its admin
+#                                       user are the machine's, so they share one password
+#     admin-password      0600, random (or adopted from the checkout that set it up first),
+#                         reused while the file exists
+#     setup.lock          flock held while starting the broker, changing its config or its
+#                         admin: two checkouts setting up at once take turns
 #   /var/tmp/rotor-stack-<hash of repo path>/rabbitmq/
-#     admin-password      0600, random, reused while the file exists
-#     started-by-stack    present when rabbitmq_up started the broker (rabbitmq_down stops it then)
+#     started-by-stack    present when this checkout's rabbitmq_up started the broker
+#                         (rabbitmq_down stops it then)
+#     admin-password      the per-checkout password of earlier versions (adopted once)
+#
+# Idempotent, also when several checkouts run it at once: every step that changes the
+# machine runs under setup.lock and re-checks first, and the admin is added-or-changed
+# (an add that finds the user already there sets its password instead).
 
 RABBITMQ_ADMIN_USER=rotor_admin
 RABBITMQ_MGMT_PORT=15672
 RABBITMQ_AMQP_PORT=5672
 RABBITMQ_CONF=/etc/rabbitmq/rabbitmq.conf
+RABBITMQ_SHARED_DIR=/var/tmp/rotor-stack-rabbitmq
 
 _rmq_err() { printf 'rabbitmq: %s\n' "$*" >&2; }
 _rmq_info() { printf 'rabbitmq: %s\n' "$*" >&2; }
@@ -34,6 +46,39 @@ _rmq_state_dir() {
 }
 
 _rmq_url() { printf 'http://127.0.0.1:%s' "$RABBITMQ_MGMT_PORT"; }
+
+# Runs CMD... in a subshell holding the machine-wide set-up lock (fd 8; whatever the
+# command starts for good must close it, like fd 9 of dev/stack's own lock).
+_rmq_locked() {
+  local lock=$RABBITMQ_SHARED_DIR/setup.lock
+  (
+    if ! flock -n 8; then
+      _rmq_info "another checkout is setting up RabbitMQ; waiting for it (up to 10 min)"
+      flock -w 600 8 || {
+        _rmq_err "could not lock $lock"
+        exit 1
+      }
+    fi
+    "$@"
+  ) 8>"$lock"
+}
+
+# Under the lock: the shared admin password file, created once. A checkout that set up
+# the broker before the password was shared keeps its password (the user has it).
+_rmq_shared_password() {
+  local pwfile=$1 legacy=$2 tmp
+  [[ -s $pwfile ]] && return 0
+  tmp=$pwfile.tmp.$$
+  if [[ -s $legacy ]]; then
+    (umask 077 && cp "$legacy" "$tmp")
+  else
+    (umask 077 && stack_random_hex 24 >"$tmp")
+  fi && chmod 0600 "$tmp" && mv -f "$tmp" "$pwfile" || {
+    rm -f "$tmp"
+    _rmq_err "cannot write $pwfile"
+    return 1
+  }
+}
 
 # HTTP status of GET /api/PATH as the admin (000 when nothing answers). The credentials
 # travel in a header passed through the environment, never on a command line.
@@ -71,7 +116,8 @@ _rmq_install() {
   fi
 }
 
-# Keeps the management listener on loopback across broker restarts.
+# Keeps the management listener on loopback across broker restarts. Under the lock, so
+# two checkouts never both append.
 _rmq_pin_listener_config() {
   if [[ -f $RABBITMQ_CONF ]] && grep -q -E '^[[:space:]]*management\.(tcp|listener)\.' "$RABBITMQ_CONF"; then
     return 0
@@ -93,28 +139,28 @@ _rmq_enable_management() {
     "application:set_env(rabbitmq_management, tcp_config, [{ip, \"127.0.0.1\"}, {port, $RABBITMQ_MGMT_PORT}])." \
     >/dev/null 2>&1 || _rmq_info "could not preset the management listener at run time; using $RABBITMQ_CONF"
   _rmq_info "enabling the rabbitmq_management plugin"
-  if ! timeout 120 rabbitmq-plugins -q enable rabbitmq_management >&2 9>&-; then
+  if ! timeout 120 rabbitmq-plugins -q enable rabbitmq_management >&2 9>&- 8>&-; then
     _rmq_err "rabbitmq-plugins enable rabbitmq_management failed; see /var/log/rabbitmq/"
     return 1
   fi
 }
 
-# Creates the admin or resets its password, tag and permissions. Passwords go to
-# rabbitmqctl on stdin, never on its command line.
+# Creates the admin, or (it exists already) sets its password; then its tag and
+# permissions. Add-or-change rather than look-then-add, so a user another process added
+# in between is no error. Passwords go to rabbitmqctl on stdin, never on its command line.
 _rmq_ensure_admin() {
-  local pwfile=$1
-  if timeout 30 rabbitmqctl -q list_users 2>/dev/null | awk '{print $1}' | grep -qx "$RABBITMQ_ADMIN_USER"; then
+  local pwfile=$1 out
+  if out=$(timeout 30 rabbitmqctl -q add_user "$RABBITMQ_ADMIN_USER" <"$pwfile" 2>&1); then
+    _rmq_info "created the administrator $RABBITMQ_ADMIN_USER"
+  elif [[ $out == *already*exist* ]]; then
     _rmq_info "resetting the password, tag and permissions of $RABBITMQ_ADMIN_USER"
     timeout 30 rabbitmqctl -q change_password "$RABBITMQ_ADMIN_USER" <"$pwfile" >/dev/null || {
       _rmq_err "rabbitmqctl change_password $RABBITMQ_ADMIN_USER failed"
       return 1
     }
   else
-    _rmq_info "creating the administrator $RABBITMQ_ADMIN_USER"
-    timeout 30 rabbitmqctl -q add_user "$RABBITMQ_ADMIN_USER" <"$pwfile" >/dev/null || {
-      _rmq_err "rabbitmqctl add_user $RABBITMQ_ADMIN_USER failed"
-      return 1
-    }
+    _rmq_err "rabbitmqctl add_user $RABBITMQ_ADMIN_USER failed: $out"
+    return 1
   fi
   timeout 30 rabbitmqctl -q set_user_tags "$RABBITMQ_ADMIN_USER" administrator >/dev/null &&
     timeout 30 rabbitmqctl -q set_permissions -p / "$RABBITMQ_ADMIN_USER" '.*' '.*' '.*' >/dev/null || {
@@ -134,15 +180,12 @@ _rmq_record() {
 rabbitmq_up() {
   local state pwfile
   state=$(_rmq_state_dir)
-  pwfile=$state/admin-password
-  mkdir -p "$state" && chmod 0700 "$state" || {
-    _rmq_err "cannot create $state"
+  pwfile=$RABBITMQ_SHARED_DIR/admin-password
+  mkdir -p "$state" "$RABBITMQ_SHARED_DIR" && chmod 0700 "$state" "$RABBITMQ_SHARED_DIR" || {
+    _rmq_err "cannot create $state or $RABBITMQ_SHARED_DIR"
     return 1
   }
-  if [[ ! -s $pwfile ]]; then
-    (umask 077 && stack_random_hex 24 >"$pwfile")
-  fi
-  chmod 0600 "$pwfile"
+  _rmq_locked _rmq_shared_password "$pwfile" "$state/admin-password" || return 1
 
   # Quick path: everything is in place already.
   if command -v amqp-consume >/dev/null && _rmq_admin_ok "$pwfile" && ! stack_port_free "$RABBITMQ_AMQP_PORT"; then
@@ -152,9 +195,23 @@ rabbitmq_up() {
   fi
 
   _rmq_install
+  _rmq_locked _rmq_setup "$state" "$pwfile" || return 1
+  if stack_port_free "$RABBITMQ_AMQP_PORT"; then
+    _rmq_err "nothing listens for AMQP on 127.0.0.1:$RABBITMQ_AMQP_PORT; check listeners.tcp in $RABBITMQ_CONF"
+    return 1
+  fi
+  _rmq_record "$pwfile"
+  _rmq_info "ready: $(_rmq_url) (admin $RABBITMQ_ADMIN_USER), amqp 127.0.0.1:$RABBITMQ_AMQP_PORT"
+}
+
+# Under the lock (each step checks again, as another checkout may have done it): starts
+# the broker when it is down, pins the management listener, enables the management API
+# and makes the admin log in.
+_rmq_setup() {
+  local state=$1 pwfile=$2
   if ! _rmq_node_up; then
     _rmq_info "the broker is down; starting it (rabbitmq-server -detached)"
-    rabbitmq-server -detached </dev/null >"$state/start.log" 2>&1 9>&- || {
+    rabbitmq-server -detached </dev/null >"$state/start.log" 2>&1 9>&- 8>&- || {
       _rmq_err "rabbitmq-server -detached failed; see $state/start.log and /var/log/rabbitmq/"
       return 1
     }
@@ -182,12 +239,6 @@ rabbitmq_up() {
       return 1
     }
   fi
-  if stack_port_free "$RABBITMQ_AMQP_PORT"; then
-    _rmq_err "nothing listens for AMQP on 127.0.0.1:$RABBITMQ_AMQP_PORT; check listeners.tcp in $RABBITMQ_CONF"
-    return 1
-  fi
-  _rmq_record "$pwfile"
-  _rmq_info "ready: $(_rmq_url) (admin $RABBITMQ_ADMIN_USER), amqp 127.0.0.1:$RABBITMQ_AMQP_PORT"
 }
 
 rabbitmq_down() {
@@ -209,7 +260,7 @@ rabbitmq_down() {
 
 rabbitmq_status() {
   local pwfile
-  pwfile=$(_rmq_state_dir)/admin-password
+  pwfile=$RABBITMQ_SHARED_DIR/admin-password
   if _rmq_admin_ok "$pwfile"; then
     echo "rabbitmq:   running ($(_rmq_url), amqp 127.0.0.1:$RABBITMQ_AMQP_PORT)"
   elif _rmq_api_answers; then

@@ -87,8 +87,10 @@ impl QuarantineStore {
 }
 
 /// Why a finished rotation quarantines its policy at once, if it does: the old
-/// credential is still accepted, or after a rollback the old credential does not
-/// authenticate either.
+/// credential is still accepted, or after a rollback the target refused the old
+/// credential too. Only the target's own answer counts: a check that got no answer
+/// (inconclusive: timeout, refused connection) quarantines nothing; the rotation stays
+/// open and the check is repeated after a backoff.
 pub fn immediate_reason(rotation: &Rotation) -> Option<String> {
     let old_accepted = rotation
         .verification
@@ -97,11 +99,14 @@ pub fn immediate_reason(rotation: &Rotation) -> Option<String> {
     if old_accepted {
         return Some("the old credential is still accepted by the target".into());
     }
-    let restore_failed = rotation
+    // The last restore check decides: an earlier one may have got no answer.
+    let restore_refused = rotation
         .verification
         .iter()
-        .any(|v| v.check == "old_credential_restored" && !v.passed);
-    if restore_failed {
+        .rev()
+        .find(|v| v.check == "old_credential_restored")
+        .is_some_and(|v| !v.passed && !v.inconclusive && v.evidence.starts_with("rejected"));
+    if restore_refused {
         return Some(
             "after a rollback the old credential does not authenticate either (possible lockout)"
                 .into(),

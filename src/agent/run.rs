@@ -306,6 +306,10 @@ struct Entry {
     /// Retired (or being retired or enabled): no rotation until `rotor enable`; what
     /// the API shows about it.
     retired: Option<String>,
+    /// The last rotation stopped open (a step after promote to retry, or a rollback
+    /// whose check got no answer): it is resumed once the backoff ends, whether or not
+    /// the policy has a schedule.
+    resume_open: bool,
 }
 
 struct Queued {
@@ -568,6 +572,7 @@ impl Entry {
             handover: false,
             quarantined: None,
             retired: None,
+            resume_open: false,
         }
     }
 
@@ -590,6 +595,9 @@ impl Entry {
         }
         if let Some(w) = self.waiting_until {
             return Some(w);
+        }
+        if self.resume_open {
+            return Some(self.backoff_until.unwrap_or(DateTime::<Utc>::MIN_UTC));
         }
         let due = self.next_due.map(|d| d.at)?;
         Some(self.backoff_until.map_or(due, |b| b.max(due)))
@@ -678,6 +686,12 @@ impl State {
                 continue;
             }
             if e.waiting_until.is_some() {
+                continue;
+            }
+            if e.resume_open {
+                if e.backoff_until.is_none_or(|b| b <= now) {
+                    due.push((name.clone(), Job::Sync { end_grace: false }, None));
+                }
                 continue;
             }
             if let Some(d) = e.next_due
@@ -779,9 +793,14 @@ impl Inner {
                 match result {
                     Ok(Some(r)) => self.finished(&policy, None, std::slice::from_ref(&r)),
                     Ok(None) => {
-                        // Nothing open: show the last rotation, if any.
+                        // Nothing open: show the last rotation, if any. It ended
+                        // earlier (its records were written then), so nothing is
+                        // audited, counted or notified again.
                         let last = self.exec.journal(&policy.name).await.ok().flatten();
-                        self.finished(&policy, None, last.as_slice());
+                        if let Some(r) = &last {
+                            self.restore_gauges(&policy, r);
+                        }
+                        self.settle(&policy, last.as_slice(), false);
                     }
                     Err(e) => self.failed(&policy, &e.to_string()),
                 }
@@ -841,6 +860,12 @@ impl Inner {
                     }
                     Err(e) => {
                         self.failed(&policy, &crate::error_chain(&e));
+                        if matches!(e, EngineError::Pending { .. })
+                            && let Some(entry) = self.lock().entries.get_mut(&policy.name)
+                        {
+                            // Its open rotation is resumed again after the backoff.
+                            entry.resume_open = true;
+                        }
                         self.maybe_quarantine(&policy, None).await;
                     }
                 }
@@ -981,11 +1006,13 @@ impl Inner {
         );
     }
 
-    /// Records what rotations ended as.
+    /// Records what the rotations that ran in this process came to: one
+    /// `rotation_ended` audit record for each that ended here (see [`ended_here`]),
+    /// metrics, notifications and the policy's state.
     fn finished(&self, policy: &ValidatedPolicy, compromise: Option<bool>, ran: &[Rotation]) {
         let now = self.clock.now();
         for r in ran {
-            if r.status != Status::Open || r.waiting_for_grace() {
+            if ended_here(r) {
                 self.audit_event(&AuditEvent::RotationEnded {
                     rotation: r.clone(),
                 });
@@ -1006,6 +1033,42 @@ impl Inner {
                     .set_last_success(&policy.name, now.timestamp() as f64);
             }
         }
+        self.settle(policy, ran, true);
+        // Owners hear about every rotation that ended: signed, retried webhooks
+        // (the policy's `spec.notify` plus the agent's global targets).
+        for r in ran.iter().filter(|r| !r.status.is_open()) {
+            let event = match r.status {
+                Status::Completed if compromise == Some(true) => NotifyEvent::Compromise,
+                Status::Completed => NotifyEvent::Success,
+                _ => NotifyEvent::Failure,
+            };
+            self.notifier
+                .send(&policy.spec.notify, Notification::from_rotation(event, r));
+        }
+    }
+
+    /// The state gauges a rotation that ended before this process started leaves:
+    /// whether the old credential was still valid, and when it last succeeded.
+    fn restore_gauges(&self, policy: &ValidatedPolicy, r: &Rotation) {
+        let old_accepted = r
+            .verification
+            .iter()
+            .any(|v| !v.passed && v.evidence == "accepted");
+        self.metrics
+            .set_old_credential_valid(&policy.name, old_accepted);
+        if r.status == Status::Completed
+            && let Ok(t) = DateTime::parse_from_rfc3339(&r.updated_at)
+        {
+            self.metrics
+                .set_last_success(&policy.name, t.timestamp() as f64);
+        }
+    }
+
+    /// Shows the last of `ran` as the policy's state. `fresh`: it ran in this process,
+    /// so a failure counts toward backoff (and quarantine); a rotation read back from
+    /// the journal at start-up was counted by the process that ran it.
+    fn settle(&self, policy: &ValidatedPolicy, ran: &[Rotation], fresh: bool) {
+        let now = self.clock.now();
         let mut st = self.lock();
         for r in ran {
             st.history.retain(|h| h.rotation_id != r.rotation_id);
@@ -1019,6 +1082,7 @@ impl Inner {
         };
         let Some(last) = ran.last() else {
             e.state = "idle";
+            e.resume_open = false;
             return;
         };
         e.last = Some(Box::new(summary(last)));
@@ -1030,6 +1094,7 @@ impl Inner {
             .collect();
         e.waiting_until = None;
         e.error = last.error.clone();
+        e.resume_open = last.status.is_open() && !last.waiting_for_grace();
         let ok = matches!(last.status, Status::Completed) || last.waiting_for_grace();
         if last.waiting_for_grace() {
             e.state = "waiting";
@@ -1048,20 +1113,8 @@ impl Inner {
         if ok {
             e.failures = 0;
             e.backoff_until = None;
-        } else {
+        } else if fresh {
             self.back_off(e, now);
-        }
-        drop(st);
-        // Owners hear about every rotation that ended: signed, retried webhooks
-        // (the policy's `spec.notify` plus the agent's global targets).
-        for r in ran.iter().filter(|r| !r.status.is_open()) {
-            let event = match r.status {
-                Status::Completed if compromise == Some(true) => NotifyEvent::Compromise,
-                Status::Completed => NotifyEvent::Success,
-                _ => NotifyEvent::Failure,
-            };
-            self.notifier
-                .send(&policy.spec.notify, Notification::from_rotation(event, r));
         }
     }
 
@@ -1166,6 +1219,15 @@ impl Inner {
 }
 
 /// What the API shows about a retired policy.
+/// Whether this process brought `r` to an end worth a `rotation_ended` record: it is
+/// closed (completed, rolled back, failed), or it began waiting for its grace period
+/// here. A rotation that stays open (a rollback still to be checked, a step after
+/// promote to retry) or was already waiting when resumed has no new ending; a closed
+/// one only reaches this from a run that closed it (a resume drives only open ones).
+fn ended_here(r: &Rotation) -> bool {
+    !r.status.is_open() || (r.waiting_for_grace() && !r.was_waiting)
+}
+
 fn retired_text(r: &Retirement) -> String {
     retired_words(r.state.as_str(), &r.started_at, &r.actor, &r.reason)
 }

@@ -185,6 +185,11 @@ pub struct Verification {
     pub passed: bool,
     /// The target's own answer, e.g. `SQLSTATE 28P01: password authentication failed for user "x"`.
     pub evidence: String,
+    /// The target gave no answer about the credential (timeout, refused connection, an
+    /// error that says nothing about it): the check neither passed nor proved the
+    /// opposite, and is repeated later. Absent (false) in older records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inconclusive: bool,
     /// When (RFC 3339).
     pub at: String,
 }
@@ -284,6 +289,11 @@ pub struct Rotation {
     /// Whether this process resumed it from the journal.
     #[serde(default, skip_serializing)]
     pub resumed: bool,
+    /// Whether the journal already showed it waiting for its grace period when this
+    /// process resumed it: that run's end was recorded when the wait began, so a
+    /// resume that finds it still waiting records nothing new. Not stored.
+    #[serde(skip)]
+    pub was_waiting: bool,
 }
 
 impl Rotation {

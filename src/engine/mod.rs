@@ -421,6 +421,7 @@ impl Engine {
                 info!(policy = %policy.name, rotation = %rotation.rotation_id, step = ?rotation.next_step(), "Resuming open rotation.");
                 let mut rotation = rotation;
                 rotation.resumed = true;
+                rotation.was_waiting = rotation.waiting_for_grace();
                 Ok((
                     Some(
                         self.drive(policy, rotation, version, end_grace, None)
@@ -583,6 +584,7 @@ impl Engine {
             started_at: started.clone(),
             updated_at: started,
             resumed: false,
+            was_waiting: false,
         };
         // Journaling the plan, reading the target's admin login and the reuse history
         // are independent: one round trip. Nothing changes anywhere before the plan is
@@ -876,8 +878,17 @@ impl Engine {
                     AuthOutcome::Accepted => {
                         Ok(StepResult::Ok("logged in with the new credential".into()))
                     }
-                    other => Err(StepFailure {
+                    other @ AuthOutcome::Rejected { .. } => Err(StepFailure {
                         message: format!("the new credential does not work: {}", other.evidence()),
+                        transient: false,
+                        fatal: false,
+                    }),
+                    // No answer is no proof either way; before promote it still rolls back.
+                    other @ AuthOutcome::Unreachable { .. } => Err(StepFailure {
+                        message: format!(
+                            "the new credential could not be tested: {}",
+                            other.evidence()
+                        ),
                         transient: false,
                         fatal: false,
                     }),
@@ -1188,6 +1199,7 @@ impl Engine {
             check: "old_credential_rejected".into(),
             passed,
             evidence: evidence.clone(),
+            inconclusive: matches!(outcome, AuthOutcome::Unreachable { .. }),
             at: now(),
         });
         match outcome {
@@ -1238,18 +1250,36 @@ impl Engine {
                     return Ok(());
                 }
             }
-            let check = run.credential.login(&run.old).await;
-            let (passed, evidence) = match check {
-                Ok(AuthOutcome::Accepted) => (true, "old credential accepted again".to_owned()),
-                Ok(other) => (false, other.evidence()),
-                Err(e) => (false, e.to_string()),
+            // Only the target refusing the old credential is evidence of a lockout; no
+            // answer proves nothing, so the rollback stays open and this check (with
+            // the idempotent rollback before it) is repeated by the next attempt.
+            let (passed, inconclusive, evidence) = match run.credential.login(&run.old).await {
+                Ok(AuthOutcome::Accepted) => {
+                    (true, false, "old credential accepted again".to_owned())
+                }
+                Ok(refused @ AuthOutcome::Rejected { .. }) => (false, false, refused.evidence()),
+                Ok(silent @ AuthOutcome::Unreachable { .. }) => (false, true, silent.evidence()),
+                Err(e) => (false, true, format!("inconclusive: {e}")),
             };
+            if let Some(error) = run.rotation.error.as_deref() {
+                run.rotation.error = Some(rollback_reason(error).to_owned());
+            }
             run.rotation.verification.push(Verification {
                 check: "old_credential_restored".into(),
                 passed,
-                evidence,
+                evidence: evidence.clone(),
+                inconclusive,
                 at: now(),
             });
+            if inconclusive {
+                warn!(evidence = %evidence, "No answer about the old credential after the rollback; the rotation stays rolling back, and the next attempt repeats the rollback and this check.");
+                run.rotation.error = Some(format!(
+                    "{}{RESTORE_UNPROVEN}{evidence}",
+                    run.rotation.error.as_deref().unwrap_or("failed")
+                ));
+                self.write(run).await?;
+                return Ok(());
+            }
         }
         let staging = self
             .journal
@@ -1262,6 +1292,18 @@ impl Engine {
         info!("Rotation rolled back; the old credential is current.");
         Ok(())
     }
+}
+
+/// What a rotation's error says after its reason when the check that the old
+/// credential works again after a rollback got no answer.
+const RESTORE_UNPROVEN: &str = "; rolled back, but the old credential could not be checked yet: ";
+
+/// A rolling-back rotation's error without what an earlier inconclusive restore check
+/// added to it (each attempt says it afresh).
+fn rollback_reason(error: &str) -> &str {
+    error
+        .split_once(RESTORE_UNPROVEN)
+        .map_or(error, |(reason, _)| reason)
 }
 
 /// Whether `step`'s "begun" must be journaled before it runs: it changes something

@@ -875,6 +875,7 @@ impl Engine {
                 check: check.into(),
                 passed: matches!(outcome, AuthOutcome::Rejected { .. }),
                 evidence: evidence.clone(),
+                inconclusive: matches!(outcome, AuthOutcome::Unreachable { .. }),
                 at: now(),
             });
             let label = who.map_or_else(|| check.to_owned(), |u| format!("{check} ({u})"));

@@ -16,7 +16,7 @@
 //!   documented rules (no upsert, environment scopes, masking).
 //! - [`loopback`]: [`loopback::LoopbackServer`], the thread and accept loop the fakes share.
 //! - [`proxy`]: [`Proxy`], a TCP proxy a test puts in front of an outside system to cut
-//!   it (refused) or freeze it (accepted, never forwarded) and restore it.
+//!   it (refused) or freeze it (accepted, never forwarded; or new connections only) and restore it.
 //! - [`webhook`]: [`WebhookReceiver`], a webhook endpoint on loopback that verifies rotor's
 //!   notification signatures and timestamps and records what it accepted.
 //!

@@ -7,6 +7,9 @@
 //! - [`Proxy::freeze`]: connections are accepted but nothing is forwarded either way,
 //!   on new and open connections alike: the system hangs (as under `SIGSTOP`) and
 //!   clients run into their timeouts.
+//! - [`Proxy::freeze_new`]: new connections are accepted and then get nothing, while
+//!   connections opened before keep working: a server whose accept queue hangs, seen
+//!   by a client that still holds a pooled connection to it.
 //! - [`Proxy::restore`]: forwarding again; connections held during a freeze resume.
 //!
 //! The proxy runs on its own thread with its own tokio runtime (like
@@ -46,6 +49,8 @@ pub enum Mode {
     Cut,
     /// Accepting connections but forwarding nothing.
     Frozen,
+    /// Accepting new connections but forwarding nothing on them; open ones forward.
+    FrozenNew,
 }
 
 /// A running TCP proxy to one upstream address; see the module documentation.
@@ -133,6 +138,12 @@ impl Proxy {
         self.mode.send_replace(Mode::Frozen);
     }
 
+    /// Accepts new connections but forwards nothing on them until [`Proxy::restore`];
+    /// connections opened before keep forwarding.
+    pub fn freeze_new(&self) {
+        self.mode.send_replace(Mode::FrozenNew);
+    }
+
     /// Forwards again; connections held by a freeze resume.
     pub fn restore(&self) {
         self.mode.send_replace(Mode::Open);
@@ -182,13 +193,24 @@ fn socket_linger_zero(stream: &TcpStream) -> std::io::Result<()> {
 /// Waits while the proxy is frozen; `false` when it is (or becomes) cut.
 async fn passable(mode: &mut watch::Receiver<Mode>) -> bool {
     match mode.wait_for(|m| *m != Mode::Frozen).await {
+        Ok(m) => matches!(*m, Mode::Open | Mode::FrozenNew),
+        Err(_) => false,
+    }
+}
+
+/// [`passable`] for a connection not yet forwarded: [`Mode::FrozenNew`] holds it too.
+async fn admitted(mode: &mut watch::Receiver<Mode>) -> bool {
+    match mode
+        .wait_for(|m| !matches!(*m, Mode::Frozen | Mode::FrozenNew))
+        .await
+    {
         Ok(m) => *m == Mode::Open,
         Err(_) => false,
     }
 }
 
 async fn connection(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
-    if !passable(&mut mode).await {
+    if !admitted(&mut mode).await {
         reset(client);
         return;
     }

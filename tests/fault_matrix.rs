@@ -64,7 +64,9 @@ enum Fault {
 /// faults. `planned` means "faulted before the run starts"; the others pause the run
 /// as the step begins. A step is listed where the system is called in it or right
 /// after it (a target is not called while staging, promoting or propagating; the
-/// consumers only while propagating).
+/// consumers only while propagating). `rollback`: the fault makes the test login fail,
+/// the target comes back for the rollback, and the fault hits again just before the
+/// rollback's check that the old credential works (see [`script`]).
 const TABLE: &[(System, &[&str])] = &[
     (
         System::Vault,
@@ -82,12 +84,21 @@ const TABLE: &[(System, &[&str])] = &[
     ),
     (
         System::Postgres,
-        &["planned", "applied", "tested", "verified"],
+        &["planned", "applied", "tested", "rollback", "verified"],
     ),
-    (System::Mariadb, &["applied", "tested", "verified"]),
+    (
+        System::Mariadb,
+        &["applied", "tested", "rollback", "verified"],
+    ),
     // Redis keeps the old password next to the new one until revoked (overlap).
-    (System::Redis, &["applied", "tested", "revoked", "verified"]),
-    (System::Rabbitmq, &["applied", "tested", "verified"]),
+    (
+        System::Redis,
+        &["applied", "tested", "rollback", "revoked", "verified"],
+    ),
+    (
+        System::Rabbitmq,
+        &["applied", "tested", "rollback", "verified"],
+    ),
     (System::Kubernetes, &["propagated"]),
     (System::Gitlab, &["propagated"]),
     (System::Github, &["propagated"]),
@@ -97,8 +108,10 @@ const TABLE: &[(System, &[&str])] = &[
 const PARALLEL: usize = 3;
 /// How long a cut lasts at most: until the faulted run ends (a cut must fail fast).
 const CUT_HOLD: Duration = Duration::from_secs(20);
-/// How long a freeze lasts at most: longer than the targets' 5000 ms login timeouts.
-const FREEZE_HOLD: Duration = Duration::from_secs(8);
+/// How long a freeze lasts at most: longer than the targets' bounded connect and login
+/// timeouts (5 s; MariaDB's connect: 10 s). RabbitMQ's management requests (30 s) and
+/// the other systems' clients outlast it until the call-timeout work bounds them.
+const FREEZE_HOLD: Duration = Duration::from_secs(12);
 /// The bound on any one `rotor` process.
 const RUN_LIMIT: Duration = Duration::from_secs(150);
 /// The agent-wide bound on outside calls (Vault, Kubernetes, GitLab, GitHub), set for
@@ -379,41 +392,70 @@ fn apply(proxy: &Proxy, fault: Fault) {
     }
 }
 
+/// What the test does when the run reaches a pause point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Fault,
+    Restore,
+}
+
+/// The pause points of a row, in the order the run reaches them, and what the test
+/// does at each (none for `planned`: the fault is there from the start).
+fn script(row: Row) -> Vec<(String, Action)> {
+    match row.step {
+        "planned" => Vec::new(),
+        "rollback" => vec![
+            ("tested:begun".into(), Action::Fault),
+            ("tested:effect".into(), Action::Restore),
+            ("rollback:effect".into(), Action::Fault),
+        ],
+        step => vec![(format!("{step}:begun"), Action::Fault)],
+    }
+}
+
 /// Runs `rotor rotate` into the row's fault and restores the system.
 async fn faulted_run(w: &World, row: Row) -> Faulted {
     let proxy = w.proxy(row.system);
-    let pause = w.dir.path().join("pause");
-    let reached = w.dir.path().join("pause.reached");
+    let script = script(row);
+    let pauses: Vec<PathBuf> = (0..script.len())
+        .map(|i| w.dir.path().join(format!("pause{i}")))
+        .collect();
     let mut cmd = w.rotate(row);
-    if row.step == "planned" {
+    if script.is_empty() {
         apply(proxy, row.fault);
     } else {
-        std::fs::write(&pause, b"").expect("pause file");
-        cmd.env(
-            "ROTOR_FAILPOINT",
-            format!("{}:begun:pause={}", row.step, pause.display()),
-        );
+        let points: Vec<String> = script
+            .iter()
+            .zip(&pauses)
+            .map(|((point, _), file)| {
+                std::fs::write(file, b"").expect("pause file");
+                format!("{point}:pause={}", file.display())
+            })
+            .collect();
+        cmd.env("ROTOR_FAILPOINT", points.join(","));
     }
     let child = cmd.spawn().expect("start rotor");
     let mut run =
         tokio::spawn(
             async move { tokio::time::timeout(RUN_LIMIT, child.wait_with_output()).await },
         );
-    if row.step != "planned" {
+    for ((point, action), pause) in script.iter().zip(&pauses) {
+        let mut reached = pause.clone().into_os_string();
+        reached.push(".reached");
         let deadline = Instant::now() + RUN_LIMIT;
-        while !reached.exists() {
+        while !std::path::Path::new(&reached).exists() {
             if run.is_finished() {
                 let out = run.await.expect("join").expect("bounded").expect("output");
-                panic!("{row}: rotor ended before the step:\n{}", text(&out));
+                panic!("{row}: rotor ended before {point}:\n{}", text(&out));
             }
-            assert!(
-                Instant::now() < deadline,
-                "{row}: the step is never reached"
-            );
+            assert!(Instant::now() < deadline, "{row}: {point} is never reached");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        apply(proxy, row.fault);
-        std::fs::remove_file(&pause).expect("release the pause");
+        match action {
+            Action::Fault => apply(proxy, row.fault),
+            Action::Restore => proxy.restore(),
+        }
+        std::fs::remove_file(pause).expect("release the pause");
     }
     let start = Instant::now();
     let hold = match row.fault {
@@ -471,15 +513,9 @@ async fn run_row(row: Row) -> Outcome {
             text(&faulted.out)
         );
     }
-    // The agent would quarantine on this record only with refusal evidence.
-    if let Some(r) = &interrupted {
-        assert_eq!(
-            immediate_reason(r),
-            None,
-            "{row}: quarantine without refusal evidence (an outage is not a refusal): {:#?}",
-            r.verification
-        );
-    }
+    // The agent would quarantine on this record: checked last, so a row shows every
+    // other check first.
+    let quarantine_reason = interrupted.as_ref().and_then(immediate_reason);
 
     let again = tokio::time::timeout(RUN_LIMIT, w.rotate(row).output())
         .await
@@ -512,6 +548,12 @@ async fn run_row(row: Row) -> Outcome {
     rotor_testkit::assert_no_secret(&text(&faulted.out), &refs);
     rotor_testkit::assert_no_secret(&text(&again), &refs);
 
+    assert_eq!(
+        quarantine_reason,
+        None,
+        "{row}: quarantine without refusal evidence (an outage is not a refusal): {:#?}",
+        interrupted.as_ref().map(|r| &r.verification)
+    );
     let state = |r: &Rotation| format!("{} at {:?}", r.status.as_str(), r.next_step());
     Outcome {
         row,

@@ -12,17 +12,21 @@
 //! `retire_consumers_removed`, `retire_marked`, `retire_verified`) with the same
 //! moments, and `enable:begun` once an enable is journaled, before the target changes.
 //!
+//! `rollback:effect` is reached once a rollback has given the target its old value
+//! back, before the old credential is tried.
+//!
 //! `ROTOR_FAILPOINT=<step>:<moment>:pause=<file>` pauses instead of aborting (fault
 //! tests: the test makes an outside system fail while the rotation stands still, then
 //! lets it run into the fault). At the point, the process creates `<file>.reached`
-//! and blocks until `<file>` no longer exists (at most [`PAUSE_LIMIT`]); it pauses
-//! once per process. Debug builds only, like the abort.
+//! and blocks until `<file>` no longer exists (at most [`PAUSE_LIMIT`]); a point whose
+//! `<file>.reached` exists already does not pause again. Several points may be given,
+//! separated by commas (`tested:begun:pause=/a,rollback:effect:pause=/b`). Debug
+//! builds only, like the abort.
 //!
 //! Unset in production; reading it costs one environment lookup per process.
 
 use std::path::Path;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::journal::Step;
@@ -67,22 +71,24 @@ pub fn hit_at(name: &str, moment: Moment) {
     if !cfg!(debug_assertions) {
         return;
     }
-    let Some(point) = configured() else {
+    let Some(points) = configured() else {
         return;
     };
-    let mut parts = point.splitn(3, ':');
-    if parts.next() != Some(name) || parts.next() != Some(moment.as_str()) {
-        return;
-    }
-    match parts.next().map(|action| action.strip_prefix("pause=")) {
-        Some(Some(file)) => pause(name, moment, Path::new(file)),
-        Some(None) => {
-            eprintln!("rotor: failpoint {point} has an unknown action, aborting");
-            std::process::abort();
+    for point in points.split(',') {
+        let mut parts = point.splitn(3, ':');
+        if parts.next() != Some(name) || parts.next() != Some(moment.as_str()) {
+            continue;
         }
-        None => {
-            eprintln!("rotor: failpoint {point} reached, aborting");
-            std::process::abort();
+        match parts.next().map(|action| action.strip_prefix("pause=")) {
+            Some(Some(file)) => pause(name, moment, Path::new(file)),
+            Some(None) => {
+                eprintln!("rotor: failpoint {point} has an unknown action, aborting");
+                std::process::abort();
+            }
+            None => {
+                eprintln!("rotor: failpoint {point} reached, aborting");
+                std::process::abort();
+            }
         }
     }
 }
@@ -90,15 +96,15 @@ pub fn hit_at(name: &str, moment: Moment) {
 /// The longest a `pause=` failpoint holds the process.
 pub const PAUSE_LIMIT: Duration = Duration::from_secs(120);
 
-/// Blocks the calling thread at a `pause=<file>` failpoint (once per process): creates
-/// `<file>.reached`, then waits until `<file>` is gone or [`PAUSE_LIMIT`] has passed.
+/// Blocks the calling thread at a `pause=<file>` failpoint (once: not when
+/// `<file>.reached` exists): creates `<file>.reached`, then waits until `<file>` is gone
+/// or [`PAUSE_LIMIT`] has passed.
 fn pause(name: &str, moment: Moment, file: &Path) {
-    static PAUSED: AtomicBool = AtomicBool::new(false);
-    if PAUSED.swap(true, Ordering::SeqCst) {
-        return;
-    }
     let mut reached = file.as_os_str().to_owned();
     reached.push(".reached");
+    if Path::new(&reached).exists() {
+        return;
+    }
     if let Err(e) = std::fs::write(&reached, b"") {
         eprintln!(
             "rotor: failpoint {name}:{}: cannot mark it reached: {e}",

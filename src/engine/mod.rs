@@ -1226,7 +1226,10 @@ impl Engine {
             || (run.credential.creates_on_target() && new.is_some());
         if touched {
             match run.credential.rollback(&run.old, new.as_ref()).await {
-                Ok(detail) => info!(detail = %detail, "Target rolled back."),
+                Ok(detail) => {
+                    info!(detail = %detail, "Target rolled back.");
+                    failpoint::hit_at("rollback", Moment::Effect);
+                }
                 Err(CredentialError::CannotRollBack(why)) => {
                     error!(
                         reason = why,

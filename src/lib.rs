@@ -7,6 +7,7 @@
 //! - [`cli`]: the command line (`validate`, `plan`, `rotate`, `resume`, `run`, `status`,
 //!   `retire`, `enable`, `audit`, …).
 //! - [`leader`]: leader election on a Kubernetes Lease (`rotor run --leader-election`).
+//! - [`logging`]: the stderr log layer: the hard cap on other crates' logs, escaped text fields.
 //! - [`metrics`]: the owned Prometheus registry; every metric is named there.
 //! - [`notify`]: signed webhook notifications of policy events, retried with backoff.
 //! - [`server`]: the HTTP API: health, metrics, policies, on-demand rotation.
@@ -26,6 +27,7 @@ pub mod consumers;
 pub mod credentials;
 pub mod engine;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod policy;

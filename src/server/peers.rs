@@ -176,10 +176,10 @@ impl Peer {
         let mut due = Vec::new();
         self.folds.retain_mut(|f| {
             let over = now.saturating_duration_since(f.since) >= limits.fold_window;
-            if over || all {
-                if let Some(p) = f.pending.take() {
-                    due.push(p.into_record(key, limits.fold_window, limits.write_first));
-                }
+            if (over || all)
+                && let Some(p) = f.pending.take()
+            {
+                due.push(p.into_record(key, limits.fold_window, limits.write_first));
             }
             !over
         });

@@ -217,6 +217,10 @@ async fn random_tokens_are_throttled_per_peer_and_counted_in_the_audit() {
         attacks.len()
     );
     let bytes: usize = attacks.iter().map(|r| r.to_string().len()).sum();
+    eprintln!(
+        "statuses {statuses:?} in {elapsed:?}; {} audit records ({bytes} bytes) for 201 requests",
+        attacks.len()
+    );
     assert!(
         (bytes as u64) < 8 * 1024 * minutes,
         "{bytes} bytes of audit records"

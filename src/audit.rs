@@ -114,6 +114,9 @@ pub enum AuditEvent {
         detail: Option<String>,
         /// Peer address.
         remote: Option<String>,
+        /// How many requests the record stands for: 1, or more when refusals (401,
+        /// 429) of one kind from one peer were counted into one record.
+        count: u64,
     },
     /// A rotation is about to start (written BEFORE planning; if this fails the rotation
     /// must not start).

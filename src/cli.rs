@@ -391,46 +391,25 @@ impl VaultArgs {
     }
 }
 
-/// Crates whose debug/trace output can carry request bodies or SQL text; they are
-/// capped at `info` whatever RUST_LOG says, so no log level can leak a secret.
-/// (kube_client is capped harder, below: it logs unparsable API error bodies at warn.)
-const CAPPED_TARGETS: &[&str] = &[
-    "tokio_postgres",
-    "postgres_protocol",
-    "reqwest",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "tower",
-];
-
-/// Sets up logging on stderr.
+/// Sets up logging on stderr: RUST_LOG (or the `-v` level), under a hard cap on
+/// other crates' logs that no directive lifts, with control characters escaped in the
+/// text format (see [`crate::logging`]).
 pub fn init_tracing(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    for target in CAPPED_TARGETS {
-        if let Ok(d) = format!("{target}=info").parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    // rustify/vaultrs log every non-2xx answer at error, including the 404s rotor
-    // expects (no journal yet); rotor reports real Vault failures itself.
-    for directive in ["kube_client=error", "rustify=off", "vaultrs=off"] {
-        if let Ok(d) = directive.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let layer = crate::logging::layer(
+        filter,
+        format,
+        std::io::stderr,
+        crate::logging::stderr_is_terminal(),
+    );
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// Runs the parsed command line.

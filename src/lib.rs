@@ -7,6 +7,7 @@
 //! - [`cli`]: the command line (`validate`, `plan`, `rotate`, `resume`, `run`, `status`,
 //!   `retire`, `enable`, `audit`, …).
 //! - [`leader`]: leader election on a Kubernetes Lease (`rotor run --leader-election`).
+//! - [`logging`]: the stderr log layer: the hard cap on other crates' logs, escaped text fields.
 //! - [`metrics`]: the owned Prometheus registry; every metric is named there.
 //! - [`outside`]: the agent-wide timeout of calls to outside systems, and their timeout
 //!   counts.
@@ -30,6 +31,7 @@ pub mod credentials;
 pub mod engine;
 pub mod fuzzing;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod outside;

@@ -86,6 +86,7 @@ fn events() -> Vec<AuditEvent> {
             outcome: "denied".into(),
             detail: Some("missing bearer token".into()),
             remote: Some("127.0.0.1:53412".into()),
+            count: 1,
         },
         AuditEvent::Request {
             identity: "team-payments".into(),
@@ -96,6 +97,7 @@ fn events() -> Vec<AuditEvent> {
             outcome: "allowed".into(),
             detail: None,
             remote: None,
+            count: 1,
         },
         AuditEvent::RotationRequested {
             policy: "payments-db".into(),

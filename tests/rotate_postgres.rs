@@ -290,3 +290,33 @@ async fn plan_lists_target_vault_path_and_consumers_without_changing_anything() 
         "plan changed nothing in Kubernetes"
     );
 }
+
+/// Issue 14, defect 6: the cap on dependencies' logs is a hard filter. A directive
+/// naming tokio-postgres's SQL log at trace used to print the `ALTER ROLE … PASSWORD
+/// 'SCRAM-SHA-256$…'` statement (the verifier); now it prints no SQL, no verifier and
+/// no password, while rotor's own debug lines still come through.
+#[tokio::test]
+async fn a_trace_directive_for_a_dependency_cannot_lift_the_log_cap() {
+    let fx = Fixture::new("logcap", Options::default()).await;
+    let out = fx
+        .rotate_cmd()
+        .env("RUST_LOG", "trace,tokio_postgres::simple_query=trace")
+        .output()
+        .expect("run rotor");
+    assert!(out.status.success(), "rotor rotate failed:\n{}", text(&out));
+    let all = text(&out);
+    for needle in [
+        "SCRAM-SHA-256$",
+        "ALTER ROLE",
+        "PASSWORD '",
+        "executing simple query",
+    ] {
+        assert!(!all.contains(needle), "{needle:?} in the output:\n{all}");
+    }
+    assert!(
+        all.lines()
+            .any(|l| l.contains("DEBUG") && l.contains("rotor::")),
+        "rotor's own debug lines are kept:\n{all}"
+    );
+    assert_no_leak(&out, &fx.all_passwords().await);
+}

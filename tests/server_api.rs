@@ -781,15 +781,27 @@ async fn policies_and_rotations_are_filtered_by_grants() {
         .await;
     assert_eq!(a.status, 403);
     assert_eq!(one(&records).outcome, Outcome::Forbidden);
+    // A name that does not exist gets the answer of a policy not granted, so names
+    // cannot be probed (issue 14); only the audit record tells them apart.
     let (a, records) = h
         .audited(h.get("/v1/policies/nope", Some(&t.payments)))
         .await;
-    assert_eq!(a.status, 404);
-    assert_eq!(one(&records).outcome, Outcome::NotFound);
+    assert_eq!(a.status, 403);
+    assert_eq!(
+        error_text(&a),
+        "identity team-payments is not granted policy nope"
+    );
+    let r = one(&records);
+    assert_eq!(r.outcome, Outcome::Forbidden);
+    assert!(r.detail.contains("no policy of that name"), "{}", r.detail);
     let a = h
         .rotate("nope", Some(&t.payments), json!({"reason": "x"}))
         .await;
+    assert_eq!(a.status, 403);
+    // An identity granted every name learns that it does not exist.
+    let (a, records) = h.audited(h.get("/v1/policies/nope", Some(&t.ci_sa))).await;
     assert_eq!(a.status, 404);
+    assert_eq!(one(&records).outcome, Outcome::NotFound);
 
     // Rotations: visible to identities granted their policy only.
     let a = h
@@ -1332,13 +1344,14 @@ async fn release_lifts_a_quarantine_as_the_caller() {
             Outcome::Invalid,
             "must be JSON",
         ),
+        // Not told apart from a policy it is not granted (issue 14).
         (
             "nope",
             pay,
             Some(why.clone()),
-            404,
-            Outcome::NotFound,
-            "no policy named nope",
+            403,
+            Outcome::Forbidden,
+            "not granted policy nope",
         ),
     ];
     for (policy, token, body, status, outcome, text) in refusals {
@@ -1513,7 +1526,8 @@ async fn a_selector_request_rotates_every_matching_policy_or_none() {
         assert!(record.policy.as_deref().unwrap().starts_with("payments-"));
     }
 
-    // One matching policy not granted: 403 naming it, nothing queued.
+    // One matching policy not granted: 403, nothing queued; only the audit record
+    // names the policy the caller is not granted (issue 14).
     let (answer, records) = h
         .audited(bulk(
             payments.clone(),
@@ -1522,12 +1536,23 @@ async fn a_selector_request_rotates_every_matching_policy_or_none() {
         .await;
     assert_eq!(answer.status, 403, "{:#}", answer.body);
     assert!(
-        error_text(&answer).contains("orders-db"),
+        !error_text(&answer).contains("orders-db"),
         "{}",
         error_text(&answer)
     );
     assert!(error_text(&answer).contains("nothing was rotated"));
     assert_eq!(one(&records).outcome, Outcome::Forbidden);
+    assert!(one(&records).detail.contains("orders-db"));
+    // Only policies it is not granted: the answer for no match at all.
+    let (answer, records) = h
+        .audited(bulk(
+            payments.clone(),
+            json!({"selector": {"team": "orders"}, "reason": "r", "ticket": "T-1"}),
+        ))
+        .await;
+    assert_eq!(answer.status, 404, "{:#}", answer.body);
+    assert_eq!(error_text(&answer), "no policy has the labels team=orders");
+    assert!(one(&records).detail.contains("orders-db"));
     assert_eq!(h.control.calls().len(), 2);
 
     // A policy that requires a ticket, without one: 400 naming it, nothing queued.

@@ -230,6 +230,7 @@ fn request_event(r: &RequestAudit) -> AuditEvent {
         outcome: r.outcome.as_str().into(),
         detail: Some(detail),
         remote: Some(r.remote.to_string()),
+        count: r.count,
     }
 }
 

@@ -11,14 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Extension, Path, State};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{
-    App, Caller, Denial, Outcome, RequestAudit, audit_unavailable, granted_policy, json_body,
-    reason_and_ticket,
+    App, Caller, Denial, Outcome, audit_unavailable, granted_policy, json_body, reason_and_ticket,
 };
 use crate::agent::{ApprovalCaller, ApprovalRecord};
 
@@ -57,16 +56,12 @@ async fn visible_request(app: &App, caller: &Caller, id: &str) -> Result<Approva
 pub(super) async fn get_request(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
+    let mut record = caller.record(&method, &uri, remote);
     let request = match visible_request(&app, &caller, &id).await {
         Ok(r) => r,
         Err(d) => return app.refuse(record, d).await,
@@ -89,17 +84,13 @@ pub(super) struct ApproveBody {
 pub(super) async fn approve(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
+    let mut record = caller.record(&method, &uri, remote);
     let parsed: ApproveBody = match json_body(&body, "{\"reason\": string?}") {
         Ok(b) => b,
         Err(d) => return app.refuse(record, d).await,

@@ -3,7 +3,10 @@
 //!
 //! The request is checked as a whole before anything starts: every matching policy
 //! must be granted to the caller, allow the trigger, and get the reason and ticket it
-//! requires; otherwise nothing is queued and the answer names the policies at fault.
+//! requires; otherwise nothing is queued and the answer names the policies at fault
+//! (except policies the caller is not granted: those only the audit record names; a
+//! selector that matches no policy the caller is granted answers 404 like one that
+//! matches nothing).
 //! The agent then queues each rotation under its usual concurrency limit; the answer
 //! (202) lists, per policy, the rotation accepted or why the agent refused it.
 
@@ -12,13 +15,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Extension, State};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    App, Denial, Outcome, RequestAudit, audit_unavailable, invalid, json_body, reason_and_ticket,
+    App, Caller, Denial, Outcome, audit_unavailable, invalid, json_body, reason_and_ticket,
 };
 use crate::engine::{RotationRequest, Trigger};
 
@@ -103,16 +106,12 @@ fn name_list(names: &[String]) -> String {
 pub(super) async fn rotate_selected(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
+    let mut record = caller.record(&method, &uri, remote);
     let parsed: BulkBody = match json_body(
         &body,
         "{\"selector\": {label: value}, \"reason\": string?, \"ticket\": string?, \"compromise\": bool?}",
@@ -150,12 +149,29 @@ pub(super) async fn rotate_selected(
         .map(|p| p.name)
         .collect();
     matching.sort();
-    if matching.is_empty() {
+    // A caller learns nothing of policies it is not granted: when it is granted none of
+    // the matching policies, the answer is the one for no match at all.
+    let granted_any = matching.iter().any(|name| {
+        app.control
+            .policy_meta(name)
+            .is_some_and(|m| caller.identity.may_access(&m.name, &m.labels))
+    });
+    if !granted_any {
         let d = Denial::new(
             StatusCode::NOT_FOUND,
             Outcome::NotFound,
             format!("no policy has the labels {shown}"),
         );
+        let d = if matching.is_empty() {
+            d
+        } else {
+            d.detail(format!(
+                "identity {} is granted none of the {} policies with the labels {shown}: {}",
+                caller.identity.name,
+                matching.len(),
+                name_list(&matching)
+            ))
+        };
         return app.refuse(record, d).await;
     }
     if matching.len() > MAX_BULK_POLICIES {
@@ -186,17 +202,22 @@ pub(super) async fn rotate_selected(
         }
     }
     if !not_granted.is_empty() {
+        // The answer names no policy the caller is not granted; the audit record does.
         let d = Denial::new(
             StatusCode::FORBIDDEN,
             Outcome::Forbidden,
             format!(
-                "identity {} is not granted {} of the {} policies with the labels {shown}: {}; nothing was rotated",
+                "identity {} is not granted every policy with the labels {shown}; nothing was rotated",
                 caller.identity.name,
-                not_granted.len(),
-                matching.len(),
-                name_list(&not_granted)
             ),
-        );
+        )
+        .detail(format!(
+            "identity {} is not granted {} of the {} policies with the labels {shown}: {}; nothing was rotated",
+            caller.identity.name,
+            not_granted.len(),
+            matching.len(),
+            name_list(&not_granted)
+        ));
         return app.refuse(record, d).await;
     }
     if compromise && !caller.identity.compromise {

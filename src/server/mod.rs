@@ -18,13 +18,22 @@
 //! | `GET /v1/requests/{id}` | bearer | the approval request ([`crate::agent::ApprovalRecord`]) if its policy is visible |
 //! | `POST /v1/requests/{id}/approve` | bearer | 200 [`crate::agent::Accepted`]; body `{reason?}`; 403 unless a listed approver other than the requester, 410 `{error, reason}` once `expired`, `superseded` or `used` |
 //!
-//! `/v1` checks run in this order: 401 (no or unknown token), 429 (identity over its
-//! rate limit, with `Retry-After`), 400 (malformed body), 404 (unknown policy), 403
-//! (policy not granted; compromise not allowed), 400 (reason/ticket the policy
+//! `/v1` checks run in this order: 429 (the peer — remote IPv4 address or IPv6 /64 —
+//! has used up its budget of failed authentications, checked before the token is
+//! looked at; `Retry-After`), 401 (no or unknown token), 429 (identity over its rate
+//! limit, with `Retry-After`), 413 (body over 64 KiB), 400 (a path that does not
+//! decode, malformed body), 403 (policy not granted — a name that does not exist is
+//! not granted either, so the answer is the same for both; compromise not allowed),
+//! 404 (unknown policy the identity would be granted), 400 (reason/ticket the policy
 //! requires), then the agent: 409 (busy), 503 (not leader, audit log down), 500.
-//! Error bodies are `{"error": "…"}` and never contain the token.
+//! Every `/v1` answer is JSON; error bodies are `{"error": "…"}` and never contain the
+//! token. See `gate` and `peers`.
 //!
-//! Auditing: each `/v1` request produces one [`RequestAudit`] with its final status.
+//! Auditing: each `/v1` request produces one [`RequestAudit`] with its final status,
+//! except that refusals with status 401 or 429 from one peer are written one by one
+//! only for the first five of each minute (per identity or none, and status); the
+//! others are counted and written as one record with `count` when the minute is over
+//! (or the server stops).
 //! A rotate or release request that passes every check first produces an `authorized` record;
 //! if that record cannot be written the answer is 503 and the agent is not asked
 //! (fail closed), otherwise a second record carries the agent's answer. A read whose
@@ -36,6 +45,8 @@ mod auth;
 mod bulk;
 mod client;
 pub mod fuzzing;
+mod gate;
+mod peers;
 mod retire;
 
 use std::future::Future;
@@ -44,7 +55,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -173,6 +184,9 @@ pub struct RequestAudit {
     pub detail: String,
     /// The peer's address.
     pub remote: SocketAddr,
+    /// How many requests this record stands for: 1, or more for refusals of one kind
+    /// from one peer counted in one record (see `peers`).
+    pub count: u64,
 }
 
 impl RequestAudit {
@@ -192,6 +206,7 @@ impl RequestAudit {
             outcome: Outcome::Allowed,
             detail: String::new(),
             remote,
+            count: 1,
         }
     }
 }
@@ -284,11 +299,26 @@ struct App {
     auth: Arc<Authenticator>,
     metrics: MetricsFn,
     audit: Option<AuditFn>,
+    /// Per-peer throttle and refusal counts (see `peers`).
+    peers: peers::Peers,
 }
 
-/// An authenticated caller.
+/// An authenticated caller (put in the request's extensions by [`gate::gate`]).
+#[derive(Clone)]
 struct Caller {
     identity: Arc<Identity>,
+    /// `token` or `kubernetes`.
+    auth: &'static str,
+}
+
+impl Caller {
+    /// A new audit record of a request by this caller.
+    fn record(&self, method: &Method, uri: &Uri, remote: SocketAddr) -> RequestAudit {
+        let mut record = RequestAudit::new(method, uri, remote);
+        record.identity = Some(self.identity.name.clone());
+        record.auth = Some(self.auth);
+        record
+    }
 }
 
 impl App {
@@ -300,7 +330,7 @@ impl App {
             tracing::warn!(
                 identity, method = %record.method, path = %record.path, status = record.status,
                 outcome = record.outcome.as_str(), remote = %record.remote, detail = %record.detail,
-                "API request refused."
+                count = record.count, "API request refused."
             );
         } else {
             tracing::info!(
@@ -327,10 +357,31 @@ impl App {
             .detail
             .clone()
             .unwrap_or_else(|| denial.message.clone());
-        if let Err(error) = self.audit(record).await {
-            tracing::error!(error = %error, "Writing the audit record of a refused API request failed.");
+        let folded = self
+            .peers
+            .fold(&record, std::time::Instant::now(), chrono::Utc::now());
+        self.write_counted(folded.due).await;
+        if folded.write {
+            if let Err(error) = self.audit(record).await {
+                tracing::error!(error = %error, "Writing the audit record of a refused API request failed.");
+            }
+        } else {
+            tracing::debug!(
+                method = %record.method, path = %record.path, status = record.status,
+                remote = %record.remote, detail = %record.detail,
+                "API request refused; counted in the peer's next audit record."
+            );
         }
         denial.response()
+    }
+
+    /// Writes counted refusal records (see `peers`); a failure is logged.
+    async fn write_counted(&self, records: Vec<RequestAudit>) {
+        for record in records {
+            if let Err(error) = self.audit(record).await {
+                tracing::error!(error = %error, "Writing a counted audit record of refused API requests failed.");
+            }
+        }
     }
 
     /// Audits a successful request; answers 503 instead when the record cannot be written.
@@ -375,14 +426,15 @@ impl App {
         else {
             return Err(unauthenticated("expected Authorization: Bearer <token>"));
         };
-        let identity = match self.auth.authenticate(token).await {
+        let (identity, auth) = match self.auth.authenticate(token).await {
             Ok(Authentication::Known { identity, method }) => {
-                record.identity = Some(identity.name.clone());
-                record.auth = Some(match method {
+                let auth = match method {
                     AuthMethod::Token => "token",
                     AuthMethod::Kubernetes => "kubernetes",
-                });
-                identity
+                };
+                record.identity = Some(identity.name.clone());
+                record.auth = Some(auth);
+                (identity, auth)
             }
             Ok(Authentication::Unknown { detail }) => {
                 return Err(unauthenticated("invalid bearer token").detail(detail));
@@ -411,7 +463,7 @@ impl App {
             denial.retry_after = Some(secs.max(1));
             return Err(denial);
         }
-        Ok(Caller { identity })
+        Ok(Caller { identity, auth })
     }
 }
 
@@ -434,18 +486,29 @@ pub async fn serve(
     audit: Option<AuditFn>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(Arc::new(App {
+    let app = Arc::new(App {
         control,
         auth,
         metrics,
         audit,
-    }));
-    axum::serve(
+        peers: peers::Peers::new(peers::PeerLimits::default()),
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let counter = tokio::spawn(gate::write_counted_records(Arc::clone(&app), stopped));
+    let served = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    let _ = stop.send(true);
+    if let Err(e) = counter.await {
+        tracing::error!(error = %e, "The task writing counted audit records failed.");
+    }
+    // What is still counted is written before the server is done.
+    app.write_counted(app.peers.due(std::time::Instant::now(), true))
+        .await;
+    served
 }
 
 fn router(app: Arc<App>) -> Router {
@@ -466,6 +529,10 @@ fn router(app: Arc<App>) -> Router {
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            gate::gate,
+        ))
         .with_state(app)
 }
 
@@ -494,15 +561,11 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 async fn list_policies(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
+    let record = caller.record(&method, &uri, remote);
     let visible: Vec<_> = app
         .control
         .policies()
@@ -518,52 +581,67 @@ async fn list_policies(
 async fn get_policy(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
+    let mut record = caller.record(&method, &uri, remote);
     record.policy = Some(name.clone());
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    let Some(view) = app
+    let view = app
         .control
         .policies()
         .await
         .into_iter()
-        .find(|p| p.name == name)
-    else {
-        let d = Denial::new(
-            StatusCode::NOT_FOUND,
-            Outcome::NotFound,
-            format!("no policy named {name}"),
-        );
+        .find(|p| p.name == name);
+    let labels = view.as_ref().map(|v| &v.labels);
+    if let Err(d) = grant_check(&caller, &name, labels) {
         return app.refuse(record, d).await;
-    };
-    if !caller.identity.may_access(&view.name, &view.labels) {
-        return app.refuse(record, not_granted(&caller, &name)).await;
     }
+    let Some(view) = view else {
+        return app.refuse(record, no_policy(&name)).await;
+    };
     app.serve_audited(record, "read policy", axum::Json(view).into_response())
         .await
 }
 
-/// The named policy's facts, when it exists and the caller is granted it.
+/// The named policy's facts, when the caller is granted it and it exists.
 fn granted_policy(app: &App, caller: &Caller, name: &str) -> Result<PolicyMeta, Denial> {
-    let meta = app.control.policy_meta(name).ok_or_else(|| {
-        Denial::new(
-            StatusCode::NOT_FOUND,
-            Outcome::NotFound,
-            format!("no policy named {name}"),
-        )
-    })?;
-    if caller.identity.may_access(&meta.name, &meta.labels) {
-        Ok(meta)
-    } else {
-        Err(not_granted(caller, name))
+    let meta = app.control.policy_meta(name);
+    grant_check(caller, name, meta.as_ref().map(|m| &m.labels))?;
+    meta.ok_or_else(|| no_policy(name))
+}
+
+/// 403 unless the caller is granted the policy `name` with `labels` (`None`: there is
+/// no such policy). The grant is checked first, and a missing policy has no labels,
+/// so a caller gets the same answer for a policy it is not granted and for a name
+/// that does not exist (only the audit record tells them apart); 404 is for names the
+/// caller would be granted (by name or `*`).
+fn grant_check(
+    caller: &Caller,
+    name: &str,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<(), Denial> {
+    let none = std::collections::BTreeMap::new();
+    if caller.identity.may_access(name, labels.unwrap_or(&none)) {
+        return Ok(());
     }
+    let d = not_granted(caller, name);
+    Err(match labels {
+        Some(_) => d,
+        None => {
+            let detail = format!("{} (there is no policy of that name)", d.message);
+            d.detail(detail)
+        }
+    })
+}
+
+fn no_policy(name: &str) -> Denial {
+    Denial::new(
+        StatusCode::NOT_FOUND,
+        Outcome::NotFound,
+        format!("no policy named {name}"),
+    )
 }
 
 /// A 400 for a request the caller must correct.
@@ -639,18 +717,14 @@ fn reason_and_ticket(
 async fn rotate(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
+    let mut record = caller.record(&method, &uri, remote);
     record.policy = Some(name.clone());
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
 
     let parsed: RotateBody = match json_body(
         &body,
@@ -750,18 +824,14 @@ struct ReleaseBody {
 async fn release(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
+    let mut record = caller.record(&method, &uri, remote);
     record.policy = Some(name.clone());
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
 
     let parsed: ReleaseBody = match json_body(&body, "{\"reason\": string}") {
         Ok(b) => b,
@@ -814,17 +884,13 @@ async fn release(
 async fn get_rotation(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
+    let mut record = caller.record(&method, &uri, remote);
     record.rotation_id = Some(id.clone());
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
     let rotation: Rotation = match app.control.rotation(&id).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -866,49 +932,48 @@ async fn get_rotation(
 async fn fallback(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Option<Extension<Caller>>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
     let denial = Denial::new(
         StatusCode::NOT_FOUND,
         Outcome::NotFound,
         format!("no endpoint {} {}", method, uri.path()),
     );
-    refuse_unrouted(&app, remote, method, uri, headers, denial).await
+    refuse_unrouted(&app, remote, caller, method, uri, denial).await
 }
 
 async fn method_not_allowed(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    caller: Option<Extension<Caller>>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
     let denial = Denial::new(
         StatusCode::METHOD_NOT_ALLOWED,
         Outcome::Invalid,
         format!("{} is not allowed on {}", method, uri.path()),
     );
-    refuse_unrouted(&app, remote, method, uri, headers, denial).await
+    refuse_unrouted(&app, remote, caller, method, uri, denial).await
 }
 
-/// Answers a request no route takes; under `/v1` it is authenticated (401 first) and
-/// audited like any other API request.
+/// Answers a request no route takes; under `/v1` it was authenticated by
+/// [`gate::gate`] (401 first) and is audited like any other API request.
 async fn refuse_unrouted(
     app: &App,
     remote: SocketAddr,
+    caller: Option<Extension<Caller>>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     denial: Denial,
 ) -> Response {
-    if !(uri.path() == "/v1" || uri.path().starts_with("/v1/")) {
-        return denial.response();
+    match caller {
+        Some(Extension(caller)) if gate::is_api(uri.path()) => {
+            let record = caller.record(&method, &uri, remote);
+            app.refuse(record, denial).await
+        }
+        _ => denial.response(),
     }
-    let mut record = RequestAudit::new(&method, &uri, remote);
-    if let Err(d) = app.caller(&headers, &mut record).await {
-        return app.refuse(record, d).await;
-    }
-    app.refuse(record, denial).await
 }

@@ -14,14 +14,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Extension, Path, State};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    App, Denial, Outcome, RequestAudit, audit_unavailable, granted_policy, invalid, json_body,
+    App, Caller, Denial, Outcome, audit_unavailable, granted_policy, invalid, json_body,
     reason_and_ticket,
 };
 use crate::engine::{RetireRequest, RetireState};
@@ -55,46 +55,26 @@ impl Action {
 pub(super) async fn retire(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    handle(
-        Action::Retire,
-        app,
-        remote,
-        method,
-        uri,
-        headers,
-        name,
-        body,
-    )
-    .await
+    handle(Action::Retire, app, remote, caller, method, uri, name, body).await
 }
 
 /// `POST /v1/policies/{name}/enable`.
 pub(super) async fn enable(
     State(app): State<Arc<App>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    handle(
-        Action::Enable,
-        app,
-        remote,
-        method,
-        uri,
-        headers,
-        name,
-        body,
-    )
-    .await
+    handle(Action::Enable, app, remote, caller, method, uri, name, body).await
 }
 
 #[allow(clippy::too_many_arguments)] // The axum extractors of both routes, passed on.
@@ -102,18 +82,14 @@ async fn handle(
     action: Action,
     app: Arc<App>,
     remote: SocketAddr,
+    caller: Caller,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     name: String,
     body: Bytes,
 ) -> Response {
-    let mut record = RequestAudit::new(&method, &uri, remote);
+    let mut record = caller.record(&method, &uri, remote);
     record.policy = Some(name.clone());
-    let caller = match app.caller(&headers, &mut record).await {
-        Ok(c) => c,
-        Err(d) => return app.refuse(record, d).await,
-    };
     let parsed: Body = match json_body(&body, "{\"reason\": string, \"ticket\": string?}") {
         Ok(b) => b,
         Err(d) => return app.refuse(record, d).await,

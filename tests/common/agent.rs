@@ -42,14 +42,14 @@ where
     }
 }
 
-fn auth_config(dir: &Path, token: &str) -> PathBuf {
+fn auth_config(dir: &Path, token: &str, extra_identities: &str) -> PathBuf {
     let token_file = dir.join("api-token");
     std::fs::write(&token_file, token).expect("token file");
     let config = dir.join("auth.yaml");
     std::fs::write(
         &config,
         format!(
-            "identities:\n  - name: ops\n    tokenFrom: {{file: {}}}\n    policies: [\"*\"]\n    compromise: true\n",
+            "identities:\n  - name: ops\n    tokenFrom: {{file: {}}}\n    policies: [\"*\"]\n    compromise: true\n{extra_identities}",
             token_file.display()
         ),
     )
@@ -63,12 +63,23 @@ impl Agent {
     }
 
     pub fn start_with(fx: &Fixture, extra_env: &[(&str, &str)], extra_args: &[&str]) -> Agent {
+        Self::start_configured(fx, extra_env, extra_args, "")
+    }
+
+    /// Like [`Agent::start_with`], with more identities (YAML list items, e.g. with
+    /// `tokenFrom: {env: NAME}` and NAME in `extra_env`) after `ops`.
+    pub fn start_configured(
+        fx: &Fixture,
+        extra_env: &[(&str, &str)],
+        extra_args: &[&str],
+        extra_identities: &str,
+    ) -> Agent {
         let port = free_port();
         let token = format!("tok{}", rotor_testkit::canary());
         // Outside the policy directory, which the agent watches.
         let state_dir = tempfile::tempdir().expect("agent dir");
         let state = state_dir.path().to_path_buf();
-        let config = auth_config(&state, &token);
+        let config = auth_config(&state, &token, extra_identities);
         let audit = state.join("audit.jsonl");
         let log = state.join(format!("agent-{port}.log"));
         let mut cmd = fx.rotor();

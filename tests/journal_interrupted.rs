@@ -63,6 +63,13 @@ async fn a_panic_is_noted_on_the_open_rotation_only() {
         Some(format!("applied: the target did not answer; {note}").as_str())
     );
     assert_eq!(stored.error, written.error);
+    // The same panic again (every attempt): noted once.
+    let again = engine
+        .note_interrupted(&policy, &id, note)
+        .await
+        .expect("note")
+        .expect("still open");
+    assert_eq!(again.error, written.error);
 
     // A finished rotation is not touched.
     let (_, version) = engine.journal().load(&policy).await.expect("read");

@@ -200,7 +200,9 @@ impl Executor for Engine {
         else {
             return Ok(None);
         };
+        // Once per distinct note: a job that panics on every attempt does not grow it.
         r.error = Some(match r.error.take() {
+            Some(before) if before.contains(note) => before,
             Some(before) => format!("{before}; {note}"),
             None => note.to_owned(),
         });

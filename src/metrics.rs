@@ -42,6 +42,9 @@ const REMEMBERED_PER_POLICY: usize = 8;
 /// Label value used for a kind or consumer type outside the closed set.
 const OTHER: &str = "other";
 
+/// The `job` label of `rotor_job_panics_total`.
+const JOBS: &[&str] = &["rotation", "sync"];
+
 /// Label value used in place of a policy name that is not a valid policy name (it
 /// cannot happen for loaded policies; it keeps arbitrary text out of the labels).
 const INVALID: &str = "invalid";
@@ -69,6 +72,7 @@ struct Inner {
     /// `rotor_policy_quarantined`), one compact row per policy.
     gauges: PolicyGauges,
     consumer_failures: IntCounterVec,
+    job_panics: IntCounterVec,
     leader: IntGauge,
     policies: IntGauge,
     reloads: IntCounterVec,
@@ -461,6 +465,12 @@ impl Metrics {
             "Failed attempts to update a consumer with a new value.",
             &["policy", "consumer_type"],
         );
+        let job_panics = counter_vec(
+            &r,
+            "rotor_job_panics_total",
+            "Agent jobs of a policy (job: rotation or sync) that panicked; each is also a failed attempt. Any increase is a rotor bug.",
+            &["policy", "job"],
+        );
         let leader = int_gauge(
             &r,
             "rotor_leader",
@@ -506,6 +516,7 @@ impl Metrics {
                 step_duration,
                 gauges,
                 consumer_failures,
+                job_panics,
                 leader,
                 policies,
                 reloads,
@@ -664,6 +675,16 @@ impl Metrics {
             .insert(consumer_type);
     }
 
+    /// A job of `policy` panicked; `job` is `rotation` or `sync` (anything else is
+    /// counted as `other`).
+    pub fn job_panicked(&self, policy: &str, job: &str) {
+        let job = JOBS.iter().find(|j| **j == job).copied().unwrap_or(OTHER);
+        self.inner
+            .job_panics
+            .with_label_values(&[policy_label(policy), job])
+            .inc();
+    }
+
     /// Whether this agent leads (runs rotations).
     pub fn set_leader(&self, leader: bool) {
         self.inner.leader.set(i64::from(leader));
@@ -719,6 +740,9 @@ impl Metrics {
                 .remove_label_values(&[policy, consumer_type]);
         }
         drop(state);
+        for job in JOBS.iter().chain([&OTHER]) {
+            let _ = self.inner.job_panics.remove_label_values(&[policy, job]);
+        }
         self.inner.gauges.forget(policy);
     }
 }

@@ -1,7 +1,42 @@
 //! Schedules: POSIX cron read in an IANA time zone (croner + chrono-tz) → the next
 //! fire instants. Windows, jitter and maxAge are applied by the agent's scheduler.
+//!
+//! No function here panics on a time or duration: sums that would leave the calendar
+//! are checked ([`checked_after`]) and read as "never" or saturate at [`far_future`].
+//! Validation bounds every policy duration (`crate::policy::MAX_AGE_BOUND` …), so
+//! those outcomes only meet absurd inputs, such as a secret created in year 9999.
 
 use chrono::{DateTime, Utc};
+
+/// The latest instant rotor computes with: the last millisecond of year 9999, the
+/// last year RFC 3339 (the journal's and the API's time format) can write.
+pub fn far_future() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 999_000_000).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Whether `t` lies in years 1 to 9999 (up to [`far_future`]), where reading it in any
+/// time zone stays on chrono's calendar (local times beyond it panic).
+pub fn on_calendar(t: DateTime<Utc>) -> bool {
+    t >= calendar_start() && t <= far_future()
+}
+
+/// The first instant of year 1.
+fn calendar_start() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `t + d`, or `None` when the sum is past [`far_future`] (or overflows).
+pub fn checked_after(t: DateTime<Utc>, d: std::time::Duration) -> Option<DateTime<Utc>> {
+    let d = chrono::Duration::from_std(d).ok()?;
+    t.checked_add_signed(d).filter(|x| *x <= far_future())
+}
+
+/// `t + d`, saturating at [`far_future`] (or `t`, if later): for deadlines such as
+/// `revoke_after` and approval expiry, where "as late as can be written" is the
+/// honest reading of an absurdly long duration.
+pub fn saturating_after(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    checked_after(t, d).unwrap_or_else(|| far_future().max(t))
+}
 
 use crate::policy::ValidatedPolicy;
 
@@ -61,10 +96,15 @@ pub fn renewal_due(
     let crate::policy::CredentialSpec::VaultPki(pki) = &policy.spec.credential else {
         return None;
     };
-    let before = chrono::Duration::from_std(pki.renew_before?).ok()?;
+    let before = chrono::Duration::from_std(pki.renew_before?).unwrap_or(chrono::Duration::MAX);
     let expires: DateTime<Utc> =
         crate::credentials::vault_pki::PkiTarget::expiration(current)?.into();
-    Some(expires - before)
+    // Before the calendar's start: due at once.
+    Some(
+        expires
+            .checked_sub_signed(before)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+    )
 }
 
 /// Why a policy is due now, if it is: its certificate is inside `renewBefore` of its
@@ -83,7 +123,8 @@ pub fn due_now(
     }
     let max_age = policy.spec.schedule.as_ref()?.max_age?;
     let created = created?;
-    let limit = created + chrono::Duration::from_std(max_age).ok()?;
+    // Past the calendar: never due by age.
+    let limit = checked_after(created, max_age)?;
     (limit <= now).then_some(DueReason::MaxAge { due_at: limit })
 }
 
@@ -155,7 +196,10 @@ pub fn jitter_for(
     jitter: std::time::Duration,
 ) -> chrono::Duration {
     use sha2::{Digest, Sha256};
-    let max_ms = jitter.as_millis() as u64;
+    // At most i64::MAX ms, so `max_ms + 1` and the cast below cannot overflow.
+    let max_ms = u64::try_from(jitter.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(i64::MAX as u64);
     if max_ms == 0 {
         return chrono::Duration::zero();
     }
@@ -178,20 +222,29 @@ pub fn into_window(
 ) -> DateTime<Utc> {
     use chrono::{Duration, TimeZone};
     let Some(w) = window else { return t };
+    if !on_calendar(t) {
+        return t;
+    }
     let local = t.with_timezone(&tz);
     if w.contains(local.time()) {
         return t;
     }
     // The window opens at `start` today or tomorrow (or the day after, across a gap).
+    // At the calendar's end there is no such day: `t` stays as it is.
     for days in 0..3 {
-        let date = local.date_naive() + Duration::days(days);
+        let Some(date) = local.date_naive().checked_add_days(chrono::Days::new(days)) else {
+            break;
+        };
         let naive = date.and_time(w.start);
         let opens = match tz.from_local_datetime(&naive) {
             chrono::LocalResult::Single(x) => x,
             chrono::LocalResult::Ambiguous(first, _) => first,
             // In the gap: the first valid instant after it.
             chrono::LocalResult::None => {
-                match tz.from_local_datetime(&(naive + Duration::hours(1))) {
+                let Some(later) = naive.checked_add_signed(Duration::hours(1)) else {
+                    break;
+                };
+                match tz.from_local_datetime(&later) {
                     chrono::LocalResult::Single(x) | chrono::LocalResult::Ambiguous(x, _) => x,
                     chrono::LocalResult::None => continue,
                 }
@@ -208,7 +261,8 @@ pub fn into_window(
 /// When `policy` should next start a scheduled rotation: the earliest of its next cron
 /// fire time after `inputs.cron_after` (plus jitter), the secret reaching `maxAge`, and
 /// the certificate entering `renewBefore` — each moved into the window. `None` for
-/// on-demand-only policies.
+/// on-demand-only policies and when no trigger is ever reached (a `maxAge` limit past
+/// [`far_future`]). Never panics, whatever the times and durations.
 pub fn next_due(policy: &ValidatedPolicy, inputs: &DueInputs, now: DateTime<Utc>) -> Option<Due> {
     let tz = policy
         .spec
@@ -218,11 +272,16 @@ pub fn next_due(policy: &ValidatedPolicy, inputs: &DueInputs, now: DateTime<Utc>
     let window = policy.spec.schedule.as_ref().and_then(|s| s.window);
     let mut candidates: Vec<Due> = Vec::with_capacity(3);
     if let Some(s) = &policy.spec.schedule {
-        if let Some(cron) = &s.cron {
-            let after = inputs.cron_after.unwrap_or(now).with_timezone(&s.timezone);
+        // Fire times after the calendar's end are never reached; one before its start
+        // reads as its start (overdue).
+        let after = inputs.cron_after.unwrap_or(now).max(calendar_start());
+        if let Some(cron) = s.cron.as_ref().filter(|_| on_calendar(after)) {
+            let after = after.with_timezone(&s.timezone);
             if let Some(fire) = cron.iter_after(after).next() {
                 let fire = fire.with_timezone(&Utc);
-                let at = fire + jitter_for(&policy.name, fire, s.jitter);
+                let at = fire
+                    .checked_add_signed(jitter_for(&policy.name, fire, s.jitter))
+                    .unwrap_or(fire);
                 candidates.push(Due {
                     at: into_window(at, window, tz),
                     fire: Some(fire),
@@ -230,9 +289,10 @@ pub fn next_due(policy: &ValidatedPolicy, inputs: &DueInputs, now: DateTime<Utc>
                 });
             }
         }
-        if let (Some(max_age), Some(created)) = (s.max_age, inputs.secret_created) {
-            let limit =
-                created + chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        // A limit past the calendar's end is never reached: no maxAge candidate.
+        if let (Some(max_age), Some(created)) = (s.max_age, inputs.secret_created)
+            && let Some(limit) = checked_after(created, max_age)
+        {
             candidates.push(Due {
                 at: into_window(limit.max(now), window, tz),
                 fire: None,

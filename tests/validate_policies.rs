@@ -298,6 +298,15 @@ const CASES: &[Case] = &[
         "spec.consumers[1].masked",
         "raw: false and password alphabet ascii-printable after exclude containing `$`",
     ),
+    // Once accepted, and then the agent panicked on every run computing the next due
+    // time: every duration has an upper bound.
+    case(
+        "37-max-age-past-ten-years.yaml",
+        20,
+        13,
+        "spec.schedule.maxAge",
+        "found maxAge `1000000000w`, expected a duration of at most 3650d (10 years)",
+    ),
 ];
 
 /// The value written inline in fixtures 12, 13 and 31; it must never be printed.

@@ -427,7 +427,7 @@ impl Approvals {
     ) -> Result<Created, ControlError> {
         let store = self.store()?;
         let ttl = rule.ttl.unwrap_or(self.default_ttl);
-        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(2));
+        let expires = crate::schedule::saturating_after(now, ttl);
         let record = ApprovalRecord {
             id: ulid::Ulid::new().to_string(),
             policy: policy.to_owned(),

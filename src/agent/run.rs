@@ -98,6 +98,18 @@ pub trait Executor: Send + Sync + 'static {
     ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), EngineError>;
     /// The policy's journal record.
     async fn journal(&self, policy: &str) -> Result<Option<Rotation>, EngineError>;
+    /// Notes on the policy's journal record `rotation_id`, if it is still open, that a
+    /// job was interrupted by a panic (`note` is added to its `error`); returns the
+    /// record as written. The rotation stays open: the next attempt resumes or rolls it
+    /// back from the journal, as after a crash.
+    async fn note_interrupted(
+        &self,
+        _policy: &str,
+        _rotation_id: &str,
+        _note: &str,
+    ) -> Result<Option<Rotation>, EngineError> {
+        Ok(None)
+    }
     /// The policy's quarantine record, if any.
     async fn quarantine(&self, _policy: &str) -> Result<Option<Quarantine>, EngineError> {
         Ok(None)
@@ -175,6 +187,28 @@ impl Executor for Engine {
 
     async fn journal(&self, policy: &str) -> Result<Option<Rotation>, EngineError> {
         Ok(self.journal().load(policy).await?.0)
+    }
+
+    async fn note_interrupted(
+        &self,
+        policy: &str,
+        rotation_id: &str,
+        note: &str,
+    ) -> Result<Option<Rotation>, EngineError> {
+        let (record, version) = self.journal().load(policy).await?;
+        let Some(mut r) = record.filter(|r| r.rotation_id == rotation_id && r.status.is_open())
+        else {
+            return Ok(None);
+        };
+        // Once per distinct note: a job that panics on every attempt does not grow it.
+        r.error = Some(match r.error.take() {
+            Some(before) if before.contains(note) => before,
+            Some(before) => format!("{before}; {note}"),
+            None => note.to_owned(),
+        });
+        r.updated_at = rfc3339(Utc::now());
+        self.journal().write(&r, version).await?;
+        Ok(Some(r))
     }
 
     async fn quarantine(&self, policy: &str) -> Result<Option<Quarantine>, EngineError> {
@@ -476,7 +510,7 @@ impl Agent {
                     }
                     let inner = Arc::clone(inner);
                     jobs.spawn(async move {
-                        inner.execute(next).await;
+                        inner.execute_guarded(next).await;
                         drop(permit);
                         inner.wake.notify_one();
                     });
@@ -757,6 +791,97 @@ impl Inner {
                     false
                 }
             },
+        }
+    }
+
+    /// [`Inner::execute`], with a panic in the job caught and recorded
+    /// ([`Inner::panicked`]) instead of leaving the policy marked running, its rotation
+    /// open in the journal, and no word of it in the status or the metrics.
+    async fn execute_guarded(self: &Arc<Self>, job: Queued) {
+        use futures::FutureExt;
+        let policy = job.policy.clone();
+        let what = match job.job {
+            Job::Rotate(_) => "rotation",
+            Job::Sync { .. } => "sync",
+        };
+        // Unwind safety: the state behind the lock is made consistent again by
+        // `panicked` (the lock itself ignores poisoning), and nothing else the job held
+        // outlives it.
+        let outcome = std::panic::AssertUnwindSafe(self.execute(job))
+            .catch_unwind()
+            .await;
+        if let Err(payload) = outcome {
+            let message = panic_message(payload.as_ref());
+            drop(payload);
+            self.panicked(&policy, what, &message).await;
+        }
+    }
+
+    /// Records a job that panicked: logged (policy, rotation id), audited, counted in
+    /// `rotor_job_panics_total`, noted on the open rotation in the journal, shown as the
+    /// policy's state `failed` with the reason, and treated as a failed attempt (backoff,
+    /// then quarantine after `quarantine_after` in a row). The open rotation itself is
+    /// left to the journal: the next attempt resumes or rolls it back, as after a crash.
+    async fn panicked(self: &Arc<Self>, policy_name: &str, what: &'static str, message: &str) {
+        let Some(policy) = self
+            .lock()
+            .entries
+            .get(policy_name)
+            .map(|e| Arc::clone(&e.policy))
+        else {
+            return;
+        };
+        self.metrics.job_panicked(policy_name, what);
+        let open = match self.exec.journal(policy_name).await {
+            Ok(r) => r.filter(|r| r.status.is_open()),
+            Err(e) => {
+                warn!(policy = %policy_name, error = %e, "Cannot read the journal after a panic.");
+                None
+            }
+        };
+        let text = match &open {
+            Some(r) => format!(
+                "internal error: the {what} job panicked ({message}); rotation {} was left {} and resumes from the journal at the next attempt",
+                r.rotation_id,
+                r.status.as_str()
+            ),
+            None => format!("internal error: the {what} job panicked ({message})"),
+        };
+        error!(
+            policy = %policy_name,
+            job = what,
+            rotation_id = open.as_ref().map_or("", |r| r.rotation_id.as_str()),
+            rotation_status = open.as_ref().map_or("", |r| r.status.as_str()),
+            panic = %message,
+            "A job panicked; counted as a failed attempt."
+        );
+        self.audit_event(&AuditEvent::Agent {
+            action: "job_panicked".into(),
+            detail: Some(format!("policy {policy_name}: {text}")),
+        });
+        let mut last = open.clone();
+        if let Some(r) = &open {
+            match self
+                .exec
+                .note_interrupted(policy_name, &r.rotation_id, &text)
+                .await
+            {
+                Ok(Some(written)) => last = Some(written),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(policy = %policy_name, rotation_id = %r.rotation_id, error = %e, "Cannot note the panic in the journal.")
+                }
+            }
+        }
+        if let Some(e) = self.lock().entries.get_mut(policy_name) {
+            e.running = false;
+            if let Some(r) = &last {
+                e.last = Some(Box::new(summary(r)));
+            }
+        }
+        self.failed(&policy, &text);
+        if what == "rotation" {
+            self.maybe_quarantine(&policy, None).await;
         }
     }
 
@@ -1130,11 +1255,14 @@ impl Inner {
     }
 
     fn back_off(&self, e: &mut Entry, now: DateTime<Utc>) {
-        e.failures += 1;
+        e.failures = e.failures.saturating_add(1);
         let base = self.config.backoff_base.as_secs_f64() * 2f64.powi(e.failures as i32 - 1);
         let capped = base.min(self.config.backoff_max.as_secs_f64());
         let jittered = capped * rand::rng().random_range(0.5..=1.0);
-        e.backoff_until = Some(now + chrono::Duration::milliseconds((jittered * 1000.0) as i64));
+        e.backoff_until = Some(crate::schedule::saturating_after(
+            now,
+            Duration::try_from_secs_f64(jittered).unwrap_or(Duration::MAX),
+        ));
         // A failed scheduled rotation is retried after the backoff, not at the next
         // cron fire only.
         if e.next_due.is_none_or(|d| d.at > now) && e.policy.spec.schedule.is_some() {
@@ -1218,7 +1346,6 @@ impl Inner {
     }
 }
 
-/// What the API shows about a retired policy.
 /// Whether this process brought `r` to an end worth a `rotation_ended` record: it is
 /// closed (completed, rolled back, failed), or it began waiting for its grace period
 /// here. A rotation that stays open (a rollback still to be checked, a step after
@@ -1228,6 +1355,26 @@ fn ended_here(r: &Rotation) -> bool {
     !r.status.is_open() || (r.waiting_for_grace() && !r.was_waiting)
 }
 
+/// A panic's message for logs and the status: text payloads (the usual `panic!` and
+/// arithmetic overflow), control characters escaped, at most 200 characters.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    let mut out = String::new();
+    for c in text.chars().take(200) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What the API shows about a retired policy.
 fn retired_text(r: &Retirement) -> String {
     retired_words(r.state.as_str(), &r.started_at, &r.actor, &r.reason)
 }

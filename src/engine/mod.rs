@@ -791,8 +791,7 @@ impl Engine {
                 } else {
                     run.policy.spec.credential.grace()
                 };
-                let deadline = chrono::Utc::now()
-                    + chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+                let deadline = crate::schedule::saturating_after(chrono::Utc::now(), grace);
                 run.rotation.revoke_after =
                     Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
             }

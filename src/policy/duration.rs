@@ -15,6 +15,51 @@ const UNITS: &[(&str, u64)] = &[
 pub const DURATION_EXPECTED: &str =
     "a duration like 90s, 10m, 12h, 30d, 2w or 1h30m (units ms, s, m, h, d, w)";
 
+/// The largest value a policy duration field accepts, checked at validation so that no
+/// time the agent computes from a policy (next due, expiry, `revoke_after`) can leave
+/// the calendar. `text` is how error messages and docs write it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationBound {
+    /// Largest accepted value.
+    pub max: Duration,
+    /// The bound as policies write it, with a reading aid (`3650d (10 years)`).
+    pub text: &'static str,
+}
+
+const DAY: u64 = 86_400;
+
+/// `spec.schedule.maxAge`: at most 10 years.
+pub const MAX_AGE_BOUND: DurationBound = DurationBound {
+    max: Duration::from_secs(3650 * DAY),
+    text: "3650d (10 years)",
+};
+
+/// `spec.schedule.jitter`: at most one day (a longer delay is a different schedule).
+pub const JITTER_BOUND: DurationBound = DurationBound {
+    max: Duration::from_secs(DAY),
+    text: "1d",
+};
+
+/// `grace` of every credential type: at most 90 days (how long the old credential
+/// stays valid after the consumers have the new one).
+pub const GRACE_BOUND: DurationBound = DurationBound {
+    max: Duration::from_secs(90 * DAY),
+    text: "90d",
+};
+
+/// Lifetimes handed to Vault (`vault-token` `ttl` and `period`, `vault-pki` `ttl`;
+/// `renewBefore` must be shorter than the `ttl`): at most 10 years.
+pub const LIFETIME_BOUND: DurationBound = DurationBound {
+    max: Duration::from_secs(3650 * DAY),
+    text: "3650d (10 years)",
+};
+
+/// `spec.onDemand.approval.ttl`: at most 30 days of waiting for approvals.
+pub const APPROVAL_TTL_BOUND: DurationBound = DurationBound {
+    max: Duration::from_secs(30 * DAY),
+    text: "30d",
+};
+
 /// Parses a policy duration: one or more `<integer><unit>` groups with units `ms`, `s`,
 /// `m`, `h`, `d` (24h), `w` (7d), largest first, each unit at most once; `0` alone is
 /// zero. Returns `None` when the text is not such a duration or overflows.

@@ -22,7 +22,10 @@ mod yaml;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use duration::{format_duration, parse_duration};
+pub use duration::{
+    APPROVAL_TTL_BOUND, DurationBound, GRACE_BOUND, JITTER_BOUND, LIFETIME_BOUND, MAX_AGE_BOUND,
+    format_duration, parse_duration,
+};
 pub use error::{LoadErrors, PolicyError};
 pub use generator::{Alphabet, GeneratorError, PasswordGenerator};
 pub use model::*;

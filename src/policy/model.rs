@@ -94,7 +94,8 @@ pub struct ApprovalSpec {
     /// `approvers`: who may approve (never empty).
     pub approvers: Vec<Approver>,
     /// `ttl`: how long a request waits for its approvals; `None` takes the agent's
-    /// `--approval-ttl` (default 2h).
+    /// `--approval-ttl` (default 2h). Positive, at most 30d
+    /// ([`crate::policy::APPROVAL_TTL_BOUND`]).
     pub ttl: Option<Duration>,
 }
 
@@ -236,11 +237,13 @@ pub struct ScheduleSpec {
     pub cron_source: Option<String>,
     /// IANA time zone the cron and window are read in (default UTC).
     pub timezone: chrono_tz::Tz,
-    /// Upper bound of the random delay added to each fire time (default 0).
+    /// Upper bound of the random delay added to each fire time (default 0); at most 1d
+    /// ([`crate::policy::JITTER_BOUND`]).
     pub jitter: Duration,
     /// Rotations only start inside this local window.
     pub window: Option<Window>,
-    /// Rotate when the current secret is older than this.
+    /// Rotate when the current secret is older than this. Positive, at most 3650d
+    /// (10 years, [`crate::policy::MAX_AGE_BOUND`]).
     pub max_age: Option<Duration>,
 }
 
@@ -580,6 +583,7 @@ pub struct PostgresCredential {
     /// The password generator.
     pub password: PasswordGenerator,
     /// How long the old credential stays valid (alternating only; default 0).
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -612,6 +616,7 @@ pub struct MysqlCredential {
     /// The password generator.
     pub password: PasswordGenerator,
     /// How long the old credential stays valid (alternating only; default 0).
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -640,6 +645,7 @@ pub struct RedisCredential {
     /// The password generator.
     pub password: PasswordGenerator,
     /// How long the old password stays valid (default 0).
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -672,6 +678,7 @@ pub struct RabbitmqCredential {
     /// The password generator.
     pub password: PasswordGenerator,
     /// Always 0.
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -687,6 +694,7 @@ pub struct VaultUserpassCredential {
     /// The password generator.
     pub password: PasswordGenerator,
     /// Always 0.
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -702,6 +710,7 @@ pub struct VaultApproleCredential {
     /// Always [`Strategy::Overlap`].
     pub strategy: Strategy,
     /// How long the old secret-id stays valid (default 0).
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -710,9 +719,9 @@ pub struct VaultApproleCredential {
 pub struct VaultTokenCredential {
     /// Policies of the new token (at least one).
     pub policies: Vec<String>,
-    /// Token TTL.
+    /// Token TTL; at most 3650d ([`crate::policy::LIFETIME_BOUND`]).
     pub ttl: Option<Duration>,
-    /// Periodic token period.
+    /// Periodic token period; at most 3650d ([`crate::policy::LIFETIME_BOUND`]).
     pub period: Option<Duration>,
     /// Token role to create the token against.
     pub role: Option<String>,
@@ -721,6 +730,7 @@ pub struct VaultTokenCredential {
     /// Always [`Strategy::Overlap`].
     pub strategy: Strategy,
     /// How long the old token stays valid (default 0).
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -737,13 +747,15 @@ pub struct VaultPkiCredential {
     pub alt_names: Vec<String>,
     /// Subject alternative IP addresses.
     pub ip_sans: Vec<IpAddr>,
-    /// Certificate lifetime.
+    /// Certificate lifetime: positive, at most 3650d ([`crate::policy::LIFETIME_BOUND`]).
     pub ttl: Duration,
-    /// Re-issue when less than this is left (a schedule trigger besides `maxAge`).
+    /// Re-issue when less than this is left (a schedule trigger besides `maxAge`);
+    /// shorter than `ttl`.
     pub renew_before: Option<Duration>,
     /// Always [`Strategy::Overlap`].
     pub strategy: Strategy,
     /// How long the old certificate stays unrevoked (default 0).
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -759,6 +771,7 @@ pub struct VaultDatabaseCredential {
     /// Always [`Strategy::Single`].
     pub strategy: Strategy,
     /// Always 0.
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 
@@ -825,6 +838,7 @@ pub struct HttpApiKeyCredential {
     /// Always [`Strategy::Overlap`].
     pub strategy: Strategy,
     /// How long the old key stays valid (default 0).
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
     pub grace: Duration,
 }
 

@@ -853,3 +853,98 @@ fn equal_labels_and_templates_are_shared_between_policies() {
         ["username", "password"]
     );
 }
+
+#[test]
+fn a_max_age_past_ten_years_is_rejected_with_its_field_path() {
+    // Accepted once, this made the agent panic on every run (`DateTime + TimeDelta
+    // overflowed` when computing the next due time).
+    let e = errors(&policy(PG, "  schedule:\n    maxAge: 1000000000w\n"));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(e[0].path, "spec.schedule.maxAge");
+    assert_eq!((e[0].line, e[0].column), (15, 13), "{}", e[0]);
+    assert_eq!(
+        e[0].message,
+        "found maxAge `1000000000w`, expected a duration of at most 3650d (10 years)"
+    );
+    // The bound itself is accepted.
+    let set =
+        load(&policy(PG, "  schedule:\n    maxAge: 3650d\n")).unwrap_or_else(|e| panic!("{e}"));
+    let s = set.get("p").and_then(|p| p.spec.schedule.clone());
+    assert_eq!(s.and_then(|s| s.max_age), Some(MAX_AGE_BOUND.max));
+}
+
+#[test]
+fn every_duration_field_has_an_upper_bound() {
+    let token = |fields: &str| format!("    type: vault-token\n    policies: [p]\n{fields}");
+    let pki = |fields: &str| {
+        format!("    type: vault-pki\n    role: r\n    commonName: x.example.com\n{fields}")
+    };
+    // (credential, extra, path of the error, bound): at the bound is accepted, one
+    // second more is rejected with "found <field> `<text>`, expected ... at most <bound>".
+    type Make = Box<dyn Fn(&str) -> (String, String)>;
+    let cases: Vec<(Make, &str, DurationBound)> = vec![
+        (
+            Box::new(|d: &str| (PG.to_owned(), format!("  schedule:\n    maxAge: {d}\n"))),
+            "spec.schedule.maxAge",
+            MAX_AGE_BOUND,
+        ),
+        (
+            Box::new(|d: &str| {
+                (
+                    PG.to_owned(),
+                    format!("  schedule:\n    cron: \"0 3 * * *\"\n    jitter: {d}\n"),
+                )
+            }),
+            "spec.schedule.jitter",
+            JITTER_BOUND,
+        ),
+        (
+            Box::new(move |d: &str| (token(&format!("    grace: {d}\n")), String::new())),
+            "spec.credential.grace",
+            GRACE_BOUND,
+        ),
+        (
+            Box::new(move |d: &str| (token(&format!("    ttl: {d}\n")), String::new())),
+            "spec.credential.ttl",
+            LIFETIME_BOUND,
+        ),
+        (
+            Box::new(move |d: &str| (token(&format!("    period: {d}\n")), String::new())),
+            "spec.credential.period",
+            LIFETIME_BOUND,
+        ),
+        (
+            Box::new(move |d: &str| (pki(&format!("    ttl: {d}\n")), String::new())),
+            "spec.credential.ttl",
+            LIFETIME_BOUND,
+        ),
+        (
+            Box::new(|d: &str| {
+                (
+                    PG.to_owned(),
+                    format!("  onDemand:\n    approval: {{approvers: [a], ttl: {d}}}\n"),
+                )
+            }),
+            "spec.onDemand.approval.ttl",
+            APPROVAL_TTL_BOUND,
+        ),
+    ];
+    for (make, path, bound) in cases {
+        let at = format_duration(bound.max);
+        let (credential, extra) = make(&at);
+        load(&policy(&credential, &extra)).unwrap_or_else(|e| panic!("{path} = {at}: {e}"));
+        let over = format_duration(bound.max + Duration::from_secs(1));
+        let (credential, extra) = make(&over);
+        let e = errors(&policy(&credential, &extra));
+        assert_eq!(e.len(), 1, "{path} = {over}: {e:#?}");
+        assert_eq!(e[0].path, path);
+        let field = path.rsplit('.').next().unwrap_or_default();
+        assert_eq!(
+            e[0].message,
+            format!(
+                "found {field} `{over}`, expected a duration of at most {}",
+                bound.text
+            )
+        );
+    }
+}

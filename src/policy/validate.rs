@@ -12,7 +12,10 @@ use chrono::{NaiveDate, NaiveTime, TimeZone};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use super::duration::{DURATION_EXPECTED, parse_duration};
+use super::duration::{
+    APPROVAL_TTL_BOUND, DURATION_EXPECTED, DurationBound, GRACE_BOUND, JITTER_BOUND,
+    LIFETIME_BOUND, MAX_AGE_BOUND, parse_duration,
+};
 use super::generator::{Alphabet, CharClass, MAX_LENGTH, MIN_LENGTH, PasswordGenerator};
 use super::model::*;
 use super::raw::*;
@@ -159,9 +162,23 @@ impl Validator {
         }
     }
 
-    fn duration(&mut self, d: &Located<ScalarText>) -> Option<Duration> {
+    /// A duration no longer than `bound` (every duration field has one, so that times
+    /// computed from policies stay on the calendar).
+    fn duration(&mut self, d: &Located<ScalarText>, bound: DurationBound) -> Option<Duration> {
         match parse_duration(&d.value.0) {
-            Some(v) => Some(v),
+            Some(v) if v <= bound.max => Some(v),
+            Some(_) => {
+                let field = d.path.rsplit('.').next().unwrap_or("the duration");
+                self.at(
+                    d,
+                    format!(
+                        "found {field} `{}`, expected a duration of at most {}",
+                        d.value.0.escape_debug(),
+                        bound.text
+                    ),
+                );
+                None
+            }
             None => {
                 self.at(
                     d,
@@ -175,8 +192,12 @@ impl Validator {
         }
     }
 
-    fn opt_duration(&mut self, d: Option<&Located<ScalarText>>) -> Option<Duration> {
-        d.and_then(|d| self.duration(d))
+    fn opt_duration(
+        &mut self,
+        d: Option<&Located<ScalarText>>,
+        bound: DurationBound,
+    ) -> Option<Duration> {
+        d.and_then(|d| self.duration(d, bound))
     }
 
     fn vault_path(&mut self, s: &Located<String>, expected: &str) -> Option<String> {
@@ -496,7 +517,7 @@ impl Validator {
         let Some(g) = g else {
             return Duration::ZERO;
         };
-        let grace = self.duration(g).unwrap_or_default();
+        let grace = self.duration(g, GRACE_BOUND).unwrap_or_default();
         if strategy == Strategy::Single && !grace.is_zero() {
             self.at(
                 g,
@@ -683,8 +704,8 @@ impl Validator {
                         policies.push(p);
                     }
                 }
-                let ttl = self.opt_duration(r.ttl.as_ref());
-                let period = self.opt_duration(r.period.as_ref());
+                let ttl = self.opt_duration(r.ttl.as_ref(), LIFETIME_BOUND);
+                let period = self.opt_duration(r.period.as_ref(), LIFETIME_BOUND);
                 let role = match &r.role {
                     Some(role) => self.non_empty(role, "a token role name"),
                     None => None,
@@ -734,11 +755,11 @@ impl Validator {
                         ),
                     }
                 }
-                let ttl = self.duration(&r.ttl);
+                let ttl = self.duration(&r.ttl, LIFETIME_BOUND);
                 if ttl.is_some_and(|t| t.is_zero()) {
                     self.at(&r.ttl, "found a ttl of 0, expected a positive duration");
                 }
-                let renew_before = self.opt_duration(r.renew_before.as_ref());
+                let renew_before = self.opt_duration(r.renew_before.as_ref(), LIFETIME_BOUND);
                 if let (Some(t), Some(rb), Some(at)) = (ttl, renew_before, &r.renew_before)
                     && rb >= t
                 {
@@ -985,9 +1006,14 @@ impl Validator {
             },
         };
         let cron = raw.cron.as_ref().map(|c| self.cron(c, timezone));
-        let jitter = self.opt_duration(raw.jitter.as_ref()).unwrap_or_default();
+        let jitter = self
+            .opt_duration(raw.jitter.as_ref(), JITTER_BOUND)
+            .unwrap_or_default();
         let window = raw.window.as_ref().map(|w| self.window(w));
-        let max_age = raw.max_age.as_ref().map(|m| self.duration(m));
+        let max_age = raw
+            .max_age
+            .as_ref()
+            .map(|m| self.duration(m, MAX_AGE_BOUND));
         if let (Some(Some(d)), Some(m)) = (max_age, &raw.max_age)
             && d.is_zero()
         {
@@ -1662,7 +1688,7 @@ impl Validator {
         }
         let ttl = match &raw.ttl {
             None => None,
-            Some(t) => match self.duration(t) {
+            Some(t) => match self.duration(t, APPROVAL_TTL_BOUND) {
                 Some(d) if d.is_zero() => {
                     self.at(t, "found a ttl of 0, expected a positive duration");
                     ok = false;

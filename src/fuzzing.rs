@@ -9,14 +9,32 @@
 use std::path::Path;
 
 /// The policy loader on `data` as the text of one policy file: YAML parsing, the
-/// position-keeping deserializer, validation, and the checks across documents.
+/// position-keeping deserializer, validation, the checks across documents, and the
+/// scheduling of every policy it accepts.
 /// Returns how many policies loaded (0 when refused).
 pub fn policy_yaml(data: &[u8]) -> usize {
     let text = String::from_utf8_lossy(data);
     match crate::policy::load_str(Path::new("fuzz/policy.yaml"), &text) {
         Ok(set) => {
+            // What the agent and `rotor plan` then do with an accepted policy: schedule
+            // it, also from the calendar's ends (a `maxAge` of a billion weeks once
+            // passed validation and panicked here).
+            let now = chrono::Utc::now();
+            let ends = [
+                None,
+                Some(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+                Some(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+            ];
             for policy in &set {
                 let _ = format!("{policy:?}");
+                for t in ends {
+                    let inputs = crate::schedule::DueInputs {
+                        cron_after: t,
+                        secret_created: t,
+                        renewal_at: t,
+                    };
+                    let _ = crate::schedule::next_due(policy, &inputs, now);
+                }
             }
             set.len()
         }

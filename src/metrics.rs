@@ -42,7 +42,7 @@ const REMEMBERED_PER_POLICY: usize = 8;
 /// Label value used for a kind or consumer type outside the closed set.
 const OTHER: &str = "other";
 
-/// The `job` label of `rotor_job_panics_total`.
+/// The `task` label (not `job`: Prometheus keeps that for the scrape job) of `rotor_job_panics_total`.
 const JOBS: &[&str] = &["rotation", "sync"];
 
 /// Label value used in place of a policy name that is not a valid policy name (it
@@ -468,8 +468,8 @@ impl Metrics {
         let job_panics = counter_vec(
             &r,
             "rotor_job_panics_total",
-            "Agent jobs of a policy (job: rotation or sync) that panicked; each is also a failed attempt. Any increase is a rotor bug.",
-            &["policy", "job"],
+            "Agent jobs of a policy (task: rotation or sync) that panicked; each is also a failed attempt. Any increase is a rotor bug.",
+            &["policy", "task"],
         );
         let leader = int_gauge(
             &r,

@@ -1006,7 +1006,12 @@ fn next_step(lease: &TokenLease, can_log_in: bool) -> (Instant, Step) {
     if lease.ttl.is_zero() && lease.full_ttl.is_zero() {
         return (lease.granted, Step::Stop("the token does not expire"));
     }
-    let at = lease.granted + lease.ttl * 2 / 3;
+    // A TTL from Vault may be absurd (u64 seconds): no arithmetic that can overflow.
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    let at = lease
+        .granted
+        .checked_add((lease.ttl / 3).saturating_mul(2).min(CENTURY))
+        .unwrap_or(lease.granted);
     let step = match (can_log_in, lease.renewable && !lease.capped()) {
         (_, true) => Step::Renew,
         (true, false) => Step::LogIn,
@@ -1417,6 +1422,15 @@ mod tests {
         // A renewal that gave nothing: log in at once.
         let l = lease(0, 60, true);
         assert_eq!(next_step(&l, true), (l.granted, Step::LogIn));
+    }
+
+    #[test]
+    fn an_absurd_ttl_from_vault_cannot_overflow_the_keeper() {
+        // `granted + ttl * 2 / 3` panicked for a TTL near u64::MAX seconds.
+        let l = lease(u64::MAX, u64::MAX, true);
+        let (at, step) = next_step(&l, true);
+        assert_eq!(step, Step::Renew);
+        assert!(at > l.granted, "renewal is still in the future");
     }
 
     #[test]

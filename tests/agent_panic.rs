@@ -175,7 +175,7 @@ async fn a_panicking_rotation_is_recorded_backed_off_and_quarantined() {
     // Counted.
     let text = metrics.encode();
     assert!(
-        text.contains("rotor_job_panics_total{job=\"rotation\",policy=\"boom\"} 3"),
+        text.contains("rotor_job_panics_total{policy=\"boom\",task=\"rotation\"} 3"),
         "{text}"
     );
 

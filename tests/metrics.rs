@@ -258,6 +258,7 @@ fn exercised() -> Metrics {
         m.set_old_credential_valid(policy, policy == "orders-mq");
         m.set_quarantined(policy, policy == "billing-api");
     }
+    m.job_panicked("payments-db", "rotation");
     m.consumer_failure("payments-db", "kubernetes");
     m.consumer_failure("payments-db", "gitlab");
     m.set_leader(true);
@@ -754,6 +755,8 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
         "RotorSecretOlderThanMaxAge",
         "RotorAgentDown",
         "RotorNoLeader",
+        "RotorJobPanicked",
+        "RotorOutsideCallTimeouts",
     ] {
         let blocks: Vec<&str> = tests
             .split("- eval_time:")

@@ -396,22 +396,25 @@ async fn rollback_revokes_the_issued_key_and_keeps_the_old_one() {
     assert!(!out.status.success(), "{}", text(&out));
     let r = report(&out);
     let rotation = &r["rotation"];
-    assert_eq!(rotation["status"], "rolled_back", "{r:#}");
+    // A 404 is no answer about a key, for the new one or the old one: the issued key is
+    // revoked, but the old key's check is inconclusive, so the rollback stays open to
+    // be checked again instead of closing on a guess (issue 14, defect 2).
+    assert_eq!(rotation["status"], "rolling_back", "{r:#}");
+    let error = rotation["error"].as_str().expect("error");
     assert!(
-        rotation["error"]
-            .as_str()
-            .expect("error")
-            .starts_with("tested: the new credential does not work"),
+        error.starts_with("tested: the new credential could not be tested")
+            && error.contains("the old credential could not be checked yet"),
         "{r:#}"
     );
     assert_eq!(api.live_keys(), vec![old_id], "only the old key is live");
     assert_eq!(api.revoked_ids().len(), 1, "the issued key was revoked");
     assert_eq!(fx.current().await.1, v1, "canonical copy untouched");
+    // The staged key stays until the rollback is closed: a resume repeats the rollback.
     let staging = rotation["staging"].as_str().expect("staging");
     let (mount, path) = staging.split_once('/').expect("mount/path");
     assert!(
-        fx.vault.kv_read(mount, path).await.expect("read").is_none(),
-        "staging value destroyed"
+        fx.vault.kv_read(mount, path).await.expect("read").is_some(),
+        "staging value kept for the re-check"
     );
 }
 

@@ -184,20 +184,53 @@ async fn failure_before_promote_restores_old_password_and_leaves_vault_alone() {
     assert!(!out.status.success(), "must fail:\n{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     let rotation = &report["rotation"];
-    assert_eq!(rotation["status"], "rolled_back");
+    // The old password was put back, but a NOLOGIN role cannot prove it: the check is
+    // inconclusive (no refusal), so the rollback stays open to be checked again
+    // rather than closing on a guess (issue 14, defect 2).
+    assert_eq!(rotation["status"], "rolling_back", "{report:#}");
     let error = rotation["error"].as_str().expect("error");
     assert!(
         error.starts_with("tested:"),
         "reason names the step: {error}"
     );
     assert!(error.contains("not permitted to log in"), "reason: {error}");
+    assert!(
+        error.contains("the old credential could not be checked yet"),
+        "reason: {error}"
+    );
+    let check = rotation["verification"]
+        .as_array()
+        .and_then(|v| v.last())
+        .expect("the restore check");
+    assert_eq!(check["check"], "old_credential_restored");
+    assert_eq!(check["inconclusive"], true, "{check:#}");
 
     // Vault untouched.
     let (after, v) = fx.current().await;
     assert_eq!((after.as_str(), v), (before.as_str(), v1));
-    // PostgreSQL has the old password back.
+    // Once the role may log in again, a resume repeats the rollback and the check, and
+    // the rotation ends rolled back with the old password proven.
     common::admin_sql(&format!("ALTER ROLE {} LOGIN", fx.role)).await;
+    let resumed = fx
+        .rotor()
+        .args(["resume", "--policies"])
+        .arg(fx.policy_dir())
+        .arg(&fx.name)
+        .args(["-o", "json"])
+        .output()
+        .expect("run rotor resume");
+    let resumed_report: serde_json::Value =
+        serde_json::from_slice(&resumed.stdout).unwrap_or_else(|_| panic!("{}", text(&resumed)));
+    let closed = &resumed_report["resumed"][0];
+    assert_eq!(closed["status"], "rolled_back", "{resumed_report:#}");
+    assert_eq!(
+        closed["rotation_id"], rotation["rotation_id"],
+        "the same rotation closed"
+    );
+    // PostgreSQL has the old password back.
     assert!(matches!(fx.login(&before).await, AuthOutcome::Accepted));
+    let (after, v) = fx.current().await;
+    assert_eq!((after.as_str(), v), (before.as_str(), v1));
     // Nothing reached the consumer.
     assert!(fx.secret_data().await.is_none());
     assert_no_leak(&out, &fx.all_passwords().await);

@@ -323,7 +323,13 @@ struct Entry {
     secret_created: Option<DateTime<Utc>>,
     renewal_at: Option<DateTime<Utc>>,
     next_due: Option<Due>,
+    /// Consecutive failed attempts with evidence (a refusal, a conflict, a rotor bug):
+    /// `quarantine_after` of them quarantine the policy.
     failures: u32,
+    /// Consecutive attempts that failed only because an outside system gave no answer
+    /// (timeout, refused connection, 5xx): they lengthen the backoff, but an outage is
+    /// no evidence against the policy and never quarantines it.
+    outages: u32,
     backoff_until: Option<DateTime<Utc>>,
     waiting_until: Option<DateTime<Utc>>,
     /// Boxed, like `quarantined`: an entry is kept per policy (thousands of them), and
@@ -597,6 +603,7 @@ impl Entry {
             renewal_at: None,
             next_due: None,
             failures: 0,
+            outages: 0,
             backoff_until: None,
             waiting_until: None,
             last: None,
@@ -879,7 +886,7 @@ impl Inner {
                 e.last = Some(Box::new(summary(r)));
             }
         }
-        self.failed(&policy, &text);
+        self.failed(&policy, &text, false);
         if what == "rotation" {
             self.maybe_quarantine(&policy, None).await;
         }
@@ -927,7 +934,7 @@ impl Inner {
                         }
                         self.settle(&policy, last.as_slice(), false);
                     }
-                    Err(e) => self.failed(&policy, &e.to_string()),
+                    Err(e) => self.failed(&policy, &e.to_string(), e.is_unanswered()),
                 }
             }
             Job::Rotate(request) => {
@@ -944,6 +951,7 @@ impl Inner {
                     self.failed(
                         &policy,
                         "the audit log cannot be written; the rotation was not started",
+                        false,
                     );
                     return;
                 }
@@ -984,7 +992,7 @@ impl Inner {
                         }
                     }
                     Err(e) => {
-                        self.failed(&policy, &crate::error_chain(&e));
+                        self.failed(&policy, &crate::error_chain(&e), e.is_unanswered());
                         if matches!(e, EngineError::Pending { .. })
                             && let Some(entry) = self.lock().entries.get_mut(&policy.name)
                         {
@@ -1237,26 +1245,36 @@ impl Inner {
         }
         if ok {
             e.failures = 0;
+            e.outages = 0;
             e.backoff_until = None;
         } else if fresh {
-            self.back_off(e, now);
+            self.back_off(e, now, unanswered(last));
         }
     }
 
-    fn failed(&self, policy: &ValidatedPolicy, error: &str) {
-        warn!(policy = %policy.name, error = %error, "Rotation did not run to its end.");
+    /// A job that did not run to its end. `unanswered`: only because an outside system
+    /// gave no answer ([`EngineError::is_unanswered`]), which never quarantines.
+    fn failed(&self, policy: &ValidatedPolicy, error: &str, unanswered: bool) {
+        warn!(policy = %policy.name, error = %error, unanswered, "Rotation did not run to its end.");
         let now = self.clock.now();
         let mut st = self.lock();
         if let Some(e) = st.entries.get_mut(&policy.name) {
             e.state = "failed";
             e.error = Some(error.to_owned());
-            self.back_off(e, now);
+            self.back_off(e, now, unanswered);
         }
     }
 
-    fn back_off(&self, e: &mut Entry, now: DateTime<Utc>) {
-        e.failures = e.failures.saturating_add(1);
-        let base = self.config.backoff_base.as_secs_f64() * 2f64.powi(e.failures as i32 - 1);
+    /// Counts a failed attempt (toward quarantine unless `unanswered`) and sets the
+    /// backoff, which grows with every failed attempt of either sort.
+    fn back_off(&self, e: &mut Entry, now: DateTime<Utc>, unanswered: bool) {
+        if unanswered {
+            e.outages = e.outages.saturating_add(1);
+        } else {
+            e.failures = e.failures.saturating_add(1);
+        }
+        let attempts = e.failures.saturating_add(e.outages).min(64);
+        let base = self.config.backoff_base.as_secs_f64() * 2f64.powi(attempts as i32 - 1);
         let capped = base.min(self.config.backoff_max.as_secs_f64());
         let jittered = capped * rand::rng().random_range(0.5..=1.0);
         e.backoff_until = Some(crate::schedule::saturating_after(
@@ -1353,6 +1371,12 @@ impl Inner {
 /// one only reaches this from a run that closed it (a resume drives only open ones).
 fn ended_here(r: &Rotation) -> bool {
     !r.status.is_open() || (r.waiting_for_grace() && !r.was_waiting)
+}
+
+/// Whether `r` failed only because an outside system gave no answer: its last failure
+/// was unanswered, or it is open awaiting a re-check that got no answer.
+fn unanswered(r: &Rotation) -> bool {
+    r.unanswered || (r.status.is_open() && r.verification.last().is_some_and(|v| v.inconclusive))
 }
 
 /// A panic's message for logs and the status: text payloads (the usual `panic!` and
@@ -1692,6 +1716,7 @@ impl Control for Agent {
             if let Some(e) = st.entries.get_mut(name) {
                 e.quarantined = None;
                 e.failures = 0;
+                e.outages = 0;
                 e.backoff_until = None;
                 e.state = "idle";
                 e.recompute(now);

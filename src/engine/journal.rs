@@ -269,6 +269,11 @@ pub struct Rotation {
     /// Verification results.
     #[serde(default)]
     pub verification: Vec<Verification>,
+    /// The last failure was an outside system that gave no answer (timeout, refused
+    /// connection, 5xx), not a refusal: no evidence against any credential, so it never
+    /// counts toward quarantine. Absent (false) in older records and after a success.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unanswered: bool,
     /// Consumer outcomes.
     #[serde(default)]
     pub consumers: Vec<ConsumerRecord>,

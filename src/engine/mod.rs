@@ -239,6 +239,18 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// Whether an outside system (Vault, the target) gave no answer — a timeout, a
+    /// refused connection, a 5xx — rather than a refusal: retrying later may succeed,
+    /// and it is no evidence against the policy.
+    pub fn is_unanswered(&self) -> bool {
+        match self {
+            EngineError::Vault(e) => e.is_transient(),
+            EngineError::Journal(JournalError::Vault { source, .. }) => source.is_transient(),
+            EngineError::Credential(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -273,6 +285,10 @@ struct StepFailure {
     /// After promote: stop for good (e.g. old credential still accepted) rather than
     /// leave the rotation open for a later retry.
     fatal: bool,
+    /// An outside system gave no answer (timeout, refused connection, 5xx): no
+    /// evidence about the credential either way. Journaled as
+    /// [`Rotation::unanswered`]; it never counts toward quarantine.
+    unanswered: bool,
 }
 
 impl StepFailure {
@@ -281,6 +297,15 @@ impl StepFailure {
             message: message.into(),
             transient: false,
             fatal: true,
+            unanswered: false,
+        }
+    }
+
+    /// [`StepFailure::fatal`] for a check the target did not answer.
+    fn fatal_unanswered(message: impl Into<String>) -> Self {
+        StepFailure {
+            unanswered: true,
+            ..StepFailure::fatal(message)
         }
     }
 }
@@ -292,6 +317,7 @@ impl From<CredentialError> for StepFailure {
             message: crate::error_chain(&e),
             transient,
             fatal: false,
+            unanswered: transient,
         }
     }
 }
@@ -302,6 +328,7 @@ impl From<VaultError> for StepFailure {
             transient: e.is_transient(),
             message: crate::error_chain(&e),
             fatal: false,
+            unanswered: e.is_transient(),
         }
     }
 }
@@ -577,6 +604,7 @@ impl Engine {
                 attempts: 1,
             }],
             verification: Vec::new(),
+            unanswered: false,
             consumers: Vec::new(),
             revoke_after: None,
             sessions_terminated: 0,
@@ -753,6 +781,7 @@ impl Engine {
                     rec.detail = Some(detail);
                     // A step retried to success clears the failure it left earlier.
                     run.rotation.error = None;
+                    run.rotation.unanswered = false;
                 }
                 Ok(StepResult::Skipped(detail)) => {
                     rec.outcome = StepOutcome::Skipped;
@@ -762,6 +791,7 @@ impl Engine {
                     rec.outcome = StepOutcome::Failed;
                     rec.detail = Some(failure.message.clone());
                     run.rotation.error = Some(format!("{step}: {}", failure.message));
+                    run.rotation.unanswered = failure.unanswered;
                     if step.before_promote() {
                         warn!(step = %step, error = %failure.message, "Step failed before promote; rolling back.");
                         run.rotation.status = Status::RollingBack;
@@ -881,6 +911,7 @@ impl Engine {
                         message: format!("the new credential does not work: {}", other.evidence()),
                         transient: false,
                         fatal: false,
+                        unanswered: false,
                     }),
                     // No answer is no proof either way; before promote it still rolls back.
                     other @ AuthOutcome::Unreachable { .. } => Err(StepFailure {
@@ -890,6 +921,7 @@ impl Engine {
                         ),
                         transient: false,
                         fatal: false,
+                        unanswered: true,
                     }),
                 }
             }
@@ -1166,6 +1198,7 @@ impl Engine {
                 ),
                 transient,
                 fatal: false,
+                unanswered: transient,
             })
         }
     }
@@ -1209,7 +1242,7 @@ impl Engine {
             AuthOutcome::Accepted => Err(StepFailure::fatal(
                 "the old credential is still accepted by the target",
             )),
-            AuthOutcome::Unreachable { reason } => Err(StepFailure::fatal(format!(
+            AuthOutcome::Unreachable { reason } => Err(StepFailure::fatal_unanswered(format!(
                 "could not prove the old credential is rejected: {reason}"
             ))),
         }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use rotor::agent::{Agent, AgentConfig, Executor, TokioClock};
+use rotor::agent::{Agent, AgentConfig, Control, Executor, TokioClock};
 use rotor::engine::{EngineError, Rotation, RotationOutcome, RotationRequest};
 use rotor::metrics::Metrics;
 use rotor::policy::{self, PolicySet, ValidatedPolicy};

@@ -1741,7 +1741,7 @@ impl Control for Agent {
         let result = match result {
             Ok(r) => r,
             Err(e) => {
-                self.inner.failed(&policy, &e.to_string());
+                self.inner.failed(&policy, &e.to_string(), false);
                 self.inner.refresh_inputs(&policy).await;
                 return Err(e);
             }
@@ -1822,7 +1822,7 @@ impl Control for Agent {
         let result = match result {
             Ok(r) => r,
             Err(e) => {
-                self.inner.failed(&policy, &e.to_string());
+                self.inner.failed(&policy, &e.to_string(), false);
                 self.inner.refresh_inputs(&policy).await;
                 return Err(e);
             }

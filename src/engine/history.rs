@@ -196,10 +196,12 @@ impl HistoryError {
 
 impl From<HistoryError> for StepFailure {
     fn from(e: HistoryError) -> Self {
+        let unanswered = matches!(&e, HistoryError::Vault { source, .. } if source.is_transient());
         StepFailure {
             transient: e.is_transient(),
             message: crate::error_chain(&e),
             fatal: false,
+            unanswered,
         }
     }
 }

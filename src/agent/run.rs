@@ -1151,12 +1151,8 @@ impl Inner {
                 });
             }
             self.metrics.observe_rotation(r);
-            let old_accepted = r
-                .verification
-                .iter()
-                .any(|v| !v.passed && v.evidence == "accepted");
             self.metrics
-                .set_old_credential_valid(&policy.name, old_accepted);
+                .set_old_credential_valid(&policy.name, old_accepted(r));
             for c in r.consumers.iter().filter(|c| c.state == "pending") {
                 let kind = c.consumer.split(' ').next().unwrap_or("unknown");
                 self.metrics.consumer_failure(&policy.name, kind);
@@ -1183,12 +1179,8 @@ impl Inner {
     /// The state gauges a rotation that ended before this process started leaves:
     /// whether the old credential was still valid, and when it last succeeded.
     fn restore_gauges(&self, policy: &ValidatedPolicy, r: &Rotation) {
-        let old_accepted = r
-            .verification
-            .iter()
-            .any(|v| !v.passed && v.evidence == "accepted");
         self.metrics
-            .set_old_credential_valid(&policy.name, old_accepted);
+            .set_old_credential_valid(&policy.name, old_accepted(r));
         if r.status == Status::Completed
             && let Ok(t) = DateTime::parse_from_rfc3339(&r.updated_at)
         {
@@ -1371,6 +1363,13 @@ impl Inner {
 /// one only reaches this from a run that closed it (a resume drives only open ones).
 fn ended_here(r: &Rotation) -> bool {
     !r.status.is_open() || (r.waiting_for_grace() && !r.was_waiting)
+}
+
+/// Whether a check of `r` found the old credential still accepted by the target.
+fn old_accepted(r: &Rotation) -> bool {
+    r.verification
+        .iter()
+        .any(|v| !v.passed && v.evidence == "accepted")
 }
 
 /// Whether `r` failed only because an outside system gave no answer: its last failure

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use rotor::leader::{self, LeaderConfig, LeaderError};
 use rotor::metrics::Metrics;
 use rotor::policy::ValidatedPolicy;
 use rotor_testkit::{FakeKube, unique};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use common::agent::{Agent, eventually, first};
@@ -222,55 +221,13 @@ async fn exactly_one_candidate_leads_and_a_stopped_leader_hands_over_within_a_le
     );
 }
 
-/// A TCP proxy to the fake API server that the test can cut (connections reset,
-/// new ones refused), to cut one candidate off from the API.
-struct Proxy {
-    addr: SocketAddr,
-    cut: watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (cut, cut_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            let mut stop = cut_rx.clone();
-            loop {
-                tokio::select! {
-                    _ = stop.wait_for(|c| *c) => return, // drops the listener
-                    accepted = listener.accept() => {
-                        let Ok((mut inbound, _)) = accepted else { return };
-                        let mut cut = cut_rx.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else {
-                                return;
-                            };
-                            tokio::select! {
-                                _ = cut.wait_for(|c| *c) => {}
-                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                            }
-                        });
-                    }
-                }
-            }
-        });
-        Proxy { addr, cut }
-    }
-
-    fn cut(&self) {
-        let _ = self.cut.send(true);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_from_the_api_steps_down_before_another_takes_over() {
     rotor::install_crypto_provider();
     let kube = FakeKube::start().await;
     let lease = unique("lease");
-    let proxy = Proxy::start(kube.addr).await;
+    // Cut: connections reset and new ones refused, so one candidate loses the API.
+    let proxy = rotor_testkit::Proxy::start(kube.addr);
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     let text = std::fs::read_to_string(&kube.kubeconfig)

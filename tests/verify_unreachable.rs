@@ -4,56 +4,20 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use common::{Fixture, Options, assert_no_leak, text};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A loopback TCP proxy to PostgreSQL that can be cut.
-struct Proxy {
-    port: u16,
-    open: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let open = Arc::new(AtomicBool::new(true));
-        let flag = open.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !flag.load(Ordering::SeqCst) {
-                    continue; // dropped: the client sees the connection closed
-                }
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Proxy { port, open, task }
-    }
-
-    /// Refuses every new connection from now on.
-    fn cut(self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.task.abort();
-    }
-}
+use rotor_testkit::Proxy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_target_fails_verification_instead_of_passing() {
     let s = rotor_testkit::stack();
-    let proxy = Proxy::start(format!("{}:{}", s.pg.host, s.pg.port)).await;
+    let upstream = format!("{}:{}", s.pg.host, s.pg.port)
+        .parse()
+        .expect("PostgreSQL's address");
+    let proxy = Proxy::start(upstream);
     let fx = Fixture::new(
         "unreach",
         Options {
-            pg_port: Some(proxy.port),
+            pg_port: Some(proxy.addr.port()),
             ..Options::default()
         },
     )

@@ -134,6 +134,24 @@ async fn an_unanswered_restore_check_backs_off_and_rechecks_instead_of_quarantin
         "no answer is no evidence of a lockout, yet the policy was quarantined: {quarantined:?}"
     );
     assert_eq!(policy["state"], "backoff", "{policy:#}");
+    // The metrics say the same: not quarantined, no old credential accepted, nothing
+    // counted as ended yet for the open rotation.
+    let metrics = agent.metrics().await.expect("/metrics answers");
+    let quarantined = [("policy", fx.name.as_str())];
+    assert_eq!(
+        sample(&metrics, "rotor_policy_quarantined", &quarantined),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&metrics, "rotor_old_credential_still_valid", &quarantined),
+        Some(0.0)
+    );
+    let rolled_back = [("policy", fx.name.as_str()), ("result", "rolled_back")];
+    assert_eq!(
+        sample(&metrics, "rotor_rotations_total", &rolled_back),
+        None,
+        "{metrics}"
+    );
 
     // The journal says honestly what happened: the test login and the restore check
     // got no answer; the rollback itself ran.
@@ -198,6 +216,24 @@ async fn an_unanswered_restore_check_backs_off_and_rechecks_instead_of_quarantin
         ended, 1,
         "the rolled-back rotation has one rotation_ended record"
     );
+    // Counted once each: the rollback that closed after the re-check and the two
+    // completions; never quarantined.
+    let metrics = agent.metrics().await.expect("/metrics answers");
+    assert_eq!(
+        sample(&metrics, "rotor_rotations_total", &rolled_back),
+        Some(1.0),
+        "{metrics}"
+    );
+    let completed = [("policy", fx.name.as_str()), ("result", "completed")];
+    assert_eq!(
+        sample(&metrics, "rotor_rotations_total", &completed),
+        Some(2.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "rotor_policy_quarantined", &quarantined),
+        Some(0.0)
+    );
 
     let mut secrets = fx.all_passwords().await;
     secrets.push(agent.token.clone());
@@ -207,4 +243,27 @@ async fn an_unanswered_restore_check_backs_off_and_rechecks_instead_of_quarantin
         &std::fs::read_to_string(&agent.audit).unwrap_or_default(),
         &refs,
     );
+}
+
+/// The sum of `name`'s samples whose labels include all of `labels`, or None when it
+/// has none.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            continue;
+        }
+        let (head, value) = rest.rsplit_once(' ')?;
+        if labels
+            .iter()
+            .all(|(k, v)| head.contains(&format!("{k}=\"{v}\"")))
+        {
+            let v: f64 = value.parse().ok()?;
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
 }

@@ -48,23 +48,6 @@ fn from_peer<'a>(records: &'a [Value], ip: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-/// SIGTERM, then waits (bounded) for the agent to exit.
-async fn stop(agent: &mut Agent) {
-    agent.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if agent.child.try_wait().expect("wait").is_some() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not stop; its log:\n{}",
-            agent.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A raw HTTP/1.1 exchange from `from`: `head` (request line and headers, without the
 /// blank line), then `body` written in the background while the answer is read.
 /// Returns the status, the header block and the body as JSON (`Value::String` when
@@ -204,7 +187,7 @@ async fn random_tokens_are_throttled_per_peer_and_counted_in_the_audit() {
     assert_eq!(answer.status(), 200);
 
     // Stopping writes what is still counted.
-    stop(&mut agent).await;
+    agent.terminate().await;
     let records = request_records(&agent);
     let attacks = from_peer(&records, "127.0.0.2");
     let total: u64 = attacks.iter().map(|r| r["count"].as_u64().unwrap()).sum();

@@ -5,30 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::agent::{Agent, eventually, first};
 use common::{Fixture, Options, text};
 use serde_json::Value;
-
-/// Stops the agent with SIGTERM and waits (bounded) for it to exit.
-fn stop(agent: &mut Agent) {
-    agent.signal("TERM");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while agent
-        .child
-        .try_wait()
-        .expect("wait for rotor run")
-        .is_none()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "rotor run did not stop on SIGTERM; its log:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The policy's last rotation as the agent shows it: (id, status).
 async fn last_rotation(agent: &Agent) -> Option<(String, String)> {
@@ -72,7 +53,7 @@ async fn restarts_do_not_audit_an_ended_rotation_again() {
                 .await;
             }
         }
-        stop(&mut agent);
+        agent.terminate().await;
         let log = std::fs::read_to_string(&agent.audit).expect("audit log");
         let out = fx
             .rotor()

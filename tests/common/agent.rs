@@ -174,6 +174,20 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// SIGTERM, then waits (at most 60 s) for the agent to exit.
+    pub async fn terminate(&mut self) {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().expect("wait for rotor run").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "rotor run did not stop on SIGTERM; its log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])

@@ -73,6 +73,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -137,6 +138,12 @@ pub enum AuditEvent {
         /// A compromise by a break-glass identity that skipped the approval the policy
         /// requires.
         break_glass: bool,
+        /// How the requester proved who they are (the compliance reviewers'
+        /// "verification method").
+        authenticated_by: AuthMethod,
+        /// The requester's identity as Vault answered it (`auth/token/lookup-self`),
+        /// where the requester used their own Vault token (the local CLI).
+        vault_identity: Option<VaultIdentity>,
     },
     /// A rotation ended (completed, rolled back, failed, waiting, pending): the full
     /// journal record (fingerprints only, never values).
@@ -151,12 +158,20 @@ pub enum AuditEvent {
     PolicyRetired {
         /// The retirement record.
         retirement: crate::engine::Retirement,
+        /// How the requester proved who they are.
+        authenticated_by: AuthMethod,
+        /// The requester's Vault identity, where they used their own Vault token.
+        vault_identity: Option<VaultIdentity>,
     },
     /// A retired policy was enabled again (or the attempt failed): the record with its
     /// `enable` part (state `enabled` on success).
     PolicyEnabled {
         /// The retirement record.
         retirement: crate::engine::Retirement,
+        /// How the requester proved who they are.
+        authenticated_by: AuthMethod,
+        /// The requester's Vault identity, where they used their own Vault token.
+        vault_identity: Option<VaultIdentity>,
     },
     /// Agent lifecycle: started / stopped / policies reloaded / reload rejected.
     Agent {
@@ -165,6 +180,59 @@ pub enum AuditEvent {
         /// Details for people.
         detail: Option<String>,
     },
+}
+
+/// How the one who asked for an action proved who they are: the "verification
+/// method" of a compliance review. Written as its `snake_case` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// Not said: a library caller that did not set it. rotor's own entry points
+    /// always say.
+    #[default]
+    Unknown,
+    /// The agent's scheduler (cron, `maxAge`, renewal): no person asked.
+    Schedule,
+    /// The operator's own Vault token (the local CLI), named by Vault's
+    /// `auth/token/lookup-self` answer.
+    VaultToken,
+    /// A static bearer token of the agent's API.
+    ApiToken,
+    /// A Kubernetes ServiceAccount token checked with a TokenReview.
+    KubernetesTokenReview,
+}
+
+impl AuthMethod {
+    /// The name written in records (`vault_token`, `api_token`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Unknown => "unknown",
+            AuthMethod::Schedule => "schedule",
+            AuthMethod::VaultToken => "vault_token",
+            AuthMethod::ApiToken => "api_token",
+            AuthMethod::KubernetesTokenReview => "kubernetes_token_review",
+        }
+    }
+}
+
+/// Who a Vault token belongs to, as Vault itself answers `auth/token/lookup-self`:
+/// never the token, its accessor or anything that grants access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct VaultIdentity {
+    /// The token's display name (`token-ops-alice`, `approle`, `root`).
+    pub display_name: String,
+    /// The identity entity the token belongs to (`null` for tokens without one, such
+    /// as the root token).
+    pub entity_id: Option<String>,
+    /// The token's policies, sorted.
+    pub policies: Vec<String>,
+}
+
+impl VaultIdentity {
+    /// The actor name for records: `vault:<display name>`.
+    pub fn actor(&self) -> String {
+        format!("vault:{}", self.display_name)
+    }
 }
 
 /// A failed audit-log operation. None carries event content.
@@ -325,6 +393,13 @@ impl AuditLog {
     /// continue the chain. Refuses a file whose last record does not verify, whose
     /// last line is incomplete, or whose last two records do not link (fail closed).
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        Self::open_waiting(path, Duration::ZERO)
+    }
+
+    /// [`AuditLog::open`], waiting up to `wait` for another writer to let go of the
+    /// lock: what a short-lived writer (the CLI, one record at a time) uses so that two
+    /// commands run at once both get their records in.
+    pub fn open_waiting(path: &Path, wait: Duration) -> Result<AuditLog, AuditError> {
         let open_err = |source| AuditError::Open {
             path: path.to_path_buf(),
             source,
@@ -353,14 +428,21 @@ impl AuditLog {
                 path: path.to_path_buf(),
             });
         }
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(AuditError::Locked {
-                    path: path.to_path_buf(),
-                });
+        let deadline = Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    // Another short-lived writer holds it for one record: poll.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(AuditError::Locked {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
         }
         if created {
             // Make the new directory entry durable, or a crash could lose the file.

@@ -97,6 +97,9 @@ pub enum Command {
         /// Vault connection.
         #[command(flatten)]
         vault: VaultArgs,
+        /// Audit log.
+        #[command(flatten)]
+        audit: AuditArgs,
     },
     /// The agent: schedules, the on-demand API, /metrics, /healthz, /readyz.
     Run(RunArgs),
@@ -117,19 +120,29 @@ pub enum Command {
         #[command(flatten)]
         vault: VaultArgs,
     },
-    /// Lift a policy's quarantine in a running agent (which holds that state).
+    /// Lift a policy's quarantine: in a running agent (--server), or in Vault, where
+    /// the agent keeps it and reads it back.
     Release {
         /// The policy.
         name: String,
         /// Why (recorded in the audit trail; required).
         #[arg(long)]
         reason: String,
-        /// The running agent's base URL.
+        /// A running agent's base URL; without it, act on Vault directly.
         #[arg(long)]
-        server: url::Url,
+        server: Option<url::Url>,
         /// File holding the API token (default: ROTOR_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Who is asking (local mode; default: `vault:<display name>`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Vault connection (local mode).
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// Audit log (local mode).
+        #[command(flatten)]
+        audit: AuditArgs,
     },
     /// Approve a pending on-demand rotation request in a running agent (four eyes);
     /// exits 3 when the agent refuses (not an approver, own request, expired,
@@ -278,7 +291,8 @@ pub struct RotateArgs {
     /// The credential leaked: no grace period, sessions terminated.
     #[arg(long)]
     pub compromise: bool,
-    /// Who is asking (default: the OS user).
+    /// Who is asking (default: `vault:<display name>` of the Vault token, as Vault
+    /// answers it). Vault's answer is recorded either way.
     #[arg(long)]
     pub actor: Option<String>,
     /// Wait up to this long (e.g. `90s`, `10m`) for the old credential's grace period
@@ -289,6 +303,19 @@ pub struct RotateArgs {
     /// Vault connection.
     #[command(flatten)]
     pub vault: VaultArgs,
+    /// Audit log (local mode).
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// Where a local command that changes something writes its audit records.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The audit log this command appends to (hash-chained, created with mode 0600)
+    /// [default: $XDG_STATE_HOME/rotor/audit.jsonl, else
+    /// ~/.local/state/rotor/audit.jsonl]. Nothing starts when it cannot be written.
+    #[arg(long = "audit-log", env = crate::evidence::AUDIT_LOG_ENV)]
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Arguments of `rotor retire` and `rotor enable`.
@@ -311,12 +338,16 @@ pub struct RetireArgs {
     /// File holding the API token for --server (default: ROTOR_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Who is asking (default: the OS user; with --server, the token's identity).
+    /// Who is asking (default: `vault:<display name>` of the Vault token, as Vault
+    /// answers it; with --server, the API token's identity).
     #[arg(long)]
     pub actor: Option<String>,
     /// Vault connection.
     #[command(flatten)]
     pub vault: VaultArgs,
+    /// Audit log (local mode).
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 /// Vault flags; each overrides its environment variable.
@@ -430,7 +461,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             name,
             wait_grace,
             vault,
-        } => resume(&policies, name.as_deref(), wait_grace, &vault, output).await,
+            audit,
+        } => {
+            resume(
+                &policies,
+                name.as_deref(),
+                wait_grace,
+                &vault,
+                &audit,
+                output,
+            )
+            .await
+        }
         Command::Run(args) => run_agent(args).await,
         Command::Status {
             server,
@@ -452,9 +494,19 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Release {
             name,
             reason,
-            server,
+            server: Some(server),
             token_file,
+            ..
         } => release(&server, token_file, &name, &reason, output).await,
+        Command::Release {
+            name,
+            reason,
+            server: None,
+            actor,
+            vault,
+            audit,
+            ..
+        } => release_local(&name, &reason, actor, &vault, &audit, output).await,
         Command::Approve {
             id,
             reason,
@@ -589,11 +641,64 @@ fn plan(
     Ok(ExitCode::SUCCESS)
 }
 
-fn default_actor() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
+/// What a local command that changes something works with: an engine that reports
+/// to this command's evidence, and the operator as Vault names them.
+struct Local {
+    engine: std::sync::Arc<Engine>,
+    evidence: std::sync::Arc<crate::evidence::Evidence>,
+    operator: crate::evidence::VaultIdentity,
+}
+
+impl Local {
+    /// Logs in, asks Vault who the token belongs to, and builds the engine with the
+    /// same evidence as the agent's: audit records (to `audit`) and the policies'
+    /// notifications.
+    async fn new(
+        vault: &VaultArgs,
+        audit: &AuditArgs,
+        wait_grace: Option<std::time::Duration>,
+    ) -> anyhow::Result<Local> {
+        let path = crate::evidence::cli_audit_path(audit.audit_log.as_deref())
+            .map_err(|e| anyhow::anyhow!("audit log: {e}"))?;
+        let engine = engine(vault, wait_grace).await?;
+        let operator = crate::evidence::vault_identity(engine.vault())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "asking Vault who the token belongs to (auth/token/lookup-self): {e}"
+                )
+            })?;
+        let evidence = std::sync::Arc::new(
+            crate::evidence::Evidence::new()
+                .with_audit(crate::evidence::AuditTarget::PerRecord(path))
+                .with_notifier(crate::notify::Notifier::new(
+                    Some(engine.vault().clone()),
+                    Vec::new(),
+                )),
+        );
+        let engine = std::sync::Arc::new(engine.with_evidence(evidence.clone()));
+        Ok(Local {
+            engine,
+            evidence,
+            operator,
+        })
+    }
+
+    /// A rotation request by the operator (`actor` overrides the name recorded).
+    fn request(&self, trigger: Trigger, actor: Option<&str>) -> RotationRequest {
+        RotationRequest {
+            trigger,
+            actor: actor.map_or_else(|| self.operator.actor(), str::to_owned),
+            authenticated_by: crate::evidence::AuthMethod::VaultToken,
+            vault_identity: Some(self.operator.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Waits for the notifications sent so far, before the command exits.
+    async fn finish(&self) {
+        self.evidence.flush().await;
+    }
 }
 
 async fn engine(
@@ -615,15 +720,16 @@ async fn resume(
     name: Option<&str>,
     wait_grace: Option<std::time::Duration>,
     vault: &VaultArgs,
+    audit: &AuditArgs,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let set = load(paths)?;
     let selected = select(&set, name)?;
-    let engine = engine(vault, wait_grace).await?;
+    let local = Local::new(vault, audit, wait_grace).await?;
     let mut resumed = Vec::new();
     let mut ok = true;
     for policy in selected {
-        if let Some(r) = engine.resume(policy).await? {
+        if let Some(r) = local.engine.resume(policy).await? {
             ok &= r.waiting_for_grace()
                 || matches!(
                     r.status,
@@ -632,6 +738,7 @@ async fn resume(
             resumed.push(r);
         }
     }
+    local.finish().await;
     match output {
         Output::Json => println!("{}", serde_json::json!({ "resumed": resumed })),
         Output::Text if resumed.is_empty() => println!("no interrupted rotations"),
@@ -804,6 +911,46 @@ async fn release(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `rotor release NAME` without --server: lifts the quarantine kept in Vault (a running
+/// agent reads it back at its next sync of the policy) and records it like the agent.
+async fn release_local(
+    name: &str,
+    reason: &str,
+    actor: Option<String>,
+    vault: &VaultArgs,
+    audit: &AuditArgs,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why the quarantine is lifted");
+    }
+    let local = Local::new(vault, audit, None).await?;
+    let config = local.engine.config();
+    let store = crate::agent::quarantine::QuarantineStore::new(
+        local.engine.vault().clone(),
+        &config.state_mount,
+        &config.state_prefix,
+    );
+    if store.get(name).await?.is_none() {
+        anyhow::bail!("policy {name} is not quarantined");
+    }
+    let actor = actor.unwrap_or_else(|| local.operator.actor());
+    local.evidence.record(&crate::audit::AuditEvent::Agent {
+        action: "released".into(),
+        detail: Some(format!("policy {name} released by {actor}: {reason}")),
+    })?;
+    store.set(name, None).await?;
+    local.finish().await;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "policy": name, "state": "released" })
+        ),
+        Output::Text => println!("released {name}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `rotor approve ID --server URL`: 0 when recorded (and the rotation queued once
 /// enough approvals are in), 3 when the agent refuses (403, 410), 1 otherwise.
 async fn approve(
@@ -927,25 +1074,41 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let set = load(&args.policies)?;
-    let request = RotationRequest {
-        trigger: if args.compromise {
-            Trigger::Compromise
-        } else {
-            Trigger::OnDemand
-        },
-        actor: args.actor.clone().unwrap_or_else(default_actor),
-        reason: args.reason.clone(),
-        ticket: args.ticket.clone(),
-        ..Default::default()
+    let selected =
+        match &args.selector {
+            Some(selector) => {
+                let selected: Vec<&ValidatedPolicy> = set
+                    .iter()
+                    .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+                    .collect();
+                if selected.is_empty() {
+                    anyhow::bail!("no policy has the labels {selector:?}");
+                }
+                selected
+            }
+            None => {
+                let name = args.name.as_deref().unwrap_or_default();
+                vec![set.get(name).ok_or_else(|| {
+                    anyhow::anyhow!("no policy named {name:?} in the given paths")
+                })?]
+            }
+        };
+    let local = Local::new(&args.vault, &args.audit, args.wait_grace).await?;
+    let trigger = if args.compromise {
+        Trigger::Compromise
+    } else {
+        Trigger::OnDemand
     };
-    if let Some(selector) = &args.selector {
-        return rotate_selected(&set, selector, &args, request, output).await;
+    let mut request = local.request(trigger, args.actor.as_deref());
+    request.reason = args.reason.clone();
+    request.ticket = args.ticket.clone();
+    if args.selector.is_some() {
+        let code = rotate_selected(selected, local.engine.clone(), &args, request, output).await;
+        local.finish().await;
+        return code;
     }
-    let name = args.name.as_deref().unwrap_or_default();
-    let policy = set
-        .get(name)
-        .ok_or_else(|| anyhow::anyhow!("no policy named {name:?} in the given paths"))?;
-    let engine = engine(&args.vault, args.wait_grace).await?;
+    let policy = selected[0];
+    let engine = &local.engine;
     let outcome = engine.rotate(policy, request.clone()).await?;
     // `spec.cascade`: dependents rotate under the same trigger once this one promoted,
     // their reason naming the rotation that caused them.
@@ -995,6 +1158,7 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
             cascaded.push((dep, r));
         }
     }
+    local.finish().await;
     let all_ok = outcome.succeeded()
         && cascaded
             .iter()
@@ -1033,20 +1197,12 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
 
 /// `rotor rotate --selector`: every matching policy, `--concurrency` at a time.
 async fn rotate_selected(
-    set: &PolicySet,
-    selector: &std::collections::BTreeMap<String, String>,
+    selected: Vec<&ValidatedPolicy>,
+    engine: std::sync::Arc<Engine>,
     args: &RotateArgs,
     request: RotationRequest,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let selected: Vec<&ValidatedPolicy> = set
-        .iter()
-        .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
-        .collect();
-    if selected.is_empty() {
-        anyhow::bail!("no policy has the labels {selector:?}");
-    }
-    let engine = std::sync::Arc::new(engine(&args.vault, args.wait_grace).await?);
     // Each rotation is its own task, so their CPU work (SCRAM, JSON, TLS) spreads over
     // the runtime's threads, and `--concurrency` run at all times: a slow rotation
     // does not hold back the ones behind it. Results are printed in policy order.
@@ -1245,11 +1401,14 @@ async fn retire(args: RetireArgs, enable: bool, output: Output) -> anyhow::Resul
     let policy = set
         .get(&args.name)
         .ok_or_else(|| anyhow::anyhow!("no policy named {:?} in the given paths", args.name))?;
-    let engine = engine(&args.vault, None).await?;
+    let local = Local::new(&args.vault, &args.audit, None).await?;
+    let engine = &local.engine;
     let request = crate::engine::RetireRequest {
-        actor: args.actor.clone().unwrap_or_else(default_actor),
+        actor: args.actor.clone().unwrap_or_else(|| local.operator.actor()),
         reason: Some(args.reason.clone()),
         ticket: args.ticket.clone(),
+        authenticated_by: crate::evidence::AuthMethod::VaultToken,
+        vault_identity: Some(local.operator.clone()),
     };
     let ok = if enable {
         let outcome = engine.enable(policy, request).await?;
@@ -1272,6 +1431,7 @@ async fn retire(args: RetireArgs, enable: bool, output: Output) -> anyhow::Resul
         }
         record.state == crate::engine::RetireState::Retired
     };
+    local.finish().await;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

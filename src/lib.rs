@@ -18,6 +18,8 @@
 //! - [`fuzzing`]: the entry points of the fuzz targets and their replay test.
 //! - [`engine`]: the rotation state machine, its journal and failpoints; retirement
 //!   (offboarding) and enabling again.
+//! - [`evidence`]: the engine's typed events, and the one component that turns them into
+//!   audit records, metrics and notifications (agent and CLI alike).
 //! - [`credentials`]: one module per credential kind, dispatched by an enum.
 //! - [`consumers`]: one module per consumer, dispatched by an enum.
 //! - [`vault`]: the Vault client (vaultrs): configuration, KV v2, staging, references.
@@ -29,6 +31,7 @@ pub mod cli;
 pub mod consumers;
 pub mod credentials;
 pub mod engine;
+pub mod evidence;
 pub mod fuzzing;
 pub mod leader;
 pub mod logging;

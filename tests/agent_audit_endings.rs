@@ -2,7 +2,9 @@
 //! start-up sync, with an executor that hands back what the journal would: a rotation
 //! that ended before the start, one still waiting for its grace period (already
 //! audited when the wait began), one that began waiting in this resume, and one still
-//! rolling back. No services needed.
+//! rolling back. The executor reports each run's end to the evidence component as the
+//! engine does ([`rotor::evidence`]); the agent itself writes no `rotation_ended`
+//! record, so none is written twice. No services needed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use chrono::{DateTime, Utc};
 use rotor::agent::{Agent, AgentConfig, Control, Executor, TokioClock};
 use rotor::audit::AuditLog;
 use rotor::engine::{EngineError, Rotation, RotationOutcome, RotationRequest};
+use rotor::evidence::{AuditTarget, Event, Evidence, Sink};
 use rotor::metrics::Metrics;
 use rotor::policy::{self, ValidatedPolicy};
 
@@ -20,6 +23,8 @@ struct Journaled {
     resumed: Option<Rotation>,
     /// The journal's record when nothing was open.
     last: Option<Rotation>,
+    /// Where the runs' ends are reported, as the engine reports them.
+    evidence: Evidence,
 }
 
 #[async_trait::async_trait]
@@ -34,9 +39,17 @@ impl Executor for Journaled {
 
     async fn resume(
         &self,
-        _policy: &ValidatedPolicy,
+        policy: &ValidatedPolicy,
         _end_grace: bool,
     ) -> Result<Option<Rotation>, EngineError> {
+        if let Some(r) = &self.resumed {
+            self.evidence
+                .emit(&Event::RunEnded {
+                    policy,
+                    rotation: r,
+                })
+                .expect("evidence");
+        }
         Ok(self.resumed.clone())
     }
 
@@ -96,9 +109,19 @@ fn waiting(id: &str, was_waiting: bool) -> Rotation {
 
 /// Starts an agent over `exec` with an audit log, waits until its start-up sync shows
 /// the policy's last rotation, stops it, and counts its `rotation_ended` records.
-async fn ended_records_at_start(exec: Journaled, shown: &str) -> usize {
+async fn ended_records_at_start(
+    resumed: Option<Rotation>,
+    last: Option<Rotation>,
+    shown: &str,
+) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("audit.jsonl");
+    let log = Arc::new(AuditLog::open(&path).expect("audit log"));
+    let exec = Journaled {
+        resumed,
+        last,
+        evidence: Evidence::new().with_audit(AuditTarget::Held(Arc::clone(&log))),
+    };
     let set = policy::load_str(
         std::path::Path::new("p.yaml"),
         "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: p\nspec:\n  credential:\n    type: postgres\n    connection: {host: h, port: 5432, database: d, adminFrom: {env: X}}\n    username: app\n    strategy: alternating\n  vault:\n    path: apps/p\n",
@@ -112,7 +135,7 @@ async fn ended_records_at_start(exec: Journaled, shown: &str) -> usize {
             ..AgentConfig::default()
         },
         Arc::new(TokioClock::new()),
-        Some(Arc::new(AuditLog::open(&path).expect("audit log"))),
+        Some(log),
         Arc::new(Metrics::new("test")),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -160,29 +183,23 @@ async fn a_rotation_that_ended_before_the_start_is_not_audited_again() {
         serde_json::json!([step("planned", "ok"), step("completed", "ok")]),
         None,
     );
-    let exec = Journaled {
-        resumed: None,
-        last: Some(done),
-    };
-    assert_eq!(ended_records_at_start(exec, "01A").await, 0);
+    assert_eq!(ended_records_at_start(None, Some(done), "01A").await, 0);
 }
 
 #[tokio::test]
 async fn a_rotation_still_waiting_for_its_grace_period_is_not_audited_again() {
-    let exec = Journaled {
-        resumed: Some(waiting("01B", true)),
-        last: None,
-    };
-    assert_eq!(ended_records_at_start(exec, "01B").await, 0);
+    assert_eq!(
+        ended_records_at_start(Some(waiting("01B", true)), None, "01B").await,
+        0
+    );
 }
 
 #[tokio::test]
 async fn a_rotation_that_began_waiting_in_this_resume_is_audited_once() {
-    let exec = Journaled {
-        resumed: Some(waiting("01C", false)),
-        last: None,
-    };
-    assert_eq!(ended_records_at_start(exec, "01C").await, 1);
+    assert_eq!(
+        ended_records_at_start(Some(waiting("01C", false)), None, "01C").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -193,9 +210,5 @@ async fn a_rotation_still_rolling_back_has_not_ended() {
         serde_json::json!([step("planned", "ok"), step("tested", "failed")]),
         None,
     );
-    let exec = Journaled {
-        resumed: Some(open),
-        last: None,
-    };
-    assert_eq!(ended_records_at_start(exec, "01D").await, 0);
+    assert_eq!(ended_records_at_start(Some(open), None, "01D").await, 0);
 }

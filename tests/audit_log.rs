@@ -107,6 +107,12 @@ fn events() -> Vec<AuditEvent> {
             ticket: Some("SEC-1234".into()),
             approver: Some(vec!["bob@example.com".into()]),
             break_glass: false,
+            authenticated_by: rotor::audit::AuthMethod::VaultToken,
+            vault_identity: Some(rotor::audit::VaultIdentity {
+                display_name: "token-ops-alice".into(),
+                entity_id: Some("6f1c9e2a-0000-4000-8000-000000000001".into()),
+                policies: vec!["default".into(), "ops".into()],
+            }),
         },
         AuditEvent::RotationEnded {
             rotation: rotation("completed", &old, &new),
@@ -119,6 +125,8 @@ fn events() -> Vec<AuditEvent> {
             ticket: None,
             approver: None,
             break_glass: false,
+            authenticated_by: rotor::audit::AuthMethod::Schedule,
+            vault_identity: None,
         },
         AuditEvent::RotationEnded {
             rotation: rotation("failed", &old, &new),

@@ -115,6 +115,10 @@ pub struct ApprovalRecord {
     /// The rotation it started, once that has been planned.
     #[serde(default)]
     pub rotation_id: Option<String>,
+    /// How the requester proved who they are (`unknown` in records written before
+    /// rotor kept it).
+    #[serde(default)]
+    pub authenticated_by: crate::audit::AuthMethod,
 }
 
 impl ApprovalRecord {
@@ -151,6 +155,8 @@ impl ApprovalRecord {
             approvers: self.approvers(),
             break_glass: false,
             approval_request: Some(self.id.clone()),
+            authenticated_by: self.authenticated_by,
+            vault_identity: None,
         }
     }
 
@@ -441,6 +447,7 @@ impl Approvals {
             approvals: Vec::new(),
             state: ApprovalState::Pending,
             rotation_id: None,
+            authenticated_by: request.authenticated_by,
         };
         let _guard = self.write.lock().await;
         store.put(&record, Some(0)).await?;
@@ -729,6 +736,7 @@ mod tests {
             approvals: Vec::new(),
             state,
             rotation_id: None,
+            authenticated_by: crate::audit::AuthMethod::ApiToken,
         }
     }
 

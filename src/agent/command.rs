@@ -77,10 +77,24 @@ pub async fn run(
         }
     };
     let engine_vault = engine.vault().clone();
+    // One evidence component for the engine's events: the agent's audit log, its
+    // metrics and its notifier (shared with the agent's own notifications).
+    let mut agent_config = opts.agent.clone();
+    let notifier = agent_config.notifier.clone().unwrap_or_else(|| {
+        crate::notify::Notifier::new(agent_config.vault.clone(), agent_config.notify.clone())
+    });
+    agent_config.notifier = Some(notifier.clone());
+    let mut evidence = crate::evidence::Evidence::new()
+        .with_metrics(Arc::clone(&metrics))
+        .with_notifier(notifier);
+    if let Some(log) = &audit {
+        evidence = evidence.with_audit(crate::evidence::AuditTarget::Held(Arc::clone(log)));
+    }
+    let engine = engine.with_evidence(Arc::new(evidence));
     let agent = Agent::new(
         Arc::new(engine),
         policies,
-        opts.agent.clone(),
+        agent_config,
         Arc::new(TokioClock::new()),
         audit.clone(),
         Arc::clone(&metrics),

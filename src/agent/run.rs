@@ -287,6 +287,10 @@ pub struct AgentConfig {
     /// How long an approval request waits when its policy sets no `ttl`
     /// (`--approval-ttl`).
     pub approval_ttl: Duration,
+    /// The notifier to share with the engine's evidence (so both use one key cache
+    /// and one count of deliveries in flight); `None` builds one from `notify` and
+    /// `vault`.
+    pub notifier: Option<Notifier>,
 }
 
 impl Default for AgentConfig {
@@ -302,6 +306,7 @@ impl Default for AgentConfig {
             vault: None,
             quarantine_after: 3,
             approval_ttl: super::approval::DEFAULT_APPROVAL_TTL,
+            notifier: None,
         }
     }
 }
@@ -448,7 +453,10 @@ impl Agent {
                 wake: Notify::new(),
                 leader: AtomicBool::new(true),
                 health: Arc::default(),
-                notifier: Notifier::new(config.vault.clone(), config.notify.clone()),
+                notifier: config
+                    .notifier
+                    .clone()
+                    .unwrap_or_else(|| Notifier::new(config.vault.clone(), config.notify.clone())),
                 approvals,
                 config,
             }),
@@ -746,6 +754,7 @@ impl State {
                         actor: "scheduler".into(),
                         reason: Some(format!("scheduled ({})", d.reason.as_str())),
                         ticket: None,
+                        authenticated_by: crate::audit::AuthMethod::Schedule,
                         ..Default::default()
                     }),
                     d.fire,
@@ -923,7 +932,7 @@ impl Inner {
                 }
                 let result = self.exec.resume(&policy, end_grace).await;
                 match result {
-                    Ok(Some(r)) => self.finished(&policy, None, std::slice::from_ref(&r)),
+                    Ok(Some(r)) => self.finished(&policy, std::slice::from_ref(&r)),
                     Ok(None) => {
                         // Nothing open: show the last rotation, if any. It ended
                         // earlier (its records were written then), so nothing is
@@ -938,23 +947,8 @@ impl Inner {
                 }
             }
             Job::Rotate(request) => {
-                let compromise = request.trigger == Trigger::Compromise;
-                if !self.audit_event(&AuditEvent::RotationRequested {
-                    policy: policy.name.clone(),
-                    trigger: request.trigger.as_str().into(),
-                    actor: request.actor.clone(),
-                    reason: request.reason.clone(),
-                    ticket: request.ticket.clone(),
-                    approver: (!request.approvers.is_empty()).then(|| request.approvers.clone()),
-                    break_glass: request.break_glass,
-                }) {
-                    self.failed(
-                        &policy,
-                        "the audit log cannot be written; the rotation was not started",
-                        false,
-                    );
-                    return;
-                }
+                // The engine records the request before it plans anything, and each
+                // run's end ([`crate::evidence`]).
                 match self.exec.rotate(&policy, request.clone()).await {
                     Ok(outcome) => {
                         if let (Some(id), Some(r)) = (&request.approval_request, &outcome.rotation)
@@ -968,7 +962,7 @@ impl Inner {
                             .into_iter()
                             .chain(outcome.rotation)
                             .collect();
-                        self.finished(&policy, Some(compromise), &ran);
+                        self.finished(&policy, &ran);
                         if promoted && let Some(last) = ran.last() {
                             self.cascade(&policy, last, &request);
                         }
@@ -990,6 +984,14 @@ impl Inner {
                             entry.retired = Some(retired_words(state, &since, &actor, &reason));
                             entry.state = "retired";
                         }
+                    }
+                    Err(EngineError::Evidence { .. }) => {
+                        // Not started, so not a failed rotation: no quarantine count.
+                        self.failed(
+                            &policy,
+                            "the audit log cannot be written; the rotation was not started",
+                            false,
+                        );
                     }
                     Err(e) => {
                         self.failed(&policy, &crate::error_chain(&e), e.is_unanswered());
@@ -1139,41 +1141,20 @@ impl Inner {
         );
     }
 
-    /// Records what the rotations that ran in this process came to: one
-    /// `rotation_ended` audit record for each that ended here (see [`ended_here`]),
-    /// metrics, notifications and the policy's state.
-    fn finished(&self, policy: &ValidatedPolicy, compromise: Option<bool>, ran: &[Rotation]) {
+    /// Shows what the rotations that ran in this process came to: the policy's state
+    /// and its state gauges. Their audit records, counters and notifications came
+    /// from the engine's evidence as they ended ([`crate::evidence`]).
+    fn finished(&self, policy: &ValidatedPolicy, ran: &[Rotation]) {
         let now = self.clock.now();
         for r in ran {
-            if ended_here(r) {
-                self.audit_event(&AuditEvent::RotationEnded {
-                    rotation: r.clone(),
-                });
-            }
-            self.metrics.observe_rotation(r);
             self.metrics
                 .set_old_credential_valid(&policy.name, old_accepted(r));
-            for c in r.consumers.iter().filter(|c| c.state == "pending") {
-                let kind = c.consumer.split(' ').next().unwrap_or("unknown");
-                self.metrics.consumer_failure(&policy.name, kind);
-            }
             if r.status == Status::Completed {
                 self.metrics
                     .set_last_success(&policy.name, now.timestamp() as f64);
             }
         }
         self.settle(policy, ran, true);
-        // Owners hear about every rotation that ended: signed, retried webhooks
-        // (the policy's `spec.notify` plus the agent's global targets).
-        for r in ran.iter().filter(|r| !r.status.is_open()) {
-            let event = match r.status {
-                Status::Completed if compromise == Some(true) => NotifyEvent::Compromise,
-                Status::Completed => NotifyEvent::Success,
-                _ => NotifyEvent::Failure,
-            };
-            self.notifier
-                .send(&policy.spec.notify, Notification::from_rotation(event, r));
-        }
     }
 
     /// The state gauges a rotation that ended before this process started leaves:
@@ -1356,15 +1337,6 @@ impl Inner {
     }
 }
 
-/// Whether this process brought `r` to an end worth a `rotation_ended` record: it is
-/// closed (completed, rolled back, failed), or it began waiting for its grace period
-/// here. A rotation that stays open (a rollback still to be checked, a step after
-/// promote to retry) or was already waiting when resumed has no new ending; a closed
-/// one only reaches this from a run that closed it (a resume drives only open ones).
-fn ended_here(r: &Rotation) -> bool {
-    !r.status.is_open() || (r.waiting_for_grace() && !r.was_waiting)
-}
-
 /// Whether a check of `r` found the old credential still accepted by the target.
 fn old_accepted(r: &Rotation) -> bool {
     r.verification
@@ -1419,6 +1391,9 @@ fn retire_error(name: &str, e: EngineError) -> ControlError {
         | EngineError::Credential(crate::credentials::CredentialError::CannotDisable(_)) => {
             ControlError::Busy(e.to_string())
         }
+        EngineError::Evidence { .. } => ControlError::Audit(
+            "the rotation of the enable cannot be recorded; nothing was changed".into(),
+        ),
         other => ControlError::Internal(crate::error_chain(&other)),
     }
 }
@@ -1745,11 +1720,6 @@ impl Control for Agent {
                 return Err(e);
             }
         };
-        if let Ok(r) = &result {
-            self.inner.audit_event(&AuditEvent::PolicyRetired {
-                retirement: r.clone(),
-            });
-        }
         {
             let mut st = self.inner.lock();
             if let Some(e) = st.entries.get_mut(name) {
@@ -1796,24 +1766,6 @@ impl Control for Agent {
                 )),
             });
         }
-        // The enable runs a rotation: audited before it starts, like every rotation.
-        if !self.inner.audit_event(&AuditEvent::RotationRequested {
-            policy: policy.name.clone(),
-            trigger: Trigger::OnDemand.as_str().into(),
-            actor: request.actor.clone(),
-            reason: request
-                .reason
-                .as_ref()
-                .map(|r| format!("enable after retirement: {r}")),
-            ticket: request.ticket.clone(),
-            approver: None,
-            break_glass: false,
-        }) {
-            self.unclaim(&policy, before).await;
-            return Err(ControlError::Audit(
-                "the rotation of the enable cannot be recorded; nothing was changed".into(),
-            ));
-        }
         let result = {
             let (inner, policy) = (Arc::clone(&self.inner), Arc::clone(&policy));
             Self::detached(async move { inner.exec.enable(&policy, request).await }).await
@@ -1834,10 +1786,7 @@ impl Control for Agent {
                     .flat_map(|o| o.resumed.iter().chain(o.rotation.iter()))
                     .cloned()
                     .collect();
-                self.inner.finished(&policy, Some(false), &ran);
-                self.inner.audit_event(&AuditEvent::PolicyEnabled {
-                    retirement: outcome.record.clone(),
-                });
+                self.inner.finished(&policy, &ran);
                 let mut st = self.inner.lock();
                 if let Some(e) = st.entries.get_mut(name) {
                     e.retired = outcome

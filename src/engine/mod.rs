@@ -15,6 +15,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::consumers::Consumers;
 use crate::credentials::{self, AuthOutcome, Credential, CredentialError};
+use crate::evidence::{AuthMethod, Event, Requester, Sink, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::{Fingerprinter, SecretMap, SecretString};
 use crate::vault::{Vault, VaultError};
@@ -77,6 +78,23 @@ pub struct RotationRequest {
     pub break_glass: bool,
     /// The approval request it carries out, if any.
     pub approval_request: Option<String>,
+    /// How the requester proved who they are (written in the `rotation_requested`
+    /// record).
+    pub authenticated_by: AuthMethod,
+    /// The requester's identity as Vault answered it, where they used their own Vault
+    /// token (the local CLI).
+    pub vault_identity: Option<VaultIdentity>,
+}
+
+impl RotationRequest {
+    /// Who asked, as the evidence names them.
+    pub fn requester(&self) -> Requester<'_> {
+        Requester {
+            actor: &self.actor,
+            authenticated_by: self.authenticated_by,
+            vault_identity: self.vault_identity.as_ref(),
+        }
+    }
 }
 
 impl Default for RotationRequest {
@@ -89,6 +107,8 @@ impl Default for RotationRequest {
             approvers: Vec::new(),
             break_glass: false,
             approval_request: None,
+            authenticated_by: AuthMethod::Unknown,
+            vault_identity: None,
         }
     }
 }
@@ -154,6 +174,15 @@ pub enum EngineError {
         version: u64,
         /// Missing key.
         key: &'static str,
+    },
+    /// The rotation could not be recorded before it started, so it did not start.
+    #[error("the audit log cannot be written; the rotation of {policy} was not started")]
+    Evidence {
+        /// Policy.
+        policy: String,
+        /// What the evidence sink said.
+        #[source]
+        source: crate::evidence::EvidenceError,
     },
     /// The on-demand request lacks what the policy requires.
     #[error("policy {policy} requires {what} for on-demand rotations")]
@@ -259,6 +288,7 @@ impl EngineError {
             EngineError::Credential(e) => e.kind(),
             EngineError::CanonicalMissing { .. } => "canonical_missing",
             EngineError::CanonicalIncomplete { .. } => "canonical_incomplete",
+            EngineError::Evidence { .. } => "evidence",
             EngineError::RequestIncomplete { .. } => "request_incomplete",
             EngineError::Pending { .. } => "pending",
             EngineError::WaitingForGrace { .. } => "waiting_for_grace",
@@ -364,6 +394,7 @@ pub struct Engine {
     consumers: Consumers,
     fingerprints: Fingerprinter,
     config: EngineConfig,
+    evidence: std::sync::Arc<dyn Sink>,
 }
 
 fn now() -> String {
@@ -385,7 +416,44 @@ impl Engine {
             consumers,
             fingerprints,
             config,
+            evidence: std::sync::Arc::new(crate::evidence::Discard),
         })
+    }
+
+    /// The same engine, reporting what it does to `evidence` (audit records, metrics,
+    /// notifications: [`crate::evidence::Evidence`]). Without it nothing is kept.
+    pub fn with_evidence(mut self, evidence: std::sync::Arc<dyn Sink>) -> Self {
+        self.evidence = evidence;
+        self
+    }
+
+    /// Emits `event`; a failure is logged by the sink and otherwise ignored (the
+    /// events after a rotation started never stop it).
+    fn report(&self, event: &Event<'_>) {
+        let _ = self.evidence.emit(event);
+    }
+
+    /// Records that `request` asks to rotate `policy`, before anything is planned.
+    fn announce(
+        &self,
+        policy: &ValidatedPolicy,
+        request: &RotationRequest,
+        reason: Option<&str>,
+    ) -> Result<(), EngineError> {
+        self.evidence
+            .emit(&Event::RotationRequested {
+                policy,
+                trigger: request.trigger,
+                requester: request.requester(),
+                reason,
+                ticket: request.ticket.as_deref(),
+                approvers: &request.approvers,
+                break_glass: request.break_glass,
+            })
+            .map_err(|source| EngineError::Evidence {
+                policy: policy.name.clone(),
+                source,
+            })
     }
 
     /// The fingerprinter (HMAC key) shared by all replicas.
@@ -464,15 +532,21 @@ impl Engine {
     /// Performs one rotation of `policy`: first finishes any open rotation of the
     /// policy found in the journal, then runs the requested one. A retired policy is
     /// refused ([`EngineError::Retired`]).
+    ///
+    /// The request is reported ([`Event::RotationRequested`]) before anything else;
+    /// when the evidence sink cannot record it, nothing is done
+    /// ([`EngineError::Evidence`]).
     pub async fn rotate(
         &self,
         policy: &ValidatedPolicy,
         request: RotationRequest,
     ) -> Result<RotationOutcome, EngineError> {
+        self.announce(policy, &request, request.reason.as_deref())?;
         self.rotate_checked(policy, request, true).await
     }
 
-    /// [`Engine::rotate`] without the retired check: the rotation `enable` runs.
+    /// [`Engine::rotate`] without the retired check and without reporting the request
+    /// (the enable that runs it reported it before it changed anything).
     pub(super) async fn rotate_unchecked(
         &self,
         policy: &ValidatedPolicy,
@@ -703,6 +777,10 @@ impl Engine {
             } else {
                 self.forward(&mut run).await?;
             }
+            self.report(&Event::RunEnded {
+                policy,
+                rotation: &run.rotation,
+            });
             Ok(run.rotation)
         }
         .instrument(span)

@@ -44,6 +44,7 @@ use super::{
     Engine, EngineError, RotationOutcome, RotationRequest, StepOutcome, Trigger, Verification, now,
 };
 use crate::credentials::{AuthOutcome, Credential, CredentialError};
+use crate::evidence::{AuthMethod, Event, Requester, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
 use crate::vault::{AuthAs, Vault, VaultError};
@@ -66,7 +67,7 @@ const MAX_METADATA_VALUE: usize = 480;
 const OTHER_ACCOUNT_LOOKBACK: u64 = 50;
 
 /// Who asks to retire or enable a policy, and why.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RetireRequest {
     /// Who (user, API identity).
     pub actor: String,
@@ -74,6 +75,22 @@ pub struct RetireRequest {
     pub reason: Option<String>,
     /// Ticket (required when the policy's `onDemand.requireTicket` is set).
     pub ticket: Option<String>,
+    /// How the requester proved who they are.
+    pub authenticated_by: AuthMethod,
+    /// The requester's identity as Vault answered it, where they used their own Vault
+    /// token (the local CLI).
+    pub vault_identity: Option<VaultIdentity>,
+}
+
+impl RetireRequest {
+    /// Who asked, as the evidence names them.
+    pub fn requester(&self) -> Requester<'_> {
+        Requester {
+            actor: &self.actor,
+            authenticated_by: self.authenticated_by,
+            vault_identity: self.vault_identity.as_ref(),
+        }
+    }
 }
 
 /// Where a policy's retirement stands.
@@ -473,7 +490,26 @@ impl Engine {
     /// The returned record's `state` says how it ended: `retired` is success; `retiring`
     /// (a step failed; the next run continues) and `failed` (the credential is still
     /// accepted) are failures.
+    ///
+    /// Every record returned is reported ([`Event::PolicyRetired`]).
     pub async fn retire(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RetireRequest,
+    ) -> Result<Retirement, EngineError> {
+        let who = request.clone();
+        let result = self.retire_run(policy, request).await;
+        if let Ok(r) = &result {
+            self.report(&Event::PolicyRetired {
+                retirement: r,
+                requester: who.requester(),
+            });
+        }
+        result
+    }
+
+    /// [`Engine::retire`] without the report.
+    async fn retire_run(
         &self,
         policy: &ValidatedPolicy,
         request: RetireRequest,
@@ -936,7 +972,28 @@ impl Engine {
     /// copy's marks and records `enabled`. A rotation that does not reach promote leaves
     /// the policy retired (the target is disabled again). Continues an interrupted
     /// enable, reusing a rotation it already promoted.
+    ///
+    /// The rotation it runs is reported ([`Event::RotationRequested`]) before the
+    /// target is changed: when that cannot be recorded nothing is done. Every record
+    /// returned is reported ([`Event::PolicyEnabled`]).
     pub async fn enable(
+        &self,
+        policy: &ValidatedPolicy,
+        request: RetireRequest,
+    ) -> Result<EnableOutcome, EngineError> {
+        let who = request.clone();
+        let result = self.enable_run(policy, request).await;
+        if let Ok(outcome) = &result {
+            self.report(&Event::PolicyEnabled {
+                retirement: &outcome.record,
+                requester: who.requester(),
+            });
+        }
+        result
+    }
+
+    /// [`Engine::enable`] without the report of its end.
+    async fn enable_run(
         &self,
         policy: &ValidatedPolicy,
         request: RetireRequest,
@@ -952,6 +1009,16 @@ impl Engine {
                     policy: policy.name.clone(),
                 });
             };
+            let rotation = RotationRequest {
+                trigger: Trigger::OnDemand,
+                actor: request.actor.clone(),
+                reason: Some(format!("enable after retirement: {reason}")),
+                ticket: request.ticket.clone(),
+                authenticated_by: request.authenticated_by,
+                vault_identity: request.vault_identity.clone(),
+                ..Default::default()
+            };
+            self.announce(policy, &rotation, rotation.reason.as_deref())?;
             let credential = Credential::prepare(&policy.spec.credential, &self.vault).await?;
             credential.can_disable()?;
             if record.state != RetireState::Enabling || record.enable.is_none() {
@@ -996,41 +1063,27 @@ impl Engine {
 
             // A rotation this enable already promoted (before a crash) is reused.
             let (last, _) = self.journal.load(&policy.name).await?;
-            let outcome =
-                match last.filter(|r| r.started_at >= started && r.promoted_version.is_some()) {
-                    Some(r) if r.status.is_open() => RotationOutcome {
-                        resumed: None,
-                        rotation: Some(self.resume(policy).await?.unwrap_or(r)),
-                    },
-                    Some(r) => RotationOutcome {
-                        resumed: None,
-                        rotation: Some(r),
-                    },
-                    None => {
-                        let rotation = RotationRequest {
-                            trigger: Trigger::OnDemand,
-                            actor: request.actor.clone(),
-                            reason: Some(format!("enable after retirement: {reason}")),
-                            ticket: request.ticket.clone(),
-                            ..Default::default()
-                        };
-                        match self.rotate_unchecked(policy, rotation).await {
-                            Ok(o) => o,
-                            Err(e) => {
-                                let text = crate::error_chain(&e);
-                                self.enable_failed(
-                                    policy,
-                                    &credential,
-                                    &mut record,
-                                    &mut version,
-                                    text,
-                                )
-                                .await?;
-                                return Err(e);
-                            }
-                        }
+            let outcome = match last
+                .filter(|r| r.started_at >= started && r.promoted_version.is_some())
+            {
+                Some(r) if r.status.is_open() => RotationOutcome {
+                    resumed: None,
+                    rotation: Some(self.resume(policy).await?.unwrap_or(r)),
+                },
+                Some(r) => RotationOutcome {
+                    resumed: None,
+                    rotation: Some(r),
+                },
+                None => match self.rotate_unchecked(policy, rotation).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let text = crate::error_chain(&e);
+                        self.enable_failed(policy, &credential, &mut record, &mut version, text)
+                            .await?;
+                        return Err(e);
                     }
-                };
+                },
+            };
             let rotation = outcome.rotation.as_ref();
             if let Some(e) = record.enable.as_mut() {
                 e.rotation_id = rotation.map(|r| r.rotation_id.clone());

@@ -270,6 +270,7 @@ pub(super) async fn rotate_selected(
             ticket: ticket.clone(),
             // Skips a policy's approval, if it requires one (the agent decides).
             break_glass: compromise && caller.identity.break_glass,
+            authenticated_by: caller.authenticated_by(),
             ..Default::default()
         };
         let mut one = record.clone();

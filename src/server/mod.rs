@@ -312,6 +312,15 @@ struct Caller {
 }
 
 impl Caller {
+    /// How the caller proved who they are, for the records of what they start.
+    fn authenticated_by(&self) -> crate::audit::AuthMethod {
+        if self.auth == "kubernetes" {
+            crate::audit::AuthMethod::KubernetesTokenReview
+        } else {
+            crate::audit::AuthMethod::ApiToken
+        }
+    }
+
     /// A new audit record of a request by this caller.
     fn record(&self, method: &Method, uri: &Uri, remote: SocketAddr) -> RequestAudit {
         let mut record = RequestAudit::new(method, uri, remote);
@@ -790,6 +799,7 @@ async fn rotate(
         ticket,
         // Skips the policy's approval, if it requires one (the agent decides).
         break_glass: compromise && caller.identity.break_glass,
+        authenticated_by: caller.authenticated_by(),
         ..Default::default()
     };
     match app.control.rotate(&name, request).await {

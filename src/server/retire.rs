@@ -129,6 +129,8 @@ async fn handle(
         actor: caller.identity.actor(),
         reason,
         ticket,
+        authenticated_by: caller.authenticated_by(),
+        ..RetireRequest::default()
     };
     let (done, detail, body) = match action {
         Action::Retire => match app.control.retire(&name, request).await {

@@ -80,7 +80,7 @@ fn retire_ok(fx: &KindFixture) -> (Output, Value) {
     assert_eq!(r["state"], "retired", "{r:#}");
     assert_eq!(r["reason"], "offboarding the service");
     assert_eq!(r["ticket"], "OFF-7");
-    assert!(r["actor"].as_str().is_some_and(|a| a.starts_with("cli:")));
+    assert!(r["actor"].as_str().is_some_and(|a| a.starts_with("vault:")));
     assert!(
         r["fingerprint"]
             .as_str()

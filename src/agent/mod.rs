@@ -22,6 +22,9 @@ pub use run::{Agent, AgentConfig, Clock, Executor, TokioClock};
 /// mimalloc only purges freed pages on later allocator activity, which an idle agent
 /// has little of: without this, the burst's peak stays resident (some 12 MiB with
 /// 10,000 policies). Collects the calling thread's heap and every arena.
+// The one FFI call, so the one `unsafe` block, in rotor (`unsafe_code` is denied
+// everywhere else by Cargo.toml's `[lints]`).
+#[allow(unsafe_code)]
 pub fn return_free_memory() {
     // The process's global allocator is mimalloc (`#[global_allocator]` of a
     // dependency, see Cargo.toml). `mi_collect` frees this thread's empty pages and,

@@ -1110,54 +1110,8 @@ async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
     let policy = selected[0];
     let engine = &local.engine;
     let outcome = engine.rotate(policy, request.clone()).await?;
-    // `spec.cascade`: dependents rotate under the same trigger once this one promoted,
-    // their reason naming the rotation that caused them.
-    let mut cascaded: Vec<(String, Result<RotationOutcome, String>)> = Vec::new();
-    if outcome.succeeded() {
-        let parent = outcome
-            .rotation
-            .as_ref()
-            .map(|r| r.rotation_id.clone())
-            .unwrap_or_default();
-        let mut queue: std::collections::VecDeque<(String, String, String)> = policy
-            .spec
-            .cascade
-            .iter()
-            .map(|d| (d.clone(), policy.name.clone(), parent.clone()))
-            .collect();
-        let mut done = std::collections::BTreeSet::from([policy.name.clone()]);
-        while let Some((dep, from, from_id)) = queue.pop_front() {
-            if !done.insert(dep.clone()) {
-                continue;
-            }
-            let Some(p) = set.get(&dep) else { continue };
-            let mut req = request.clone();
-            req.reason = Some(format!(
-                "cascade from {from} (rotation {from_id}): {}",
-                request.reason.as_deref().unwrap_or("")
-            ));
-            let r = engine
-                .rotate(p, req)
-                .await
-                .map_err(|e| crate::error_chain(&e));
-            if let Ok(o) = &r
-                && o.succeeded()
-            {
-                let id = o
-                    .rotation
-                    .as_ref()
-                    .map(|r| r.rotation_id.clone())
-                    .unwrap_or_default();
-                queue.extend(
-                    p.spec
-                        .cascade
-                        .iter()
-                        .map(|d| (d.clone(), dep.clone(), id.clone())),
-                );
-            }
-            cascaded.push((dep, r));
-        }
-    }
+    // `spec.cascade`: dependents rotate under the same trigger once this one promoted.
+    let cascaded = engine.cascade(&set, policy, &outcome, &request).await;
     local.finish().await;
     let all_ok = outcome.succeeded()
         && cascaded

@@ -76,7 +76,10 @@ async fn rotation_changes_password_everywhere_and_proves_old_rejected() {
             .contains("28P01"),
         "evidence: {check}"
     );
-    assert_eq!(rotation["actor"], "vault:token", "the operator as Vault names the token");
+    assert_eq!(
+        rotation["actor"], "vault:token",
+        "the operator as Vault names the token"
+    );
     assert_eq!(rotation["ticket"], "TEST-1");
 
     // Canary: no password at the most verbose log level, in stdout or stderr.

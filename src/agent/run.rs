@@ -1031,13 +1031,7 @@ impl Inner {
             {
                 continue;
             }
-            let mut req = request.clone();
-            req.reason = Some(format!(
-                "cascade from {} (rotation {}): {}",
-                policy.name,
-                parent.rotation_id,
-                request.reason.as_deref().unwrap_or("")
-            ));
+            let req = crate::engine::cascade::dependent(&policy.name, &parent.rotation_id, request);
             info!(policy = %dep, from = %policy.name, "Cascading rotation queued.");
             st.enqueue(dep.clone(), Job::Rotate(req), priority, None);
         }

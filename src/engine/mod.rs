@@ -3,6 +3,7 @@
 //! in Vault before its side effect; a failure before promote rolls the target back to
 //! the old value, a failure after it only ever rolls forward.
 
+pub mod cascade;
 pub mod failpoint;
 pub mod history;
 pub mod journal;

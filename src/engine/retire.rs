@@ -32,6 +32,7 @@
 //! since a `single` rollback restores the previous (retired) password.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -46,6 +47,7 @@ use super::{
 use crate::credentials::{AuthOutcome, Credential, CredentialError};
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
+use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::{AuthAs, Vault, VaultError};
 
 /// Custom-metadata keys rotor sets on a retired policy's canonical path.
@@ -311,67 +313,45 @@ impl EnableOutcome {
     }
 }
 
-/// Reads and writes retirement records (check-and-set, like the journal).
+/// Reads and writes retirement records (check-and-set, like the journal), in rotor's
+/// state store ([`crate::state::Key::Retired`]).
 #[derive(Debug, Clone)]
 pub struct RetireStore {
-    vault: Vault,
-    mount: String,
-    prefix: String,
+    store: Arc<dyn Store>,
 }
 
 impl RetireStore {
-    /// Records under `<mount>/<prefix>/retired/`.
+    /// Records in Vault under `<mount>/<prefix>/retired/`.
     pub fn new(vault: Vault, mount: &str, prefix: &str) -> Self {
-        RetireStore {
-            vault,
-            mount: mount.to_owned(),
-            prefix: prefix.to_owned(),
-        }
+        RetireStore::with_store(Arc::new(VaultStore::new(vault, mount, prefix)))
+    }
+
+    /// Records in `store`.
+    pub fn with_store(store: Arc<dyn Store>) -> Self {
+        RetireStore { store }
     }
 
     /// The record's path under the mount.
     pub fn path(&self, policy: &str) -> String {
-        format!("{}/retired/{policy}", self.prefix)
+        self.store.path(Key::Retired(policy))
     }
 
-    /// The policy's record and its KV version (0: never written).
-    pub async fn load(&self, policy: &str) -> Result<(Option<Retirement>, u64), VaultError> {
-        let path = self.path(policy);
-        let Some(entry) = self.vault.kv_read_value(&self.mount, &path).await? else {
-            return Ok((None, 0));
-        };
-        let record = entry
-            .data
-            .get("retirement")
-            .cloned()
-            .map(serde_json::from_value::<Retirement>)
-            .transpose()
-            .map_err(|e| VaultError::Read {
-                mount: self.mount.clone(),
-                path: path.clone(),
-                detail: format!("the retirement record is unreadable: {e}"),
-            })?;
-        Ok((record, entry.version))
+    /// The policy's record and its KV version (0: never written). A record that does
+    /// not decode is [`StateError::Corrupt`], never "not retired".
+    pub async fn load(&self, policy: &str) -> Result<(Option<Retirement>, u64), StateError> {
+        let key = Key::Retired(policy);
+        let found = state::read_object(&*self.store, key, "retirement record", "retirement");
+        Ok(found.await?.map_or((None, 0), |(r, v)| (Some(r), v)))
     }
 
     /// Writes `record` if the path is still at `version`; returns the new version.
-    pub async fn write(&self, record: &Retirement, version: u64) -> Result<u64, VaultError> {
-        let value = serde_json::to_value(record).map_err(|e| VaultError::Write {
-            mount: self.mount.clone(),
-            path: self.path(&record.policy),
-            detail: e.to_string(),
-        })?;
+    pub async fn write(&self, record: &Retirement, version: u64) -> Result<u64, StateError> {
+        let key = Key::Retired(&record.policy);
+        let value = state::encode(&*self.store, key, "retirement record", record)?;
         let mut data = Map::new();
         data.insert("retirement".into(), value);
         data.insert("state".into(), Value::String(record.state.as_str().into()));
-        self.vault
-            .kv_write_value(
-                &self.mount,
-                &self.path(&record.policy),
-                &data,
-                Some(version),
-            )
-            .await
+        Ok(self.store.write(key, &data, Some(version)).await?)
     }
 }
 
@@ -442,11 +422,7 @@ fn required(
 impl Engine {
     /// The store of retirement records.
     pub fn retirements(&self) -> RetireStore {
-        RetireStore::new(
-            self.vault.clone(),
-            &self.config.state_mount,
-            &self.config.state_prefix,
-        )
+        RetireStore::with_store(self.state.clone())
     }
 
     /// The policy's retirement record, in any state (`enabled` included), if any.
@@ -1198,5 +1174,45 @@ mod tests {
         let c = cut(&long);
         assert!(c.len() <= MAX_METADATA_VALUE + "…".len());
         assert!(c.ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_retirement_record_is_an_error_not_an_active_policy() {
+        use crate::state::memory::MemoryStore;
+        use serde_json::json;
+        let store = Arc::new(MemoryStore::new());
+        let records = RetireStore::with_store(store.clone());
+        assert!(matches!(records.load("p").await, Ok((None, 0))));
+        for data in [
+            json!({"state": "retired"}),
+            json!({"retirement": {"policy": "p", "state": "canary-state"}, "state": "retired"}),
+        ] {
+            let Value::Object(data) = data else {
+                unreachable!()
+            };
+            store.write(Key::Retired("p"), &data, None).await.unwrap();
+            let e = records.load("p").await.expect_err("corrupt");
+            let text = e.to_string();
+            assert!(
+                text.contains("retirement record at secret/rotor/retired/p"),
+                "{text}"
+            );
+            assert!(!text.contains("canary"), "{text}");
+            assert_eq!(EngineError::from(e).kind(), "state_corrupt");
+        }
+    }
+
+    #[tokio::test]
+    async fn retirement_records_round_trip_with_check_and_set() {
+        use crate::state::memory::MemoryStore;
+        let records = RetireStore::with_store(Arc::new(MemoryStore::new()));
+        let r = record(&[(RetireStep::Disabled, StepOutcome::Ok)]);
+        let v = records.write(&r, 0).await.expect("create");
+        assert!(matches!(
+            records.write(&r, 0).await,
+            Err(StateError::Vault(VaultError::CasConflict { .. }))
+        ));
+        let (back, version) = records.load(&r.policy).await.expect("load");
+        assert_eq!((back.expect("record").steps.len(), version), (1, v));
     }
 }

@@ -256,7 +256,7 @@ impl ApprovalStore {
             return Ok(None);
         }
         let key = Key::Request(id);
-        Ok(state::read_text(&*self.store, key, "approval record", "record").await?)
+        Ok(state::APPROVAL.read(&*self.store, key).await?)
     }
 
     /// Writes `record`; `cas`: `Some(0)` creates only, `Some(v)` replaces version `v`
@@ -267,11 +267,11 @@ impl ApprovalStore {
         cas: Option<u64>,
     ) -> Result<u64, ApprovalError> {
         let key = Key::Request(&record.id);
-        let text = state::encode_text(&*self.store, key, "approval record", record)?;
-        let mut data = Map::new();
-        data.insert("record".into(), Value::String(text));
-        data.insert("policy".into(), Value::String(record.policy.clone()));
-        data.insert("state".into(), Value::String(record.state.as_str().into()));
+        let extra = [
+            ("policy", record.policy.as_str()),
+            ("state", record.state.as_str()),
+        ];
+        let data = state::APPROVAL.data(&*self.store, key, record, &extra)?;
         Ok(self.store.write(key, &data, cas).await?)
     }
 

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::engine::Rotation;
 use crate::state::{self, Key, StateError, Store, VaultStore};
@@ -51,7 +50,7 @@ impl QuarantineStore {
     /// is [`StateError::Corrupt`], never "not quarantined".
     pub async fn get(&self, policy: &str) -> Result<Option<Quarantine>, StateError> {
         let key = Key::Quarantine(policy);
-        let found = state::read_text(&*self.store, key, "quarantine record", "record").await?;
+        let found = state::QUARANTINE.read(&*self.store, key).await?;
         Ok(found.map(|(q, _)| q))
     }
 
@@ -60,9 +59,7 @@ impl QuarantineStore {
         let key = Key::Quarantine(policy);
         match q {
             Some(q) => {
-                let text = state::encode_text(&*self.store, key, "quarantine record", q)?;
-                let mut data = Map::new();
-                data.insert("record".into(), Value::String(text));
+                let data = state::QUARANTINE.data(&*self.store, key, q, &[])?;
                 self.store.write(key, &data, None).await?;
             }
             None => self.store.delete(key).await?,
@@ -102,7 +99,7 @@ pub fn immediate_reason(rotation: &Rotation) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::state::memory::MemoryStore;

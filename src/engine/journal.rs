@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::{Vault, VaultError};
@@ -442,7 +441,10 @@ impl Journal {
     pub async fn load(&self, policy: &str) -> Result<(Option<Rotation>, u64), JournalError> {
         // A path with no live version was never written: rotor never deletes journal
         // versions, so 0 is the right check-and-set base.
-        match state::read_object(&*self.store, Key::Journal(policy), "journal", "rotation").await {
+        match state::JOURNAL
+            .read(&*self.store, Key::Journal(policy))
+            .await
+        {
             Ok(Some((rotation, version))) => Ok((Some(rotation), version)),
             Ok(None) => Ok((None, 0)),
             Err(e) => Err(JournalError::from_state(policy, e)),
@@ -454,13 +456,10 @@ impl Journal {
         let policy = &rotation.policy;
         let key = Key::Journal(policy);
         let failed = |e| JournalError::from_state(policy, e);
-        let value = state::encode(&*self.store, key, "journal", rotation).map_err(failed)?;
-        let mut data = serde_json::Map::new();
-        data.insert("rotation".into(), value);
-        data.insert(
-            "status".into(),
-            Value::String(rotation.status.as_str().into()),
-        );
+        let status = [("status", rotation.status.as_str())];
+        let data = state::JOURNAL
+            .data(&*self.store, key, rotation, &status)
+            .map_err(failed)?;
         self.store
             .write(key, &data, Some(version))
             .await
@@ -472,7 +471,7 @@ impl Journal {
 mod tests {
     use std::sync::Arc;
 
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::state::memory::MemoryStore;

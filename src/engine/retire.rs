@@ -340,17 +340,15 @@ impl RetireStore {
     /// not decode is [`StateError::Corrupt`], never "not retired".
     pub async fn load(&self, policy: &str) -> Result<(Option<Retirement>, u64), StateError> {
         let key = Key::Retired(policy);
-        let found = state::read_object(&*self.store, key, "retirement record", "retirement");
-        Ok(found.await?.map_or((None, 0), |(r, v)| (Some(r), v)))
+        let found = state::RETIREMENT.read(&*self.store, key).await?;
+        Ok(found.map_or((None, 0), |(r, v)| (Some(r), v)))
     }
 
     /// Writes `record` if the path is still at `version`; returns the new version.
     pub async fn write(&self, record: &Retirement, version: u64) -> Result<u64, StateError> {
         let key = Key::Retired(&record.policy);
-        let value = state::encode(&*self.store, key, "retirement record", record)?;
-        let mut data = Map::new();
-        data.insert("retirement".into(), value);
-        data.insert("state".into(), Value::String(record.state.as_str().into()));
+        let state = [("state", record.state.as_str())];
+        let data = state::RETIREMENT.data(&*self.store, key, record, &state)?;
         Ok(self.store.write(key, &data, Some(version)).await?)
     }
 }

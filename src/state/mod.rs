@@ -217,91 +217,113 @@ pub fn decode_detail(error: &serde_json::Error) -> String {
     detail
 }
 
-/// Reads the record rotor keeps as a JSON object under `field` of `key` (the journal,
-/// retirement records), with its version.
-pub async fn read_object<T: DeserializeOwned>(
-    store: &dyn Store,
-    key: Key<'_>,
-    record: &'static str,
-    field: &str,
-) -> Result<Option<(T, u64)>, StateError> {
-    let Some(entry) = store.read(key).await? else {
-        return Ok(None);
-    };
-    let corrupt = |detail: String| Corrupt {
-        record,
-        location: store.location(key),
-        detail,
-    };
-    let value = entry
-        .data
-        .get(field)
-        .cloned()
-        .ok_or_else(|| corrupt(format!("no key `{field}`")))?;
-    let decoded = serde_json::from_value(value).map_err(|e| corrupt(decode_detail(&e)))?;
-    Ok(Some((decoded, entry.version)))
+/// How one kind of record sits in its key's JSON object: under which key, and as
+/// JSON (an object) or as JSON text (a string). Next to it, some records keep a copy
+/// of their state for people browsing Vault; rotor reads only this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// What the record is, for messages (`journal`, `quarantine record`).
+    pub name: &'static str,
+    /// The key holding it.
+    pub field: &'static str,
+    /// Stored as JSON text rather than as a JSON object.
+    pub text: bool,
 }
 
-/// Reads the record rotor keeps as JSON text under `field` of `key` (quarantine and
-/// approval records), with its version.
-pub async fn read_text<T: DeserializeOwned>(
-    store: &dyn Store,
-    key: Key<'_>,
-    record: &'static str,
-    field: &str,
-) -> Result<Option<(T, u64)>, StateError> {
-    let Some(entry) = store.read(key).await? else {
-        return Ok(None);
-    };
-    let corrupt = |detail: String| Corrupt {
-        record,
-        location: store.location(key),
-        detail,
-    };
-    let text = entry
-        .data
-        .get(field)
-        .and_then(Value::as_str)
-        .ok_or_else(|| corrupt(format!("no text under `{field}`")))?;
-    let decoded = serde_json::from_str(text).map_err(|e| corrupt(decode_detail(&e)))?;
-    Ok(Some((decoded, entry.version)))
-}
+/// A policy's rotation journal: the rotation under `rotation` (next to `status`).
+pub const JOURNAL: Layout = Layout::object("journal", "rotation");
+/// A policy's retirement record: under `retirement` (next to `state`).
+pub const RETIREMENT: Layout = Layout::object("retirement record", "retirement");
+/// A policy's quarantine record: JSON text under `record`.
+pub const QUARANTINE: Layout = Layout::text("quarantine record", "record");
+/// An approval request: JSON text under `record` (next to `policy` and `state`).
+pub const APPROVAL: Layout = Layout::text("approval record", "record");
 
-/// `value` as a JSON object for a record at `key` (the journal, retirement records).
-/// Serialising rotor's own types does not fail; if it ever did, the error names the
-/// place.
-pub fn encode<T: serde::Serialize>(
-    store: &dyn Store,
-    key: Key<'_>,
-    record: &'static str,
-    value: &T,
-) -> Result<Value, StateError> {
-    serde_json::to_value(value).map_err(|e| not_encoded(store, key, record, &e))
-}
-
-/// `value` as JSON text for a record at `key` (quarantine and approval records), in
-/// the type's field order.
-pub fn encode_text<T: serde::Serialize>(
-    store: &dyn Store,
-    key: Key<'_>,
-    record: &'static str,
-    value: &T,
-) -> Result<String, StateError> {
-    serde_json::to_string(value).map_err(|e| not_encoded(store, key, record, &e))
-}
-
-fn not_encoded(
-    store: &dyn Store,
-    key: Key<'_>,
-    record: &'static str,
-    e: &serde_json::Error,
-) -> StateError {
-    Corrupt {
-        record,
-        location: store.location(key),
-        detail: format!("cannot be encoded: {}", decode_detail(e)),
+impl Layout {
+    /// A record kept as a JSON object under `field`.
+    pub const fn object(name: &'static str, field: &'static str) -> Layout {
+        Layout {
+            name,
+            field,
+            text: false,
+        }
     }
-    .into()
+
+    /// A record kept as JSON text under `field`.
+    pub const fn text(name: &'static str, field: &'static str) -> Layout {
+        Layout {
+            name,
+            field,
+            text: true,
+        }
+    }
+
+    /// The record at `key` and its version, if there is one. One that does not decode
+    /// is [`Corrupt`].
+    pub async fn read<T: DeserializeOwned>(
+        &self,
+        store: &dyn Store,
+        key: Key<'_>,
+    ) -> Result<Option<(T, u64)>, StateError> {
+        let Some(entry) = store.read(key).await? else {
+            return Ok(None);
+        };
+        let corrupt = |detail: String| Corrupt {
+            record: self.name,
+            location: store.location(key),
+            detail,
+        };
+        let field = self.field;
+        let decoded = match (entry.data.get(field), self.text) {
+            (None, _) => return Err(corrupt(format!("no key `{field}`")).into()),
+            (Some(Value::String(text)), true) => serde_json::from_str(text),
+            (Some(_), true) => return Err(corrupt(format!("`{field}` is not text")).into()),
+            (Some(value), false) => serde_json::from_value(value.clone()),
+        };
+        let decoded = decoded.map_err(|e| corrupt(decode_detail(&e)))?;
+        Ok(Some((decoded, entry.version)))
+    }
+
+    /// `value` as this layout stores it at `key` (a JSON object, or JSON text in the
+    /// type's field order), to put under [`Layout::field`]. Serialising rotor's own
+    /// types does not fail; if it ever did, the error names the place.
+    pub fn encode<T: serde::Serialize>(
+        &self,
+        store: &dyn Store,
+        key: Key<'_>,
+        value: &T,
+    ) -> Result<Value, StateError> {
+        let encoded = if self.text {
+            serde_json::to_string(value).map(Value::String)
+        } else {
+            serde_json::to_value(value)
+        };
+        encoded.map_err(|e| {
+            Corrupt {
+                record: self.name,
+                location: store.location(key),
+                detail: format!("cannot be encoded: {}", decode_detail(&e)),
+            }
+            .into()
+        })
+    }
+
+    /// The data written for a record: `value` encoded under [`Layout::field`], then
+    /// `extra` (copies of a state for people browsing Vault).
+    pub fn data<T: serde::Serialize>(
+        &self,
+        store: &dyn Store,
+        key: Key<'_>,
+        value: &T,
+        extra: &[(&str, &str)],
+    ) -> Result<Map<String, Value>, StateError> {
+        let mut data = Map::new();
+        data.insert(self.field.into(), self.encode(store, key, value)?);
+        for (k, v) in extra {
+            data.insert((*k).into(), Value::String((*v).into()));
+        }
+        Ok(data)
+    }
 }
 
 /// A rotation's staged value, if it is still there.

@@ -183,6 +183,9 @@ async fn a_corrupt_fingerprint_key_is_reported_not_replaced() {
     );
 }
 
+const SAMPLE_OBJECT: Layout = Layout::object("sample record", "record");
+const SAMPLE_TEXT: Layout = Layout::text("sample record", "record");
+
 #[derive(Debug, serde::Deserialize)]
 #[allow(dead_code)]
 struct Sample {
@@ -196,6 +199,7 @@ async fn records_that_do_not_decode_are_errors_naming_the_place_not_the_value() 
     let key = Key::Retired("p");
     for (data, expected) in [
         (json!({"other": 1}), "no key `record`"),
+        (json!({"record": "text"}), "invalid type"),
         (
             json!({"record": {"name": "canary-value"}}),
             "missing field `count`",
@@ -206,7 +210,8 @@ async fn records_that_do_not_decode_are_errors_naming_the_place_not_the_value() 
         ),
     ] {
         store.write(key, &object(data), None).await.unwrap();
-        let e = read_object::<Sample>(&store, key, "sample record", "record")
+        let e = SAMPLE_OBJECT
+            .read::<Sample>(&store, key)
             .await
             .expect_err("corrupt");
         let text = e.to_string();
@@ -225,7 +230,8 @@ async fn records_that_do_not_decode_are_errors_naming_the_place_not_the_value() 
         json!({"record": "not json canary-value"}),
     ] {
         store.write(key, &object(data), None).await.unwrap();
-        let e = read_text::<Sample>(&store, key, "sample record", "record")
+        let e = SAMPLE_TEXT
+            .read::<Sample>(&store, key)
             .await
             .expect_err("corrupt");
         let text = e.to_string();
@@ -241,7 +247,8 @@ async fn records_that_do_not_decode_are_errors_naming_the_place_not_the_value() 
         )
         .await
         .unwrap();
-    let (sample, version) = read_text::<Sample>(&store, key, "sample record", "record")
+    let (sample, version) = SAMPLE_TEXT
+        .read::<Sample>(&store, key)
         .await
         .unwrap()
         .expect("present");

@@ -247,12 +247,7 @@ impl Vault {
             })?;
         drop(body);
         if !resp.is_success() {
-            let errors = resp.errors();
-            return Err(failed(if errors.is_empty() {
-                format!("HTTP {}", resp.status)
-            } else {
-                format!("HTTP {}: {errors}", resp.status)
-            }));
+            return Err(failed(resp.status_detail()));
         }
         let json = resp.json();
         let token = json["auth"]["client_token"]

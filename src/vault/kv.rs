@@ -84,12 +84,7 @@ impl Vault {
         mount: &str,
         path: &str,
     ) -> Result<Option<KvEntry<SecretMap>>, VaultError> {
-        Ok(self.kv_read_value(mount, path).await?.map(|e| KvEntry {
-            data: SecretMap::from_json_object(&e.data),
-            version: e.version,
-            custom_metadata: e.custom_metadata,
-            created_time: e.created_time,
-        }))
+        Ok(self.kv_read_value(mount, path).await?.map(secret_entry))
     }
 
     /// Reads one version of a KV v2 secret as secret values.
@@ -99,15 +94,8 @@ impl Vault {
         path: &str,
         version: u64,
     ) -> Result<Option<KvEntry<SecretMap>>, VaultError> {
-        Ok(self
-            .kv_read_at(mount, path, Some(version))
-            .await?
-            .map(|e| KvEntry {
-                data: SecretMap::from_json_object(&e.data),
-                version: e.version,
-                custom_metadata: e.custom_metadata,
-                created_time: e.created_time,
-            }))
+        let entry = self.kv_read_at(mount, path, Some(version)).await?;
+        Ok(entry.map(secret_entry))
     }
 
     /// Writes a KV v2 secret. With `cas = Some(v)` the write succeeds only if the
@@ -207,6 +195,16 @@ impl Vault {
             }
             Reference::Env(_) | Reference::File(_) => resolve_local(reference),
         }
+    }
+}
+
+/// A read entry's data as secret values.
+fn secret_entry(e: KvEntry<Map<String, Value>>) -> KvEntry<SecretMap> {
+    KvEntry {
+        data: SecretMap::from_json_object(&e.data),
+        version: e.version,
+        custom_metadata: e.custom_metadata,
+        created_time: e.created_time,
     }
 }
 

@@ -57,6 +57,16 @@ impl RawResponse {
         }
     }
 
+    /// `HTTP <code>`, with Vault's `errors` text after a colon when there is any.
+    pub fn status_detail(&self) -> String {
+        let errors = self.errors();
+        if errors.is_empty() {
+            format!("HTTP {}", self.status)
+        } else {
+            format!("HTTP {}: {errors}", self.status)
+        }
+    }
+
     /// True for 2xx.
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
@@ -161,14 +171,9 @@ impl Vault {
         if resp.is_success() {
             return Ok(resp);
         }
-        let errors = resp.errors();
         Err(VaultError::Request {
             operation: format!("{method} {path}"),
-            detail: if errors.is_empty() {
-                format!("HTTP {}", resp.status)
-            } else {
-                format!("HTTP {}: {errors}", resp.status)
-            },
+            detail: resp.status_detail(),
         })
     }
 }

@@ -1213,4 +1213,59 @@ mod tests {
         let (back, version) = records.load(&r.policy).await.expect("load");
         assert_eq!((back.expect("record").steps.len(), version), (1, v));
     }
+
+    #[tokio::test]
+    async fn over_the_memory_store_a_retired_or_unreadable_record_refuses_rotation() {
+        use crate::consumers::Consumers;
+        use crate::engine::{EngineConfig, RotationRequest};
+        use crate::state::memory::MemoryStore;
+        use crate::vault::VaultConfig;
+        // No Vault answers here: the engine's own records are in memory, and the
+        // refusal comes before anything needs the canonical copy.
+        let config = VaultConfig {
+            addr: "http://127.0.0.1:9".into(),
+            token: Some(crate::secret::SecretString::from("unused".to_owned())),
+            ..VaultConfig::from_env()
+        };
+        let vault = Vault::connect(&config).expect("client");
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::with_store(
+            vault,
+            store.clone(),
+            EngineConfig::default(),
+            Consumers::new(),
+        )
+        .await
+        .expect("an engine over memory");
+        let text = "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: p\nspec:\n  credential:\n    type: postgres\n    connection:\n      host: db\n      adminFrom: {vault: {path: admins/pg}}\n    username: app\n  vault:\n    path: apps/p\n";
+        let set = crate::policy::load_str(std::path::Path::new("p.yaml"), text).expect("policy");
+        let policy = set.get("p").expect("p");
+        let request = RotationRequest {
+            trigger: Trigger::Schedule,
+            actor: "scheduler".into(),
+            ..Default::default()
+        };
+        let mut retired = record(&[]);
+        retired.state = RetireState::Retired;
+        engine
+            .retirements()
+            .write(&retired, 0)
+            .await
+            .expect("write");
+        let e = engine
+            .rotate(policy, request.clone())
+            .await
+            .expect_err("retired");
+        assert_eq!(e.kind(), "retired", "{e}");
+        let Value::Object(corrupt) = serde_json::json!({"retirement": {"policy": "p"}}) else {
+            unreachable!()
+        };
+        store
+            .write(Key::Retired("p"), &corrupt, None)
+            .await
+            .unwrap();
+        let e = engine.rotate(policy, request).await.expect_err("corrupt");
+        assert_eq!(e.kind(), "state_corrupt", "{e}");
+        assert!(e.to_string().contains("secret/rotor/retired/p"), "{e}");
+    }
 }

@@ -22,7 +22,10 @@
 //!   audit records, metrics and notifications (agent and CLI alike).
 //! - [`credentials`]: one module per credential kind, dispatched by an enum.
 //! - [`consumers`]: one module per consumer, dispatched by an enum.
-//! - [`vault`]: the Vault client (vaultrs): configuration, KV v2, staging, references.
+//! - [`state`]: everything rotor keeps in Vault for itself (journal, staging, histories,
+//!   retirement, quarantine and approval records, the fingerprint key) behind one
+//!   trait, with an in-memory implementation for tests.
+//! - [`vault`]: the Vault client (vaultrs): configuration, login, KV v2, references.
 //! - [`secret`]: secret-holding types and HMAC fingerprints.
 
 pub mod agent;
@@ -42,6 +45,7 @@ pub mod policy;
 pub mod schedule;
 pub mod secret;
 pub mod server;
+pub mod state;
 pub mod vault;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once at start,

@@ -22,7 +22,7 @@
 //! request is marked `expired` once, audited and notified (`approval_expired`).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -33,6 +33,7 @@ use super::ControlError;
 use crate::engine::{RotationRequest, Trigger};
 use crate::notify::{Notification, NotifyEvent};
 use crate::policy::ApprovalSpec;
+use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::{Vault, VaultError};
 
 /// How long a request waits for approval when neither the policy nor `--approval-ttl`
@@ -192,7 +193,7 @@ pub enum ApprovalError {
     /// A stored record is not the JSON rotor writes.
     #[error("the approval record at {path} cannot be read: {detail}")]
     Decode {
-        /// KV path.
+        /// Where it is (`<mount>/<path>`).
         path: String,
         /// What was wrong (no record content).
         detail: String,
@@ -217,37 +218,41 @@ impl ApprovalError {
     }
 }
 
+impl From<StateError> for ApprovalError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Vault(e) => ApprovalError::Vault(e),
+            StateError::Corrupt(c) => ApprovalError::Decode {
+                path: c.location,
+                detail: c.detail,
+            },
+        }
+    }
+}
+
 impl From<ApprovalError> for ControlError {
     fn from(e: ApprovalError) -> Self {
         ControlError::Internal(e.to_string())
     }
 }
 
-/// Reads and writes approval records and the per-policy pointers in Vault.
+/// Reads and writes approval records and the per-policy pointers, in rotor's state
+/// store ([`crate::state::Key::Request`], [`crate::state::Key::PendingRequest`]).
 #[derive(Debug, Clone)]
 pub struct ApprovalStore {
-    vault: Vault,
-    mount: String,
-    prefix: String,
+    store: Arc<dyn Store>,
 }
 
 impl ApprovalStore {
-    /// Records under `<mount>/<prefix>/requests/`, pointers under
+    /// Records in Vault under `<mount>/<prefix>/requests/`, pointers under
     /// `<mount>/<prefix>/pending-request/`.
     pub fn new(vault: Vault, mount: &str, prefix: &str) -> Self {
-        ApprovalStore {
-            vault,
-            mount: mount.to_owned(),
-            prefix: prefix.to_owned(),
-        }
+        ApprovalStore::with_store(Arc::new(VaultStore::new(vault, mount, prefix)))
     }
 
-    fn record_path(&self, id: &str) -> String {
-        format!("{}/requests/{id}", self.prefix)
-    }
-
-    fn pointer_path(&self, policy: &str) -> String {
-        format!("{}/pending-request/{policy}", self.prefix)
+    /// Records and pointers in `store`.
+    pub fn with_store(store: Arc<dyn Store>) -> Self {
+        ApprovalStore { store }
     }
 
     /// The record `id` and its KV version (for check-and-set), if it exists.
@@ -256,24 +261,8 @@ impl ApprovalStore {
         if ulid::Ulid::from_string(id).is_err() {
             return Ok(None);
         }
-        let path = self.record_path(id);
-        let Some(entry) = self.vault.kv_read_value(&self.mount, &path).await? else {
-            return Ok(None);
-        };
-        let text = entry
-            .data
-            .get("record")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ApprovalError::Decode {
-                path: path.clone(),
-                detail: "no `record` key".into(),
-            })?;
-        let record: ApprovalRecord =
-            serde_json::from_str(text).map_err(|e| ApprovalError::Decode {
-                path: path.clone(),
-                detail: format!("line {} column {}", e.line(), e.column()),
-            })?;
-        Ok(Some((record, entry.version)))
+        let key = Key::Request(id);
+        Ok(state::APPROVAL.read(&*self.store, key).await?)
     }
 
     /// Writes `record`; `cas`: `Some(0)` creates only, `Some(v)` replaces version `v`
@@ -283,44 +272,41 @@ impl ApprovalStore {
         record: &ApprovalRecord,
         cas: Option<u64>,
     ) -> Result<u64, ApprovalError> {
-        let text = serde_json::to_string(record).map_err(|e| ApprovalError::Decode {
-            path: self.record_path(&record.id),
-            detail: e.to_string(),
-        })?;
-        let mut data = Map::new();
-        data.insert("record".into(), Value::String(text));
-        data.insert("policy".into(), Value::String(record.policy.clone()));
-        data.insert("state".into(), Value::String(record.state.as_str().into()));
-        Ok(self
-            .vault
-            .kv_write_value(&self.mount, &self.record_path(&record.id), &data, cas)
-            .await?)
+        let key = Key::Request(&record.id);
+        let extra = [
+            ("policy", record.policy.as_str()),
+            ("state", record.state.as_str()),
+        ];
+        let data = state::APPROVAL.data(&*self.store, key, record, &extra)?;
+        Ok(self.store.write(key, &data, cas).await?)
     }
 
-    /// The id of the policy's latest pending request, if any.
+    /// The id of the policy's latest pending request, if any. A pointer without an id
+    /// is [`ApprovalError::Decode`], never "no pending request".
     pub async fn latest(&self, policy: &str) -> Result<Option<String>, ApprovalError> {
-        Ok(self
-            .vault
-            .kv_read_value(&self.mount, &self.pointer_path(policy))
-            .await?
-            .and_then(|e| e.data.get("id").and_then(Value::as_str).map(str::to_owned)))
+        let key = Key::PendingRequest(policy);
+        let Some(entry) = self.store.read(key).await? else {
+            return Ok(None);
+        };
+        match entry.data.get("id").and_then(Value::as_str) {
+            Some(id) => Ok(Some(id.to_owned())),
+            None => Err(ApprovalError::Decode {
+                path: self.store.location(key),
+                detail: "no text under `id`".into(),
+            }),
+        }
     }
 
     /// Points the policy at its latest pending request, or (`None`) at none.
     pub async fn set_latest(&self, policy: &str, id: Option<&str>) -> Result<(), ApprovalError> {
+        let key = Key::PendingRequest(policy);
         match id {
             Some(id) => {
                 let mut data = Map::new();
                 data.insert("id".into(), Value::String(id.to_owned()));
-                self.vault
-                    .kv_write_value(&self.mount, &self.pointer_path(policy), &data, None)
-                    .await?;
+                self.store.write(key, &data, None).await?;
             }
-            None => {
-                self.vault
-                    .kv_destroy_all(&self.mount, &self.pointer_path(policy))
-                    .await?
-            }
+            None => self.store.delete(key).await?,
         }
         Ok(())
     }
@@ -798,5 +784,55 @@ mod tests {
         assert_eq!(n.request_id.as_deref(), Some(r.id.as_str()));
         assert_eq!(n.status.as_deref(), Some("used"));
         assert_eq!(n.trigger.as_deref(), Some("compromise"));
+    }
+
+    #[tokio::test]
+    async fn corrupt_approval_records_and_pointers_are_errors() {
+        use crate::state::memory::MemoryStore;
+        let store = Arc::new(MemoryStore::new());
+        let approvals = ApprovalStore::with_store(store.clone());
+        let id = ulid::Ulid::new().to_string();
+        let r = record(ApprovalState::Pending, "2030-01-01T00:00:00Z");
+        let key = Key::Request(&r.id);
+        assert!(approvals.get(&r.id).await.unwrap().is_none());
+        let v = approvals.put(&r, Some(0)).await.unwrap();
+        assert!(matches!(
+            approvals.put(&r, Some(0)).await,
+            Err(ApprovalError::Vault(VaultError::CasConflict { .. }))
+        ));
+        assert_eq!(approvals.get(&r.id).await.unwrap(), Some((r.clone(), v)));
+        for data in [
+            serde_json::json!({"policy": "p"}),
+            serde_json::json!({"record": "{\"id\": \"canary-id\"}"}),
+        ] {
+            let Value::Object(data) = data else {
+                unreachable!()
+            };
+            store.write(key, &data, None).await.unwrap();
+            let e = approvals.get(&r.id).await.expect_err("corrupt");
+            assert_eq!(e.kind(), "approval_decode");
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("secret/rotor/requests/{}", r.id)),
+                "{text}"
+            );
+            assert!(!text.contains("canary"), "{text}");
+        }
+        // The pending pointer: set, read, cleared; one without an id is an error.
+        approvals.set_latest("p", Some(&id)).await.unwrap();
+        assert_eq!(approvals.latest("p").await.unwrap(), Some(id));
+        approvals.set_latest("p", None).await.unwrap();
+        assert_eq!(approvals.latest("p").await.unwrap(), None);
+        let mut bad = Map::new();
+        bad.insert("ids".into(), Value::Null);
+        store
+            .write(Key::PendingRequest("p"), &bad, None)
+            .await
+            .unwrap();
+        let e = approvals.latest("p").await.expect_err("corrupt pointer");
+        assert!(
+            e.to_string().contains("secret/rotor/pending-request/p"),
+            "{e}"
+        );
     }
 }

@@ -2,14 +2,17 @@
 //! that the old credential still works, or that after a rollback not even the old
 //! credential authenticates (a possible lockout) — is locked until a person looks. No
 //! automatic attempt is made while it is quarantined. The record lives in Vault next
-//! to the journal (`<prefix>/quarantine/<policy>`), so it survives restarts and is the
+//! to the journal (`<prefix>/quarantine/<policy>`, see [`crate::state`]), as JSON text
+//! under the key `record`, so it survives restarts and is the
 //! same for every replica; `rotor release` (`POST /v1/policies/NAME/release`) lifts it.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::engine::Rotation;
-use crate::vault::{Vault, VaultError};
+use crate::state::{self, Key, StateError, Store, VaultStore};
+use crate::vault::Vault;
 
 /// Why and since when a policy is quarantined.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -25,62 +28,41 @@ pub struct Quarantine {
     pub failures: u32,
 }
 
-/// Reads and writes quarantine records.
+/// Reads and writes quarantine records, in rotor's state store
+/// ([`crate::state::Key::Quarantine`]).
 #[derive(Debug, Clone)]
 pub struct QuarantineStore {
-    vault: Vault,
-    mount: String,
-    prefix: String,
+    store: Arc<dyn Store>,
 }
 
 impl QuarantineStore {
-    /// Records under `<mount>/<prefix>/quarantine/`.
+    /// Records in Vault under `<mount>/<prefix>/quarantine/`.
     pub fn new(vault: Vault, mount: &str, prefix: &str) -> Self {
-        QuarantineStore {
-            vault,
-            mount: mount.to_owned(),
-            prefix: prefix.to_owned(),
-        }
+        QuarantineStore::with_store(Arc::new(VaultStore::new(vault, mount, prefix)))
     }
 
-    fn path(&self, policy: &str) -> String {
-        format!("{}/quarantine/{policy}", self.prefix)
+    /// Records in `store`.
+    pub fn with_store(store: Arc<dyn Store>) -> Self {
+        QuarantineStore { store }
     }
 
-    /// The policy's quarantine, if it is quarantined.
-    pub async fn get(&self, policy: &str) -> Result<Option<Quarantine>, VaultError> {
-        let Some(entry) = self
-            .vault
-            .kv_read_value(&self.mount, &self.path(policy))
-            .await?
-        else {
-            return Ok(None);
-        };
-        Ok(entry
-            .data
-            .get("record")
-            .and_then(Value::as_str)
-            .and_then(|t| serde_json::from_str(t).ok()))
+    /// The policy's quarantine, if it is quarantined. A record that does not decode
+    /// is [`StateError::Corrupt`], never "not quarantined".
+    pub async fn get(&self, policy: &str) -> Result<Option<Quarantine>, StateError> {
+        let key = Key::Quarantine(policy);
+        let found = state::QUARANTINE.read(&*self.store, key).await?;
+        Ok(found.map(|(q, _)| q))
     }
 
     /// Quarantines a policy, or lifts its quarantine (`None`).
-    pub async fn set(&self, policy: &str, q: Option<&Quarantine>) -> Result<(), VaultError> {
+    pub async fn set(&self, policy: &str, q: Option<&Quarantine>) -> Result<(), StateError> {
+        let key = Key::Quarantine(policy);
         match q {
             Some(q) => {
-                let mut data = Map::new();
-                data.insert(
-                    "record".into(),
-                    Value::String(serde_json::to_string(q).unwrap_or_default()),
-                );
-                self.vault
-                    .kv_write_value(&self.mount, &self.path(policy), &data, None)
-                    .await?;
+                let data = state::QUARANTINE.data(&*self.store, key, q, &[])?;
+                self.store.write(key, &data, None).await?;
             }
-            None => {
-                self.vault
-                    .kv_destroy_all(&self.mount, &self.path(policy))
-                    .await?;
-            }
+            None => self.store.delete(key).await?,
         }
         Ok(())
     }
@@ -113,4 +95,60 @@ pub fn immediate_reason(rotation: &Rotation) -> Option<String> {
         );
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::state::memory::MemoryStore;
+
+    #[tokio::test]
+    async fn quarantine_records_are_stored_as_text_and_lifted_by_a_delete() {
+        let store = Arc::new(MemoryStore::new());
+        let quarantines = QuarantineStore::with_store(store.clone());
+        let q = Quarantine {
+            since: "2027-01-01T00:00:00Z".into(),
+            reason: "3 consecutive failed rotations".into(),
+            rotation_id: None,
+            failures: 3,
+        };
+        quarantines.set("p", Some(&q)).await.unwrap();
+        let raw = store.read(Key::Quarantine("p")).await.unwrap().unwrap();
+        assert_eq!(
+            raw.data["record"],
+            r#"{"since":"2027-01-01T00:00:00Z","reason":"3 consecutive failed rotations","failures":3}"#
+        );
+        assert_eq!(quarantines.get("p").await.unwrap(), Some(q));
+        quarantines.set("p", None).await.unwrap();
+        assert_eq!(quarantines.get("p").await.unwrap(), None);
+        assert!(store.paths().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_quarantine_record_is_an_error_not_a_release() {
+        let store = Arc::new(MemoryStore::new());
+        let quarantines = QuarantineStore::with_store(store.clone());
+        for data in [
+            json!({"reason": "canary-reason"}),
+            json!({"record": "{\"reason\": \"canary-reason\"}"}),
+        ] {
+            let Value::Object(data) = data else {
+                unreachable!()
+            };
+            store
+                .write(Key::Quarantine("p"), &data, None)
+                .await
+                .unwrap();
+            let e = quarantines.get("p").await.expect_err("corrupt");
+            let text = e.to_string();
+            assert_eq!(e.kind(), "state_corrupt");
+            assert!(
+                text.contains("quarantine record at secret/rotor/quarantine/p"),
+                "{text}"
+            );
+            assert!(!text.contains("canary"), "{text}");
+        }
+    }
 }

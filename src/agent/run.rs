@@ -228,11 +228,7 @@ impl Executor for Engine {
     }
 
     fn approval_store(&self) -> Option<ApprovalStore> {
-        Some(ApprovalStore::new(
-            self.vault().clone(),
-            &self.config().state_mount,
-            &self.config().state_prefix,
-        ))
+        Some(ApprovalStore::with_store(self.state().clone()))
     }
 
     async fn retire(
@@ -254,11 +250,7 @@ impl Executor for Engine {
 
 impl Engine {
     fn quarantine_store(&self) -> QuarantineStore {
-        QuarantineStore::new(
-            self.vault().clone(),
-            &self.config().state_mount,
-            &self.config().state_prefix,
-        )
+        QuarantineStore::with_store(self.state().clone())
     }
 }
 

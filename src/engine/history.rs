@@ -1,5 +1,6 @@
 //! No reuse: per policy, the keyed fingerprints of the last N values (default 24) in
-//! Vault KV v2 at `<state mount>/<prefix>/history/<policy>`, as JSON
+//! rotor's state store ([`crate::state`]; in Vault KV v2 at
+//! `<state mount>/<prefix>/history/<policy>`), as JSON
 //! `{"policy": NAME, "fingerprints": ["hmac-sha256:…", …]}`, newest first, written
 //! with check-and-set. It holds fingerprints only, never a value.
 //!
@@ -26,12 +27,15 @@
 //! each rotation the current one, so tests can prove the repeat is caught through
 //! the real binary. Release builds compile the seam out.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use tracing::info;
 
 use super::{Engine, StepFailure};
 use crate::policy::ValidatedPolicy;
 use crate::secret::{Fingerprinter, SecretMap};
+use crate::state::{Key, Store, VaultStore};
 use crate::vault::{Vault, VaultError};
 
 /// How many values a policy's history keeps by default.
@@ -206,40 +210,40 @@ impl From<HistoryError> for StepFailure {
     }
 }
 
-/// Reads and writes the reuse histories.
+/// Reads and writes the reuse histories, in rotor's state store
+/// ([`crate::state::Key::History`]).
 #[derive(Debug, Clone)]
 pub struct History {
-    vault: Vault,
-    mount: String,
-    prefix: String,
+    store: Arc<dyn Store>,
     keep: usize,
 }
 
 impl History {
-    /// Histories under `<mount>/<prefix>/history/`, keeping `keep` fingerprints each
-    /// (0: remember nothing; staging then only refuses the current value).
+    /// Histories in Vault under `<mount>/<prefix>/history/`, keeping `keep`
+    /// fingerprints each (0: remember nothing; staging then only refuses the current
+    /// value).
     pub fn new(
         vault: Vault,
         mount: impl Into<String>,
         prefix: impl Into<String>,
         keep: usize,
     ) -> Self {
-        History {
-            vault,
-            mount: mount.into(),
-            prefix: prefix.into(),
-            keep,
-        }
+        History::with_store(Arc::new(VaultStore::new(vault, mount, prefix)), keep)
+    }
+
+    /// Histories in `store`, keeping `keep` fingerprints each.
+    pub fn with_store(store: Arc<dyn Store>, keep: usize) -> Self {
+        History { store, keep }
     }
 
     /// KV mount of the histories.
     pub fn mount(&self) -> &str {
-        &self.mount
+        self.store.mount()
     }
 
     /// The path of one policy's history (relative to the mount).
     pub fn path(&self, policy: &str) -> String {
-        format!("{}/history/{policy}", self.prefix)
+        self.store.path(Key::History(policy))
     }
 
     /// The policy's fingerprints, newest first (empty when none were recorded).
@@ -252,23 +256,23 @@ impl History {
         &self,
         policy: &str,
     ) -> Result<(Vec<String>, u64), HistoryError> {
-        let path = self.path(policy);
+        let vault_failed = |source| HistoryError::Vault {
+            policy: policy.into(),
+            source,
+        };
         let entry = self
-            .vault
-            .kv_read_value(&self.mount, &path)
+            .store
+            .read(Key::History(policy))
             .await
-            .map_err(|source| HistoryError::Vault {
-                policy: policy.into(),
-                source,
-            })?;
+            .map_err(vault_failed)?;
         // rotor never deletes history versions: no live version means never written.
         let Some(entry) = entry else {
             return Ok((Vec::new(), 0));
         };
         let corrupt = |detail: &str| HistoryError::Corrupt {
             policy: policy.into(),
-            mount: self.mount.clone(),
-            path: path.clone(),
+            mount: self.mount().to_owned(),
+            path: self.path(policy),
             detail: detail.into(),
         };
         let list = entry
@@ -334,8 +338,8 @@ impl History {
                 Value::Array(next.into_iter().map(Value::String).collect()),
             );
             match self
-                .vault
-                .kv_write_value(&self.mount, &self.path(policy), &data, Some(version))
+                .store
+                .write(Key::History(policy), &data, Some(version))
                 .await
             {
                 Ok(_) => return Ok(true),
@@ -357,12 +361,7 @@ impl History {
 impl Engine {
     /// The reuse histories of this engine's state mount and prefix.
     pub fn history(&self) -> History {
-        History::new(
-            self.vault.clone(),
-            &self.config.state_mount,
-            &self.config.state_prefix,
-            self.config.reuse_history,
-        )
+        History::with_store(self.state.clone(), self.config.reuse_history)
     }
 
     /// Checks `value` — a new credential for `policy` — against `current` (the value
@@ -493,5 +492,42 @@ mod tests {
             attempts: MAX_GENERATION_ATTEMPTS,
         };
         assert!(e.to_string().contains("10 generated values in a row"));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_history_is_reported_and_never_overwritten() {
+        use crate::state::memory::MemoryStore;
+        use serde_json::json;
+        let store = Arc::new(MemoryStore::new());
+        let history = History::with_store(store.clone(), 3);
+        assert!(history.load("p").await.expect("none yet").is_empty());
+        for (data, what) in [
+            (json!({"policy": "p"}), "no list `fingerprints`"),
+            (json!({"fingerprints": ["f1", 7]}), "not a string"),
+        ] {
+            let Value::Object(data) = data else {
+                unreachable!()
+            };
+            store.write(Key::History("p"), &data, None).await.unwrap();
+            let e = history.load("p").await.expect_err("corrupt");
+            let text = e.to_string();
+            assert_eq!(e.kind(), "history_corrupt");
+            assert!(
+                text.contains("secret/rotor/history/p") && text.contains(what),
+                "{text}"
+            );
+            assert!(history.record("p", "f9", None).await.is_err());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_history_keeps_the_newest_first_and_ignores_a_repeat() {
+        use crate::state::memory::MemoryStore;
+        let history = History::with_store(Arc::new(MemoryStore::new()), 3);
+        assert!(history.record("p", "f1", None).await.unwrap());
+        assert!(history.record("p", "f2", Some("f1")).await.unwrap());
+        assert!(!history.record("p", "f2", Some("f1")).await.unwrap());
+        assert!(history.record("p", "f3", Some("f0")).await.unwrap());
+        assert_eq!(history.load("p").await.unwrap(), ["f3", "f0", "f2"]);
     }
 }

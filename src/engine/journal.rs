@@ -1,5 +1,5 @@
-//! The rotation journal: one JSON record per policy in Vault KV v2
-//! (`<state mount>/rotor/journal/<policy>`), written with check-and-set before every
+//! The rotation journal: one JSON record per policy in rotor's state store
+//! ([`crate::state`]; in Vault KV v2 at `<state mount>/rotor/journal/<policy>`), written with check-and-set before every
 //! step's side effect. Because it lives in Vault, any replica can resume a rotation;
 //! because every write is check-and-set on the version it read, two agents can never
 //! drive the same policy's rotation at once.
@@ -7,9 +7,11 @@
 //! The record holds no secret: values are referred to by their staging path and HMAC
 //! fingerprints only.
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
+use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::{Vault, VaultError};
 
 /// The steps of a rotation, in order (ARCHITECTURE.md, "The rotation state machine").
@@ -341,12 +343,11 @@ impl Rotation {
     }
 }
 
-/// Reads and writes journal records with check-and-set.
+/// Reads and writes journal records with check-and-set, in rotor's state store
+/// ([`crate::state::Key::Journal`]).
 #[derive(Debug, Clone)]
 pub struct Journal {
-    vault: Vault,
-    mount: String,
-    prefix: String,
+    store: Arc<dyn Store>,
 }
 
 /// A record with the KV version it was read at.
@@ -383,7 +384,7 @@ pub enum JournalError {
     Corrupt {
         /// Policy name.
         policy: String,
-        /// Parse error.
+        /// Where the record is and what is wrong with it (never its content).
         detail: String,
     },
 }
@@ -397,94 +398,128 @@ impl JournalError {
             JournalError::Corrupt { .. } => "journal_corrupt",
         }
     }
+
+    fn from_state(policy: &str, e: StateError) -> Self {
+        let policy = policy.to_owned();
+        match e {
+            StateError::Vault(VaultError::CasConflict { .. }) => JournalError::Conflict { policy },
+            StateError::Vault(source) => JournalError::Vault { policy, source },
+            StateError::Corrupt(c) => JournalError::Corrupt {
+                policy,
+                detail: format!("{} ({})", c.location, c.detail),
+            },
+        }
+    }
 }
 
 impl Journal {
-    /// A journal under `<mount>/<prefix>/journal/`.
+    /// A journal in Vault under `<mount>/<prefix>/journal/`.
     pub fn new(vault: Vault, mount: impl Into<String>, prefix: impl Into<String>) -> Self {
-        Journal {
-            vault,
-            mount: mount.into(),
-            prefix: prefix.into(),
-        }
+        Journal::with_store(Arc::new(VaultStore::new(vault, mount, prefix)))
+    }
+
+    /// A journal in `store`.
+    pub fn with_store(store: Arc<dyn Store>) -> Self {
+        Journal { store }
     }
 
     /// KV mount of rotor's own state.
     pub fn mount(&self) -> &str {
-        &self.mount
+        self.store.mount()
     }
 
     /// The staging path of one rotation (relative to the state mount).
     pub fn staging_path(&self, policy: &str, rotation_id: &str) -> String {
-        format!("{}/staging/{policy}/{rotation_id}", self.prefix)
-    }
-
-    fn path(&self, policy: &str) -> String {
-        format!("{}/journal/{policy}", self.prefix)
+        self.store.path(Key::Staging {
+            policy,
+            rotation: rotation_id,
+        })
     }
 
     /// The policy's latest record and its version, or `(None, version)` when there
     /// is none (version 0 = the path was never written).
     pub async fn load(&self, policy: &str) -> Result<(Option<Rotation>, u64), JournalError> {
-        let entry = self
-            .vault
-            .kv_read_value(&self.mount, &self.path(policy))
-            .await
-            .map_err(|source| JournalError::Vault {
-                policy: policy.into(),
-                source,
-            })?;
         // A path with no live version was never written: rotor never deletes journal
         // versions, so 0 is the right check-and-set base.
-        let Some(entry) = entry else {
-            return Ok((None, 0));
-        };
-        let record = entry
-            .data
-            .get("rotation")
-            .cloned()
-            .ok_or_else(|| JournalError::Corrupt {
-                policy: policy.into(),
-                detail: "missing key `rotation`".into(),
-            })?;
-        let rotation: Rotation =
-            serde_json::from_value(record).map_err(|e| JournalError::Corrupt {
-                policy: policy.into(),
-                detail: e.to_string(),
-            })?;
-        Ok((Some(rotation), entry.version))
+        match state::JOURNAL
+            .read(&*self.store, Key::Journal(policy))
+            .await
+        {
+            Ok(Some((rotation, version))) => Ok((Some(rotation), version)),
+            Ok(None) => Ok((None, 0)),
+            Err(e) => Err(JournalError::from_state(policy, e)),
+        }
     }
 
     /// Writes `rotation` if the journal is still at `version`; returns the new version.
     pub async fn write(&self, rotation: &Rotation, version: u64) -> Result<u64, JournalError> {
-        let value = serde_json::to_value(rotation).map_err(|e| JournalError::Corrupt {
-            policy: rotation.policy.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut data = serde_json::Map::new();
-        data.insert("rotation".into(), value);
-        data.insert(
-            "status".into(),
-            Value::String(rotation.status.as_str().into()),
-        );
-        match self
-            .vault
-            .kv_write_value(
-                &self.mount,
-                &self.path(&rotation.policy),
-                &data,
-                Some(version),
-            )
+        let policy = &rotation.policy;
+        let key = Key::Journal(policy);
+        let failed = |e| JournalError::from_state(policy, e);
+        let status = [("status", rotation.status.as_str())];
+        let data = state::JOURNAL
+            .data(&*self.store, key, rotation, &status)
+            .map_err(failed)?;
+        self.store
+            .write(key, &data, Some(version))
             .await
-        {
-            Ok(v) => Ok(v),
-            Err(VaultError::CasConflict { .. }) => Err(JournalError::Conflict {
-                policy: rotation.policy.clone(),
-            }),
-            Err(source) => Err(JournalError::Vault {
-                policy: rotation.policy.clone(),
-                source,
-            }),
+            .map_err(|e| failed(e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::state::memory::MemoryStore;
+
+    fn journal() -> (Arc<MemoryStore>, Journal) {
+        let store = Arc::new(MemoryStore::new());
+        (store.clone(), Journal::with_store(store))
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_journal_is_reported_with_its_place() {
+        let (store, journal) = journal();
+        assert!(matches!(journal.load("p").await, Ok((None, 0))));
+        for data in [
+            json!({"status": "open"}),
+            json!({"rotation": {"rotation_id": "canary-id"}, "status": "open"}),
+        ] {
+            let Value::Object(data) = data else {
+                unreachable!()
+            };
+            store.write(Key::Journal("p"), &data, None).await.unwrap();
+            let e = journal.load("p").await.expect_err("corrupt");
+            assert_eq!(e.kind(), "journal_corrupt");
+            let text = e.to_string();
+            assert!(text.contains("secret/rotor/journal/p"), "{text}");
+            assert!(!text.contains("canary"), "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_journal_write_on_a_stale_version_is_a_conflict() {
+        let (_, journal) = journal();
+        let rotation: Rotation = serde_json::from_value(json!({
+            "rotation_id": "01JABCDEFGHJKMNPQRSTVWXYZ0", "policy": "p", "kind": "postgres",
+            "strategy": "single", "trigger": "schedule", "actor": "scheduler",
+            "status": "open", "canonical": "secret/app/db", "canonical_version": 3,
+            "staging": "secret/rotor/staging/p/01JABCDEFGHJKMNPQRSTVWXYZ0",
+            "steps": [{"step": "planned", "outcome": "ok", "started_at": "2026-01-01T00:00:00.000Z"}],
+            "started_at": "2026-01-01T00:00:00.000Z", "updated_at": "2026-01-01T00:00:00.000Z"
+        }))
+        .expect("a record");
+        let v1 = journal.write(&rotation, 0).await.expect("create");
+        assert!(matches!(
+            journal.write(&rotation, 0).await,
+            Err(JournalError::Conflict { .. })
+        ));
+        let (back, version) = journal.load(&rotation.policy).await.expect("load");
+        assert_eq!(version, v1);
+        assert_eq!(back.expect("record").rotation_id, rotation.rotation_id);
     }
 }

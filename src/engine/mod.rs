@@ -9,6 +9,7 @@ pub mod history;
 pub mod journal;
 pub mod retire;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -18,7 +19,8 @@ use crate::consumers::Consumers;
 use crate::credentials::{self, AuthOutcome, Credential, CredentialError};
 use crate::evidence::{AuthMethod, Event, Requester, Sink, VaultIdentity};
 use crate::policy::ValidatedPolicy;
-use crate::secret::{Fingerprinter, SecretMap, SecretString};
+use crate::secret::{Fingerprinter, SecretMap};
+use crate::state::{self, StateError, Store, VaultStore};
 use crate::vault::{Vault, VaultError};
 
 use self::failpoint::Moment;
@@ -149,6 +151,10 @@ pub enum EngineError {
     /// The journal could not be read or written.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// A record rotor keeps in Vault (retirement, quarantine, fingerprint key) does not
+    /// decode.
+    #[error(transparent)]
+    StateCorrupt(#[from] state::Corrupt),
     /// The credential kind cannot be prepared (unsupported, reference missing…).
     #[error(transparent)]
     Credential(#[from] CredentialError),
@@ -286,6 +292,7 @@ impl EngineError {
         match self {
             EngineError::Vault(e) => e.kind(),
             EngineError::Journal(e) => e.kind(),
+            EngineError::StateCorrupt(_) => "state_corrupt",
             EngineError::Credential(e) => e.kind(),
             EngineError::CanonicalMissing { .. } => "canonical_missing",
             EngineError::CanonicalIncomplete { .. } => "canonical_incomplete",
@@ -298,6 +305,15 @@ impl EngineError {
             EngineError::NotRetired { .. } => "not_retired",
             EngineError::RetireIncomplete { .. } => "request_incomplete",
             EngineError::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+impl From<StateError> for EngineError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Vault(e) => EngineError::Vault(e),
+            StateError::Corrupt(c) => EngineError::StateCorrupt(c),
         }
     }
 }
@@ -391,6 +407,9 @@ struct Run<'a> {
 /// Runs rotations.
 pub struct Engine {
     vault: Vault,
+    /// rotor's own records (journal, staging, histories, …); the canonical copies
+    /// are read and written through `vault`.
+    state: Arc<dyn Store>,
     journal: Journal,
     consumers: Consumers,
     fingerprints: Fingerprinter,
@@ -403,16 +422,31 @@ fn now() -> String {
 }
 
 impl Engine {
-    /// An engine over `vault`, loading (or creating once, shared by all replicas)
+    /// An engine over `vault`, keeping its own records there too (under
+    /// `<state mount>/<prefix>/`), loading (or creating once, shared by all replicas)
     /// rotor's fingerprint key from `<state mount>/<prefix>/config/fingerprint-key`.
     pub async fn new(
         vault: Vault,
         config: EngineConfig,
         consumers: Consumers,
     ) -> Result<Self, EngineError> {
-        let fingerprints = load_fingerprint_key(&vault, &config).await?;
+        let store = VaultStore::new(vault.clone(), &config.state_mount, &config.state_prefix);
+        Engine::with_store(vault, Arc::new(store), config, consumers).await
+    }
+
+    /// An engine keeping its own records in `store` (e.g. a
+    /// [`state::memory::MemoryStore`] in tests); canonical copies, credentials and
+    /// references still go through `vault`.
+    pub async fn with_store(
+        vault: Vault,
+        store: Arc<dyn Store>,
+        config: EngineConfig,
+        consumers: Consumers,
+    ) -> Result<Self, EngineError> {
+        let fingerprints = state::fingerprint_key(&*store).await?;
         Ok(Engine {
-            journal: Journal::new(vault.clone(), &config.state_mount, &config.state_prefix),
+            journal: Journal::with_store(store.clone()),
+            state: store,
             vault,
             consumers,
             fingerprints,
@@ -475,6 +509,11 @@ impl Engine {
     /// The journal.
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// Where rotor keeps its own records.
+    pub fn state(&self) -> &Arc<dyn Store> {
+        &self.state
     }
 
     /// Finishes or rolls back the policy's open rotation, if any. A rotation waiting
@@ -647,11 +686,10 @@ impl Engine {
         let rotation_id = ulid::Ulid::new().to_string();
         let started = now();
         let rotation = Rotation {
-            staging: format!(
-                "{}/{}",
-                self.journal.mount(),
-                self.journal.staging_path(&policy.name, &rotation_id)
-            ),
+            staging: self.state.location(state::Key::Staging {
+                policy: &policy.name,
+                rotation: &rotation_id,
+            }),
             rotation_id,
             policy: policy.name.clone(),
             kind: policy.spec.credential.kind().to_owned(),
@@ -1029,11 +1067,7 @@ impl Engine {
             }
             Step::Verified => self.verify(run).await,
             Step::Completed => {
-                let staging = self
-                    .journal
-                    .staging_path(&run.policy.name, &run.rotation.rotation_id);
-                self.vault
-                    .kv_destroy_all(self.journal.mount(), &staging)
+                state::delete_staged(&*self.state, &run.policy.name, &run.rotation.rotation_id)
                     .await?;
                 Ok(StepResult::Ok("staging value destroyed".into()))
             }
@@ -1047,31 +1081,31 @@ impl Engine {
         if let Some(v) = &run.new {
             return Ok(v.clone());
         }
-        let path = self
-            .journal
-            .staging_path(&run.policy.name, &run.rotation.rotation_id);
-        let mut entry = self.vault.kv_read(self.journal.mount(), &path).await?;
-        if entry.is_none()
+        let (policy, rotation) = (&run.policy.name, &run.rotation.rotation_id);
+        let mut value = state::read_staged(&*self.state, policy, rotation).await?;
+        if value.is_none()
             && let Some(version) = run.rotation.promoted_version
         {
             let loc = &run.policy.spec.vault;
-            entry = self
+            value = self
                 .vault
                 .kv_read_version(&loc.mount, &loc.path, version)
-                .await?;
+                .await?
+                .map(|e| e.data);
         }
-        let entry = entry.ok_or_else(|| {
+        let value = value.ok_or_else(|| {
             StepFailure::fatal(format!(
-                "the staged value at {}/{path} is missing{}",
-                self.journal.mount(),
+                "the staged value at {} is missing{}",
+                self.state
+                    .location(state::Key::Staging { policy, rotation }),
                 match run.rotation.promoted_version {
                     Some(v) => format!(", and so is the canonical version {v} it was promoted to"),
                     None => String::new(),
                 }
             ))
         })?;
-        run.new = Some(entry.data.clone());
-        Ok(entry.data)
+        run.new = Some(value.clone());
+        Ok(value)
     }
 
     /// Creates the new value and writes it to the staging path (create-only). A value
@@ -1091,19 +1125,18 @@ impl Engine {
         run: &mut Run<'_>,
         look: bool,
     ) -> Result<StepResult, StepFailure> {
-        let mount = self.journal.mount();
-        let path = self
-            .journal
-            .staging_path(&run.policy.name, &run.rotation.rotation_id);
+        let (policy, rotation) = (&run.policy.name, &run.rotation.rotation_id);
+        let staging = self
+            .state
+            .location(state::Key::Staging { policy, rotation });
         let issued = run.credential.creates_on_target();
         // Never generate a second value for the same rotation: reuse what is staged.
-        if look && let Some(existing) = self.vault.kv_read(mount, &path).await? {
-            run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&existing.data));
-            run.new = Some(existing.data.clone());
+        if look && let Some(existing) = state::read_staged(&*self.state, policy, rotation).await? {
+            run.rotation.new_fingerprint = Some(self.fingerprints.fingerprint_map(&existing));
+            run.new = Some(existing.clone());
             if issued {
                 // A restart may have come between staging and the reuse check.
-                self.refuse_reuse(run.policy, &run.old, &existing.data)
-                    .await?;
+                self.refuse_reuse(run.policy, &run.old, &existing).await?;
             }
             return Ok(StepResult::Ok(
                 "reused the value staged before a restart".into(),
@@ -1144,7 +1177,13 @@ impl Engine {
                     .await?;
             }
         }
-        match self.vault.kv_write(mount, &path, &new, Some(0)).await {
+        let written = state::write_staged(
+            &*self.state,
+            &run.policy.name,
+            &run.rotation.rotation_id,
+            &new,
+        );
+        match written.await {
             Ok(_) => {}
             Err(e) => {
                 // What the target issued must not outlive a failed staging write.
@@ -1165,10 +1204,10 @@ impl Engine {
             self.refuse_reuse(run.policy, &run.old, &new).await?;
         }
         Ok(StepResult::Ok(if regenerated == 0 {
-            format!("staged at {mount}/{path}")
+            format!("staged at {staging}")
         } else {
             format!(
-                "staged at {mount}/{path} after regenerating {regenerated} value(s) that repeated a previous one"
+                "staged at {staging} after regenerating {regenerated} value(s) that repeated a previous one"
             )
         }))
     }
@@ -1395,12 +1434,7 @@ impl Engine {
                 return Ok(());
             }
         }
-        let staging = self
-            .journal
-            .staging_path(&run.policy.name, &run.rotation.rotation_id);
-        self.vault
-            .kv_destroy_all(self.journal.mount(), &staging)
-            .await?;
+        state::delete_staged(&*self.state, &run.policy.name, &run.rotation.rotation_id).await?;
         run.rotation.status = Status::RolledBack;
         self.write(run).await?;
         info!("Rotation rolled back; the old credential is current.");
@@ -1446,44 +1480,4 @@ fn done_hits(steps: &mut Vec<Step>) {
     for done in steps.drain(..) {
         failpoint::hit(done, Moment::Done);
     }
-}
-
-/// Loads the HMAC key all replicas share, creating it once (check-and-set 0).
-async fn load_fingerprint_key(
-    vault: &Vault,
-    config: &EngineConfig,
-) -> Result<Fingerprinter, EngineError> {
-    let path = format!("{}/config/fingerprint-key", config.state_prefix);
-    for _ in 0..2 {
-        if let Some(entry) = vault.kv_read(&config.state_mount, &path).await? {
-            let key = entry
-                .data
-                .expose("key")
-                .and_then(|k| hex::decode(k).ok())
-                .filter(|k| k.len() >= 32)
-                .ok_or_else(|| VaultError::Read {
-                    mount: config.state_mount.clone(),
-                    path: path.clone(),
-                    detail: "key `key` must hold at least 32 hex-encoded bytes".into(),
-                })?;
-            return Ok(Fingerprinter::new(key));
-        }
-        let mut bytes = [0u8; 32];
-        rand::rng().fill(&mut bytes);
-        let mut data = SecretMap::new();
-        data.insert("key", SecretString::from(hex::encode(bytes)));
-        match vault
-            .kv_write(&config.state_mount, &path, &data, Some(0))
-            .await
-        {
-            Ok(_) | Err(VaultError::CasConflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(VaultError::Read {
-        mount: config.state_mount.clone(),
-        path,
-        detail: "the fingerprint key could not be created".into(),
-    }
-    .into())
 }

@@ -32,6 +32,7 @@
 //! since a `single` rollback restores the previous (retired) password.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -47,6 +48,7 @@ use crate::credentials::{AuthOutcome, Credential, CredentialError};
 use crate::evidence::{AuthMethod, Event, Requester, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
+use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::{AuthAs, Vault, VaultError};
 
 /// Custom-metadata keys rotor sets on a retired policy's canonical path.
@@ -328,67 +330,43 @@ impl EnableOutcome {
     }
 }
 
-/// Reads and writes retirement records (check-and-set, like the journal).
+/// Reads and writes retirement records (check-and-set, like the journal), in rotor's
+/// state store ([`crate::state::Key::Retired`]).
 #[derive(Debug, Clone)]
 pub struct RetireStore {
-    vault: Vault,
-    mount: String,
-    prefix: String,
+    store: Arc<dyn Store>,
 }
 
 impl RetireStore {
-    /// Records under `<mount>/<prefix>/retired/`.
+    /// Records in Vault under `<mount>/<prefix>/retired/`.
     pub fn new(vault: Vault, mount: &str, prefix: &str) -> Self {
-        RetireStore {
-            vault,
-            mount: mount.to_owned(),
-            prefix: prefix.to_owned(),
-        }
+        RetireStore::with_store(Arc::new(VaultStore::new(vault, mount, prefix)))
+    }
+
+    /// Records in `store`.
+    pub fn with_store(store: Arc<dyn Store>) -> Self {
+        RetireStore { store }
     }
 
     /// The record's path under the mount.
     pub fn path(&self, policy: &str) -> String {
-        format!("{}/retired/{policy}", self.prefix)
+        self.store.path(Key::Retired(policy))
     }
 
-    /// The policy's record and its KV version (0: never written).
-    pub async fn load(&self, policy: &str) -> Result<(Option<Retirement>, u64), VaultError> {
-        let path = self.path(policy);
-        let Some(entry) = self.vault.kv_read_value(&self.mount, &path).await? else {
-            return Ok((None, 0));
-        };
-        let record = entry
-            .data
-            .get("retirement")
-            .cloned()
-            .map(serde_json::from_value::<Retirement>)
-            .transpose()
-            .map_err(|e| VaultError::Read {
-                mount: self.mount.clone(),
-                path: path.clone(),
-                detail: format!("the retirement record is unreadable: {e}"),
-            })?;
-        Ok((record, entry.version))
+    /// The policy's record and its KV version (0: never written). A record that does
+    /// not decode is [`StateError::Corrupt`], never "not retired".
+    pub async fn load(&self, policy: &str) -> Result<(Option<Retirement>, u64), StateError> {
+        let key = Key::Retired(policy);
+        let found = state::RETIREMENT.read(&*self.store, key).await?;
+        Ok(found.map_or((None, 0), |(r, v)| (Some(r), v)))
     }
 
     /// Writes `record` if the path is still at `version`; returns the new version.
-    pub async fn write(&self, record: &Retirement, version: u64) -> Result<u64, VaultError> {
-        let value = serde_json::to_value(record).map_err(|e| VaultError::Write {
-            mount: self.mount.clone(),
-            path: self.path(&record.policy),
-            detail: e.to_string(),
-        })?;
-        let mut data = Map::new();
-        data.insert("retirement".into(), value);
-        data.insert("state".into(), Value::String(record.state.as_str().into()));
-        self.vault
-            .kv_write_value(
-                &self.mount,
-                &self.path(&record.policy),
-                &data,
-                Some(version),
-            )
-            .await
+    pub async fn write(&self, record: &Retirement, version: u64) -> Result<u64, StateError> {
+        let key = Key::Retired(&record.policy);
+        let state = [("state", record.state.as_str())];
+        let data = state::RETIREMENT.data(&*self.store, key, record, &state)?;
+        Ok(self.store.write(key, &data, Some(version)).await?)
     }
 }
 
@@ -459,11 +437,7 @@ fn required(
 impl Engine {
     /// The store of retirement records.
     pub fn retirements(&self) -> RetireStore {
-        RetireStore::new(
-            self.vault.clone(),
-            &self.config.state_mount,
-            &self.config.state_prefix,
-        )
+        RetireStore::with_store(self.state.clone())
     }
 
     /// The policy's retirement record, in any state (`enabled` included), if any.
@@ -1251,5 +1225,100 @@ mod tests {
         let c = cut(&long);
         assert!(c.len() <= MAX_METADATA_VALUE + "…".len());
         assert!(c.ends_with('…'));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_retirement_record_is_an_error_not_an_active_policy() {
+        use crate::state::memory::MemoryStore;
+        use serde_json::json;
+        let store = Arc::new(MemoryStore::new());
+        let records = RetireStore::with_store(store.clone());
+        assert!(matches!(records.load("p").await, Ok((None, 0))));
+        for data in [
+            json!({"state": "retired"}),
+            json!({"retirement": {"policy": "p", "state": "canary-state"}, "state": "retired"}),
+        ] {
+            let Value::Object(data) = data else {
+                unreachable!()
+            };
+            store.write(Key::Retired("p"), &data, None).await.unwrap();
+            let e = records.load("p").await.expect_err("corrupt");
+            let text = e.to_string();
+            assert!(
+                text.contains("retirement record at secret/rotor/retired/p"),
+                "{text}"
+            );
+            assert!(!text.contains("canary"), "{text}");
+            assert_eq!(EngineError::from(e).kind(), "state_corrupt");
+        }
+    }
+
+    #[tokio::test]
+    async fn retirement_records_round_trip_with_check_and_set() {
+        use crate::state::memory::MemoryStore;
+        let records = RetireStore::with_store(Arc::new(MemoryStore::new()));
+        let r = record(&[(RetireStep::Disabled, StepOutcome::Ok)]);
+        let v = records.write(&r, 0).await.expect("create");
+        assert!(matches!(
+            records.write(&r, 0).await,
+            Err(StateError::Vault(VaultError::CasConflict { .. }))
+        ));
+        let (back, version) = records.load(&r.policy).await.expect("load");
+        assert_eq!((back.expect("record").steps.len(), version), (1, v));
+    }
+
+    #[tokio::test]
+    async fn over_the_memory_store_a_retired_or_unreadable_record_refuses_rotation() {
+        use crate::consumers::Consumers;
+        use crate::engine::{EngineConfig, RotationRequest};
+        use crate::state::memory::MemoryStore;
+        use crate::vault::VaultConfig;
+        // No Vault answers here: the engine's own records are in memory, and the
+        // refusal comes before anything needs the canonical copy.
+        let config = VaultConfig {
+            addr: "http://127.0.0.1:9".into(),
+            token: Some(crate::secret::SecretString::from("unused".to_owned())),
+            ..VaultConfig::from_env()
+        };
+        let vault = Vault::connect(&config).expect("client");
+        let store = Arc::new(MemoryStore::new());
+        let engine = Engine::with_store(
+            vault,
+            store.clone(),
+            EngineConfig::default(),
+            Consumers::new(),
+        )
+        .await
+        .expect("an engine over memory");
+        let text = "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: p\nspec:\n  credential:\n    type: postgres\n    connection:\n      host: db\n      adminFrom: {vault: {path: admins/pg}}\n    username: app\n  vault:\n    path: apps/p\n";
+        let set = crate::policy::load_str(std::path::Path::new("p.yaml"), text).expect("policy");
+        let policy = set.get("p").expect("p");
+        let request = RotationRequest {
+            trigger: Trigger::Schedule,
+            actor: "scheduler".into(),
+            ..Default::default()
+        };
+        let mut retired = record(&[]);
+        retired.state = RetireState::Retired;
+        engine
+            .retirements()
+            .write(&retired, 0)
+            .await
+            .expect("write");
+        let e = engine
+            .rotate(policy, request.clone())
+            .await
+            .expect_err("retired");
+        assert_eq!(e.kind(), "retired", "{e}");
+        let Value::Object(corrupt) = serde_json::json!({"retirement": {"policy": "p"}}) else {
+            unreachable!()
+        };
+        store
+            .write(Key::Retired("p"), &corrupt, None)
+            .await
+            .unwrap();
+        let e = engine.rotate(policy, request).await.expect_err("corrupt");
+        assert_eq!(e.kind(), "state_corrupt", "{e}");
+        assert!(e.to_string().contains("secret/rotor/retired/p"), "{e}");
     }
 }

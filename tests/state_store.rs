@@ -169,6 +169,7 @@ async fn records(store: Arc<dyn Store>) -> Vec<String> {
         approvals: Vec::new(),
         state: ApprovalState::Pending,
         rotation_id: None,
+        authenticated_by: rotor::audit::AuthMethod::ApiToken,
     };
     let created = approvals.put(&record, Some(0)).await.expect("create");
     let twice = approvals.put(&record, Some(0)).await.map_err(|e| e.kind());

@@ -904,17 +904,29 @@ impl Inner {
         };
         match job.job {
             Job::Sync { end_grace } => {
-                if let Ok(r) = self.exec.retired(&policy.name).await
-                    && let Some(e) = self.lock().entries.get_mut(&policy.name)
-                {
-                    e.retired = r
-                        .filter(|r| r.state.is_inactive())
-                        .map(|r| retired_text(&r));
+                // A record that cannot be read (Vault down, or corrupt) keeps what the
+                // agent knew; the rotation itself reads it again and refuses to start.
+                match self.exec.retired(&policy.name).await {
+                    Ok(r) => {
+                        if let Some(e) = self.lock().entries.get_mut(&policy.name) {
+                            e.retired = r
+                                .filter(|r| r.state.is_inactive())
+                                .map(|r| retired_text(&r));
+                        }
+                    }
+                    Err(err) => {
+                        warn!(policy = %policy.name, error = %err, "Cannot read the policy's retirement record.")
+                    }
                 }
-                if let Ok(q) = self.exec.quarantine(&policy.name).await {
-                    self.metrics.set_quarantined(&policy.name, q.is_some());
-                    if let Some(e) = self.lock().entries.get_mut(&policy.name) {
-                        e.quarantined = q.map(Box::new);
+                match self.exec.quarantine(&policy.name).await {
+                    Ok(q) => {
+                        self.metrics.set_quarantined(&policy.name, q.is_some());
+                        if let Some(e) = self.lock().entries.get_mut(&policy.name) {
+                            e.quarantined = q.map(Box::new);
+                        }
+                    }
+                    Err(err) => {
+                        warn!(policy = %policy.name, error = %err, "Cannot read the policy's quarantine record.")
                     }
                 }
                 if policy.spec.on_demand.approval.is_some()

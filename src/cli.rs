@@ -701,8 +701,9 @@ async fn status(
             crate::server::remote_policies(&base, &token)
                 .await?
                 .into_iter()
-                .filter(|v| name.is_none_or(|n| v["name"] == n))
-                .collect()
+                .filter(|v| name.is_none_or(|n| v.name == n))
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?
         }
         None => {
             let set = load(paths)?;
@@ -1220,9 +1221,13 @@ async fn retire(args: RetireArgs, enable: bool, output: Output) -> anyhow::Resul
         let token = crate::agent::command::api_token(args.token_file.as_deref())?;
         let ticket = args.ticket.as_deref();
         let answer = if enable {
-            crate::server::remote_enable(base, &token, &args.name, &args.reason, ticket).await?
+            let enabled =
+                crate::server::remote_enable(base, &token, &args.name, &args.reason, ticket);
+            serde_json::to_value(enabled.await?)?
         } else {
-            crate::server::remote_retire(base, &token, &args.name, &args.reason, ticket).await?
+            let retired =
+                crate::server::remote_retire(base, &token, &args.name, &args.reason, ticket);
+            serde_json::to_value(retired.await?)?
         };
         match output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),

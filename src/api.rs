@@ -118,7 +118,7 @@ pub struct Accepted {
 /// One policy's answer in a selector request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BulkItem {
-    /// Policy name.
+    /// The policy this line is about.
     pub policy: String,
     /// `queued`, `started`… when the agent accepted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -186,7 +186,7 @@ pub struct BulkAccepted {
 /// One policy as the API and `rotor status` show it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PolicyView {
-    /// Policy name.
+    /// The policy's `metadata.name`.
     pub name: String,
     /// Credential kind.
     pub kind: String,
@@ -293,7 +293,7 @@ impl From<EnableOutcome> for Enabled {
 /// `superseded`, `used`). Never holds a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// For people.
+    /// What went wrong, for people (never a token).
     pub error: String,
     /// Why an approval request is gone (410 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,7 +308,7 @@ pub struct ErrorBody {
 pub struct Ended<T> {
     /// Why it did not complete; `None` when it did.
     pub error: Option<String>,
-    /// The record.
+    /// The record, sent whole: a [`Retirement`] or [`Enabled`].
     pub answer: T,
 }
 

@@ -36,7 +36,7 @@ pub fn return_free_memory() {
 /// What the API needs to know about a policy to authorise a request.
 #[derive(Debug, Clone)]
 pub struct PolicyMeta {
-    /// Name.
+    /// The policy's `metadata.name`.
     pub name: String,
     /// Labels, for label-selector grants.
     pub labels: BTreeMap<String, String>,
@@ -55,7 +55,7 @@ pub enum ControlError {
     /// The policy requires a reason or ticket that is missing (HTTP 400).
     #[error("policy {policy} requires {what} for on-demand rotations")]
     Incomplete {
-        /// Policy.
+        /// The policy that requires it.
         policy: String,
         /// `a reason` / `a ticket`.
         what: &'static str,
@@ -72,7 +72,7 @@ pub enum ControlError {
     /// The approval request can no longer be approved (HTTP 410).
     #[error("{message}")]
     Gone {
-        /// For people.
+        /// Why, for the caller.
         message: String,
         /// `expired`, `superseded` or `used`.
         reason: &'static str,
@@ -111,7 +111,7 @@ pub trait Control: Send + Sync + 'static {
     async fn rotate(&self, name: &str, request: RotationRequest) -> Result<Accepted, ControlError>;
     /// A rotation by id (from the journal or recent history).
     async fn rotation(&self, id: &str) -> Result<Option<Rotation>, ControlError>;
-    /// Readiness.
+    /// Whether this replica is ready and leads (`/readyz`).
     fn readiness(&self) -> Readiness;
     /// Lifts the policy's quarantine (`actor` and `reason` are recorded). Errors:
     /// `UnknownPolicy`; `Busy` when the policy is not quarantined.

@@ -27,7 +27,7 @@ const REVIEW_CACHE_MAX: usize = 1024;
 /// An identity the API knows, with what it may do. Holds no token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// Name.
+    /// The `name` from the config; rotations it asks for have the actor `api:<name>`.
     pub name: String,
     /// What it may see and rotate.
     pub grants: Grants,

@@ -48,9 +48,9 @@ pub enum AuthError {
     /// The configuration file cannot be read.
     #[error("reading auth config {path} failed")]
     Read {
-        /// The file.
+        /// The `--auth-config` path given.
         path: PathBuf,
-        /// The I/O error.
+        /// Why it could not be read (missing, permissions, not UTF-8).
         #[source]
         source: std::io::Error,
     },
@@ -59,7 +59,7 @@ pub enum AuthError {
     /// names the file, line, column and field path, and never quotes a string value.
     #[error("auth config {path} is not of the expected shape:{}", bullets(errors))]
     Parse {
-        /// The file.
+        /// The `--auth-config` path given.
         path: PathBuf,
         /// Each error, `FILE:LINE:COLUMN: FIELD: found …, expected …`.
         errors: Vec<PolicyError>,
@@ -68,7 +68,7 @@ pub enum AuthError {
     /// its file, line, column and field path (`identities[1].tokenFrom`).
     #[error("auth config {path} is invalid:{}", bullets(problems))]
     Invalid {
-        /// The file.
+        /// The `--auth-config` path given.
         path: PathBuf,
         /// One per problem, in file order.
         problems: Vec<PolicyError>,
@@ -76,7 +76,7 @@ pub enum AuthError {
     /// An identity's token reference cannot be resolved.
     #[error("identity {identity}: resolving its token from {reference} failed")]
     Resolve {
-        /// Identity name.
+        /// The identity whose `tokenFrom` failed.
         identity: String,
         /// The reference, described without a value.
         reference: String,
@@ -89,7 +89,7 @@ pub enum AuthError {
         "identity {identity}: {reference} does not hold a single token (a file or variable with a JSON object, or a Vault secret without `key`)"
     )]
     NotSingleValue {
-        /// Identity name.
+        /// The identity whose `tokenFrom` failed.
         identity: String,
         /// The reference, described without a value.
         reference: String,
@@ -99,27 +99,27 @@ pub enum AuthError {
         "identity {identity}: the token from {reference} is {len} characters long; use at least {MIN_TOKEN_LEN} random characters"
     )]
     TokenTooShort {
-        /// Identity name.
+        /// The identity whose `tokenFrom` failed.
         identity: String,
         /// The reference, described without a value.
         reference: String,
-        /// Its length.
+        /// The token's length in characters (never the token).
         len: usize,
     },
     /// Two identities resolve to the same token, so a caller could not be told apart.
     #[error("identities {first} and {second} have the same token; give each its own")]
     DuplicateToken {
-        /// The first identity.
+        /// The identity listed first.
         first: String,
-        /// The second identity.
+        /// The later identity with the same token.
         second: String,
     },
     /// A Vault reference was given but no Vault client.
     #[error("identity {identity}: {reference} needs Vault, but no Vault client is configured")]
     NoVault {
-        /// Identity name.
+        /// The identity whose `tokenFrom` failed.
         identity: String,
-        /// The reference.
+        /// The `tokenFrom: {vault: …}` reference, described without a value.
         reference: String,
     },
     /// The Kubernetes API server could not review a token.
@@ -162,16 +162,16 @@ impl AuthError {
 pub struct RateLimit {
     /// Bucket size and requests per window.
     pub requests: u32,
-    /// The window.
+    /// The window `requests` are counted over (`per: 1m`).
     pub per: Duration,
 }
 
 /// A Kubernetes ServiceAccount, `namespace/name`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServiceAccount {
-    /// Namespace.
+    /// The namespace (`ci` in `ci/deployer`).
     pub namespace: String,
-    /// Name.
+    /// The account's name in its namespace (`deployer`).
     pub name: String,
 }
 

@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::call::{Call, invalid, trigger_of};
+use super::call::{Call, Read, invalid, trigger_of};
 use super::{Denial, Outcome};
 use crate::api::{BulkAccepted, BulkItem, BulkRotateBody};
 use crate::engine::RotationRequest;
@@ -55,9 +55,9 @@ pub(super) async fn rotate_selected(call: Call, body: Bytes) -> Response {
 /// The policies a selector request rotates, checked as a whole: every one granted,
 /// the trigger allowed, each with the reason and ticket it requires.
 async fn rotate_checked(call: &mut Call, body: &Bytes) -> Result<Response, Denial> {
-    let read = call.body::<BulkRotateBody>(body)?;
+    let mut read = call.body::<BulkRotateBody>(body)?;
     let compromise = read.body.compromise.unwrap_or(false);
-    let selector = read.body.selector;
+    let selector = std::mem::take(&mut read.body.selector);
     if selector.is_empty() {
         return Err(invalid(
             "selector is empty; it would select every policy: name the labels, e.g. {\"team\": \"payments\"}"
@@ -119,10 +119,30 @@ async fn rotate_checked(call: &mut Call, body: &Bytes) -> Result<Response, Denia
     call.authorize(StatusCode::ACCEPTED, detail, "nothing was requested")
         .await?;
 
+    let items = queue_each(call, &matching, &read, &shown).await;
+    let accepted = items.iter().filter(|i| i.error.is_none()).count();
+    let answer = BulkAccepted {
+        selector,
+        accepted,
+        refused: items.len() - accepted,
+        policies: items,
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
+}
+
+/// Asks the agent for each policy in turn (under its usual concurrency limit), with
+/// one audit record each; the answer's line per policy.
+async fn queue_each(
+    call: &Call,
+    matching: &[String],
+    read: &Read<BulkRotateBody>,
+    shown: &str,
+) -> Vec<BulkItem> {
+    let compromise = read.body.compromise.unwrap_or(false);
     let mut items = Vec::with_capacity(matching.len());
-    for name in &matching {
+    for name in matching {
         let request = RotationRequest {
-            trigger,
+            trigger: trigger_of(read.body.compromise),
             actor: call.caller.identity.actor(),
             reason: read.reason.clone(),
             ticket: read.ticket.clone(),
@@ -157,14 +177,7 @@ async fn rotate_checked(call: &mut Call, body: &Bytes) -> Result<Response, Denia
         }
         items.push(item);
     }
-    let accepted = items.iter().filter(|i| i.error.is_none()).count();
-    let answer = BulkAccepted {
-        selector,
-        accepted,
-        refused: items.len() - accepted,
-        policies: items,
-    };
-    Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
+    items
 }
 
 /// The names of the policies whose labels match `selector`, sorted; 404 when the

@@ -27,7 +27,7 @@ use crate::engine::Trigger;
 
 /// One audited `/v1` request: who asks, and its audit record so far.
 pub(super) struct Call {
-    /// The server.
+    /// The server's shared state: the agent's control, the authenticator, the audit sink.
     pub app: Arc<App>,
     /// The authenticated caller (see [`super::gate::gate`]).
     pub caller: Caller,

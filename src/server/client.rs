@@ -35,9 +35,9 @@ pub enum RemoteError {
     /// The request did not get an answer (connection refused, timeout, TLS).
     #[error("{method} {url} failed")]
     Transport {
-        /// Method.
+        /// The HTTP method (`GET`, `POST`).
         method: &'static str,
-        /// URL.
+        /// The URL called, without any user:password written into it.
         url: String,
         /// reqwest's error.
         #[source]
@@ -46,11 +46,11 @@ pub enum RemoteError {
     /// The server answered with an error status.
     #[error("{method} {url}: the server answered {status}: {message}")]
     Status {
-        /// Method.
+        /// The HTTP method (`GET`, `POST`).
         method: &'static str,
-        /// URL.
+        /// The URL called, without any user:password written into it.
         url: String,
-        /// HTTP status.
+        /// The status the server answered (4xx, 5xx).
         status: u16,
         /// The server's `error` text (or the start of the body).
         message: String,
@@ -60,9 +60,9 @@ pub enum RemoteError {
     /// The answer is not the JSON expected.
     #[error("{method} {url}: unexpected answer: {detail}")]
     Decode {
-        /// Method.
+        /// The HTTP method (`GET`, `POST`).
         method: &'static str,
-        /// URL.
+        /// The URL called, without any user:password written into it.
         url: String,
         /// What was wrong.
         detail: String,

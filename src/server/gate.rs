@@ -115,19 +115,14 @@ async fn authenticate(
     };
     if let Err(wait) = app.auth.check_rate(&caller.identity) {
         let identity = &caller.identity;
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut denial = Denial::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            Outcome::RateLimited,
+        return Err(too_many(wait, |secs| {
             format!(
                 "identity {} is over its rate limit ({} requests per {}s); retry in {secs}s",
                 identity.name,
                 identity.rate_limit.requests,
                 identity.rate_limit.per.as_secs()
-            ),
-        );
-        denial.retry_after = Some(secs.max(1));
-        return Err(denial);
+            )
+        }));
     }
     Ok(caller)
 }
@@ -162,12 +157,19 @@ fn policy_in_path(path: &str) -> Option<String> {
 
 /// A 429 for a peer over its budget of failed authentications.
 fn peer_throttled(wait: Duration) -> Denial {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let secs = secs.max(1);
+    too_many(wait, |secs| {
+        format!("too many failed authentications from this address; retry in {secs}s")
+    })
+}
+
+/// A 429 with `Retry-After`: `wait` in whole seconds (rounded up, at least 1), also
+/// given to `message`.
+fn too_many(wait: Duration, message: impl FnOnce(u64) -> String) -> Denial {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     let mut denial = Denial::new(
         StatusCode::TOO_MANY_REQUESTS,
         Outcome::RateLimited,
-        format!("too many failed authentications from this address; retry in {secs}s"),
+        message(secs),
     );
     denial.retry_after = Some(secs);
     denial

@@ -138,7 +138,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Lower-case name.
+    /// The outcome's name in the audit record (`allowed`, `rate_limited`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",

@@ -55,7 +55,9 @@ impl Identity {
 
 /// How a caller was authenticated: the "verification method" of the requester that
 /// the evidence of every rotation it starts names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Serialized as [`AuthMethod::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// A static API bearer token from the `--auth-config` file (`tokenFrom`).
     ApiToken,
@@ -466,6 +468,10 @@ mod tests {
             AuthMethod::KubernetesTokenReview.to_string(),
             "kubernetes_token_review"
         );
+        for method in [AuthMethod::ApiToken, AuthMethod::KubernetesTokenReview] {
+            let json = serde_json::to_string(&method).unwrap();
+            assert_eq!(json, format!("\"{}\"", method.as_str()));
+        }
         // The request audit records keep their labels.
         assert_eq!(AuthMethod::ApiToken.audit_label(), "token");
         assert_eq!(

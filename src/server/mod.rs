@@ -307,6 +307,8 @@ impl Denial {
     }
 }
 
+/// What every handler shares: the agent, the authenticator, `/metrics`, the audit
+/// sink and the per-peer defences.
 struct App {
     control: Arc<dyn Control>,
     auth: Arc<Authenticator>,

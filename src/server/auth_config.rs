@@ -250,13 +250,21 @@ pub struct AuthConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with `identities`"
+)]
 struct RawConfig {
     identities: Located<Vec<Located<RawIdentity>>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "an identity: a mapping with `name`"
+)]
 struct RawIdentity {
     name: Located<Text>,
     // Read as an untyped value and checked by hand (`reference`), so that a token
@@ -280,13 +288,21 @@ struct RawIdentity {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with `serviceAccount`"
+)]
 struct RawKubernetes {
     service_account: Located<Text>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a mapping with `requests` and `per`"
+)]
 struct RawRateLimit {
     requests: Located<Count>,
     per: Located<Text>,
@@ -1011,7 +1027,7 @@ identities:
             ),
             (
                 "identities:\n  - name: a\n    policies: [x]\n  - [b]\n",
-                "auth.yaml:4:5: identities[1]: found a sequence",
+                "auth.yaml:4:5: identities[1]: found a sequence, expected an identity: a mapping with `name`",
             ),
             (
                 "identities: [}\n",

@@ -184,7 +184,7 @@ pub enum AuditEvent {
 
 /// How the one who asked for an action proved who they are: the "verification
 /// method" of a compliance review. Written as its `snake_case` name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// Not said: a library caller that did not set it. rotor's own entry points
@@ -212,6 +212,22 @@ impl AuthMethod {
             AuthMethod::ApiToken => "api_token",
             AuthMethod::KubernetesTokenReview => "kubernetes_token_review",
         }
+    }
+
+    /// The `auth` field of the API's `request` records (`token`, `kubernetes`),
+    /// unchanged since that record was introduced; other methods use their name.
+    pub fn audit_label(self) -> &'static str {
+        match self {
+            AuthMethod::ApiToken => "token",
+            AuthMethod::KubernetesTokenReview => "kubernetes",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

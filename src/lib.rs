@@ -3,6 +3,7 @@
 //!
 //! Module map:
 //! - [`agent`]: the long-running agent (`rotor run`) and the [`agent::Control`] the API uses.
+//! - [`api`]: the wire types of the HTTP API, shared by the server and its client.
 //! - [`audit`]: the hash-chained audit log and its verifier.
 //! - [`cli`]: the command line (`validate`, `plan`, `rotate`, `resume`, `run`, `status`,
 //!   `retire`, `enable`, `audit`, …).
@@ -29,6 +30,7 @@
 //! - [`secret`]: secret-holding types and HMAC fingerprints.
 
 pub mod agent;
+pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod consumers;

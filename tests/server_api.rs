@@ -1117,7 +1117,7 @@ async fn client_functions_round_trip() {
     let one = remote_policy(&h.base, &payments, "payments-cache")
         .await
         .unwrap();
-    assert_eq!(one["labels"]["tier"], "cache");
+    assert_eq!(one.labels["tier"], "cache");
 
     // A base URL with a trailing slash works the same.
     let slash = Url::parse(&format!("{}/", h.base.as_str().trim_end_matches('/'))).unwrap();

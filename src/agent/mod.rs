@@ -10,10 +10,12 @@ pub mod run;
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::engine::{Rotation, RotationRequest};
 
+// The API's wire types the agent answers with (re-exported for `Control`'s users).
+pub use crate::api::{Accepted, PolicyView, RotationSummary};
 pub use approval::{ApprovalCaller, ApprovalRecord, ApprovalState, ApprovalStore};
 pub use run::{Agent, AgentConfig, Clock, Executor, TokioClock};
 
@@ -34,56 +36,10 @@ pub fn return_free_memory() {
     unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
-/// One policy as the API and `rotor status` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PolicyView {
-    /// Policy name.
-    pub name: String,
-    /// Credential kind.
-    pub kind: String,
-    /// `metadata.labels`.
-    pub labels: BTreeMap<String, String>,
-    /// `idle`, `queued`, `rotating`, `waiting` (grace period), `pending` (consumers),
-    /// `failed`, `backoff`, `quarantined`, `retiring`, `enabling`, `retired` (no rotation
-    /// until `rotor enable`).
-    pub state: String,
-    /// The last rotation's id, status and end time.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_rotation: Option<RotationSummary>,
-    /// When the current secret was written (RFC 3339), if known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret_created_at: Option<String>,
-    /// Age of the current secret in seconds, if known.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub age_seconds: Option<u64>,
-    /// Next scheduled rotation (RFC 3339), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_due: Option<String>,
-    /// Consumers still pending in the open rotation.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending_consumers: Vec<String>,
-    /// The last failure, if the policy is failing.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// A rotation in a few fields.
-#[derive(Debug, Clone, Serialize)]
-pub struct RotationSummary {
-    /// ULID.
-    pub rotation_id: String,
-    /// Status.
-    pub status: String,
-    /// Trigger.
-    pub trigger: String,
-    /// Last update (RFC 3339).
-    pub updated_at: String,
-}
-
 /// What the API needs to know about a policy to authorise a request.
 #[derive(Debug, Clone)]
 pub struct PolicyMeta {
-    /// Name.
+    /// The policy's `metadata.name`.
     pub name: String,
     /// Labels, for label-selector grants.
     pub labels: BTreeMap<String, String>,
@@ -91,29 +47,6 @@ pub struct PolicyMeta {
     pub require_reason: bool,
     /// `onDemand.requireTicket`.
     pub require_ticket: bool,
-}
-
-/// An accepted on-demand request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Accepted {
-    /// The rotation's id once it has been planned, or `None` while it is queued.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
-    /// `queued`, `started`, `completed`, `waiting`…, or `pending_approval` when the
-    /// policy requires approval and the request waits for it.
-    pub state: String,
-    /// The approval request, when the policy requires approval.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// When the approval request expires (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    /// Approvals the request needs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub required: Option<u32>,
-    /// Approvals it has.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approvals: Option<u32>,
 }
 
 /// Why an on-demand request was not accepted.
@@ -125,7 +58,7 @@ pub enum ControlError {
     /// The policy requires a reason or ticket that is missing (HTTP 400).
     #[error("policy {policy} requires {what} for on-demand rotations")]
     Incomplete {
-        /// Policy.
+        /// The policy that requires it.
         policy: String,
         /// `a reason` / `a ticket`.
         what: &'static str,
@@ -142,7 +75,7 @@ pub enum ControlError {
     /// The approval request can no longer be approved (HTTP 410).
     #[error("{message}")]
     Gone {
-        /// For people.
+        /// Why, for the caller.
         message: String,
         /// `expired`, `superseded` or `used`.
         reason: &'static str,
@@ -181,7 +114,7 @@ pub trait Control: Send + Sync + 'static {
     async fn rotate(&self, name: &str, request: RotationRequest) -> Result<Accepted, ControlError>;
     /// A rotation by id (from the journal or recent history).
     async fn rotation(&self, id: &str) -> Result<Option<Rotation>, ControlError>;
-    /// Readiness.
+    /// Whether this replica is ready and leads (`/readyz`).
     fn readiness(&self) -> Readiness;
     /// Lifts the policy's quarantine (`actor` and `reason` are recorded). Errors:
     /// `UnknownPolicy`; `Busy` when the policy is not quarantined.

@@ -53,9 +53,13 @@ pub(super) async fn retire(
         let remote = Remote::connect(base, args.token_file.as_deref())?;
         let (token, ticket) = (&remote.token, args.ticket.as_deref());
         let answer = if enable {
-            crate::server::remote_enable(base, token, &args.name, &args.reason, ticket).await?
+            let enabled =
+                crate::server::remote_enable(base, token, &args.name, &args.reason, ticket);
+            serde_json::to_value(enabled.await?)?
         } else {
-            crate::server::remote_retire(base, token, &args.name, &args.reason, ticket).await?
+            let retired =
+                crate::server::remote_retire(base, token, &args.name, &args.reason, ticket);
+            serde_json::to_value(retired.await?)?
         };
         match output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),

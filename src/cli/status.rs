@@ -21,8 +21,9 @@ pub(super) async fn status(
             crate::server::remote_policies(&base, &remote.token)
                 .await?
                 .into_iter()
-                .filter(|v| name.is_none_or(|n| v["name"] == n))
-                .collect()
+                .filter(|v| name.is_none_or(|n| v.name == n))
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?
         }
         None => {
             let set = load(paths)?;

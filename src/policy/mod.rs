@@ -17,7 +17,7 @@ mod model;
 mod raw;
 mod template;
 mod validate;
-mod yaml;
+pub(crate) mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

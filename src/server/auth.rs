@@ -1,51 +1,22 @@
-//! Who may call the API: the `--auth-config` file ([`AuthConfig`]), bearer-token and
-//! Kubernetes TokenReview authentication ([`Authenticator`]), per-identity grants
-//! ([`Identity`]) and rate limits (a token bucket per identity).
-//!
-//! ```yaml
-//! identities:
-//!   - name: team-payments
-//!     tokenFrom: {file: /etc/rotor/tokens/payments}   # or {env: NAME} or {vault: {path, key, mount?}}
-//!     policies: [payments-db]                         # names ("*" = all), and/or
-//!     selector: {team: payments}                      # labels (all must match)
-//!     compromise: false                               # may request compromise rotations
-//!     groups: [payments-leads]                        # for `approvers: ["group:payments-leads"]`
-//!     rateLimit: {requests: 10, per: 1m}              # default 30 per minute
-//!   - name: ci
-//!     kubernetes: {serviceAccount: ci/deployer}       # in-cluster TokenReview identity
-//!     policies: ["*"]
-//!     compromise: true
-//!     breakGlass: true    # a compromise rotation skips the policy's approval (needs compromise: true)
-//! ```
+//! Who calls the API: bearer-token and Kubernetes TokenReview authentication
+//! ([`Authenticator`]), the identities it knows ([`Identity`]: grants, compromise,
+//! groups, break-glass) and their rate limits (a token bucket per identity). The
+//! `--auth-config` file they come from is read by `auth_config`.
 //!
 //! Configured tokens are kept only as SHA-256 digests; a presented token is hashed and
 //! compared in constant time against every digest, without stopping at a match.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::policy::{Reference, parse_duration};
+use super::auth_config::{AuthConfig, AuthError, Grants, MIN_TOKEN_LEN, RateLimit, ServiceAccount};
+use crate::policy::Reference;
 use crate::secret::{SecretString, constant_time_eq};
-use crate::vault::{Vault, VaultError, describe_reference, resolve_local};
-
-/// Requests per window when an identity sets no `rateLimit`.
-pub const DEFAULT_RATE_LIMIT: RateLimit = RateLimit {
-    requests: 30,
-    per: Duration::from_secs(60),
-};
-
-/// The shortest static token accepted, in characters.
-pub const MIN_TOKEN_LEN: usize = 16;
-
-/// KV mount of a `tokenFrom: {vault: …}` reference that names none.
-pub const DEFAULT_VAULT_MOUNT: &str = "secret";
+use crate::vault::{Vault, describe_reference, resolve_local};
 
 /// How long a successful TokenReview is reused for the same token.
 const REVIEW_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -53,508 +24,10 @@ const REVIEW_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most TokenReview results kept at once.
 const REVIEW_CACHE_MAX: usize = 1024;
 
-/// A failure loading the auth configuration, resolving tokens or reviewing a token.
-/// Messages name identities, files and references, never a token.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// The configuration file cannot be read.
-    #[error("reading auth config {path} failed")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The configuration is not valid YAML of the expected shape.
-    #[error("auth config {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message with line and column (no source snippet).
-        message: String,
-    },
-    /// The configuration parsed but has problems; all of them are listed.
-    #[error("auth config {path} is invalid:\n  - {}", problems.join("\n  - "))]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// One line per problem, each naming the field (`identities[1].tokenFrom`).
-        problems: Vec<String>,
-    },
-    /// An identity's token reference cannot be resolved.
-    #[error("identity {identity}: resolving its token from {reference} failed")]
-    Resolve {
-        /// Identity name.
-        identity: String,
-        /// The reference, described without a value.
-        reference: String,
-        /// Vault's or the file system's error (boxed: it is large).
-        #[source]
-        source: Box<VaultError>,
-    },
-    /// A token reference does not yield exactly one value.
-    #[error(
-        "identity {identity}: {reference} does not hold a single token (a file or variable with a JSON object, or a Vault secret without `key`)"
-    )]
-    NotSingleValue {
-        /// Identity name.
-        identity: String,
-        /// The reference, described without a value.
-        reference: String,
-    },
-    /// A token is shorter than [`MIN_TOKEN_LEN`].
-    #[error(
-        "identity {identity}: the token from {reference} is {len} characters long; use at least {MIN_TOKEN_LEN} random characters"
-    )]
-    TokenTooShort {
-        /// Identity name.
-        identity: String,
-        /// The reference, described without a value.
-        reference: String,
-        /// Its length.
-        len: usize,
-    },
-    /// Two identities resolve to the same token, so a caller could not be told apart.
-    #[error("identities {first} and {second} have the same token; give each its own")]
-    DuplicateToken {
-        /// The first identity.
-        first: String,
-        /// The second identity.
-        second: String,
-    },
-    /// A Vault reference was given but no Vault client.
-    #[error("identity {identity}: {reference} needs Vault, but no Vault client is configured")]
-    NoVault {
-        /// Identity name.
-        identity: String,
-        /// The reference.
-        reference: String,
-    },
-    /// The Kubernetes API server could not review a token.
-    #[error("Kubernetes TokenReview failed: {0}")]
-    TokenReview(String),
-}
-
-impl AuthError {
-    /// A fixed label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            AuthError::Read { .. } => "auth_config_read",
-            AuthError::Parse { .. } => "auth_config_parse",
-            AuthError::Invalid { .. } => "auth_config_invalid",
-            AuthError::Resolve { .. } => "auth_token_resolve",
-            AuthError::NotSingleValue { .. } => "auth_token_not_single",
-            AuthError::TokenTooShort { .. } => "auth_token_too_short",
-            AuthError::DuplicateToken { .. } => "auth_token_duplicate",
-            AuthError::NoVault { .. } => "auth_no_vault",
-            AuthError::TokenReview(_) => "token_review",
-        }
-    }
-
-    /// Whether trying again later may succeed (Vault or the Kubernetes API unreachable).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            AuthError::Resolve { source, .. } => source.is_transient(),
-            AuthError::TokenReview(_) => true,
-            _ => false,
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Configuration
-
-/// At most `requests` requests per `per`, refilled continuously (token bucket; a full
-/// bucket allows a burst of `requests`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Bucket size and requests per window.
-    pub requests: u32,
-    /// The window.
-    pub per: Duration,
-}
-
-/// A Kubernetes ServiceAccount, `namespace/name`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ServiceAccount {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
-}
-
-impl ServiceAccount {
-    /// The account of a TokenReview username `system:serviceaccount:NS:NAME`.
-    pub fn from_username(username: &str) -> Option<ServiceAccount> {
-        let rest = username.strip_prefix("system:serviceaccount:")?;
-        let (namespace, name) = rest.split_once(':')?;
-        if namespace.is_empty() || name.is_empty() || name.contains(':') {
-            return None;
-        }
-        Some(ServiceAccount {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        })
-    }
-}
-
-impl std::fmt::Display for ServiceAccount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
-/// Which policies an identity may see and rotate.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants {
-    /// Every policy (`policies: ["*"]`).
-    pub all: bool,
-    /// Policies by name.
-    pub names: Vec<String>,
-    /// A label selector; empty means "no selector". All labels must match.
-    pub selector: BTreeMap<String, String>,
-}
-
-impl Grants {
-    /// Whether a policy with this name and labels is granted.
-    pub fn allows(&self, policy: &str, labels: &BTreeMap<String, String>) -> bool {
-        self.all
-            || self.names.iter().any(|n| n == policy)
-            || (!self.selector.is_empty()
-                && self
-                    .selector
-                    .iter()
-                    .all(|(k, v)| labels.get(k).is_some_and(|l| l == v)))
-    }
-}
-
-/// One identity as configured (tokens still as references).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityConfig {
-    /// Name; the rotation's actor becomes `api:<name>`.
-    pub name: String,
-    /// Where its bearer token is.
-    pub token_from: Option<Reference>,
-    /// The ServiceAccount that authenticates as this identity through TokenReview.
-    pub service_account: Option<ServiceAccount>,
-    /// What it may see and rotate.
-    pub grants: Grants,
-    /// Whether it may request compromise rotations.
-    pub compromise: bool,
-    /// Groups it belongs to, for policies' `approvers: ["group:NAME"]`.
-    pub groups: Vec<String>,
-    /// `breakGlass`: its compromise rotations start at once, without the approval the
-    /// policy requires (recorded as `break_glass`). Needs `compromise`.
-    pub break_glass: bool,
-    /// Its request budget.
-    pub rate_limit: RateLimit,
-}
-
-/// The validated `--auth-config` file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// Identities, in file order.
-    pub identities: Vec<IdentityConfig>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawConfig {
-    identities: Vec<RawIdentity>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawIdentity {
-    name: String,
-    // Read as an untyped value and checked by hand: serde's type errors quote the
-    // value, and a token pasted here by mistake must not end up in an error message.
-    #[serde(default)]
-    token_from: Option<Value>,
-    #[serde(default)]
-    kubernetes: Option<RawKubernetes>,
-    #[serde(default)]
-    policies: Vec<String>,
-    #[serde(default)]
-    selector: BTreeMap<String, String>,
-    #[serde(default)]
-    compromise: bool,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    break_glass: bool,
-    #[serde(default)]
-    rate_limit: Option<RawRateLimit>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawKubernetes {
-    service_account: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawRateLimit {
-    requests: u32,
-    per: String,
-}
-
-const REFERENCE_EXPECTED: &str = "{file: PATH}, {env: NAME} or {vault: {path, key, mount?}}";
-
-impl AuthConfig {
-    /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<AuthConfig, AuthError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        AuthConfig::parse(path, &text)
-    }
-
-    /// Parses and validates YAML `text` as if read from `path` (used in messages).
-    pub fn parse(path: &Path, text: &str) -> Result<AuthConfig, AuthError> {
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| AuthError::Parse {
-            path: path.to_path_buf(),
-            message: e.without_snippet().to_string(),
-        })?;
-        let mut problems = Vec::new();
-        let mut identities = Vec::new();
-        let mut seen_names: HashMap<String, usize> = HashMap::new();
-        let mut seen_accounts: HashMap<ServiceAccount, String> = HashMap::new();
-        for (i, raw) in raw.identities.into_iter().enumerate() {
-            let at = format!("identities[{i}]");
-            let name = raw.name.trim().to_owned();
-            if !valid_name(&name) {
-                problems.push(format!(
-                    "{at}.name: expected a name of letters, digits, '-', '_', '.' or ':' (1-128 characters)"
-                ));
-            } else if name.starts_with("group:") {
-                problems.push(format!(
-                    "{at}.name: names starting with `group:` are reserved for approver groups"
-                ));
-            } else if let Some(first) = seen_names.insert(name.clone(), i) {
-                problems.push(format!(
-                    "{at}.name: {name} is already used by identities[{first}]"
-                ));
-            }
-            let token_from = match &raw.token_from {
-                None => None,
-                Some(value) => match reference(value) {
-                    Ok(r) => Some(r),
-                    Err(message) => {
-                        problems.push(format!("{at}.tokenFrom: {message}"));
-                        None
-                    }
-                },
-            };
-            let service_account = match &raw.kubernetes {
-                None => None,
-                Some(k) => match k.service_account.split_once('/') {
-                    Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains('/') => {
-                        let account = ServiceAccount {
-                            namespace: ns.to_owned(),
-                            name: sa.to_owned(),
-                        };
-                        if let Some(first) = seen_accounts.insert(account.clone(), name.clone()) {
-                            problems.push(format!(
-                                "{at}.kubernetes.serviceAccount: {account} is already identity {first}"
-                            ));
-                        }
-                        Some(account)
-                    }
-                    _ => {
-                        problems.push(format!(
-                            "{at}.kubernetes.serviceAccount: expected NAMESPACE/NAME"
-                        ));
-                        None
-                    }
-                },
-            };
-            if raw.token_from.is_none() && raw.kubernetes.is_none() {
-                problems.push(format!(
-                    "{at}: identity {name} has no way to authenticate: set tokenFrom and/or kubernetes"
-                ));
-            }
-            let mut grants = Grants {
-                selector: raw.selector,
-                ..Grants::default()
-            };
-            for (j, p) in raw.policies.into_iter().enumerate() {
-                match p.trim() {
-                    "*" => grants.all = true,
-                    "" => problems.push(format!("{at}.policies[{j}]: empty policy name")),
-                    p => grants.names.push(p.to_owned()),
-                }
-            }
-            if !grants.all && grants.names.is_empty() && grants.selector.is_empty() {
-                problems.push(format!(
-                    "{at}: identity {name} is granted nothing: set policies and/or selector"
-                ));
-            }
-            let rate_limit = match raw.rate_limit {
-                None => DEFAULT_RATE_LIMIT,
-                Some(r) => {
-                    if r.requests == 0 {
-                        problems.push(format!("{at}.rateLimit.requests: expected at least 1"));
-                    }
-                    match parse_duration(&r.per) {
-                        Some(per) if !per.is_zero() => RateLimit {
-                            requests: r.requests.max(1),
-                            per,
-                        },
-                        _ => {
-                            problems.push(format!(
-                                "{at}.rateLimit.per: expected a duration like 10s, 1m or 1h"
-                            ));
-                            DEFAULT_RATE_LIMIT
-                        }
-                    }
-                }
-            };
-            let mut groups: Vec<String> = Vec::new();
-            for (j, g) in raw.groups.iter().enumerate() {
-                let g = g.trim();
-                if !valid_name(g) {
-                    problems.push(format!(
-                        "{at}.groups[{j}]: expected a group name of letters, digits, '-', '_', '.' or ':' (1-128 characters)"
-                    ));
-                } else if !groups.iter().any(|x| x == g) {
-                    groups.push(g.to_owned());
-                }
-            }
-            if raw.break_glass && !raw.compromise {
-                problems.push(format!(
-                    "{at}.breakGlass: found true without compromise: true, expected compromise: true as well (break-glass skips approval for compromise rotations only)"
-                ));
-            }
-            identities.push(IdentityConfig {
-                name,
-                token_from,
-                service_account,
-                grants,
-                compromise: raw.compromise,
-                groups,
-                break_glass: raw.break_glass && raw.compromise,
-                rate_limit,
-            });
-        }
-        if identities.is_empty() {
-            problems.push("identities: no identity is configured".into());
-        }
-        if problems.is_empty() {
-            Ok(AuthConfig { identities })
-        } else {
-            Err(AuthError::Invalid {
-                path: path.to_path_buf(),
-                problems,
-            })
-        }
-    }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-}
-
-/// What kind of YAML value this is, for messages that must not quote it.
-fn shape(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "nothing",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
-}
-
-/// Reads a `tokenFrom` value. Messages describe shapes and field names only.
-fn reference(value: &Value) -> Result<Reference, String> {
-    let Value::Object(map) = value else {
-        return Err(format!(
-            "found {}, expected {REFERENCE_EXPECTED} (never the token itself)",
-            shape(value)
-        ));
-    };
-    let keys: Vec<&str> = map.keys().map(String::as_str).collect();
-    if keys.len() != 1 || !matches!(keys[0], "file" | "env" | "vault") {
-        return Err(format!(
-            "found a mapping with {}, expected exactly one of {REFERENCE_EXPECTED}",
-            if keys.is_empty() {
-                "no keys".to_owned()
-            } else {
-                format!("keys [{}]", keys.join(", "))
-            }
-        ));
-    }
-    let text = |v: &Value, what: &str| -> Result<String, String> {
-        match v {
-            Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
-            other => Err(format!("found {}, expected {what}", shape(other))),
-        }
-    };
-    match (keys[0], &map[keys[0]]) {
-        ("file", v) => Ok(Reference::File(PathBuf::from(text(v, "a file path")?))),
-        ("env", v) => {
-            let name = text(v, "an environment variable name")?;
-            let ok = name
-                .chars()
-                .enumerate()
-                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
-            if !ok {
-                return Err(
-                    "expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)".into(),
-                );
-            }
-            Ok(Reference::Env(name))
-        }
-        (_, Value::Object(v)) => {
-            if let Some(extra) = v
-                .keys()
-                .find(|k| !matches!(k.as_str(), "path" | "key" | "mount"))
-            {
-                return Err(format!(
-                    "vault: unknown field {extra}, expected path, key, mount"
-                ));
-            }
-            let path = v
-                .get("path")
-                .ok_or_else(|| "vault: missing path".to_owned())
-                .and_then(|p| text(p, "a KV path").map_err(|e| format!("vault.path: {e}")))?;
-            let key = v
-                .get("key")
-                .ok_or_else(|| "vault: missing key (the secret's key holding the token)".to_owned())
-                .and_then(|k| text(k, "a key name").map_err(|e| format!("vault.key: {e}")))?;
-            let mount = match v.get("mount") {
-                None => DEFAULT_VAULT_MOUNT.to_owned(),
-                Some(m) => text(m, "a mount name").map_err(|e| format!("vault.mount: {e}"))?,
-            };
-            Ok(Reference::Vault {
-                mount: mount.trim_matches('/').to_owned(),
-                path: path.trim_matches('/').to_owned(),
-                key: Some(key),
-            })
-        }
-        (_, other) => Err(format!(
-            "vault: found {}, expected {{path, key, mount?}}",
-            shape(other)
-        )),
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Identities and authentication
-
 /// An identity the API knows, with what it may do. Holds no token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// Name.
+    /// The `name` from the config; rotations it asks for have the actor `api:<name>`.
     pub name: String,
     /// What it may see and rotate.
     pub grants: Grants,
@@ -580,23 +53,18 @@ impl Identity {
     }
 }
 
-/// How a caller was identified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// A configured static bearer token.
-    Token,
-    /// A Kubernetes ServiceAccount token accepted by TokenReview.
-    Kubernetes,
-}
+/// How a caller was authenticated (one type for the whole program: the evidence of
+/// every rotation a caller starts names it).
+pub use crate::audit::AuthMethod;
 
 /// The result of checking a bearer token.
 #[derive(Debug, Clone)]
 pub enum Authentication {
     /// The token belongs to this identity.
     Known {
-        /// Who.
+        /// The identity, with its grants.
         identity: Arc<Identity>,
-        /// How.
+        /// Whether a static token or a TokenReview said so.
         method: AuthMethod,
     },
     /// The token belongs to nobody rotor knows; `detail` says why (never the token).
@@ -829,7 +297,7 @@ impl Authenticator {
         if let Some(index) = found {
             return Ok(Authentication::Known {
                 identity: Arc::clone(&self.identities[index]),
-                method: AuthMethod::Token,
+                method: AuthMethod::ApiToken,
             });
         }
         let Some(reviewer) = self.reviewer.as_ref().filter(|_| !self.accounts.is_empty()) else {
@@ -840,7 +308,7 @@ impl Authenticator {
         if let Some(index) = self.cached_review(&presented) {
             return Ok(Authentication::Known {
                 identity: Arc::clone(&self.identities[index]),
-                method: AuthMethod::Kubernetes,
+                method: AuthMethod::KubernetesTokenReview,
             });
         }
         let secret = SecretString::from(token.to_owned());
@@ -864,7 +332,7 @@ impl Authenticator {
         self.remember_review(presented, index);
         Ok(Authentication::Known {
             identity: Arc::clone(&self.identities[index]),
-            method: AuthMethod::Kubernetes,
+            method: AuthMethod::KubernetesTokenReview,
         })
     }
 
@@ -918,230 +386,6 @@ impl Authenticator {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<AuthConfig, AuthError> {
-        AuthConfig::parse(Path::new("auth.yaml"), text)
-    }
-
-    fn problems(text: &str) -> Vec<String> {
-        match parse(text) {
-            Err(AuthError::Invalid { problems, .. }) => problems,
-            Err(other) => panic!("expected Invalid, got {other}"),
-            Ok(_) => panic!("expected Invalid, got a config"),
-        }
-    }
-
-    #[test]
-    fn parses_the_documented_example() {
-        let config = parse(
-            r#"
-identities:
-  - name: team-payments
-    tokenFrom: {file: /etc/rotor/tokens/payments}
-    policies: [payments-db]
-    selector: {team: payments}
-    rateLimit: {requests: 10, per: 1m}
-  - name: ci
-    kubernetes: {serviceAccount: ci/deployer}
-    policies: ["*"]
-    compromise: true
-  - name: ops
-    tokenFrom: {vault: {path: rotor/api, key: ops}}
-    selector: {tier: critical}
-"#,
-        )
-        .unwrap();
-        let [payments, ci, ops] = &config.identities[..] else {
-            panic!("three identities")
-        };
-        assert_eq!(
-            payments.token_from,
-            Some(Reference::File("/etc/rotor/tokens/payments".into()))
-        );
-        assert_eq!(payments.grants.names, ["payments-db"]);
-        assert_eq!(payments.grants.selector["team"], "payments");
-        assert!(!payments.compromise);
-        assert_eq!(
-            payments.rate_limit,
-            RateLimit {
-                requests: 10,
-                per: Duration::from_secs(60)
-            }
-        );
-        assert_eq!(
-            ci.service_account,
-            Some(ServiceAccount {
-                namespace: "ci".into(),
-                name: "deployer".into()
-            })
-        );
-        assert!(ci.grants.all && ci.compromise);
-        assert_eq!(ci.rate_limit, DEFAULT_RATE_LIMIT);
-        assert_eq!(
-            ops.token_from,
-            Some(Reference::Vault {
-                mount: "secret".into(),
-                path: "rotor/api".into(),
-                key: Some("ops".into())
-            })
-        );
-    }
-
-    #[test]
-    fn every_problem_is_listed_with_its_field() {
-        let p = problems(
-            r#"
-identities:
-  - name: a
-    policies: [x]
-  - name: a
-    tokenFrom: {file: /t}
-  - name: "bad name"
-    tokenFrom: {env: "1X"}
-    kubernetes: {serviceAccount: nonamespace}
-    policies: [x]
-    rateLimit: {requests: 0, per: soon}
-"#,
-        );
-        let text = p.join("\n");
-        for want in [
-            "identities[0]: identity a has no way to authenticate",
-            "identities[1].name: a is already used by identities[0]",
-            "identities[1]: identity a is granted nothing",
-            "identities[2].name: expected a name",
-            "identities[2].tokenFrom: expected an environment variable name",
-            "identities[2].kubernetes.serviceAccount: expected NAMESPACE/NAME",
-            "identities[2].rateLimit.requests: expected at least 1",
-            "identities[2].rateLimit.per: expected a duration",
-        ] {
-            assert!(text.contains(want), "missing {want:?} in:\n{text}");
-        }
-    }
-
-    #[test]
-    fn groups_and_break_glass_are_read_and_checked() {
-        let config = parse(
-            r#"
-identities:
-  - name: alice
-    tokenFrom: {file: /t/a}
-    policies: ["*"]
-    groups: [security, sre, security]
-  - name: oncall
-    tokenFrom: {file: /t/o}
-    policies: ["*"]
-    compromise: true
-    breakGlass: true
-"#,
-        )
-        .unwrap();
-        let [alice, oncall] = &config.identities[..] else {
-            panic!("two identities")
-        };
-        assert_eq!(alice.groups, ["security", "sre"]);
-        assert!(!alice.break_glass);
-        assert!(oncall.break_glass && oncall.compromise);
-
-        let p = problems(
-            r#"
-identities:
-  - name: a
-    tokenFrom: {file: /t/a}
-    policies: [x]
-    breakGlass: true
-  - name: "group:ops"
-    tokenFrom: {file: /t/b}
-    policies: [x]
-    groups: ["bad group"]
-"#,
-        );
-        let text = p.join("\n");
-        for want in [
-            "identities[0].breakGlass: found true without compromise: true, expected compromise: true as well",
-            "identities[1].name: names starting with `group:` are reserved",
-            "identities[1].groups[0]: expected a group name",
-        ] {
-            assert!(text.contains(want), "missing {want:?} in:\n{text}");
-        }
-    }
-
-    #[test]
-    fn a_token_pasted_into_the_config_is_never_quoted() {
-        let secret = "s3cr3t-token-value-0123456789";
-        for text in [
-            format!("identities:\n  - name: a\n    tokenFrom: {secret}\n    policies: [x]\n"),
-            format!(
-                "identities:\n  - name: a\n    tokenFrom: {{file: [{secret}]}}\n    policies: [x]\n"
-            ),
-            format!(
-                "identities:\n  - name: a\n    tokenFrom: {{vault: {{path: p, key: k, x: {secret}}}}}\n    policies: [x]\n"
-            ),
-        ] {
-            let err = parse(&text).unwrap_err().to_string();
-            assert!(err.contains("tokenFrom"), "{err}");
-            assert!(!err.contains(secret), "the token leaked into: {err}");
-        }
-    }
-
-    #[test]
-    fn yaml_errors_name_the_position_without_a_snippet() {
-        let err = parse("identities:\n  - name: a\n    tokenFrom: {file: /t}\n    polices: [x]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("auth config auth.yaml: "), "{err}");
-        assert!(err.contains("polices"), "{err}");
-        assert!(err.contains("line 4"), "{err}");
-    }
-
-    #[test]
-    fn grants_by_name_wildcard_and_selector() {
-        let labels = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<BTreeMap<_, _>>()
-        };
-        let g = Grants {
-            all: false,
-            names: vec!["one".into()],
-            selector: labels(&[("team", "pay"), ("env", "prod")]),
-        };
-        assert!(g.allows("one", &labels(&[])));
-        assert!(g.allows(
-            "two",
-            &labels(&[("team", "pay"), ("env", "prod"), ("x", "y")])
-        ));
-        assert!(!g.allows("two", &labels(&[("team", "pay")])));
-        assert!(!g.allows("two", &labels(&[("team", "pay"), ("env", "dev")])));
-        let names_only = Grants {
-            names: vec!["one".into()],
-            ..Grants::default()
-        };
-        assert!(!names_only.allows("two", &labels(&[])));
-        let all = Grants {
-            all: true,
-            ..Grants::default()
-        };
-        assert!(all.allows("anything", &labels(&[])));
-    }
-
-    #[test]
-    fn service_account_usernames() {
-        assert_eq!(
-            ServiceAccount::from_username("system:serviceaccount:ci:deployer")
-                .unwrap()
-                .to_string(),
-            "ci/deployer"
-        );
-        for bad in [
-            "system:serviceaccount:ci",
-            "system:serviceaccount::x",
-            "system:serviceaccount:ci:a:b",
-            "alice",
-        ] {
-            assert_eq!(ServiceAccount::from_username(bad), None, "{bad}");
-        }
-    }
-
     fn identity(requests: u32, per: Duration) -> Authenticator {
         Authenticator::build(
             vec![Arc::new(Identity {
@@ -1181,6 +425,25 @@ identities:
         assert!(
             auth.check_rate_at(&id, t2).is_err(),
             "the bucket never holds more than 3"
+        );
+    }
+
+    #[test]
+    fn auth_methods_name_themselves() {
+        assert_eq!(AuthMethod::ApiToken.as_str(), "api_token");
+        assert_eq!(
+            AuthMethod::KubernetesTokenReview.to_string(),
+            "kubernetes_token_review"
+        );
+        for method in [AuthMethod::ApiToken, AuthMethod::KubernetesTokenReview] {
+            let json = serde_json::to_string(&method).unwrap();
+            assert_eq!(json, format!("\"{}\"", method.as_str()));
+        }
+        // The request audit records keep their labels.
+        assert_eq!(AuthMethod::ApiToken.audit_label(), "token");
+        assert_eq!(
+            AuthMethod::KubernetesTokenReview.audit_label(),
+            "kubernetes"
         );
     }
 }

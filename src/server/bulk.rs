@@ -11,75 +11,18 @@
 //! (202) lists, per policy, the rotation accepted or why the agent refused it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Extension, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 
-use super::{
-    App, Caller, Denial, Outcome, audit_unavailable, invalid, json_body, reason_and_ticket,
-};
-use crate::engine::{RotationRequest, Trigger};
+use super::call::{Call, Read, invalid, trigger_of};
+use super::{Denial, Outcome};
+use crate::api::{BulkAccepted, BulkItem, BulkRotateBody};
+use crate::engine::RotationRequest;
 
 /// Most policies one selector request may rotate.
 pub const MAX_BULK_POLICIES: usize = 1000;
-
-/// The body of `POST /v1/rotations`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct BulkBody {
-    #[serde(default)]
-    pub(super) selector: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(super) reason: Option<String>,
-    #[serde(default)]
-    pub(super) ticket: Option<String>,
-    #[serde(default)]
-    compromise: Option<bool>,
-}
-
-/// One policy's answer in a selector request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BulkItem {
-    /// Policy name.
-    pub policy: String,
-    /// `queued`, `started`… when the agent accepted it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    /// The rotation's id once planned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
-    /// The approval request, when the policy requires approval (`state` is then
-    /// `pending_approval`; approve it with `POST /v1/requests/{id}/approve`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    /// When that approval request expires (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    /// The HTTP status a single request would have got, when the agent refused it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// Why the agent refused it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// The answer to `POST /v1/rotations`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BulkAccepted {
-    /// The selector, echoed.
-    pub selector: BTreeMap<String, String>,
-    /// Policies the agent accepted.
-    pub accepted: usize,
-    /// Policies the agent refused (busy, not leader…).
-    pub refused: usize,
-    /// Per policy, in name order.
-    pub policies: Vec<BulkItem>,
-}
 
 pub(super) fn selector_text(selector: &BTreeMap<String, String>) -> String {
     selector
@@ -103,179 +46,114 @@ fn name_list(names: &[String]) -> String {
     text
 }
 
-pub(super) async fn rotate_selected(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Extension(caller): Extension<Caller>,
-    method: Method,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let mut record = caller.record(&method, &uri, remote);
-    let parsed: BulkBody = match json_body(
-        &body,
-        "{\"selector\": {label: value}, \"reason\": string?, \"ticket\": string?, \"compromise\": bool?}",
-    ) {
-        Ok(b) => b,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    let compromise = parsed.compromise.unwrap_or(false);
-    let trigger = if compromise {
-        Trigger::Compromise
-    } else {
-        Trigger::OnDemand
-    };
-    record.trigger = Some(trigger);
-    let (reason, ticket) = match reason_and_ticket(&mut record, parsed.reason, parsed.ticket) {
-        Ok(t) => t,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    let selector = parsed.selector;
+pub(super) async fn rotate_selected(call: Call, body: Bytes) -> Response {
+    let mut call = call;
+    let result = rotate_checked(&mut call, &body).await;
+    call.answer(result).await
+}
+
+/// The policies a selector request rotates, checked as a whole: every one granted,
+/// the trigger allowed, each with the reason and ticket it requires.
+async fn rotate_checked(call: &mut Call, body: &Bytes) -> Result<Response, Denial> {
+    let mut read = call.body::<BulkRotateBody>(body)?;
+    let compromise = read.body.compromise.unwrap_or(false);
+    let selector = std::mem::take(&mut read.body.selector);
     if selector.is_empty() {
-        let d = invalid(
+        return Err(invalid(
             "selector is empty; it would select every policy: name the labels, e.g. {\"team\": \"payments\"}"
                 .into(),
-        );
-        return app.refuse(record, d).await;
+        ));
     }
     let shown = selector_text(&selector);
-
-    let mut matching: Vec<String> = app
-        .control
-        .policies()
-        .await
-        .into_iter()
-        .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
-        .map(|p| p.name)
-        .collect();
-    matching.sort();
-    // A caller learns nothing of policies it is not granted: when it is granted none of
-    // the matching policies, the answer is the one for no match at all.
-    let granted_any = matching.iter().any(|name| {
-        app.control
-            .policy_meta(name)
-            .is_some_and(|m| caller.identity.may_access(&m.name, &m.labels))
-    });
-    if !granted_any {
-        let d = Denial::new(
-            StatusCode::NOT_FOUND,
-            Outcome::NotFound,
-            format!("no policy has the labels {shown}"),
-        );
-        let d = if matching.is_empty() {
-            d
-        } else {
-            d.detail(format!(
-                "identity {} is granted none of the {} policies with the labels {shown}: {}",
-                caller.identity.name,
-                matching.len(),
-                name_list(&matching)
-            ))
-        };
-        return app.refuse(record, d).await;
-    }
-    if matching.len() > MAX_BULK_POLICIES {
-        let d = invalid(format!(
-            "{} policies have the labels {shown}; one request may rotate at most {MAX_BULK_POLICIES}: narrow the selector",
-            matching.len()
-        ));
-        return app.refuse(record, d).await;
-    }
+    let matching = matching(call, &selector, &shown).await?;
 
     // Every check, for every policy, before anything is queued.
     let mut not_granted = Vec::new();
     let mut no_reason = Vec::new();
     let mut no_ticket = Vec::new();
     for name in &matching {
-        let Some(meta) = app.control.policy_meta(name) else {
+        let Some(meta) = call.app.control.policy_meta(name) else {
             continue; // unloaded since the listing: the agent will say so below
         };
-        if !caller.identity.may_access(&meta.name, &meta.labels) {
+        if !call.caller.identity.may_access(&meta.name, &meta.labels) {
             not_granted.push(name.clone());
             continue;
         }
-        // `reason`/`ticket` were trimmed by `given`: `None` is missing.
-        if meta.require_reason && reason.is_none() {
+        // `reason`/`ticket` were trimmed by `read_body`: `None` is missing.
+        if meta.require_reason && read.reason.is_none() {
             no_reason.push(name.clone());
-        } else if meta.require_ticket && ticket.is_none() {
+        } else if meta.require_ticket && read.ticket.is_none() {
             no_ticket.push(name.clone());
         }
     }
     if !not_granted.is_empty() {
         // The answer names no policy the caller is not granted; the audit record does.
-        let d = Denial::new(
-            StatusCode::FORBIDDEN,
-            Outcome::Forbidden,
-            format!(
-                "identity {} is not granted every policy with the labels {shown}; nothing was rotated",
-                caller.identity.name,
-            ),
-        )
-        .detail(format!(
+        let d = call.forbidden(format!(
+            "is not granted every policy with the labels {shown}; nothing was rotated"
+        ));
+        return Err(d.detail(format!(
             "identity {} is not granted {} of the {} policies with the labels {shown}: {}; nothing was rotated",
-            caller.identity.name,
+            call.caller.identity.name,
             not_granted.len(),
             matching.len(),
             name_list(&not_granted)
-        ));
-        return app.refuse(record, d).await;
+        )));
     }
-    if compromise && !caller.identity.compromise {
-        let d = Denial::new(
-            StatusCode::FORBIDDEN,
-            Outcome::Forbidden,
-            format!(
-                "identity {} may not request compromise rotations",
-                caller.identity.name
-            ),
-        );
-        return app.refuse(record, d).await;
-    }
-    if !no_reason.is_empty() {
-        let d = invalid(format!(
-            "policies {} require a reason for on-demand rotations; nothing was rotated",
-            name_list(&no_reason)
-        ));
-        return app.refuse(record, d).await;
-    }
-    if !no_ticket.is_empty() {
-        let d = invalid(format!(
-            "policies {} require a ticket for on-demand rotations; nothing was rotated",
-            name_list(&no_ticket)
-        ));
-        return app.refuse(record, d).await;
+    call.may_compromise(compromise)?;
+    for (names, what) in [(&no_reason, "a reason"), (&no_ticket, "a ticket")] {
+        if !names.is_empty() {
+            return Err(invalid(format!(
+                "policies {} require {what} for on-demand rotations; nothing was rotated",
+                name_list(names)
+            )));
+        }
     }
 
-    // Fail closed: nothing is asked of the agent unless this record is written.
-    let mut authorized = record.clone();
-    authorized.status = StatusCode::ACCEPTED.as_u16();
-    authorized.outcome = Outcome::Authorized;
-    authorized.detail = format!(
+    let trigger = trigger_of(read.body.compromise);
+    let detail = format!(
         "{} rotation of {} policies with the labels {shown} requested: {}",
         trigger.as_str(),
         matching.len(),
         name_list(&matching)
     );
-    if let Err(error) = app.audit(authorized).await {
-        tracing::error!(selector = %shown, error = %error, "Writing the audit record of a selector rotate request failed; nothing was requested.");
-        return audit_unavailable().response();
-    }
+    call.authorize(StatusCode::ACCEPTED, detail, "nothing was requested")
+        .await?;
 
+    let items = queue_each(call, &matching, &read, &shown).await;
+    let accepted = items.iter().filter(|i| i.error.is_none()).count();
+    let answer = BulkAccepted {
+        selector,
+        accepted,
+        refused: items.len() - accepted,
+        policies: items,
+    };
+    Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
+}
+
+/// Asks the agent for each policy in turn (under its usual concurrency limit), with
+/// one audit record each; the answer's line per policy.
+async fn queue_each(
+    call: &Call,
+    matching: &[String],
+    read: &Read<BulkRotateBody>,
+    shown: &str,
+) -> Vec<BulkItem> {
+    let compromise = read.body.compromise.unwrap_or(false);
     let mut items = Vec::with_capacity(matching.len());
-    for name in &matching {
+    for name in matching {
         let request = RotationRequest {
-            trigger,
-            actor: caller.identity.actor(),
-            reason: reason.clone(),
-            ticket: ticket.clone(),
+            trigger: trigger_of(read.body.compromise),
+            actor: call.caller.identity.actor(),
+            reason: read.reason.clone(),
+            ticket: read.ticket.clone(),
             // Skips a policy's approval, if it requires one (the agent decides).
-            break_glass: compromise && caller.identity.break_glass,
-            authenticated_by: caller.authenticated_by(),
+            break_glass: compromise && call.caller.identity.break_glass,
+            authenticated_by: call.caller.method,
             ..Default::default()
         };
-        let mut one = record.clone();
+        let mut one = call.record.clone();
         one.policy = Some(name.clone());
-        let item = match app.control.rotate(name, request).await {
+        let item = match call.app.control.rotate(name, request).await {
             Ok(accepted) => {
                 one.rotation_id = accepted.rotation_id.clone();
                 one.status = StatusCode::ACCEPTED.as_u16();
@@ -284,44 +162,71 @@ pub(super) async fn rotate_selected(
                     Some(id) => format!("approval request {id} created (selector {shown})"),
                     None => format!("rotation {} (selector {shown})", accepted.state),
                 };
-                BulkItem {
-                    policy: name.clone(),
-                    state: Some(accepted.state),
-                    rotation_id: accepted.rotation_id,
-                    request_id: accepted.request_id,
-                    expires_at: accepted.expires_at,
-                    status: None,
-                    error: None,
-                }
+                BulkItem::accepted(name, accepted)
             }
             Err(e) => {
                 let d = Denial::from_control(&e);
                 one.status = d.status.as_u16();
                 one.outcome = d.outcome;
                 one.detail = d.detail.clone().unwrap_or_else(|| d.message.clone());
-                BulkItem {
-                    policy: name.clone(),
-                    state: None,
-                    rotation_id: None,
-                    request_id: None,
-                    expires_at: None,
-                    status: Some(d.status.as_u16()),
-                    error: Some(d.message),
-                }
+                BulkItem::refused(name, d.status.as_u16(), d.message)
             }
         };
-        if let Err(error) = app.audit(one).await {
+        if let Err(error) = call.app.audit(one).await {
             // The rotation is already queued (or refused): log the lost record.
             tracing::error!(policy = %name, error = %error, "Writing the audit record of a selector rotation failed.");
         }
         items.push(item);
     }
-    let accepted = items.iter().filter(|i| i.error.is_none()).count();
-    let answer = BulkAccepted {
-        selector,
-        accepted,
-        refused: items.len() - accepted,
-        policies: items,
-    };
-    (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
+    items
+}
+
+/// The names of the policies whose labels match `selector`, sorted; 404 when the
+/// caller is granted none of them (it learns nothing of policies it is not granted:
+/// the answer is the one for no match at all), 400 when there are too many.
+async fn matching(
+    call: &Call,
+    selector: &BTreeMap<String, String>,
+    shown: &str,
+) -> Result<Vec<String>, Denial> {
+    let mut matching: Vec<String> = call
+        .app
+        .control
+        .policies()
+        .await
+        .into_iter()
+        .filter(|p| selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+        .map(|p| p.name)
+        .collect();
+    matching.sort();
+    let granted_any = matching.iter().any(|name| {
+        call.app
+            .control
+            .policy_meta(name)
+            .is_some_and(|m| call.caller.identity.may_access(&m.name, &m.labels))
+    });
+    if !granted_any {
+        let d = Denial::new(
+            StatusCode::NOT_FOUND,
+            Outcome::NotFound,
+            format!("no policy has the labels {shown}"),
+        );
+        return Err(if matching.is_empty() {
+            d
+        } else {
+            d.detail(format!(
+                "identity {} is granted none of the {} policies with the labels {shown}: {}",
+                call.caller.identity.name,
+                matching.len(),
+                name_list(&matching)
+            ))
+        });
+    }
+    if matching.len() > MAX_BULK_POLICIES {
+        return Err(invalid(format!(
+            "{} policies have the labels {shown}; one request may rotate at most {MAX_BULK_POLICIES}: narrow the selector",
+            matching.len()
+        )));
+    }
+    Ok(matching)
 }

@@ -4,12 +4,16 @@
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use url::Url;
 
-use crate::agent::{Accepted, ApprovalRecord};
-use crate::engine::Rotation;
+use crate::agent::ApprovalRecord;
+use crate::api::{
+    Accepted, ApproveBody, BulkAccepted, BulkRotateBody, Enabled, ErrorBody, PolicyView,
+    ReleaseBody, Released, RetireBody, RotateBody,
+};
+use crate::engine::{Retirement, Rotation};
 use crate::secret::SecretString;
 
 /// How long one API call may take.
@@ -31,9 +35,9 @@ pub enum RemoteError {
     /// The request did not get an answer (connection refused, timeout, TLS).
     #[error("{method} {url} failed")]
     Transport {
-        /// Method.
+        /// The HTTP method (`GET`, `POST`).
         method: &'static str,
-        /// URL.
+        /// The URL called, without any user:password written into it.
         url: String,
         /// reqwest's error.
         #[source]
@@ -42,11 +46,11 @@ pub enum RemoteError {
     /// The server answered with an error status.
     #[error("{method} {url}: the server answered {status}: {message}")]
     Status {
-        /// Method.
+        /// The HTTP method (`GET`, `POST`).
         method: &'static str,
-        /// URL.
+        /// The URL called, without any user:password written into it.
         url: String,
-        /// HTTP status.
+        /// The status the server answered (4xx, 5xx).
         status: u16,
         /// The server's `error` text (or the start of the body).
         message: String,
@@ -56,9 +60,9 @@ pub enum RemoteError {
     /// The answer is not the JSON expected.
     #[error("{method} {url}: unexpected answer: {detail}")]
     Decode {
-        /// Method.
+        /// The HTTP method (`GET`, `POST`).
         method: &'static str,
-        /// URL.
+        /// The URL called, without any user:password written into it.
         url: String,
         /// What was wrong.
         detail: String,
@@ -108,6 +112,34 @@ fn endpoint(base: &Url, segments: &[&str]) -> Result<Url, RemoteError> {
     Ok(url)
 }
 
+/// `url` without any user:password written into the server URL, for messages.
+fn shown(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
+/// `GET url`.
+async fn get<T: for<'de> Deserialize<'de>>(
+    url: Url,
+    token: &SecretString,
+) -> Result<T, RemoteError> {
+    call("GET", url, token, None).await
+}
+
+/// `POST url` with the JSON `body` (its keys in name order).
+async fn post<T: for<'de> Deserialize<'de>>(
+    url: Url,
+    token: &SecretString,
+    body: &impl Serialize,
+) -> Result<T, RemoteError> {
+    // Through a `Value`, whose keys are in name order: the bytes sent stay the same
+    // whatever the field order of the body's type. It cannot fail for these types.
+    let body = serde_json::to_value(body).unwrap_or_default();
+    call("POST", url, token, Some(body)).await
+}
+
 async fn call<T: for<'de> Deserialize<'de>>(
     method: &'static str,
     url: Url,
@@ -131,13 +163,7 @@ async fn call<T: for<'de> Deserialize<'de>>(
     if let Some(body) = body {
         request = request.json(&body);
     }
-    // Shown in errors: without any user:password written into the server URL.
-    let shown = {
-        let mut u = url.clone();
-        let _ = u.set_password(None);
-        let _ = u.set_username("");
-        u.to_string()
-    };
+    let shown = shown(&url);
     let response = request
         .send()
         .await
@@ -161,9 +187,9 @@ async fn call<T: for<'de> Deserialize<'de>>(
             source: source.without_url(),
         })?;
     if !status.is_success() {
-        let message = serde_json::from_slice::<Value>(&bytes)
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .ok()
-            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+            .map(|e| e.error)
             .unwrap_or_else(|| {
                 let text = String::from_utf8_lossy(&bytes);
                 let text: String = text.chars().take(200).collect();
@@ -198,15 +224,13 @@ pub async fn remote_rotate(
     compromise: bool,
 ) -> Result<Accepted, RemoteError> {
     let url = endpoint(base, &["v1", "policies", name, "rotate"])?;
-    let mut body = json!({"compromise": compromise});
-    if let Some(reason) = reason {
-        body["reason"] = json!(reason);
-    }
-    if let Some(ticket) = ticket {
-        body["ticket"] = json!(ticket);
-    }
+    let body = RotateBody {
+        reason: reason.map(str::to_owned),
+        ticket: ticket.map(str::to_owned),
+        compromise: Some(compromise),
+    };
     // `pending_approval` answers carry the approval request's id, expiry and count.
-    call("POST", url, token, Some(body)).await
+    post(url, token, &body).await
 }
 
 /// Approves approval request `id` (`POST /v1/requests/{id}/approve`). The answer's
@@ -220,11 +244,10 @@ pub async fn remote_approve(
     reason: Option<&str>,
 ) -> Result<Accepted, RemoteError> {
     let url = endpoint(base, &["v1", "requests", id, "approve"])?;
-    let body = match reason {
-        Some(reason) => json!({"reason": reason}),
-        None => json!({}),
+    let body = ApproveBody {
+        reason: reason.map(str::to_owned),
     };
-    call("POST", url, token, Some(body)).await
+    post(url, token, &body).await
 }
 
 /// An approval request by id (`GET /v1/requests/{id}`).
@@ -233,7 +256,7 @@ pub async fn remote_approval_request(
     token: &SecretString,
     id: &str,
 ) -> Result<ApprovalRecord, RemoteError> {
-    call("GET", endpoint(base, &["v1", "requests", id])?, token, None).await
+    get(endpoint(base, &["v1", "requests", id])?, token).await
 }
 
 /// Asks the agent at `base` to rotate every policy whose labels match `selector`
@@ -245,21 +268,15 @@ pub async fn remote_rotate_selected(
     reason: Option<&str>,
     ticket: Option<&str>,
     compromise: bool,
-) -> Result<super::BulkAccepted, RemoteError> {
+) -> Result<BulkAccepted, RemoteError> {
     let url = endpoint(base, &["v1", "rotations"])?;
-    let mut body = json!({"selector": selector, "compromise": compromise});
-    if let Some(reason) = reason {
-        body["reason"] = json!(reason);
-    }
-    if let Some(ticket) = ticket {
-        body["ticket"] = json!(ticket);
-    }
-    call("POST", url, token, Some(body)).await
-}
-
-#[derive(Deserialize)]
-struct ReleasedWire {
-    state: String,
+    let body = BulkRotateBody {
+        selector: selector.clone(),
+        reason: reason.map(str::to_owned),
+        ticket: ticket.map(str::to_owned),
+        compromise: Some(compromise),
+    };
+    post(url, token, &body).await
 }
 
 /// Asks the agent at `base` to lift policy `name`'s quarantine
@@ -271,14 +288,12 @@ pub async fn remote_release(
     reason: &str,
 ) -> Result<(), RemoteError> {
     let url = endpoint(base, &["v1", "policies", name, "release"])?;
-    let shown = {
-        let mut u = url.clone();
-        let _ = u.set_password(None);
-        let _ = u.set_username("");
-        u.to_string()
+    let shown = shown(&url);
+    let body = ReleaseBody {
+        reason: Some(reason.to_owned()),
     };
-    let wire: ReleasedWire = call("POST", url, token, Some(json!({"reason": reason}))).await?;
-    if wire.state != "released" {
+    let wire: Released = post(url, token, &body).await?;
+    if wire.state != Released::STATE {
         return Err(RemoteError::Decode {
             method: "POST",
             url: shown,
@@ -297,45 +312,47 @@ pub async fn remote_retire(
     name: &str,
     reason: &str,
     ticket: Option<&str>,
-) -> Result<Value, RemoteError> {
+) -> Result<Retirement, RemoteError> {
     let url = endpoint(base, &["v1", "policies", name, "retire"])?;
-    let body = json!({"reason": reason, "ticket": ticket});
-    call("POST", url, token, Some(body)).await
+    post(url, token, &retire_body(reason, ticket)).await
 }
 
 /// Asks the agent at `base` to enable retired policy `name` again
-/// (`POST /v1/policies/{name}/enable`): `{record, rotation}`.
+/// (`POST /v1/policies/{name}/enable`): the record and the rotation.
 pub async fn remote_enable(
     base: &Url,
     token: &SecretString,
     name: &str,
     reason: &str,
     ticket: Option<&str>,
-) -> Result<Value, RemoteError> {
+) -> Result<Enabled, RemoteError> {
     let url = endpoint(base, &["v1", "policies", name, "enable"])?;
-    let body = json!({"reason": reason, "ticket": ticket});
-    call("POST", url, token, Some(body)).await
+    post(url, token, &retire_body(reason, ticket)).await
 }
 
-/// The policies the token's identity may see (`GET /v1/policies`), as the agent's
-/// `PolicyView` JSON objects.
-pub async fn remote_policies(base: &Url, token: &SecretString) -> Result<Vec<Value>, RemoteError> {
-    call("GET", endpoint(base, &["v1", "policies"])?, token, None).await
+/// The body of retire and enable (`ticket: null` when there is none).
+fn retire_body(reason: &str, ticket: Option<&str>) -> RetireBody {
+    RetireBody {
+        reason: Some(reason.to_owned()),
+        ticket: ticket.map(str::to_owned),
+    }
 }
 
-/// One policy (`GET /v1/policies/{name}`), as the agent's `PolicyView` JSON object.
+/// The policies the token's identity may see (`GET /v1/policies`).
+pub async fn remote_policies(
+    base: &Url,
+    token: &SecretString,
+) -> Result<Vec<PolicyView>, RemoteError> {
+    get(endpoint(base, &["v1", "policies"])?, token).await
+}
+
+/// One policy (`GET /v1/policies/{name}`).
 pub async fn remote_policy(
     base: &Url,
     token: &SecretString,
     name: &str,
-) -> Result<Value, RemoteError> {
-    call(
-        "GET",
-        endpoint(base, &["v1", "policies", name])?,
-        token,
-        None,
-    )
-    .await
+) -> Result<PolicyView, RemoteError> {
+    get(endpoint(base, &["v1", "policies", name])?, token).await
 }
 
 /// A rotation by id (`GET /v1/rotations/{id}`).
@@ -344,13 +361,7 @@ pub async fn remote_rotation(
     token: &SecretString,
     id: &str,
 ) -> Result<Rotation, RemoteError> {
-    call(
-        "GET",
-        endpoint(base, &["v1", "rotations", id])?,
-        token,
-        None,
-    )
-    .await
+    get(endpoint(base, &["v1", "rotations", id])?, token).await
 }
 
 #[cfg(test)]

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use super::{App, Denial, MAX_BODY, Outcome, RequestAudit};
+use super::{App, Authentication, Caller, Denial, MAX_BODY, Outcome, RequestAudit};
 
 /// How often counted refusal records whose window is over are written.
 const COUNTED_FLUSH_EVERY: Duration = Duration::from_secs(10);
@@ -46,7 +46,7 @@ pub(super) async fn gate(
     if let Err(wait) = admitted {
         return app.refuse(record, peer_throttled(wait)).await;
     }
-    let caller = match app.caller(request.headers(), &mut record).await {
+    let caller = match authenticate(&app, request.headers(), &mut record).await {
         Ok(caller) => caller,
         Err(denial) => {
             // Only a failed authentication spends the peer's budget.
@@ -68,6 +68,63 @@ pub(super) async fn gate(
         return response;
     }
     rejected(&app, record, response).await
+}
+
+/// Authenticates the request (noting who on `record`) and takes one request from the
+/// identity's budget.
+async fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    record: &mut RequestAudit,
+) -> Result<Caller, Denial> {
+    let unauthenticated =
+        |m: &str| Denial::new(StatusCode::UNAUTHORIZED, Outcome::Unauthenticated, m);
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(unauthenticated(
+            "missing bearer token (Authorization: Bearer …)",
+        ));
+    };
+    let Some(token) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+    else {
+        return Err(unauthenticated("expected Authorization: Bearer <token>"));
+    };
+    let caller = match app.auth.authenticate(token).await {
+        Ok(Authentication::Known { identity, method }) => {
+            let caller = Caller { identity, method };
+            record.identity = Some(caller.identity.name.clone());
+            record.auth = Some(method.audit_label());
+            caller
+        }
+        Ok(Authentication::Unknown { detail }) => {
+            return Err(unauthenticated("invalid bearer token").detail(detail));
+        }
+        Err(e) => {
+            return Err(Denial::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Outcome::Failed,
+                "the token cannot be checked right now; try again",
+            )
+            .detail(crate::error_chain(&e)));
+        }
+    };
+    if let Err(wait) = app.auth.check_rate(&caller.identity) {
+        let identity = &caller.identity;
+        return Err(too_many(wait, |secs| {
+            format!(
+                "identity {} is over its rate limit ({} requests per {}s); retry in {secs}s",
+                identity.name,
+                identity.rate_limit.requests,
+                identity.rate_limit.per.as_secs()
+            )
+        }));
+    }
+    Ok(caller)
 }
 
 /// The policy name of a `/v1/policies/{name}…` path, percent-decoded (for the audit
@@ -100,12 +157,19 @@ fn policy_in_path(path: &str) -> Option<String> {
 
 /// A 429 for a peer over its budget of failed authentications.
 fn peer_throttled(wait: Duration) -> Denial {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let secs = secs.max(1);
+    too_many(wait, |secs| {
+        format!("too many failed authentications from this address; retry in {secs}s")
+    })
+}
+
+/// A 429 with `Retry-After`: `wait` in whole seconds (rounded up, at least 1), also
+/// given to `message`.
+fn too_many(wait: Duration, message: impl FnOnce(u64) -> String) -> Denial {
+    let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
     let mut denial = Denial::new(
         StatusCode::TOO_MANY_REQUESTS,
         Outcome::RateLimited,
-        format!("too many failed authentications from this address; retry in {secs}s"),
+        message(secs),
     );
     denial.retry_after = Some(secs);
     denial

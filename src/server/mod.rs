@@ -7,16 +7,16 @@
 //! | `GET /healthz` | none | 200 while the process serves |
 //! | `GET /readyz` | none | 200 / 503 with [`Readiness`] JSON |
 //! | `GET /metrics` | none | Prometheus text format 0.0.4 |
-//! | `GET /v1/policies` | bearer | the [`crate::agent::PolicyView`]s the identity may see |
+//! | `GET /v1/policies` | bearer | the [`crate::api::PolicyView`]s the identity may see |
 //! | `GET /v1/policies/{name}` | bearer | one policy |
-//! | `POST /v1/policies/{name}/rotate` | bearer | 202 [`crate::agent::Accepted`]; body `{reason?, ticket?, compromise?}` |
+//! | `POST /v1/policies/{name}/rotate` | bearer | 202 [`crate::api::Accepted`]; body `{reason?, ticket?, compromise?}` |
 //! | `POST /v1/policies/{name}/release` | bearer | 200 `{"state": "released"}`; body `{reason}` (required) |
 //! | `POST /v1/policies/{name}/retire` | bearer | 200 the retirement record (offboarding: credential disabled, consumers emptied, refusal proven); body `{reason, ticket?}`; 500 with the record when it did not complete |
 //! | `POST /v1/policies/{name}/enable` | bearer | 200 `{record, rotation}` (a retired policy rotates to a working credential again); body `{reason, ticket?}` |
-//! | `POST /v1/rotations` | bearer | 202 [`BulkAccepted`]; body `{selector, reason?, ticket?, compromise?}`: every policy whose labels match (all checked before any is queued) |
-//! | `GET /v1/rotations/{id}` | bearer | the [`Rotation`] if its policy is visible |
+//! | `POST /v1/rotations` | bearer | 202 [`crate::api::BulkAccepted`]; body `{selector, reason?, ticket?, compromise?}`: every policy whose labels match (all checked before any is queued) |
+//! | `GET /v1/rotations/{id}` | bearer | the [`crate::engine::Rotation`] if its policy is visible |
 //! | `GET /v1/requests/{id}` | bearer | the approval request ([`crate::agent::ApprovalRecord`]) if its policy is visible |
-//! | `POST /v1/requests/{id}/approve` | bearer | 200 [`crate::agent::Accepted`]; body `{reason?}`; 403 unless a listed approver other than the requester, 410 `{error, reason}` once `expired`, `superseded` or `used` |
+//! | `POST /v1/requests/{id}/approve` | bearer | 200 [`crate::api::Accepted`]; body `{reason?}`; 403 unless a listed approver other than the requester, 410 `{error, reason}` once `expired`, `superseded` or `used` |
 //!
 //! `/v1` checks run in this order: 429 (the peer — remote IPv4 address or IPv6 /64 —
 //! has used up its budget of failed authentications, checked before the token is
@@ -26,8 +26,10 @@
 //! not granted either, so the answer is the same for both; compromise not allowed),
 //! 404 (unknown policy the identity would be granted), 400 (reason/ticket the policy
 //! requires), then the agent: 409 (busy), 503 (not leader, audit log down), 500.
-//! Every `/v1` answer is JSON; error bodies are `{"error": "…"}` and never contain the
-//! token. See `gate` and `peers`.
+//! Every `/v1` answer is JSON; error bodies are `{"error": "…"}` ([`crate::api::ErrorBody`])
+//! and never contain the token. The bodies and answers are the types of [`crate::api`].
+//! Every audited handler opens with the same `call::Call` (record, caller, body,
+//! reason/ticket checks). See `gate` and `peers`.
 //!
 //! Auditing: each `/v1` request produces one [`RequestAudit`] with its final status,
 //! except that refusals with status 401 or 429 from one peer are written one by one
@@ -42,11 +44,14 @@
 
 mod approval;
 mod auth;
+mod auth_config;
 mod bulk;
+mod call;
 mod client;
 pub mod fuzzing;
 mod gate;
 mod peers;
+mod policies;
 mod retire;
 
 use std::future::Future;
@@ -54,28 +59,30 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 
 pub use auth::{
-    AuthConfig, AuthError, AuthMethod, Authentication, Authenticator, DEFAULT_RATE_LIMIT,
-    DEFAULT_VAULT_MOUNT, Grants, Identity, IdentityConfig, KubeTokenReviewer, MIN_TOKEN_LEN,
-    RateLimit, ServiceAccount, TokenReviewer,
+    AuthMethod, Authentication, Authenticator, Identity, KubeTokenReviewer, TokenReviewer,
 };
-pub use bulk::{BulkAccepted, BulkItem, MAX_BULK_POLICIES};
+pub use auth_config::{
+    AuthConfig, AuthError, DEFAULT_RATE_LIMIT, DEFAULT_VAULT_MOUNT, Grants, IdentityConfig,
+    MIN_TOKEN_LEN, RateLimit, ServiceAccount,
+};
+pub use bulk::MAX_BULK_POLICIES;
 pub use client::{
     RemoteError, remote_approval_request, remote_approve, remote_enable, remote_policies,
     remote_policy, remote_release, remote_retire, remote_rotate, remote_rotate_selected,
     remote_rotation,
 };
 
-use crate::agent::{Control, ControlError, PolicyMeta, Readiness};
-use crate::engine::{Rotation, RotationRequest, Trigger};
+use crate::agent::{Control, ControlError, Readiness};
+use crate::api::{ErrorBody, Health};
+use crate::engine::Trigger;
 
 /// Where `rotor run` listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
@@ -131,7 +138,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Lower-case name.
+    /// The outcome's name in the audit record (`allowed`, `rate_limited`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",
@@ -222,6 +229,8 @@ struct Denial {
     retry_after: Option<u64>,
     /// Sent as `reason` beside `error` (410: `expired`, `superseded`, `used`).
     reason: Option<&'static str>,
+    /// Answered without an audit record of the refusal (the audit log just failed).
+    unaudited: bool,
 }
 
 impl Denial {
@@ -233,6 +242,7 @@ impl Denial {
             detail: None,
             retry_after: None,
             reason: None,
+            unaudited: false,
         }
     }
 
@@ -241,6 +251,7 @@ impl Denial {
         self
     }
 
+    /// The refusal for an agent's error (see the status order in the module docs).
     fn from_control(e: &ControlError) -> Denial {
         let text = e.to_string();
         match e {
@@ -274,10 +285,12 @@ impl Denial {
         }
     }
 
+    /// The JSON answer: [`ErrorBody`], with `WWW-Authenticate` on a 401 and
+    /// `Retry-After` when set.
     fn response(&self) -> Response {
-        let body = match self.reason {
-            Some(reason) => json!({"error": self.message, "reason": reason}),
-            None => json!({"error": self.message}),
+        let body = ErrorBody {
+            error: self.message.clone(),
+            reason: self.reason.map(str::to_owned),
         };
         let mut response = (self.status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
@@ -294,6 +307,8 @@ impl Denial {
     }
 }
 
+/// What every handler shares: the agent, the authenticator, `/metrics`, the audit
+/// sink and the per-peer defences.
 struct App {
     control: Arc<dyn Control>,
     auth: Arc<Authenticator>,
@@ -307,25 +322,16 @@ struct App {
 #[derive(Clone)]
 struct Caller {
     identity: Arc<Identity>,
-    /// `token` or `kubernetes`.
-    auth: &'static str,
+    /// How the bearer token was checked: a static API token or a Kubernetes TokenReview.
+    method: AuthMethod,
 }
 
 impl Caller {
-    /// How the caller proved who they are, for the records of what they start.
-    fn authenticated_by(&self) -> crate::audit::AuthMethod {
-        if self.auth == "kubernetes" {
-            crate::audit::AuthMethod::KubernetesTokenReview
-        } else {
-            crate::audit::AuthMethod::ApiToken
-        }
-    }
-
     /// A new audit record of a request by this caller.
     fn record(&self, method: &Method, uri: &Uri, remote: SocketAddr) -> RequestAudit {
         let mut record = RequestAudit::new(method, uri, remote);
         record.identity = Some(self.identity.name.clone());
-        record.auth = Some(self.auth);
+        record.auth = Some(self.method.audit_label());
         record
     }
 }
@@ -392,96 +398,24 @@ impl App {
             }
         }
     }
+}
 
-    /// Audits a successful request; answers 503 instead when the record cannot be written.
-    async fn serve_audited(
-        &self,
-        mut record: RequestAudit,
-        detail: impl Into<String>,
-        response: Response,
-    ) -> Response {
-        record.status = response.status().as_u16();
-        record.outcome = Outcome::Allowed;
-        record.detail = detail.into();
-        match self.audit(record).await {
-            Ok(()) => response,
-            Err(error) => {
-                tracing::error!(error = %error, "Writing the audit record of an API request failed; answering 503.");
-                audit_unavailable().response()
-            }
-        }
-    }
-
-    /// Authenticates the request and takes one request from the identity's budget.
-    async fn caller(
-        &self,
-        headers: &HeaderMap,
-        record: &mut RequestAudit,
-    ) -> Result<Caller, Denial> {
-        let unauthenticated =
-            |m: &str| Denial::new(StatusCode::UNAUTHORIZED, Outcome::Unauthenticated, m);
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(unauthenticated(
-                "missing bearer token (Authorization: Bearer …)",
-            ));
-        };
-        let Some(token) = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|t| !t.is_empty())
-        else {
-            return Err(unauthenticated("expected Authorization: Bearer <token>"));
-        };
-        let (identity, auth) = match self.auth.authenticate(token).await {
-            Ok(Authentication::Known { identity, method }) => {
-                let auth = match method {
-                    AuthMethod::Token => "token",
-                    AuthMethod::Kubernetes => "kubernetes",
-                };
-                record.identity = Some(identity.name.clone());
-                record.auth = Some(auth);
-                (identity, auth)
-            }
-            Ok(Authentication::Unknown { detail }) => {
-                return Err(unauthenticated("invalid bearer token").detail(detail));
-            }
-            Err(e) => {
-                return Err(Denial::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Outcome::Failed,
-                    "the token cannot be checked right now; try again",
-                )
-                .detail(crate::error_chain(&e)));
-            }
-        };
-        if let Err(wait) = self.auth.check_rate(&identity) {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut denial = Denial::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                Outcome::RateLimited,
-                format!(
-                    "identity {} is over its rate limit ({} requests per {}s); retry in {secs}s",
-                    identity.name,
-                    identity.rate_limit.requests,
-                    identity.rate_limit.per.as_secs()
-                ),
-            );
-            denial.retry_after = Some(secs.max(1));
-            return Err(denial);
-        }
-        Ok(Caller { identity, auth })
+impl From<ControlError> for Denial {
+    fn from(e: ControlError) -> Denial {
+        Denial::from_control(&e)
     }
 }
 
+/// A 503: the audit record that must come first cannot be written. Answered as is,
+/// never audited (the audit log just failed).
 fn audit_unavailable() -> Denial {
-    Denial::new(
+    let mut denial = Denial::new(
         StatusCode::SERVICE_UNAVAILABLE,
         Outcome::Failed,
         "the audit log cannot be written; nothing was done",
-    )
+    );
+    denial.unaudited = true;
+    denial
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes the requests
@@ -525,14 +459,14 @@ fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/policies", get(list_policies))
-        .route("/v1/policies/{name}", get(get_policy))
-        .route("/v1/policies/{name}/rotate", post(rotate))
-        .route("/v1/policies/{name}/release", post(release))
+        .route("/v1/policies", get(policies::list_policies))
+        .route("/v1/policies/{name}", get(policies::get_policy))
+        .route("/v1/policies/{name}/rotate", post(policies::rotate))
+        .route("/v1/policies/{name}/release", post(policies::release))
         .route("/v1/policies/{name}/retire", post(retire::retire))
         .route("/v1/policies/{name}/enable", post(retire::enable))
         .route("/v1/rotations", post(bulk::rotate_selected))
-        .route("/v1/rotations/{id}", get(get_rotation))
+        .route("/v1/rotations/{id}", get(policies::get_rotation))
         .route("/v1/requests/{id}", get(approval::get_request))
         .route("/v1/requests/{id}/approve", post(approval::approve))
         .fallback(fallback)
@@ -546,7 +480,7 @@ fn router(app: Arc<App>) -> Router {
 }
 
 async fn healthz() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+    axum::Json(Health { status: "ok" }).into_response()
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -567,423 +501,58 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
-async fn list_policies(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Extension(caller): Extension<Caller>,
-    method: Method,
-    uri: Uri,
-) -> Response {
-    let record = caller.record(&method, &uri, remote);
-    let visible: Vec<_> = app
-        .control
-        .policies()
-        .await
-        .into_iter()
-        .filter(|p| caller.identity.may_access(&p.name, &p.labels))
-        .collect();
-    let detail = format!("listed {} policies", visible.len());
-    app.serve_audited(record, detail, axum::Json(visible).into_response())
-        .await
-}
-
-async fn get_policy(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Extension(caller): Extension<Caller>,
-    method: Method,
-    uri: Uri,
-    Path(name): Path<String>,
-) -> Response {
-    let mut record = caller.record(&method, &uri, remote);
-    record.policy = Some(name.clone());
-    let view = app
-        .control
-        .policies()
-        .await
-        .into_iter()
-        .find(|p| p.name == name);
-    let labels = view.as_ref().map(|v| &v.labels);
-    if let Err(d) = grant_check(&caller, &name, labels) {
-        return app.refuse(record, d).await;
-    }
-    let Some(view) = view else {
-        return app.refuse(record, no_policy(&name)).await;
-    };
-    app.serve_audited(record, "read policy", axum::Json(view).into_response())
-        .await
-}
-
-/// The named policy's facts, when the caller is granted it and it exists.
-fn granted_policy(app: &App, caller: &Caller, name: &str) -> Result<PolicyMeta, Denial> {
-    let meta = app.control.policy_meta(name);
-    grant_check(caller, name, meta.as_ref().map(|m| &m.labels))?;
-    meta.ok_or_else(|| no_policy(name))
-}
-
-/// 403 unless the caller is granted the policy `name` with `labels` (`None`: there is
-/// no such policy). The grant is checked first, and a missing policy has no labels,
-/// so a caller gets the same answer for a policy it is not granted and for a name
-/// that does not exist (only the audit record tells them apart); 404 is for names the
-/// caller would be granted (by name or `*`).
-fn grant_check(
-    caller: &Caller,
-    name: &str,
-    labels: Option<&std::collections::BTreeMap<String, String>>,
-) -> Result<(), Denial> {
-    let none = std::collections::BTreeMap::new();
-    if caller.identity.may_access(name, labels.unwrap_or(&none)) {
-        return Ok(());
-    }
-    let d = not_granted(caller, name);
-    Err(match labels {
-        Some(_) => d,
-        None => {
-            let detail = format!("{} (there is no policy of that name)", d.message);
-            d.detail(detail)
-        }
-    })
-}
-
-fn no_policy(name: &str) -> Denial {
-    Denial::new(
-        StatusCode::NOT_FOUND,
-        Outcome::NotFound,
-        format!("no policy named {name}"),
-    )
-}
-
-/// A 400 for a request the caller must correct.
-fn invalid(message: String) -> Denial {
-    Denial::new(StatusCode::BAD_REQUEST, Outcome::Invalid, message)
-}
-
-/// The JSON body of a request: its type's default when the body is empty, a 400
-/// naming the expected `shape` when it does not parse.
-fn json_body<T: serde::de::DeserializeOwned + Default>(
-    body: &Bytes,
-    shape: &str,
-) -> Result<T, Denial> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| invalid(format!("the body must be JSON {shape}: {e}")))
-}
-
-/// A 400 when `text` is longer than `max` characters.
-fn too_long(text: Option<&str>, max: usize, what: &str) -> Option<Denial> {
-    text.filter(|t| t.chars().count() > max)
-        .map(|_| invalid(format!("{what} is longer than {max} characters")))
-}
-
-fn not_granted(caller: &Caller, policy: &str) -> Denial {
-    Denial::new(
-        StatusCode::FORBIDDEN,
-        Outcome::Forbidden,
-        format!(
-            "identity {} is not granted policy {policy}",
-            caller.identity.name
-        ),
-    )
-}
-
-/// The body of `POST /v1/policies/{name}/rotate`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateBody {
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    ticket: Option<String>,
-    #[serde(default)]
-    compromise: Option<bool>,
-}
-
-/// `Some(trimmed)` unless absent or blank.
-fn given(text: Option<String>) -> Option<String> {
-    text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
-}
-
-/// A request's reason and ticket, trimmed (blank is none) and noted on `record`; one
-/// over its length limit refuses the request and is left out of the record.
-fn reason_and_ticket(
-    record: &mut RequestAudit,
-    reason: Option<String>,
-    ticket: Option<String>,
-) -> Result<(Option<String>, Option<String>), Denial> {
-    let reason = given(reason);
-    let ticket = given(ticket);
-    let long_reason = too_long(reason.as_deref(), MAX_REASON_LEN, "reason");
-    let long_ticket = too_long(ticket.as_deref(), MAX_TICKET_LEN, "ticket");
-    record.reason = reason.clone().filter(|_| long_reason.is_none());
-    record.ticket = ticket.clone().filter(|_| long_ticket.is_none());
-    match long_reason.or(long_ticket) {
-        Some(d) => Err(d),
-        None => Ok((reason, ticket)),
-    }
-}
-
-async fn rotate(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Extension(caller): Extension<Caller>,
-    method: Method,
-    uri: Uri,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let mut record = caller.record(&method, &uri, remote);
-    record.policy = Some(name.clone());
-
-    let parsed: RotateBody = match json_body(
-        &body,
-        "{\"reason\": string?, \"ticket\": string?, \"compromise\": bool?}",
-    ) {
-        Ok(b) => b,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    let compromise = parsed.compromise.unwrap_or(false);
-    let trigger = if compromise {
-        Trigger::Compromise
-    } else {
-        Trigger::OnDemand
-    };
-    record.trigger = Some(trigger);
-    let (reason, ticket) = match reason_and_ticket(&mut record, parsed.reason, parsed.ticket) {
-        Ok(t) => t,
-        Err(d) => return app.refuse(record, d).await,
-    };
-
-    let meta = match granted_policy(&app, &caller, &name) {
-        Ok(meta) => meta,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    if compromise && !caller.identity.compromise {
-        let d = Denial::new(
-            StatusCode::FORBIDDEN,
-            Outcome::Forbidden,
-            format!(
-                "identity {} may not request compromise rotations",
-                caller.identity.name
-            ),
-        );
-        return app.refuse(record, d).await;
-    }
-    if meta.require_reason && reason.is_none() {
-        let d = invalid(format!(
-            "policy {name} requires a reason for on-demand rotations"
-        ));
-        return app.refuse(record, d).await;
-    }
-    if meta.require_ticket && ticket.is_none() {
-        let d = invalid(format!(
-            "policy {name} requires a ticket for on-demand rotations"
-        ));
-        return app.refuse(record, d).await;
-    }
-
-    // Fail closed: nothing is asked of the agent unless this record is written.
-    let mut authorized = record.clone();
-    authorized.status = StatusCode::ACCEPTED.as_u16();
-    authorized.outcome = Outcome::Authorized;
-    authorized.detail = format!("{} rotation requested", trigger.as_str());
-    if let Err(error) = app.audit(authorized).await {
-        tracing::error!(policy = %name, error = %error, "Writing the audit record of a rotate request failed; the rotation was not requested.");
-        return audit_unavailable().response();
-    }
-
-    let request = RotationRequest {
-        trigger,
-        actor: caller.identity.actor(),
-        reason,
-        ticket,
-        // Skips the policy's approval, if it requires one (the agent decides).
-        break_glass: compromise && caller.identity.break_glass,
-        authenticated_by: caller.authenticated_by(),
-        ..Default::default()
-    };
-    match app.control.rotate(&name, request).await {
-        Ok(accepted) => {
-            record.rotation_id = accepted.rotation_id.clone();
-            record.status = StatusCode::ACCEPTED.as_u16();
-            record.outcome = Outcome::Allowed;
-            record.detail = match &accepted.request_id {
-                Some(id) => format!("rotation {} (approval request {id})", accepted.state),
-                None => format!("rotation {}", accepted.state),
-            };
-            if let Err(error) = app.audit(record).await {
-                // The rotation is already queued: say so, and log the lost record.
-                tracing::error!(policy = %name, error = %error, "Writing the audit record of an accepted rotation failed.");
-            }
-            (StatusCode::ACCEPTED, axum::Json(accepted)).into_response()
-        }
-        Err(e) => app.refuse(record, Denial::from_control(&e)).await,
-    }
-}
-
-/// The body of `POST /v1/policies/{name}/release`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReleaseBody {
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// Lifts a policy's quarantine; checked and audited like [`rotate`], and a reason is
-/// always required.
-async fn release(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Extension(caller): Extension<Caller>,
-    method: Method,
-    uri: Uri,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let mut record = caller.record(&method, &uri, remote);
-    record.policy = Some(name.clone());
-
-    let parsed: ReleaseBody = match json_body(&body, "{\"reason\": string}") {
-        Ok(b) => b,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    let reason = match reason_and_ticket(&mut record, parsed.reason, None) {
-        Ok((reason, _)) => reason,
-        Err(d) => return app.refuse(record, d).await,
-    };
-
-    if let Err(d) = granted_policy(&app, &caller, &name) {
-        return app.refuse(record, d).await;
-    }
-    let Some(reason) = reason else {
-        let d = invalid(format!(
-            "releasing policy {name} from quarantine requires a reason"
-        ));
-        return app.refuse(record, d).await;
-    };
-
-    // Fail closed: nothing is asked of the agent unless this record is written.
-    let mut authorized = record.clone();
-    authorized.status = StatusCode::OK.as_u16();
-    authorized.outcome = Outcome::Authorized;
-    authorized.detail = "quarantine release requested".to_owned();
-    if let Err(error) = app.audit(authorized).await {
-        tracing::error!(policy = %name, error = %error, "Writing the audit record of a release request failed; the quarantine was not lifted.");
-        return audit_unavailable().response();
-    }
-
-    match app
-        .control
-        .release(&name, &caller.identity.actor(), &reason)
-        .await
-    {
-        Ok(()) => {
-            record.status = StatusCode::OK.as_u16();
-            record.outcome = Outcome::Allowed;
-            record.detail = "quarantine released".to_owned();
-            if let Err(error) = app.audit(record).await {
-                // The quarantine is already lifted: say so, and log the lost record.
-                tracing::error!(policy = %name, error = %error, "Writing the audit record of a released quarantine failed.");
-            }
-            (StatusCode::OK, axum::Json(json!({"state": "released"}))).into_response()
-        }
-        Err(e) => app.refuse(record, Denial::from_control(&e)).await,
-    }
-}
-
-async fn get_rotation(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Extension(caller): Extension<Caller>,
-    method: Method,
-    uri: Uri,
-    Path(id): Path<String>,
-) -> Response {
-    let mut record = caller.record(&method, &uri, remote);
-    record.rotation_id = Some(id.clone());
-    let rotation: Rotation = match app.control.rotation(&id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            let d = Denial::new(
-                StatusCode::NOT_FOUND,
-                Outcome::NotFound,
-                format!("no rotation {id}"),
-            );
-            return app.refuse(record, d).await;
-        }
-        Err(e) => return app.refuse(record, Denial::from_control(&e)).await,
-    };
-    record.policy = Some(rotation.policy.clone());
-    let labels = app
-        .control
-        .policy_meta(&rotation.policy)
-        .map(|m| m.labels)
-        .unwrap_or_default();
-    if !caller.identity.may_access(&rotation.policy, &labels) {
-        // The caller is not told which policy the rotation belongs to.
-        let d = Denial::new(
-            StatusCode::FORBIDDEN,
-            Outcome::Forbidden,
-            format!(
-                "identity {} may not see rotation {id}",
-                caller.identity.name
-            ),
-        );
-        return app.refuse(record, d).await;
-    }
-    app.serve_audited(
-        record,
-        "read rotation",
-        axum::Json(rotation).into_response(),
-    )
-    .await
-}
-
-async fn fallback(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    caller: Option<Extension<Caller>>,
-    method: Method,
-    uri: Uri,
-) -> Response {
-    let denial = Denial::new(
-        StatusCode::NOT_FOUND,
-        Outcome::NotFound,
-        format!("no endpoint {} {}", method, uri.path()),
-    );
-    refuse_unrouted(&app, remote, caller, method, uri, denial).await
-}
-
-async fn method_not_allowed(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    caller: Option<Extension<Caller>>,
-    method: Method,
-    uri: Uri,
-) -> Response {
-    let denial = Denial::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        Outcome::Invalid,
-        format!("{} is not allowed on {}", method, uri.path()),
-    );
-    refuse_unrouted(&app, remote, caller, method, uri, denial).await
-}
-
-/// Answers a request no route takes; under `/v1` it was authenticated by
-/// [`gate::gate`] (401 first) and is audited like any other API request.
-async fn refuse_unrouted(
-    app: &App,
+/// A request no route takes, with what the audit needs about it.
+struct Unrouted {
+    app: Arc<App>,
     remote: SocketAddr,
-    caller: Option<Extension<Caller>>,
+    caller: Option<Caller>,
     method: Method,
     uri: Uri,
-    denial: Denial,
-) -> Response {
-    match caller {
-        Some(Extension(caller)) if gate::is_api(uri.path()) => {
-            let record = caller.record(&method, &uri, remote);
-            app.refuse(record, denial).await
-        }
-        _ => denial.response(),
+}
+
+impl FromRequestParts<Arc<App>> for Unrouted {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
+        let ConnectInfo(remote) = ConnectInfo::<SocketAddr>::from_request_parts(parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Unrouted {
+            app: Arc::clone(app),
+            remote,
+            caller: parts.extensions.get::<Caller>().cloned(),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+        })
     }
+}
+
+impl Unrouted {
+    /// Answers `denial`; under `/v1` the request was authenticated by [`gate::gate`]
+    /// (401 first) and is audited like any other API request.
+    async fn refuse(self, denial: Denial) -> Response {
+        match self.caller {
+            Some(caller) if gate::is_api(self.uri.path()) => {
+                let record = caller.record(&self.method, &self.uri, self.remote);
+                self.app.refuse(record, denial).await
+            }
+            _ => denial.response(),
+        }
+    }
+}
+
+async fn fallback(unrouted: Unrouted) -> Response {
+    let message = format!("no endpoint {} {}", unrouted.method, unrouted.uri.path());
+    let denial = Denial::new(StatusCode::NOT_FOUND, Outcome::NotFound, message);
+    unrouted.refuse(denial).await
+}
+
+async fn method_not_allowed(unrouted: Unrouted) -> Response {
+    let message = format!(
+        "{} is not allowed on {}",
+        unrouted.method,
+        unrouted.uri.path()
+    );
+    let denial = Denial::new(StatusCode::METHOD_NOT_ALLOWED, Outcome::Invalid, message);
+    unrouted.refuse(denial).await
 }

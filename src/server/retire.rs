@@ -10,31 +10,16 @@
 //! did not complete answers 500 with `{"error", …the same fields}` so that no caller
 //! mistakes it for success, and its evidence is still in the body.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Extension, Path, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::Serialize;
 
-use super::{
-    App, Caller, Denial, Outcome, audit_unavailable, granted_policy, invalid, json_body,
-    reason_and_ticket,
-};
+use super::call::{Call, invalid};
+use super::{Denial, Outcome};
+use crate::api::{Enabled, Ended, RetireBody};
 use crate::engine::{RetireRequest, RetireState};
-
-/// The body of both routes.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct Body {
-    #[serde(default)]
-    pub(super) reason: Option<String>,
-    #[serde(default)]
-    pub(super) ticket: Option<String>,
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -52,133 +37,99 @@ impl Action {
 }
 
 /// `POST /v1/policies/{name}/retire`.
-pub(super) async fn retire(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Extension(caller): Extension<Caller>,
-    method: Method,
-    uri: Uri,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    handle(Action::Retire, app, remote, caller, method, uri, name, body).await
+pub(super) async fn retire(call: Call, Path(name): Path<String>, body: Bytes) -> Response {
+    handle(Action::Retire, call, name, body).await
 }
 
 /// `POST /v1/policies/{name}/enable`.
-pub(super) async fn enable(
-    State(app): State<Arc<App>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    Extension(caller): Extension<Caller>,
-    method: Method,
-    uri: Uri,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    handle(Action::Enable, app, remote, caller, method, uri, name, body).await
+pub(super) async fn enable(call: Call, Path(name): Path<String>, body: Bytes) -> Response {
+    handle(Action::Enable, call, name, body).await
 }
 
-#[allow(clippy::too_many_arguments)] // The axum extractors of both routes, passed on.
-async fn handle(
-    action: Action,
-    app: Arc<App>,
-    remote: SocketAddr,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    name: String,
-    body: Bytes,
-) -> Response {
-    let mut record = caller.record(&method, &uri, remote);
-    record.policy = Some(name.clone());
-    let parsed: Body = match json_body(&body, "{\"reason\": string, \"ticket\": string?}") {
-        Ok(b) => b,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    let (reason, ticket) = match reason_and_ticket(&mut record, parsed.reason, parsed.ticket) {
-        Ok(t) => t,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    let meta = match granted_policy(&app, &caller, &name) {
-        Ok(meta) => meta,
-        Err(d) => return app.refuse(record, d).await,
-    };
-    if reason.is_none() {
-        let d = invalid(format!("{} policy {name} requires a reason", action.verb()));
-        return app.refuse(record, d).await;
-    }
-    if meta.require_ticket && ticket.is_none() {
-        let d = invalid(format!("{} policy {name} requires a ticket", action.verb()));
-        return app.refuse(record, d).await;
-    }
+async fn handle(action: Action, call: Call, name: String, body: Bytes) -> Response {
+    let mut call = call.about(&name);
+    let result = checked(action, &mut call, &name, &body).await;
+    call.answer(result).await
+}
 
-    // Fail closed: nothing is asked of the agent unless this record is written.
-    let mut authorized = record.clone();
-    authorized.status = StatusCode::OK.as_u16();
-    authorized.outcome = Outcome::Authorized;
-    authorized.detail = match action {
+async fn checked(
+    action: Action,
+    call: &mut Call,
+    name: &str,
+    body: &Bytes,
+) -> Result<Response, Denial> {
+    let read = call.body::<RetireBody>(body)?;
+    let meta = call.granted_policy(name)?;
+    if read.reason.is_none() {
+        return Err(invalid(format!(
+            "{} policy {name} requires a reason",
+            action.verb()
+        )));
+    }
+    if meta.require_ticket && read.ticket.is_none() {
+        return Err(invalid(format!(
+            "{} policy {name} requires a ticket",
+            action.verb()
+        )));
+    }
+    let detail = match action {
         Action::Retire => "retirement requested",
         Action::Enable => "enable requested",
-    }
-    .to_owned();
-    if let Err(error) = app.audit(authorized).await {
-        tracing::error!(policy = %name, error = %error, "Writing the audit record of a retire or enable request failed; nothing was done.");
-        return audit_unavailable().response();
-    }
+    };
+    call.authorize(StatusCode::OK, detail.to_owned(), "nothing was done")
+        .await?;
 
     let request = RetireRequest {
-        actor: caller.identity.actor(),
-        reason,
-        ticket,
-        authenticated_by: caller.authenticated_by(),
+        actor: call.caller.identity.actor(),
+        reason: read.reason,
+        ticket: read.ticket,
+        authenticated_by: call.caller.method,
         ..RetireRequest::default()
     };
-    let (done, detail, body) = match action {
-        Action::Retire => match app.control.retire(&name, request).await {
-            Ok(r) => (
-                r.state == RetireState::Retired,
-                format!("retirement {}", r.state.as_str()),
-                serde_json::to_value(&r).unwrap_or_default(),
-            ),
-            Err(e) => return app.refuse(record, Denial::from_control(&e)).await,
-        },
-        Action::Enable => match app.control.enable(&name, request).await {
-            Ok(o) => (
-                o.succeeded(),
-                format!("enable {}", o.record.state.as_str()),
-                serde_json::to_value(&o).unwrap_or_default(),
-            ),
-            Err(e) => return app.refuse(record, Denial::from_control(&e)).await,
-        },
-    };
+    Ok(match action {
+        Action::Retire => {
+            let r = call.app.control.retire(name, request).await?;
+            let detail = format!("retirement {}", r.state.as_str());
+            let done = r.state == RetireState::Retired;
+            let error = r.error.clone();
+            ended(call, action, name, done, detail, error, r).await
+        }
+        Action::Enable => {
+            let o = call.app.control.enable(name, request).await?;
+            let detail = format!("enable {}", o.record.state.as_str());
+            let done = o.succeeded();
+            let error = o.record.error.clone();
+            ended(call, action, name, done, detail, error, Enabled::from(o)).await
+        }
+    })
+}
+
+/// Answers the end of a retire or enable: 200 with `answer` when `done`, else 500
+/// with its `error` (or a generic one) beside the same fields ([`Ended`]).
+async fn ended(
+    call: &Call,
+    action: Action,
+    name: &str,
+    done: bool,
+    detail: String,
+    error: Option<String>,
+    answer: impl Serialize,
+) -> Response {
     if done {
-        record.status = StatusCode::OK.as_u16();
-        record.outcome = Outcome::Allowed;
-        record.detail = detail;
-        if let Err(error) = app.audit(record).await {
-            // Already done: say so, and log the lost record.
-            tracing::error!(policy = %name, error = %error, "Writing the audit record of a retire or enable failed.");
-        }
-        return (StatusCode::OK, axum::Json(body)).into_response();
+        let answer = Ended {
+            error: None,
+            answer,
+        };
+        let response = (StatusCode::OK, axum::Json(answer)).into_response();
+        return call.settle(Outcome::Allowed, detail, response).await;
     }
-    let error = body
-        .get("error")
-        .or_else(|| body.pointer("/record/error"))
-        .and_then(|e| e.as_str())
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{} policy {name} did not complete", action.verb()));
-    record.status = StatusCode::INTERNAL_SERVER_ERROR.as_u16();
-    record.outcome = Outcome::Failed;
-    record.detail = format!("{detail}: {error}");
-    if let Err(e) = app.audit(record).await {
-        tracing::error!(policy = %name, error = %e, "Writing the audit record of a failed retire or enable failed.");
-    }
-    let mut answer = json!({ "error": error });
-    if let (Some(obj), Some(extra)) = (answer.as_object_mut(), body.as_object()) {
-        for (k, v) in extra {
-            if k != "error" {
-                obj.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(answer)).into_response()
+    let error =
+        error.unwrap_or_else(|| format!("{} policy {name} did not complete", action.verb()));
+    let detail = format!("{detail}: {error}");
+    let answer = Ended {
+        error: Some(error),
+        answer,
+    };
+    let response = (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(answer)).into_response();
+    call.settle(Outcome::Failed, detail, response).await
 }

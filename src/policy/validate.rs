@@ -291,11 +291,12 @@ impl Validator {
         Some(Reference::File(PathBuf::from(path)))
     }
 
-    /// A reference that must name one value (an API token).
+    /// A reference that must name one value (an API token, a signing key: `naming`).
     pub(in crate::policy) fn single_reference(
         &mut self,
         r: &Checked<Located<RawReference>>,
         default_mount: &str,
+        naming: &str,
     ) -> Option<Reference> {
         let reference = self.reference(r, default_mount)?;
         let r = r.0.as_ref()?;
@@ -305,7 +306,7 @@ impl Validator {
             self.push(
                 pos,
                 &path,
-                "found a Vault reference without `key`, expected `key` naming the token (without it a reference yields username and password)",
+                format!("found a Vault reference without `key`, expected `key` naming {naming} (without it a reference yields username and password)"),
             );
             return None;
         }

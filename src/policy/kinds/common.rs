@@ -15,44 +15,60 @@ use crate::policy::raw::raw_int;
 use crate::policy::validate::{Validator, has_control, one_of};
 use crate::policy::yaml::{Checked, Located, ScalarText};
 
-/// The output keys of the kinds that rotate an account's password.
-pub(super) const USER_PASS: &[&str] = &["username", "password"];
-
 raw_int!(RawPort, "a port number 1-65535");
 raw_int!(RawLength, "a password length 8-1024");
 raw_int!(RawMinCount, "a character count 0-1024");
 
 /// A kind's raw fields: its own (`{ ... }`, in YAML order), then `strategy`,
 /// `password` (with `generated`: kinds whose secret rotor generates) and `grace`,
-/// in that order, as every kind lists them.
+/// in that order, as every kind lists them; and their [`RawShared`] accessors.
 macro_rules! raw_credential {
     ($expecting:tt, $name:ident generated { $($body:tt)* }) => {
+        $crate::policy::kinds::common::raw_credential!(@with_grace $expecting, $name {
+            $($body)*
+            pub strategy: Option<$crate::policy::yaml::Located<$crate::policy::kinds::common::RawStrategy>>,
+            pub password: Option<
+                $crate::policy::yaml::Checked<
+                    $crate::policy::yaml::Located<$crate::policy::kinds::common::RawPassword>,
+                >,
+            >,
+        });
+    };
+    ($expecting:tt, $name:ident { $($body:tt)* }) => {
+        $crate::policy::kinds::common::raw_credential!(@with_grace $expecting, $name {
+            $($body)*
+            pub strategy: Option<$crate::policy::yaml::Located<$crate::policy::kinds::common::RawStrategy>>,
+        });
+    };
+    (@with_grace $expecting:tt, $name:ident { $($body:tt)* }) => {
         $crate::policy::raw::raw_mapping! {
             $expecting,
             pub(crate) struct $name {
                 $($body)*
-                pub strategy: Option<$crate::policy::yaml::Located<$crate::policy::kinds::common::RawStrategy>>,
-                pub password: Option<
-                    $crate::policy::yaml::Checked<
-                        $crate::policy::yaml::Located<$crate::policy::kinds::common::RawPassword>,
-                    >,
-                >,
                 pub grace: Option<$crate::policy::yaml::Located<$crate::policy::yaml::ScalarText>>,
             }
         }
-    };
-    ($expecting:tt, $name:ident { $($body:tt)* }) => {
-        $crate::policy::raw::raw_mapping! {
-            $expecting,
-            pub(crate) struct $name {
-                $($body)*
-                pub strategy: Option<$crate::policy::yaml::Located<$crate::policy::kinds::common::RawStrategy>>,
-                pub grace: Option<$crate::policy::yaml::Located<$crate::policy::yaml::ScalarText>>,
+
+        impl $crate::policy::kinds::common::RawShared for $name {
+            fn strategy(&self) -> Option<&$crate::policy::yaml::Located<$crate::policy::kinds::common::RawStrategy>> {
+                self.strategy.as_ref()
+            }
+
+            fn grace(&self) -> Option<&$crate::policy::yaml::Located<$crate::policy::yaml::ScalarText>> {
+                self.grace.as_ref()
             }
         }
     };
 }
 pub(super) use raw_credential;
+
+/// The raw fields every kind has, whatever else it reads.
+pub(in crate::policy) trait RawShared {
+    /// `strategy`.
+    fn strategy(&self) -> Option<&Located<RawStrategy>>;
+    /// `grace`.
+    fn grace(&self) -> Option<&Located<ScalarText>>;
+}
 
 crate::policy::raw::raw_mapping! {
     "a password generator {length?, alphabet?, minLower?, minUpper?, minDigits?, minSymbols?, exclude?} (passwords are generated, never written inline)",
@@ -186,18 +202,7 @@ impl Validator {
             }
         }
         if let Some(a) = &p.value.alphabet {
-            match a.value.as_str() {
-                "alphanumeric" => g.alphabet = Alphabet::Alphanumeric,
-                "ascii-printable" => g.alphabet = Alphabet::AsciiPrintable,
-                set => {
-                    if let Some(problem) = custom_alphabet_problem(set) {
-                        alphabet_ok = false;
-                        self.at(a, problem);
-                    } else {
-                        g.alphabet = Alphabet::Custom(set.to_owned());
-                    }
-                }
-            }
+            alphabet_ok = self.password_alphabet(&mut g, a);
         }
         let mins = [
             &p.value.min_lower,
@@ -252,29 +257,7 @@ impl Validator {
             }
         }
         if alphabet_ok {
-            let chars = g.chars();
-            let after = if g.exclude.is_empty() {
-                ""
-            } else {
-                " after exclude"
-            };
-            for (class, raw) in CharClass::ALL.into_iter().zip(mins) {
-                let min = g.minimum(class);
-                if let Some(m) = raw
-                    && min > 0
-                    && !chars.iter().any(|c| CharClass::of(*c) == Some(class))
-                {
-                    self.at(
-                        m,
-                        format!(
-                            "found {} {min} but alphabet {}{after} has no {}, expected 0 or an alphabet that has one",
-                            class.field(),
-                            g.alphabet.name(),
-                            class.noun()
-                        ),
-                    );
-                }
-            }
+            self.password_classes(&g, mins);
         }
         let required = g.required();
         if length_ok && mins_ok && required > g.length {
@@ -287,6 +270,53 @@ impl Validator {
             );
         }
         g
+    }
+
+    /// `password.alphabet`: a named alphabet or a custom set; whether it is valid.
+    fn password_alphabet(&mut self, g: &mut PasswordGenerator, a: &Located<String>) -> bool {
+        match a.value.as_str() {
+            "alphanumeric" => g.alphabet = Alphabet::Alphanumeric,
+            "ascii-printable" => g.alphabet = Alphabet::AsciiPrintable,
+            set => {
+                if let Some(problem) = custom_alphabet_problem(set) {
+                    self.at(a, problem);
+                    return false;
+                }
+                g.alphabet = Alphabet::Custom(set.to_owned());
+            }
+        }
+        true
+    }
+
+    /// Each minimum above 0 needs its class in the (valid) alphabet left after `exclude`.
+    fn password_classes(
+        &mut self,
+        g: &PasswordGenerator,
+        mins: [&Option<Located<RawMinCount>>; 4],
+    ) {
+        let chars = g.chars();
+        let after = if g.exclude.is_empty() {
+            ""
+        } else {
+            " after exclude"
+        };
+        for (class, raw) in CharClass::ALL.into_iter().zip(mins) {
+            let min = g.minimum(class);
+            if let Some(m) = raw
+                && min > 0
+                && !chars.iter().any(|c| CharClass::of(*c) == Some(class))
+            {
+                self.at(
+                    m,
+                    format!(
+                        "found {} {min} but alphabet {}{after} has no {}, expected 0 or an alphabet that has one",
+                        class.field(),
+                        g.alphabet.name(),
+                        class.noun()
+                    ),
+                );
+            }
+        }
     }
 
     pub(in crate::policy) fn tls(
@@ -317,11 +347,10 @@ impl Validator {
     pub(in crate::policy) fn strategy_and_grace(
         &mut self,
         kind: CredentialKind,
-        s: Option<&Located<RawStrategy>>,
-        g: Option<&Located<ScalarText>>,
+        raw: &impl RawShared,
     ) -> (Strategy, Duration) {
-        let strategy = self.strategy(kind, s);
-        (strategy, self.grace(strategy, g))
+        let strategy = self.strategy(kind, raw.strategy());
+        (strategy, self.grace(strategy, raw.grace()))
     }
 
     fn strategy(&mut self, kind: CredentialKind, s: Option<&Located<RawStrategy>>) -> Strategy {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::common::raw_credential;
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::model::{Reference, Strategy};
 use crate::policy::raw::{RawReference, raw_mapping};
 use crate::policy::template::Template;
@@ -20,6 +20,7 @@ pub(super) const FACTS: KindFacts = KindFacts {
     output_keys: &["key", "id"],
     secret_keys: &["key"],
     strategies: &[Strategy::Overlap],
+    required_current_keys: &["key", "id"],
 };
 
 raw_credential! {
@@ -143,20 +144,12 @@ impl HttpMethod {
 }
 
 impl KindSpec for HttpApiKeyCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        None
-    }
-
     fn target(&self) -> String {
         format!(
             "http api key created by {} {}",
             self.create.method.as_str(),
             self.create.url.source()
         )
-    }
-
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        &["key", "id"]
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -209,11 +202,7 @@ pub(super) fn validate(
             "found a probe that never sends the key, expected {{ key }} in its url or headers",
         );
     }
-    let (strategy, grace) = v.strategy_and_grace(
-        CredentialKind::HttpApiKey,
-        r.strategy.as_ref(),
-        r.grace.as_ref(),
-    );
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::HttpApiKey, r);
     Some(HttpApiKeyCredential {
         admin_from: admin_from?,
         create: HttpCreateRequest {

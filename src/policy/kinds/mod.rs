@@ -57,21 +57,33 @@ pub struct KindFacts {
     pub secret_keys: &'static [&'static str],
     /// The strategies the kind offers, its default first; never empty.
     pub strategies: &'static [Strategy],
+    /// The keys Vault's current value must hold before a rotation starts: what the
+    /// kind needs to restore the target on rollback and to prove the old value dead.
+    /// With strategy `alternating` they are always `username` and `password`: the
+    /// user name says which of the two accounts is current.
+    pub required_current_keys: &'static [&'static str],
+}
+
+impl KindFacts {
+    /// The facts of a kind that rotates an account's password: it writes `username`
+    /// and `password`, the password is the secret part, and the current password is
+    /// all a rotation needs to start.
+    pub(super) const fn password(name: &'static str, strategies: &'static [Strategy]) -> Self {
+        Self {
+            name,
+            output_keys: &["username", "password"],
+            secret_keys: &["password"],
+            strategies,
+            required_current_keys: &["password"],
+        }
+    }
 }
 
 /// What a kind's validated settings answer. [`CredentialSpec`]'s methods of the same
 /// names ask the kind in use.
 pub trait KindSpec {
-    /// The account name and the generator of the new password, for kinds whose secret
-    /// rotor generates; `None` when the target or Vault issues it.
-    fn generated(&self) -> Option<Generated<'_>>;
-
     /// Human description of what is rotated, for `rotor plan` (never a secret).
     fn target(&self) -> String;
-
-    /// The keys Vault's current value must hold before a rotation starts: what the
-    /// kind needs to restore the target on rollback and to prove the old value dead.
-    fn required_current_keys(&self) -> &'static [&'static str];
 
     /// How long before the current credential's expiry it is renewed (`renewBefore`),
     /// for kinds whose credentials expire; `None` otherwise.
@@ -183,12 +195,7 @@ impl CredentialSpec {
 
     /// The password generator, for kinds whose secret rotor generates.
     pub fn password_generator(&self) -> Option<&PasswordGenerator> {
-        self.settings().generated().map(|g| g.generator)
-    }
-
-    /// The account name and password generator, for kinds whose secret rotor generates.
-    pub fn generated(&self) -> Option<Generated<'_>> {
-        self.settings().generated()
+        self.generated().map(|g| g.generator)
     }
 
     /// Human description of what is rotated, for `rotor plan` (never a secret).
@@ -199,7 +206,13 @@ impl CredentialSpec {
     /// The keys Vault's current value must hold before a rotation starts: what the
     /// kind needs to restore the target on rollback and to prove the old value dead.
     pub fn required_current_keys(&self) -> &'static [&'static str] {
-        self.settings().required_current_keys()
+        match self.strategy() {
+            // The user name says which of the two accounts is current.
+            Strategy::Alternating => &["username", "password"],
+            Strategy::Single | Strategy::Overlap => {
+                self.credential_kind().facts().required_current_keys
+            }
+        }
     }
 
     /// `renewBefore`, for kinds whose credentials expire.
@@ -208,13 +221,29 @@ impl CredentialSpec {
     }
 }
 
+/// The account and password generator of a spec that is `generated` (has `username`
+/// and `password` fields); `None` for one whose secret is `issued` by its target.
+macro_rules! generated {
+    (generated, $c:ident) => {
+        Some(Generated::new(&$c.username, &$c.password))
+    };
+    (issued, $c:ident) => {{
+        let _ = $c;
+        None
+    }};
+}
+
 /// Declares the closed set of credential kinds from one line per kind,
-/// `Variant(module::SpecType, RawType)`: the module's `FACTS`, its spec type (which
-/// implements [`KindSpec`] and has `strategy` and `grace` fields), its raw type (read
+/// `Variant(module::SpecType, RawType) generated|issued`: the module's `FACTS`, its
+/// spec type (which implements [`KindSpec`] and has `strategy` and `grace` fields, and
+/// `username` and `password` when rotor generates the secret), its raw type (read
 /// under `type: <kebab-case variant>`), and its `validate(&mut Validator, &Raw,
 /// default_mount) -> Option<Spec>`.
 macro_rules! credential_kinds {
-    ($($(#[$doc:meta])* $variant:ident($module:ident::$spec:ident, $raw:ident),)*) => {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident($module:ident::$spec:ident, $raw:ident) $secret:ident,
+    )*) => {
         /// A credential kind without its settings.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum CredentialKind {
@@ -260,6 +289,14 @@ macro_rules! credential_kinds {
                 }
             }
 
+            /// The account name and password generator, for kinds whose secret rotor
+            /// generates; `None` when the target or Vault issues it.
+            pub fn generated(&self) -> Option<Generated<'_>> {
+                match self {
+                    $(CredentialSpec::$variant(c) => generated!($secret, c),)*
+                }
+            }
+
             fn settings(&self) -> &dyn KindSpec {
                 match self {
                     $(CredentialSpec::$variant(c) => c,)*
@@ -302,25 +339,25 @@ macro_rules! credential_kinds {
 
 credential_kinds! {
     /// `postgres`: a PostgreSQL role password.
-    Postgres(postgres::PostgresCredential, RawPostgres),
+    Postgres(postgres::PostgresCredential, RawPostgres) generated,
     /// `mysql`: a MariaDB/MySQL user password.
-    Mysql(mysql::MysqlCredential, RawMysql),
+    Mysql(mysql::MysqlCredential, RawMysql) generated,
     /// `redis`: a Redis ACL user password.
-    Redis(redis::RedisCredential, RawRedis),
+    Redis(redis::RedisCredential, RawRedis) generated,
     /// `rabbitmq`: a RabbitMQ user password.
-    Rabbitmq(rabbitmq::RabbitmqCredential, RawRabbitmq),
+    Rabbitmq(rabbitmq::RabbitmqCredential, RawRabbitmq) generated,
     /// `vault-userpass`: a Vault userpass password.
-    VaultUserpass(vault_userpass::VaultUserpassCredential, RawVaultUserpass),
+    VaultUserpass(vault_userpass::VaultUserpassCredential, RawVaultUserpass) generated,
     /// `vault-approle`: an AppRole secret-id.
-    VaultApprole(vault_approle::VaultApproleCredential, RawVaultApprole),
+    VaultApprole(vault_approle::VaultApproleCredential, RawVaultApprole) issued,
     /// `vault-token`: a Vault token used as an API key.
-    VaultToken(vault_token::VaultTokenCredential, RawVaultToken),
+    VaultToken(vault_token::VaultTokenCredential, RawVaultToken) issued,
     /// `vault-pki`: a certificate and key from a PKI role.
-    VaultPki(vault_pki::VaultPkiCredential, RawVaultPki),
+    VaultPki(vault_pki::VaultPkiCredential, RawVaultPki) issued,
     /// `vault-database`: a database-engine static role.
-    VaultDatabase(vault_database::VaultDatabaseCredential, RawVaultDatabase),
+    VaultDatabase(vault_database::VaultDatabaseCredential, RawVaultDatabase) issued,
     /// `http-api-key`: an API key behind templated HTTP requests.
-    HttpApiKey(http_api_key::HttpApiKeyCredential, RawHttpApiKey),
+    HttpApiKey(http_api_key::HttpApiKeyCredential, RawHttpApiKey) issued,
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::common::{RawPort, RawTls, TlsSpec, USER_PASS, raw_credential};
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::common::{RawPort, RawTls, TlsSpec, raw_credential};
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::generator::PasswordGenerator;
 use crate::policy::model::{Reference, Strategy};
 use crate::policy::raw::{RawReference, raw_mapping};
@@ -12,12 +12,8 @@ use crate::policy::validate::Validator;
 use crate::policy::yaml::{Checked, Located};
 
 /// What `mysql` is, whatever a policy sets.
-pub(super) const FACTS: KindFacts = KindFacts {
-    name: "mysql",
-    output_keys: USER_PASS,
-    secret_keys: &["password"],
-    strategies: &[Strategy::Single, Strategy::Alternating],
-};
+pub(super) const FACTS: KindFacts =
+    KindFacts::password("mysql", &[Strategy::Single, Strategy::Alternating]);
 
 raw_mapping! {
     "a connection mapping {host, port?, tls?, adminFrom}",
@@ -70,24 +66,12 @@ pub struct MysqlConnection {
 }
 
 impl KindSpec for MysqlCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        Some(Generated::new(&self.username, &self.password))
-    }
-
     fn target(&self) -> String {
         let c = &self.connection;
         format!(
             "mysql user '{}'@'{}' on {}:{}",
             self.username, self.account_host, c.host, c.port
         )
-    }
-
-    /// Alternating needs the current account's name to know which one is idle.
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        match self.strategy {
-            Strategy::Alternating => &["username", "password"],
-            Strategy::Single | Strategy::Overlap => &["password"],
-        }
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -108,8 +92,7 @@ pub(super) fn validate(v: &mut Validator, r: &RawMysql, mount: &str) -> Option<M
         None => Some("%".to_owned()),
     };
     let password = v.password(r.password.as_ref());
-    let (strategy, grace) =
-        v.strategy_and_grace(CredentialKind::Mysql, r.strategy.as_ref(), r.grace.as_ref());
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::Mysql, r);
     Some(MysqlCredential {
         connection: MysqlConnection {
             host: host?,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::common::{USER_PASS, raw_credential};
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::common::raw_credential;
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::generator::PasswordGenerator;
 use crate::policy::model::{Reference, Strategy};
 use crate::policy::raw::RawReference;
@@ -12,12 +12,7 @@ use crate::policy::validate::Validator;
 use crate::policy::yaml::{Checked, Located};
 
 /// What `rabbitmq` is, whatever a policy sets.
-pub(super) const FACTS: KindFacts = KindFacts {
-    name: "rabbitmq",
-    output_keys: USER_PASS,
-    secret_keys: &["password"],
-    strategies: &[Strategy::Single],
-};
+pub(super) const FACTS: KindFacts = KindFacts::password("rabbitmq", &[Strategy::Single]);
 
 raw_credential! {
     "a rabbitmq credential",
@@ -50,16 +45,8 @@ pub struct RabbitmqCredential {
 }
 
 impl KindSpec for RabbitmqCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        Some(Generated::new(&self.username, &self.password))
-    }
-
     fn target(&self) -> String {
         format!("rabbitmq user {} at {}", self.username, self.management_url)
-    }
-
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        &["password"]
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -81,11 +68,7 @@ pub(super) fn validate(
         .as_ref()
         .map(|u| v.http_url(u, &["amqp", "amqps"]));
     let password = v.password(r.password.as_ref());
-    let (strategy, grace) = v.strategy_and_grace(
-        CredentialKind::Rabbitmq,
-        r.strategy.as_ref(),
-        r.grace.as_ref(),
-    );
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::Rabbitmq, r);
     Some(RabbitmqCredential {
         management_url: management_url?,
         admin_from: admin_from?,

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::common::{RawPort, RawTls, TlsSpec, USER_PASS, raw_credential};
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::common::{RawPort, RawTls, TlsSpec, raw_credential};
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::generator::PasswordGenerator;
 use crate::policy::model::{Reference, Strategy};
 use crate::policy::raw::{RawReference, raw_mapping};
@@ -12,12 +12,7 @@ use crate::policy::validate::Validator;
 use crate::policy::yaml::{Checked, Located};
 
 /// What `redis` is, whatever a policy sets.
-pub(super) const FACTS: KindFacts = KindFacts {
-    name: "redis",
-    output_keys: USER_PASS,
-    secret_keys: &["password"],
-    strategies: &[Strategy::Overlap],
-};
+pub(super) const FACTS: KindFacts = KindFacts::password("redis", &[Strategy::Overlap]);
 
 raw_mapping! {
     "a connection mapping {host, port?, tls?, adminFrom?}",
@@ -67,17 +62,9 @@ pub struct RedisConnection {
 }
 
 impl KindSpec for RedisCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        Some(Generated::new(&self.username, &self.password))
-    }
-
     fn target(&self) -> String {
         let c = &self.connection;
         format!("redis ACL user {} on {}:{}", self.username, c.host, c.port)
-    }
-
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        &["password"]
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -94,8 +81,7 @@ pub(super) fn validate(v: &mut Validator, r: &RawRedis, mount: &str) -> Option<R
     let admin_from = conn.admin_from.as_ref().map(|a| v.reference(a, mount));
     let username = v.username(&r.username, 512);
     let password = v.password(r.password.as_ref());
-    let (strategy, grace) =
-        v.strategy_and_grace(CredentialKind::Redis, r.strategy.as_ref(), r.grace.as_ref());
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::Redis, r);
     Some(RedisCredential {
         connection: RedisConnection {
             host: host?,

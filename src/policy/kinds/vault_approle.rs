@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::common::raw_credential;
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::model::Strategy;
 use crate::policy::validate::Validator;
 use crate::policy::yaml::Located;
@@ -16,6 +16,7 @@ pub(super) const FACTS: KindFacts = KindFacts {
     output_keys: &["roleId", "secretId", "secretIdAccessor"],
     secret_keys: &["secretId"],
     strategies: &[Strategy::Overlap],
+    required_current_keys: &["roleId", "secretId"],
 };
 
 raw_credential! {
@@ -44,19 +45,11 @@ pub struct VaultApproleCredential {
 }
 
 impl KindSpec for VaultApproleCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        None
-    }
-
     fn target(&self) -> String {
         format!(
             "vault approle {} secret-id (mount {})",
             self.role, self.mount
         )
-    }
-
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        &["roleId", "secretId"]
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -78,11 +71,7 @@ pub(super) fn validate(
         .flatten()
         .map(|(k, value)| (k.clone(), value.value.clone()))
         .collect();
-    let (strategy, grace) = v.strategy_and_grace(
-        CredentialKind::VaultApprole,
-        r.strategy.as_ref(),
-        r.grace.as_ref(),
-    );
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::VaultApprole, r);
     Some(VaultApproleCredential {
         mount,
         role: role?,

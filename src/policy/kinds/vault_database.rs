@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::common::{RawPort, USER_PASS, raw_credential};
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::common::{RawPort, raw_credential};
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::model::Strategy;
 use crate::policy::raw::raw_mapping;
 use crate::policy::validate::Validator;
@@ -15,10 +15,9 @@ use crate::policy::yaml::Located;
 
 /// What `vault-database` is, whatever a policy sets.
 pub(super) const FACTS: KindFacts = KindFacts {
-    name: "vault-database",
-    output_keys: USER_PASS,
-    secret_keys: &["password"],
-    strategies: &[Strategy::Single],
+    // Vault chose the user name, and the probe logs in as it.
+    required_current_keys: &["username", "password"],
+    ..KindFacts::password("vault-database", &[Strategy::Single])
 };
 
 raw_credential! {
@@ -110,10 +109,6 @@ impl ProbeKind {
 }
 
 impl KindSpec for VaultDatabaseCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        None
-    }
-
     fn target(&self) -> String {
         let p = &self.probe;
         format!(
@@ -124,11 +119,6 @@ impl KindSpec for VaultDatabaseCredential {
             p.host,
             p.port
         )
-    }
-
-    /// The user name too: Vault chose it, and the probe logs in as it.
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        &["username", "password"]
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -156,11 +146,7 @@ pub(super) fn validate(
         .database
         .as_ref()
         .map(|d| v.non_empty(d, "a database name"));
-    let (strategy, grace) = v.strategy_and_grace(
-        CredentialKind::VaultDatabase,
-        r.strategy.as_ref(),
-        r.grace.as_ref(),
-    );
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::VaultDatabase, r);
     Some(VaultDatabaseCredential {
         mount,
         role: role?,

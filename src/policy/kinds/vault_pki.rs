@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::common::raw_credential;
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::duration::LIFETIME_BOUND;
 use crate::policy::model::Strategy;
 use crate::policy::validate::{Validator, is_dns_subdomain};
@@ -24,6 +24,7 @@ pub(super) const FACTS: KindFacts = KindFacts {
     ],
     secret_keys: &["privateKey"],
     strategies: &[Strategy::Overlap],
+    required_current_keys: &["certificate", "caChain"],
 };
 
 raw_credential! {
@@ -65,19 +66,11 @@ pub struct VaultPkiCredential {
 }
 
 impl KindSpec for VaultPkiCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        None
-    }
-
     fn target(&self) -> String {
         format!(
             "vault pki certificate {} from role {} (mount {})",
             self.common_name, self.role, self.mount
         )
-    }
-
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        &["certificate", "caChain"]
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -120,11 +113,7 @@ pub(super) fn validate(
         }
     }
     let (ttl, renew_before) = lifetime(v, r);
-    let (strategy, grace) = v.strategy_and_grace(
-        CredentialKind::VaultPki,
-        r.strategy.as_ref(),
-        r.grace.as_ref(),
-    );
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::VaultPki, r);
     Some(VaultPkiCredential {
         mount,
         role: role?,

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::common::raw_credential;
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::duration::LIFETIME_BOUND;
 use crate::policy::model::Strategy;
 use crate::policy::validate::Validator;
@@ -16,6 +16,7 @@ pub(super) const FACTS: KindFacts = KindFacts {
     output_keys: &["token", "accessor"],
     secret_keys: &["token"],
     strategies: &[Strategy::Overlap],
+    required_current_keys: &["token"],
 };
 
 raw_credential! {
@@ -50,20 +51,12 @@ pub struct VaultTokenCredential {
 }
 
 impl KindSpec for VaultTokenCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        None
-    }
-
     fn target(&self) -> String {
         let mut s = format!("vault token with policies [{}]", self.policies.join(", "));
         if let Some(role) = &self.role {
             s.push_str(&format!(" from token role {role}"));
         }
         s
-    }
-
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        &["token"]
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -99,11 +92,7 @@ pub(super) fn validate(
         .display_name
         .as_ref()
         .and_then(|d| v.non_empty(d, "a display name"));
-    let (strategy, grace) = v.strategy_and_grace(
-        CredentialKind::VaultToken,
-        r.strategy.as_ref(),
-        r.grace.as_ref(),
-    );
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::VaultToken, r);
     Some(VaultTokenCredential {
         policies,
         ttl,

@@ -2,20 +2,15 @@
 
 use std::time::Duration;
 
-use super::common::{USER_PASS, raw_credential};
-use super::{CredentialKind, Generated, KindFacts, KindSpec};
+use super::common::raw_credential;
+use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::generator::PasswordGenerator;
 use crate::policy::model::Strategy;
 use crate::policy::validate::Validator;
 use crate::policy::yaml::Located;
 
 /// What `vault-userpass` is, whatever a policy sets.
-pub(super) const FACTS: KindFacts = KindFacts {
-    name: "vault-userpass",
-    output_keys: USER_PASS,
-    secret_keys: &["password"],
-    strategies: &[Strategy::Single],
-};
+pub(super) const FACTS: KindFacts = KindFacts::password("vault-userpass", &[Strategy::Single]);
 
 raw_credential! {
     "a vault-userpass credential",
@@ -42,19 +37,11 @@ pub struct VaultUserpassCredential {
 }
 
 impl KindSpec for VaultUserpassCredential {
-    fn generated(&self) -> Option<Generated<'_>> {
-        Some(Generated::new(&self.username, &self.password))
-    }
-
     fn target(&self) -> String {
         format!(
             "vault userpass user {} (mount {})",
             self.username, self.mount
         )
-    }
-
-    fn required_current_keys(&self) -> &'static [&'static str] {
-        &["password"]
     }
 
     fn renew_before(&self) -> Option<Duration> {
@@ -71,11 +58,7 @@ pub(super) fn validate(
     let mount = v.mount(r.mount.as_ref(), "userpass");
     let username = v.username(&r.username, 255);
     let password = v.password(r.password.as_ref());
-    let (strategy, grace) = v.strategy_and_grace(
-        CredentialKind::VaultUserpass,
-        r.strategy.as_ref(),
-        r.grace.as_ref(),
-    );
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::VaultUserpass, r);
     Some(VaultUserpassCredential {
         mount,
         username: username?,

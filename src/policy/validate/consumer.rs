@@ -168,11 +168,8 @@ impl Validator {
         r: &RawGitlab,
         cx: &ConsumerContext<'_>,
     ) -> Option<GitlabConsumer> {
-        let url = match &r.url {
-            Some(u) => self.http_url(u, &["https", "http"]),
-            None => url::Url::parse("https://gitlab.com").ok(),
-        };
-        let token_from = self.single_reference(&r.token_from, cx.mount);
+        let url = self.api_url(r.url.as_ref(), "https://gitlab.com");
+        let token_from = self.single_reference(&r.token_from, cx.mount, "the token");
         let target = match (&r.project, &r.group) {
             (Some(p), None) => self.gitlab_path(p, true).map(GitlabTarget::Project),
             (None, Some(g)) => self.gitlab_path(g, false).map(GitlabTarget::Group),
@@ -243,11 +240,8 @@ impl Validator {
         r: &RawGithub,
         cx: &ConsumerContext<'_>,
     ) -> Option<GithubConsumer> {
-        let url = match &r.url {
-            Some(u) => self.http_url(u, &["https", "http"]),
-            None => url::Url::parse("https://api.github.com").ok(),
-        };
-        let token_from = self.single_reference(&r.token_from, cx.mount);
+        let url = self.api_url(r.url.as_ref(), "https://api.github.com");
+        let token_from = self.single_reference(&r.token_from, cx.mount, "the token");
         let target = self.github_target(c, r);
         let name = self.github_secret_name(&r.name);
         let value = self.template(&r.value, cx.vars, cx.kind, true);
@@ -309,6 +303,14 @@ impl Validator {
             owner,
             group,
         })
+    }
+
+    /// An API base URL, `default` when none is written.
+    fn api_url(&mut self, u: Option<&Located<String>>, default: &str) -> Option<url::Url> {
+        match u {
+            Some(u) => self.http_url(u, &["https", "http"]),
+            None => url::Url::parse(default).ok(),
+        }
     }
 
     fn dns(&mut self, s: &Located<String>, label: bool, expected: &str) -> Option<String> {

@@ -132,19 +132,7 @@ impl Validator {
     ) -> Option<NotifyTarget> {
         let raw = &n.value;
         let url = self.http_url(&raw.url, &["https", "http"]);
-        let mut secret_from = self.reference(&raw.secret_from, mount);
-        if let (Some(reference), Some(r)) = (&secret_from, raw.secret_from.0.as_ref())
-            && !reference.is_single_value()
-        {
-            let at = r.value.vault.as_ref().map(|v| (v.pos, v.path.clone()));
-            let (pos, path) = at.unwrap_or((r.pos, r.path.clone()));
-            self.push(
-                pos,
-                &path,
-                "found a Vault reference without `key`, expected `key` naming the signing key (without it a reference yields username and password)",
-            );
-            secret_from = None;
-        }
+        let secret_from = self.single_reference(&raw.secret_from, mount, "the signing key");
         let events = match &raw.events {
             None => Some(NotifyEvent::ALL.to_vec()),
             Some(list) if list.value.is_empty() => {

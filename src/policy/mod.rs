@@ -31,13 +31,7 @@ pub use duration::{
 };
 pub use error::{LoadErrors, PolicyError};
 pub use generator::{Alphabet, GeneratorError, PasswordGenerator};
-pub use kinds::{
-    CredentialKind, CredentialSpec, DatabaseProbe, Generated, HttpApiKeyCredential,
-    HttpCreateRequest, HttpMethod, HttpRequestSpec, KindFacts, KindSpec, MysqlConnection,
-    MysqlCredential, PostgresConnection, PostgresCredential, ProbeKind, RabbitmqCredential,
-    RedisConnection, RedisCredential, TlsMode, TlsSpec, VaultApproleCredential,
-    VaultDatabaseCredential, VaultPkiCredential, VaultTokenCredential, VaultUserpassCredential,
-};
+pub use kinds::*;
 pub use model::*;
 pub use template::{Template, TemplateError};
 

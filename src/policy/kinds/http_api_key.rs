@@ -21,6 +21,7 @@ pub(super) const FACTS: KindFacts = KindFacts {
     secret_keys: &["key"],
     strategies: &[Strategy::Overlap],
     required_current_keys: &["key", "id"],
+    shapes: &[],
 };
 
 raw_credential! {

@@ -62,6 +62,45 @@ pub struct KindFacts {
     /// With strategy `alternating` they are always `username` and `password`: the
     /// user name says which of the two accounts is current.
     pub required_current_keys: &'static [&'static str],
+    /// What is known of some output keys' values before they exist (the others, and
+    /// the `username` and `password` a policy sets, are not described here).
+    pub shapes: &'static [KeyShape],
+}
+
+/// What is known of an output key's value before it exists, for checks such as
+/// whether GitLab can mask it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyShape {
+    /// The output key.
+    pub key: &'static str,
+    /// Every character the value may hold, in order; `None` when unknown.
+    pub chars: Option<&'static str>,
+    /// The shortest value, in characters; `None` when unknown.
+    pub min_len: Option<usize>,
+    /// Whether the value spans several lines (PEM).
+    pub multiline: bool,
+}
+
+impl KeyShape {
+    /// A single-line value of `chars`, at least `min_len` long.
+    pub(super) const fn line(key: &'static str, chars: &'static str, min_len: usize) -> Self {
+        Self {
+            key,
+            chars: Some(chars),
+            min_len: Some(min_len),
+            multiline: false,
+        }
+    }
+
+    /// A PEM value: several lines, any characters.
+    pub(super) const fn pem(key: &'static str) -> Self {
+        Self {
+            key,
+            chars: None,
+            min_len: None,
+            multiline: true,
+        }
+    }
 }
 
 impl KindFacts {
@@ -75,6 +114,7 @@ impl KindFacts {
             secret_keys: &["password"],
             strategies,
             required_current_keys: &["password"],
+            shapes: &[],
         }
     }
 }
@@ -141,6 +181,11 @@ impl CredentialKind {
     /// The strategies this kind offers, its default first.
     pub const fn strategies(self) -> &'static [Strategy] {
         self.facts().strategies
+    }
+
+    /// What is known of output key `key`'s value before it exists, if anything.
+    pub fn shape(self, key: &str) -> Option<&'static KeyShape> {
+        self.facts().shapes.iter().find(|s| s.key == key)
     }
 
     /// The strategy of a policy that names none.
@@ -254,7 +299,8 @@ macro_rules! credential_kinds {
             /// Every kind, in declaration order.
             pub const ALL: &'static [CredentialKind] = &[$(CredentialKind::$variant,)*];
 
-            const fn facts(self) -> &'static KindFacts {
+            /// What this kind is, whatever a policy sets.
+            pub const fn facts(self) -> &'static KindFacts {
                 match self {
                     $(CredentialKind::$variant => &$module::FACTS,)*
                 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::common::raw_credential;
-use super::{CredentialKind, KindFacts, KindSpec};
+use super::{CredentialKind, KeyShape, KindFacts, KindSpec};
 use crate::policy::model::Strategy;
 use crate::policy::validate::Validator;
 use crate::policy::yaml::Located;
@@ -17,7 +17,15 @@ pub(super) const FACTS: KindFacts = KindFacts {
     secret_keys: &["secretId"],
     strategies: &[Strategy::Overlap],
     required_current_keys: &["roleId", "secretId"],
+    shapes: &[
+        KeyShape::line("roleId", HEX_DASH, 36),
+        KeyShape::line("secretId", HEX_DASH, 36),
+        KeyShape::line("secretIdAccessor", HEX_DASH, 36),
+    ],
 };
+
+/// The characters of a UUID (role ids, secret ids and their accessors).
+const HEX_DASH: &str = "0123456789abcdef-";
 
 raw_credential! {
     "a vault-approle credential",

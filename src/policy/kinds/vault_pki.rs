@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::common::raw_credential;
-use super::{CredentialKind, KindFacts, KindSpec};
+use super::{CredentialKind, KeyShape, KindFacts, KindSpec};
 use crate::policy::duration::LIFETIME_BOUND;
 use crate::policy::model::Strategy;
 use crate::policy::validate::{Validator, is_dns_subdomain};
@@ -25,6 +25,13 @@ pub(super) const FACTS: KindFacts = KindFacts {
     secret_keys: &["privateKey"],
     strategies: &[Strategy::Overlap],
     required_current_keys: &["certificate", "caChain"],
+    shapes: &[
+        KeyShape::pem("certificate"),
+        KeyShape::pem("privateKey"),
+        KeyShape::pem("caChain"),
+        KeyShape::line("serial", "0123456789abcdef:", 2),
+        KeyShape::line("expiration", "0123456789", 10),
+    ],
 };
 
 raw_credential! {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::common::raw_credential;
-use super::{CredentialKind, KindFacts, KindSpec};
+use super::{CredentialKind, KeyShape, KindFacts, KindSpec};
 use crate::policy::duration::LIFETIME_BOUND;
 use crate::policy::model::Strategy;
 use crate::policy::validate::Validator;
@@ -17,7 +17,14 @@ pub(super) const FACTS: KindFacts = KindFacts {
     secret_keys: &["token"],
     strategies: &[Strategy::Overlap],
     required_current_keys: &["token"],
+    shapes: &[
+        KeyShape::line("token", TOKEN_CHARS, 24),
+        KeyShape::line("accessor", TOKEN_CHARS, 24),
+    ],
 };
+
+/// The characters of a Vault token or accessor.
+const TOKEN_CHARS: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
 
 raw_credential! {
     "a vault-token credential",

@@ -613,12 +613,6 @@ struct Shape {
 }
 
 fn shape_of(var: &str, cred: &CredentialSpec) -> Shape {
-    let hex_dash: Vec<char> = ('0'..='9').chain('a'..='f').chain(['-']).collect();
-    let alnum_dot: Vec<char> = ('A'..='Z')
-        .chain('a'..='z')
-        .chain('0'..='9')
-        .chain(['.', '_', '-'])
-        .collect();
     let unknown = |source: &str| Shape {
         chars: None,
         min_len: None,
@@ -649,37 +643,15 @@ fn shape_of(var: &str, cred: &CredentialSpec) -> Shape {
             },
             None => unknown("username"),
         },
-        "roleId" | "secretId" | "secretIdAccessor" => Shape {
-            chars: Some(hex_dash),
-            min_len: Some(36),
-            multiline: false,
-            source: var.to_owned(),
+        other => match cred.credential_kind().shape(other) {
+            Some(known) => Shape {
+                chars: known.chars.map(|c| c.chars().collect()),
+                min_len: known.min_len,
+                multiline: known.multiline,
+                source: other.to_owned(),
+            },
+            None => unknown(other),
         },
-        "token" | "accessor" => Shape {
-            chars: Some(alnum_dot),
-            min_len: Some(24),
-            multiline: false,
-            source: var.to_owned(),
-        },
-        "certificate" | "privateKey" | "caChain" => Shape {
-            chars: None,
-            min_len: None,
-            multiline: true,
-            source: var.to_owned(),
-        },
-        "serial" => Shape {
-            chars: Some(('0'..='9').chain('a'..='f').chain([':']).collect()),
-            min_len: Some(2),
-            multiline: false,
-            source: var.to_owned(),
-        },
-        "expiration" => Shape {
-            chars: Some(('0'..='9').collect()),
-            min_len: Some(10),
-            multiline: false,
-            source: var.to_owned(),
-        },
-        other => unknown(other),
     }
 }
 

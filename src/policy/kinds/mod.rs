@@ -1,15 +1,16 @@
 //! Credential kinds, one module each. A kind's module holds everything rotor knows about
 //! it without touching its target: its raw policy fields, its validated spec, their
-//! pure validation, and its static facts ([`KindFacts`]: output keys, secret keys,
-//! strategies) and settings-dependent facts ([`KindSpec`]: what is rotated, what the
-//! current value must hold, how its secret is generated, when it is renewed).
+//! pure validation, its static facts ([`KindFacts`]: name, output keys, secret keys,
+//! strategies, the keys a rotation needs, the shapes of output values) and what its
+//! settings answer ([`KindSpec`]: what is rotated, when it is renewed).
 //!
 //! The closed set is declared once, by the `credential_kinds!` list at the end of this
-//! file: it makes [`CredentialKind`], [`CredentialSpec`] and the raw enum the policy
-//! YAML is read into, and every per-kind dispatch among them, from one line per kind.
-//! Each dispatch is an exhaustive `match`, so a kind whose module lacks a fact does not
-//! compile. The adapter that acts on the real target is the kind's
-//! `crate::credentials` module.
+//! file: one line per kind makes [`CredentialKind`], [`CredentialSpec`] and the raw
+//! enum the policy YAML is read into, says whether rotor generates the kind's secret,
+//! and makes every per-kind dispatch among them. Each dispatch is an exhaustive
+//! `match`, so a kind whose module lacks a fact does not compile. The adapter that acts
+//! on the real target is the kind's `crate::credentials` module, reached today from the
+//! `match` in `crate::credentials::Credential::prepare`.
 
 mod common;
 mod http_api_key;

@@ -180,7 +180,9 @@ impl NotifyTarget {
 }
 
 /// An event a webhook can be told about (`spec.notify[].events`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NotifyEvent {
     /// `success`: a rotation completed.
@@ -280,7 +282,8 @@ impl fmt::Display for Window {
 }
 
 /// How a credential kind replaces the old credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// One credential; its secret is replaced in place.
     Single,
@@ -536,7 +539,8 @@ pub enum GitlabTarget {
 }
 
 /// GitLab variable type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum GitlabVariableType {
     /// `env_var`.
     EnvVar,
@@ -591,7 +595,8 @@ pub enum GithubTarget {
 }
 
 /// Visibility of an organisation secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GithubVisibility {
     /// `all`.
     All,

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::kinds::RawCredential;
+use super::model::{GithubVisibility, GitlabVariableType, NotifyEvent};
 use super::yaml::{Checked, Located, ScalarText};
 
 /// A struct read from a YAML mapping: unknown fields are errors, field names are
@@ -164,19 +165,8 @@ raw_mapping! {
     pub(crate) struct RawNotify {
         pub url: Located<String>,
         pub secret_from: Checked<Located<RawReference>>,
-        pub events: Option<Located<Vec<Located<RawNotifyEvent>>>>,
+        pub events: Option<Located<Vec<Located<NotifyEvent>>>>,
     }
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum RawNotifyEvent {
-    Success,
-    Failure,
-    Compromise,
-    Quarantine,
-    ApprovalRequested,
-    ApprovalExpired,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -242,15 +232,8 @@ raw_mapping! {
         pub protected: Option<bool>,
         pub raw: Option<Located<bool>>,
         pub environment_scope: Option<Located<String>>,
-        pub variable_type: Option<RawGitlabVariableType>,
+        pub variable_type: Option<GitlabVariableType>,
     }
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum RawGitlabVariableType {
-    EnvVar,
-    File,
 }
 
 raw_mapping! {
@@ -261,18 +244,10 @@ raw_mapping! {
         pub repository: Option<Located<String>>,
         pub environment: Option<Located<String>>,
         pub organization: Option<Located<String>>,
-        pub visibility: Option<Located<RawVisibility>>,
+        pub visibility: Option<Located<GithubVisibility>>,
         pub name: Located<String>,
         pub value: Located<String>,
     }
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum RawVisibility {
-    All,
-    Private,
-    Selected,
 }
 
 raw_mapping! {

@@ -26,7 +26,7 @@ macro_rules! raw_credential {
     ($expecting:tt, $name:ident generated { $($body:tt)* }) => {
         $crate::policy::kinds::common::raw_credential!(@with_grace $expecting, $name {
             $($body)*
-            pub strategy: Option<$crate::policy::yaml::Located<$crate::policy::kinds::common::RawStrategy>>,
+            pub strategy: Option<$crate::policy::yaml::Located<$crate::policy::model::Strategy>>,
             pub password: Option<
                 $crate::policy::yaml::Checked<
                     $crate::policy::yaml::Located<$crate::policy::kinds::common::RawPassword>,
@@ -37,7 +37,7 @@ macro_rules! raw_credential {
     ($expecting:tt, $name:ident { $($body:tt)* }) => {
         $crate::policy::kinds::common::raw_credential!(@with_grace $expecting, $name {
             $($body)*
-            pub strategy: Option<$crate::policy::yaml::Located<$crate::policy::kinds::common::RawStrategy>>,
+            pub strategy: Option<$crate::policy::yaml::Located<$crate::policy::model::Strategy>>,
         });
     };
     (@with_grace $expecting:tt, $name:ident { $($body:tt)* }) => {
@@ -50,7 +50,7 @@ macro_rules! raw_credential {
         }
 
         impl $crate::policy::kinds::common::RawShared for $name {
-            fn strategy(&self) -> Option<&$crate::policy::yaml::Located<$crate::policy::kinds::common::RawStrategy>> {
+            fn strategy(&self) -> Option<&$crate::policy::yaml::Located<$crate::policy::model::Strategy>> {
                 self.strategy.as_ref()
             }
 
@@ -65,7 +65,7 @@ pub(super) use raw_credential;
 /// The raw fields every kind has, whatever else it reads.
 pub(in crate::policy) trait RawShared {
     /// `strategy`.
-    fn strategy(&self) -> Option<&Located<RawStrategy>>;
+    fn strategy(&self) -> Option<&Located<Strategy>>;
     /// `grace`.
     fn grace(&self) -> Option<&Located<ScalarText>>;
 }
@@ -86,25 +86,9 @@ crate::policy::raw::raw_mapping! {
 crate::policy::raw::raw_mapping! {
     "a mapping {mode?, caFile?}",
     pub(crate) struct RawTls {
-        pub mode: Option<RawTlsMode>,
+        pub mode: Option<TlsMode>,
         pub ca_file: Option<Located<String>>,
     }
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-pub(crate) enum RawTlsMode {
-    Disable,
-    Require,
-    VerifyFull,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum RawStrategy {
-    Single,
-    Alternating,
-    Overlap,
 }
 
 /// TLS settings for a database connection.
@@ -117,7 +101,8 @@ pub struct TlsSpec {
 }
 
 /// `tls.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     /// No TLS.
     Disable,
@@ -325,9 +310,8 @@ impl Validator {
     ) -> Option<TlsSpec> {
         let t = t?.0.as_ref()?;
         let mode = match t.value.mode {
-            None | Some(RawTlsMode::VerifyFull) => TlsMode::VerifyFull,
-            Some(RawTlsMode::Require) => TlsMode::Require,
-            Some(RawTlsMode::Disable) => TlsMode::Disable,
+            None => TlsMode::VerifyFull,
+            Some(mode) => mode,
         };
         let ca_file = match &t.value.ca_file {
             None => None,
@@ -353,15 +337,11 @@ impl Validator {
         (strategy, self.grace(strategy, raw.grace()))
     }
 
-    fn strategy(&mut self, kind: CredentialKind, s: Option<&Located<RawStrategy>>) -> Strategy {
+    fn strategy(&mut self, kind: CredentialKind, s: Option<&Located<Strategy>>) -> Strategy {
         let offered = kind.strategies();
         let default = kind.default_strategy();
         let Some(s) = s else { return default };
-        let strategy = match s.value {
-            RawStrategy::Single => Strategy::Single,
-            RawStrategy::Alternating => Strategy::Alternating,
-            RawStrategy::Overlap => Strategy::Overlap,
-        };
+        let strategy = s.value;
         if !offered.contains(&strategy) {
             let names: Vec<&str> = offered.iter().map(Strategy::as_str).collect();
             self.at(

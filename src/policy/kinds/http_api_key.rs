@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::common::raw_credential;
 use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::model::{Reference, Strategy};
@@ -37,7 +35,7 @@ raw_credential! {
 raw_mapping! {
     "a request mapping {method, url, headers?, body?, keyField, idField}",
     pub(crate) struct RawHttpCreate {
-        pub method: RawMethod,
+        pub method: HttpMethod,
         pub url: Located<String>,
         pub headers: Option<BTreeMap<String, Located<String>>>,
         pub body: Option<Located<String>>,
@@ -49,20 +47,10 @@ raw_mapping! {
 raw_mapping! {
     "a request mapping {method, url, headers?}",
     pub(crate) struct RawHttpRequest {
-        pub method: RawMethod,
+        pub method: HttpMethod,
         pub url: Located<String>,
         pub headers: Option<BTreeMap<String, Located<String>>>,
     }
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "UPPERCASE")]
-pub(crate) enum RawMethod {
-    Get,
-    Post,
-    Put,
-    Patch,
-    Delete,
 }
 
 /// `http-api-key`: an API key behind templated HTTP requests.
@@ -117,7 +105,8 @@ pub struct HttpRequestSpec {
 }
 
 /// An HTTP method (written upper case in YAML).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// GET.
     Get,
@@ -207,7 +196,7 @@ pub(super) fn validate(
     Some(HttpApiKeyCredential {
         admin_from: admin_from?,
         create: HttpCreateRequest {
-            method: method(cr.method),
+            method: cr.method,
             url: create_url?,
             headers: create_headers?,
             body,
@@ -215,12 +204,12 @@ pub(super) fn validate(
             id_field: id_field?,
         },
         revoke: HttpRequestSpec {
-            method: method(rv.method),
+            method: rv.method,
             url: revoke_url?,
             headers: revoke_headers?,
         },
         probe: HttpRequestSpec {
-            method: method(pr.method),
+            method: pr.method,
             url: probe_url?,
             headers: probe_headers?,
         },
@@ -286,14 +275,4 @@ fn headers(
         }
     }
     ok.then_some(out)
-}
-
-fn method(m: RawMethod) -> HttpMethod {
-    match m {
-        RawMethod::Get => HttpMethod::Get,
-        RawMethod::Post => HttpMethod::Post,
-        RawMethod::Put => HttpMethod::Put,
-        RawMethod::Patch => HttpMethod::Patch,
-        RawMethod::Delete => HttpMethod::Delete,
-    }
 }

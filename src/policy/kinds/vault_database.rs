@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::common::{RawPort, raw_credential};
 use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::model::Strategy;
@@ -33,19 +31,11 @@ raw_mapping! {
     "a probe mapping {type, host, port?, database?}",
     pub(crate) struct RawProbe {
         #[serde(rename = "type")]
-        pub kind: RawProbeKind,
+        pub kind: ProbeKind,
         pub host: Located<String>,
         pub port: Option<Located<RawPort>>,
         pub database: Option<Located<String>>,
     }
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum RawProbeKind {
-    Postgres,
-    Mysql,
-    Redis,
 }
 
 /// `vault-database`: rotor triggers `rotate-role` on a static role, then propagates.
@@ -78,7 +68,8 @@ pub struct DatabaseProbe {
 }
 
 /// `probe.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProbeKind {
     /// PostgreSQL.
     Postgres,
@@ -135,11 +126,7 @@ pub(super) fn validate(
     let mount = v.mount(r.mount.as_ref(), "database");
     let role = v.non_empty(&r.role, "a static role name");
     let p = &r.probe.value;
-    let kind = match p.kind {
-        RawProbeKind::Postgres => ProbeKind::Postgres,
-        RawProbeKind::Mysql => ProbeKind::Mysql,
-        RawProbeKind::Redis => ProbeKind::Redis,
-    };
+    let kind = p.kind;
     let host = v.host(&p.host);
     let port = v.port(p.port.as_ref(), kind.default_port());
     let database = p

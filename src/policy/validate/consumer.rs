@@ -228,8 +228,8 @@ impl Validator {
             raw,
             environment_scope: environment_scope?,
             variable_type: match r.variable_type {
-                None | Some(RawGitlabVariableType::EnvVar) => GitlabVariableType::EnvVar,
-                Some(RawGitlabVariableType::File) => GitlabVariableType::File,
+                None => GitlabVariableType::EnvVar,
+                Some(variable_type) => variable_type,
             },
         })
     }
@@ -478,11 +478,7 @@ impl Validator {
                     );
                     return None;
                 };
-                let visibility = match visibility.value {
-                    RawVisibility::All => GithubVisibility::All,
-                    RawVisibility::Private => GithubVisibility::Private,
-                    RawVisibility::Selected => GithubVisibility::Selected,
-                };
+                let visibility = visibility.value;
                 org_ok.then(|| GithubTarget::Organization {
                     name: org.value.clone(),
                     visibility,

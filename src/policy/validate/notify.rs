@@ -149,7 +149,7 @@ impl Validator {
             Some(list) => {
                 let mut events = Vec::new();
                 for e in &list.value {
-                    let event = notify_event(e.value);
+                    let event = e.value;
                     if !events.contains(&event) {
                         events.push(event);
                     }
@@ -162,16 +162,5 @@ impl Validator {
             secret_from: secret_from?,
             events: events?,
         })
-    }
-}
-
-fn notify_event(e: RawNotifyEvent) -> NotifyEvent {
-    match e {
-        RawNotifyEvent::Success => NotifyEvent::Success,
-        RawNotifyEvent::Failure => NotifyEvent::Failure,
-        RawNotifyEvent::Compromise => NotifyEvent::Compromise,
-        RawNotifyEvent::Quarantine => NotifyEvent::Quarantine,
-        RawNotifyEvent::ApprovalRequested => NotifyEvent::ApprovalRequested,
-        RawNotifyEvent::ApprovalExpired => NotifyEvent::ApprovalExpired,
     }
 }

@@ -93,10 +93,8 @@ pub fn renewal_due(
     policy: &ValidatedPolicy,
     current: &crate::secret::SecretMap,
 ) -> Option<DateTime<Utc>> {
-    let crate::policy::CredentialSpec::VaultPki(pki) = &policy.spec.credential else {
-        return None;
-    };
-    let before = chrono::Duration::from_std(pki.renew_before?).unwrap_or(chrono::Duration::MAX);
+    let renew_before = policy.spec.credential.renew_before()?;
+    let before = chrono::Duration::from_std(renew_before).unwrap_or(chrono::Duration::MAX);
     let expires: DateTime<Utc> =
         crate::credentials::vault_pki::PkiTarget::expiration(current)?.into();
     // Before the calendar's start: due at once.

@@ -161,8 +161,12 @@ async fn history_holds_fingerprints_of_the_last_values_never_values() {
     for v in (1..=latest).rev() {
         let value = secret_map_of(&fx.version(v).await);
         expected.push(
-            history::secret_fingerprint(engine.fingerprints(), "postgres", &value)
-                .expect("fingerprint"),
+            history::secret_fingerprint(
+                engine.fingerprints(),
+                policy::CredentialKind::Postgres,
+                &value,
+            )
+            .expect("fingerprint"),
         );
     }
     assert_eq!(stored, expected, "versions {latest}..1, newest first");

@@ -418,29 +418,6 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// The keys Vault's current value must hold before a rotation starts: what the kind
-/// needs to restore the target on rollback and to prove the old value dead.
-pub fn required_current_keys(spec: &CredentialSpec) -> &'static [&'static str] {
-    match spec {
-        CredentialSpec::Postgres(c) if c.strategy == Strategy::Alternating => {
-            &["username", "password"]
-        }
-        CredentialSpec::Mysql(c) if c.strategy == Strategy::Alternating => {
-            &["username", "password"]
-        }
-        CredentialSpec::Postgres(_)
-        | CredentialSpec::Mysql(_)
-        | CredentialSpec::Redis(_)
-        | CredentialSpec::Rabbitmq(_)
-        | CredentialSpec::VaultUserpass(_) => &["password"],
-        CredentialSpec::VaultDatabase(_) => &["username", "password"],
-        CredentialSpec::VaultApprole(_) => &["roleId", "secretId"],
-        CredentialSpec::VaultToken(_) => &["token"],
-        CredentialSpec::VaultPki(_) => &["certificate", "caChain"],
-        CredentialSpec::HttpApiKey(_) => &["key", "id"],
-    }
-}
-
 fn need<'a>(
     map: &'a SecretMap,
     which: &'static str,

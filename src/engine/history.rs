@@ -5,7 +5,7 @@
 //! with check-and-set. It holds fingerprints only, never a value.
 //!
 //! What "the same value" means: the HMAC (the engine's [`Fingerprinter`], shared by all
-//! replicas) of the kind's *secret part* only — see [`secret_keys`]. A password reused
+//! replicas) of the kind's *secret part* only — see [`CredentialKind::secret_keys`]. A password reused
 //! under another account name, or a private key re-issued under a new certificate, is
 //! still a reuse; public parts (user names, ids, accessors, serials, certificates)
 //! never make two values different.
@@ -33,7 +33,7 @@ use serde_json::Value;
 use tracing::info;
 
 use super::{Engine, StepFailure};
-use crate::policy::ValidatedPolicy;
+use crate::policy::{CredentialKind, ValidatedPolicy};
 use crate::secret::{Fingerprinter, SecretMap};
 use crate::state::{Key, Store, VaultStore};
 use crate::vault::{Vault, VaultError};
@@ -47,39 +47,17 @@ pub const REPEAT_SEAM_ENV: &str = "ROTOR_TEST_GENERATOR_REPEAT";
 /// How many times a history write is retried when another writer got there first.
 const WRITE_ATTEMPTS: u32 = 5;
 
-/// The keys holding a kind's secret part, by YAML type name (empty for an unknown
-/// kind): the value that must never come back.
-///
-/// | kind | secret part | public (ignored) |
-/// |---|---|---|
-/// | password kinds, `vault-database` | `password` | `username` |
-/// | `vault-approle` | `secretId` | `roleId`, `secretIdAccessor` |
-/// | `vault-token` | `token` | `accessor` |
-/// | `vault-pki` | `privateKey` | `certificate`, `caChain`, `serial`, `expiration` |
-/// | `http-api-key` | `key` | `id` |
-pub fn secret_keys(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "postgres" | "mysql" | "redis" | "rabbitmq" | "vault-userpass" | "vault-database" => {
-            &["password"]
-        }
-        "vault-approle" => &["secretId"],
-        "vault-token" => &["token"],
-        "vault-pki" => &["privateKey"],
-        "http-api-key" => &["key"],
-        _ => &[],
-    }
-}
-
 /// The fingerprint of `value`'s secret part (computed like
-/// [`Fingerprinter::fingerprint_map`] over the [`secret_keys`] present), or `None`
+/// [`Fingerprinter::fingerprint_map`] over the kind's
+/// [`CredentialKind::secret_keys`] present), or `None`
 /// when it holds none of them (then there is nothing to compare or remember).
 pub fn secret_fingerprint(
     fingerprints: &Fingerprinter,
-    kind: &str,
+    kind: CredentialKind,
     value: &SecretMap,
 ) -> Option<String> {
     let mut part = SecretMap::new();
-    for key in secret_keys(kind) {
+    for key in kind.secret_keys() {
         if let Some(v) = value.get(key) {
             part.insert(*key, v.clone());
         }
@@ -107,7 +85,7 @@ fn repeat_seam() -> bool {
 
 /// The test seam: with [`REPEAT_SEAM_ENV`] set (debug builds only), the secret part
 /// of `generated` becomes `current`'s, as if the generator had repeated itself.
-pub(super) fn seam_repeat(kind: &str, current: &SecretMap, generated: &mut SecretMap) {
+pub(super) fn seam_repeat(kind: CredentialKind, current: &SecretMap, generated: &mut SecretMap) {
     if !repeat_seam() {
         return;
     }
@@ -115,7 +93,7 @@ pub(super) fn seam_repeat(kind: &str, current: &SecretMap, generated: &mut Secre
         env = REPEAT_SEAM_ENV,
         "Test seam: the generator repeats the current value on its first attempt."
     );
-    for key in secret_keys(kind) {
+    for key in kind.secret_keys() {
         if let Some(v) = current.get(key) {
             generated.insert(*key, v.clone());
         }
@@ -375,13 +353,13 @@ impl Engine {
         value: &SecretMap,
     ) -> Result<(), HistoryError> {
         let remembered = self.history().load(&policy.name).await?;
-        let kind = policy.spec.credential.kind();
+        let kind = policy.spec.credential.credential_kind();
         let fp = |v: &SecretMap| secret_fingerprint(&self.fingerprints, kind, v);
         match fp(value) {
             Some(f) if is_reuse(&f, fp(current).as_deref(), &remembered) => {
                 Err(HistoryError::Reused {
                     policy: policy.name.clone(),
-                    kind: kind.to_owned(),
+                    kind: kind.as_str().to_owned(),
                 })
             }
             _ => Ok(()),
@@ -398,7 +376,7 @@ impl Engine {
         new: &SecretMap,
         known: Option<(Vec<String>, u64)>,
     ) -> Result<(), StepFailure> {
-        let kind = policy.spec.credential.kind();
+        let kind = policy.spec.credential.credential_kind();
         let Some(newest) = secret_fingerprint(&self.fingerprints, kind, new) else {
             return Ok(());
         };
@@ -417,7 +395,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::CredentialSpec;
     use crate::secret::SecretString;
 
     fn map(pairs: &[(&str, &str)]) -> SecretMap {
@@ -433,10 +410,10 @@ mod tests {
 
     #[test]
     fn every_kind_has_a_secret_part_among_its_output_keys() {
-        for kind in CredentialSpec::KINDS {
-            let keys = secret_keys(kind);
+        for kind in CredentialKind::ALL {
+            let keys = kind.secret_keys();
             assert!(!keys.is_empty(), "{kind}");
-            let outputs = crate::policy::output_keys_of(kind);
+            let outputs = kind.output_keys();
             assert!(keys.iter().all(|k| outputs.contains(k)), "{kind}");
         }
     }
@@ -447,20 +424,26 @@ mod tests {
         let a = map(&[("username", "app_a"), ("password", "s3cret-value")]);
         let b = map(&[("username", "app_b"), ("password", "s3cret-value")]);
         let c = map(&[("username", "app_a"), ("password", "other-value")]);
-        let fa = secret_fingerprint(&f, "postgres", &a).expect("fingerprint");
-        assert_eq!(Some(&fa), secret_fingerprint(&f, "postgres", &b).as_ref());
-        assert_ne!(Some(&fa), secret_fingerprint(&f, "postgres", &c).as_ref());
+        let fa = secret_fingerprint(&f, CredentialKind::Postgres, &a).expect("fingerprint");
+        assert_eq!(
+            Some(&fa),
+            secret_fingerprint(&f, CredentialKind::Postgres, &b).as_ref()
+        );
+        assert_ne!(
+            Some(&fa),
+            secret_fingerprint(&f, CredentialKind::Postgres, &c).as_ref()
+        );
         assert!(!fa.contains("s3cret"));
         // A certificate re-issued for the same key is a reuse; new key, new value.
         let cert1 = map(&[("certificate", "C1"), ("privateKey", "K"), ("serial", "1")]);
         let cert2 = map(&[("certificate", "C2"), ("privateKey", "K"), ("serial", "2")]);
         assert_eq!(
-            secret_fingerprint(&f, "vault-pki", &cert1),
-            secret_fingerprint(&f, "vault-pki", &cert2)
+            secret_fingerprint(&f, CredentialKind::VaultPki, &cert1),
+            secret_fingerprint(&f, CredentialKind::VaultPki, &cert2)
         );
         // Nothing secret present: nothing to compare.
         assert_eq!(
-            secret_fingerprint(&f, "vault-pki", &map(&[("certificate", "C")])),
+            secret_fingerprint(&f, CredentialKind::VaultPki, &map(&[("certificate", "C")])),
             None
         );
     }

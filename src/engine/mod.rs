@@ -16,7 +16,7 @@ use rand::Rng;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::consumers::Consumers;
-use crate::credentials::{self, AuthOutcome, Credential, CredentialError};
+use crate::credentials::{AuthOutcome, Credential, CredentialError};
 use crate::evidence::{AuthMethod, Event, Requester, Sink, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::{Fingerprinter, SecretMap};
@@ -671,7 +671,10 @@ impl Engine {
             path: vault_loc.path.clone(),
             keys: policy.spec.credential.output_keys().join(", "),
         })?;
-        if let Some(key) = credentials::required_current_keys(&policy.spec.credential)
+        if let Some(key) = policy
+            .spec
+            .credential
+            .required_current_keys()
             .iter()
             .find(|k| current.data.get(k).is_none())
         {
@@ -1149,7 +1152,7 @@ impl Engine {
         let mut regenerated = 0;
         if !issued {
             // A generated value must never repeat the current value or a recent one.
-            let kind = run.policy.spec.credential.kind();
+            let kind = run.policy.spec.credential.credential_kind();
             let remembered = match &run.history {
                 Some((list, _)) => list.clone(),
                 None => self.history().load(&run.policy.name).await?,

@@ -7,11 +7,14 @@
 //!   over it that knows the field path of every value.
 //! - `raw`: serde structs mirroring the YAML; `validate` turns them, without I/O, into
 //!   the model types re-exported here.
+//! - [`kinds`]: one module per credential kind (its raw fields, spec, validation and
+//!   static facts) and [`CredentialKind`], the closed set.
 //! - [`Template`], [`PasswordGenerator`]: consumer templates and password generation.
 
 mod duration;
 mod error;
 mod generator;
+pub mod kinds;
 mod load;
 mod model;
 mod raw;
@@ -28,6 +31,7 @@ pub use duration::{
 };
 pub use error::{LoadErrors, PolicyError};
 pub use generator::{Alphabet, GeneratorError, PasswordGenerator};
+pub use kinds::*;
 pub use model::*;
 pub use template::{Template, TemplateError};
 

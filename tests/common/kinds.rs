@@ -277,7 +277,9 @@ impl KindFixture {
         let namespace = name.clone();
         rotor_testkit::create_namespace(&kube.client, &namespace).await;
 
-        let keys = policy::output_keys_of(setup.kind);
+        let keys = policy::CredentialKind::from_name(setup.kind)
+            .expect("a credential kind")
+            .output_keys();
         let data: String = keys
             .iter()
             .map(|k| format!("        {k}: \"{{{{ {k} }}}}\"\n"))
@@ -427,7 +429,10 @@ impl KindFixture {
     /// Secret holds; every earlier version is refused with the kind's code.
     pub async fn assert_consistent(&self) {
         let (current, latest) = self.current().await;
-        for key in policy::output_keys_of(self.kind) {
+        for key in policy::CredentialKind::from_name(self.kind)
+            .expect("a credential kind")
+            .output_keys()
+        {
             assert!(
                 current.get(key).is_some(),
                 "canonical version {latest} lacks key {key}"

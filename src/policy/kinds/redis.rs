@@ -1,0 +1,100 @@
+//! `redis`: a Redis ACL user password. Always `overlap`: an ACL user holds several
+//! passwords, so the new one is added and the old one removed after `grace`.
+
+use std::time::Duration;
+
+use super::common::{RawPort, RawTls, TlsSpec, raw_credential};
+use super::{CredentialKind, KindFacts, KindSpec};
+use crate::policy::generator::PasswordGenerator;
+use crate::policy::model::{Reference, Strategy};
+use crate::policy::raw::{RawReference, raw_mapping};
+use crate::policy::validate::Validator;
+use crate::policy::yaml::{Checked, Located};
+
+/// What `redis` is, whatever a policy sets.
+pub(super) const FACTS: KindFacts = KindFacts::password("redis", &[Strategy::Overlap]);
+
+raw_mapping! {
+    "a connection mapping {host, port?, tls?, adminFrom?}",
+    pub(crate) struct RawRedisConnection {
+        pub host: Located<String>,
+        pub port: Option<Located<RawPort>>,
+        pub tls: Option<Checked<Located<RawTls>>>,
+        pub admin_from: Option<Checked<Located<RawReference>>>,
+    }
+}
+
+raw_credential! {
+    "a redis credential",
+    RawRedis generated {
+        pub connection: Located<RawRedisConnection>,
+        pub username: Located<String>,
+    }
+}
+
+/// `redis` (strategy is always `overlap`: ACL users hold several passwords).
+#[derive(Debug, Clone)]
+pub struct RedisCredential {
+    /// How rotor connects as an administrator.
+    pub connection: RedisConnection,
+    /// The ACL user whose password is rotated.
+    pub username: String,
+    /// Always [`Strategy::Overlap`].
+    pub strategy: Strategy,
+    /// The password generator.
+    pub password: PasswordGenerator,
+    /// How long the old password stays valid (default 0).
+    /// At most 90d ([`crate::policy::GRACE_BOUND`], checked at validation).
+    pub grace: Duration,
+}
+
+/// `redis` `connection`.
+#[derive(Debug, Clone)]
+pub struct RedisConnection {
+    /// Host name or address.
+    pub host: String,
+    /// Port, default 6379.
+    pub port: u16,
+    /// TLS settings; absent means no TLS.
+    pub tls: Option<TlsSpec>,
+    /// The admin login; absent means the default user without a password.
+    pub admin_from: Option<Reference>,
+}
+
+impl KindSpec for RedisCredential {
+    fn target(&self) -> String {
+        let c = &self.connection;
+        format!("redis ACL user {} on {}:{}", self.username, c.host, c.port)
+    }
+
+    fn renew_before(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Validates `spec.credential` of `type: redis`.
+pub(super) fn validate(v: &mut Validator, r: &RawRedis, mount: &str) -> Option<RedisCredential> {
+    let conn = &r.connection.value;
+    let host = v.host(&conn.host);
+    let port = v.port(conn.port.as_ref(), 6379);
+    let tls = v.tls(conn.tls.as_ref());
+    let admin_from = conn.admin_from.as_ref().map(|a| v.reference(a, mount));
+    let username = v.username(&r.username, 512);
+    let password = v.password(r.password.as_ref());
+    let (strategy, grace) = v.strategy_and_grace(CredentialKind::Redis, r);
+    Some(RedisCredential {
+        connection: RedisConnection {
+            host: host?,
+            port,
+            tls,
+            admin_from: match admin_from {
+                Some(a) => Some(a?),
+                None => None,
+            },
+        },
+        username: username?,
+        strategy,
+        password,
+        grace,
+    })
+}

@@ -438,12 +438,8 @@ impl AuditLog {
             ),
             Err(e) => return Err(open_err(e)),
         };
-        let meta = file.metadata().map_err(open_err)?;
-        if !meta.is_file() {
-            return Err(AuditError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
+        // Locked before the size is read: another writer may have appended while this
+        // one waited.
         let deadline = Instant::now() + wait;
         loop {
             match file.try_lock() {
@@ -459,6 +455,12 @@ impl AuditLog {
                 }
                 Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
             }
+        }
+        let meta = file.metadata().map_err(open_err)?;
+        if !meta.is_file() {
+            return Err(AuditError::NotAFile {
+                path: path.to_path_buf(),
+            });
         }
         if created {
             // Make the new directory entry durable, or a crash could lose the file.

@@ -601,6 +601,33 @@ fn concurrent_appends_form_one_valid_chain() {
     assert_eq!(log.head(), (total, report.last_hash));
 }
 
+/// Short-lived writers (each `rotor rotate` record opens the log, appends, lets go)
+/// running at once: each waits for the lock and continues the chain from what the
+/// others wrote while it waited. Failed before the size was read under the lock: a
+/// writer that waited still saw the file as it was before, and refused the append.
+#[test]
+fn writers_that_open_the_log_per_record_form_one_valid_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let events = events();
+    const THREADS: usize = 6;
+    const EACH: usize = 15;
+    std::thread::scope(|scope| {
+        for t in 0..THREADS {
+            let (path, events) = (&path, &events);
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    let log = AuditLog::open_waiting(path, std::time::Duration::from_secs(30))
+                        .expect("open, waiting for the other writers");
+                    log.append(&events[(t + i) % events.len()]).expect("append");
+                }
+            });
+        }
+    });
+    let report = verify_file(&path).expect("the chain of all writers verifies");
+    assert_eq!(report.records, (THREADS * EACH) as u64);
+}
+
 #[test]
 fn the_file_is_created_readable_by_its_owner_only() {
     let s = sample();

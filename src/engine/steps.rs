@@ -1,0 +1,508 @@
+//! The step runner: drives a rotation's steps in order, journaling each before its
+//! side effect, retrying with jitter, and rolling back before promote.
+
+use super::*;
+
+pub(super) enum StepResult {
+    Ok(String),
+    Skipped(String),
+}
+
+/// Why a step failed, and what the engine should do about it.
+pub(super) struct StepFailure {
+    pub(super) message: String,
+    /// Worth retrying in this run (network, 5xx).
+    pub(super) transient: bool,
+    /// After promote: stop for good (e.g. old credential still accepted) rather than
+    /// leave the rotation open for a later retry.
+    pub(super) fatal: bool,
+    /// An outside system gave no answer (timeout, refused connection, 5xx): no
+    /// evidence about the credential either way. Journaled as
+    /// [`Rotation::unanswered`]; it never counts toward quarantine.
+    pub(super) unanswered: bool,
+}
+
+impl StepFailure {
+    pub(super) fn fatal(message: impl Into<String>) -> Self {
+        StepFailure {
+            message: message.into(),
+            transient: false,
+            fatal: true,
+            unanswered: false,
+        }
+    }
+
+    /// [`StepFailure::fatal`] for a check the target did not answer.
+    pub(super) fn fatal_unanswered(message: impl Into<String>) -> Self {
+        StepFailure {
+            unanswered: true,
+            ..StepFailure::fatal(message)
+        }
+    }
+}
+
+impl From<CredentialError> for StepFailure {
+    fn from(e: CredentialError) -> Self {
+        let transient = e.is_transient();
+        StepFailure {
+            message: crate::error_chain(&e),
+            transient,
+            fatal: false,
+            unanswered: transient,
+        }
+    }
+}
+
+impl From<VaultError> for StepFailure {
+    fn from(e: VaultError) -> Self {
+        StepFailure {
+            transient: e.is_transient(),
+            message: crate::error_chain(&e),
+            fatal: false,
+            unanswered: e.is_transient(),
+        }
+    }
+}
+
+impl Engine {
+    /// Drives `rotation` from wherever its journal says it is to an end (or to a
+    /// pending state after promote).
+    pub(super) async fn drive(
+        &self,
+        policy: &ValidatedPolicy,
+        rotation: Rotation,
+        version: u64,
+        end_grace: bool,
+        known: Option<Known>,
+    ) -> Result<Rotation, EngineError> {
+        let span = info_span!("rotation", policy = %policy.name, kind = %rotation.kind,
+            trigger = rotation.trigger.as_str(), rotation = %rotation.rotation_id);
+        async move {
+            let loc = &policy.spec.vault;
+            // A new rotation was planned from the value just read; a resumed one reads
+            // the version it was planned from.
+            let known = match known {
+                Some(known) => known,
+                None => {
+                    let (credential, old) = tokio::join!(
+                        Credential::prepare(&policy.spec.credential, &self.vault),
+                        self.vault.kv_read_version(
+                            &loc.mount,
+                            &loc.path,
+                            rotation.canonical_version
+                        ),
+                    );
+                    let credential = credential?;
+                    let old = old?
+                        .ok_or_else(|| EngineError::OldValueGone {
+                            rotation_id: rotation.rotation_id.clone(),
+                            canonical: rotation.canonical.clone(),
+                            version: rotation.canonical_version,
+                        })?
+                        .data;
+                    Known {
+                        old,
+                        credential,
+                        history: None,
+                    }
+                }
+            };
+            let Known {
+                old,
+                credential,
+                history,
+            } = known;
+            let mut run = Run {
+                policy,
+                history,
+                credential,
+                compromise: rotation.trigger == Trigger::Compromise,
+                end_grace: end_grace || rotation.trigger == Trigger::Compromise,
+                rotation,
+                version,
+                old,
+                new: None,
+            };
+            if run.rotation.status == Status::RollingBack {
+                self.rollback(&mut run).await?;
+            } else {
+                self.forward(&mut run).await?;
+            }
+            self.report(&Event::RunEnded {
+                policy,
+                rotation: &run.rotation,
+            });
+            Ok(run.rotation)
+        }
+        .instrument(span)
+        .await
+    }
+
+    pub(super) async fn write(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        run.rotation.updated_at = now();
+        run.version = self.journal.write(&run.rotation, run.version).await?;
+        Ok(())
+    }
+
+    pub(super) async fn forward(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        // A step's end is journaled with the next journaled step's "begun" (one Vault
+        // write per side effect): a crash before that write resumes at the last
+        // journaled step, which every step allows, since each may be cut short after
+        // its side effect and repeating a step is harmless. Steps that change nothing
+        // outside rotor's own staging copy are not journaled before they run
+        // (see [`journaled_first`]).
+        let mut unwritten: Vec<Step> = Vec::new();
+        while let Some(step) = run.rotation.next_step() {
+            if step == Step::Revoked
+                && !(run.end_grace || run.credential.strategy() == crate::policy::Strategy::Single)
+                && !unwritten.is_empty()
+            {
+                // The grace period may be waited for in-process: journal what is done first.
+                self.write(run).await?;
+                done_hits(&mut unwritten);
+            }
+            if step == Step::Revoked && !self.grace_over(run).await {
+                info!(
+                    revoke_after = run.rotation.revoke_after.as_deref().unwrap_or(""),
+                    "The old credential stays valid for its grace period; the rotation waits."
+                );
+                self.write(run).await?;
+                done_hits(&mut unwritten);
+                return Ok(());
+            }
+            // Journal "begun" before the side effect.
+            let started = now();
+            match run.rotation.steps.last_mut() {
+                Some(rec) if rec.step == step && rec.outcome == StepOutcome::Begun => {
+                    rec.attempts += 1;
+                }
+                _ => run.rotation.steps.push(StepRecord {
+                    step,
+                    outcome: StepOutcome::Begun,
+                    started_at: started,
+                    finished_at: None,
+                    duration_ms: None,
+                    detail: None,
+                    attempts: 1,
+                }),
+            }
+            if journaled_first(step, run) {
+                self.write(run).await?;
+                done_hits(&mut unwritten);
+            }
+            failpoint::hit(step, Moment::Begun);
+
+            let clock = Instant::now();
+            let result = self.execute_with_retries(step, run).await;
+            failpoint::hit(step, Moment::Effect);
+
+            let elapsed = clock.elapsed().as_secs_f64() * 1000.0;
+            let rec = run
+                .rotation
+                .steps
+                .last_mut()
+                .expect("a step record was pushed above");
+            rec.finished_at = Some(now());
+            rec.duration_ms = Some(elapsed);
+            match result {
+                Ok(StepResult::Ok(detail)) => {
+                    rec.outcome = StepOutcome::Ok;
+                    rec.detail = Some(detail);
+                    // A step retried to success clears the failure it left earlier.
+                    run.rotation.error = None;
+                    run.rotation.unanswered = false;
+                }
+                Ok(StepResult::Skipped(detail)) => {
+                    rec.outcome = StepOutcome::Skipped;
+                    rec.detail = Some(detail);
+                }
+                Err(failure) => {
+                    rec.outcome = StepOutcome::Failed;
+                    rec.detail = Some(failure.message.clone());
+                    run.rotation.error = Some(format!("{step}: {}", failure.message));
+                    run.rotation.unanswered = failure.unanswered;
+                    if step.before_promote() {
+                        warn!(step = %step, error = %failure.message, "Step failed before promote; rolling back.");
+                        run.rotation.status = Status::RollingBack;
+                        self.write(run).await?;
+                        return self.rollback(run).await;
+                    }
+                    if failure.fatal {
+                        error!(step = %step, error = %failure.message, "Rotation failed after promote; needs attention.");
+                        run.rotation.status = Status::Failed;
+                    } else {
+                        warn!(step = %step, error = %failure.message, "Step failed after promote; the rotation stays open and will be retried.");
+                        // Leave the step as begun so the next run retries it.
+                        if let Some(rec) = run.rotation.steps.last_mut() {
+                            rec.outcome = StepOutcome::Begun;
+                        }
+                    }
+                    self.write(run).await?;
+                    return Ok(());
+                }
+            }
+            if step == Step::Completed {
+                run.rotation.status = Status::Completed;
+            }
+            if step == Step::Propagated && run.rotation.revoke_after.is_none() {
+                let grace = if run.compromise {
+                    Duration::ZERO
+                } else {
+                    run.policy.spec.credential.grace()
+                };
+                let deadline = crate::schedule::saturating_after(chrono::Utc::now(), grace);
+                run.rotation.revoke_after =
+                    Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            }
+            unwritten.push(step);
+            info!(step = %step, duration_ms = elapsed, "Step done.");
+        }
+        if !unwritten.is_empty() {
+            self.write(run).await?;
+            done_hits(&mut unwritten);
+        }
+        Ok(())
+    }
+
+    /// Whether the old credential's grace period is over (waiting for it in-process
+    /// when the rest is within `grace_wait`).
+    pub(super) async fn grace_over(&self, run: &Run<'_>) -> bool {
+        if run.end_grace || run.credential.strategy() == crate::policy::Strategy::Single {
+            return true;
+        }
+        let Some(deadline) = run
+            .rotation
+            .revoke_after
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        else {
+            return true;
+        };
+        let remaining = (deadline.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        if remaining.is_zero() {
+            return true;
+        }
+        if remaining <= self.config.grace_wait {
+            info!(
+                wait_ms = remaining.as_millis() as u64,
+                "Waiting for the old credential's grace period."
+            );
+            tokio::time::sleep(remaining).await;
+            return true;
+        }
+        false
+    }
+
+    pub(super) async fn execute_with_retries(
+        &self,
+        step: Step,
+        run: &mut Run<'_>,
+    ) -> Result<StepResult, StepFailure> {
+        let mut attempt = 0;
+        loop {
+            match self.execute(step, run).await {
+                Err(f)
+                    if f.transient && !step.before_promote() && attempt < self.config.retries =>
+                {
+                    let base = self.config.retry_base.as_millis() as u64 * (1 << attempt);
+                    let jitter = rand::rng().random_range(0..=base / 2);
+                    warn!(step = %step, attempt, error = %f.message, "Transient failure; retrying.");
+                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) async fn execute(
+        &self,
+        step: Step,
+        run: &mut Run<'_>,
+    ) -> Result<StepResult, StepFailure> {
+        match step {
+            Step::Planned => Ok(StepResult::Ok("planned".into())),
+            Step::Staged => self.stage(run).await,
+            Step::Applied => {
+                let new = self.staged(run).await?;
+                match run.credential.apply(&run.old, &new).await? {
+                    Some(detail) => Ok(StepResult::Ok(detail)),
+                    None => Ok(StepResult::Skipped(
+                        "the target issued the new credential when it was staged".into(),
+                    )),
+                }
+            }
+            Step::Tested => {
+                let new = self.staged(run).await?;
+                match run.credential.login(&new).await? {
+                    AuthOutcome::Accepted => {
+                        Ok(StepResult::Ok("logged in with the new credential".into()))
+                    }
+                    other @ AuthOutcome::Rejected { .. } => Err(StepFailure {
+                        message: format!("the new credential does not work: {}", other.evidence()),
+                        transient: false,
+                        fatal: false,
+                        unanswered: false,
+                    }),
+                    // No answer is no proof either way; before promote it still rolls back.
+                    other @ AuthOutcome::Unreachable { .. } => Err(StepFailure {
+                        message: format!(
+                            "the new credential could not be tested: {}",
+                            other.evidence()
+                        ),
+                        transient: false,
+                        fatal: false,
+                        unanswered: true,
+                    }),
+                }
+            }
+            Step::Promoted => {
+                let new = self.staged(run).await?;
+                // The canonical write and the reuse history are independent: one round
+                // trip. Idempotent: a resumed promote finds the value remembered already.
+                let history = run.history.take();
+                let (done, remembered) = tokio::join!(
+                    self.promote(run.policy, &mut run.rotation, &new),
+                    self.remember_promoted(run.policy, &run.old, &new, history),
+                );
+                let done = done?;
+                remembered?;
+                Ok(done)
+            }
+            Step::Propagated => self.propagate(run).await,
+            Step::Revoked => {
+                let new = self.staged(run).await?;
+                match run.credential.revoke(&run.old, &new).await? {
+                    Some(detail) => Ok(StepResult::Ok(detail)),
+                    None => Ok(StepResult::Skipped(
+                        "nothing to revoke: the strategy changed the credential in place".into(),
+                    )),
+                }
+            }
+            Step::Verified => self.verify(run).await,
+            Step::Completed => {
+                state::delete_staged(&*self.state, &run.policy.name, &run.rotation.rotation_id)
+                    .await?;
+                Ok(StepResult::Ok("staging value destroyed".into()))
+            }
+        }
+    }
+
+    pub(super) async fn rollback(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
+        let new = if run.rotation.reached(Step::Staged) {
+            self.staged(run).await.ok()
+        } else {
+            None
+        };
+        let touched = run.rotation.reached(Step::Applied)
+            || (run.credential.creates_on_target() && new.is_some());
+        if touched {
+            match run.credential.rollback(&run.old, new.as_ref()).await {
+                Ok(detail) => {
+                    info!(detail = %detail, "Target rolled back.");
+                    failpoint::hit_at("rollback", Moment::Effect);
+                }
+                Err(CredentialError::CannotRollBack(why)) => {
+                    error!(
+                        reason = why,
+                        "The rotation cannot be rolled back; it failed and needs attention."
+                    );
+                    run.rotation.error = Some(format!(
+                        "{}; cannot roll back: {why}",
+                        run.rotation.error.as_deref().unwrap_or("failed")
+                    ));
+                    run.rotation.status = Status::Failed;
+                    self.write(run).await?;
+                    return Ok(());
+                }
+                Err(e) => {
+                    error!(error = %e, staging = %run.rotation.staging, "Rollback failed; the rotation stays open and will retry the rollback.");
+                    run.rotation.error = Some(format!(
+                        "{}; rollback failed: {e}",
+                        run.rotation.error.as_deref().unwrap_or("failed")
+                    ));
+                    self.write(run).await?;
+                    return Ok(());
+                }
+            }
+            // Only the target refusing the old credential is evidence of a lockout; no
+            // answer proves nothing, so the rollback stays open and this check (with
+            // the idempotent rollback before it) is repeated by the next attempt.
+            let (passed, inconclusive, evidence) = match run.credential.login(&run.old).await {
+                Ok(AuthOutcome::Accepted) => {
+                    (true, false, "old credential accepted again".to_owned())
+                }
+                Ok(refused @ AuthOutcome::Rejected { .. }) => (false, false, refused.evidence()),
+                Ok(silent @ AuthOutcome::Unreachable { .. }) => (false, true, silent.evidence()),
+                Err(e) => (false, true, format!("inconclusive: {e}")),
+            };
+            if let Some(error) = run.rotation.error.as_deref() {
+                run.rotation.error = Some(rollback_reason(error).to_owned());
+            }
+            run.rotation.verification.push(Verification {
+                check: "old_credential_restored".into(),
+                passed,
+                evidence: evidence.clone(),
+                inconclusive,
+                at: now(),
+            });
+            if inconclusive {
+                warn!(evidence = %evidence, "No answer about the old credential after the rollback; the rotation stays rolling back, and the next attempt repeats the rollback and this check.");
+                run.rotation.error = Some(format!(
+                    "{}{RESTORE_UNPROVEN}{evidence}",
+                    run.rotation.error.as_deref().unwrap_or("failed")
+                ));
+                self.write(run).await?;
+                return Ok(());
+            }
+        }
+        state::delete_staged(&*self.state, &run.policy.name, &run.rotation.rotation_id).await?;
+        run.rotation.status = Status::RolledBack;
+        self.write(run).await?;
+        info!("Rotation rolled back; the old credential is current.");
+        Ok(())
+    }
+}
+
+/// What a rotation's error says after its reason when the check that the old
+/// credential works again after a rollback got no answer.
+pub(super) const RESTORE_UNPROVEN: &str =
+    "; rolled back, but the old credential could not be checked yet: ";
+
+/// A rolling-back rotation's error without what an earlier inconclusive restore check
+/// added to it (each attempt says it afresh).
+pub(super) fn rollback_reason(error: &str) -> &str {
+    error
+        .split_once(RESTORE_UNPROVEN)
+        .map_or(error, |(reason, _)| reason)
+}
+
+/// Whether `step`'s "begun" must be journaled before it runs: it changes something
+/// a resume or a rollback must know may have changed. Not journaled first:
+///
+/// - staging a generated value: it only writes rotor's staging copy, at the path the
+///   plan record names, which every rollback destroys;
+/// - the test login, a revoke that has nothing to revoke, and a verify that only
+///   probes the old credential: they change nothing;
+/// - `completed`: it destroys the staging copy, which after promote is also the
+///   canonical version the journal names (see [`Engine::staged`]).
+///
+/// Their records are journaled with the next write; a crash before it repeats them.
+pub(super) fn journaled_first(step: Step, run: &Run<'_>) -> bool {
+    match step {
+        Step::Staged => run.credential.creates_on_target(),
+        Step::Tested | Step::Completed => false,
+        Step::Revoked => run.credential.revokes_anything(),
+        Step::Verified => run.policy.spec.verify.terminate_sessions || run.compromise,
+        Step::Planned | Step::Applied | Step::Promoted | Step::Propagated => true,
+    }
+}
+
+/// Failpoints of the steps whose "done" was just journaled.
+pub(super) fn done_hits(steps: &mut Vec<Step>) {
+    for done in steps.drain(..) {
+        failpoint::hit(done, Moment::Done);
+    }
+}

@@ -2,10 +2,10 @@
 //! namespace (for teams whose apps read their own Vault path). Written only when the
 //! values differ, with check-and-set on the version read, then read back.
 
+use crate::credentials::target::wipe_json;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tracing::info;
-use zeroize::Zeroize;
 
 use crate::policy::VaultKvConsumer;
 use crate::secret::{SecretMap, SecretString};
@@ -194,7 +194,7 @@ async fn write_version<'v>(
     let result = vault
         .request_in(ns, Method::POST, &path, Some(&body), AuthAs::Rotor)
         .await;
-    wipe(&mut body);
+    wipe_json(&mut body);
     let resp = result.map_err(|source| VaultKvError::Vault {
         location: location(spec),
         source,
@@ -243,14 +243,4 @@ pub async fn remove(vault: &Vault, spec: &VaultKvConsumer) -> Result<usize, Vaul
     }
     info!(copy = %location(spec), keys = removed, "Vault KV copy no longer holds the policy's keys.");
     Ok(removed)
-}
-
-/// Overwrites every string in `v` before it is dropped.
-fn wipe(v: &mut Value) {
-    match v {
-        Value::String(s) => s.zeroize(),
-        Value::Array(a) => a.iter_mut().for_each(wipe),
-        Value::Object(o) => o.values_mut().for_each(wipe),
-        _ => {}
-    }
 }

@@ -23,11 +23,12 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 use tracing::{debug, info};
 
-use super::AuthOutcome;
+use super::adapters::IssuingTarget;
 use super::vault_userpass::{
     WipedJson, api_error, check_mount, check_segment, log_outcome, non_empty, normalize_mount,
     probe_login, revoke_login_tokens, send, str_field,
 };
+use super::{AuthOutcome, CredentialError};
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, Vault};
 
@@ -286,5 +287,28 @@ impl ApproleTarget {
         .await?;
         info!(mount = %self.mount, role = %self.role, tokens = revoked, "AppRole login tokens revoked.");
         Ok(revoked)
+    }
+}
+
+impl IssuingTarget for ApproleTarget {
+    async fn issue(
+        &self,
+        _current: &SecretMap,
+        rotation_id: &str,
+    ) -> Result<SecretMap, CredentialError> {
+        Ok(ApproleTarget::issue(self, rotation_id).await?)
+    }
+
+    async fn revoke(&self, value: &SecretMap) -> Result<String, CredentialError> {
+        self.destroy(value).await?;
+        Ok("secret-id destroyed".into())
+    }
+
+    async fn login(&self, value: &SecretMap) -> AuthOutcome {
+        ApproleTarget::login(self, value).await
+    }
+
+    async fn terminate(&self, cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
+        Ok(self.terminate_sessions(cutoff).await?)
     }
 }

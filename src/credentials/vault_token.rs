@@ -16,17 +16,18 @@
 //!   token is invalid: a live token whose policies lack `lookup-self` (no `default`
 //!   policy) is never reported dead. A token with a use limit spends one use per probe.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
-use super::AuthOutcome;
+use super::adapters::IssuingTarget;
 use super::vault_userpass::{
     WipedJson, api_error, check_segment, log_outcome, non_empty, scrub, send, str_field,
 };
+use super::{AuthOutcome, CredentialError};
 use crate::policy::VaultTokenCredential;
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, Vault};
@@ -319,6 +320,30 @@ impl TokenTarget {
                 false
             }
         }
+    }
+}
+
+impl IssuingTarget for TokenTarget {
+    async fn issue(
+        &self,
+        current: &SecretMap,
+        rotation_id: &str,
+    ) -> Result<SecretMap, CredentialError> {
+        Ok(TokenTarget::issue(self, Some(current), rotation_id).await?)
+    }
+
+    async fn revoke(&self, value: &SecretMap) -> Result<String, CredentialError> {
+        TokenTarget::revoke(self, value).await?;
+        Ok("token revoked (with its child tokens)".into())
+    }
+
+    async fn login(&self, value: &SecretMap) -> AuthOutcome {
+        TokenTarget::login(self, value).await
+    }
+
+    /// Revoking a token revokes its children: no other sessions.
+    async fn terminate(&self, _cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
+        Ok(0)
     }
 }
 

@@ -2,11 +2,15 @@
 //! namespace (for teams whose apps read their own Vault path). Written only when the
 //! values differ, with check-and-set on the version read, then read back.
 
-use crate::credentials::target::wipe_json;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tracing::info;
 
+use super::{
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
+    RemoveResult, render_map,
+};
+use crate::credentials::target::wipe_json;
 use crate::policy::VaultKvConsumer;
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, RawResponse, Vault, VaultError};
@@ -243,4 +247,28 @@ pub async fn remove(vault: &Vault, spec: &VaultKvConsumer) -> Result<usize, Vaul
     }
     info!(copy = %location(spec), keys = removed, "Vault KV copy no longer holds the policy's keys.");
     Ok(removed)
+}
+
+impl Consumer for VaultKvConsumer {
+    fn consumer_kind(&self) -> ConsumerKind {
+        ConsumerKind::VaultKv
+    }
+
+    async fn push(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> PushResult {
+        let rendered = render_map(&self.data, new.vars)?;
+        let r = push(ctx.vault, self, &rendered).await?;
+        Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {
+        let n = remove(ctx.vault, self).await?;
+        Ok(RemoveOutcome::verified(
+            n > 0,
+            if n > 0 {
+                format!("a new version without the policy's {n} key(s); earlier versions kept")
+            } else {
+                "no key of the policy was there".to_owned()
+            },
+        ))
+    }
 }

@@ -31,6 +31,10 @@ mod api;
 use self::api::{
     Action, Answer, Call, Scope, Scrubber, advanced, bearer, decode, failure, join, public_key,
 };
+use super::{
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
+    RemoveResult, ci_inputs, token,
+};
 use crate::policy::{GithubConsumer, GithubVisibility};
 
 /// The REST API version rotor speaks (`X-GitHub-Api-Version`).
@@ -506,6 +510,33 @@ fn retry_text(retry_after_secs: Option<u64>) -> String {
     match retry_after_secs {
         Some(s) => format!("retry after {s} s"),
         None => "retry later".to_owned(),
+    }
+}
+
+impl Consumer for GithubConsumer {
+    fn consumer_kind(&self) -> ConsumerKind {
+        ConsumerKind::Github
+    }
+
+    async fn push(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> PushResult {
+        let (token, value) = ci_inputs(ctx.vault, &self.token_from, &self.value, new.vars).await?;
+        let r = ctx
+            .clients
+            .github()
+            .await?
+            .push(self, &token, &value)
+            .await?;
+        Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {
+        let token = token(ctx.vault, &self.token_from).await?;
+        let existed = ctx.clients.github().await?.remove(self, &token).await?;
+        Ok(RemoveOutcome::of_one(
+            existed,
+            "secret deleted",
+            "no such secret",
+        ))
     }
 }
 

@@ -42,6 +42,10 @@ mod api;
 mod error;
 
 use self::api::{Answer, Call, Created, RemoteVariable, ValueState};
+use super::{
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
+    RemoveResult, ci_inputs, token,
+};
 use crate::policy::GitlabConsumer;
 use crate::secret::SecretString;
 
@@ -297,6 +301,33 @@ impl GitlabClient {
             body.extend_from_slice(&chunk);
         }
         Ok(Answer { status, body })
+    }
+}
+
+impl Consumer for GitlabConsumer {
+    fn consumer_kind(&self) -> ConsumerKind {
+        ConsumerKind::Gitlab
+    }
+
+    async fn push(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> PushResult {
+        let (token, value) = ci_inputs(ctx.vault, &self.token_from, &self.value, new.vars).await?;
+        let r = ctx
+            .clients
+            .gitlab()
+            .await?
+            .push(self, &token, &value)
+            .await?;
+        Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {
+        let token = token(ctx.vault, &self.token_from).await?;
+        let existed = ctx.clients.gitlab().await?.remove(self, &token).await?;
+        Ok(RemoveOutcome::of_one(
+            existed,
+            "variable deleted",
+            "no such variable",
+        ))
     }
 }
 

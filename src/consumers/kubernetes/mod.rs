@@ -34,6 +34,10 @@ use tracing::{info, warn};
 use zeroize::Zeroize;
 
 use self::error::Scrubber;
+use super::{
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
+    RemoveResult, render_map,
+};
 use crate::policy::KubernetesConsumer;
 use crate::secret::{SecretMap, constant_time_eq};
 
@@ -110,15 +114,7 @@ impl KubernetesConsumerClient {
         let scrubber = Scrubber::new(rendered);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
 
-        let existing = secrets
-            .get_opt(name)
-            .await
-            .map_err(|e| KubernetesError::Read {
-                namespace: namespace.to_owned(),
-                secret: name.to_owned(),
-                source: ApiFailure::from_kube(e, &scrubber),
-            })?
-            .map(WipedSecret);
+        let existing = read_secret(&secrets, namespace, name, &scrubber).await?;
 
         let secret_type = choose_type(spec, existing.as_ref())?;
         // The type is immutable and `choose_type` has checked it, so apply it only when
@@ -155,15 +151,7 @@ impl KubernetesConsumerClient {
         drop(WipedSecret(applied));
         drop(desired);
 
-        let read_back = secrets
-            .get_opt(name)
-            .await
-            .map_err(|e| KubernetesError::Read {
-                namespace: namespace.to_owned(),
-                secret: name.to_owned(),
-                source: ApiFailure::from_kube(e, &scrubber),
-            })?
-            .map(WipedSecret);
+        let read_back = read_secret(&secrets, namespace, name, &scrubber).await?;
         let mismatched = match &read_back {
             None => vec!["(the Secret is gone)".to_owned()],
             Some(s) => {
@@ -308,17 +296,28 @@ impl KubernetesConsumerClient {
         check_rendered_keys(spec, rendered)?;
         let scrubber = Scrubber::new(rendered);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &spec.namespace);
-        let current = secrets
-            .get_opt(&spec.secret)
-            .await
-            .map_err(|e| KubernetesError::Read {
-                namespace: spec.namespace.clone(),
-                secret: spec.secret.clone(),
-                source: ApiFailure::from_kube(e, &scrubber),
-            })?
-            .map(WipedSecret);
+        let current = read_secret(&secrets, &spec.namespace, &spec.secret, &scrubber).await?;
         Ok(current.is_some_and(|s| mismatched_keys(&s.0, rendered).is_empty()))
     }
+}
+
+/// The Secret `namespace/name`, if it exists; API errors are scrubbed of `scrubber`'s
+/// values.
+async fn read_secret(
+    secrets: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+    scrubber: &Scrubber,
+) -> Result<Option<WipedSecret>, KubernetesError> {
+    Ok(secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| KubernetesError::Read {
+            namespace: namespace.to_owned(),
+            secret: name.to_owned(),
+            source: ApiFailure::from_kube(e, scrubber),
+        })?
+        .map(WipedSecret))
 }
 
 /// A Secret whose data is wiped from memory when dropped. Never `Debug`-printed.
@@ -555,6 +554,46 @@ impl fmt::Display for KubernetesPushReport {
             self.verified,
             self.restarted.join(", ")
         )
+    }
+}
+
+impl Consumer for KubernetesConsumer {
+    fn consumer_kind(&self) -> ConsumerKind {
+        ConsumerKind::Kubernetes
+    }
+
+    async fn push(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> PushResult {
+        let rendered = render_map(&self.data, new.vars)?;
+        let hash = new.fingerprints.fingerprint_map(&rendered);
+        let report = ctx
+            .clients
+            .kube()
+            .await?
+            .push(self, &rendered, &hash)
+            .await?;
+        Ok(PushOutcome {
+            changed: report.changed,
+            verified: report.verified,
+            restarted: report.restarted,
+        })
+    }
+
+    async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {
+        let r = ctx.clients.kube().await?.remove(self).await?;
+        let keys = if r.removed_keys.is_empty() {
+            "no key of the policy was there".to_owned()
+        } else {
+            format!("keys {} removed", r.removed_keys.join(", "))
+        };
+        let secret = if r.deleted {
+            "; the Secret was empty and only rotor's, so it was deleted"
+        } else {
+            ""
+        };
+        Ok(RemoveOutcome::verified(
+            !r.removed_keys.is_empty() || r.deleted,
+            format!("{keys}{secret}"),
+        ))
     }
 }
 

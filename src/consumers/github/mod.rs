@@ -130,36 +130,16 @@ impl GithubClient {
                 org: (*org).to_owned(),
             });
         }
-        let auth = bearer(token)?;
-        let scrubber = Scrubber::new(token, value);
-        let collection = scope.collection();
-        let key_url = join(&spec.url, &collection, "public-key")?;
-        let secret_url = join(&spec.url, &collection, secret)?;
-        let target = scope.describe();
-        let call = |action: Action| Call {
-            action,
-            secret,
-            target: &target,
-        };
+        let (calls, answer) = self.open(spec, &scope, token, value).await?;
+        let (key_id, key) = public_key(&calls.call(Action::PublicKey), &answer.body)?;
 
-        let key_call = call(Action::PublicKey);
-        let answer = self
-            .send(&key_call, Method::GET, key_url, &auth, None)
-            .await?;
-        if answer.status != StatusCode::OK {
-            return Err(failure(&key_call, &answer, &scrubber));
-        }
-        let (key_id, key) = public_key(&key_call, &answer.body)?;
-
-        let before = self
-            .updated_at(&call(Action::Read), &secret_url, &auth, &scrubber)
-            .await?;
+        let before = self.updated_at(&calls, Action::Read).await?;
 
         let sealed = key
             .seal(&mut OsRng, value.expose_secret().as_bytes())
             .map_err(|_| GithubError::Seal {
                 secret: secret.to_owned(),
-                target: target.clone(),
+                target: calls.target.clone(),
             })?;
         let mut body = json!({
             "encrypted_value": base64::engine::general_purpose::STANDARD.encode(sealed),
@@ -168,32 +148,30 @@ impl GithubClient {
         if let Scope::Organization { visibility, .. } = &scope {
             body["visibility"] = Value::from(visibility.as_str());
         }
-        let write_call = call(Action::Write);
+        let write_call = calls.call(Action::Write);
         let answer = self
             .send(
                 &write_call,
                 Method::PUT,
-                secret_url.clone(),
-                &auth,
+                calls.secret_url.clone(),
+                &calls.auth,
                 Some(&body),
             )
             .await?;
         let created = match answer.status {
             StatusCode::CREATED => true,
             StatusCode::NO_CONTENT => false,
-            _ => return Err(failure(&write_call, &answer, &scrubber)),
+            _ => return Err(failure(&write_call, &answer, &calls.scrubber)),
         };
 
-        let after = self
-            .updated_at(&call(Action::ReadBack), &secret_url, &auth, &scrubber)
-            .await?;
+        let after = self.updated_at(&calls, Action::ReadBack).await?;
         let verified = match (&before, &after) {
             (_, None) => false,
             (None, Some(_)) => true,
             (Some(old), Some(new)) => advanced(old, new),
         };
         info!(
-            target = %target,
+            target = %calls.target,
             secret = %secret,
             created,
             verified,
@@ -215,70 +193,87 @@ impl GithubClient {
         token: &SecretString,
     ) -> Result<bool, GithubError> {
         let scope = Scope::of(spec);
-        let secret = spec.name.as_str();
-        let auth = bearer(token)?;
         let nothing = SecretString::from(String::new());
-        let scrubber = Scrubber::new(token, &nothing);
-        let collection = scope.collection();
-        let key_url = join(&spec.url, &collection, "public-key")?;
-        let secret_url = join(&spec.url, &collection, secret)?;
-        let target = scope.describe();
-        let call = |action: Action| Call {
-            action,
-            secret,
-            target: &target,
-        };
-        let key_call = call(Action::PublicKey);
-        let answer = self
-            .send(&key_call, Method::GET, key_url, &auth, None)
-            .await?;
-        if answer.status != StatusCode::OK {
-            return Err(failure(&key_call, &answer, &scrubber));
-        }
-        let delete_call = call(Action::Delete);
+        let (calls, _) = self.open(spec, &scope, token, &nothing).await?;
+        let delete_call = calls.call(Action::Delete);
         let answer = self
             .send(
                 &delete_call,
                 Method::DELETE,
-                secret_url.clone(),
-                &auth,
+                calls.secret_url.clone(),
+                &calls.auth,
                 None,
             )
             .await?;
         let existed = match answer.status {
             StatusCode::NO_CONTENT | StatusCode::OK => true,
             StatusCode::NOT_FOUND => false,
-            _ => return Err(failure(&delete_call, &answer, &scrubber)),
+            _ => return Err(failure(&delete_call, &answer, &calls.scrubber)),
         };
-        let check = call(Action::ReadBack);
-        if self
-            .updated_at(&check, &secret_url, &auth, &scrubber)
-            .await?
-            .is_some()
-        {
+        if self.updated_at(&calls, Action::ReadBack).await?.is_some() {
             return Err(GithubError::NotRemoved {
-                call: check.to_string(),
+                call: calls.call(Action::ReadBack).to_string(),
             });
         }
-        info!(target = %target, secret = %secret, existed, "GitHub Actions secret deleted.");
+        info!(target = %calls.target, secret = %calls.secret, existed, "GitHub Actions secret deleted.");
         Ok(existed)
     }
 
-    /// The secret's `updated_at`, or `None` when it does not exist (404).
+    /// Prepares the calls about `spec`'s secret in `scope` (scrubbing `token` and
+    /// `value` from GitHub's messages) and reads the scope's public key, which must
+    /// answer 200: a 404 there names the missing repository, environment or
+    /// organisation. Returns the calls and the key's answer.
+    async fn open<'s>(
+        &self,
+        spec: &'s GithubConsumer,
+        scope: &Scope<'_>,
+        token: &SecretString,
+        value: &SecretString,
+    ) -> Result<(SecretCalls<'s>, Answer), GithubError> {
+        let secret = spec.name.as_str();
+        let auth = bearer(token)?;
+        let scrubber = Scrubber::new(token, value);
+        let collection = scope.collection();
+        let key_url = join(&spec.url, &collection, "public-key")?;
+        let secret_url = join(&spec.url, &collection, secret)?;
+        let calls = SecretCalls {
+            secret,
+            target: scope.describe(),
+            auth,
+            scrubber,
+            secret_url,
+        };
+        let key_call = calls.call(Action::PublicKey);
+        let answer = self
+            .send(&key_call, Method::GET, key_url, &calls.auth, None)
+            .await?;
+        if answer.status != StatusCode::OK {
+            return Err(failure(&key_call, &answer, &calls.scrubber));
+        }
+        Ok((calls, answer))
+    }
+
+    /// The secret's `updated_at` (a call doing `action`), or `None` when it does not
+    /// exist (404).
     async fn updated_at(
         &self,
-        call: &Call<'_>,
-        url: &url::Url,
-        auth: &HeaderValue,
-        scrubber: &Scrubber,
+        calls: &SecretCalls<'_>,
+        action: Action,
     ) -> Result<Option<String>, GithubError> {
+        let call = &calls.call(action);
         let answer = self
-            .send(call, Method::GET, url.clone(), auth, None)
+            .send(
+                call,
+                Method::GET,
+                calls.secret_url.clone(),
+                &calls.auth,
+                None,
+            )
             .await?;
         match answer.status {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(failure(call, &answer, scrubber)),
+            _ => return Err(failure(call, &answer, &calls.scrubber)),
         }
         let doc: Value = serde_json::from_slice(&answer.body).map_err(|e| decode(call, &e))?;
         match doc.get("updated_at").and_then(Value::as_str) {
@@ -502,6 +497,27 @@ impl GithubError {
                 ..
             } => Some(Duration::from_secs(*s)),
             _ => None,
+        }
+    }
+}
+
+/// The calls about one secret: its URL, the bearer header, and what to scrub from
+/// GitHub's messages.
+struct SecretCalls<'s> {
+    secret: &'s str,
+    target: String,
+    auth: HeaderValue,
+    scrubber: Scrubber,
+    secret_url: url::Url,
+}
+
+impl SecretCalls<'_> {
+    /// The call doing `action` on this secret, for errors.
+    fn call(&self, action: Action) -> Call<'_> {
+        Call {
+            action,
+            secret: self.secret,
+            target: &self.target,
         }
     }
 }

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::adapters::IssuingTarget;
 use super::vault_userpass::{
-    WipedJson, api_error, check_segment, log_outcome, non_empty, scrub, send, str_field,
+    WipedJson, api_error, as_rotor, check_segment, log_outcome, non_empty, scrub, str_field,
 };
 use super::{AuthOutcome, CredentialError};
 use crate::policy::VaultTokenCredential;
@@ -136,16 +136,8 @@ impl TokenTarget {
             Some(role) => format!("auth/token/create/{role}"),
             None => "auth/token/create-orphan".to_owned(),
         };
-        let operation = format!("POST {path}");
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            &path,
-            Some(&Value::Object(body)),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) =
+            as_rotor(&self.vault, Method::POST, &path, Some(&Value::Object(body))).await?;
         if !resp.is_success() {
             return Err(api_error(operation, &resp, &[]));
         }
@@ -180,16 +172,7 @@ impl TokenTarget {
             warn!("The old token's value has no token and no accessor; nothing to carry over.");
             return Ok(None);
         };
-        let operation = format!("POST {path}");
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            path,
-            Some(&body.0),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::POST, path, Some(&body.0)).await?;
         match resp.status {
             200..=299 => {}
             // lookup-accessor: "invalid accessor"; lookup: 403 "bad token".
@@ -230,16 +213,7 @@ impl TokenTarget {
                 key: "accessor",
             });
         };
-        let operation = format!("POST {path}");
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            path,
-            Some(&body.0),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::POST, path, Some(&body.0)).await?;
         if !resp.is_success() {
             return Err(api_error(operation, &resp, &[secret.expose_secret()]));
         }

@@ -182,16 +182,7 @@ impl UserpassTarget {
     pub async fn user_exists(&self) -> Result<bool, VaultAuthError> {
         self.check()?;
         let path = self.user_path();
-        let operation = format!("GET {path}");
-        let resp = send(
-            &self.vault,
-            Method::GET,
-            &path,
-            None,
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::GET, &path, None).await?;
         match resp.status {
             200..=299 => Ok(true),
             // A missing user answers 404 with no error text; a missing mount answers
@@ -439,6 +430,19 @@ pub(crate) async fn send(
             operation: operation.to_owned(),
             source,
         })
+}
+
+/// [`send`] with rotor's token; also returns the operation's name (`POST <path>`) for
+/// errors.
+pub(crate) async fn as_rotor(
+    vault: &Vault,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(String, RawResponse), VaultAuthError> {
+    let operation = format!("{method} {path}");
+    let resp = send(vault, method, path, body, AuthAs::Rotor, &operation).await?;
+    Ok((operation, resp))
 }
 
 /// [`VaultAuthError::Api`] from a non-2xx answer, Vault's text scrubbed of `secrets`.

@@ -1,6 +1,6 @@
 //! Credential kinds, one module each, dispatched by [`Credential`]. A module is a
 //! target adapter (how to change, issue, revoke and probe one kind of credential on
-//! its real system) and implements one of the two adapter traits of [`adapters`]
+//! its real system) and implements one of the two adapter traits of `adapters.rs`
 //! (`PasswordTarget` or `IssuingTarget`); [`target`] holds the plumbing the database
 //! kinds share (TLS settings, bounded calls, admin sessions, login outcomes). This file
 //! maps the three strategies onto those adapters:

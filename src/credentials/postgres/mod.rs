@@ -8,7 +8,7 @@
 //!   authentication failure (SQLSTATE `28P01`) counts as [`AuthOutcome::Rejected`].
 //! - [`PostgresTarget::terminate_sessions`] ends the role's sessions (`pg_terminate_backend`).
 //!
-//! Admin connections (`application_name = rotor`) are reused ([`pool`]), so a
+//! Admin connections (`application_name = rotor`) are reused (`pool.rs`), so a
 //! rotation's calls and rotations of policies sharing a server skip the connect,
 //! backend start and SCRAM exchange. Logins with the credentials being tested always
 //! use a new connection.
@@ -16,7 +16,7 @@
 //! TLS (`disable` | `require` | `verify-full`) uses rustls with the aws-lc-rs provider
 //! ([`crate::credentials::target::tls`]). Over TLS the SCRAM exchange is bound to the
 //! server certificate (`SCRAM-SHA-256-PLUS`, `tls-server-end-point`) when the
-//! certificate's signature algorithm allows it ([`tls`]).
+//! certificate's signature algorithm allows it (`tls.rs`).
 
 mod pool;
 mod tls;
@@ -528,7 +528,7 @@ impl PostgresTarget {
     }
 
     /// Runs `work` on an admin session within the call limit; the session is kept for
-    /// the next call when `work` succeeded ([`pool`]).
+    /// the next call when `work` succeeded (see `pool.rs`).
     async fn with_admin<T>(
         &self,
         operation: &'static str,

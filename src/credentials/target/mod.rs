@@ -2,7 +2,7 @@
 //! rabbitmq, and the probes of vault-database):
 //!
 //! - [`AuthOutcome`]: what a target answered when a credential was tried, and
-//!   [`log_login!`](crate::credentials::target::log_login) to log it the same way
+//!   `log_login!` to log it the same way
 //!   everywhere;
 //! - [`TargetTls`] and [`tls`]: how the connection is protected, CA files, the system
 //!   trust store and the rustls client configuration;

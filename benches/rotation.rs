@@ -41,7 +41,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use rotor::consumers::Consumers;
-use rotor::credentials::postgres::{LoginOutcome, PostgresTarget, TargetTls};
+use rotor::credentials::AuthOutcome;
+use rotor::credentials::postgres::PostgresTarget;
+use rotor::credentials::target::TargetTls;
 use rotor::engine::{Engine, EngineConfig, RotationRequest, Trigger};
 use rotor::policy::ValidatedPolicy;
 use rotor::secret::{SecretMap, SecretString};
@@ -1564,7 +1566,7 @@ async fn compromise(ctx: &Ctx, trials: usize, table: &mut Table) -> Res<()> {
                     ctx.admin
                         .login(&role, &SecretString::from(old.clone()))
                         .await,
-                    LoginOutcome::Rejected { .. }
+                    AuthOutcome::Rejected { .. }
                 )
             {
                 seen.insert("postgres", ms(start.elapsed()));

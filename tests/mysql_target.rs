@@ -11,7 +11,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use rotor::credentials::AuthOutcome;
 use rotor::credentials::mysql::{self, MysqlError, MysqlTarget};
-use rotor::credentials::postgres::TargetTls;
+use rotor::credentials::target::TargetTls;
 use rotor::policy::{MysqlConnection, Reference, TlsMode, TlsSpec};
 use rotor::secret::{SecretMap, SecretString};
 use rotor_testkit::{ServiceInfo, assert_no_secret, canary, unique};

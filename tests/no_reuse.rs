@@ -385,8 +385,7 @@ async fn a_value_vault_produced_before_is_refused() {
     assert!(error.contains("cannot roll back"), "{error}");
     let outcome: AuthOutcome = common::admin_target()
         .login(&role, &SecretString::from(q_password.clone()))
-        .await
-        .into();
+        .await;
     assert!(matches!(outcome, AuthOutcome::Accepted));
 }
 

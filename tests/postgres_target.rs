@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rotor::credentials::postgres::{LoginOutcome, PostgresTarget, TargetTls};
+use rotor::credentials::AuthOutcome;
+use rotor::credentials::postgres::PostgresTarget;
+use rotor::credentials::target::TargetTls;
 use rotor::secret::SecretString;
 use rotor_testkit::{PgInfo, assert_no_secret, canary, stack, unique};
 use tokio_postgres::NoTls;
@@ -87,8 +89,8 @@ async fn drop_role(role: &str) {
     admin().await.batch_execute(&sql).await.expect("drop role");
 }
 
-fn rejected_28p01(outcome: &LoginOutcome) -> bool {
-    matches!(outcome, LoginOutcome::Rejected { code, .. } if code == "28P01")
+fn rejected_28p01(outcome: &AuthOutcome) -> bool {
+    matches!(outcome, AuthOutcome::Rejected { code, .. } if code == "28P01")
 }
 
 /// Log lines written while the guard lives on this thread (the tests' runtime is
@@ -138,7 +140,7 @@ async fn set_password_stores_a_scram_verifier_and_the_old_password_is_rejected()
         .expect("ensure role again");
     assert_eq!(
         target.login(&role, &secret(&old)).await,
-        LoginOutcome::Accepted
+        AuthOutcome::Accepted
     );
 
     target
@@ -147,11 +149,11 @@ async fn set_password_stores_a_scram_verifier_and_the_old_password_is_rejected()
         .expect("set password");
     assert_eq!(
         target.login(&role, &secret(&new)).await,
-        LoginOutcome::Accepted
+        AuthOutcome::Accepted
     );
     let outcome = target.login(&role, &secret(&old)).await;
     assert!(rejected_28p01(&outcome), "old password: {outcome:?}");
-    if let LoginOutcome::Rejected { message, .. } = &outcome {
+    if let AuthOutcome::Rejected { message, .. } = &outcome {
         assert!(
             message.contains("password authentication failed"),
             "{message}"
@@ -181,7 +183,7 @@ async fn set_password_stores_a_scram_verifier_and_the_old_password_is_rejected()
         .expect("set password twice");
     assert_eq!(
         target.login(&role, &secret(&new)).await,
-        LoginOutcome::Accepted
+        AuthOutcome::Accepted
     );
 
     let text = logs.text();
@@ -213,7 +215,7 @@ async fn login_against_a_closed_port_is_unreachable_not_rejected() {
     .expect("target");
     let outcome = target.login("nobody", &secret("whatever")).await;
     assert!(
-        matches!(&outcome, LoginOutcome::Unreachable { reason } if reason.contains("refused")),
+        matches!(&outcome, AuthOutcome::Unreachable { reason } if reason.contains("refused")),
         "{outcome:?}"
     );
     let err = target.terminate_sessions("nobody", None).await.unwrap_err();
@@ -247,7 +249,7 @@ async fn login_against_a_silent_server_times_out_as_unreachable() {
     let started = Instant::now();
     let outcome = target.login("nobody", &secret("whatever")).await;
     assert!(
-        matches!(outcome, LoginOutcome::Unreachable { .. }),
+        matches!(outcome, AuthOutcome::Unreachable { .. }),
         "{outcome:?}"
     );
     assert!(
@@ -377,7 +379,7 @@ async fn nologin_with_the_right_password_is_not_a_rejection() {
     // 28000 comes after the password was accepted: it proves nothing about revocation.
     let outcome = target.login(&role, &secret(&password)).await;
     assert!(
-        matches!(&outcome, LoginOutcome::Unreachable { reason } if reason.contains("28000")),
+        matches!(&outcome, AuthOutcome::Unreachable { reason } if reason.contains("28000")),
         "{outcome:?}"
     );
     let outcome = target.login(&role, &secret(&canary())).await;
@@ -400,7 +402,7 @@ async fn tls_modes_against_the_test_ca() {
         .expect("ensure role over TLS");
     assert_eq!(
         verify_full.login(&role, &secret(&password)).await,
-        LoginOutcome::Accepted
+        AuthOutcome::Accepted
     );
     let wrong = verify_full.login(&role, &secret(&canary())).await;
     assert!(rejected_28p01(&wrong), "{wrong:?}");
@@ -415,14 +417,14 @@ async fn tls_modes_against_the_test_ca() {
     let require = target(TargetTls::Require { ca_file: None });
     assert_eq!(
         require.login(&role, &secret(&password)).await,
-        LoginOutcome::Accepted
+        AuthOutcome::Accepted
     );
     let verify_ca = target(TargetTls::Require {
         ca_file: Some(ca_file()),
     });
     assert_eq!(
         verify_ca.login(&role, &secret(&password)).await,
-        LoginOutcome::Accepted
+        AuthOutcome::Accepted
     );
 
     // The test CA is not in the system trust store: verification must fail, and a
@@ -430,7 +432,7 @@ async fn tls_modes_against_the_test_ca() {
     let system_roots = target(TargetTls::VerifyFull { ca_file: None });
     let outcome = system_roots.login(&role, &secret(&password)).await;
     assert!(
-        matches!(&outcome, LoginOutcome::Unreachable { reason } if reason.to_lowercase().contains("certificate")),
+        matches!(&outcome, AuthOutcome::Unreachable { reason } if reason.to_lowercase().contains("certificate")),
         "{outcome:?}"
     );
 
@@ -447,7 +449,7 @@ async fn tls_modes_against_the_test_ca() {
     ] {
         let outcome = target(tls.clone()).login(&role, &secret(&password)).await;
         assert!(
-            matches!(&outcome, LoginOutcome::Unreachable { reason } if reason.to_lowercase().contains("certificate")),
+            matches!(&outcome, AuthOutcome::Unreachable { reason } if reason.to_lowercase().contains("certificate")),
             "{tls:?}: {outcome:?}"
         );
     }
@@ -481,7 +483,7 @@ async fn require_against_a_server_without_tls_is_unreachable() {
     .expect("target");
     let outcome = target.login("nobody", &secret("whatever")).await;
     assert!(
-        matches!(&outcome, LoginOutcome::Unreachable { reason } if reason.contains("TLS")),
+        matches!(&outcome, AuthOutcome::Unreachable { reason } if reason.contains("TLS")),
         "{outcome:?}"
     );
     server.abort();

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 use rotor::credentials::AuthOutcome;
-use rotor::credentials::postgres::TargetTls;
 use rotor::credentials::redis::{self as target_mod, RedisError, RedisTarget};
+use rotor::credentials::target::TargetTls;
 use rotor::secret::SecretString;
 use rotor_testkit::{ServiceInfo, assert_no_secret, canary, unique};
 use sha2::{Digest, Sha256};

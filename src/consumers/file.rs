@@ -16,6 +16,10 @@ use secrecy::ExposeSecret;
 use tracing::info;
 use zeroize::Zeroizing;
 
+use super::{
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
+    RemoveResult, render,
+};
 use crate::policy::FileConsumer;
 use crate::secret::{SecretString, constant_time_eq};
 
@@ -259,4 +263,25 @@ fn push_blocking(spec: &FileConsumer, content: &SecretString) -> Result<FileRepo
         changed: true,
         verified: true,
     })
+}
+
+impl Consumer for FileConsumer {
+    fn consumer_kind(&self) -> ConsumerKind {
+        ConsumerKind::File
+    }
+
+    async fn push(&self, _ctx: &Context<'_>, new: &NewValue<'_>) -> PushResult {
+        let content = render(&self.content, new.vars, "content")?;
+        let r = push(self, &content).await?;
+        Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    async fn remove(&self, _ctx: &Context<'_>) -> RemoveResult {
+        let existed = remove(self).await?;
+        Ok(RemoveOutcome::of_one(
+            existed,
+            "file removed",
+            "no such file",
+        ))
+    }
 }

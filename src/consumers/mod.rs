@@ -1,11 +1,20 @@
-//! Consumers, one module each, dispatched by [`Consumers::push`]: render the
-//! policy's templates from the credential's keys, push the result, read it back.
+//! Consumers, one module each, behind the [`Consumer`] trait: render the policy's
+//! templates from the credential's keys, push the result, read it back, and remove it
+//! when the policy is retired. [`ConsumerSpec`] implements the trait by dispatching to
+//! its type's implementation (an exhaustive match), so the engine calls every consumer
+//! the same way; [`Consumers`] holds the API clients they share.
+//!
+//! What a consumer is statically (its fields, validation, `describe`, `templates`, the
+//! target two consumers must not share) belongs to the policy, where validation needs
+//! it; what it does on its real system is here.
 
 pub mod file;
 pub mod github;
 pub mod gitlab;
 pub mod kubernetes;
 pub mod vault_kv;
+
+use std::future::Future;
 
 use serde::Serialize;
 use tokio::sync::OnceCell;
@@ -90,6 +99,134 @@ impl ConsumerError {
     }
 }
 
+/// The type of a consumer: closed, exhaustive, and the source of its metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConsumerKind {
+    /// A Kubernetes Secret (and the workloads it restarts).
+    Kubernetes,
+    /// A GitLab CI/CD variable.
+    Gitlab,
+    /// A GitHub Actions secret.
+    Github,
+    /// An extra Vault KV v2 copy.
+    VaultKv,
+    /// A file on the agent's host.
+    File,
+}
+
+impl ConsumerKind {
+    /// Every consumer type.
+    pub const ALL: [ConsumerKind; 5] = [
+        ConsumerKind::Kubernetes,
+        ConsumerKind::Gitlab,
+        ConsumerKind::Github,
+        ConsumerKind::VaultKv,
+        ConsumerKind::File,
+    ];
+
+    /// The policy's type name, which is also the `consumer_type` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ConsumerKind::Kubernetes => "kubernetes",
+            ConsumerKind::Gitlab => "gitlab",
+            ConsumerKind::Github => "github",
+            ConsumerKind::VaultKv => "vault-kv",
+            ConsumerKind::File => "file",
+        }
+    }
+
+    /// The type of the consumer a rotation's record describes (the record's `consumer`,
+    /// written from [`ConsumerSpec::describe`]), looked up in the policy that ran the
+    /// rotation: the consumer at the record's position when its description matches, as
+    /// the engine writes them in order, else the first one with that description.
+    /// `None` when the policy has no such consumer (any more).
+    pub fn of_record(
+        consumers: &[ConsumerSpec],
+        index: usize,
+        described: &str,
+    ) -> Option<ConsumerKind> {
+        consumers
+            .get(index)
+            .filter(|c| c.describe() == described)
+            .or_else(|| consumers.iter().find(|c| c.describe() == described))
+            .map(Consumer::consumer_kind)
+    }
+}
+
+/// The new value a push renders its templates from.
+pub struct NewValue<'a> {
+    /// The credential's keys: the templates' variables.
+    pub vars: &'a SecretMap,
+    /// Hashes rendered data, for consumers that record which data they hold.
+    pub fingerprints: &'a Fingerprinter,
+}
+
+/// What [`Consumer::push`] answers.
+pub type PushResult = Result<PushOutcome, ConsumerError>;
+/// What [`Consumer::remove`] answers.
+pub type RemoveResult = Result<RemoveOutcome, ConsumerError>;
+
+/// What a consumer call may use besides its own settings.
+pub struct Context<'a> {
+    /// The API clients, created on first use.
+    pub clients: &'a Consumers,
+    /// Resolves `tokenFrom` references and holds `vault-kv` copies.
+    pub vault: &'a Vault,
+}
+
+/// A place a credential's value is pushed to. Each consumer type implements it in its
+/// module (for its policy settings, e.g. [`crate::policy::KubernetesConsumer`]);
+/// [`ConsumerSpec`] dispatches to them.
+pub trait Consumer {
+    /// Which type of consumer this is.
+    fn consumer_kind(&self) -> ConsumerKind;
+
+    /// The metric label of this consumer: its type's [`ConsumerKind::label`].
+    fn label(&self) -> &'static str {
+        self.consumer_kind().label()
+    }
+
+    /// Renders the templates from the new value, writes the result, and reads it back
+    /// where the API can (`verified`). Idempotent: an unchanged value is not written
+    /// again.
+    fn push(
+        &self,
+        ctx: &Context<'_>,
+        new: &NewValue<'_>,
+    ) -> impl Future<Output = PushResult> + Send;
+
+    /// Removes what rotor pushed here for a retired policy and proves it gone.
+    /// Idempotent: removing twice finds nothing the second time.
+    fn remove(&self, ctx: &Context<'_>) -> impl Future<Output = RemoveResult> + Send;
+}
+
+/// `$body` with `$c` bound to the settings of whichever consumer type `$spec` is.
+macro_rules! each_consumer_kind {
+    ($spec:expr, $c:ident => $body:expr) => {
+        match $spec {
+            ConsumerSpec::Kubernetes($c) => $body,
+            ConsumerSpec::Gitlab($c) => $body,
+            ConsumerSpec::Github($c) => $body,
+            ConsumerSpec::VaultKv($c) => $body,
+            ConsumerSpec::File($c) => $body,
+        }
+    };
+}
+
+impl Consumer for ConsumerSpec {
+    fn consumer_kind(&self) -> ConsumerKind {
+        each_consumer_kind!(self, c => c.consumer_kind())
+    }
+
+    async fn push(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> PushResult {
+        each_consumer_kind!(self, c => c.push(ctx, new).await)
+    }
+
+    async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {
+        each_consumer_kind!(self, c => c.remove(ctx).await)
+    }
+}
+
 /// What one push did.
 #[derive(Debug, Clone, Serialize)]
 pub struct PushOutcome {
@@ -99,6 +236,45 @@ pub struct PushOutcome {
     pub verified: bool,
     /// Workloads restarted.
     pub restarted: Vec<String>,
+}
+
+impl PushOutcome {
+    /// A push that restarts nothing.
+    fn written(changed: bool, verified: bool) -> Self {
+        PushOutcome {
+            changed,
+            verified,
+            restarted: Vec::new(),
+        }
+    }
+}
+
+/// What one [`Consumer::remove`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoveOutcome {
+    /// Whether something rotor wrote was there and is now removed (false: already gone).
+    pub removed: bool,
+    /// Whether the removal was read back (always, on success: every consumer type can
+    /// prove a key or file is absent).
+    pub verified: bool,
+    /// What was done, for people (names keys, never values).
+    pub detail: String,
+}
+
+impl RemoveOutcome {
+    /// A removal proven done; `removed` says whether anything was there.
+    fn verified(removed: bool, detail: String) -> Self {
+        RemoveOutcome {
+            removed,
+            verified: true,
+            detail,
+        }
+    }
+
+    /// A removal of one thing that `existed` or not: `gone` or `absent` says which.
+    fn of_one(existed: bool, gone: &str, absent: &str) -> Self {
+        Self::verified(existed, if existed { gone } else { absent }.to_owned())
+    }
 }
 
 /// The clients of every consumer type, created on first use.
@@ -123,6 +299,7 @@ impl Consumers {
         }
     }
 
+    /// The Kubernetes client: the one given, else from the kubeconfig or the cluster.
     async fn kube(&self) -> Result<&KubernetesConsumerClient, ConsumerError> {
         self.kube
             .get_or_try_init(|| async {
@@ -134,8 +311,25 @@ impl Consumers {
             .await
     }
 
-    /// Renders `spec`'s templates from `vars` and pushes them. `vault` resolves the
-    /// references consumers need (CI tokens) and holds `vault-kv` copies.
+    /// The GitLab API client.
+    async fn gitlab(&self) -> Result<&GitlabClient, ConsumerError> {
+        Ok(self
+            .gitlab
+            .get_or_try_init(|| async { GitlabClient::new() })
+            .await?)
+    }
+
+    /// The GitHub API client.
+    async fn github(&self) -> Result<&GithubClient, ConsumerError> {
+        Ok(self
+            .github
+            .get_or_try_init(|| async { GithubClient::new() })
+            .await?)
+    }
+
+    /// Renders `spec`'s templates from `vars` and pushes them ([`Consumer::push`]).
+    /// `vault` resolves the references consumers need (CI tokens) and holds `vault-kv`
+    /// copies.
     pub async fn push(
         &self,
         spec: &ConsumerSpec,
@@ -143,63 +337,15 @@ impl Consumers {
         fingerprints: &Fingerprinter,
         vault: &Vault,
     ) -> Result<PushOutcome, ConsumerError> {
-        match spec {
-            ConsumerSpec::Kubernetes(k) => {
-                let rendered = render_map(&k.data, vars)?;
-                let hash = fingerprints.fingerprint_map(&rendered);
-                let report = self.kube().await?.push(k, &rendered, &hash).await?;
-                Ok(PushOutcome {
-                    changed: report.changed,
-                    verified: report.verified,
-                    restarted: report.restarted,
-                })
-            }
-            ConsumerSpec::VaultKv(c) => {
-                let rendered = render_map(&c.data, vars)?;
-                let r = vault_kv::push(vault, c, &rendered).await?;
-                Ok(PushOutcome::written(r.changed, r.verified))
-            }
-            ConsumerSpec::File(c) => {
-                let content = render(&c.content, vars, "content")?;
-                let r = file::push(c, &content).await?;
-                Ok(PushOutcome::written(r.changed, r.verified))
-            }
-            ConsumerSpec::Gitlab(c) => {
-                let (token, value) = ci_inputs(vault, &c.token_from, &c.value, vars).await?;
-                let client = self
-                    .gitlab
-                    .get_or_try_init(|| async { GitlabClient::new() })
-                    .await?;
-                let r = client.push(c, &token, &value).await?;
-                Ok(PushOutcome::written(r.changed, r.verified))
-            }
-            ConsumerSpec::Github(c) => {
-                let (token, value) = ci_inputs(vault, &c.token_from, &c.value, vars).await?;
-                let client = self
-                    .github
-                    .get_or_try_init(|| async { GithubClient::new() })
-                    .await?;
-                let r = client.push(c, &token, &value).await?;
-                Ok(PushOutcome::written(r.changed, r.verified))
-            }
-        }
+        let ctx = Context {
+            clients: self,
+            vault,
+        };
+        spec.push(&ctx, &NewValue { vars, fingerprints }).await
     }
-}
 
-/// What one [`Consumers::remove`] did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RemoveOutcome {
-    /// Whether something rotor wrote was there and is now removed (false: already gone).
-    pub removed: bool,
-    /// Whether the removal was read back (always, on success: every consumer type can
-    /// prove a key or file is absent).
-    pub verified: bool,
-    /// What was done, for people (names keys, never values).
-    pub detail: String,
-}
-
-impl Consumers {
-    /// Removes what rotor pushed to `spec` for a retired policy, and proves it gone:
+    /// Removes what rotor pushed to `spec` for a retired policy, and proves it gone
+    /// ([`Consumer::remove`]):
     ///
     /// - `kubernetes`: the policy's keys leave the Secret; the Secret is deleted when
     ///   nothing else is left and only rotor ever managed it;
@@ -215,100 +361,11 @@ impl Consumers {
         spec: &ConsumerSpec,
         vault: &Vault,
     ) -> Result<RemoveOutcome, ConsumerError> {
-        let done = |removed: bool, detail: String| RemoveOutcome {
-            removed,
-            verified: true,
-            detail,
+        let ctx = Context {
+            clients: self,
+            vault,
         };
-        match spec {
-            ConsumerSpec::Kubernetes(k) => {
-                let r = self.kube().await?.remove(k).await?;
-                let keys = if r.removed_keys.is_empty() {
-                    "no key of the policy was there".to_owned()
-                } else {
-                    format!("keys {} removed", r.removed_keys.join(", "))
-                };
-                let secret = if r.deleted {
-                    "; the Secret was empty and only rotor's, so it was deleted"
-                } else {
-                    ""
-                };
-                Ok(done(
-                    !r.removed_keys.is_empty() || r.deleted,
-                    format!("{keys}{secret}"),
-                ))
-            }
-            ConsumerSpec::VaultKv(c) => {
-                let n = vault_kv::remove(vault, c).await?;
-                Ok(done(
-                    n > 0,
-                    if n > 0 {
-                        format!(
-                            "a new version without the policy's {n} key(s); earlier versions kept"
-                        )
-                    } else {
-                        "no key of the policy was there".to_owned()
-                    },
-                ))
-            }
-            ConsumerSpec::File(c) => {
-                let existed = file::remove(c).await?;
-                Ok(done(
-                    existed,
-                    if existed {
-                        "file removed"
-                    } else {
-                        "no such file"
-                    }
-                    .to_owned(),
-                ))
-            }
-            ConsumerSpec::Gitlab(c) => {
-                let token = token(vault, &c.token_from).await?;
-                let client = self
-                    .gitlab
-                    .get_or_try_init(|| async { GitlabClient::new() })
-                    .await?;
-                let existed = client.remove(c, &token).await?;
-                Ok(done(
-                    existed,
-                    if existed {
-                        "variable deleted"
-                    } else {
-                        "no such variable"
-                    }
-                    .to_owned(),
-                ))
-            }
-            ConsumerSpec::Github(c) => {
-                let token = token(vault, &c.token_from).await?;
-                let client = self
-                    .github
-                    .get_or_try_init(|| async { GithubClient::new() })
-                    .await?;
-                let existed = client.remove(c, &token).await?;
-                Ok(done(
-                    existed,
-                    if existed {
-                        "secret deleted"
-                    } else {
-                        "no such secret"
-                    }
-                    .to_owned(),
-                ))
-            }
-        }
-    }
-}
-
-impl PushOutcome {
-    /// A push that restarts nothing.
-    fn written(changed: bool, verified: bool) -> Self {
-        PushOutcome {
-            changed,
-            verified,
-            restarted: Vec::new(),
-        }
+        spec.remove(&ctx).await
     }
 }
 
@@ -370,4 +427,19 @@ fn render_map(
         rendered.insert(key.clone(), render(template, vars, key)?);
     }
     Ok(rendered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_consumer_kind_is_a_policy_type_name() {
+        let labels: Vec<&str> = ConsumerKind::ALL.iter().map(|k| k.label()).collect();
+        let mut policy = ConsumerSpec::KINDS.to_vec();
+        let mut ours = labels.clone();
+        policy.sort_unstable();
+        ours.sort_unstable();
+        assert_eq!(ours, policy);
+    }
 }

@@ -5,8 +5,12 @@
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 use tracing::info;
-use zeroize::Zeroize;
 
+use super::{
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
+    RemoveResult, render_map,
+};
+use crate::credentials::target::wipe_json;
 use crate::policy::VaultKvConsumer;
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, RawResponse, Vault, VaultError};
@@ -194,7 +198,7 @@ async fn write_version<'v>(
     let result = vault
         .request_in(ns, Method::POST, &path, Some(&body), AuthAs::Rotor)
         .await;
-    wipe(&mut body);
+    wipe_json(&mut body);
     let resp = result.map_err(|source| VaultKvError::Vault {
         location: location(spec),
         source,
@@ -245,12 +249,26 @@ pub async fn remove(vault: &Vault, spec: &VaultKvConsumer) -> Result<usize, Vaul
     Ok(removed)
 }
 
-/// Overwrites every string in `v` before it is dropped.
-fn wipe(v: &mut Value) {
-    match v {
-        Value::String(s) => s.zeroize(),
-        Value::Array(a) => a.iter_mut().for_each(wipe),
-        Value::Object(o) => o.values_mut().for_each(wipe),
-        _ => {}
+impl Consumer for VaultKvConsumer {
+    fn consumer_kind(&self) -> ConsumerKind {
+        ConsumerKind::VaultKv
+    }
+
+    async fn push(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> PushResult {
+        let rendered = render_map(&self.data, new.vars)?;
+        let r = push(ctx.vault, self, &rendered).await?;
+        Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {
+        let n = remove(ctx.vault, self).await?;
+        Ok(RemoveOutcome::verified(
+            n > 0,
+            if n > 0 {
+                format!("a new version without the policy's {n} key(s); earlier versions kept")
+            } else {
+                "no key of the policy was there".to_owned()
+            },
+        ))
     }
 }

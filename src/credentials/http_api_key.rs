@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
@@ -38,7 +38,9 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 use zeroize::Zeroize;
 
-use super::AuthOutcome;
+use super::adapters::IssuingTarget;
+use super::target::wipe_json;
+use super::{AuthOutcome, CredentialError};
 use crate::policy::{
     HttpApiKeyCredential, HttpCreateRequest, HttpMethod, HttpRequestSpec, Template, TemplateError,
 };
@@ -571,13 +573,27 @@ fn field_text(json: &Value, field: &str, status: u16) -> Result<SecretString, Ht
     }
 }
 
-/// Overwrites every string of a JSON document (it held a key).
-fn wipe_json(value: &mut Value) {
-    match value {
-        Value::String(s) => s.zeroize(),
-        Value::Array(items) => items.iter_mut().for_each(wipe_json),
-        Value::Object(map) => map.values_mut().for_each(wipe_json),
-        _ => {}
+impl IssuingTarget for HttpApiKeyTarget {
+    async fn issue(
+        &self,
+        _current: &SecretMap,
+        _rotation_id: &str,
+    ) -> Result<SecretMap, CredentialError> {
+        Ok(HttpApiKeyTarget::issue(self).await?)
+    }
+
+    async fn revoke(&self, value: &SecretMap) -> Result<String, CredentialError> {
+        HttpApiKeyTarget::revoke(self, value).await?;
+        Ok(format!("key {} revoked", value.expose("id").unwrap_or("?")))
+    }
+
+    async fn login(&self, value: &SecretMap) -> AuthOutcome {
+        HttpApiKeyTarget::login(self, value).await
+    }
+
+    /// API keys have no sessions rotor can see.
+    async fn terminate(&self, _cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
+        Ok(0)
     }
 }
 

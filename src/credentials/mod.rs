@@ -1,6 +1,9 @@
 //! Credential kinds, one module each, dispatched by [`Credential`]. A module is a
 //! target adapter (how to change, issue, revoke and probe one kind of credential on
-//! its real system); this file maps the three strategies onto those adapters:
+//! its real system) and implements one of the two adapter traits of `adapters.rs`
+//! (`PasswordTarget` or `IssuingTarget`); [`target`] holds the plumbing the database
+//! kinds share (TLS settings, bounded calls, admin sessions, login outcomes). This file
+//! maps the three strategies onto those adapters:
 //!
 //! - **single**: the secret is changed in place; nothing is left to revoke.
 //! - **alternating** (postgres, mysql): two accounts `NAME_a`/`NAME_b`. The idle one
@@ -14,11 +17,13 @@
 //! rotor dies between issuing and staging, the issued credential's secret existed only
 //! in the dead process's memory; it is never handed to anyone and expires with its TTL.
 
+mod adapters;
 pub mod http_api_key;
 pub mod mysql;
 pub mod postgres;
 pub mod rabbitmq;
 pub mod redis;
+pub mod target;
 pub mod vault_approle;
 pub mod vault_database;
 pub mod vault_pki;
@@ -27,64 +32,23 @@ pub mod vault_userpass;
 
 use std::time::SystemTime;
 
-use serde::Serialize;
-
 use crate::policy::{CredentialSpec, PasswordGenerator, Strategy};
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{Vault, VaultError};
 
+use self::adapters::{Accounts, Issuer};
 use self::http_api_key::{HttpApiKeyError, HttpApiKeyTarget};
-use self::mysql::{MysqlError, MysqlTarget};
-use self::postgres::{LoginOutcome, PostgresError, PostgresTarget};
+use self::mysql::{MysqlAccounts, MysqlError, MysqlTarget};
+use self::postgres::{PostgresError, PostgresTarget};
 use self::rabbitmq::{RabbitmqError, RabbitmqTarget};
 use self::redis::{RedisError, RedisTarget};
 use self::vault_approle::ApproleTarget;
 use self::vault_database::{DatabaseError, DatabaseTarget};
 use self::vault_pki::{PkiError, PkiTarget};
 use self::vault_token::TokenTarget;
-use self::vault_userpass::{UserpassTarget, VaultAuthError};
+use self::vault_userpass::{UserpassAccounts, VaultAuthError};
 
-/// What a target said when a credential was tried.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum AuthOutcome {
-    /// The target accepted the credential.
-    Accepted,
-    /// The target refused it with an authentication error (the only outcome that
-    /// proves a credential dead).
-    Rejected {
-        /// The target's error code, e.g. SQLSTATE `28P01`.
-        code: String,
-        /// The target's message.
-        message: String,
-    },
-    /// No answer about the credential: connection refused, timeout, TLS, other errors.
-    Unreachable {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl AuthOutcome {
-    /// One line for reports and the journal.
-    pub fn evidence(&self) -> String {
-        match self {
-            AuthOutcome::Accepted => "accepted".into(),
-            AuthOutcome::Rejected { code, message } => format!("rejected: {code} {message}"),
-            AuthOutcome::Unreachable { reason } => format!("inconclusive: {reason}"),
-        }
-    }
-}
-
-impl From<LoginOutcome> for AuthOutcome {
-    fn from(o: LoginOutcome) -> Self {
-        match o {
-            LoginOutcome::Accepted => AuthOutcome::Accepted,
-            LoginOutcome::Rejected { code, message } => AuthOutcome::Rejected { code, message },
-            LoginOutcome::Unreachable { reason } => AuthOutcome::Unreachable { reason },
-        }
-    }
-}
+pub use self::target::AuthOutcome;
 
 /// A failed credential operation.
 #[derive(Debug, thiserror::Error)]
@@ -187,208 +151,6 @@ impl CredentialError {
     }
 }
 
-/// A system where named accounts have passwords.
-enum Accounts {
-    Postgres(PostgresTarget),
-    Mysql {
-        target: MysqlTarget,
-        account_host: String,
-    },
-    /// Redis ACL users hold several passwords at once: `overlap` adds the new one
-    /// and removes the old one after the grace period.
-    Redis(RedisTarget),
-    Rabbitmq(RabbitmqTarget),
-    Userpass {
-        vault: Vault,
-        mount: String,
-    },
-}
-
-impl Accounts {
-    async fn set_password(
-        &self,
-        user: &str,
-        password: &SecretString,
-    ) -> Result<(), CredentialError> {
-        match self {
-            Accounts::Postgres(t) => Ok(t.set_password(user, password).await?),
-            Accounts::Mysql {
-                target,
-                account_host,
-            } => Ok(target.set_password(user, account_host, password).await?),
-            Accounts::Redis(t) => Ok(t.add_password(user, password).await?),
-            Accounts::Rabbitmq(t) => Ok(t.set_password(user, password).await?),
-            Accounts::Userpass { vault, mount } => {
-                Ok(UserpassTarget::new(vault.clone(), mount, user)
-                    .set_password(password)
-                    .await?)
-            }
-        }
-    }
-
-    /// Retires `user` so that no password of it works any more; says what was done.
-    /// `unknown` is a fresh random password nobody will ever see, for targets that
-    /// cannot remove a password.
-    async fn disable(&self, user: &str, unknown: &SecretString) -> Result<String, CredentialError> {
-        Ok(match self {
-            Accounts::Postgres(t) => {
-                t.disable_login(user).await?;
-                format!("role {user}: NOLOGIN, password removed")
-            }
-            Accounts::Mysql {
-                target,
-                account_host,
-            } => {
-                target.set_password(user, account_host, unknown).await?;
-                target.set_locked(user, account_host, true).await?;
-                format!(
-                    "account {user}@{account_host}: locked, password replaced by an unknown random one"
-                )
-            }
-            Accounts::Redis(t) => {
-                t.set_enabled(user, false).await?;
-                format!("ACL user {user}: off, every password removed")
-            }
-            Accounts::Rabbitmq(t) => {
-                t.set_password(user, unknown).await?;
-                format!("user {user}: password replaced by an unknown random one (tags kept)")
-            }
-            Accounts::Userpass { vault, mount } => {
-                UserpassTarget::new(vault.clone(), mount, user)
-                    .set_password(unknown)
-                    .await?;
-                format!(
-                    "userpass user {user} on auth/{mount}: password replaced by an unknown random one (user and policies kept)"
-                )
-            }
-        })
-    }
-
-    /// Undoes the account-level part of [`Accounts::disable`] (login allowed, lock
-    /// lifted, user on); no password works until the next one is set. `None` when the
-    /// kind has no such flag.
-    async fn enable(&self, user: &str) -> Result<Option<String>, CredentialError> {
-        Ok(match self {
-            Accounts::Postgres(t) => {
-                t.enable_login(user).await?;
-                Some(format!("role {user}: LOGIN"))
-            }
-            Accounts::Mysql {
-                target,
-                account_host,
-            } => {
-                target.set_locked(user, account_host, false).await?;
-                Some(format!("account {user}@{account_host}: unlocked"))
-            }
-            Accounts::Redis(t) => {
-                t.set_enabled(user, true).await?;
-                Some(format!("ACL user {user}: on"))
-            }
-            Accounts::Rabbitmq(_) | Accounts::Userpass { .. } => None,
-        })
-    }
-
-    async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
-        match self {
-            Accounts::Postgres(t) => t.login(user, password).await.into(),
-            Accounts::Mysql { target, .. } => target.login(user, password).await,
-            Accounts::Redis(t) => t.login(user, password).await,
-            Accounts::Rabbitmq(t) => t.login(user, password).await,
-            Accounts::Userpass { vault, mount } => {
-                UserpassTarget::new(vault.clone(), mount, user)
-                    .login(password)
-                    .await
-            }
-        }
-    }
-
-    async fn terminate(
-        &self,
-        user: &str,
-        opened_before: Option<SystemTime>,
-    ) -> Result<u64, CredentialError> {
-        match self {
-            Accounts::Postgres(t) => Ok(t.terminate_sessions(user, opened_before).await?),
-            // MariaDB shows no connection start time: every session of the user ends.
-            Accounts::Mysql { target, .. } => Ok(target.terminate_sessions(user).await?),
-            // Redis cannot tell which password a connection used: all of them end.
-            Accounts::Redis(t) => Ok(t.terminate_sessions(user).await?),
-            Accounts::Rabbitmq(t) => Ok(t.terminate_sessions(user, opened_before).await?),
-            Accounts::Userpass { vault, mount } => {
-                Ok(UserpassTarget::new(vault.clone(), mount, user)
-                    .terminate_sessions(opened_before)
-                    .await?)
-            }
-        }
-    }
-}
-
-/// Kinds whose target issues the new credential.
-enum Issuer {
-    Approle(ApproleTarget),
-    Token(TokenTarget),
-    Pki(PkiTarget),
-    Http(HttpApiKeyTarget),
-}
-
-impl Issuer {
-    async fn issue(
-        &self,
-        current: &SecretMap,
-        rotation_id: &str,
-    ) -> Result<SecretMap, CredentialError> {
-        Ok(match self {
-            Issuer::Approle(t) => t.issue(rotation_id).await?,
-            Issuer::Token(t) => t.issue(Some(current), rotation_id).await?,
-            Issuer::Pki(t) => t.issue().await?,
-            Issuer::Http(t) => t.issue().await?,
-        })
-    }
-
-    /// Revokes, destroys or deletes `value` on the target (idempotent).
-    async fn revoke(&self, value: &SecretMap) -> Result<String, CredentialError> {
-        Ok(match self {
-            Issuer::Approle(t) => {
-                t.destroy(value).await?;
-                "secret-id destroyed".into()
-            }
-            Issuer::Token(t) => {
-                t.revoke(value).await?;
-                "token revoked (with its child tokens)".into()
-            }
-            Issuer::Pki(t) => {
-                t.revoke(value).await?;
-                format!(
-                    "certificate {} revoked",
-                    value.expose("serial").unwrap_or("?")
-                )
-            }
-            Issuer::Http(t) => {
-                t.revoke(value).await?;
-                format!("key {} revoked", value.expose("id").unwrap_or("?"))
-            }
-        })
-    }
-
-    async fn login(&self, value: &SecretMap) -> AuthOutcome {
-        match self {
-            Issuer::Approle(t) => t.login(value).await,
-            Issuer::Token(t) => t.login(value).await,
-            Issuer::Pki(t) => t.check(value).await,
-            Issuer::Http(t) => t.login(value).await,
-        }
-    }
-
-    async fn terminate(&self, cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
-        match self {
-            Issuer::Approle(t) => Ok(t.terminate_sessions(cutoff).await?),
-            // Revoking a token revokes its children; certificates and API keys have
-            // no sessions rotor can see.
-            Issuer::Token(_) | Issuer::Pki(_) | Issuer::Http(_) => Ok(0),
-        }
-    }
-}
-
 enum Kind {
     /// Password kinds: rotor generates the secret and sets it on an account.
     Password {
@@ -471,10 +233,10 @@ impl Credential {
                     )
                     .await?;
                     Kind::Password {
-                        accounts: Accounts::Mysql {
-                            target: MysqlTarget::new(&my.connection, &admin)?,
-                            account_host: my.account_host.clone(),
-                        },
+                        accounts: Accounts::Mysql(MysqlAccounts::new(
+                            MysqlTarget::new(&my.connection, &admin)?,
+                            &my.account_host,
+                        )),
                         username: my.username.clone(),
                         generator: my.password.clone(),
                     }
@@ -503,10 +265,7 @@ impl Credential {
                     }
                 }
                 CredentialSpec::VaultUserpass(u) => Kind::Password {
-                    accounts: Accounts::Userpass {
-                        vault: vault.clone(),
-                        mount: u.mount.clone(),
-                    },
+                    accounts: Accounts::Userpass(UserpassAccounts::new(vault.clone(), &u.mount)),
                     username: u.username.clone(),
                     generator: u.password.clone(),
                 },

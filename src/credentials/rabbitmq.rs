@@ -35,11 +35,13 @@ use rabbitmq_http_client::error::HttpClientError;
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::AuthOutcome;
+use super::CredentialError;
+use super::adapters::PasswordTarget;
+use super::target::{AuthOutcome, Endpoint, admin_login, log_login};
 use crate::secret::{SecretMap, SecretString};
 
 /// Limit for establishing the connection.
@@ -288,12 +290,8 @@ impl RabbitmqTarget {
         spec: &crate::policy::RabbitmqCredential,
         admin: &SecretMap,
     ) -> Result<Self, RabbitmqError> {
-        let user = admin
-            .expose("username")
-            .ok_or(RabbitmqError::AdminKeyMissing { key: "username" })?;
-        let password = admin
-            .get("password")
-            .ok_or(RabbitmqError::AdminKeyMissing { key: "password" })?;
+        let (user, password) =
+            admin_login(admin).map_err(|key| RabbitmqError::AdminKeyMissing { key })?;
         Self::from_parts(
             spec.management_url.clone(),
             spec.amqp_url.clone(),
@@ -317,7 +315,7 @@ impl RabbitmqTarget {
         }
         let http = reqwest::Client::builder()
             .timeout(crate::outside::call_timeout())
-            .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
+            .connect_timeout(Endpoint::connect_limit(DEFAULT_CONNECT_TIMEOUT))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(RabbitmqError::HttpClient)?;
@@ -430,17 +428,7 @@ impl RabbitmqTarget {
                 classify_whoami(status, &body)
             }
         };
-        match &outcome {
-            AuthOutcome::Accepted => {
-                debug!(user = %user, api = %self.api_base(), "Login accepted.")
-            }
-            AuthOutcome::Rejected { code, .. } => {
-                debug!(user = %user, api = %self.api_base(), code = %code, "Login rejected.")
-            }
-            AuthOutcome::Unreachable { reason } => {
-                warn!(user = %user, api = %self.api_base(), reason = %reason, "Login attempt inconclusive.")
-            }
-        }
+        log_login!(outcome, user = %user, api = %self.api_base());
         outcome
     }
 
@@ -691,6 +679,39 @@ fn salted_hash(salt: [u8; 4], password: &str) -> String {
     let mut out = salt.to_vec();
     out.extend_from_slice(&Sha256::digest(salted.as_slice()));
     base64::engine::general_purpose::STANDARD.encode(out)
+}
+
+impl PasswordTarget for RabbitmqTarget {
+    async fn set_password(
+        &self,
+        user: &str,
+        password: &SecretString,
+    ) -> Result<(), CredentialError> {
+        Ok(RabbitmqTarget::set_password(self, user, password).await?)
+    }
+
+    async fn disable(&self, user: &str, unknown: &SecretString) -> Result<String, CredentialError> {
+        RabbitmqTarget::set_password(self, user, unknown).await?;
+        Ok(format!(
+            "user {user}: password replaced by an unknown random one (tags kept)"
+        ))
+    }
+
+    async fn enable(&self, _user: &str) -> Result<Option<String>, CredentialError> {
+        Ok(None)
+    }
+
+    async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
+        RabbitmqTarget::login(self, user, password).await
+    }
+
+    async fn terminate(
+        &self,
+        user: &str,
+        opened_before: Option<SystemTime>,
+    ) -> Result<u64, CredentialError> {
+        Ok(self.terminate_sessions(user, opened_before).await?)
+    }
 }
 
 #[cfg(test)]

@@ -23,11 +23,12 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 use tracing::{debug, info};
 
-use super::AuthOutcome;
+use super::adapters::IssuingTarget;
 use super::vault_userpass::{
-    WipedJson, api_error, check_mount, check_segment, log_outcome, non_empty, normalize_mount,
-    probe_login, revoke_login_tokens, send, str_field,
+    WipedJson, api_error, as_rotor, check_mount, check_segment, log_outcome, non_empty,
+    normalize_mount, probe_login, revoke_login_tokens, send, str_field,
 };
+use super::{AuthOutcome, CredentialError};
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, Vault};
 
@@ -73,16 +74,7 @@ impl ApproleTarget {
     /// The role-id, `None` when the role does not exist (a missing mount is an error).
     async fn role_id(&self) -> Result<Option<SecretString>, VaultAuthError> {
         let path = format!("{}/role-id", self.role_path());
-        let operation = format!("GET {path}");
-        let resp = send(
-            &self.vault,
-            Method::GET,
-            &path,
-            None,
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::GET, &path, None).await?;
         match resp.status {
             200..=299 => {
                 let answer = resp.json();
@@ -120,16 +112,7 @@ impl ApproleTarget {
         // The API takes the metadata as a JSON-encoded string.
         let body = json!({ "metadata": Value::Object(metadata).to_string() });
         let path = format!("{}/secret-id", self.role_path());
-        let operation = format!("POST {path}");
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            &path,
-            Some(&body),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body)).await?;
         if resp.status == 404 {
             return Err(self.role_not_found());
         }
@@ -286,5 +269,28 @@ impl ApproleTarget {
         .await?;
         info!(mount = %self.mount, role = %self.role, tokens = revoked, "AppRole login tokens revoked.");
         Ok(revoked)
+    }
+}
+
+impl IssuingTarget for ApproleTarget {
+    async fn issue(
+        &self,
+        _current: &SecretMap,
+        rotation_id: &str,
+    ) -> Result<SecretMap, CredentialError> {
+        Ok(ApproleTarget::issue(self, rotation_id).await?)
+    }
+
+    async fn revoke(&self, value: &SecretMap) -> Result<String, CredentialError> {
+        self.destroy(value).await?;
+        Ok("secret-id destroyed".into())
+    }
+
+    async fn login(&self, value: &SecretMap) -> AuthOutcome {
+        ApproleTarget::login(self, value).await
+    }
+
+    async fn terminate(&self, cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
+        Ok(self.terminate_sessions(cutoff).await?)
     }
 }

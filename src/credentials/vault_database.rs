@@ -15,8 +15,8 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use tracing::info;
 
-use super::AuthOutcome;
-use super::postgres::{PostgresError, PostgresTarget, TargetTls};
+use super::postgres::{PostgresError, PostgresTarget};
+use super::target::{AuthOutcome, TargetTls};
 use crate::policy::{DatabaseProbe, ProbeKind, VaultDatabaseCredential};
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, Vault, VaultError};
@@ -173,33 +173,16 @@ impl DatabaseTarget {
             .expose_secret()
             .to_owned();
         let password = field(value, "probed", "password")?;
+        let (host, port, tls) = (&self.probe.host, self.probe.port, &TargetTls::Disable);
         Ok(match self.probe.kind {
             ProbeKind::Postgres => match self.postgres(&user, password) {
-                Ok(t) => t.login(&user, password).await.into(),
+                Ok(t) => t.login(&user, password).await,
                 Err(e) => AuthOutcome::Unreachable {
                     reason: crate::error_chain(&e),
                 },
             },
-            ProbeKind::Mysql => {
-                super::mysql::login(
-                    &self.probe.host,
-                    self.probe.port,
-                    &TargetTls::Disable,
-                    &user,
-                    password,
-                )
-                .await
-            }
-            ProbeKind::Redis => {
-                super::redis::login(
-                    &self.probe.host,
-                    self.probe.port,
-                    &TargetTls::Disable,
-                    &user,
-                    password,
-                )
-                .await
-            }
+            ProbeKind::Mysql => super::mysql::login(host, port, tls, &user, password).await,
+            ProbeKind::Redis => super::redis::login(host, port, tls, &user, password).await,
         })
     }
 

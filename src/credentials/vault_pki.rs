@@ -35,7 +35,9 @@ use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::time::ASN1Time;
 use zeroize::Zeroize;
 
-use super::AuthOutcome;
+use super::adapters::IssuingTarget;
+use super::target::wipe_json;
+use super::{AuthOutcome, CredentialError};
 use crate::policy::VaultPkiCredential;
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, Vault, VaultError};
@@ -625,13 +627,30 @@ fn rfc3339(t: ASN1Time) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-/// Overwrites every string of a JSON document (it held a private key).
-fn wipe_json(value: &mut Value) {
-    match value {
-        Value::String(s) => s.zeroize(),
-        Value::Array(items) => items.iter_mut().for_each(wipe_json),
-        Value::Object(map) => map.values_mut().for_each(wipe_json),
-        _ => {}
+impl IssuingTarget for PkiTarget {
+    async fn issue(
+        &self,
+        _current: &SecretMap,
+        _rotation_id: &str,
+    ) -> Result<SecretMap, CredentialError> {
+        Ok(PkiTarget::issue(self).await?)
+    }
+
+    async fn revoke(&self, value: &SecretMap) -> Result<String, CredentialError> {
+        PkiTarget::revoke(self, value).await?;
+        Ok(format!(
+            "certificate {} revoked",
+            value.expose("serial").unwrap_or("?")
+        ))
+    }
+
+    async fn login(&self, value: &SecretMap) -> AuthOutcome {
+        self.check(value).await
+    }
+
+    /// Certificates have no sessions rotor can see.
+    async fn terminate(&self, _cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
+        Ok(0)
     }
 }
 

@@ -16,17 +16,18 @@
 //!   token is invalid: a live token whose policies lack `lookup-self` (no `default`
 //!   policy) is never reported dead. A token with a use limit spends one use per probe.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
-use super::AuthOutcome;
+use super::adapters::IssuingTarget;
 use super::vault_userpass::{
-    WipedJson, api_error, check_segment, log_outcome, non_empty, scrub, send, str_field,
+    WipedJson, api_error, as_rotor, check_segment, log_outcome, non_empty, scrub, str_field,
 };
+use super::{AuthOutcome, CredentialError};
 use crate::policy::VaultTokenCredential;
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, Vault};
@@ -135,16 +136,8 @@ impl TokenTarget {
             Some(role) => format!("auth/token/create/{role}"),
             None => "auth/token/create-orphan".to_owned(),
         };
-        let operation = format!("POST {path}");
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            &path,
-            Some(&Value::Object(body)),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) =
+            as_rotor(&self.vault, Method::POST, &path, Some(&Value::Object(body))).await?;
         if !resp.is_success() {
             return Err(api_error(operation, &resp, &[]));
         }
@@ -179,16 +172,7 @@ impl TokenTarget {
             warn!("The old token's value has no token and no accessor; nothing to carry over.");
             return Ok(None);
         };
-        let operation = format!("POST {path}");
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            path,
-            Some(&body.0),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::POST, path, Some(&body.0)).await?;
         match resp.status {
             200..=299 => {}
             // lookup-accessor: "invalid accessor"; lookup: 403 "bad token".
@@ -229,16 +213,7 @@ impl TokenTarget {
                 key: "accessor",
             });
         };
-        let operation = format!("POST {path}");
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            path,
-            Some(&body.0),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::POST, path, Some(&body.0)).await?;
         if !resp.is_success() {
             return Err(api_error(operation, &resp, &[secret.expose_secret()]));
         }
@@ -319,6 +294,30 @@ impl TokenTarget {
                 false
             }
         }
+    }
+}
+
+impl IssuingTarget for TokenTarget {
+    async fn issue(
+        &self,
+        current: &SecretMap,
+        rotation_id: &str,
+    ) -> Result<SecretMap, CredentialError> {
+        Ok(TokenTarget::issue(self, Some(current), rotation_id).await?)
+    }
+
+    async fn revoke(&self, value: &SecretMap) -> Result<String, CredentialError> {
+        TokenTarget::revoke(self, value).await?;
+        Ok("token revoked (with its child tokens)".into())
+    }
+
+    async fn login(&self, value: &SecretMap) -> AuthOutcome {
+        TokenTarget::login(self, value).await
+    }
+
+    /// Revoking a token revokes its children: no other sessions.
+    async fn terminate(&self, _cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
+        Ok(0)
     }
 }
 

@@ -26,9 +26,10 @@ use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
-use zeroize::Zeroize;
 
-use super::AuthOutcome;
+use super::adapters::PasswordTarget;
+use super::target::wipe_json;
+use super::{AuthOutcome, CredentialError};
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, RawResponse, Vault, VaultError};
 
@@ -181,16 +182,7 @@ impl UserpassTarget {
     pub async fn user_exists(&self) -> Result<bool, VaultAuthError> {
         self.check()?;
         let path = self.user_path();
-        let operation = format!("GET {path}");
-        let resp = send(
-            &self.vault,
-            Method::GET,
-            &path,
-            None,
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::GET, &path, None).await?;
         match resp.status {
             200..=299 => Ok(true),
             // A missing user answers 404 with no error text; a missing mount answers
@@ -283,6 +275,60 @@ impl UserpassTarget {
     }
 }
 
+/// The users of one userpass mount: the adapter of the `vault-userpass` kind.
+pub struct UserpassAccounts {
+    vault: Vault,
+    mount: String,
+}
+
+impl UserpassAccounts {
+    /// The users on the userpass mount `mount`, changed with rotor's token.
+    pub fn new(vault: Vault, mount: &str) -> Self {
+        UserpassAccounts {
+            vault,
+            mount: mount.to_owned(),
+        }
+    }
+
+    fn user(&self, user: &str) -> UserpassTarget {
+        UserpassTarget::new(self.vault.clone(), &self.mount, user)
+    }
+}
+
+impl PasswordTarget for UserpassAccounts {
+    async fn set_password(
+        &self,
+        user: &str,
+        password: &SecretString,
+    ) -> Result<(), CredentialError> {
+        Ok(self.user(user).set_password(password).await?)
+    }
+
+    async fn disable(&self, user: &str, unknown: &SecretString) -> Result<String, CredentialError> {
+        self.user(user).set_password(unknown).await?;
+        Ok(format!(
+            "userpass user {user} on auth/{}: password replaced by an unknown random one (user and policies kept)",
+            self.mount
+        ))
+    }
+
+    async fn enable(&self, _user: &str) -> Result<Option<String>, CredentialError> {
+        Ok(None)
+    }
+
+    async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
+        self.user(user).login(password).await
+    }
+
+    async fn terminate(
+        &self,
+        user: &str,
+        opened_before: Option<SystemTime>,
+    ) -> Result<u64, CredentialError> {
+        Ok(self.user(user).terminate_sessions(opened_before).await?)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Shared by the Vault auth kinds.
 // ---------------------------------------------------------------------------------------
@@ -292,16 +338,7 @@ pub(crate) struct WipedJson(pub(crate) Value);
 
 impl Drop for WipedJson {
     fn drop(&mut self) {
-        wipe(&mut self.0);
-    }
-}
-
-fn wipe(value: &mut Value) {
-    match value {
-        Value::String(s) => s.zeroize(),
-        Value::Array(items) => items.iter_mut().for_each(wipe),
-        Value::Object(map) => map.values_mut().for_each(wipe),
-        _ => {}
+        wipe_json(&mut self.0);
     }
 }
 
@@ -395,6 +432,19 @@ pub(crate) async fn send(
         })
 }
 
+/// [`send`] with rotor's token; also returns the operation's name (`POST <path>`) for
+/// errors.
+pub(crate) async fn as_rotor(
+    vault: &Vault,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(String, RawResponse), VaultAuthError> {
+    let operation = format!("{method} {path}");
+    let resp = send(vault, method, path, body, AuthAs::Rotor, &operation).await?;
+    Ok((operation, resp))
+}
+
 /// [`VaultAuthError::Api`] from a non-2xx answer, Vault's text scrubbed of `secrets`.
 pub(crate) fn api_error(operation: String, resp: &RawResponse, secrets: &[&str]) -> VaultAuthError {
     VaultAuthError::Api {
@@ -405,13 +455,7 @@ pub(crate) fn api_error(operation: String, resp: &RawResponse, secrets: &[&str])
 }
 
 pub(crate) fn log_outcome(path: &str, outcome: &AuthOutcome) {
-    match outcome {
-        AuthOutcome::Accepted => debug!(path = %path, "Login accepted."),
-        AuthOutcome::Rejected { code, .. } => debug!(path = %path, code = %code, "Login rejected."),
-        AuthOutcome::Unreachable { reason } => {
-            warn!(path = %path, reason = %reason, "Login attempt inconclusive.")
-        }
-    }
+    super::target::log_login!(outcome, path = %path);
 }
 
 /// Sends a login request anonymously and classifies the answer: a token is
@@ -732,7 +776,7 @@ mod tests {
     #[test]
     fn wiped_json_zeroes_its_strings() {
         let mut value = json!({ "a": "secret", "b": ["x", { "c": "y" }], "n": 1 });
-        wipe(&mut value);
+        wipe_json(&mut value);
         assert_eq!(value, json!({ "a": "", "b": ["", { "c": "" }], "n": 1 }));
     }
 }

@@ -13,7 +13,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use rotor::credentials::AuthOutcome;
-use rotor::credentials::postgres::{PostgresTarget, TargetTls};
+use rotor::credentials::postgres::PostgresTarget;
+use rotor::credentials::target::TargetTls;
 use rotor::secret::{SecretMap, SecretString};
 use rotor::vault::{Vault, VaultConfig};
 use rotor_testkit::{FakeKube, stack};
@@ -256,7 +257,6 @@ spec:
         self.admin
             .login(&self.role, &SecretString::from(password.to_owned()))
             .await
-            .into()
     }
 
     pub async fn secret_data(&self) -> Option<std::collections::BTreeMap<String, String>> {

@@ -31,30 +31,29 @@
 //! [`RedisTarget::from_parts`] refuse any mode but `disable` with
 //! [`RedisError::TlsUnsupported`], before any I/O.
 
-use std::collections::HashSet;
+mod acl;
+mod persist;
+
 use std::fmt;
-use std::future::Future;
-use std::sync::{Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, ErrorKind, RedisConnectionInfo, ServerErrorKind, Value};
+use ::redis::{AsyncConnectionConfig, ErrorKind, RedisConnectionInfo, ServerErrorKind};
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::AuthOutcome;
-use super::postgres::TargetTls;
+use self::acl::{AclUser, password_hash, validate_user};
+use super::CredentialError;
+use super::adapters::PasswordTarget;
+use super::target::{
+    AbortOnDrop, AuthOutcome, CallTimeout, Endpoint, TargetTls, endpoint_accessors, log_login,
+};
+use crate::outside::System;
 use crate::secret::{SecretMap, SecretString};
 
 /// Default limit for establishing a connection (TCP connect and the admin's `AUTH`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Limit for one statement (or command): the agent-wide call timeout.
-fn command_timeout() -> Duration {
-    crate::outside::call_timeout()
-}
 /// The user an admin credential without a `username` key logs in as.
 const DEFAULT_USER: &str = "default";
 
@@ -110,15 +109,8 @@ pub enum RedisError {
         source: ::redis::RedisError,
     },
     /// A call did not finish in time.
-    #[error("timed out after {}s: {operation} on {address}", limit.as_secs())]
-    Timeout {
-        /// What was being done.
-        operation: &'static str,
-        /// `host:port`.
-        address: String,
-        /// The limit that was hit.
-        limit: Duration,
-    },
+    #[error(transparent)]
+    Timeout(#[from] CallTimeout),
     /// The ACL user does not exist (rotor never creates users).
     #[error("Redis user {user:?} does not exist on {address}")]
     UserNotFound {
@@ -227,7 +219,7 @@ impl RedisError {
             RedisError::EmptyPassword { .. } => "empty_password",
             RedisError::Connect { .. } => "connect",
             RedisError::AdminLogin { .. } => "admin_login",
-            RedisError::Timeout { .. } => "timeout",
+            RedisError::Timeout(_) => "timeout",
             RedisError::UserNotFound { .. } => "user_not_found",
             RedisError::LastPassword { .. } => "last_password",
             RedisError::LookupUser { .. } => "lookup_user",
@@ -244,7 +236,7 @@ impl RedisError {
     /// loading or failing over).
     pub fn is_transient(&self) -> bool {
         match self {
-            RedisError::Connect { .. } | RedisError::Timeout { .. } => true,
+            RedisError::Connect { .. } | RedisError::Timeout(_) => true,
             RedisError::AdminLogin { source, .. }
             | RedisError::LookupUser { source, .. }
             | RedisError::AddPassword { source, .. }
@@ -276,8 +268,7 @@ fn transient(error: &::redis::RedisError) -> bool {
 /// A Redis server and the admin credential rotor uses on it.
 #[derive(Clone)]
 pub struct RedisTarget {
-    host: String,
-    port: u16,
+    endpoint: Endpoint,
     admin: Option<(String, SecretString)>,
     connect_timeout: Duration,
 }
@@ -285,8 +276,8 @@ pub struct RedisTarget {
 impl fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisTarget")
-            .field("host", &self.host)
-            .field("port", &self.port)
+            .field("host", &self.endpoint.host())
+            .field("port", &self.endpoint.port())
             .field("admin_username", &self.admin.as_ref().map(|(user, _)| user))
             .field("admin_password", &self.admin.as_ref().map(|_| "[REDACTED]"))
             .finish()
@@ -335,23 +326,13 @@ impl RedisTarget {
             }
         }
         Ok(Self {
-            host: host.to_owned(),
-            port,
+            endpoint: Endpoint::new(host, port, System::Redis),
             admin,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()),
+            connect_timeout: Endpoint::connect_limit(DEFAULT_CONNECT_TIMEOUT),
         })
     }
 
-    /// Replaces the connection limit (TCP connect and the admin's `AUTH` together).
-    pub fn with_connect_timeout(mut self, limit: Duration) -> Self {
-        self.connect_timeout = limit;
-        self
-    }
-
-    /// `host:port` of the server, for logs.
-    pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
+    endpoint_accessors!("TCP connect and the admin's `AUTH`");
 
     /// Whether the ACL user exists (`ACL GETUSER`).
     pub async fn user_exists(&self, user: &str) -> Result<bool, RedisError> {
@@ -375,13 +356,8 @@ impl RedisTarget {
     ) -> Result<(), RedisError> {
         validate_user(user)?;
         let hash = password_hash(user, password)?;
-        let mut session = self.admin_session().await?;
         let added = self
-            .bounded("add password", async {
-                let acl = self
-                    .get_user(&mut session, user)
-                    .await?
-                    .ok_or_else(|| self.user_not_found(user))?;
+            .with_user("add password", user, async |session: &mut Session, acl| {
                 let added = !acl.passwords.contains(&hash);
                 if added {
                     ::redis::cmd("ACL")
@@ -397,7 +373,7 @@ impl RedisTarget {
                         })?;
                 }
                 // Also when nothing changed: an earlier call may have failed to save.
-                self.persist(&mut session).await?;
+                self.persist(session).await?;
                 Ok(added)
             })
             .await?;
@@ -421,44 +397,43 @@ impl RedisTarget {
     ) -> Result<(), RedisError> {
         validate_user(user)?;
         let hash = password_hash(user, password)?;
-        let mut session = self.admin_session().await?;
         let removed = self
-            .bounded("remove password", async {
-                let acl = self
-                    .get_user(&mut session, user)
-                    .await?
-                    .ok_or_else(|| self.user_not_found(user))?;
-                let present = acl.passwords.contains(&hash);
-                if present && acl.passwords.len() == 1 && !acl.nopass() {
-                    return Err(RedisError::LastPassword {
-                        user: user.to_owned(),
-                        address: self.address(),
-                    });
-                }
-                if present {
-                    let result = ::redis::cmd("ACL")
-                        .arg("SETUSER")
-                        .arg(user)
-                        .arg(format!("!{hash}"))
-                        .query_async::<()>(&mut session.conn)
-                        .await;
-                    match result {
-                        Ok(()) => {}
-                        // Removed by someone else since the lookup: what we wanted. (The
-                        // server's message quotes the hash, so it is not passed on.)
-                        Err(e) if e.detail().is_some_and(|d| d.contains("does not exist")) => {}
-                        Err(source) => {
-                            return Err(RedisError::RemovePassword {
-                                user: user.to_owned(),
-                                address: self.address(),
-                                source,
-                            });
+            .with_user(
+                "remove password",
+                user,
+                async |session: &mut Session, acl| {
+                    let present = acl.passwords.contains(&hash);
+                    if present && acl.passwords.len() == 1 && !acl.nopass() {
+                        return Err(RedisError::LastPassword {
+                            user: user.to_owned(),
+                            address: self.address(),
+                        });
+                    }
+                    if present {
+                        let result = ::redis::cmd("ACL")
+                            .arg("SETUSER")
+                            .arg(user)
+                            .arg(format!("!{hash}"))
+                            .query_async::<()>(&mut session.conn)
+                            .await;
+                        match result {
+                            Ok(()) => {}
+                            // Removed by someone else since the lookup: what we wanted. (The
+                            // server's message quotes the hash, so it is not passed on.)
+                            Err(e) if e.detail().is_some_and(|d| d.contains("does not exist")) => {}
+                            Err(source) => {
+                                return Err(RedisError::RemovePassword {
+                                    user: user.to_owned(),
+                                    address: self.address(),
+                                    source,
+                                });
+                            }
                         }
                     }
-                }
-                self.persist(&mut session).await?;
-                Ok(present)
-            })
+                    self.persist(session).await?;
+                    Ok(present)
+                },
+            )
             .await?;
         if removed {
             info!(user = %user, target = %self.address(), "Redis password removed.");
@@ -475,12 +450,8 @@ impl RedisTarget {
     /// user does not exist.
     pub async fn set_enabled(&self, user: &str, enable: bool) -> Result<(), RedisError> {
         validate_user(user)?;
-        let mut session = self.admin_session().await?;
         let action = if enable { "enable" } else { "disable" };
-        self.bounded("change user", async {
-            self.get_user(&mut session, user)
-                .await?
-                .ok_or_else(|| self.user_not_found(user))?;
+        self.with_user("change user", user, async |session: &mut Session, _| {
             let mut cmd = ::redis::cmd("ACL");
             cmd.arg("SETUSER").arg(user);
             if enable {
@@ -496,7 +467,7 @@ impl RedisTarget {
                     address: self.address(),
                     source,
                 })?;
-            self.persist(&mut session).await
+            self.persist(session).await
         })
         .await?;
         info!(user = %user, target = %self.address(), action, "Redis user changed.");
@@ -507,12 +478,10 @@ impl RedisTarget {
     /// [`RedisError::UserNotFound`] when the user does not exist.
     pub async fn password_count(&self, user: &str) -> Result<usize, RedisError> {
         validate_user(user)?;
-        let mut session = self.admin_session().await?;
-        let acl = self
-            .bounded("look up user", self.get_user(&mut session, user))
-            .await?
-            .ok_or_else(|| self.user_not_found(user))?;
-        Ok(acl.passwords.len())
+        self.with_user("look up user", user, async |_: &mut Session, acl| {
+            Ok(acl.passwords.len())
+        })
+        .await
     }
 
     /// Sends `AUTH <user> <password>` on a fresh connection.
@@ -538,17 +507,7 @@ impl RedisTarget {
                 ),
             };
         }
-        match &outcome {
-            AuthOutcome::Accepted => {
-                debug!(user = %user, target = %self.address(), "Login accepted.")
-            }
-            AuthOutcome::Rejected { code, .. } => {
-                debug!(user = %user, target = %self.address(), code = %code, "Login rejected.")
-            }
-            AuthOutcome::Unreachable { reason } => {
-                warn!(user = %user, target = %self.address(), reason = %reason, "Login attempt inconclusive.")
-            }
-        }
+        log_login!(outcome, user = %user, target = %self.address());
         outcome
     }
 
@@ -597,7 +556,7 @@ impl RedisTarget {
         };
         match tokio::time::timeout(self.connect_timeout, work).await {
             Err(_) => {
-                crate::outside::count_timeout(crate::outside::System::Redis);
+                self.endpoint.count_timeout();
                 AuthOutcome::Unreachable {
                     reason: format!(
                         "no answer to AUTH from {} within {} ms",
@@ -652,105 +611,15 @@ impl RedisTarget {
         }
     }
 
-    /// `ACL GETUSER`: `None` when the user does not exist.
-    async fn get_user(
-        &self,
-        session: &mut Session,
-        user: &str,
-    ) -> Result<Option<AclUser>, RedisError> {
-        let value = ::redis::cmd("ACL")
-            .arg("GETUSER")
-            .arg(user)
-            .query_async::<Value>(&mut session.conn)
-            .await
-            .map_err(|source| RedisError::LookupUser {
-                user: user.to_owned(),
-                address: self.address(),
-                source,
-            })?;
-        AclUser::parse(value).map_err(|detail| RedisError::UnexpectedReply {
-            user: user.to_owned(),
-            address: self.address(),
-            detail,
-        })
-    }
-
-    /// Makes the last ACL change survive a restart, where the server allows it.
-    async fn persist(&self, session: &mut Session) -> Result<(), RedisError> {
-        let persist_error = |method, source| RedisError::Persist {
-            address: self.address(),
-            method,
-            source,
-        };
-        let aclfile = ::redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("aclfile")
-            .query_async::<std::collections::HashMap<String, String>>(&mut session.conn)
-            .await;
-        let aclfile = match aclfile {
-            Ok(map) => map.get("aclfile").cloned().unwrap_or_default(),
-            Err(e) if config_unavailable(&e) => {
-                self.warn_once(
-                    "CONFIG is not available to the admin, so rotor cannot tell how this server persists ACL changes; make sure they survive a restart",
-                );
-                return Ok(());
-            }
-            Err(source) => return Err(persist_error("CONFIG GET aclfile", source)),
-        };
-        if !aclfile.is_empty() {
-            return ::redis::cmd("ACL")
-                .arg("SAVE")
-                .query_async::<()>(&mut session.conn)
-                .await
-                .map_err(|source| persist_error("ACL SAVE", source));
-        }
-        match ::redis::cmd("CONFIG")
-            .arg("REWRITE")
-            .query_async::<()>(&mut session.conn)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e)
-                if e.detail()
-                    .is_some_and(|d| d.contains("without a config file")) =>
-            {
-                self.warn_once(
-                    "the server runs without a config file or ACL file, so ACL changes are lost when it restarts",
-                );
-                Ok(())
-            }
-            Err(e) if config_unavailable(&e) => {
-                self.warn_once(
-                    "CONFIG REWRITE is not available to the admin; ACL changes may be lost when the server restarts",
-                );
-                Ok(())
-            }
-            Err(source) => Err(persist_error("CONFIG REWRITE", source)),
-        }
-    }
-
-    /// Logs `message` once per server address for the life of the process.
-    fn warn_once(&self, message: &'static str) {
-        static WARNED: OnceLock<Mutex<HashSet<(String, &'static str)>>> = OnceLock::new();
-        let first = WARNED
-            .get_or_init(Default::default)
-            .lock()
-            .map(|mut set| set.insert((self.address(), message)))
-            .unwrap_or(true);
-        if first {
-            warn!(target_address = %self.address(), "{message}");
-        }
-    }
-
     /// Opens a plain connection without any handshake command.
     async fn open(&self) -> Result<Session, ::redis::RedisError> {
-        let stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
+        let stream = TcpStream::connect((self.endpoint.host(), self.endpoint.port())).await?;
         stream.set_nodelay(true)?;
         // No HELLO, no CLIENT SETINFO: nothing is sent before our own AUTH.
         let info = RedisConnectionInfo::default().set_skip_set_lib_name();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(None)
-            .set_response_timeout(Some(command_timeout()));
+            .set_response_timeout(Some(Endpoint::call_limit()));
         let (conn, driver) = MultiplexedConnection::new_with_config(&info, stream, config).await?;
         Ok(Session {
             conn,
@@ -775,28 +644,36 @@ impl RedisTarget {
             }
             Ok(session)
         };
-        tokio::time::timeout(self.connect_timeout, work)
+        self.endpoint
+            .connect_admin(self.connect_timeout, work)
             .await
-            .map_err(|_| self.timeout("connect as admin", self.connect_timeout))?
     }
 
     async fn bounded<T>(
         &self,
         operation: &'static str,
-        work: impl Future<Output = Result<T, RedisError>>,
+        work: impl std::future::Future<Output = Result<T, RedisError>>,
     ) -> Result<T, RedisError> {
-        tokio::time::timeout(command_timeout(), work)
-            .await
-            .map_err(|_| self.timeout(operation, command_timeout()))?
+        self.endpoint.bounded(operation, work).await
     }
 
-    fn timeout(&self, operation: &'static str, limit: Duration) -> RedisError {
-        crate::outside::count_timeout(crate::outside::System::Redis);
-        RedisError::Timeout {
-            operation,
-            address: self.address(),
-            limit,
-        }
+    /// Runs `work` with an admin session and `user`'s ACL, within the call limit;
+    /// [`RedisError::UserNotFound`] when the user does not exist.
+    async fn with_user<T>(
+        &self,
+        operation: &'static str,
+        user: &str,
+        work: impl AsyncFnOnce(&mut Session, AclUser) -> Result<T, RedisError>,
+    ) -> Result<T, RedisError> {
+        let mut session = self.admin_session().await?;
+        self.bounded(operation, async {
+            let acl = self
+                .get_user(&mut session, user)
+                .await?
+                .ok_or_else(|| self.user_not_found(user))?;
+            work(&mut session, acl).await
+        })
+        .await
     }
 
     fn user_not_found(&self, user: &str) -> RedisError {
@@ -838,110 +715,6 @@ async fn auth(
         .await
 }
 
-/// `NOPERM`, or `CONFIG` renamed away (managed services): the admin cannot use it.
-fn config_unavailable(error: &::redis::RedisError) -> bool {
-    matches!(error.kind(), ErrorKind::Server(ServerErrorKind::NoPerm))
-        || error.code() == Some("NOPERM")
-        || error
-            .detail()
-            .is_some_and(|d| d.contains("unknown command"))
-}
-
-/// Redis refuses user names with spaces or NUL; other control characters would corrupt
-/// the ACL file.
-fn validate_user(user: &str) -> Result<(), RedisError> {
-    let reason = if user.is_empty() {
-        "it is empty"
-    } else if user.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        "it contains whitespace or control characters"
-    } else {
-        return Ok(());
-    };
-    Err(RedisError::InvalidUserName {
-        user: user.to_owned(),
-        reason,
-    })
-}
-
-/// Lowercase hex SHA-256 of the password, as Redis stores and `ACL GETUSER` lists it.
-fn password_hash(user: &str, password: &SecretString) -> Result<String, RedisError> {
-    let text = password.expose_secret();
-    if text.is_empty() {
-        return Err(RedisError::EmptyPassword {
-            user: user.to_owned(),
-        });
-    }
-    Ok(hex::encode(Sha256::digest(text.as_bytes())))
-}
-
-/// What `ACL GETUSER` says about a user, as far as rotor needs it.
-#[derive(Debug, Default)]
-struct AclUser {
-    flags: Vec<String>,
-    passwords: Vec<String>,
-}
-
-impl AclUser {
-    fn nopass(&self) -> bool {
-        self.flags.iter().any(|f| f == "nopass")
-    }
-
-    /// Reads the flat key/value array of RESP2 or the map of RESP3; `Nil` = no such user.
-    fn parse(value: Value) -> Result<Option<AclUser>, &'static str> {
-        let pairs: Vec<(Value, Value)> = match value {
-            Value::Nil => return Ok(None),
-            Value::Map(pairs) => pairs,
-            Value::Array(items) => {
-                if items.len() % 2 != 0 {
-                    return Err("an odd number of fields");
-                }
-                let mut items = items.into_iter();
-                let mut pairs = Vec::new();
-                while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                    pairs.push((k, v));
-                }
-                pairs
-            }
-            _ => return Err("neither a map nor an array"),
-        };
-        let mut user = AclUser::default();
-        let mut saw_passwords = false;
-        for (key, value) in pairs {
-            match text(&key).as_deref() {
-                Some("flags") => user.flags = texts(value)?,
-                Some("passwords") => {
-                    user.passwords = texts(value)?;
-                    saw_passwords = true;
-                }
-                _ => {}
-            }
-        }
-        if !saw_passwords {
-            return Err("no passwords field");
-        }
-        Ok(Some(user))
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
-}
-
-fn texts(value: Value) -> Result<Vec<String>, &'static str> {
-    match value {
-        Value::Array(items) | Value::Set(items) => items
-            .iter()
-            .map(|item| text(item).ok_or("a list item that is not a string"))
-            .collect(),
-        _ => Err("a field that is not a list"),
-    }
-}
-
 /// One connection: the multiplexed handle and the task driving its socket. Dropping it
 /// closes the socket.
 struct Session {
@@ -949,68 +722,43 @@ struct Session {
     _driver: AbortOnDrop,
 }
 
-/// Aborts the connection task when the session is dropped.
-struct AbortOnDrop(JoinHandle<()>);
+impl PasswordTarget for RedisTarget {
+    /// Adds the password beside the user's others.
+    async fn set_password(
+        &self,
+        user: &str,
+        password: &SecretString,
+    ) -> Result<(), CredentialError> {
+        Ok(self.add_password(user, password).await?)
+    }
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    async fn disable(
+        &self,
+        user: &str,
+        _unknown: &SecretString,
+    ) -> Result<String, CredentialError> {
+        self.set_enabled(user, false).await?;
+        Ok(format!("ACL user {user}: off, every password removed"))
+    }
+
+    async fn enable(&self, user: &str) -> Result<Option<String>, CredentialError> {
+        self.set_enabled(user, true).await?;
+        Ok(Some(format!("ACL user {user}: on")))
+    }
+
+    async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
+        RedisTarget::login(self, user, password).await
+    }
+
+    /// Redis cannot tell which password a connection used: all of them end.
+    async fn terminate(
+        &self,
+        user: &str,
+        _opened_before: Option<SystemTime>,
+    ) -> Result<u64, CredentialError> {
+        Ok(self.terminate_sessions(user).await?)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_is_lowercase_sha256_hex() {
-        let hash = password_hash("u", &SecretString::from("foobar")).unwrap();
-        // `echo -n foobar | sha256sum`
-        assert_eq!(
-            hash,
-            "c3ab8ff13720e8ad9047dd39466b3c8974e592c2fa383d4a3960714caef0c4f2"
-        );
-        let err = password_hash("u", &SecretString::from("")).unwrap_err();
-        assert_eq!(err.kind(), "empty_password");
-    }
-
-    #[test]
-    fn user_names_are_checked() {
-        assert!(validate_user("app_1-x").is_ok());
-        for bad in ["", "a b", "a\0b", "a\nb"] {
-            assert_eq!(validate_user(bad).unwrap_err().kind(), "invalid_user_name");
-        }
-    }
-
-    #[test]
-    fn getuser_reply_is_parsed() {
-        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let reply = Value::Array(vec![
-            bulk("flags"),
-            Value::Array(vec![bulk("on")]),
-            bulk("passwords"),
-            Value::Array(vec![bulk("aa"), bulk("bb")]),
-            bulk("commands"),
-            bulk("+@all"),
-        ]);
-        let user = AclUser::parse(reply).unwrap().unwrap();
-        assert_eq!(user.flags, ["on"]);
-        assert_eq!(user.passwords, ["aa", "bb"]);
-        assert!(!user.nopass());
-        assert!(AclUser::parse(Value::Nil).unwrap().is_none());
-        assert!(AclUser::parse(Value::Array(vec![bulk("flags")])).is_err());
-    }
-
-    #[test]
-    fn tls_modes_other_than_disable_are_refused_without_io() {
-        let err = RedisTarget::from_parts(
-            "127.0.0.1",
-            6379,
-            TargetTls::VerifyFull { ca_file: None },
-            None,
-        )
-        .unwrap_err();
-        assert_eq!(err.kind(), "tls_unsupported");
-        assert!(err.to_string().contains("verify-full"), "{err}");
-    }
-}
+mod tests;

@@ -22,6 +22,7 @@ use tracing::error;
 
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 pub use crate::audit::{AuthMethod, VaultIdentity};
+use crate::consumers::ConsumerKind;
 use crate::engine::{Retirement, Rotation, Status, Trigger};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifyEvent};
@@ -221,8 +222,15 @@ impl Evidence {
         };
         if let Some(m) = &self.metrics {
             m.observe_rotation(r);
-            for c in r.consumers.iter().filter(|c| c.state == "pending") {
-                let kind = c.consumer.split(' ').next().unwrap_or("unknown");
+            let pending = r
+                .consumers
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.state == "pending");
+            for (i, c) in pending {
+                // The label comes from the consumer's type, never from its description.
+                let kind = ConsumerKind::of_record(&policy.spec.consumers, i, &c.consumer)
+                    .map_or("other", ConsumerKind::label);
                 m.consumer_failure(&policy.name, kind);
             }
         }

@@ -7,7 +7,10 @@ use rotor::engine::{Rotation, Status, Step, Trigger};
 
 /// The fixture `name`, as stored JSON and as the record it reads into.
 fn fixture(name: &str) -> (serde_json::Value, Rotation) {
-    let path = format!("{}/tests/fixtures/journal/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/journal/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let stored: serde_json::Value = serde_json::from_str(&text).expect("fixture JSON");
     let record: Rotation = serde_json::from_str(&text)
@@ -36,7 +39,10 @@ fn an_old_journal_resumes_where_its_record_says() {
     assert_eq!(waiting.trigger, Trigger::Compromise);
     assert!(waiting.status.is_open());
     assert_eq!(waiting.next_step(), Some(Step::Revoked));
-    assert_eq!(waiting.revoke_after.as_deref(), Some("2026-12-08T15:42:11.478Z"));
+    assert_eq!(
+        waiting.revoke_after.as_deref(),
+        Some("2026-12-08T15:42:11.478Z")
+    );
     let pending: Vec<&str> = waiting
         .consumers
         .iter()

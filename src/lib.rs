@@ -2,6 +2,8 @@
 //! in Vault, pushes new values to their consumers and proves the old secret is dead.
 //!
 //! Module map:
+//! - [`app`]: the one place the program is assembled: the engine every command uses, and
+//!   `rotor run` (agent, evidence, API, leader election, token keeper, signals).
 //! - [`agent`]: the long-running agent (`rotor run`) and the [`agent::Control`] the API uses.
 //! - [`api`]: the wire types of the HTTP API, shared by the server and its client.
 //! - [`audit`]: the hash-chained audit log and its verifier.
@@ -31,6 +33,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod consumers;

@@ -3,7 +3,6 @@
 //! (`crate::server`) sees of it.
 
 pub mod approval;
-pub mod command;
 pub mod health;
 pub mod quarantine;
 pub mod run;

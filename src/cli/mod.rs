@@ -10,6 +10,7 @@
 //! ([`target::Remote`]).
 
 mod approve;
+mod audit;
 mod plan;
 mod print;
 mod release;
@@ -325,10 +326,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Enable(args) => retire::retire(args, true, output).await,
         Command::Audit {
             command: AuditCommand::Verify { file },
-        } => Ok(crate::agent::command::audit_verify(
-            &file,
-            output == Output::Json,
-        )),
+        } => Ok(audit::audit_verify(&file, output == Output::Json)),
     };
     match result {
         Ok(code) => code,

@@ -59,10 +59,10 @@ pub(super) async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     let set = load(&args.policies)?;
     let engine = engine(&args.vault, None).await?;
     let vault = engine.vault().clone();
-    crate::agent::command::run(
+    crate::app::run_agent(
         engine,
         set,
-        crate::agent::command::RunOptions {
+        crate::app::RunOptions {
             listen: args.listen,
             audit_log: args.audit_log,
             auth_config: args.auth_config,

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use secrecy::SecretString;
 
-use crate::consumers::Consumers;
-use crate::engine::{Engine, EngineConfig, RotationRequest, Trigger};
-use crate::vault::{Vault, VaultAuth, VaultAuthSettings, VaultConfig};
+use crate::engine::{Engine, RotationRequest, Trigger};
+use crate::vault::{VaultAuth, VaultAuthSettings, VaultConfig};
 
 /// Where a local command that changes something writes its audit records.
 #[derive(Debug, Args)]
@@ -153,18 +152,12 @@ impl Local {
     }
 }
 
+/// Logs in and builds the engine ([`crate::app::engine`]) with these flags.
 pub(super) async fn engine(
     args: &VaultArgs,
     wait_grace: Option<std::time::Duration>,
 ) -> anyhow::Result<Engine> {
-    // Logs in once; `rotor run` then keeps the token alive (agent::command::run).
-    let vault = Vault::login(&args.config()?).await?;
-    let config = EngineConfig {
-        state_mount: args.state_mount.clone(),
-        grace_wait: wait_grace.unwrap_or_default(),
-        ..EngineConfig::default()
-    };
-    Ok(Engine::new(vault, config, Consumers::new()).await?)
+    crate::app::engine(&args.config()?, &args.state_mount, wait_grace).await
 }
 
 /// A running agent's API: its base URL and the bearer token (`--token-file`, else
@@ -183,7 +176,21 @@ impl Remote {
     ) -> anyhow::Result<Remote> {
         Ok(Remote {
             base: base.clone(),
-            token: crate::agent::command::api_token(token_file)?,
+            token: api_token(token_file)?,
         })
     }
+}
+
+/// The API token for `--server` calls: `--token-file`, else `ROTOR_TOKEN`.
+fn api_token(file: Option<&std::path::Path>) -> anyhow::Result<SecretString> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("reading the API token file {}: {e}", f.display()))?;
+        return Ok(SecretString::from(text.trim().to_owned()));
+    }
+    std::env::var("ROTOR_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from)
+        .ok_or_else(|| anyhow::anyhow!("--server needs a token: --token-file FILE or ROTOR_TOKEN"))
 }

@@ -319,6 +319,16 @@ pub async fn run(
     if leader {
         on_change(false);
     }
+    release(elector, config, &lease).await
+}
+
+/// Lets go of the Lease at shutdown: closing the channel makes the crate's task
+/// release it and end (waiting at most one lease duration).
+async fn release(
+    elector: Option<Elector>,
+    config: LeaderConfig,
+    lease: &str,
+) -> Result<(), LeaderError> {
     let Some(e) = elector else {
         return Ok(());
     };

@@ -46,7 +46,7 @@ fn an_old_journal_resumes_where_its_record_says() {
     let pending: Vec<&str> = waiting
         .consumers
         .iter()
-        .filter(|c| c.state == "pending")
+        .filter(|c| c.state == rotor::engine::ConsumerState::Pending)
         .map(|c| c.consumer.as_str())
         .collect();
     assert_eq!(pending, ["gitlab variable group/app DB_PASSWORD"]);

@@ -55,7 +55,7 @@ pub(super) async fn status(
                     "age_seconds": age,
                     "next_due": next.first().map(|t| t.to_rfc3339()),
                     "pending_consumers": record.as_ref().map(|r| r.consumers.iter()
-                        .filter(|c| c.state == "pending").map(|c| c.consumer.clone()).collect::<Vec<_>>()).unwrap_or_default(),
+                        .filter(|c| c.state == crate::engine::ConsumerState::Pending).map(|c| c.consumer.clone()).collect::<Vec<_>>()).unwrap_or_default(),
                     "error": record.as_ref().and_then(|r| r.error.clone()),
                 }));
             }

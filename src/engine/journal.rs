@@ -196,14 +196,42 @@ pub struct Verification {
     pub at: String,
 }
 
+/// Where the new value stands at one consumer. Written as its `snake_case` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerState {
+    /// Pushed and read back.
+    Verified,
+    /// Pushed; the API cannot read values back (GitHub secrets).
+    Pushed,
+    /// The push failed; retried with backoff, then by the next run.
+    Pending,
+}
+
+impl ConsumerState {
+    /// The name written in the journal (`verified`, `pushed`, `pending`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerState::Verified => "verified",
+            ConsumerState::Pushed => "pushed",
+            ConsumerState::Pending => "pending",
+        }
+    }
+}
+
+impl std::fmt::Display for ConsumerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened at one consumer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConsumerRecord {
     /// The consumer, described (`kubernetes secret ns/name`).
     pub consumer: String,
-    /// `verified` (pushed and read back), `pushed` (the API cannot read values back),
-    /// `pending` (failed; retried with backoff, then by the next run).
-    pub state: String,
+    /// Where the new value stands there.
+    pub state: ConsumerState,
     /// Pushes tried so far in this rotation.
     #[serde(default)]
     pub attempts: u32,

@@ -29,10 +29,10 @@ use crate::vault::{Vault, VaultError};
 pub use self::error::EngineError;
 use self::failpoint::Moment;
 pub use self::journal::{
-    ConsumerRecord, Journal, JournalError, Rotation, Status, Step, StepOutcome, StepRecord,
-    Trigger, Verification,
+    ConsumerRecord, ConsumerState, Journal, JournalError, Rotation, Status, Step, StepOutcome,
+    StepRecord, Trigger, Verification,
 };
-pub use self::retire::{EnableOutcome, RetireRequest, RetireState, Retirement};
+pub use self::retire::{EnableOutcome, RemovalState, RetireRequest, RetireState, Retirement};
 use self::steps::{StepFailure, StepResult};
 
 /// Where rotor keeps its own state in Vault.

@@ -197,7 +197,7 @@ impl Engine {
             let before = previous.get(i).filter(|r| r.consumer == consumer);
             // Consumers are independent: one that already has the value is not
             // pushed again while another is retried.
-            if let Some(done) = before.filter(|r| r.state != "pending") {
+            if let Some(done) = before.filter(|r| r.state != ConsumerState::Pending) {
                 records.push(done.clone());
                 continue;
             }
@@ -209,7 +209,11 @@ impl Engine {
             {
                 Ok(o) => records.push(ConsumerRecord {
                     consumer,
-                    state: if o.verified { "verified" } else { "pushed" }.into(),
+                    state: if o.verified {
+                        ConsumerState::Verified
+                    } else {
+                        ConsumerState::Pushed
+                    },
                     attempts,
                     changed: o.changed,
                     restarted: o.restarted,
@@ -222,7 +226,7 @@ impl Engine {
                     failures.push(consumer.clone());
                     records.push(ConsumerRecord {
                         consumer,
-                        state: "pending".into(),
+                        state: ConsumerState::Pending,
                         attempts,
                         changed: false,
                         restarted: Vec::new(),

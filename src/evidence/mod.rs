@@ -23,7 +23,7 @@ use tracing::error;
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 pub use crate::audit::{AuthMethod, VaultIdentity};
 use crate::consumers::ConsumerKind;
-use crate::engine::{Retirement, Rotation, Status, Trigger};
+use crate::engine::{ConsumerState, Retirement, Rotation, Status, Trigger};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifyEvent};
 use crate::policy::ValidatedPolicy;
@@ -226,7 +226,7 @@ impl Evidence {
                 .consumers
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.state == "pending");
+                .filter(|(_, c)| c.state == ConsumerState::Pending);
             for (i, c) in pending {
                 // The label comes from the consumer's type, never from its description.
                 let kind = ConsumerKind::of_record(&policy.spec.consumers, i, &c.consumer)

@@ -423,7 +423,7 @@ impl Inner {
         e.pending = last
             .consumers
             .iter()
-            .filter(|c| c.state == "pending")
+            .filter(|c| c.state == crate::engine::ConsumerState::Pending)
             .map(|c| c.consumer.clone())
             .collect();
         e.waiting_until = None;

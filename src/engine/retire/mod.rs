@@ -199,14 +199,43 @@ pub struct RetireStepRecord {
     pub attempts: u32,
 }
 
+/// Where a retirement's removal stands at one consumer. Written as its `snake_case`
+/// name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalState {
+    /// It was there; now it is gone, read back.
+    Removed,
+    /// Nothing was there.
+    Absent,
+    /// The removal failed; the next run tries again.
+    Failed,
+}
+
+impl RemovalState {
+    /// The name written in the record (`removed`, `absent`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalState::Removed => "removed",
+            RemovalState::Absent => "absent",
+            RemovalState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RemovalState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happened at one consumer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConsumerRemoval {
     /// The consumer, described (`kubernetes secret ns/name`).
     pub consumer: String,
-    /// `removed` (was there, now gone, read back), `absent` (nothing was there),
-    /// `failed` (retried by the next run).
-    pub state: String,
+    /// Where the removal stands there.
+    pub state: RemovalState,
     /// Attempts so far.
     pub attempts: u32,
     /// What was done.

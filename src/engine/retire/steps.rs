@@ -114,7 +114,7 @@ impl Engine {
         for (i, spec) in run.policy.spec.consumers.iter().enumerate() {
             let consumer = spec.describe();
             let before = previous.get(i).filter(|r| r.consumer == consumer);
-            if let Some(done) = before.filter(|r| r.state != "failed") {
+            if let Some(done) = before.filter(|r| r.state != RemovalState::Failed) {
                 records.push(done.clone());
                 continue;
             }
@@ -122,7 +122,11 @@ impl Engine {
             match self.consumers.remove(spec, &self.vault).await {
                 Ok(o) => records.push(ConsumerRemoval {
                     consumer,
-                    state: if o.removed { "removed" } else { "absent" }.into(),
+                    state: if o.removed {
+                        RemovalState::Removed
+                    } else {
+                        RemovalState::Absent
+                    },
                     attempts,
                     detail: Some(o.detail),
                     error: None,
@@ -134,7 +138,7 @@ impl Engine {
                     failed.push(consumer.clone());
                     records.push(ConsumerRemoval {
                         consumer,
-                        state: "failed".into(),
+                        state: RemovalState::Failed,
                         attempts,
                         detail: None,
                         error: Some(message),

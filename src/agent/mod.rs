@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::engine::{Rotation, RotationRequest};
+use crate::engine::{EnableOutcome, RetireRequest, Retirement, Rotation, RotationRequest};
 
 // The API's wire types the agent answers with (re-exported for `Control`'s users).
 pub use crate::api::{Accepted, PolicyView, RotationSummary};
@@ -148,9 +148,8 @@ pub trait Control: Send + Sync + 'static {
     async fn retire(
         &self,
         name: &str,
-        request: crate::engine::RetireRequest,
-    ) -> Result<crate::engine::Retirement, ControlError> {
-        let _ = request;
+        _request: RetireRequest,
+    ) -> Result<Retirement, ControlError> {
         Err(ControlError::Busy(format!(
             "this agent cannot retire policy {name}"
         )))
@@ -160,9 +159,8 @@ pub trait Control: Send + Sync + 'static {
     async fn enable(
         &self,
         name: &str,
-        request: crate::engine::RetireRequest,
-    ) -> Result<crate::engine::EnableOutcome, ControlError> {
-        let _ = request;
+        _request: RetireRequest,
+    ) -> Result<EnableOutcome, ControlError> {
         Err(ControlError::Busy(format!(
             "this agent cannot enable policy {name}"
         )))

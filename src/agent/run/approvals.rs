@@ -46,23 +46,8 @@ impl Agent {
                 return Err(ControlError::Busy("the agent is shutting down".into()));
             }
             if let Some(e) = st.entries.get(name) {
-                if let Some(what) = e
-                    .policy
-                    .spec
-                    .on_demand
-                    .missing(request.reason.as_deref(), request.ticket.as_deref())
-                {
-                    return Err(ControlError::Incomplete {
-                        policy: name.to_owned(),
-                        what,
-                    });
-                }
-                if let (false, Some(q)) = (compromise, &e.quarantined) {
-                    return Err(ControlError::Busy(format!(
-                        "policy {name} is quarantined since {}: {}; `rotor release {name} --reason …` resumes it",
-                        q.since, q.reason
-                    )));
-                }
+                e.check_on_demand(request)?;
+                e.check_quarantine(compromise)?;
             }
         }
         let now = self.inner.clock.now();

@@ -22,14 +22,43 @@ pub(super) fn retire_error(name: &str, e: EngineError) -> ControlError {
     }
 }
 
+impl Entry {
+    /// Refuses an on-demand `request` that lacks the reason or ticket the policy
+    /// requires.
+    pub(super) fn check_on_demand(&self, request: &RotationRequest) -> Result<(), ControlError> {
+        let on_demand = &self.policy.spec.on_demand;
+        match on_demand.missing(request.reason.as_deref(), request.ticket.as_deref()) {
+            Some(what) => Err(ControlError::Incomplete {
+                policy: self.policy.name.clone(),
+                what,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a rotation of a quarantined policy, unless it is for a `compromise`.
+    pub(super) fn check_quarantine(&self, compromise: bool) -> Result<(), ControlError> {
+        match (compromise, &self.quarantined) {
+            (false, Some(q)) => {
+                let name = &self.policy.name;
+                Err(ControlError::Busy(format!(
+                    "policy {name} is quarantined since {}: {}; `rotor release {name} --reason …` resumes it",
+                    q.since, q.reason
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Agent {
     /// Marks the policy busy with `what` (`retiring`, `enabling`), or says why not.
     /// Returns the policy and the state it had.
     pub(super) fn claim(
         &self,
         name: &str,
-        what: &'static str,
-    ) -> Result<(Arc<ValidatedPolicy>, &'static str), ControlError> {
+        what: PolicyState,
+    ) -> Result<(Arc<ValidatedPolicy>, PolicyState), ControlError> {
         if !self.inner.leader.load(Ordering::SeqCst) {
             return Err(ControlError::NotLeader);
         }
@@ -44,7 +73,12 @@ impl Agent {
         if e.running || e.queued {
             return Err(ControlError::Busy(format!(
                 "policy {name} is {}; try again when it is done",
-                if e.running { e.state } else { "queued" }
+                if e.running {
+                    e.state
+                } else {
+                    PolicyState::Queued
+                }
+                .as_str()
             )));
         }
         e.running = true;
@@ -53,21 +87,36 @@ impl Agent {
     }
 
     /// Gives back a claim that did nothing.
-    pub(super) async fn unclaim(&self, policy: &ValidatedPolicy, state: &'static str) {
+    pub(super) async fn unclaim(&self, policy: &ValidatedPolicy, state: PolicyState) {
         if let Some(e) = self.inner.lock().entries.get_mut(&policy.name) {
             e.state = state;
         }
         self.inner.refresh_inputs(policy).await;
     }
 
-    /// Runs `work` on its own task, so a caller that goes away (an HTTP client
-    /// disconnecting) cannot cut a retirement or an enable short between two steps.
-    pub(super) async fn detached<T: Send + 'static>(
-        work: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> Result<T, ControlError> {
-        tokio::spawn(work)
-            .await
-            .map_err(|e| ControlError::Internal(format!("the task failed: {e}")))
+    /// Runs `work` (a retirement or an enable of the claimed `policy`) on its own
+    /// task, so a caller that goes away (an HTTP client disconnecting) cannot cut it
+    /// short between two steps. If the task fails, the policy shows the failure and
+    /// its claim is given back.
+    pub(super) async fn detached<T, F>(
+        &self,
+        policy: &Arc<ValidatedPolicy>,
+        work: impl FnOnce(Arc<Inner>, Arc<ValidatedPolicy>) -> F,
+    ) -> Result<T, ControlError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        let task = work(Arc::clone(&self.inner), Arc::clone(policy));
+        match tokio::spawn(task).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let e = ControlError::Internal(format!("the task failed: {e}"));
+                self.inner.failed(policy, &e.to_string(), false);
+                self.inner.refresh_inputs(policy).await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -82,17 +131,7 @@ impl Control for Agent {
                 name: e.policy.name.clone(),
                 kind: e.policy.spec.credential.kind().to_owned(),
                 labels: (*e.policy.labels).clone(),
-                state: if e.running && matches!(e.state, "retiring" | "enabling") {
-                    e.state.into()
-                } else if e.retired.is_some() {
-                    "retired".into()
-                } else if e.quarantined.is_some() {
-                    "quarantined".into()
-                } else if e.backoff_until.is_some_and(|b| b > now) && !e.running {
-                    "backoff".into()
-                } else {
-                    e.state.into()
-                },
+                state: e.shown_state(now).as_str().into(),
                 last_rotation: e.last.as_deref().cloned(),
                 secret_created_at: e.secret_created.map(rfc3339),
                 age_seconds: e
@@ -142,29 +181,14 @@ impl Control for Agent {
         let Some(e) = st.entries.get(name) else {
             return Err(ControlError::UnknownPolicy(name.to_owned()));
         };
-        if let Some(what) = e
-            .policy
-            .spec
-            .on_demand
-            .missing(request.reason.as_deref(), request.ticket.as_deref())
-        {
-            return Err(ControlError::Incomplete {
-                policy: name.to_owned(),
-                what,
-            });
-        }
+        e.check_on_demand(&request)?;
         let compromise = request.trigger == Trigger::Compromise;
         if let Some(r) = &e.retired {
             return Err(ControlError::Busy(format!(
                 "policy {name} is {r}; `rotor enable {name} --reason …` makes it rotate again"
             )));
         }
-        if let (false, Some(q)) = (compromise, &e.quarantined) {
-            return Err(ControlError::Busy(format!(
-                "policy {name} is quarantined since {}: {}; `rotor release {name} --reason …` resumes it",
-                q.since, q.reason
-            )));
-        }
+        e.check_quarantine(compromise)?;
         if let (false, Some(until)) = (compromise, e.waiting_until) {
             return Err(ControlError::Busy(format!(
                 "the previous rotation of {name} keeps the old credential valid until {} (grace period); rotate with compromise to end it now",
@@ -252,7 +276,7 @@ impl Control for Agent {
                 e.failures = 0;
                 e.outages = 0;
                 e.backoff_until = None;
-                e.state = "idle";
+                e.state = PolicyState::Idle;
                 e.recompute(now);
             }
         }
@@ -267,19 +291,12 @@ impl Control for Agent {
     }
 
     async fn retire(&self, name: &str, request: RetireRequest) -> Result<Retirement, ControlError> {
-        let (policy, before) = self.claim(name, "retiring")?;
-        let result = {
-            let (inner, policy) = (Arc::clone(&self.inner), Arc::clone(&policy));
-            Self::detached(async move { inner.exec.retire(&policy, request).await }).await
-        };
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.inner.failed(&policy, &e.to_string(), false);
-                self.inner.refresh_inputs(&policy).await;
-                return Err(e);
-            }
-        };
+        let (policy, before) = self.claim(name, PolicyState::Retiring)?;
+        let result = self
+            .detached(&policy, |inner, policy| async move {
+                inner.exec.retire(&policy, request).await
+            })
+            .await?;
         {
             let mut st = self.inner.lock();
             if let Some(e) = st.entries.get_mut(name) {
@@ -287,9 +304,9 @@ impl Control for Agent {
                     Ok(r) => {
                         e.retired = r.state.is_inactive().then(|| retired_text(r));
                         e.state = if r.state == crate::engine::RetireState::Retired {
-                            "retired"
+                            PolicyState::Retired
                         } else {
-                            "failed"
+                            PolicyState::Failed
                         };
                         e.error = r.error.clone();
                     }
@@ -315,7 +332,7 @@ impl Control for Agent {
         name: &str,
         request: RetireRequest,
     ) -> Result<EnableOutcome, ControlError> {
-        let (policy, before) = self.claim(name, "enabling")?;
+        let (policy, before) = self.claim(name, PolicyState::Enabling)?;
         let retired = self.inner.exec.retired(name).await;
         if !matches!(&retired, Ok(Some(r)) if r.state.is_inactive()) {
             self.unclaim(&policy, before).await;
@@ -326,18 +343,11 @@ impl Control for Agent {
                 )),
             });
         }
-        let result = {
-            let (inner, policy) = (Arc::clone(&self.inner), Arc::clone(&policy));
-            Self::detached(async move { inner.exec.enable(&policy, request).await }).await
-        };
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                self.inner.failed(&policy, &e.to_string(), false);
-                self.inner.refresh_inputs(&policy).await;
-                return Err(e);
-            }
-        };
+        let result = self
+            .detached(&policy, |inner, policy| async move {
+                inner.exec.enable(&policy, request).await
+            })
+            .await?;
         match &result {
             Ok(outcome) => {
                 let ran: Vec<Rotation> = outcome
@@ -355,7 +365,7 @@ impl Control for Agent {
                         .is_inactive()
                         .then(|| retired_text(&outcome.record));
                     if e.retired.is_some() {
-                        e.state = "retired";
+                        e.state = PolicyState::Retired;
                         e.error = outcome.record.error.clone();
                     }
                 }
@@ -364,9 +374,9 @@ impl Control for Agent {
                 let mut st = self.inner.lock();
                 if let Some(e) = st.entries.get_mut(name) {
                     e.state = if e.retired.is_some() {
-                        "retired"
+                        PolicyState::Retired
                     } else {
-                        "failed"
+                        PolicyState::Failed
                     };
                     e.error = Some(crate::error_chain(err));
                 }

@@ -163,7 +163,7 @@ struct Entry {
     /// Boxed, like `quarantined`: an entry is kept per policy (thousands of them), and
     /// these are the largest fields, often unset.
     last: Option<Box<RotationSummary>>,
-    state: &'static str,
+    state: PolicyState,
     error: Option<String>,
     pending: Vec<String>,
     /// Leadership was gained since the last refresh: cron fires the secret's creation
@@ -178,6 +178,53 @@ struct Entry {
     /// whose check got no answer): it is resumed once the backoff ends, whether or not
     /// the policy has a schedule.
     resume_open: bool,
+}
+
+/// What a policy's entry is doing or last came to: the `state` of the API's policy
+/// view (`GET /v1/policies`, `rotor status`), which shows [`PolicyState::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PolicyState {
+    /// Nothing running or queued; the last rotation (if any) ended well.
+    Idle,
+    /// A rotation waits in the queue.
+    Queued,
+    /// A rotation runs.
+    Rotating,
+    /// A retirement (`rotor retire`) runs.
+    Retiring,
+    /// An enable (`rotor enable`) runs.
+    Enabling,
+    /// The last rotation keeps the old credential valid until its grace period ends.
+    Waiting,
+    /// The last rotation stopped open (a consumer pending, a step to retry).
+    Pending,
+    /// The last rotation, retirement or enable failed.
+    Failed,
+    /// Waiting for its backoff after a failure (shown only, never stored).
+    Backoff,
+    /// Quarantined after repeated failures: no automatic rotation until released.
+    Quarantined,
+    /// Retired: no rotation until `rotor enable`.
+    Retired,
+}
+
+impl PolicyState {
+    /// The word the API and `rotor status` show.
+    fn as_str(self) -> &'static str {
+        match self {
+            PolicyState::Idle => "idle",
+            PolicyState::Queued => "queued",
+            PolicyState::Rotating => "rotating",
+            PolicyState::Retiring => "retiring",
+            PolicyState::Enabling => "enabling",
+            PolicyState::Waiting => "waiting",
+            PolicyState::Pending => "pending",
+            PolicyState::Failed => "failed",
+            PolicyState::Backoff => "backoff",
+            PolicyState::Quarantined => "quarantined",
+            PolicyState::Retired => "retired",
+        }
+    }
 }
 
 struct Queued {
@@ -342,7 +389,7 @@ impl Agent {
                             e.cron_after = e.cron_after.max(fire);
                         }
                         if matches!(next.job, Job::Rotate(_)) {
-                            e.state = "rotating";
+                            e.state = PolicyState::Rotating;
                         }
                     }
                     let inner = Arc::clone(inner);

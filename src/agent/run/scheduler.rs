@@ -18,7 +18,7 @@ impl Entry {
             backoff_until: None,
             waiting_until: None,
             last: None,
-            state: "idle",
+            state: PolicyState::Idle,
             error: None,
             pending: Vec::new(),
             handover: false,
@@ -38,6 +38,22 @@ impl Entry {
             },
             now,
         );
+    }
+
+    /// The state the API shows: a retirement or enable under way, else retired,
+    /// quarantined or backing off before what the entry last came to.
+    pub(super) fn shown_state(&self, now: DateTime<Utc>) -> PolicyState {
+        if self.running && matches!(self.state, PolicyState::Retiring | PolicyState::Enabling) {
+            self.state
+        } else if self.retired.is_some() {
+            PolicyState::Retired
+        } else if self.quarantined.is_some() {
+            PolicyState::Quarantined
+        } else if self.backoff_until.is_some_and(|b| b > now) && !self.running {
+            PolicyState::Backoff
+        } else {
+            self.state
+        }
     }
 
     /// When the entry wants the loop's attention next.
@@ -67,7 +83,7 @@ impl State {
         if let Some(e) = self.entries.get_mut(&policy) {
             e.queued = true;
             if matches!(job, Job::Rotate(_)) && !e.running {
-                e.state = "queued";
+                e.state = PolicyState::Queued;
             }
         }
         let item = Queued {
@@ -117,8 +133,8 @@ impl State {
             for q in self.queue.drain(..) {
                 if let Some(e) = self.entries.get_mut(&q.policy) {
                     e.queued = false;
-                    if e.state == "queued" {
-                        e.state = "idle";
+                    if e.state == PolicyState::Queued {
+                        e.state = PolicyState::Idle;
                     }
                 }
             }

@@ -211,7 +211,7 @@ impl Inner {
                         info!(policy = %policy.name, "The policy is retired; no rotation.");
                         if let Some(entry) = self.lock().entries.get_mut(&policy.name) {
                             entry.retired = Some(retired_words(state, &since, &actor, &reason));
-                            entry.state = "retired";
+                            entry.state = PolicyState::Retired;
                         }
                     }
                     Err(EngineError::Evidence { .. }) => {
@@ -322,7 +322,7 @@ impl Inner {
         self.notifier.send(&policy.spec.notify, n);
         if let Some(e) = self.lock().entries.get_mut(&policy.name) {
             e.quarantined = Some(Box::new(q));
-            e.state = "quarantined";
+            e.state = PolicyState::Quarantined;
         }
     }
 
@@ -415,7 +415,7 @@ impl Inner {
             return;
         };
         let Some(last) = ran.last() else {
-            e.state = "idle";
+            e.state = PolicyState::Idle;
             e.resume_open = false;
             return;
         };
@@ -431,18 +431,18 @@ impl Inner {
         e.resume_open = last.status.is_open() && !last.waiting_for_grace();
         let ok = matches!(last.status, Status::Completed) || last.waiting_for_grace();
         if last.waiting_for_grace() {
-            e.state = "waiting";
+            e.state = PolicyState::Waiting;
             e.waiting_until = last
                 .revoke_after
                 .as_deref()
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc));
         } else if last.status.is_open() {
-            e.state = "pending";
+            e.state = PolicyState::Pending;
         } else if ok {
-            e.state = "idle";
+            e.state = PolicyState::Idle;
         } else {
-            e.state = "failed";
+            e.state = PolicyState::Failed;
         }
         if ok {
             e.failures = 0;
@@ -460,7 +460,7 @@ impl Inner {
         let now = self.clock.now();
         let mut st = self.lock();
         if let Some(e) = st.entries.get_mut(&policy.name) {
-            e.state = "failed";
+            e.state = PolicyState::Failed;
             e.error = Some(error.to_owned());
             self.back_off(e, now, unanswered);
         }

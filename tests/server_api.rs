@@ -11,12 +11,12 @@ use std::time::Duration;
 use rotor::agent::{
     Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness, RotationSummary,
 };
+use rotor::api::{BulkRotateBody, RotateBody};
 use rotor::engine::{Rotation, RotationRequest, Trigger};
 use rotor::secret::{SecretMap, SecretString};
 use rotor::server::{
-    AuditFn, AuthConfig, AuthError, Authenticator, KubeTokenReviewer, Outcome, RemoteError,
-    RequestAudit, TokenReviewer, remote_policies, remote_policy, remote_release, remote_rotate,
-    remote_rotate_selected, remote_rotation, serve,
+    AgentClient, AuditFn, AuthConfig, AuthError, Authenticator, KubeTokenReviewer, Outcome,
+    RemoteError, RequestAudit, TokenReviewer, serve,
 };
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -1077,6 +1077,20 @@ async fn fake_kube_cannot_review_tokens_so_the_api_fails_closed() {
     rotor_testkit::assert_no_secret(&format!("{err} {err:?}"), &[&token]);
 }
 
+/// The CLI's client of the agent at `base`, calling with `token`.
+fn client(base: &Url, token: &SecretString) -> AgentClient {
+    AgentClient::new(base.clone(), token.clone())
+}
+
+/// The body the CLI sends for `rotor rotate --server`.
+fn rotate_body(reason: Option<&str>, ticket: Option<&str>, compromise: bool) -> RotateBody {
+    RotateBody {
+        reason: reason.map(str::to_owned),
+        ticket: ticket.map(str::to_owned),
+        compromise: Some(compromise),
+    }
+}
+
 /// The CLI's client functions against the server: rotate, list, one policy, one
 /// rotation, and the server's refusals as typed errors.
 #[tokio::test]
@@ -1085,16 +1099,13 @@ async fn client_functions_round_trip() {
     let t = &h.tokens;
     let payments = SecretString::from(t.payments.clone());
 
-    let accepted = remote_rotate(
-        &h.base,
-        &payments,
-        "payments-db",
-        Some("drill"),
-        Some("CHG-1"),
-        false,
-    )
-    .await
-    .unwrap();
+    let accepted = client(&h.base, &payments)
+        .rotate(
+            "payments-db",
+            &rotate_body(Some("drill"), Some("CHG-1"), false),
+        )
+        .await
+        .unwrap();
     assert_eq!(accepted.state, "queued");
     let id = accepted.rotation_id.unwrap();
     let (_, request) = &h.control.calls()[0];
@@ -1107,23 +1118,25 @@ async fn client_functions_round_trip() {
         ("api:team-payments", Some("drill"), Some("CHG-1"))
     );
 
-    let rotation = remote_rotation(&h.base, &payments, &id).await.unwrap();
+    let rotation = client(&h.base, &payments).rotation(&id).await.unwrap();
     assert_eq!(rotation.rotation_id, id);
     assert_eq!(rotation.policy, "payments-db");
     assert_eq!(rotation.trigger, Trigger::OnDemand);
 
-    let list = remote_policies(&h.base, &payments).await.unwrap();
+    let list = client(&h.base, &payments).policies().await.unwrap();
     assert_eq!(list.len(), 2);
-    let one = remote_policy(&h.base, &payments, "payments-cache")
+    let one = client(&h.base, &payments)
+        .policy("payments-cache")
         .await
         .unwrap();
     assert_eq!(one.labels["tier"], "cache");
 
     // A base URL with a trailing slash works the same.
     let slash = Url::parse(&format!("{}/", h.base.as_str().trim_end_matches('/'))).unwrap();
-    assert_eq!(remote_policies(&slash, &payments).await.unwrap().len(), 2);
+    assert_eq!(client(&slash, &payments).policies().await.unwrap().len(), 2);
 
-    let err = remote_rotate(&h.base, &payments, "payments-db", Some("x"), None, true)
+    let err = client(&h.base, &payments)
+        .rotate("payments-db", &rotate_body(Some("x"), None, true))
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(403));
@@ -1134,15 +1147,18 @@ async fn client_functions_round_trip() {
     assert!(!err.is_transient());
 
     let wrong = SecretString::from(t.wrong.clone());
-    let err = remote_policies(&h.base, &wrong).await.unwrap_err();
+    let err = client(&h.base, &wrong).policies().await.unwrap_err();
     assert_eq!(err.status(), Some(401));
     rotor_testkit::assert_no_secret(&format!("{err} {err:?}"), &t.all());
 
     let burst = SecretString::from(t.burst.clone());
     for _ in 0..3 {
-        remote_policies(&h.base, &burst).await.unwrap();
+        client(&h.base, &burst).policies().await.unwrap();
     }
-    match remote_rotate(&h.base, &burst, "shared-mq", None, None, false).await {
+    match client(&h.base, &burst)
+        .rotate("shared-mq", &rotate_body(None, None, false))
+        .await
+    {
         Err(RemoteError::Status {
             status: 429,
             retry_after: Some(secs),
@@ -1151,7 +1167,8 @@ async fn client_functions_round_trip() {
         other => panic!("expected 429 with Retry-After, got {other:?}"),
     }
 
-    let err = remote_rotation(&h.base, &payments, "01JNOTHERE")
+    let err = client(&h.base, &payments)
+        .rotation("01JNOTHERE")
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404));
@@ -1159,7 +1176,7 @@ async fn client_functions_round_trip() {
     h.assert_no_token_leaked();
     let base = h.base.clone();
     h.shutdown().await;
-    let err = remote_policies(&base, &payments).await.unwrap_err();
+    let err = client(&base, &payments).policies().await.unwrap_err();
     assert_eq!(err.kind(), "remote_transport");
     assert!(err.is_transient());
 }
@@ -1428,7 +1445,7 @@ async fn release_lifts_a_quarantine_as_the_caller() {
     h.shutdown().await;
 }
 
-/// `remote_release` (what `rotor release --server` calls): success, the agent's 409 and
+/// `AgentClient::release` (what `rotor release --server` calls): success, the agent's 409 and
 /// a missing reason as typed errors.
 #[tokio::test]
 async fn remote_release_round_trips() {
@@ -1437,7 +1454,8 @@ async fn remote_release_round_trips() {
     let orders = SecretString::from(t.orders.clone());
     h.control.quarantine("orders-db");
 
-    remote_release(&h.base, &orders, "orders-db", "rotated by hand")
+    client(&h.base, &orders)
+        .release("orders-db", "rotated by hand")
         .await
         .unwrap();
     assert_eq!(
@@ -1449,18 +1467,21 @@ async fn remote_release_round_trips() {
         )]
     );
 
-    let err = remote_release(&h.base, &orders, "orders-db", "again")
+    let err = client(&h.base, &orders)
+        .release("orders-db", "again")
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(409));
     assert!(err.to_string().contains("not quarantined"), "{err}");
     assert!(!err.is_transient());
 
-    let err = remote_release(&h.base, &orders, "orders-db", "")
+    let err = client(&h.base, &orders)
+        .release("orders-db", "")
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400));
-    let err = remote_release(&h.base, &orders, "payments-db", "x")
+    let err = client(&h.base, &orders)
+        .release("payments-db", "x")
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(403));
@@ -1635,28 +1656,26 @@ async fn a_selector_request_rotates_every_matching_policy_or_none() {
 
     // The CLI's client function.
     let token = SecretString::from(payments.clone());
-    let answer = remote_rotate_selected(
-        &h.base,
-        &token,
-        &BTreeMap::from([("tier".to_owned(), "cache".to_owned())]),
-        Some("via client"),
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    let answer = client(&h.base, &token)
+        .rotate_selected(&BulkRotateBody {
+            selector: BTreeMap::from([("tier".to_owned(), "cache".to_owned())]),
+            reason: Some("via client".into()),
+            ticket: None,
+            compromise: Some(false),
+        })
+        .await
+        .unwrap();
     assert_eq!(answer.accepted, 1);
     assert_eq!(answer.policies[0].policy, "payments-cache");
-    let err = remote_rotate_selected(
-        &h.base,
-        &token,
-        &BTreeMap::from([("tier".to_owned(), "db".to_owned())]),
-        Some("r"),
-        Some("T"),
-        false,
-    )
-    .await
-    .unwrap_err();
+    let err = client(&h.base, &token)
+        .rotate_selected(&BulkRotateBody {
+            selector: BTreeMap::from([("tier".to_owned(), "db".to_owned())]),
+            reason: Some("r".into()),
+            ticket: Some("T".into()),
+            compromise: Some(false),
+        })
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, RemoteError::Status { status: 403, .. }),
         "{err}"

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::Output;
-use super::target::Remote;
+use super::target::connect;
 
 /// `rotor approve ID --server URL`: 0 when recorded (and the rotation queued once
 /// enough approvals are in), 3 when the agent refuses (403, 410), 1 otherwise.
@@ -15,8 +15,8 @@ pub(super) async fn approve(
     reason: Option<&str>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let remote = Remote::connect(base, token_file.as_deref())?;
-    let accepted = match crate::server::remote_approve(base, &remote.token, id, reason).await {
+    let remote = connect(base, token_file.as_deref())?;
+    let accepted = match remote.approve(id, reason).await {
         Ok(a) => a,
         Err(e) if matches!(e.status(), Some(403 | 410)) => {
             if output == Output::Json {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::Output;
-use super::target::{AuditArgs, Local, Remote, VaultArgs};
+use super::target::{AuditArgs, Local, VaultArgs, connect};
 
 pub(super) async fn release(
     base: &url::Url,
@@ -13,8 +13,14 @@ pub(super) async fn release(
     reason: &str,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let remote = Remote::connect(base, token_file.as_deref())?;
-    crate::server::remote_release(base, &remote.token, name, reason).await?;
+    connect(base, token_file.as_deref())?
+        .release(name, reason)
+        .await?;
+    Ok(released(name, output))
+}
+
+/// Says that policy `name` was released.
+fn released(name: &str, output: Output) -> ExitCode {
     match output {
         Output::Json => println!(
             "{}",
@@ -22,7 +28,7 @@ pub(super) async fn release(
         ),
         Output::Text => println!("released {name}"),
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 /// `rotor release NAME` without --server: lifts the quarantine kept in Vault (a running
@@ -55,12 +61,5 @@ pub(super) async fn release_local(
     })?;
     store.set(name, None).await?;
     local.finish().await;
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::json!({ "policy": name, "state": "released" })
-        ),
-        Output::Text => println!("released {name}"),
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(released(name, output))
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::print::{print_outcome, print_retirement};
-use super::target::{AuditArgs, Local, Remote, VaultArgs};
+use super::target::{AuditArgs, Local, VaultArgs, connect};
 use super::{Output, load};
 
 /// Arguments of `rotor retire` and `rotor enable`.
@@ -50,16 +50,16 @@ pub(super) async fn retire(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     if let Some(base) = &args.server {
-        let remote = Remote::connect(base, args.token_file.as_deref())?;
-        let (token, ticket) = (&remote.token, args.ticket.as_deref());
+        let remote = connect(base, args.token_file.as_deref())?;
+        // `ticket: null` when there is none.
+        let body = crate::api::RetireBody {
+            reason: Some(args.reason.clone()),
+            ticket: args.ticket.clone(),
+        };
         let answer = if enable {
-            let enabled =
-                crate::server::remote_enable(base, token, &args.name, &args.reason, ticket);
-            serde_json::to_value(enabled.await?)?
+            serde_json::to_value(remote.enable(&args.name, &body).await?)?
         } else {
-            let retired =
-                crate::server::remote_retire(base, token, &args.name, &args.reason, ticket);
-            serde_json::to_value(retired.await?)?
+            serde_json::to_value(remote.retire(&args.name, &body).await?)?
         };
         match output {
             Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),

@@ -8,10 +8,12 @@ use clap::Args;
 use futures::StreamExt;
 
 use super::print::print_outcome;
-use super::target::{AuditArgs, Local, Remote, VaultArgs};
+use super::target::{AuditArgs, Local, VaultArgs, connect};
 use super::{Output, load, parse_selector, parse_wait};
+use crate::api::{BulkRotateBody, RotateBody};
 use crate::engine::{Engine, RotationOutcome, RotationRequest, Trigger};
 use crate::policy::ValidatedPolicy;
+use crate::server::AgentClient;
 
 /// Arguments of `rotor rotate`.
 #[derive(Debug, Args)]
@@ -66,10 +68,28 @@ pub struct RotateArgs {
 pub(super) async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<ExitCode> {
     match &args.server {
         Some(base) => {
-            let remote = Remote::connect(base, args.token_file.as_deref())?;
-            match &args.selector {
-                Some(selector) => rotate_remote_selected(&remote, selector, &args, output).await,
-                None => rotate_remote(&remote, &args, output).await,
+            let remote = connect(base, args.token_file.as_deref())?;
+            let (reason, ticket) = (args.reason.clone(), args.ticket.clone());
+            let compromise = Some(args.compromise);
+            match args.selector {
+                Some(selector) => {
+                    let body = BulkRotateBody {
+                        selector,
+                        reason,
+                        ticket,
+                        compromise,
+                    };
+                    rotate_remote_selected(&remote, &body, output).await
+                }
+                None => {
+                    let body = RotateBody {
+                        reason,
+                        ticket,
+                        compromise,
+                    };
+                    let name = args.name.as_deref().unwrap_or_default();
+                    rotate_remote(&remote, name, &body, output).await
+                }
             }
         }
         None => rotate_local(args, output).await,
@@ -78,21 +98,12 @@ pub(super) async fn rotate(args: RotateArgs, output: Output) -> anyhow::Result<E
 
 /// `rotor rotate --server URL --selector …`: the agent accepts or refuses each.
 async fn rotate_remote_selected(
-    remote: &Remote,
-    selector: &std::collections::BTreeMap<String, String>,
-    args: &RotateArgs,
+    remote: &AgentClient,
+    body: &BulkRotateBody,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let base = &remote.base;
-    let answer = crate::server::remote_rotate_selected(
-        base,
-        &remote.token,
-        selector,
-        args.reason.as_deref(),
-        args.ticket.as_deref(),
-        args.compromise,
-    )
-    .await?;
+    let base = remote.base();
+    let answer = remote.rotate_selected(body).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string(&answer)?),
         Output::Text => {
@@ -127,25 +138,18 @@ async fn rotate_remote_selected(
 
 /// `rotor rotate --server URL NAME`: the agent queues it (or asks for approval).
 async fn rotate_remote(
-    remote: &Remote,
-    args: &RotateArgs,
+    remote: &AgentClient,
+    name: &str,
+    body: &RotateBody,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let base = &remote.base;
-    let accepted = crate::server::remote_rotate(
-        base,
-        &remote.token,
-        args.name.as_deref().unwrap_or_default(),
-        args.reason.as_deref(),
-        args.ticket.as_deref(),
-        args.compromise,
-    )
-    .await?;
+    let base = remote.base();
+    let accepted = remote.rotate(name, body).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string(&accepted)?),
         Output::Text if accepted.state == "pending_approval" => println!(
             "policy {} requires approval: request {} waits for {} approval(s) until {}; approve with `rotor approve {} --server {base}`",
-            args.name.as_deref().unwrap_or_default(),
+            name,
             accepted.request_id.as_deref().unwrap_or("?"),
             accepted.required.unwrap_or_default(),
             accepted.expires_at.as_deref().unwrap_or("?"),
@@ -154,7 +158,7 @@ async fn rotate_remote(
         Output::Text => println!(
             "the agent at {base} {} the rotation of {}{}",
             accepted.state,
-            args.name.as_deref().unwrap_or_default(),
+            name,
             accepted
                 .rotation_id
                 .as_deref()

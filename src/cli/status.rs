@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::target::{Remote, VaultArgs, engine};
+use super::target::{VaultArgs, connect, engine};
 use super::{Output, load, select};
 use crate::policy;
 
@@ -16,15 +16,13 @@ pub(super) async fn status(
     output: Output,
 ) -> anyhow::Result<ExitCode> {
     let views: Vec<serde_json::Value> = match server {
-        Some(base) => {
-            let remote = Remote::connect(&base, token_file.as_deref())?;
-            crate::server::remote_policies(&base, &remote.token)
-                .await?
-                .into_iter()
-                .filter(|v| name.is_none_or(|n| v.name == n))
-                .map(serde_json::to_value)
-                .collect::<Result<_, _>>()?
-        }
+        Some(base) => connect(&base, token_file.as_deref())?
+            .policies()
+            .await?
+            .into_iter()
+            .filter(|v| name.is_none_or(|n| v.name == n))
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?,
         None => {
             let set = load(paths)?;
             let selected = select(&set, name)?;

@@ -7,6 +7,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use crate::engine::{Engine, RotationRequest, Trigger};
+use crate::server::AgentClient;
 use crate::vault::{VaultAuth, VaultAuthSettings, VaultConfig};
 
 /// Where a local command that changes something writes its audit records.
@@ -160,25 +161,13 @@ pub(super) async fn engine(
     crate::app::engine(&args.config()?, &args.state_mount, wait_grace).await
 }
 
-/// A running agent's API: its base URL and the bearer token (`--token-file`, else
-/// `ROTOR_TOKEN`).
-pub(super) struct Remote {
-    pub(super) base: url::Url,
-    pub(super) token: SecretString,
-}
-
-impl Remote {
-    /// The agent at `base`, with the token read now (a missing token is an error
-    /// before anything is sent).
-    pub(super) fn connect(
-        base: &url::Url,
-        token_file: Option<&std::path::Path>,
-    ) -> anyhow::Result<Remote> {
-        Ok(Remote {
-            base: base.clone(),
-            token: api_token(token_file)?,
-        })
-    }
+/// A running agent's API at `base`, with the bearer token (`--token-file`, else
+/// `ROTOR_TOKEN`) read now: a missing token is an error before anything is sent.
+pub(super) fn connect(
+    base: &url::Url,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<AgentClient> {
+    Ok(AgentClient::new(base.clone(), api_token(token_file)?))
 }
 
 /// The API token for `--server` calls: `--token-file`, else `ROTOR_TOKEN`.

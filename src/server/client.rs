@@ -120,26 +120,123 @@ fn shown(url: &Url) -> String {
     u.to_string()
 }
 
-/// `GET url`.
-async fn get<T: for<'de> Deserialize<'de>>(
-    url: Url,
-    token: &SecretString,
-) -> Result<T, RemoteError> {
-    call("GET", url, token, None).await
+/// A client of the HTTP API of the agent at a base URL, calling with an API token
+/// (`rotor … --server URL`). Each call is one request of at most 30 seconds.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    base: Url,
+    token: SecretString,
 }
 
-/// `POST url` with the JSON `body` (its keys in name order).
-async fn post<T: for<'de> Deserialize<'de>>(
-    url: Url,
-    token: &SecretString,
-    body: &impl Serialize,
-) -> Result<T, RemoteError> {
-    // Through a `Value`, whose keys are in name order: the bytes sent stay the same
-    // whatever the field order of the body's type. It cannot fail for these types.
-    let body = serde_json::to_value(body).unwrap_or_default();
-    call("POST", url, token, Some(body)).await
+impl AgentClient {
+    /// The agent at `base` (its path is kept: `https://host/agent/` calls
+    /// `https://host/agent/v1/…`), called with `token`.
+    pub fn new(base: Url, token: SecretString) -> AgentClient {
+        AgentClient { base, token }
+    }
+
+    /// The base URL, as given.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// `GET` the endpoint at `segments`.
+    async fn get<T: for<'de> Deserialize<'de>>(&self, segments: &[&str]) -> Result<T, RemoteError> {
+        call("GET", endpoint(&self.base, segments)?, &self.token, None).await
+    }
+
+    /// `POST` the JSON `body` (its keys in name order) to the endpoint at `segments`.
+    async fn post<T: for<'de> Deserialize<'de>>(
+        &self,
+        segments: &[&str],
+        body: &impl Serialize,
+    ) -> Result<T, RemoteError> {
+        // Through a `Value`, whose keys are in name order: the bytes sent stay the same
+        // whatever the field order of the body's type. It cannot fail for these types.
+        let body = serde_json::to_value(body).unwrap_or_default();
+        let url = endpoint(&self.base, segments)?;
+        call("POST", url, &self.token, Some(body)).await
+    }
+
+    /// Asks the agent to rotate policy `name` (`POST /v1/policies/{name}/rotate`).
+    /// `pending_approval` answers carry the approval request's id, expiry and count.
+    pub async fn rotate(&self, name: &str, body: &RotateBody) -> Result<Accepted, RemoteError> {
+        self.post(&["v1", "policies", name, "rotate"], body).await
+    }
+
+    /// Asks the agent to rotate every policy whose labels match the body's selector
+    /// (`POST /v1/rotations`); the answer lists each policy's rotation or refusal.
+    pub async fn rotate_selected(
+        &self,
+        body: &BulkRotateBody,
+    ) -> Result<BulkAccepted, RemoteError> {
+        self.post(&["v1", "rotations"], body).await
+    }
+
+    /// Approves approval request `id` (`POST /v1/requests/{id}/approve`). The
+    /// answer's `state` is `pending_approval` while more approvals are needed, else
+    /// the rotation's (`queued`…). A 403 (not an approver, own request) or 410
+    /// (expired, superseded, used) is a [`RemoteError::Status`] with the server's text.
+    pub async fn approve(&self, id: &str, reason: Option<&str>) -> Result<Accepted, RemoteError> {
+        let body = ApproveBody {
+            reason: reason.map(str::to_owned),
+        };
+        self.post(&["v1", "requests", id, "approve"], &body).await
+    }
+
+    /// An approval request by id (`GET /v1/requests/{id}`).
+    pub async fn approval_request(&self, id: &str) -> Result<ApprovalRecord, RemoteError> {
+        self.get(&["v1", "requests", id]).await
+    }
+
+    /// Asks the agent to lift policy `name`'s quarantine
+    /// (`POST /v1/policies/{name}/release`); `reason` is required and recorded.
+    pub async fn release(&self, name: &str, reason: &str) -> Result<(), RemoteError> {
+        let segments = ["v1", "policies", name, "release"];
+        let body = ReleaseBody {
+            reason: Some(reason.to_owned()),
+        };
+        let wire: Released = self.post(&segments, &body).await?;
+        if wire.state != Released::STATE {
+            return Err(RemoteError::Decode {
+                method: "POST",
+                url: shown(&endpoint(&self.base, &segments)?),
+                detail: format!("expected state \"released\", got {:?}", wire.state),
+            });
+        }
+        Ok(())
+    }
+
+    /// Asks the agent to retire policy `name` (`POST /v1/policies/{name}/retire`) and
+    /// waits for the end. The answer is the retirement record (state `retired`); a
+    /// retirement that did not complete is a [`RemoteError::Status`] 500 with its error.
+    pub async fn retire(&self, name: &str, body: &RetireBody) -> Result<Retirement, RemoteError> {
+        self.post(&["v1", "policies", name, "retire"], body).await
+    }
+
+    /// Asks the agent to enable retired policy `name` again
+    /// (`POST /v1/policies/{name}/enable`): the record and the rotation.
+    pub async fn enable(&self, name: &str, body: &RetireBody) -> Result<Enabled, RemoteError> {
+        self.post(&["v1", "policies", name, "enable"], body).await
+    }
+
+    /// The policies the token's identity may see (`GET /v1/policies`).
+    pub async fn policies(&self) -> Result<Vec<PolicyView>, RemoteError> {
+        self.get(&["v1", "policies"]).await
+    }
+
+    /// One policy (`GET /v1/policies/{name}`).
+    pub async fn policy(&self, name: &str) -> Result<PolicyView, RemoteError> {
+        self.get(&["v1", "policies", name]).await
+    }
+
+    /// A rotation by id (`GET /v1/rotations/{id}`).
+    pub async fn rotation(&self, id: &str) -> Result<Rotation, RemoteError> {
+        self.get(&["v1", "rotations", id]).await
+    }
 }
 
+/// One request: `method` `url` with the bearer `token` and, for `POST`, the JSON `body`.
 async fn call<T: for<'de> Deserialize<'de>>(
     method: &'static str,
     url: Url,
@@ -212,156 +309,6 @@ async fn call<T: for<'de> Deserialize<'de>>(
         url: shown,
         detail: e.to_string(),
     })
-}
-
-/// Asks the agent at `base` to rotate policy `name` (`POST /v1/policies/{name}/rotate`).
-pub async fn remote_rotate(
-    base: &Url,
-    token: &SecretString,
-    name: &str,
-    reason: Option<&str>,
-    ticket: Option<&str>,
-    compromise: bool,
-) -> Result<Accepted, RemoteError> {
-    let url = endpoint(base, &["v1", "policies", name, "rotate"])?;
-    let body = RotateBody {
-        reason: reason.map(str::to_owned),
-        ticket: ticket.map(str::to_owned),
-        compromise: Some(compromise),
-    };
-    // `pending_approval` answers carry the approval request's id, expiry and count.
-    post(url, token, &body).await
-}
-
-/// Approves approval request `id` (`POST /v1/requests/{id}/approve`). The answer's
-/// `state` is `pending_approval` while more approvals are needed, else the rotation's
-/// (`queued`…). A 403 (not an approver, own request) or 410 (expired, superseded,
-/// used) is a [`RemoteError::Status`] with the server's text.
-pub async fn remote_approve(
-    base: &Url,
-    token: &SecretString,
-    id: &str,
-    reason: Option<&str>,
-) -> Result<Accepted, RemoteError> {
-    let url = endpoint(base, &["v1", "requests", id, "approve"])?;
-    let body = ApproveBody {
-        reason: reason.map(str::to_owned),
-    };
-    post(url, token, &body).await
-}
-
-/// An approval request by id (`GET /v1/requests/{id}`).
-pub async fn remote_approval_request(
-    base: &Url,
-    token: &SecretString,
-    id: &str,
-) -> Result<ApprovalRecord, RemoteError> {
-    get(endpoint(base, &["v1", "requests", id])?, token).await
-}
-
-/// Asks the agent at `base` to rotate every policy whose labels match `selector`
-/// (`POST /v1/rotations`); the answer lists each policy's rotation or refusal.
-pub async fn remote_rotate_selected(
-    base: &Url,
-    token: &SecretString,
-    selector: &std::collections::BTreeMap<String, String>,
-    reason: Option<&str>,
-    ticket: Option<&str>,
-    compromise: bool,
-) -> Result<BulkAccepted, RemoteError> {
-    let url = endpoint(base, &["v1", "rotations"])?;
-    let body = BulkRotateBody {
-        selector: selector.clone(),
-        reason: reason.map(str::to_owned),
-        ticket: ticket.map(str::to_owned),
-        compromise: Some(compromise),
-    };
-    post(url, token, &body).await
-}
-
-/// Asks the agent at `base` to lift policy `name`'s quarantine
-/// (`POST /v1/policies/{name}/release`); `reason` is required and recorded.
-pub async fn remote_release(
-    base: &Url,
-    token: &SecretString,
-    name: &str,
-    reason: &str,
-) -> Result<(), RemoteError> {
-    let url = endpoint(base, &["v1", "policies", name, "release"])?;
-    let shown = shown(&url);
-    let body = ReleaseBody {
-        reason: Some(reason.to_owned()),
-    };
-    let wire: Released = post(url, token, &body).await?;
-    if wire.state != Released::STATE {
-        return Err(RemoteError::Decode {
-            method: "POST",
-            url: shown,
-            detail: format!("expected state \"released\", got {:?}", wire.state),
-        });
-    }
-    Ok(())
-}
-
-/// Asks the agent at `base` to retire policy `name` (`POST /v1/policies/{name}/retire`)
-/// and waits for the end. The answer is the retirement record (state `retired`); a
-/// retirement that did not complete is a [`RemoteError::Status`] 500 with its error.
-pub async fn remote_retire(
-    base: &Url,
-    token: &SecretString,
-    name: &str,
-    reason: &str,
-    ticket: Option<&str>,
-) -> Result<Retirement, RemoteError> {
-    let url = endpoint(base, &["v1", "policies", name, "retire"])?;
-    post(url, token, &retire_body(reason, ticket)).await
-}
-
-/// Asks the agent at `base` to enable retired policy `name` again
-/// (`POST /v1/policies/{name}/enable`): the record and the rotation.
-pub async fn remote_enable(
-    base: &Url,
-    token: &SecretString,
-    name: &str,
-    reason: &str,
-    ticket: Option<&str>,
-) -> Result<Enabled, RemoteError> {
-    let url = endpoint(base, &["v1", "policies", name, "enable"])?;
-    post(url, token, &retire_body(reason, ticket)).await
-}
-
-/// The body of retire and enable (`ticket: null` when there is none).
-fn retire_body(reason: &str, ticket: Option<&str>) -> RetireBody {
-    RetireBody {
-        reason: Some(reason.to_owned()),
-        ticket: ticket.map(str::to_owned),
-    }
-}
-
-/// The policies the token's identity may see (`GET /v1/policies`).
-pub async fn remote_policies(
-    base: &Url,
-    token: &SecretString,
-) -> Result<Vec<PolicyView>, RemoteError> {
-    get(endpoint(base, &["v1", "policies"])?, token).await
-}
-
-/// One policy (`GET /v1/policies/{name}`).
-pub async fn remote_policy(
-    base: &Url,
-    token: &SecretString,
-    name: &str,
-) -> Result<PolicyView, RemoteError> {
-    get(endpoint(base, &["v1", "policies", name])?, token).await
-}
-
-/// A rotation by id (`GET /v1/rotations/{id}`).
-pub async fn remote_rotation(
-    base: &Url,
-    token: &SecretString,
-    id: &str,
-) -> Result<Rotation, RemoteError> {
-    get(endpoint(base, &["v1", "rotations", id])?, token).await
 }
 
 #[cfg(test)]

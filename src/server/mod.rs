@@ -74,11 +74,7 @@ pub use auth_config::{
     MIN_TOKEN_LEN, RateLimit, ServiceAccount,
 };
 pub use bulk::MAX_BULK_POLICIES;
-pub use client::{
-    RemoteError, remote_approval_request, remote_approve, remote_enable, remote_policies,
-    remote_policy, remote_release, remote_retire, remote_rotate, remote_rotate_selected,
-    remote_rotation,
-};
+pub use client::{AgentClient, RemoteError};
 
 use crate::agent::{Control, ControlError, Readiness};
 use crate::api::{ErrorBody, Health};
@@ -244,6 +240,11 @@ impl Denial {
             reason: None,
             unaudited: false,
         }
+    }
+
+    /// 404: what the caller named does not exist (or it may not know that it does).
+    fn not_found(message: impl Into<String>) -> Denial {
+        Denial::new(StatusCode::NOT_FOUND, Outcome::NotFound, message)
     }
 
     fn detail(mut self, detail: impl Into<String>) -> Denial {

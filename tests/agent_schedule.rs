@@ -2,119 +2,16 @@
 //! Europe/Berlin across the DST changes, windows, jitter bounds, maxAge, backoff and
 //! compromise priority. No services needed.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Europe::Berlin;
-use rotor::agent::{Agent, AgentConfig, Control, Executor, TokioClock};
-use rotor::engine::{EngineError, Rotation, RotationOutcome, RotationRequest, Trigger};
-use rotor::metrics::Metrics;
-use rotor::policy::{self, PolicySet, ValidatedPolicy};
-
-/// Records every rotation with the virtual time it started.
-struct Recorder {
-    clock: TokioClock,
-    calls: Mutex<Vec<(String, Trigger, DateTime<Utc>)>>,
-    /// Fail this many rotations before succeeding.
-    fail_first: Mutex<u32>,
-    /// What `inputs` reports as the secret's creation time (updated on rotation).
-    created: Mutex<Option<DateTime<Utc>>>,
-    /// Failed rotations report that the old credential was still accepted.
-    old_accepted: std::sync::atomic::AtomicBool,
-}
-
-fn rotation(policy: &str, status: &str, trigger: Trigger) -> Rotation {
-    serde_json::from_value(serde_json::json!({
-        "rotation_id": ulid::Ulid::new().to_string(),
-        "policy": policy,
-        "kind": "postgres",
-        "strategy": "single",
-        "trigger": trigger,
-        "actor": "test",
-        "status": status,
-        "canonical": "secret/x",
-        "canonical_version": 1,
-        "staging": "secret/rotor/staging/x",
-        "steps": [],
-        "started_at": "2027-01-01T00:00:00Z",
-        "updated_at": "2027-01-01T00:00:00Z",
-    }))
-    .expect("rotation JSON")
-}
-
-#[async_trait::async_trait]
-impl Executor for Recorder {
-    async fn rotate(
-        &self,
-        policy: &ValidatedPolicy,
-        request: RotationRequest,
-    ) -> Result<RotationOutcome, EngineError> {
-        let now = rotor::agent::Clock::now(&self.clock);
-        self.calls
-            .lock()
-            .unwrap()
-            .push((policy.name.clone(), request.trigger, now));
-        let mut fail = self.fail_first.lock().unwrap();
-        let status = if *fail > 0 {
-            *fail -= 1;
-            "failed"
-        } else {
-            *self.created.lock().unwrap() = Some(now);
-            "completed"
-        };
-        let mut r = rotation(&policy.name, status, request.trigger);
-        if status == "failed" && self.old_accepted.load(std::sync::atomic::Ordering::SeqCst) {
-            r.verification.push(
-                serde_json::from_value(serde_json::json!({
-                    "check": "old_credential_rejected",
-                    "passed": false,
-                    "evidence": "accepted",
-                    "at": "2027-01-01T00:00:00Z",
-                }))
-                .expect("verification"),
-            );
-        }
-        Ok(RotationOutcome {
-            resumed: None,
-            rotation: Some(r),
-        })
-    }
-
-    async fn resume(
-        &self,
-        _policy: &ValidatedPolicy,
-        _end_grace: bool,
-    ) -> Result<Option<Rotation>, EngineError> {
-        Ok(None)
-    }
-
-    async fn inputs(
-        &self,
-        _policy: &ValidatedPolicy,
-    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), EngineError> {
-        Ok((*self.created.lock().unwrap(), None))
-    }
-
-    async fn journal(&self, _policy: &str) -> Result<Option<Rotation>, EngineError> {
-        Ok(None)
-    }
-}
-
-fn policies(name: &str, schedule: &str) -> PolicySet {
-    let yaml = format!(
-        "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: {name}\nspec:\n  credential:\n    type: postgres\n    connection: {{host: h, port: 5432, database: d, adminFrom: {{env: X}}}}\n    username: app\n  vault:\n    path: apps/{name}\n  schedule:\n{schedule}"
-    );
-    policy::load_str(std::path::Path::new("p.yaml"), &yaml)
-        .unwrap_or_else(|e| panic!("policy:\n{e}\n{yaml}"))
-}
-
-struct Run {
-    rec: Arc<Recorder>,
-    agent: Agent,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
+use common::fake_exec::{Ending, FakeExecutor, Running as Run, policies};
+use rotor::agent::{Control, TokioClock};
+use rotor::engine::{RotationRequest, Trigger};
+use rotor::policy::{self, PolicySet};
 
 fn start(
     set: PolicySet,
@@ -125,6 +22,8 @@ fn start(
     start_quarantining_after(set, start, created, fail_first, 3)
 }
 
+/// An agent whose rotations complete after `fail_first` failures, over a secret
+/// created at `created` (and at each completed rotation).
 fn start_quarantining_after(
     set: PolicySet,
     start: DateTime<Utc>,
@@ -132,54 +31,15 @@ fn start_quarantining_after(
     fail_first: u32,
     quarantine_after: u32,
 ) -> Run {
-    let clock = TokioClock::starting_at(start);
-    let rec = Arc::new(Recorder {
-        clock,
-        calls: Mutex::new(Vec::new()),
-        fail_first: Mutex::new(fail_first),
-        created: Mutex::new(created),
-        old_accepted: std::sync::atomic::AtomicBool::new(false),
-    });
-    let agent = Agent::new(
-        rec.clone(),
-        set,
-        AgentConfig {
-            backoff_base: Duration::from_secs(60),
-            backoff_max: Duration::from_secs(600),
-            reload_poll: Duration::ZERO,
-            quarantine_after,
-            ..AgentConfig::default()
-        },
-        Arc::new(clock),
-        None,
-        Arc::new(Metrics::new("test")),
-    );
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let a = agent.clone();
-    let task = tokio::spawn(async move {
-        a.run(async {
-            let _ = rx.await;
-        })
-        .await
-    });
-    Run {
-        rec,
-        agent,
-        stop,
-        task,
-    }
+    let mut exec = FakeExecutor::new(TokioClock::starting_at(start), Ending::Completed);
+    exec.created_ago = None;
+    *exec.created.get_mut().unwrap() = created;
+    *exec.fail_first.get_mut().unwrap() = fail_first;
+    common::fake_exec::start(exec, set, quarantine_after)
 }
 
-impl Run {
-    async fn advance(&self, d: Duration) {
-        tokio::time::sleep(d).await;
-    }
-
-    async fn finish(self) -> Vec<(String, Trigger, DateTime<Utc>)> {
-        let _ = self.stop.send(());
-        self.task.await.expect("agent task");
-        self.rec.calls.lock().unwrap().clone()
-    }
+async fn advance(d: Duration) {
+    tokio::time::sleep(d).await;
 }
 
 fn berlin(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
@@ -213,8 +73,8 @@ async fn spring_forward_runs_the_skipped_time_once_at_three() {
         None,
         0,
     );
-    run.advance(Duration::from_secs(3 * 86400)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(3 * 86400)).await;
+    let calls = run.stop().await;
     assert_eq!(
         local_times(&calls),
         ["03-28 03:00 CEST", "03-29 02:30 CEST", "03-30 02:30 CEST"]
@@ -233,8 +93,8 @@ async fn fall_back_runs_the_doubled_time_once() {
         None,
         0,
     );
-    run.advance(Duration::from_secs(3 * 86400)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(3 * 86400)).await;
+    let calls = run.stop().await;
     let times = local_times(&calls);
     assert_eq!(times.len(), 3, "{times:?}");
     assert_eq!(
@@ -255,8 +115,8 @@ async fn rotations_only_start_inside_the_window() {
         None,
         0,
     );
-    run.advance(Duration::from_secs(2 * 86400)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(2 * 86400)).await;
+    let calls = run.stop().await;
     let hours: Vec<u32> = calls
         .iter()
         .map(|(_, _, t)| chrono::Timelike::hour(&t.with_timezone(&Berlin)))
@@ -275,8 +135,8 @@ async fn jitter_stays_within_its_bound() {
     }
     let set = policy::load_str(std::path::Path::new("j.yaml"), &names).expect("policies");
     let run = start(set, berlin(2027, 6, 1, 12, 0), None, 0);
-    run.advance(Duration::from_secs(86400)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(86400)).await;
+    let calls = run.stop().await;
     assert_eq!(calls.len(), 20);
     let base = berlin(2027, 6, 2, 3, 0);
     let offsets: Vec<i64> = calls
@@ -300,8 +160,8 @@ async fn max_age_rotates_when_the_secret_gets_too_old() {
         Some(start_at - chrono::Duration::hours(20)),
         0,
     );
-    run.advance(Duration::from_secs(3 * 86400)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(3 * 86400)).await;
+    let calls = run.stop().await;
     let times: Vec<DateTime<Utc>> = calls.iter().map(|c| c.2).collect();
     assert_eq!(
         times,
@@ -325,8 +185,8 @@ async fn failures_back_off_exponentially() {
         3,
         10,
     );
-    run.advance(Duration::from_secs(3600)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(3600)).await;
+    let calls = run.stop().await;
     let gaps: Vec<i64> = calls
         .windows(2)
         .map(|w| (w[1].2 - w[0].2).num_seconds())
@@ -351,7 +211,7 @@ async fn compromise_jumps_the_queue_and_on_demand_needs_a_reason() {
         None,
         0,
     );
-    run.advance(Duration::from_secs(1)).await;
+    advance(Duration::from_secs(1)).await;
     let request = |trigger, reason: Option<&str>| RotationRequest {
         trigger,
         actor: "api:test".into(),
@@ -373,8 +233,8 @@ async fn compromise_jumps_the_queue_and_on_demand_needs_a_reason() {
         .rotate("od", request(Trigger::Compromise, Some("leaked")))
         .await
         .expect("a compromise is accepted even with one queued");
-    run.advance(Duration::from_secs(5)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(5)).await;
+    let calls = run.stop().await;
     let triggers: Vec<Trigger> = calls.iter().map(|c| c.1).collect();
     assert_eq!(
         triggers,
@@ -393,9 +253,9 @@ async fn repeated_failures_quarantine_until_released() {
         3,
     );
     // Three failures within the backoff, then nothing more for hours.
-    run.advance(Duration::from_secs(6 * 3600)).await;
+    advance(Duration::from_secs(6 * 3600)).await;
     assert_eq!(
-        run.rec.calls.lock().unwrap().len(),
+        run.exec.calls.lock().unwrap().len(),
         3,
         "no attempt after quarantine"
     );
@@ -433,8 +293,8 @@ async fn repeated_failures_quarantine_until_released() {
         )
         .await
         .expect("release");
-    run.advance(Duration::from_secs(60)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(60)).await;
+    let calls = run.stop().await;
     assert_eq!(
         calls.len(),
         4,
@@ -451,12 +311,12 @@ async fn an_old_credential_still_accepted_quarantines_at_once() {
         Some(start_at - chrono::Duration::hours(2)),
         5,
     );
-    run.rec
+    run.exec
         .old_accepted
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    run.advance(Duration::from_secs(3600)).await;
+    advance(Duration::from_secs(3600)).await;
     assert_eq!(
-        run.rec.calls.lock().unwrap().len(),
+        run.exec.calls.lock().unwrap().len(),
         1,
         "quarantined after one"
     );
@@ -475,7 +335,7 @@ async fn an_old_credential_still_accepted_quarantines_at_once() {
         .await
         .expect_err("unknown policy");
     assert!(err.to_string().contains("no policy"), "{err}");
-    run.finish().await;
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -492,7 +352,7 @@ async fn a_rotation_cascades_to_its_dependents_under_the_same_trigger() {
     )
     .expect("policies");
     let run = start(set, start_at, None, 0);
-    run.advance(Duration::from_secs(1)).await;
+    advance(Duration::from_secs(1)).await;
     run.agent
         .rotate(
             "ca",
@@ -506,8 +366,8 @@ async fn a_rotation_cascades_to_its_dependents_under_the_same_trigger() {
         )
         .await
         .expect("accepted");
-    run.advance(Duration::from_secs(5)).await;
-    let calls = run.finish().await;
+    advance(Duration::from_secs(5)).await;
+    let calls = run.stop().await;
     let got: Vec<(String, Trigger)> = calls.into_iter().map(|(p, t, _)| (p, t)).collect();
     assert_eq!(
         got,

@@ -1,6 +1,6 @@
 //! How rotations and retirements are printed for people.
 
-use crate::engine::{Rotation, RotationOutcome};
+use crate::engine::{Rotation, RotationOutcome, StepOutcome, Verification};
 
 /// Prints one rotation for people.
 pub fn print_rotation(r: &Rotation) {
@@ -13,10 +13,7 @@ pub fn print_rotation(r: &Rotation) {
         r.actor
     );
     for s in &r.steps {
-        let outcome = serde_json::to_value(s.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let outcome = word(s.outcome);
         let ms = s
             .duration_ms
             .map(|d| format!("{d:>8.1} ms"))
@@ -30,14 +27,7 @@ pub fn print_rotation(r: &Rotation) {
     }
     if !r.verification.is_empty() {
         println!("verification:");
-        for v in &r.verification {
-            println!(
-                "  {:<24} {}  {}",
-                v.check,
-                if v.passed { "PASS" } else { "FAIL" },
-                v.evidence
-            );
-        }
+        print_checks(&r.verification, 24);
     }
     if !r.consumers.is_empty() {
         println!("consumers:");
@@ -84,10 +74,7 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
             .unwrap_or_default()
     );
     for s in &r.steps {
-        let outcome = serde_json::to_value(s.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let outcome = word(s.outcome);
         println!(
             "  {:<18} {:<8} {}",
             s.step.as_str(),
@@ -103,14 +90,7 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
             c.error.as_deref().or(c.detail.as_deref()).unwrap_or("")
         );
     }
-    for v in &r.verification {
-        println!(
-            "  {:<28} {}  {}",
-            v.check,
-            if v.passed { "PASS" } else { "FAIL" },
-            v.evidence
-        );
-    }
+    print_checks(&r.verification, 28);
     if let Some(e) = &r.enable {
         println!(
             "  enable by {} ({}): {}{}",
@@ -128,6 +108,27 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
     }
     if let Some(e) = &r.error {
         println!("error: {e}");
+    }
+}
+
+/// A step's outcome as its record spells it (`done`, `skipped`…).
+fn word(outcome: StepOutcome) -> String {
+    serde_json::to_value(outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Prints checks one a line, each name padded to `width`, then PASS or FAIL and the
+/// evidence.
+fn print_checks(checks: &[Verification], width: usize) {
+    for v in checks {
+        println!(
+            "  {:<width$} {}  {}",
+            v.check,
+            if v.passed { "PASS" } else { "FAIL" },
+            v.evidence
+        );
     }
 }
 

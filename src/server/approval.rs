@@ -21,11 +21,7 @@ use crate::api::ApproveBody;
 /// the record).
 async fn visible_request(call: &mut Call, id: &str) -> Result<ApprovalRecord, Denial> {
     let Some(request) = call.app.control.approval_request(id).await? else {
-        return Err(Denial::new(
-            StatusCode::NOT_FOUND,
-            Outcome::NotFound,
-            format!("no request {id}"),
-        ));
+        return Err(Denial::not_found(format!("no request {id}")));
     };
     // Like rotations: the caller is not told which policy it is about.
     call.may_see(&request.policy, &format!("request {id}"))?;

@@ -206,11 +206,7 @@ async fn matching(
             .is_some_and(|m| call.caller.identity.may_access(&m.name, &m.labels))
     });
     if !granted_any {
-        let d = Denial::new(
-            StatusCode::NOT_FOUND,
-            Outcome::NotFound,
-            format!("no policy has the labels {shown}"),
-        );
+        let d = Denial::not_found(format!("no policy has the labels {shown}"));
         return Err(if matching.is_empty() {
             d
         } else {

@@ -192,11 +192,7 @@ pub(super) fn invalid(message: String) -> Denial {
 
 /// A 404 for a policy name the caller would be granted.
 pub(super) fn no_policy(name: &str) -> Denial {
-    Denial::new(
-        StatusCode::NOT_FOUND,
-        Outcome::NotFound,
-        format!("no policy named {name}"),
-    )
+    Denial::not_found(format!("no policy named {name}"))
 }
 
 impl Call {

@@ -139,11 +139,7 @@ pub(super) async fn get_rotation(call: Call, Path(id): Path<String>) -> Response
 /// The rotation `id`, when it exists and the caller may see its policy.
 async fn visible_rotation(call: &mut Call, id: &str) -> Result<Rotation, Denial> {
     let Some(rotation) = call.app.control.rotation(id).await? else {
-        return Err(Denial::new(
-            StatusCode::NOT_FOUND,
-            Outcome::NotFound,
-            format!("no rotation {id}"),
-        ));
+        return Err(Denial::not_found(format!("no rotation {id}")));
     };
     call.record.policy = Some(rotation.policy.clone());
     // The caller is not told which policy the rotation belongs to.

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the fixture.
 
 pub mod agent;
+pub mod fake_exec;
 pub mod kinds;
 
 use std::path::PathBuf;

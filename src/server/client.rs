@@ -261,28 +261,19 @@ async fn call<T: for<'de> Deserialize<'de>>(
         request = request.json(&body);
     }
     let shown = shown(&url);
-    let response = request
-        .send()
-        .await
-        .map_err(|source| RemoteError::Transport {
-            method,
-            url: shown.clone(),
-            source: source.without_url(),
-        })?;
+    let transport = |source: reqwest::Error| RemoteError::Transport {
+        method,
+        url: shown.clone(),
+        source: source.without_url(),
+    };
+    let response = request.send().await.map_err(transport)?;
     let status = response.status();
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|source| RemoteError::Transport {
-            method,
-            url: shown.clone(),
-            source: source.without_url(),
-        })?;
+    let bytes = response.bytes().await.map_err(transport)?;
     if !status.is_success() {
         let message = serde_json::from_slice::<ErrorBody>(&bytes)
             .ok()

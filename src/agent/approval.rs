@@ -33,8 +33,8 @@ use super::ControlError;
 use crate::engine::{RotationRequest, Trigger};
 use crate::notify::{Notification, NotifyEvent};
 use crate::policy::ApprovalSpec;
-use crate::state::{self, Key, StateError, Store, VaultStore};
-use crate::vault::{Vault, VaultError};
+use crate::state::{self, Key, StateError, Store};
+use crate::vault::VaultError;
 
 /// How long a request waits for approval when neither the policy nor `--approval-ttl`
 /// says otherwise.
@@ -244,12 +244,6 @@ pub struct ApprovalStore {
 }
 
 impl ApprovalStore {
-    /// Records in Vault under `<mount>/<prefix>/requests/`, pointers under
-    /// `<mount>/<prefix>/pending-request/`.
-    pub fn new(vault: Vault, mount: &str, prefix: &str) -> Self {
-        ApprovalStore::with_store(Arc::new(VaultStore::new(vault, mount, prefix)))
-    }
-
     /// Records and pointers in `store`.
     pub fn with_store(store: Arc<dyn Store>) -> Self {
         ApprovalStore { store }

@@ -45,12 +45,7 @@ pub(super) async fn release_local(
         anyhow::bail!("--reason must say why the quarantine is lifted");
     }
     let local = Local::new(vault, audit, None).await?;
-    let config = local.engine.config();
-    let store = crate::agent::quarantine::QuarantineStore::new(
-        local.engine.vault().clone(),
-        &config.state_mount,
-        &config.state_prefix,
-    );
+    let store = local.engine.quarantine_store();
     if store.get(name).await?.is_none() {
         anyhow::bail!("policy {name} is not quarantined");
     }

@@ -177,7 +177,8 @@ impl Executor for Engine {
 }
 
 impl Engine {
-    pub(super) fn quarantine_store(&self) -> QuarantineStore {
+    /// The quarantine records in the engine's state store.
+    pub(crate) fn quarantine_store(&self) -> QuarantineStore {
         QuarantineStore::with_store(self.state().clone())
     }
 }

@@ -299,7 +299,7 @@ async fn a_local_release_lifts_the_quarantine_in_vault_and_records_it() {
     let op = operator(&fx).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("audit.jsonl");
-    let store = rotor::agent::quarantine::QuarantineStore::new(common::vault(), "secret", "rotor");
+    let store = common::quarantine_store(common::vault());
 
     // Not quarantined: refused, nothing recorded.
     let out = as_operator(&fx, &op, Some(&log))

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::kinds::{self, KindFixture, KindOptions, Setup, report, seed, text};
 use futures::StreamExt;
-use rotor::agent::quarantine::{QuarantineStore, immediate_reason};
+use rotor::agent::quarantine::immediate_reason;
 use rotor::credentials::AuthOutcome;
 use rotor::engine::{Journal, Rotation, Status};
 use rotor::secret::{Fingerprinter, SecretMap};
@@ -536,7 +536,7 @@ async fn run_row(row: Row) -> Outcome {
     for rot in resumed.iter().chain([&rotation]) {
         assert_eq!(immediate_reason(rot), None, "{row}: {rot:#?}");
     }
-    let quarantine = QuarantineStore::new(w.fx.vault.clone(), "secret", "rotor")
+    let quarantine = common::quarantine_store(w.fx.vault.clone())
         .get(&w.fx.name)
         .await
         .expect("read quarantine");

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Rotation;
-use crate::state::{self, Key, StateError, Store, VaultStore};
-use crate::vault::Vault;
+use crate::state::{self, Key, StateError, Store};
 
 /// Why and since when a policy is quarantined.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -36,12 +35,8 @@ pub struct QuarantineStore {
 }
 
 impl QuarantineStore {
-    /// Records in Vault under `<mount>/<prefix>/quarantine/`.
-    pub fn new(vault: Vault, mount: &str, prefix: &str) -> Self {
-        QuarantineStore::with_store(Arc::new(VaultStore::new(vault, mount, prefix)))
-    }
-
-    /// Records in `store`.
+    /// Records in `store` (under `<prefix>/quarantine/` of a
+    /// [`crate::state::VaultStore`]).
     pub fn with_store(store: Arc<dyn Store>) -> Self {
         QuarantineStore { store }
     }

@@ -56,6 +56,12 @@ pub fn vault() -> Vault {
     Vault::connect(&config).expect("Vault client")
 }
 
+/// The quarantine records rotor keeps in the stack's Vault (`secret/rotor/quarantine/`).
+pub fn quarantine_store(vault: Vault) -> rotor::agent::quarantine::QuarantineStore {
+    let store = rotor::state::VaultStore::new(vault, "secret", "rotor");
+    rotor::agent::quarantine::QuarantineStore::with_store(std::sync::Arc::new(store))
+}
+
 pub fn admin_target() -> PostgresTarget {
     let s = stack();
     PostgresTarget::from_parts(

@@ -10,11 +10,10 @@
 //! audited with everything the record learnt by then.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Extension, FromRequestParts};
+use axum::extract::{Extension, FromRequestParts};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -39,9 +38,7 @@ impl FromRequestParts<Arc<App>> for Call {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
-        let ConnectInfo(remote) = ConnectInfo::<SocketAddr>::from_request_parts(parts, app)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let remote = super::peer(parts, app).await?;
         let Extension(caller) = Extension::<Caller>::from_request_parts(parts, app)
             .await
             .map_err(IntoResponse::into_response)?;

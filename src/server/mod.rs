@@ -502,6 +502,14 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// The address the request came from (the connection's peer).
+async fn peer(parts: &mut Parts, app: &Arc<App>) -> Result<SocketAddr, Response> {
+    let ConnectInfo(remote) = ConnectInfo::<SocketAddr>::from_request_parts(parts, app)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(remote)
+}
+
 /// A request no route takes, with what the audit needs about it.
 struct Unrouted {
     app: Arc<App>,
@@ -515,9 +523,7 @@ impl FromRequestParts<Arc<App>> for Unrouted {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
-        let ConnectInfo(remote) = ConnectInfo::<SocketAddr>::from_request_parts(parts, app)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        let remote = peer(parts, app).await?;
         Ok(Unrouted {
             app: Arc::clone(app),
             remote,

@@ -181,9 +181,21 @@ impl NotifyTarget {
 
 /// An event a webhook can be told about (`spec.notify[].events`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum NotifyEvent {
     /// `success`: a rotation completed.
     Success,
@@ -212,20 +224,7 @@ impl NotifyEvent {
 
     /// The YAML and payload name (`success`, `approval_requested`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            NotifyEvent::Success => "success",
-            NotifyEvent::Failure => "failure",
-            NotifyEvent::Compromise => "compromise",
-            NotifyEvent::Quarantine => "quarantine",
-            NotifyEvent::ApprovalRequested => "approval_requested",
-            NotifyEvent::ApprovalExpired => "approval_expired",
-        }
-    }
-}
-
-impl fmt::Display for NotifyEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -282,8 +281,19 @@ impl fmt::Display for Window {
 }
 
 /// How a credential kind replaces the old credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Strategy {
     /// One credential; its secret is replaced in place.
     Single,
@@ -296,17 +306,7 @@ pub enum Strategy {
 impl Strategy {
     /// The YAML name (`single`, `alternating`, `overlap`).
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Strategy::Single => "single",
-            Strategy::Alternating => "alternating",
-            Strategy::Overlap => "overlap",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -483,7 +483,8 @@ impl fmt::Display for WorkloadRef {
 }
 
 /// Kinds of workload rotor can restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     Deployment,
@@ -496,11 +497,7 @@ pub enum WorkloadKind {
 impl WorkloadKind {
     /// The lower-case prefix used in policies (`deployment`, `statefulset`, `daemonset`).
     pub fn as_str(&self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "deployment",
-            WorkloadKind::StatefulSet => "statefulset",
-            WorkloadKind::DaemonSet => "daemonset",
-        }
+        self.into()
     }
 }
 
@@ -539,8 +536,9 @@ pub enum GitlabTarget {
 }
 
 /// GitLab variable type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum GitlabVariableType {
     /// `env_var`.
     EnvVar,
@@ -551,10 +549,7 @@ pub enum GitlabVariableType {
 impl GitlabVariableType {
     /// The API name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            GitlabVariableType::EnvVar => "env_var",
-            GitlabVariableType::File => "file",
-        }
+        self.into()
     }
 }
 
@@ -595,8 +590,9 @@ pub enum GithubTarget {
 }
 
 /// Visibility of an organisation secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum GithubVisibility {
     /// `all`.
     All,
@@ -609,11 +605,7 @@ pub enum GithubVisibility {
 impl GithubVisibility {
     /// The API name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            GithubVisibility::All => "all",
-            GithubVisibility::Private => "private",
-            GithubVisibility::Selected => "selected",
-        }
+        self.into()
     }
 }
 

@@ -105,8 +105,9 @@ pub struct HttpRequestSpec {
 }
 
 /// An HTTP method (written upper case in YAML).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "UPPERCASE")]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// GET.
     Get,
@@ -123,13 +124,7 @@ pub enum HttpMethod {
 impl HttpMethod {
     /// The method name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            HttpMethod::Get => "GET",
-            HttpMethod::Post => "POST",
-            HttpMethod::Put => "PUT",
-            HttpMethod::Patch => "PATCH",
-            HttpMethod::Delete => "DELETE",
-        }
+        self.into()
     }
 }
 
@@ -140,10 +135,6 @@ impl KindSpec for HttpApiKeyCredential {
             self.create.method.as_str(),
             self.create.url.source()
         )
-    }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
     }
 }
 

@@ -300,10 +300,7 @@ impl Validator {
         t: Option<&Checked<Located<RawTls>>>,
     ) -> Option<TlsSpec> {
         let t = t?.0.as_ref()?;
-        let mode = match t.value.mode {
-            None => TlsMode::VerifyFull,
-            Some(mode) => mode,
-        };
+        let mode = t.value.mode.unwrap_or(TlsMode::VerifyFull);
         let ca_file = match &t.value.ca_file {
             None => None,
             Some(ca) if mode == TlsMode::Disable => {

@@ -9,7 +9,7 @@ use crate::policy::kinds::{CredentialKind, CredentialSpec};
 use crate::policy::model::*;
 use crate::policy::raw::*;
 use crate::policy::template::Template;
-use crate::policy::yaml::{Located, ScalarText};
+use crate::policy::yaml::{Checked, Located, ScalarText};
 
 /// Characters GitLab can mask when `raw` is false.
 const GITLAB_MASKABLE: &str = "_+=/@:.~-";
@@ -166,8 +166,7 @@ impl Validator {
         r: &RawGitlab,
         cx: &ConsumerContext<'_>,
     ) -> Option<GitlabConsumer> {
-        let url = self.api_url(r.url.as_ref(), "https://gitlab.com");
-        let token_from = self.single_reference(&r.token_from, cx.mount, "the token");
+        let (url, token_from) = self.api(r.url.as_ref(), "https://gitlab.com", &r.token_from, cx);
         let target = match (&r.project, &r.group) {
             (Some(p), None) => self.gitlab_path(p, true).map(GitlabTarget::Project),
             (None, Some(g)) => self.gitlab_path(g, false).map(GitlabTarget::Group),
@@ -213,10 +212,7 @@ impl Validator {
             protected: r.protected.unwrap_or(false),
             raw,
             environment_scope: environment_scope?,
-            variable_type: match r.variable_type {
-                None => GitlabVariableType::EnvVar,
-                Some(variable_type) => variable_type,
-            },
+            variable_type: r.variable_type.unwrap_or(GitlabVariableType::EnvVar),
         })
     }
 
@@ -226,8 +222,8 @@ impl Validator {
         r: &RawGithub,
         cx: &ConsumerContext<'_>,
     ) -> Option<GithubConsumer> {
-        let url = self.api_url(r.url.as_ref(), "https://api.github.com");
-        let token_from = self.single_reference(&r.token_from, cx.mount, "the token");
+        let (url, token_from) =
+            self.api(r.url.as_ref(), "https://api.github.com", &r.token_from, cx);
         let target = self.github_target(c, r);
         let name = self.github_secret_name(&r.name);
         let value = self.template(&r.value, cx.vars, cx.kind, true);
@@ -286,11 +282,23 @@ impl Validator {
     }
 
     /// An API base URL, `default` when none is written.
-    fn api_url(&mut self, u: Option<&Located<String>>, default: &str) -> Option<url::Url> {
-        match u {
+    /// The API a hosted consumer talks to: its base URL (`url`, else `default`) and
+    /// its token (`tokenFrom`).
+    fn api(
+        &mut self,
+        url: Option<&Located<String>>,
+        default: &str,
+        token_from: &Checked<Located<RawReference>>,
+        cx: &ConsumerContext<'_>,
+    ) -> (Option<url::Url>, Option<Reference>) {
+        let url = match url {
             Some(u) => self.http_url(u, &["https", "http"]),
             None => url::Url::parse(default).ok(),
-        }
+        };
+        (
+            url,
+            self.single_reference(token_from, cx.mount, "the token"),
+        )
     }
 
     fn dns(&mut self, s: &Located<String>, label: bool, expected: &str) -> Option<String> {

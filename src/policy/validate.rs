@@ -31,6 +31,7 @@ pub(crate) struct Validator {
     pub errors: Vec<DeError>,
 }
 
+/// `names` quoted and joined by commas: `` `a`, `b` ``.
 pub(in crate::policy) fn one_of(names: &[&str]) -> String {
     names
         .iter()

@@ -425,18 +425,14 @@ impl ConsumerSpec {
     /// The templates this consumer renders, with their field names.
     pub fn templates(&self) -> Vec<(String, &Template)> {
         match self {
-            ConsumerSpec::Kubernetes(c) => c
-                .data
-                .iter()
-                .map(|(k, t)| (format!("data.{k}"), t))
-                .collect(),
-            ConsumerSpec::Gitlab(c) => vec![("value".to_owned(), &c.value)],
-            ConsumerSpec::Github(c) => vec![("value".to_owned(), &c.value)],
-            ConsumerSpec::VaultKv(c) => c
-                .data
-                .iter()
-                .map(|(k, t)| (format!("data.{k}"), t))
-                .collect(),
+            ConsumerSpec::Kubernetes(KubernetesConsumer { data, .. })
+            | ConsumerSpec::VaultKv(VaultKvConsumer { data, .. }) => {
+                data.iter().map(|(k, t)| (format!("data.{k}"), t)).collect()
+            }
+            ConsumerSpec::Gitlab(GitlabConsumer { value, .. })
+            | ConsumerSpec::Github(GithubConsumer { value, .. }) => {
+                vec![("value".to_owned(), value)]
+            }
             ConsumerSpec::File(c) => vec![("content".to_owned(), &c.content)],
         }
     }

@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use strum::{Display, IntoStaticStr};
+
 use super::kinds::CredentialSpec;
 use super::template::Template;
 
@@ -181,9 +183,21 @@ impl NotifyTarget {
 
 /// An event a webhook can be told about (`spec.notify[].events`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    IntoStaticStr,
+    Display,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum NotifyEvent {
     /// `success`: a rotation completed.
     Success,
@@ -212,20 +226,7 @@ impl NotifyEvent {
 
     /// The YAML and payload name (`success`, `approval_requested`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            NotifyEvent::Success => "success",
-            NotifyEvent::Failure => "failure",
-            NotifyEvent::Compromise => "compromise",
-            NotifyEvent::Quarantine => "quarantine",
-            NotifyEvent::ApprovalRequested => "approval_requested",
-            NotifyEvent::ApprovalExpired => "approval_expired",
-        }
-    }
-}
-
-impl fmt::Display for NotifyEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -282,8 +283,9 @@ impl fmt::Display for Window {
 }
 
 /// How a credential kind replaces the old credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, IntoStaticStr, Display)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Strategy {
     /// One credential; its secret is replaced in place.
     Single,
@@ -296,17 +298,7 @@ pub enum Strategy {
 impl Strategy {
     /// The YAML name (`single`, `alternating`, `overlap`).
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Strategy::Single => "single",
-            Strategy::Alternating => "alternating",
-            Strategy::Overlap => "overlap",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -433,18 +425,14 @@ impl ConsumerSpec {
     /// The templates this consumer renders, with their field names.
     pub fn templates(&self) -> Vec<(String, &Template)> {
         match self {
-            ConsumerSpec::Kubernetes(c) => c
-                .data
-                .iter()
-                .map(|(k, t)| (format!("data.{k}"), t))
-                .collect(),
-            ConsumerSpec::Gitlab(c) => vec![("value".to_owned(), &c.value)],
-            ConsumerSpec::Github(c) => vec![("value".to_owned(), &c.value)],
-            ConsumerSpec::VaultKv(c) => c
-                .data
-                .iter()
-                .map(|(k, t)| (format!("data.{k}"), t))
-                .collect(),
+            ConsumerSpec::Kubernetes(KubernetesConsumer { data, .. })
+            | ConsumerSpec::VaultKv(VaultKvConsumer { data, .. }) => {
+                data.iter().map(|(k, t)| (format!("data.{k}"), t)).collect()
+            }
+            ConsumerSpec::Gitlab(GitlabConsumer { value, .. })
+            | ConsumerSpec::Github(GithubConsumer { value, .. }) => {
+                vec![("value".to_owned(), value)]
+            }
             ConsumerSpec::File(c) => vec![("content".to_owned(), &c.content)],
         }
     }
@@ -483,7 +471,8 @@ impl fmt::Display for WorkloadRef {
 }
 
 /// Kinds of workload rotor can restart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     Deployment,
@@ -496,11 +485,7 @@ pub enum WorkloadKind {
 impl WorkloadKind {
     /// The lower-case prefix used in policies (`deployment`, `statefulset`, `daemonset`).
     pub fn as_str(&self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "deployment",
-            WorkloadKind::StatefulSet => "statefulset",
-            WorkloadKind::DaemonSet => "daemonset",
-        }
+        self.into()
     }
 }
 
@@ -539,8 +524,9 @@ pub enum GitlabTarget {
 }
 
 /// GitLab variable type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum GitlabVariableType {
     /// `env_var`.
     EnvVar,
@@ -551,10 +537,7 @@ pub enum GitlabVariableType {
 impl GitlabVariableType {
     /// The API name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            GitlabVariableType::EnvVar => "env_var",
-            GitlabVariableType::File => "file",
-        }
+        self.into()
     }
 }
 
@@ -595,8 +578,9 @@ pub enum GithubTarget {
 }
 
 /// Visibility of an organisation secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum GithubVisibility {
     /// `all`.
     All,
@@ -609,11 +593,7 @@ pub enum GithubVisibility {
 impl GithubVisibility {
     /// The API name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            GithubVisibility::All => "all",
-            GithubVisibility::Private => "private",
-            GithubVisibility::Selected => "selected",
-        }
+        self.into()
     }
 }
 

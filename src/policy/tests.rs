@@ -24,6 +24,35 @@ fn errors(text: &str) -> Vec<PolicyError> {
     }
 }
 
+/// How a refused document's error message must read.
+#[derive(Debug, Clone, Copy)]
+enum Says<'a> {
+    /// The whole message.
+    Exactly(&'a str),
+    /// Its beginning.
+    Starts(&'a str),
+    /// A part of it.
+    Part(&'a str),
+}
+
+/// Checks that `text` is refused with exactly one error, at field `path` (and at
+/// `(line, column)` when given), whose message reads as `says`.
+fn refused_once(text: &str, path: &str, at: Option<(usize, usize)>, says: Says<'_>) {
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{path}: {e:#?}");
+    let e = &e[0];
+    assert_eq!(e.path, path, "{e}");
+    if let Some(at) = at {
+        assert_eq!((e.line, e.column), at, "{e}");
+    }
+    let reads = match says {
+        Says::Exactly(m) => e.message == m,
+        Says::Starts(m) => e.message.starts_with(m),
+        Says::Part(m) => e.message.contains(m),
+    };
+    assert!(reads, "{e}\nexpected it to say {says:?}");
+}
+
 /// A minimal valid policy; `{credential}` and `{extra}` are spliced in.
 fn policy(credential: &str, extra: &str) -> String {
     format!(
@@ -168,10 +197,12 @@ fn schedule_defaults_and_wrapping_window() {
 
 #[test]
 fn schedule_needs_a_trigger() {
-    let e = errors(&policy(PG, "  schedule:\n    timezone: UTC\n"));
-    assert_eq!(e.len(), 1);
-    assert_eq!(e[0].path, "spec.schedule");
-    assert!(e[0].message.contains("neither cron nor maxAge"));
+    refused_once(
+        &policy(PG, "  schedule:\n    timezone: UTC\n"),
+        "spec.schedule",
+        None,
+        Says::Part("neither cron nor maxAge"),
+    );
 }
 
 #[test]
@@ -182,10 +213,12 @@ fn cron_must_have_five_fields_and_fire() {
         ("0 0 30 2 *", "never fires"),
         ("0 0 31 4 *", "never fires"),
     ] {
-        let e = errors(&policy(PG, &format!("  schedule:\n    cron: \"{cron}\"\n")));
-        assert_eq!(e.len(), 1, "{cron}: {e:?}");
-        assert!(e[0].message.contains(fragment), "{cron}: {}", e[0]);
-        assert_eq!((e[0].line, e[0].column), (15, 11), "{cron}");
+        refused_once(
+            &policy(PG, &format!("  schedule:\n    cron: \"{cron}\"\n")),
+            "spec.schedule.cron",
+            Some((15, 11)),
+            Says::Part(fragment),
+        );
     }
     // A leap day fires (every four years), Sunday is 0 and 7.
     for cron in ["0 0 29 2 *", "0 3 * * 0", "0 3 * * 7", "@daily"] {
@@ -419,62 +452,81 @@ fn generator_rules_are_read() {
 #[test]
 fn unsatisfiable_generators_are_refused_at_the_field() {
     // Line 12 is `password:`; its fields start on line 13, column 7.
-    let one = |lines: &str| {
-        let e = errors(&policy(&pg_with_password(lines), ""));
-        assert_eq!(e.len(), 1, "{e:#?}");
-        e.into_iter().next().expect("one error")
-    };
-    let e = one("      alphabet: abc123\n      minUpper: 1\n");
-    assert_eq!(e.path, "spec.credential.password.minUpper");
-    assert_eq!((e.line, e.column), (14, 17));
-    assert_eq!(
-        e.message,
-        "found minUpper 1 but alphabet custom has no upper-case letter, expected 0 or an alphabet that has one"
-    );
-    let e = one("      minDigits: 2\n      exclude: \"0123456789\"\n");
-    assert_eq!(e.path, "spec.credential.password.minDigits");
-    assert!(
-        e.message
-            .contains("alphabet alphanumeric after exclude has no digit 0-9"),
-        "{e}"
-    );
-    let e = one(
-        "      alphabet: ascii-printable\n      minSymbols: 1\n      exclude: \"!\\\"#$%&'()*+,-./:;<=>?@[\\\\]^_`{|}~\"\n",
-    );
-    assert_eq!(e.path, "spec.credential.password.minSymbols");
-    assert!(e.message.contains("has no symbol"), "{e}");
-    let e = one("      length: 8\n      minLower: 3\n      minUpper: 3\n      minDigits: 3\n");
-    assert_eq!(e.path, "spec.credential.password");
-    assert_eq!((e.line, e.column), (13, 7));
-    assert_eq!(
-        e.message,
-        "found minLower + minUpper + minDigits + minSymbols = 9 with length 8, expected a sum of at most the length"
-    );
-    // The default length (32) counts when none is given.
-    let e = one("      minDigits: 33\n");
-    assert_eq!(e.path, "spec.credential.password");
-    assert!(e.message.contains("= 33 with length 32"), "{e}");
-    let e = one("      alphabet: \"ab\"\n      exclude: \"b\"\n");
-    assert_eq!(e.path, "spec.credential.password.exclude");
-    assert!(
-        e.message
-            .contains("leaves 1 of the 2 characters of alphabet custom, expected at least 2"),
-        "{e}"
-    );
-    let e = one("      minSymbols: -1\n");
-    assert_eq!(e.path, "spec.credential.password.minSymbols");
-    assert_eq!(e.message, "found minSymbols -1, expected 0 to 1024");
-    let e = one("      minLower: some\n");
-    assert_eq!(e.path, "spec.credential.password.minLower");
-    assert!(
-        e.message.contains("expected a character count 0-1024"),
-        "{e}"
-    );
-    let e = one("      minUpper: 2\n      extra: 1\n");
-    assert!(e.message.contains("found unknown field `extra`"), "{e}");
-    // A bad length or alphabet is reported once, not again as an unsatisfiable sum.
-    let e = one("      length: 4\n      minDigits: 6\n");
-    assert_eq!(e.path, "spec.credential.password.length");
+    for (lines, field, at, says) in [
+        (
+            "      alphabet: abc123\n      minUpper: 1\n",
+            ".minUpper",
+            Some((14, 17)),
+            Says::Exactly(
+                "found minUpper 1 but alphabet custom has no upper-case letter, expected 0 or an alphabet that has one",
+            ),
+        ),
+        (
+            "      minDigits: 2\n      exclude: \"0123456789\"\n",
+            ".minDigits",
+            None,
+            Says::Part("alphabet alphanumeric after exclude has no digit 0-9"),
+        ),
+        (
+            "      alphabet: ascii-printable\n      minSymbols: 1\n      exclude: \"!\\\"#$%&'()*+,-./:;<=>?@[\\\\]^_`{|}~\"\n",
+            ".minSymbols",
+            None,
+            Says::Part("has no symbol"),
+        ),
+        (
+            "      length: 8\n      minLower: 3\n      minUpper: 3\n      minDigits: 3\n",
+            "",
+            Some((13, 7)),
+            Says::Exactly(
+                "found minLower + minUpper + minDigits + minSymbols = 9 with length 8, expected a sum of at most the length",
+            ),
+        ),
+        // The default length (32) counts when none is given.
+        (
+            "      minDigits: 33\n",
+            "",
+            None,
+            Says::Part("= 33 with length 32"),
+        ),
+        (
+            "      alphabet: \"ab\"\n      exclude: \"b\"\n",
+            ".exclude",
+            None,
+            Says::Part("leaves 1 of the 2 characters of alphabet custom, expected at least 2"),
+        ),
+        (
+            "      minSymbols: -1\n",
+            ".minSymbols",
+            None,
+            Says::Exactly("found minSymbols -1, expected 0 to 1024"),
+        ),
+        (
+            "      minLower: some\n",
+            ".minLower",
+            None,
+            Says::Part("expected a character count 0-1024"),
+        ),
+        (
+            "      minUpper: 2\n      extra: 1\n",
+            ".extra",
+            None,
+            Says::Part("found unknown field `extra`"),
+        ),
+        // A bad length or alphabet is reported once, not again as an unsatisfiable sum.
+        (
+            "      length: 4\n      minDigits: 6\n",
+            ".length",
+            None,
+            Says::Exactly("found length 4, expected 8 to 1024"),
+        ),
+    ] {
+        refused_once(
+            &policy(&pg_with_password(lines), ""),
+            &format!("spec.credential.password{field}"),
+            at,
+            says,
+        );
+    }
 }
 
 #[test]
@@ -767,63 +819,81 @@ fn approval_is_read_with_its_defaults() {
 
 #[test]
 fn approval_errors_name_the_field_and_what_was_expected() {
-    let one = |extra: &str| {
-        let e = errors(&policy(PG, &format!("  onDemand:\n    approval:\n{extra}")));
-        assert_eq!(e.len(), 1, "{extra}: {e:?}");
-        e.into_iter().next().expect("one error")
-    };
-    let e = one("      required: 1\n");
-    assert_eq!(e.path, "spec.onDemand.approval");
-    assert_eq!((e.line, e.column), (16, 7));
-    assert!(e.message.contains("found no `approvers`"), "{e}");
-
-    let e = one("      approvers: []\n");
-    assert_eq!(e.path, "spec.onDemand.approval.approvers");
-    assert!(e.message.contains("expected at least one identity"), "{e}");
-
-    let e = one("      required: 0\n      approvers: [a]\n");
-    assert_eq!(e.path, "spec.onDemand.approval.required");
-    assert_eq!((e.line, e.column), (16, 17));
-    assert!(
-        e.message
-            .starts_with("found 0, expected a number of approvals from 1"),
-        "{e}"
-    );
-
-    let e = one("      required: 3\n      approvers: [a, b]\n");
-    assert_eq!(e.path, "spec.onDemand.approval.required");
-    assert!(e.message.contains("found 3, expected at most 2"), "{e}");
-
-    let e = one("      required: two\n      approvers: [a]\n");
-    assert_eq!(e.path, "spec.onDemand.approval.required");
-    assert!(e.message.contains("a number of approvals"), "{e}");
-
-    let e = one("      approvers: [a, \"bad name\"]\n");
-    assert_eq!(e.path, "spec.onDemand.approval.approvers[1]");
-    assert!(
-        e.message
-            .contains("found `bad name`, expected an API identity name or `group:NAME`"),
-        "{e}"
-    );
-
-    let e = one("      approvers: [\"group:\"]\n");
-    assert_eq!(e.path, "spec.onDemand.approval.approvers[0]");
-
-    let e = one("      approvers: [a, a]\n");
-    assert_eq!(e.path, "spec.onDemand.approval.approvers[1]");
-    assert!(e.message.contains("found `a` twice"), "{e}");
-
-    let e = one("      approvers: [a]\n      ttl: 0s\n");
-    assert_eq!(e.path, "spec.onDemand.approval.ttl");
-    assert!(e.message.contains("expected a positive duration"), "{e}");
-
-    let e = one("      approvers: [a]\n      ttl: soon\n");
-    assert_eq!(e.path, "spec.onDemand.approval.ttl");
-    assert!(e.message.contains("expected a duration like"), "{e}");
-
-    let e = one("      approvers: [a]\n      quorum: 2\n");
-    assert!(e.path.starts_with("spec.onDemand.approval"), "{e}");
-    assert!(e.message.contains("quorum"), "{e}");
+    for (extra, field, at, says) in [
+        (
+            "      required: 1\n",
+            "",
+            Some((16, 7)),
+            Says::Part("found no `approvers`"),
+        ),
+        (
+            "      approvers: []\n",
+            ".approvers",
+            None,
+            Says::Part("expected at least one identity"),
+        ),
+        (
+            "      required: 0\n      approvers: [a]\n",
+            ".required",
+            Some((16, 17)),
+            Says::Starts("found 0, expected a number of approvals from 1"),
+        ),
+        (
+            "      required: 3\n      approvers: [a, b]\n",
+            ".required",
+            None,
+            Says::Part("found 3, expected at most 2"),
+        ),
+        (
+            "      required: two\n      approvers: [a]\n",
+            ".required",
+            None,
+            Says::Part("a number of approvals"),
+        ),
+        (
+            "      approvers: [a, \"bad name\"]\n",
+            ".approvers[1]",
+            None,
+            Says::Part("found `bad name`, expected an API identity name or `group:NAME`"),
+        ),
+        (
+            "      approvers: [\"group:\"]\n",
+            ".approvers[0]",
+            None,
+            Says::Part("found `group:`"),
+        ),
+        (
+            "      approvers: [a, a]\n",
+            ".approvers[1]",
+            None,
+            Says::Part("found `a` twice"),
+        ),
+        (
+            "      approvers: [a]\n      ttl: 0s\n",
+            ".ttl",
+            None,
+            Says::Part("expected a positive duration"),
+        ),
+        (
+            "      approvers: [a]\n      ttl: soon\n",
+            ".ttl",
+            None,
+            Says::Part("expected a duration like"),
+        ),
+        (
+            "      approvers: [a]\n      quorum: 2\n",
+            ".quorum",
+            None,
+            Says::Part("quorum"),
+        ),
+    ] {
+        refused_once(
+            &policy(PG, &format!("  onDemand:\n    approval:\n{extra}")),
+            &format!("spec.onDemand.approval{field}"),
+            at,
+            says,
+        );
+    }
 }
 
 #[test]
@@ -858,13 +928,13 @@ fn equal_labels_and_templates_are_shared_between_policies() {
 fn a_max_age_past_ten_years_is_rejected_with_its_field_path() {
     // Accepted once, this made the agent panic on every run (`DateTime + TimeDelta
     // overflowed` when computing the next due time).
-    let e = errors(&policy(PG, "  schedule:\n    maxAge: 1000000000w\n"));
-    assert_eq!(e.len(), 1, "{e:#?}");
-    assert_eq!(e[0].path, "spec.schedule.maxAge");
-    assert_eq!((e[0].line, e[0].column), (15, 13), "{}", e[0]);
-    assert_eq!(
-        e[0].message,
-        "found maxAge `1000000000w`, expected a duration of at most 3650d (10 years)"
+    refused_once(
+        &policy(PG, "  schedule:\n    maxAge: 1000000000w\n"),
+        "spec.schedule.maxAge",
+        Some((15, 13)),
+        Says::Exactly(
+            "found maxAge `1000000000w`, expected a duration of at most 3650d (10 years)",
+        ),
     );
     // The bound itself is accepted.
     let set =
@@ -875,76 +945,151 @@ fn a_max_age_past_ten_years_is_rejected_with_its_field_path() {
 
 #[test]
 fn every_duration_field_has_an_upper_bound() {
-    let token = |fields: &str| format!("    type: vault-token\n    policies: [p]\n{fields}");
-    let pki = |fields: &str| {
-        format!("    type: vault-pki\n    role: r\n    commonName: x.example.com\n{fields}")
-    };
-    // (credential, extra, path of the error, bound): at the bound is accepted, one
-    // second more is rejected with "found <field> `<text>`, expected ... at most <bound>".
-    type Make = Box<dyn Fn(&str) -> (String, String)>;
-    let cases: Vec<(Make, &str, DurationBound)> = vec![
+    let token = "    type: vault-token\n    policies: [p]\n";
+    let pki = "    type: vault-pki\n    role: r\n    commonName: x.example.com\n";
+    // (credential, the lines setting the field with `{d}` for the duration, path of the
+    // error, bound): at the bound is accepted, one second more is rejected with "found
+    // <field> `<text>`, expected ... at most <bound>".
+    let cases = [
         (
-            Box::new(|d: &str| (PG.to_owned(), format!("  schedule:\n    maxAge: {d}\n"))),
+            PG,
+            "  schedule:\n    maxAge: {d}\n",
             "spec.schedule.maxAge",
             MAX_AGE_BOUND,
         ),
         (
-            Box::new(|d: &str| {
-                (
-                    PG.to_owned(),
-                    format!("  schedule:\n    cron: \"0 3 * * *\"\n    jitter: {d}\n"),
-                )
-            }),
+            PG,
+            "  schedule:\n    cron: \"0 3 * * *\"\n    jitter: {d}\n",
             "spec.schedule.jitter",
             JITTER_BOUND,
         ),
         (
-            Box::new(move |d: &str| (token(&format!("    grace: {d}\n")), String::new())),
+            token,
+            "    grace: {d}\n",
             "spec.credential.grace",
             GRACE_BOUND,
         ),
         (
-            Box::new(move |d: &str| (token(&format!("    ttl: {d}\n")), String::new())),
+            token,
+            "    ttl: {d}\n",
             "spec.credential.ttl",
             LIFETIME_BOUND,
         ),
         (
-            Box::new(move |d: &str| (token(&format!("    period: {d}\n")), String::new())),
+            token,
+            "    period: {d}\n",
             "spec.credential.period",
             LIFETIME_BOUND,
         ),
+        (pki, "    ttl: {d}\n", "spec.credential.ttl", LIFETIME_BOUND),
         (
-            Box::new(move |d: &str| (pki(&format!("    ttl: {d}\n")), String::new())),
-            "spec.credential.ttl",
-            LIFETIME_BOUND,
-        ),
-        (
-            Box::new(|d: &str| {
-                (
-                    PG.to_owned(),
-                    format!("  onDemand:\n    approval: {{approvers: [a], ttl: {d}}}\n"),
-                )
-            }),
+            PG,
+            "  onDemand:\n    approval: {approvers: [a], ttl: {d}}\n",
             "spec.onDemand.approval.ttl",
             APPROVAL_TTL_BOUND,
         ),
     ];
-    for (make, path, bound) in cases {
+    for (credential, field, path, bound) in cases {
+        // A credential's own field follows its other fields; the rest follows `vault`.
+        let with = |d: &str| {
+            let field = field.replace("{d}", d);
+            if path.starts_with("spec.credential") {
+                policy(&format!("{credential}{field}"), "")
+            } else {
+                policy(credential, &field)
+            }
+        };
         let at = format_duration(bound.max);
-        let (credential, extra) = make(&at);
-        load(&policy(&credential, &extra)).unwrap_or_else(|e| panic!("{path} = {at}: {e}"));
+        load(&with(&at)).unwrap_or_else(|e| panic!("{path} = {at}: {e}"));
         let over = format_duration(bound.max + Duration::from_secs(1));
-        let (credential, extra) = make(&over);
-        let e = errors(&policy(&credential, &extra));
-        assert_eq!(e.len(), 1, "{path} = {over}: {e:#?}");
-        assert_eq!(e[0].path, path);
-        let field = path.rsplit('.').next().unwrap_or_default();
-        assert_eq!(
-            e[0].message,
-            format!(
-                "found {field} `{over}`, expected a duration of at most {}",
+        let name = path.rsplit('.').next().unwrap_or_default();
+        refused_once(
+            &with(&over),
+            path,
+            None,
+            Says::Exactly(&format!(
+                "found {name} `{over}`, expected a duration of at most {}",
                 bound.text
-            )
+            )),
         );
     }
+}
+
+#[test]
+fn names_are_the_yaml_names() {
+    // Each enum's `as_str` (and `Display`) is the name its YAML field is read with.
+    fn reads_back<T>(all: &[T], name: impl Fn(&T) -> &'static str) -> Vec<&'static str>
+    where
+        T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        all.iter()
+            .map(|v| {
+                let read: T = serde_json::from_value(serde_json::json!(name(v))).expect("name");
+                assert_eq!(&read, v);
+                name(v)
+            })
+            .collect()
+    }
+    assert_eq!(
+        reads_back(&NotifyEvent::ALL, |e| e.as_str()),
+        [
+            "success",
+            "failure",
+            "compromise",
+            "quarantine",
+            "approval_requested",
+            "approval_expired"
+        ]
+    );
+    assert_eq!(NotifyEvent::ApprovalExpired.to_string(), "approval_expired");
+    let strategies = [Strategy::Single, Strategy::Alternating, Strategy::Overlap];
+    assert_eq!(
+        reads_back(&strategies, Strategy::as_str),
+        ["single", "alternating", "overlap"]
+    );
+    assert_eq!(Strategy::Alternating.to_string(), "alternating");
+    let modes = [TlsMode::Disable, TlsMode::Require, TlsMode::VerifyFull];
+    assert_eq!(
+        reads_back(&modes, TlsMode::as_str),
+        ["disable", "require", "verify-full"]
+    );
+    let methods = [
+        HttpMethod::Get,
+        HttpMethod::Post,
+        HttpMethod::Put,
+        HttpMethod::Patch,
+        HttpMethod::Delete,
+    ];
+    assert_eq!(
+        reads_back(&methods, HttpMethod::as_str),
+        ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    );
+    let probes = [ProbeKind::Postgres, ProbeKind::Mysql, ProbeKind::Redis];
+    assert_eq!(
+        reads_back(&probes, ProbeKind::as_str),
+        ["postgres", "mysql", "redis"]
+    );
+    let types = [GitlabVariableType::EnvVar, GitlabVariableType::File];
+    assert_eq!(
+        reads_back(&types, GitlabVariableType::as_str),
+        ["env_var", "file"]
+    );
+    let visibilities = [
+        GithubVisibility::All,
+        GithubVisibility::Private,
+        GithubVisibility::Selected,
+    ];
+    assert_eq!(
+        reads_back(&visibilities, GithubVisibility::as_str),
+        ["all", "private", "selected"]
+    );
+    let workloads = [
+        WorkloadKind::Deployment,
+        WorkloadKind::StatefulSet,
+        WorkloadKind::DaemonSet,
+    ];
+    assert_eq!(
+        workloads.map(|w| w.as_str()),
+        ["deployment", "statefulset", "daemonset"]
+    );
 }

@@ -31,6 +31,7 @@ pub(crate) struct Validator {
     pub errors: Vec<DeError>,
 }
 
+/// `names` quoted and joined by commas: `` `a`, `b` ``.
 pub(in crate::policy) fn one_of(names: &[&str]) -> String {
     names
         .iter()
@@ -99,6 +100,33 @@ impl Validator {
         self.errors.push(at.error(message));
     }
 
+    /// Records that `at` holds `found` (shown escaped) where `expected` was expected.
+    pub(in crate::policy) fn found<T>(
+        &mut self,
+        at: &Located<T>,
+        found: &str,
+        expected: impl std::fmt::Display,
+    ) {
+        self.at(
+            at,
+            format!("found `{}`, expected {expected}", found.escape_debug()),
+        );
+    }
+
+    /// `s` itself when `ok`; otherwise records that `expected` was expected there.
+    pub(in crate::policy) fn accepted(
+        &mut self,
+        s: &Located<String>,
+        ok: bool,
+        expected: impl std::fmt::Display,
+    ) -> Option<String> {
+        if ok {
+            return Some(s.value.clone());
+        }
+        self.found(s, &s.value, expected);
+        None
+    }
+
     // ---- scalars -------------------------------------------------------------------
 
     pub(in crate::policy) fn non_empty(
@@ -139,15 +167,22 @@ impl Validator {
                 None
             }
             None => {
-                self.at(
-                    d,
-                    format!(
-                        "found `{}`, expected {DURATION_EXPECTED}",
-                        d.value.0.escape_debug()
-                    ),
-                );
+                self.found(d, &d.value.0, DURATION_EXPECTED);
                 None
             }
+        }
+    }
+
+    /// An optional field checked by `check`: `Some(None)` when it is absent,
+    /// `Some(Some(value))` when it is valid, `None` when it is not (its error recorded).
+    pub(in crate::policy) fn optional<R, T>(
+        &mut self,
+        raw: Option<R>,
+        check: impl FnOnce(&mut Self, R) -> Option<T>,
+    ) -> Option<Option<T>> {
+        match raw {
+            None => Some(None),
+            Some(r) => check(self, r).map(Some),
         }
     }
 
@@ -164,18 +199,11 @@ impl Validator {
         s: &Located<String>,
         expected: &str,
     ) -> Option<String> {
-        if is_vault_path(&s.value) {
-            Some(s.value.clone())
-        } else {
-            self.at(
-                s,
-                format!(
-                    "found `{}`, expected {expected} (segments separated by `/`, no leading or trailing `/`, no empty, `.` or `..` segments)",
-                    s.value.escape_debug()
-                ),
-            );
-            None
-        }
+        self.accepted(
+            s,
+            is_vault_path(&s.value),
+            format_args!("{expected} (segments separated by `/`, no leading or trailing `/`, no empty, `.` or `..` segments)"),
+        )
     }
 
     pub(in crate::policy) fn mount(
@@ -275,12 +303,10 @@ impl Validator {
         }
         if let Some(e) = &raw.env {
             if !is_identifier(&e.value) {
-                self.at(
+                self.found(
                     e,
-                    format!(
-                        "found `{}`, expected an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
-                        e.value.escape_debug()
-                    ),
+                    &e.value,
+                    "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
                 );
                 return None;
             }
@@ -442,17 +468,11 @@ pub(crate) fn validate_policy(
 impl Validator {
     /// `metadata.name`.
     fn policy_name(&mut self, n: &Located<String>) -> Option<String> {
-        if is_dns_label(&n.value) {
-            return Some(n.value.clone());
-        }
-        self.at(
+        self.accepted(
             n,
-            format!(
-                "found `{}`, expected a DNS label: at most 63 characters a-z, 0-9 and `-`, starting and ending with a letter or digit",
-                n.value.escape_debug()
-            ),
-        );
-        None
+            is_dns_label(&n.value),
+            "a DNS label: at most 63 characters a-z, 0-9 and `-`, starting and ending with a letter or digit",
+        )
     }
 
     /// `metadata.labels`: the valid ones (each invalid one is reported).
@@ -468,12 +488,10 @@ impl Validator {
                     ),
                 );
             } else if !(value.value.is_empty() || is_label_name(&value.value)) {
-                self.at(
+                self.found(
                     value,
-                    format!(
-                        "found `{}`, expected a label value: at most 63 characters [A-Za-z0-9_.-], starting and ending alphanumeric",
-                        value.value.escape_debug()
-                    ),
+                    &value.value,
+                    "a label value: at most 63 characters [A-Za-z0-9_.-], starting and ending alphanumeric",
                 );
             } else {
                 labels.insert(key.clone(), value.value.clone());
@@ -504,13 +522,7 @@ impl Validator {
         let mut cascade = Vec::new();
         for c in names {
             if !is_dns_label(&c.value) {
-                self.at(
-                    c,
-                    format!(
-                        "found `{}`, expected the name of another policy (a DNS label)",
-                        c.value.escape_debug()
-                    ),
-                );
+                self.found(c, &c.value, "the name of another policy (a DNS label)");
                 ok = false;
             } else if cascade.contains(&c.value) {
                 self.at(

@@ -567,14 +567,7 @@ fn one_of(names: &[&str]) -> String {
     match names {
         [] => "nothing".into(),
         [one] => format!("`{one}`"),
-        _ => format!(
-            "one of {}",
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("one of {}", super::validate::one_of(names)),
     }
 }
 

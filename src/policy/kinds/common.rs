@@ -101,8 +101,9 @@ pub struct TlsSpec {
 }
 
 /// `tls.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum TlsMode {
     /// No TLS.
     Disable,
@@ -115,11 +116,7 @@ pub enum TlsMode {
 impl TlsMode {
     /// The YAML name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            TlsMode::Disable => "disable",
-            TlsMode::Require => "require",
-            TlsMode::VerifyFull => "verify-full",
-        }
+        self.into()
     }
 }
 
@@ -131,13 +128,7 @@ impl Validator {
             || v.chars()
                 .any(|c| c.is_whitespace() || c.is_control() || c == '/')
         {
-            self.at(
-                s,
-                format!(
-                    "found `{}`, expected a host name or IP address (no scheme, no path)",
-                    v.escape_debug()
-                ),
-            );
+            self.found(s, v, "a host name or IP address (no scheme, no path)");
             return None;
         }
         Some(v.clone())
@@ -309,10 +300,7 @@ impl Validator {
         t: Option<&Checked<Located<RawTls>>>,
     ) -> Option<TlsSpec> {
         let t = t?.0.as_ref()?;
-        let mode = match t.value.mode {
-            None => TlsMode::VerifyFull,
-            Some(mode) => mode,
-        };
+        let mode = t.value.mode.unwrap_or(TlsMode::VerifyFull);
         let ca_file = match &t.value.ca_file {
             None => None,
             Some(ca) if mode == TlsMode::Disable => {

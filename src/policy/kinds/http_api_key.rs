@@ -105,8 +105,9 @@ pub struct HttpRequestSpec {
 }
 
 /// An HTTP method (written upper case in YAML).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "UPPERCASE")]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum HttpMethod {
     /// GET.
     Get,
@@ -123,13 +124,7 @@ pub enum HttpMethod {
 impl HttpMethod {
     /// The method name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            HttpMethod::Get => "GET",
-            HttpMethod::Post => "POST",
-            HttpMethod::Put => "PUT",
-            HttpMethod::Patch => "PATCH",
-            HttpMethod::Delete => "DELETE",
-        }
+        self.into()
     }
 }
 
@@ -140,10 +135,6 @@ impl KindSpec for HttpApiKeyCredential {
             self.create.method.as_str(),
             self.create.url.source()
         )
-    }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
     }
 }
 
@@ -171,27 +162,22 @@ pub(super) fn validate(
         .and_then(|b| v.template(b, &create_vars, "credential", false));
     let key_field = v.non_empty(&cr.key_field, "a response field name or JSON pointer");
     let id_field = v.non_empty(&cr.id_field, "a response field name or JSON pointer");
-    let rv = &r.revoke.value;
-    let revoke_url = url_template(v, &rv.url, &revoke_vars);
-    let revoke_headers = match rv.headers.as_ref() {
-        Some(h) => headers(v, Some(h), &revoke_vars),
-        None => create_headers.clone(),
-    };
-    let pr = &r.probe.value;
-    let probe_url = url_template(v, &pr.url, &probe_vars);
-    let probe_headers = headers(v, pr.headers.as_ref(), &probe_vars);
-    if !sends(&revoke_url, &revoke_headers, &["id", "key"]) {
-        v.at(
-            &r.revoke,
-            "found a revoke request that names no key, expected {{ id }} (or {{ key }}) in its url or headers",
-        );
-    }
-    if !sends(&probe_url, &probe_headers, &["key"]) {
-        v.at(
-            &r.probe,
-            "found a probe that never sends the key, expected {{ key }} in its url or headers",
-        );
-    }
+    let revoke = request(
+        v,
+        &r.revoke,
+        &revoke_vars,
+        Some(&create_headers),
+        &["id", "key"],
+        "found a revoke request that names no key, expected {{ id }} (or {{ key }}) in its url or headers",
+    );
+    let probe = request(
+        v,
+        &r.probe,
+        &probe_vars,
+        None,
+        &["key"],
+        "found a probe that never sends the key, expected {{ key }} in its url or headers",
+    );
     let (strategy, grace) = v.strategy_and_grace(CredentialKind::HttpApiKey, r);
     Some(HttpApiKeyCredential {
         admin_from: admin_from?,
@@ -203,18 +189,36 @@ pub(super) fn validate(
             key_field: key_field?,
             id_field: id_field?,
         },
-        revoke: HttpRequestSpec {
-            method: rv.method,
-            url: revoke_url?,
-            headers: revoke_headers?,
-        },
-        probe: HttpRequestSpec {
-            method: pr.method,
-            url: probe_url?,
-            headers: probe_headers?,
-        },
+        revoke: revoke?,
+        probe: probe?,
         strategy,
         grace,
+    })
+}
+
+/// `revoke` or `probe`: its URL and headers (`default_headers` when it sets none) may
+/// use `vars`, and must send one of `must_send`; `complaint` says it does not.
+fn request(
+    v: &mut Validator,
+    raw: &Located<RawHttpRequest>,
+    vars: &[&str],
+    default_headers: Option<&Option<BTreeMap<String, Template>>>,
+    must_send: &[&str],
+    complaint: &str,
+) -> Option<HttpRequestSpec> {
+    let r = &raw.value;
+    let url = url_template(v, &r.url, vars);
+    let headers = match (r.headers.as_ref(), default_headers) {
+        (None, Some(default)) => default.clone(),
+        (given, _) => headers(v, given, vars),
+    };
+    if !sends(&url, &headers, must_send) {
+        v.at(raw, complaint);
+    }
+    Some(HttpRequestSpec {
+        method: r.method,
+        url: url?,
+        headers: headers?,
     })
 }
 

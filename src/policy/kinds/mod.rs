@@ -127,8 +127,10 @@ pub trait KindSpec {
     fn target(&self) -> String;
 
     /// How long before the current credential's expiry it is renewed (`renewBefore`),
-    /// for kinds whose credentials expire; `None` otherwise.
-    fn renew_before(&self) -> Option<Duration>;
+    /// for kinds whose credentials expire; `None` (the default) otherwise.
+    fn renew_before(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A secret rotor generates itself: the account it belongs to and how it is made.

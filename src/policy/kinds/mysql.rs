@@ -73,10 +73,6 @@ impl KindSpec for MysqlCredential {
             self.username, self.account_host, c.host, c.port
         )
     }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
-    }
 }
 
 /// Validates `spec.credential` of `type: mysql`.

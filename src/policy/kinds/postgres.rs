@@ -73,10 +73,6 @@ impl KindSpec for PostgresCredential {
             self.username, c.host, c.port, c.database
         )
     }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
-    }
 }
 
 /// Validates `spec.credential` of `type: postgres`.

@@ -48,10 +48,6 @@ impl KindSpec for RabbitmqCredential {
     fn target(&self) -> String {
         format!("rabbitmq user {} at {}", self.username, self.management_url)
     }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
-    }
 }
 
 /// Validates `spec.credential` of `type: rabbitmq`.
@@ -63,20 +59,16 @@ pub(super) fn validate(
     let management_url = v.http_url(&r.management_url, &["http", "https"]);
     let admin_from = v.reference(&r.admin_from, mount);
     let username = v.username(&r.username, 255);
-    let amqp_url = r
-        .amqp_url
-        .as_ref()
-        .map(|u| v.http_url(u, &["amqp", "amqps"]));
+    let amqp_url = v.optional(r.amqp_url.as_ref(), |v, u| {
+        v.http_url(u, &["amqp", "amqps"])
+    });
     let password = v.password(r.password.as_ref());
     let (strategy, grace) = v.strategy_and_grace(CredentialKind::Rabbitmq, r);
     Some(RabbitmqCredential {
         management_url: management_url?,
         admin_from: admin_from?,
         username: username?,
-        amqp_url: match amqp_url {
-            Some(u) => Some(u?),
-            None => None,
-        },
+        amqp_url: amqp_url?,
         strategy,
         password,
         grace,

@@ -66,10 +66,6 @@ impl KindSpec for RedisCredential {
         let c = &self.connection;
         format!("redis ACL user {} on {}:{}", self.username, c.host, c.port)
     }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
-    }
 }
 
 /// Validates `spec.credential` of `type: redis`.
@@ -78,7 +74,7 @@ pub(super) fn validate(v: &mut Validator, r: &RawRedis, mount: &str) -> Option<R
     let host = v.host(&conn.host);
     let port = v.port(conn.port.as_ref(), 6379);
     let tls = v.tls(conn.tls.as_ref());
-    let admin_from = conn.admin_from.as_ref().map(|a| v.reference(a, mount));
+    let admin_from = v.optional(conn.admin_from.as_ref(), |v, a| v.reference(a, mount));
     let username = v.username(&r.username, 512);
     let password = v.password(r.password.as_ref());
     let (strategy, grace) = v.strategy_and_grace(CredentialKind::Redis, r);
@@ -87,10 +83,7 @@ pub(super) fn validate(v: &mut Validator, r: &RawRedis, mount: &str) -> Option<R
             host: host?,
             port,
             tls,
-            admin_from: match admin_from {
-                Some(a) => Some(a?),
-                None => None,
-            },
+            admin_from: admin_from?,
         },
         username: username?,
         strategy,

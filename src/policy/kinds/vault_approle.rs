@@ -59,10 +59,6 @@ impl KindSpec for VaultApproleCredential {
             self.role, self.mount
         )
     }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
-    }
 }
 
 /// Validates `spec.credential` of `type: vault-approle`.

@@ -68,8 +68,9 @@ pub struct DatabaseProbe {
 }
 
 /// `probe.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ProbeKind {
     /// PostgreSQL.
     Postgres,
@@ -82,11 +83,7 @@ pub enum ProbeKind {
 impl ProbeKind {
     /// The YAML name.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            ProbeKind::Postgres => "postgres",
-            ProbeKind::Mysql => "mysql",
-            ProbeKind::Redis => "redis",
-        }
+        self.into()
     }
 
     /// The usual port.
@@ -111,10 +108,6 @@ impl KindSpec for VaultDatabaseCredential {
             p.port
         )
     }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
-    }
 }
 
 /// Validates `spec.credential` of `type: vault-database`.
@@ -129,10 +122,9 @@ pub(super) fn validate(
     let kind = p.kind;
     let host = v.host(&p.host);
     let port = v.port(p.port.as_ref(), kind.default_port());
-    let database = p
-        .database
-        .as_ref()
-        .map(|d| v.non_empty(d, "a database name"));
+    let database = v.optional(p.database.as_ref(), |v, d| {
+        v.non_empty(d, "a database name")
+    });
     let (strategy, grace) = v.strategy_and_grace(CredentialKind::VaultDatabase, r);
     Some(VaultDatabaseCredential {
         mount,
@@ -141,10 +133,7 @@ pub(super) fn validate(
             kind,
             host: host?,
             port,
-            database: match database {
-                Some(d) => Some(d?),
-                None => None,
-            },
+            database: database?,
         },
         strategy,
         grace,

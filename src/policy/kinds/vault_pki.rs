@@ -100,23 +100,14 @@ pub(super) fn validate(
         if is_dns_subdomain(&bare.to_ascii_lowercase()) {
             alt_names.push(n.value.clone());
         } else {
-            v.at(
-                n,
-                format!("found `{}`, expected a DNS name", n.value.escape_debug()),
-            );
+            v.found(n, &n.value, "a DNS name");
         }
     }
     let mut ip_sans = Vec::new();
     for ip in r.ip_sans.iter().flatten() {
         match ip.value.parse::<IpAddr>() {
             Ok(a) => ip_sans.push(a),
-            Err(_) => v.at(
-                ip,
-                format!(
-                    "found `{}`, expected an IP address",
-                    ip.value.escape_debug()
-                ),
-            ),
+            Err(_) => v.found(ip, &ip.value, "an IP address"),
         }
     }
     let (ttl, renew_before) = lifetime(v, r);

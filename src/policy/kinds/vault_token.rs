@@ -65,10 +65,6 @@ impl KindSpec for VaultTokenCredential {
         }
         s
     }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
-    }
 }
 
 /// Validates `spec.credential` of `type: vault-token`.

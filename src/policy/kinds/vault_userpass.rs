@@ -43,10 +43,6 @@ impl KindSpec for VaultUserpassCredential {
             self.username, self.mount
         )
     }
-
-    fn renew_before(&self) -> Option<Duration> {
-        None
-    }
 }
 
 /// Validates `spec.credential` of `type: vault-userpass`.

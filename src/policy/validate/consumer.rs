@@ -9,7 +9,7 @@ use crate::policy::kinds::{CredentialKind, CredentialSpec};
 use crate::policy::model::*;
 use crate::policy::raw::*;
 use crate::policy::template::Template;
-use crate::policy::yaml::{Located, ScalarText};
+use crate::policy::yaml::{Checked, Located, ScalarText};
 
 /// Characters GitLab can mask when `raw` is false.
 const GITLAB_MASKABLE: &str = "_+=/@:.~-";
@@ -143,12 +143,10 @@ impl Validator {
         for w in r.restart.iter().flatten() {
             match parse_workload(&w.value) {
                 Some(wr) => restart.push(wr),
-                None => self.at(
+                None => self.found(
                     w,
-                    format!(
-                        "found `{}`, expected deployment/NAME, statefulset/NAME or daemonset/NAME with NAME an RFC 1123 subdomain",
-                        w.value.escape_debug()
-                    ),
+                    &w.value,
+                    "deployment/NAME, statefulset/NAME or daemonset/NAME with NAME an RFC 1123 subdomain",
                 ),
             }
         }
@@ -168,8 +166,7 @@ impl Validator {
         r: &RawGitlab,
         cx: &ConsumerContext<'_>,
     ) -> Option<GitlabConsumer> {
-        let url = self.api_url(r.url.as_ref(), "https://gitlab.com");
-        let token_from = self.single_reference(&r.token_from, cx.mount, "the token");
+        let (url, token_from) = self.api(r.url.as_ref(), "https://gitlab.com", &r.token_from, cx);
         let target = match (&r.project, &r.group) {
             (Some(p), None) => self.gitlab_path(p, true).map(GitlabTarget::Project),
             (None, Some(g)) => self.gitlab_path(g, false).map(GitlabTarget::Group),
@@ -185,25 +182,13 @@ impl Validator {
                 None
             }
         };
-        let key = if r.key.value.is_empty()
-            || r.key.value.len() > 255
-            || !r
-                .key
-                .value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            self.at(
-                &r.key,
-                format!(
-                    "found `{}`, expected a variable key of 1-255 characters [A-Za-z0-9_]",
-                    r.key.value.escape_debug()
-                ),
-            );
-            None
-        } else {
-            Some(r.key.value.clone())
-        };
+        let k = &r.key.value;
+        let key = self.accepted(
+            &r.key,
+            (1..=255).contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "a variable key of 1-255 characters [A-Za-z0-9_]",
+        );
         let value = self.template(&r.value, cx.vars, cx.kind, true);
         let raw = r.raw.as_ref().is_none_or(|l| l.value);
         let masked = r.masked.as_ref().is_some_and(|l| l.value);
@@ -227,10 +212,7 @@ impl Validator {
             protected: r.protected.unwrap_or(false),
             raw,
             environment_scope: environment_scope?,
-            variable_type: match r.variable_type {
-                None => GitlabVariableType::EnvVar,
-                Some(variable_type) => variable_type,
-            },
+            variable_type: r.variable_type.unwrap_or(GitlabVariableType::EnvVar),
         })
     }
 
@@ -240,8 +222,8 @@ impl Validator {
         r: &RawGithub,
         cx: &ConsumerContext<'_>,
     ) -> Option<GithubConsumer> {
-        let url = self.api_url(r.url.as_ref(), "https://api.github.com");
-        let token_from = self.single_reference(&r.token_from, cx.mount, "the token");
+        let (url, token_from) =
+            self.api(r.url.as_ref(), "https://api.github.com", &r.token_from, cx);
         let target = self.github_target(c, r);
         let name = self.github_secret_name(&r.name);
         let value = self.template(&r.value, cx.vars, cx.kind, true);
@@ -280,13 +262,7 @@ impl Validator {
         let path = if Path::new(&r.path.value).is_absolute() {
             Some(PathBuf::from(&r.path.value))
         } else {
-            self.at(
-                &r.path,
-                format!(
-                    "found `{}`, expected an absolute path",
-                    r.path.value.escape_debug()
-                ),
-            );
+            self.found(&r.path, &r.path.value, "an absolute path");
             None
         };
         let content = self.template(&r.content, cx.vars, cx.kind, true);
@@ -306,11 +282,23 @@ impl Validator {
     }
 
     /// An API base URL, `default` when none is written.
-    fn api_url(&mut self, u: Option<&Located<String>>, default: &str) -> Option<url::Url> {
-        match u {
+    /// The API a hosted consumer talks to: its base URL (`url`, else `default`) and
+    /// its token (`tokenFrom`).
+    fn api(
+        &mut self,
+        url: Option<&Located<String>>,
+        default: &str,
+        token_from: &Checked<Located<RawReference>>,
+        cx: &ConsumerContext<'_>,
+    ) -> (Option<url::Url>, Option<Reference>) {
+        let url = match url {
             Some(u) => self.http_url(u, &["https", "http"]),
             None => url::Url::parse(default).ok(),
-        }
+        };
+        (
+            url,
+            self.single_reference(token_from, cx.mount, "the token"),
+        )
     }
 
     fn dns(&mut self, s: &Located<String>, label: bool, expected: &str) -> Option<String> {
@@ -319,15 +307,7 @@ impl Validator {
         } else {
             is_dns_subdomain(&s.value)
         };
-        if ok {
-            Some(s.value.clone())
-        } else {
-            self.at(
-                s,
-                format!("found `{}`, expected {expected}", s.value.escape_debug()),
-            );
-            None
-        }
+        self.accepted(s, ok, expected)
     }
 
     /// `data: {KEY: template}` of kubernetes and vault-kv consumers.
@@ -404,7 +384,7 @@ impl Validator {
             } else {
                 "a group path such as acme or acme/team, or a numeric id"
             };
-            self.at(p, format!("found `{}`, expected {what}", v.escape_debug()));
+            self.found(p, v, what);
             None
         }
     }
@@ -437,10 +417,7 @@ impl Validator {
                             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
                 });
                 let Some((owner, name)) = parts else {
-                    self.at(
-                        repo,
-                        format!("found `{}`, expected owner/name", repo.value.escape_debug()),
-                    );
+                    self.found(repo, &repo.value, "owner/name");
                     return None;
                 };
                 let environment = match &r.environment {
@@ -463,13 +440,7 @@ impl Validator {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 if !org_ok {
-                    self.at(
-                        org,
-                        format!(
-                            "found `{}`, expected an organization login",
-                            org.value.escape_debug()
-                        ),
-                    );
+                    self.found(org, &org.value, "an organization login");
                 }
                 let Some(visibility) = &r.visibility else {
                     self.at(
@@ -501,7 +472,7 @@ impl Validator {
         };
         match problem {
             Some(p) => {
-                self.at(n, format!("found `{}`, expected {p}", v.escape_debug()));
+                self.found(n, v, p);
                 None
             }
             None => Some(v.clone()),
@@ -517,18 +488,7 @@ impl Validator {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             });
-        if ok {
-            Some(n.value.clone())
-        } else {
-            self.at(
-                n,
-                format!(
-                    "found `{}`, expected a Vault namespace such as team-a or team-a/child",
-                    n.value.escape_debug()
-                ),
-            );
-            None
-        }
+        self.accepted(n, ok, "a Vault namespace such as team-a or team-a/child")
     }
 
     /// A user or group: a POSIX name or a numeric id.
@@ -544,12 +504,10 @@ impl Validator {
         if (numeric && text.parse::<u32>().is_ok()) || name {
             Some(text.to_owned())
         } else {
-            self.at(
+            self.found(
                 a,
-                format!(
-                    "found `{}`, expected a {what} name (such as app or _app-1) or a numeric id",
-                    text.escape_debug()
-                ),
+                text,
+                format_args!("a {what} name (such as app or _app-1) or a numeric id"),
             );
             None
         }
@@ -564,13 +522,7 @@ impl Validator {
             .filter(|m| *m <= 0o7777);
         match mode {
             None => {
-                self.at(
-                    m,
-                    format!(
-                        "found `{}`, expected an octal mode such as 0600",
-                        text.escape_debug()
-                    ),
-                );
+                self.found(m, text, "an octal mode such as 0600");
                 None
             }
             Some(mode) if mode & 0o007 != 0 => {

@@ -62,12 +62,10 @@ impl Validator {
                         Some(group) if is_identity_name(group) => Approver::Group(group.to_owned()),
                         None if is_identity_name(text) => Approver::Identity(text.to_owned()),
                         _ => {
-                            self.at(
+                            self.found(
                                 entry,
-                                format!(
-                                    "found `{}`, expected an API identity name or `group:NAME` (letters, digits, `-`, `_`, `.`, `:`; up to 128 characters)",
-                                    text.escape_debug()
-                                ),
+                                text,
+                                "an API identity name or `group:NAME` (letters, digits, `-`, `_`, `.`, `:`; up to 128 characters)",
                             );
                             ok = false;
                             continue;

@@ -27,47 +27,33 @@ impl Validator {
             Some(tz) => match tz.value.parse::<chrono_tz::Tz>() {
                 Ok(z) => z,
                 Err(_) => {
-                    self.at(
+                    self.found(
                         tz,
-                        format!(
-                            "found `{}`, expected an IANA time zone name such as Europe/Berlin or UTC",
-                            tz.value.escape_debug()
-                        ),
+                        &tz.value,
+                        "an IANA time zone name such as Europe/Berlin or UTC",
                     );
                     chrono_tz::Tz::UTC
                 }
             },
         };
-        let cron = raw.cron.as_ref().map(|c| self.cron(c, timezone));
+        let cron = self.optional(raw.cron.as_ref(), |v, c| v.cron(c, timezone));
         let jitter = self
             .opt_duration(raw.jitter.as_ref(), JITTER_BOUND)
             .unwrap_or_default();
-        let window = raw.window.as_ref().map(|w| self.window(w));
-        let max_age = raw
-            .max_age
-            .as_ref()
-            .map(|m| self.duration(m, MAX_AGE_BOUND));
+        let window = self.optional(raw.window.as_ref(), Self::window);
+        let max_age = self.optional(raw.max_age.as_ref(), |v, m| v.duration(m, MAX_AGE_BOUND));
         if let (Some(Some(d)), Some(m)) = (max_age, &raw.max_age)
             && d.is_zero()
         {
             self.at(m, "found maxAge 0, expected a positive duration");
         }
         Some(ScheduleSpec {
-            cron: match cron {
-                Some(c) => Some(c?),
-                None => None,
-            },
+            cron: cron?,
             cron_source: raw.cron.as_ref().map(|c| c.value.clone()),
             timezone,
             jitter,
-            window: match window {
-                Some(w) => Some(w?),
-                None => None,
-            },
-            max_age: match max_age {
-                Some(m) => Some(m?),
-                None => None,
-            },
+            window: window?,
+            max_age: max_age?,
         })
     }
 
@@ -114,12 +100,10 @@ impl Validator {
         });
         match parsed {
             None => {
-                self.at(
+                self.found(
                     w,
-                    format!(
-                        "found `{}`, expected a local time window HH:MM-HH:MM such as 02:00-05:00",
-                        w.value.escape_debug()
-                    ),
+                    &w.value,
+                    "a local time window HH:MM-HH:MM such as 02:00-05:00",
                 );
                 None
             }

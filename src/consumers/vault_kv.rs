@@ -16,10 +16,11 @@ use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, RawResponse, Vault, VaultError};
 
 /// A failed push to a KV copy.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum VaultKvError {
     /// Vault could not be reached or answered 5xx/429.
     #[error("vault-kv {location}: {source}")]
+    #[strum(disabled)]
     Vault {
         /// `namespace:mount/path`.
         location: String,
@@ -29,6 +30,7 @@ pub enum VaultKvError {
     },
     /// Vault refused the request (permissions, missing mount…).
     #[error("vault-kv {location}: {operation} answered HTTP {status}: {errors}")]
+    #[strum(serialize = "vault_kv_refused")]
     Refused {
         /// `namespace:mount/path`.
         location: String,
@@ -41,12 +43,14 @@ pub enum VaultKvError {
     },
     /// Someone else kept writing the path between our read and write.
     #[error("vault-kv {location}: the path changed during the write (check-and-set), twice")]
+    #[strum(serialize = "vault_kv_conflict")]
     Conflict {
         /// `namespace:mount/path`.
         location: String,
     },
     /// The value read back is not the value written.
     #[error("vault-kv {location}: the value read back differs from the value written")]
+    #[strum(serialize = "vault_kv_mismatch")]
     Mismatch {
         /// `namespace:mount/path`.
         location: String,
@@ -58,9 +62,7 @@ impl VaultKvError {
     pub fn kind(&self) -> &'static str {
         match self {
             VaultKvError::Vault { source, .. } => source.kind(),
-            VaultKvError::Refused { .. } => "vault_kv_refused",
-            VaultKvError::Conflict { .. } => "vault_kv_conflict",
-            VaultKvError::Mismatch { .. } => "vault_kv_mismatch",
+            other => other.into(),
         }
     }
 

@@ -39,10 +39,11 @@ const SCAN_CONCURRENCY: usize = 8;
 /// Errors of the Vault auth kinds (`vault-userpass`, `vault-approle`, `vault-token`).
 /// None carries a password, secret-id or token: Vault's error text is scrubbed of the
 /// values that were sent.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum VaultAuthError {
     /// A mount, user or role name that cannot be used as (part of) a Vault path.
     #[error("invalid {what} {value:?}: {reason}")]
+    #[strum(serialize = "invalid_name")]
     InvalidName {
         /// `mount`, `username`, `role`.
         what: &'static str,
@@ -53,6 +54,7 @@ pub enum VaultAuthError {
     },
     /// An empty password was given.
     #[error("refusing to set an empty password for user {username:?} on auth/{mount}")]
+    #[strum(serialize = "empty_password")]
     EmptyPassword {
         /// Auth mount.
         mount: String,
@@ -61,6 +63,7 @@ pub enum VaultAuthError {
     },
     /// A stored value lacks a key the operation needs.
     #[error("the {which} value has no usable {key:?} key")]
+    #[strum(serialize = "missing_key")]
     MissingKey {
         /// Which value (`revoked`, …).
         which: &'static str,
@@ -69,6 +72,7 @@ pub enum VaultAuthError {
     },
     /// Vault did not answer (connection refused, timeout, TLS).
     #[error("{operation}: no answer from Vault")]
+    #[strum(serialize = "vault_transport")]
     Transport {
         /// The request, e.g. `POST auth/userpass/users/app/password`.
         operation: String,
@@ -78,6 +82,7 @@ pub enum VaultAuthError {
     },
     /// Vault answered with an error status.
     #[error("{operation}: Vault answered HTTP {status}{}", errors_suffix(errors))]
+    #[strum(serialize = "vault_api")]
     Api {
         /// The request.
         operation: String,
@@ -88,6 +93,7 @@ pub enum VaultAuthError {
     },
     /// The userpass user does not exist.
     #[error("user {username:?} does not exist on auth/{mount}")]
+    #[strum(serialize = "user_not_found")]
     UserNotFound {
         /// Auth mount.
         mount: String,
@@ -96,6 +102,7 @@ pub enum VaultAuthError {
     },
     /// The AppRole role does not exist.
     #[error("AppRole role {role:?} does not exist on auth/{mount}")]
+    #[strum(serialize = "role_not_found")]
     RoleNotFound {
         /// Auth mount.
         mount: String,
@@ -104,6 +111,7 @@ pub enum VaultAuthError {
     },
     /// Vault answered 2xx without a field the operation needs.
     #[error("{operation}: Vault's answer has no {field}")]
+    #[strum(serialize = "invalid_response")]
     InvalidResponse {
         /// The request.
         operation: String,
@@ -124,15 +132,8 @@ impl VaultAuthError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            VaultAuthError::InvalidName { .. } => "invalid_name",
-            VaultAuthError::EmptyPassword { .. } => "empty_password",
-            VaultAuthError::MissingKey { .. } => "missing_key",
             VaultAuthError::Transport { source, .. } if source.is_timeout() => "timeout",
-            VaultAuthError::Transport { .. } => "vault_transport",
-            VaultAuthError::Api { .. } => "vault_api",
-            VaultAuthError::UserNotFound { .. } => "user_not_found",
-            VaultAuthError::RoleNotFound { .. } => "role_not_found",
-            VaultAuthError::InvalidResponse { .. } => "invalid_response",
+            other => other.into(),
         }
     }
 

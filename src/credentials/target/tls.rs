@@ -55,10 +55,11 @@ impl From<Option<&crate::policy::TlsSpec>> for TargetTls {
 }
 
 /// TLS settings that cannot be used: read when the target is built, before any I/O.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum TlsSetupError {
     /// The TLS CA file could not be read.
     #[error("cannot read the TLS CA file {}", path.display())]
+    #[strum(serialize = "read_ca_file")]
     ReadCaFile {
         /// The file.
         path: PathBuf,
@@ -68,15 +69,18 @@ pub enum TlsSetupError {
     },
     /// The TLS CA file holds no usable certificate.
     #[error("the TLS CA file {} holds no usable PEM certificate", path.display())]
+    #[strum(serialize = "invalid_ca_file")]
     InvalidCaFile {
         /// The file.
         path: PathBuf,
     },
     /// `verify-full` without a CA file, and the system trust store has no certificate.
     #[error("no CA file given and the system trust store holds no usable certificate")]
+    #[strum(serialize = "no_system_roots")]
     NoSystemRoots,
     /// The TLS client configuration could not be built.
     #[error("cannot build the TLS configuration")]
+    #[strum(serialize = "tls_config")]
     TlsConfig {
         /// rustls' refusal.
         #[source]
@@ -84,6 +88,7 @@ pub enum TlsSetupError {
     },
     /// The certificate verifier could not be built.
     #[error("cannot build the TLS certificate verifier")]
+    #[strum(serialize = "tls_verifier")]
     TlsVerifier {
         /// rustls' refusal.
         #[source]
@@ -94,13 +99,7 @@ pub enum TlsSetupError {
 impl TlsSetupError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            TlsSetupError::ReadCaFile { .. } => "read_ca_file",
-            TlsSetupError::InvalidCaFile { .. } => "invalid_ca_file",
-            TlsSetupError::NoSystemRoots => "no_system_roots",
-            TlsSetupError::TlsConfig { .. } => "tls_config",
-            TlsSetupError::TlsVerifier { .. } => "tls_verifier",
-        }
+        self.into()
     }
 }
 

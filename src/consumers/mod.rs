@@ -12,6 +12,7 @@ pub mod file;
 pub mod github;
 pub mod gitlab;
 pub mod kubernetes;
+mod scrub;
 pub mod vault_kv;
 
 use std::future::Future;

@@ -28,12 +28,10 @@ use tracing::info;
 
 mod api;
 
-use self::api::{
-    Action, Answer, Call, Scope, Scrubber, advanced, bearer, decode, failure, join, public_key,
-};
+use self::api::{Action, Answer, Call, Scope, advanced, bearer, decode, failure, join, public_key};
 use super::{
     Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, ci_inputs, token,
+    RemoveResult, ci_inputs, scrub::Scrubber, token,
 };
 use crate::policy::{GithubConsumer, GithubVisibility};
 
@@ -232,7 +230,9 @@ impl GithubClient {
     ) -> Result<(SecretCalls<'s>, Answer), GithubError> {
         let secret = spec.name.as_str();
         let auth = bearer(token)?;
-        let scrubber = Scrubber::new(token, value);
+        // GitHub does not echo the token or the value, but a proxy in front of GitHub
+        // Enterprise might.
+        let scrubber = Scrubber::new([token.expose_secret().trim(), value.expose_secret()]);
         let collection = scope.collection();
         let key_url = join(&spec.url, &collection, "public-key")?;
         let secret_url = join(&spec.url, &collection, secret)?;

@@ -1,10 +1,7 @@
 //! Errors of the Kubernetes consumer, and the scrubbing that keeps Secret values out of
 //! them.
 
-use base64::Engine as _;
-use zeroize::{Zeroize, Zeroizing};
-
-use crate::secret::SecretMap;
+use crate::consumers::scrub::Scrubber;
 
 /// Errors of the Kubernetes consumer. None of them carries a Secret value.
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
@@ -267,55 +264,5 @@ impl ApiFailure {
                 }
             }
         }
-    }
-}
-
-/// Replaces every rendered value (plain, JSON-escaped, base64) in a message.
-#[derive(Default)]
-pub(super) struct Scrubber {
-    needles: Vec<Zeroizing<String>>,
-}
-
-impl Scrubber {
-    pub(super) fn new(rendered: &SecretMap) -> Self {
-        let mut needles = Vec::new();
-        for key in rendered.keys() {
-            let Some(value) = rendered.expose(key) else {
-                continue;
-            };
-            if value.is_empty() {
-                continue;
-            }
-            needles.push(Zeroizing::new(value.to_owned()));
-            needles.push(Zeroizing::new(
-                base64::engine::general_purpose::STANDARD.encode(value),
-            ));
-            if let Ok(json) = serde_json::to_string(value) {
-                let inner = json
-                    .strip_prefix('"')
-                    .and_then(|j| j.strip_suffix('"'))
-                    .unwrap_or(&json);
-                if inner != value {
-                    needles.push(Zeroizing::new(inner.to_owned()));
-                }
-                let mut json = json;
-                json.zeroize();
-            }
-        }
-        // Longest first, so a value containing another is replaced whole.
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Scrubber { needles }
-    }
-
-    pub(super) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                let replaced = out.replace(needle.as_str(), "[REDACTED]");
-                out.zeroize();
-                out = replaced;
-            }
-        }
-        out
     }
 }

@@ -140,15 +140,16 @@ pub fn client_config(tls: &TargetTls) -> Result<Option<Arc<ClientConfig>>, TlsSe
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match tls {
         TargetTls::Disable => return Ok(None),
-        TargetTls::Require { ca_file: None } => Arc::new(NoCertificateCheck {
-            provider: provider.clone(),
-        }),
-        TargetTls::Require {
-            ca_file: Some(path),
-        } => Arc::new(ChainOnly(webpki_verifier(
-            root_store(path)?,
-            provider.clone(),
-        )?)),
+        TargetTls::Require { ca_file } => {
+            let chain = match ca_file {
+                Some(path) => Some(webpki_verifier(root_store(path)?, provider.clone())?),
+                None => None,
+            };
+            Arc::new(NoHostCheck {
+                chain,
+                provider: provider.clone(),
+            })
+        }
         TargetTls::VerifyFull { ca_file } => {
             let roots = match ca_file {
                 Some(path) => root_store(path)?,
@@ -193,24 +194,34 @@ fn webpki_verifier(
         .map_err(|source| TlsSetupError::TlsVerifier { source })
 }
 
-/// `require` without a CA file: encryption only, as libpq does. Handshake signatures
-/// are still checked (and PostgreSQL's SCRAM channel binding ties the login to this
-/// certificate).
+/// The verifier of `require`: the host name is never checked. Without a CA file
+/// (`chain` is `None`) it is encryption only, as libpq does; with one (libpq's
+/// `verify-ca`) the chain must lead to the CA. Handshake signatures are always checked
+/// (and PostgreSQL's SCRAM channel binding ties the login to this certificate).
 #[derive(Debug)]
-struct NoCertificateCheck {
+struct NoHostCheck {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for NoCertificateCheck {
+impl ServerCertVerifier for NoHostCheck {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -245,54 +256,6 @@ impl ServerCertVerifier for NoCertificateCheck {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// `require` with a CA file (libpq's `verify-ca`): the chain must lead to the CA, the
-/// host name is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 

@@ -204,17 +204,8 @@ impl UserpassTarget {
             });
         }
         let path = format!("{}/password", self.user_path());
-        let operation = format!("POST {path}");
         let body = WipedJson(json!({ "password": password.expose_secret() }));
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            &path,
-            Some(&body.0),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body.0)).await?;
         drop(body);
         if resp.is_success() {
             info!(mount = %self.mount, user = %self.username, "Userpass password set.");
@@ -669,39 +660,33 @@ where
     F: Fn(&Value) -> bool,
 {
     let body = json!({ "accessor": accessor });
-    let operation = "POST auth/token/lookup-accessor";
-    let resp = send(
+    let (operation, resp) = as_rotor(
         vault,
         Method::POST,
         "auth/token/lookup-accessor",
         Some(&body),
-        AuthAs::Rotor,
-        operation,
     )
     .await?;
     match resp.status {
         200..=299 => {}
         // "invalid accessor": the token expired or was revoked since the list.
         400 => return Ok(false),
-        _ => return Err(api_error(operation.into(), &resp, &[])),
+        _ => return Err(api_error(operation, &resp, &[])),
     }
     let answer = resp.json();
     let data = answer.get("data").unwrap_or(&Value::Null);
     if !matches(data) || !issued_before(data, cutoff) {
         return Ok(false);
     }
-    let operation = "POST auth/token/revoke-accessor";
-    let resp = send(
+    let (operation, resp) = as_rotor(
         vault,
         Method::POST,
         "auth/token/revoke-accessor",
         Some(&body),
-        AuthAs::Rotor,
-        operation,
     )
     .await?;
     if !resp.is_success() {
-        return Err(api_error(operation.into(), &resp, &[]));
+        return Err(api_error(operation, &resp, &[]));
     }
     Ok(true)
 }

@@ -43,7 +43,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use self::acl::{AclUser, password_hash, validate_user};
+use self::acl::{AclUser, password_hash, set_user, validate_user};
 use super::CredentialError;
 use super::adapters::PasswordTarget;
 use super::target::{
@@ -359,11 +359,7 @@ impl RedisTarget {
             .with_user("add password", user, async |session: &mut Session, acl| {
                 let added = !acl.passwords.contains(&hash);
                 if added {
-                    ::redis::cmd("ACL")
-                        .arg("SETUSER")
-                        .arg(user)
-                        .arg(format!("#{hash}"))
-                        .query_async::<()>(&mut session.conn)
+                    set_user(session, user, &[&format!("#{hash}")])
                         .await
                         .map_err(|source| RedisError::AddPassword {
                             user: user.to_owned(),
@@ -409,13 +405,7 @@ impl RedisTarget {
                         });
                     }
                     if present {
-                        let result = ::redis::cmd("ACL")
-                            .arg("SETUSER")
-                            .arg(user)
-                            .arg(format!("!{hash}"))
-                            .query_async::<()>(&mut session.conn)
-                            .await;
-                        match result {
+                        match set_user(session, user, &[&format!("!{hash}")]).await {
                             Ok(()) => {}
                             // Removed by someone else since the lookup: what we wanted. (The
                             // server's message quotes the hash, so it is not passed on.)
@@ -451,14 +441,12 @@ impl RedisTarget {
         validate_user(user)?;
         let action = if enable { "enable" } else { "disable" };
         self.with_user("change user", user, async |session: &mut Session, _| {
-            let mut cmd = ::redis::cmd("ACL");
-            cmd.arg("SETUSER").arg(user);
-            if enable {
-                cmd.arg("on");
+            let rules: &[&str] = if enable {
+                &["on"]
             } else {
-                cmd.arg("off").arg("resetpass");
-            }
-            cmd.query_async::<()>(&mut session.conn)
+                &["off", "resetpass"]
+            };
+            set_user(session, user, rules)
                 .await
                 .map_err(|source| RedisError::SetEnabled {
                     user: user.to_owned(),

@@ -25,8 +25,8 @@ use tracing::{debug, info};
 
 use super::adapters::IssuingTarget;
 use super::vault_userpass::{
-    WipedJson, api_error, as_rotor, check_mount, check_segment, log_outcome, non_empty,
-    normalize_mount, probe_login, revoke_login_tokens, str_field,
+    WipedJson, api_error, as_rotor, check_mount, check_segment, non_empty, normalize_mount,
+    probe_login, revoke_login_tokens, str_field,
 };
 use super::{AuthOutcome, CredentialError};
 use crate::secret::{SecretMap, SecretString};
@@ -220,15 +220,13 @@ impl ApproleTarget {
             "role_id": role_id.expose_secret(),
             "secret_id": secret_id.expose_secret(),
         }));
-        let outcome = probe_login(
+        probe_login(
             &self.vault,
             &path,
             &body.0,
             &[secret_id.expose_secret(), role_id.expose_secret()],
         )
-        .await;
-        log_outcome(&path, &outcome);
-        outcome
+        .await
     }
 
     /// Revokes the tokens obtained by logins to this role (token `path`

@@ -235,9 +235,7 @@ impl UserpassTarget {
         }
         let path = format!("auth/{}/login/{}", self.mount, self.username);
         let body = WipedJson(json!({ "password": password.expose_secret() }));
-        let outcome = probe_login(&self.vault, &path, &body.0, &[password.expose_secret()]).await;
-        log_outcome(&path, &outcome);
-        outcome
+        probe_login(&self.vault, &path, &body.0, &[password.expose_secret()]).await
     }
 
     /// Revokes the tokens obtained by logins of this user (token `path`
@@ -450,7 +448,7 @@ pub(crate) fn log_outcome(path: &str, outcome: &AuthOutcome) {
     super::target::log_login!(outcome, path = %path);
 }
 
-/// Sends a login request anonymously and classifies the answer: a token is
+/// Sends a login request anonymously, classifies the answer and logs it: a token is
 /// [`AuthOutcome::Accepted`] (and is revoked before returning), HTTP 400 is Vault's
 /// refusal ([`AuthOutcome::Rejected`], code `"400"`), anything else is
 /// [`AuthOutcome::Unreachable`]. `secrets` are scrubbed from every text returned.
@@ -460,6 +458,13 @@ pub(crate) async fn probe_login(
     body: &Value,
     secrets: &[&str],
 ) -> AuthOutcome {
+    let outcome = login_answer(vault, path, body, secrets).await;
+    log_outcome(path, &outcome);
+    outcome
+}
+
+/// [`probe_login`] without the log line.
+async fn login_answer(vault: &Vault, path: &str, body: &Value, secrets: &[&str]) -> AuthOutcome {
     let resp = match vault
         .request(Method::POST, path, Some(body), AuthAs::Anonymous)
         .await

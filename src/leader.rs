@@ -100,16 +100,19 @@ pub fn default_namespace() -> String {
 }
 
 /// Why leader election could not run or end cleanly.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum LeaderError {
     /// The Lease duration is below [`MIN_DURATION`].
     #[error("the lease duration must be at least 2s (whole seconds), not {0:?}")]
+    #[strum(serialize = "lease_duration")]
     Duration(Duration),
     /// The Lease name, namespace or identity is empty.
     #[error("the lease name, namespace and identity must not be empty")]
+    #[strum(serialize = "lease_name")]
     Empty,
     /// The Lease could not be released at shutdown; a successor waits for it to expire.
     #[error("releasing lease {namespace}/{name} failed")]
+    #[strum(serialize = "lease_release")]
     Release {
         /// Lease namespace.
         namespace: String,
@@ -124,11 +127,7 @@ pub enum LeaderError {
 impl LeaderError {
     /// Fixed label for metrics and logs.
     pub fn kind(&self) -> &'static str {
-        match self {
-            LeaderError::Duration(_) => "lease_duration",
-            LeaderError::Empty => "lease_name",
-            LeaderError::Release { .. } => "lease_release",
-        }
+        self.into()
     }
 
     /// Whether trying again may help (network, timeouts, 5xx, 429).

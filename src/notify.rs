@@ -173,10 +173,11 @@ pub fn signature(key: &[u8], timestamp: u64, body: &[u8]) -> String {
 
 /// Why one delivery attempt failed. Messages name the receiver's host, never its full
 /// URL, the key or a signature.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum NotifyError {
     /// The signing key could not be read.
     #[error("reading the signing key {reference} failed")]
+    #[strum(serialize = "notify_key")]
     Key {
         /// The reference, described without any value.
         reference: String,
@@ -186,21 +187,25 @@ pub enum NotifyError {
     },
     /// The key is in Vault but the notifier has no Vault client.
     #[error("the signing key {reference} is in Vault, but no Vault client is configured")]
+    #[strum(serialize = "notify_no_vault")]
     NoVault {
         /// The reference, described without any value.
         reference: String,
     },
     /// The reference does not yield exactly one non-empty value.
     #[error("the signing key {reference} does not name one non-empty value")]
+    #[strum(serialize = "notify_key_shape")]
     KeyShape {
         /// The reference, described without any value.
         reference: String,
     },
     /// The HTTP client could not be built (TLS set-up).
     #[error("the webhook HTTP client could not be built: {0}")]
+    #[strum(serialize = "notify_client")]
     Client(String),
     /// No answer: refused connection, timeout, TLS failure.
     #[error("webhook {host} could not be reached")]
+    #[strum(serialize = "notify_transport")]
     Transport {
         /// The receiver's host (and port).
         host: String,
@@ -210,6 +215,7 @@ pub enum NotifyError {
     },
     /// The receiver answered with a status other than 2xx.
     #[error("webhook {host} answered HTTP {status}")]
+    #[strum(serialize = "notify_status")]
     Status {
         /// The receiver's host (and port).
         host: String,
@@ -224,13 +230,8 @@ impl NotifyError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            NotifyError::Key { .. } => "notify_key",
-            NotifyError::NoVault { .. } => "notify_no_vault",
-            NotifyError::KeyShape { .. } => "notify_key_shape",
-            NotifyError::Client(_) => "notify_client",
             NotifyError::Transport { source, .. } if source.is_timeout() => "timeout",
-            NotifyError::Transport { .. } => "notify_transport",
-            NotifyError::Status { .. } => "notify_status",
+            other => other.into(),
         }
     }
 

@@ -185,13 +185,15 @@ impl ApprovalRecord {
 }
 
 /// A failed read or write of approval records.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum ApprovalError {
     /// Vault refused or could not be reached.
     #[error(transparent)]
+    #[strum(disabled)]
     Vault(#[from] VaultError),
     /// A stored record is not the JSON rotor writes.
     #[error("the approval record at {path} cannot be read: {detail}")]
+    #[strum(serialize = "approval_decode")]
     Decode {
         /// Where it is (`<mount>/<path>`).
         path: String,
@@ -205,7 +207,7 @@ impl ApprovalError {
     pub fn kind(&self) -> &'static str {
         match self {
             ApprovalError::Vault(e) => e.kind(),
-            ApprovalError::Decode { .. } => "approval_decode",
+            other => other.into(),
         }
     }
 

@@ -257,10 +257,11 @@ impl VaultIdentity {
 }
 
 /// A failed audit-log operation. None carries event content.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum AuditError {
     /// The file could not be created, opened, read or locked.
     #[error("cannot open audit log {path}: {source}")]
+    #[strum(serialize = "audit_open")]
     Open {
         /// The log.
         path: PathBuf,
@@ -270,6 +271,7 @@ pub enum AuditError {
     },
     /// The path is not a regular file.
     #[error("audit log {path} is not a regular file")]
+    #[strum(serialize = "audit_not_a_file")]
     NotAFile {
         /// The log.
         path: PathBuf,
@@ -278,6 +280,7 @@ pub enum AuditError {
     #[error(
         "audit log {path} is in use by another rotor process; only one writer may append to it"
     )]
+    #[strum(serialize = "audit_locked")]
     Locked {
         /// The log.
         path: PathBuf,
@@ -287,6 +290,7 @@ pub enum AuditError {
         "audit log {path}: {problem}; rotor does not append to a log whose last record does not verify. \
          Keep the file as evidence: run `rotor audit verify {path}`, move the file aside; rotor then starts a new log at this path"
     )]
+    #[strum(serialize = "audit_corrupt")]
     Corrupt {
         /// The log.
         path: PathBuf,
@@ -295,9 +299,11 @@ pub enum AuditError {
     },
     /// The event could not be serialised.
     #[error("cannot encode audit record: {0}")]
+    #[strum(serialize = "audit_encode")]
     Encode(String),
     /// Writing the record failed; the file was restored to its previous end.
     #[error("cannot write audit log {path}: {source}")]
+    #[strum(serialize = "audit_write")]
     Write {
         /// The log.
         path: PathBuf,
@@ -307,6 +313,7 @@ pub enum AuditError {
     },
     /// The record was written but could not be made durable.
     #[error("cannot sync audit log {path} to disk: {source}")]
+    #[strum(serialize = "audit_sync")]
     Sync {
         /// The log.
         path: PathBuf,
@@ -319,6 +326,7 @@ pub enum AuditError {
         "audit log {path} was changed by someone else (size {actual} bytes, rotor wrote {expected}); \
          rotor stops appending to it"
     )]
+    #[strum(serialize = "audit_changed")]
     Changed {
         /// The log.
         path: PathBuf,
@@ -329,6 +337,7 @@ pub enum AuditError {
     },
     /// An earlier failure left the end of the file unknown; reopen the log.
     #[error("audit log {path} cannot be continued: {reason}; restart rotor to check and reopen it")]
+    #[strum(serialize = "audit_broken")]
     Broken {
         /// The log.
         path: PathBuf,
@@ -340,17 +349,7 @@ pub enum AuditError {
 impl AuditError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            AuditError::Open { .. } => "audit_open",
-            AuditError::NotAFile { .. } => "audit_not_a_file",
-            AuditError::Locked { .. } => "audit_locked",
-            AuditError::Corrupt { .. } => "audit_corrupt",
-            AuditError::Encode(_) => "audit_encode",
-            AuditError::Write { .. } => "audit_write",
-            AuditError::Sync { .. } => "audit_sync",
-            AuditError::Changed { .. } => "audit_changed",
-            AuditError::Broken { .. } => "audit_broken",
-        }
+        self.into()
     }
 
     /// Whether retrying may succeed: a write that was rolled back (e.g. a full disk)

@@ -24,10 +24,11 @@ use crate::policy::FileConsumer;
 use crate::secret::{SecretString, constant_time_eq};
 
 /// A failed file push.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum FileError {
     /// A filesystem operation failed.
     #[error("file {path}: {operation}: {source}")]
+    #[strum(serialize = "file_io")]
     Io {
         /// The target file.
         path: PathBuf,
@@ -39,6 +40,7 @@ pub enum FileError {
     },
     /// The owner or group does not exist on this host.
     #[error("file {path}: no {what} named {name:?} on this host")]
+    #[strum(serialize = "file_unknown_account")]
     UnknownAccount {
         /// The target file.
         path: PathBuf,
@@ -49,12 +51,14 @@ pub enum FileError {
     },
     /// What was read back differs from what was written.
     #[error("file {path}: the content read back differs from the content written")]
+    #[strum(serialize = "file_mismatch")]
     Mismatch {
         /// The target file.
         path: PathBuf,
     },
     /// The file is still there after it was removed (someone wrote it again).
     #[error("file {path}: still there after it was removed")]
+    #[strum(serialize = "file_still_present")]
     StillPresent {
         /// The target file.
         path: PathBuf,
@@ -64,12 +68,7 @@ pub enum FileError {
 impl FileError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            FileError::Io { .. } => "file_io",
-            FileError::UnknownAccount { .. } => "file_unknown_account",
-            FileError::Mismatch { .. } => "file_mismatch",
-            FileError::StillPresent { .. } => "file_still_present",
-        }
+        self.into()
     }
 
     /// Whether a later retry may succeed (a full disk or a transient I/O error may

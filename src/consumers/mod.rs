@@ -12,6 +12,7 @@ pub mod file;
 pub mod github;
 pub mod gitlab;
 pub mod kubernetes;
+mod scrub;
 pub mod vault_kv;
 
 use std::future::Future;
@@ -30,10 +31,11 @@ use self::kubernetes::{KubernetesConsumerClient, KubernetesError};
 use self::vault_kv::VaultKvError;
 
 /// A failed push to one consumer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum ConsumerError {
     /// A template could not be rendered (a variable the credential did not provide).
     #[error("rendering {key}: {detail}")]
+    #[strum(serialize = "render")]
     Render {
         /// The data key whose template failed.
         key: String,
@@ -42,24 +44,31 @@ pub enum ConsumerError {
     },
     /// No Kubernetes client could be configured (kubeconfig / in-cluster).
     #[error("cannot configure a Kubernetes client: {0}")]
+    #[strum(serialize = "kube_config")]
     KubeConfig(String),
     /// The Kubernetes API failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Kubernetes(#[from] KubernetesError),
     /// The extra Vault KV copy failed.
     #[error(transparent)]
+    #[strum(disabled)]
     VaultKv(#[from] VaultKvError),
     /// The file could not be written.
     #[error(transparent)]
+    #[strum(disabled)]
     File(#[from] FileError),
     /// The GitLab API failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Gitlab(#[from] GitlabError),
     /// The GitHub API failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Github(#[from] GithubError),
     /// A consumer's token reference could not be resolved.
     #[error("resolving {what}: {detail}")]
+    #[strum(serialize = "token_reference")]
     Token {
         /// Which field (`tokenFrom`).
         what: &'static str,
@@ -74,14 +83,12 @@ impl ConsumerError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            ConsumerError::Render { .. } => "render",
-            ConsumerError::KubeConfig(_) => "kube_config",
             ConsumerError::Kubernetes(e) => e.kind(),
             ConsumerError::VaultKv(e) => e.kind(),
             ConsumerError::File(e) => e.kind(),
             ConsumerError::Gitlab(e) => e.kind(),
             ConsumerError::Github(e) => e.kind(),
-            ConsumerError::Token { .. } => "token_reference",
+            other => other.into(),
         }
     }
 

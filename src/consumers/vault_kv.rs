@@ -16,10 +16,11 @@ use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, RawResponse, Vault, VaultError};
 
 /// A failed push to a KV copy.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum VaultKvError {
     /// Vault could not be reached or answered 5xx/429.
     #[error("vault-kv {location}: {source}")]
+    #[strum(disabled)]
     Vault {
         /// `namespace:mount/path`.
         location: String,
@@ -29,6 +30,7 @@ pub enum VaultKvError {
     },
     /// Vault refused the request (permissions, missing mount…).
     #[error("vault-kv {location}: {operation} answered HTTP {status}: {errors}")]
+    #[strum(serialize = "vault_kv_refused")]
     Refused {
         /// `namespace:mount/path`.
         location: String,
@@ -41,12 +43,14 @@ pub enum VaultKvError {
     },
     /// Someone else kept writing the path between our read and write.
     #[error("vault-kv {location}: the path changed during the write (check-and-set), twice")]
+    #[strum(serialize = "vault_kv_conflict")]
     Conflict {
         /// `namespace:mount/path`.
         location: String,
     },
     /// The value read back is not the value written.
     #[error("vault-kv {location}: the value read back differs from the value written")]
+    #[strum(serialize = "vault_kv_mismatch")]
     Mismatch {
         /// `namespace:mount/path`.
         location: String,
@@ -58,9 +62,7 @@ impl VaultKvError {
     pub fn kind(&self) -> &'static str {
         match self {
             VaultKvError::Vault { source, .. } => source.kind(),
-            VaultKvError::Refused { .. } => "vault_kv_refused",
-            VaultKvError::Conflict { .. } => "vault_kv_conflict",
-            VaultKvError::Mismatch { .. } => "vault_kv_mismatch",
+            other => other.into(),
         }
     }
 
@@ -144,26 +146,12 @@ pub async fn push(
     spec: &VaultKvConsumer,
     rendered: &SecretMap,
 ) -> Result<VaultKvReport, VaultKvError> {
-    let mut changed = false;
-    for attempt in 0..2 {
-        let current = read(vault, spec).await?;
-        if let Some((data, _)) = &current
-            && data.same_values(rendered)
-        {
-            break;
-        }
-        let cas = current.as_ref().map_or(0, |(_, v)| *v);
-        if !write_version(vault, spec, rendered.iter(), cas).await? {
-            if attempt == 1 {
-                return Err(VaultKvError::Conflict {
-                    location: location(spec),
-                });
-            }
-            continue;
-        }
-        changed = true;
-        break;
-    }
+    let changed = write_next(vault, spec, |current| {
+        let same = current.is_some_and(|data| data.same_values(rendered));
+        (!same).then(|| (rendered.clone(), ()))
+    })
+    .await?
+    .is_some();
     let verified = read(vault, spec)
         .await?
         .is_some_and(|(data, _)| data.same_values(rendered));
@@ -174,6 +162,30 @@ pub async fn push(
     }
     info!(copy = %location(spec), changed, "Vault KV copy up to date.");
     Ok(VaultKvReport { changed, verified })
+}
+
+/// Reads the copy and writes what `next` makes of its data (`None`: nothing to write)
+/// with check-and-set on the version read. When another writer wins, reads and tries
+/// once more; losing twice is [`VaultKvError::Conflict`]. Returns the `T` that came
+/// with the write that landed, `None` when nothing was written.
+async fn write_next<T>(
+    vault: &Vault,
+    spec: &VaultKvConsumer,
+    next: impl Fn(Option<&SecretMap>) -> Option<(SecretMap, T)>,
+) -> Result<Option<T>, VaultKvError> {
+    for _ in 0..2 {
+        let current = read(vault, spec).await?;
+        let cas = current.as_ref().map_or(0, |(_, version)| *version);
+        let Some((entries, done)) = next(current.as_ref().map(|(data, _)| data)) else {
+            return Ok(None);
+        };
+        if write_version(vault, spec, entries.iter(), cas).await? {
+            return Ok(Some(done));
+        }
+    }
+    Err(VaultKvError::Conflict {
+        location: location(spec),
+    })
 }
 
 /// Writes `entries` as the copy's next version with check-and-set on `cas` (the
@@ -216,27 +228,17 @@ async fn write_version<'v>(
 /// no live version, or none of the keys, is removed already (nothing is written).
 pub async fn remove(vault: &Vault, spec: &VaultKvConsumer) -> Result<usize, VaultKvError> {
     let ours = |k: &str| spec.data.contains_key(k);
-    let mut removed = 0;
-    for attempt in 0..2 {
-        let Some((current, version)) = read(vault, spec).await? else {
-            break;
-        };
+    let removed = write_next(vault, spec, |current| {
+        let current = current?;
         let present = current.keys().filter(|k| ours(k)).count();
-        if present == 0 {
-            break;
-        }
-        let kept = current.iter().filter(|(k, _)| !ours(k));
-        if !write_version(vault, spec, kept, version).await? {
-            if attempt == 1 {
-                return Err(VaultKvError::Conflict {
-                    location: location(spec),
-                });
-            }
-            continue;
-        }
-        removed = present;
-        break;
-    }
+        let kept = current
+            .iter()
+            .filter(|(k, _)| !ours(k))
+            .map(|(k, v)| (k.to_owned(), v.clone()));
+        (present > 0).then(|| (kept.collect(), present))
+    })
+    .await?
+    .unwrap_or(0);
     let left = read(vault, spec)
         .await?
         .is_some_and(|(data, _)| data.keys().any(ours));

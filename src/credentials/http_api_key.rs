@@ -56,12 +56,13 @@ pub const ID: &str = "id";
 
 /// Errors of the HTTP API key target. They name requests by method and URL template and
 /// quote HTTP statuses and field names, never a rendered URL, header, body or response.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum HttpApiKeyError {
     /// The admin credential lacks a variable the `create`/`revoke` templates use.
     #[error(
         "the admin credential (adminFrom) has no {key:?} value, which the {operation} request uses"
     )]
+    #[strum(serialize = "admin_key_missing")]
     AdminKeyMissing {
         /// The variable.
         key: String,
@@ -70,6 +71,7 @@ pub enum HttpApiKeyError {
     },
     /// A key value lacks `id` or `key`.
     #[error("the API key value has no {key:?}, which the {operation} request uses")]
+    #[strum(serialize = "missing_key")]
     ValueKeyMissing {
         /// `id` or `key`.
         key: &'static str,
@@ -78,6 +80,7 @@ pub enum HttpApiKeyError {
     },
     /// A template could not be rendered.
     #[error("rendering the {operation} request failed")]
+    #[strum(disabled)]
     Template {
         /// `create`, `revoke` or `probe`.
         operation: &'static str,
@@ -87,6 +90,7 @@ pub enum HttpApiKeyError {
     },
     /// The rendered URL is not a valid absolute URL.
     #[error("the {operation} URL rendered from {template:?} is invalid: {reason}")]
+    #[strum(serialize = "invalid_url")]
     InvalidUrl {
         /// `create`, `revoke` or `probe`.
         operation: &'static str,
@@ -99,6 +103,7 @@ pub enum HttpApiKeyError {
     #[error(
         "the {operation} header {header:?} is invalid (its name, or its rendered value holds characters HTTP headers cannot carry)"
     )]
+    #[strum(serialize = "invalid_header")]
     InvalidHeader {
         /// `create`, `revoke` or `probe`.
         operation: &'static str,
@@ -107,9 +112,11 @@ pub enum HttpApiKeyError {
     },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
+    #[strum(serialize = "http_client")]
     Client(#[source] reqwest::Error),
     /// The request got no HTTP answer (connection refused, TLS, timeout, broken body).
     #[error("the {operation} request {method} {url} got no answer")]
+    #[strum(serialize = "http_transport")]
     Transport {
         /// `create`, `revoke` or `probe`.
         operation: &'static str,
@@ -123,6 +130,7 @@ pub enum HttpApiKeyError {
     },
     /// The server answered with an unexpected status.
     #[error("the {operation} request {method} {url} answered HTTP {status} {reason}")]
+    #[strum(serialize = "http_status")]
     Status {
         /// `create`, `revoke` or `probe`.
         operation: &'static str,
@@ -137,12 +145,14 @@ pub enum HttpApiKeyError {
     },
     /// The create response is not a JSON document.
     #[error("the create request answered HTTP {status} with a body that is not JSON")]
+    #[strum(serialize = "response_not_json")]
     NotJson {
         /// The status code.
         status: u16,
     },
     /// The create response lacks `keyField` or `idField`.
     #[error("the create request answered HTTP {status}, but the response has no field {field:?}")]
+    #[strum(serialize = "response_missing_field")]
     MissingField {
         /// `keyField` or `idField` as configured.
         field: String,
@@ -153,6 +163,7 @@ pub enum HttpApiKeyError {
     #[error(
         "the create request answered HTTP {status}, but the field {field:?} is not a non-empty string or number"
     )]
+    #[strum(serialize = "response_field_type")]
     FieldNotText {
         /// `keyField` or `idField` as configured.
         field: String,
@@ -165,18 +176,9 @@ impl HttpApiKeyError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            HttpApiKeyError::AdminKeyMissing { .. } => "admin_key_missing",
-            HttpApiKeyError::ValueKeyMissing { .. } => "missing_key",
             HttpApiKeyError::Template { source, .. } => source.kind(),
-            HttpApiKeyError::InvalidUrl { .. } => "invalid_url",
-            HttpApiKeyError::InvalidHeader { .. } => "invalid_header",
-            HttpApiKeyError::Client(_) => "http_client",
             HttpApiKeyError::Transport { source, .. } if source.is_timeout() => "timeout",
-            HttpApiKeyError::Transport { .. } => "http_transport",
-            HttpApiKeyError::Status { .. } => "http_status",
-            HttpApiKeyError::NotJson { .. } => "response_not_json",
-            HttpApiKeyError::MissingField { .. } => "response_missing_field",
-            HttpApiKeyError::FieldNotText { .. } => "response_field_type",
+            other => other.into(),
         }
     }
 

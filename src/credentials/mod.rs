@@ -51,10 +51,11 @@ use self::vault_userpass::{UserpassAccounts, VaultAuthError};
 pub use self::target::AuthOutcome;
 
 /// A failed credential operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum CredentialError {
     /// An admin or input reference could not be resolved.
     #[error("resolving {what}: {source}")]
+    #[strum(serialize = "reference")]
     Reference {
         /// Which reference.
         what: &'static str,
@@ -64,6 +65,7 @@ pub enum CredentialError {
     },
     /// A stored value lacks a key the kind needs.
     #[error("the {which} value has no key {key:?}")]
+    #[strum(serialize = "missing_key")]
     MissingKey {
         /// `current`, `staged`, `admin`…
         which: &'static str,
@@ -74,6 +76,7 @@ pub enum CredentialError {
     #[error(
         "strategy alternating: the current value's username {found:?} is neither {a:?} nor {b:?}; seed the canonical copy with one of the two accounts"
     )]
+    #[strum(serialize = "not_alternating_account")]
     NotAlternatingAccount {
         /// What the current value holds.
         found: String,
@@ -84,33 +87,43 @@ pub enum CredentialError {
     },
     /// The change cannot be undone on this kind (the target owns the secret).
     #[error("{0}")]
+    #[strum(serialize = "cannot_roll_back")]
     CannotRollBack(&'static str),
     /// The kind cannot be retired by rotor (the target owns the secret).
     #[error("{0}")]
+    #[strum(serialize = "cannot_disable")]
     CannotDisable(&'static str),
     /// PostgreSQL failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Postgres(#[from] PostgresError),
     /// A Vault database static role failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Database(#[from] DatabaseError),
     /// MariaDB/MySQL failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Mysql(#[from] MysqlError),
     /// Redis failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Redis(#[from] RedisError),
     /// RabbitMQ's management API failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Rabbitmq(#[from] RabbitmqError),
     /// A Vault auth method (userpass, approle, token) failed.
     #[error(transparent)]
+    #[strum(disabled)]
     VaultAuth(#[from] VaultAuthError),
     /// Vault PKI failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Pki(#[from] PkiError),
     /// The key-issuing HTTP API failed.
     #[error(transparent)]
+    #[strum(disabled)]
     HttpApiKey(#[from] HttpApiKeyError),
 }
 
@@ -118,11 +131,6 @@ impl CredentialError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            CredentialError::Reference { .. } => "reference",
-            CredentialError::MissingKey { .. } => "missing_key",
-            CredentialError::NotAlternatingAccount { .. } => "not_alternating_account",
-            CredentialError::CannotRollBack(_) => "cannot_roll_back",
-            CredentialError::CannotDisable(_) => "cannot_disable",
             CredentialError::Postgres(e) => e.kind(),
             CredentialError::Database(e) => e.kind(),
             CredentialError::Mysql(e) => e.kind(),
@@ -131,6 +139,7 @@ impl CredentialError {
             CredentialError::VaultAuth(e) => e.kind(),
             CredentialError::Pki(e) => e.kind(),
             CredentialError::HttpApiKey(e) => e.kind(),
+            other => other.into(),
         }
     }
 

@@ -131,16 +131,18 @@ impl From<HttpClientError> for HttpFailure {
 }
 
 /// Errors of the RabbitMQ target. None carries a password or a password hash.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum RabbitmqError {
     /// The admin credential lacks `username` or `password`.
     #[error("the admin credential has no {key:?} key")]
+    #[strum(serialize = "admin_key_missing")]
     AdminKeyMissing {
         /// The missing key.
         key: &'static str,
     },
     /// A URL rotor cannot use.
     #[error("the {which} URL {url} is not usable: {reason}")]
+    #[strum(serialize = "invalid_url")]
     InvalidUrl {
         /// `managementUrl` or `amqpUrl`.
         which: &'static str,
@@ -151,18 +153,22 @@ pub enum RabbitmqError {
     },
     /// An empty user name.
     #[error("the RabbitMQ user name is empty")]
+    #[strum(serialize = "empty_user_name")]
     EmptyUserName,
     /// An empty password was given (it would disable password login).
     #[error("refusing to set an empty password for RabbitMQ user {user:?}")]
+    #[strum(serialize = "empty_password")]
     EmptyPassword {
         /// The user.
         user: String,
     },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
+    #[strum(serialize = "http_client")]
     HttpClient(#[source] reqwest::Error),
     /// The user does not exist (rotor never creates users).
     #[error("RabbitMQ user {user:?} does not exist on {api}")]
+    #[strum(serialize = "user_not_found")]
     UserNotFound {
         /// The user.
         user: String,
@@ -171,6 +177,7 @@ pub enum RabbitmqError {
     },
     /// Reading the user failed.
     #[error("cannot read RabbitMQ user {user:?} on {api}")]
+    #[strum(serialize = "lookup_user")]
     LookupUser {
         /// The user.
         user: String,
@@ -182,6 +189,7 @@ pub enum RabbitmqError {
     },
     /// Writing the new password hash failed.
     #[error("cannot set the password of RabbitMQ user {user:?} on {api}")]
+    #[strum(serialize = "set_password")]
     SetPassword {
         /// The user.
         user: String,
@@ -193,6 +201,7 @@ pub enum RabbitmqError {
     },
     /// Listing the user's connections failed.
     #[error("cannot list the connections of RabbitMQ user {user:?} on {api}")]
+    #[strum(serialize = "list_connections")]
     ListConnections {
         /// The user.
         user: String,
@@ -204,6 +213,7 @@ pub enum RabbitmqError {
     },
     /// Closing one of the user's connections failed.
     #[error("cannot close connection {connection:?} of RabbitMQ user {user:?} on {api}")]
+    #[strum(serialize = "close_connection")]
     CloseConnection {
         /// The user.
         user: String,
@@ -221,12 +231,6 @@ impl RabbitmqError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            RabbitmqError::AdminKeyMissing { .. } => "admin_key_missing",
-            RabbitmqError::InvalidUrl { .. } => "invalid_url",
-            RabbitmqError::EmptyUserName => "empty_user_name",
-            RabbitmqError::EmptyPassword { .. } => "empty_password",
-            RabbitmqError::HttpClient(_) => "http_client",
-            RabbitmqError::UserNotFound { .. } => "user_not_found",
             RabbitmqError::LookupUser { source, .. }
             | RabbitmqError::SetPassword { source, .. }
             | RabbitmqError::ListConnections { source, .. }
@@ -243,10 +247,7 @@ impl RabbitmqError {
             {
                 "admin_unauthorized"
             }
-            RabbitmqError::LookupUser { .. } => "lookup_user",
-            RabbitmqError::SetPassword { .. } => "set_password",
-            RabbitmqError::ListConnections { .. } => "list_connections",
-            RabbitmqError::CloseConnection { .. } => "close_connection",
+            other => other.into(),
         }
     }
 

@@ -25,8 +25,8 @@ use tracing::{debug, info};
 
 use super::adapters::IssuingTarget;
 use super::vault_userpass::{
-    WipedJson, api_error, as_rotor, check_mount, check_segment, log_outcome, non_empty,
-    normalize_mount, probe_login, revoke_login_tokens, send, str_field,
+    WipedJson, api_error, as_rotor, check_mount, check_segment, non_empty, normalize_mount,
+    probe_login, revoke_login_tokens, str_field,
 };
 use super::{AuthOutcome, CredentialError};
 use crate::secret::{SecretMap, SecretString};
@@ -147,17 +147,8 @@ impl ApproleTarget {
         if let Some(accessor) = non_empty(value, "secretIdAccessor") {
             let accessor = accessor.expose_secret();
             let path = format!("{}/secret-id-accessor/destroy", self.role_path());
-            let operation = format!("POST {path}");
             let body = json!({ "secret_id_accessor": accessor });
-            let resp = send(
-                &self.vault,
-                Method::POST,
-                &path,
-                Some(&body),
-                AuthAs::Rotor,
-                &operation,
-            )
-            .await?;
+            let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body)).await?;
             if resp.is_success() {
                 info!(mount = %self.mount, role = %self.role, "AppRole secret-id destroyed.");
                 return Ok(());
@@ -176,17 +167,8 @@ impl ApproleTarget {
             });
         };
         let path = format!("{}/secret-id/destroy", self.role_path());
-        let operation = format!("POST {path}");
         let body = WipedJson(json!({ "secret_id": secret_id.expose_secret() }));
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            &path,
-            Some(&body.0),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body.0)).await?;
         // An unknown secret-id answers 204 as well.
         if resp.is_success() {
             info!(mount = %self.mount, role = %self.role, "AppRole secret-id destroyed.");
@@ -238,15 +220,13 @@ impl ApproleTarget {
             "role_id": role_id.expose_secret(),
             "secret_id": secret_id.expose_secret(),
         }));
-        let outcome = probe_login(
+        probe_login(
             &self.vault,
             &path,
             &body.0,
             &[secret_id.expose_secret(), role_id.expose_secret()],
         )
-        .await;
-        log_outcome(&path, &outcome);
-        outcome
+        .await
     }
 
     /// Revokes the tokens obtained by logins to this role (token `path`

@@ -22,10 +22,11 @@ use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, Vault, VaultError};
 
 /// A failed static-role operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum DatabaseError {
     /// Vault refused or failed a request.
     #[error("vault database role {role}: {source}")]
+    #[strum(serialize = "vault_database")]
     Vault {
         /// `mount/role`.
         role: String,
@@ -35,6 +36,7 @@ pub enum DatabaseError {
     },
     /// `static-creds` answered without a username or password.
     #[error("vault database role {role}: static-creds returned no {field}")]
+    #[strum(serialize = "static_creds_incomplete")]
     Incomplete {
         /// `mount/role`.
         role: String,
@@ -43,6 +45,7 @@ pub enum DatabaseError {
     },
     /// A value lacks a key.
     #[error("the {which} value has no key {key:?}")]
+    #[strum(serialize = "missing_key")]
     MissingKey {
         /// Which value.
         which: &'static str,
@@ -51,6 +54,7 @@ pub enum DatabaseError {
     },
     /// Ending sessions on the database failed.
     #[error(transparent)]
+    #[strum(disabled)]
     Postgres(#[from] PostgresError),
 }
 
@@ -59,10 +63,8 @@ impl DatabaseError {
     pub fn kind(&self) -> &'static str {
         match self {
             DatabaseError::Vault { source, .. } if source.is_timeout() => "timeout",
-            DatabaseError::Vault { .. } => "vault_database",
-            DatabaseError::Incomplete { .. } => "static_creds_incomplete",
-            DatabaseError::MissingKey { .. } => "missing_key",
             DatabaseError::Postgres(e) => e.kind(),
+            other => other.into(),
         }
     }
 

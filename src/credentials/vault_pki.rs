@@ -54,22 +54,25 @@ pub const SERIAL: &str = "serial";
 pub const EXPIRATION: &str = "expiration";
 
 /// Errors of the PKI target. None of them carries the private key.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum PkiError {
     /// A value given to [`PkiTarget::revoke`] lacks a key.
     #[error("the certificate value has no {key:?} key")]
+    #[strum(serialize = "missing_key")]
     MissingKey {
         /// The missing key.
         key: &'static str,
     },
     /// A value's certificate cannot be read.
     #[error("the certificate value is unusable: {detail}")]
+    #[strum(serialize = "invalid_value")]
     InvalidValue {
         /// What is wrong (never key material).
         detail: String,
     },
     /// `POST <mount>/issue/<role>` failed.
     #[error("issuing a certificate for {common_name:?} from {mount}/issue/{role} failed")]
+    #[strum(serialize = "pki_issue")]
     Issue {
         /// PKI mount.
         mount: String,
@@ -83,6 +86,7 @@ pub enum PkiError {
     },
     /// The issue response lacks a field or holds an unexpected one.
     #[error("{mount}/issue/{role} answered without a usable {field:?}")]
+    #[strum(serialize = "pki_issue_response")]
     IssueResponse {
         /// PKI mount.
         mount: String,
@@ -93,6 +97,7 @@ pub enum PkiError {
     },
     /// `POST <mount>/revoke` failed.
     #[error("revoking serial {serial} on {mount} failed")]
+    #[strum(serialize = "pki_revoke")]
     Revoke {
         /// PKI mount.
         mount: String,
@@ -113,11 +118,7 @@ impl PkiError {
             {
                 "timeout"
             }
-            PkiError::MissingKey { .. } => "missing_key",
-            PkiError::InvalidValue { .. } => "invalid_value",
-            PkiError::Issue { .. } => "pki_issue",
-            PkiError::IssueResponse { .. } => "pki_issue_response",
-            PkiError::Revoke { .. } => "pki_revoke",
+            other => other.into(),
         }
     }
 

@@ -39,10 +39,11 @@ const SCAN_CONCURRENCY: usize = 8;
 /// Errors of the Vault auth kinds (`vault-userpass`, `vault-approle`, `vault-token`).
 /// None carries a password, secret-id or token: Vault's error text is scrubbed of the
 /// values that were sent.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum VaultAuthError {
     /// A mount, user or role name that cannot be used as (part of) a Vault path.
     #[error("invalid {what} {value:?}: {reason}")]
+    #[strum(serialize = "invalid_name")]
     InvalidName {
         /// `mount`, `username`, `role`.
         what: &'static str,
@@ -53,6 +54,7 @@ pub enum VaultAuthError {
     },
     /// An empty password was given.
     #[error("refusing to set an empty password for user {username:?} on auth/{mount}")]
+    #[strum(serialize = "empty_password")]
     EmptyPassword {
         /// Auth mount.
         mount: String,
@@ -61,6 +63,7 @@ pub enum VaultAuthError {
     },
     /// A stored value lacks a key the operation needs.
     #[error("the {which} value has no usable {key:?} key")]
+    #[strum(serialize = "missing_key")]
     MissingKey {
         /// Which value (`revoked`, …).
         which: &'static str,
@@ -69,6 +72,7 @@ pub enum VaultAuthError {
     },
     /// Vault did not answer (connection refused, timeout, TLS).
     #[error("{operation}: no answer from Vault")]
+    #[strum(serialize = "vault_transport")]
     Transport {
         /// The request, e.g. `POST auth/userpass/users/app/password`.
         operation: String,
@@ -78,6 +82,7 @@ pub enum VaultAuthError {
     },
     /// Vault answered with an error status.
     #[error("{operation}: Vault answered HTTP {status}{}", errors_suffix(errors))]
+    #[strum(serialize = "vault_api")]
     Api {
         /// The request.
         operation: String,
@@ -88,6 +93,7 @@ pub enum VaultAuthError {
     },
     /// The userpass user does not exist.
     #[error("user {username:?} does not exist on auth/{mount}")]
+    #[strum(serialize = "user_not_found")]
     UserNotFound {
         /// Auth mount.
         mount: String,
@@ -96,6 +102,7 @@ pub enum VaultAuthError {
     },
     /// The AppRole role does not exist.
     #[error("AppRole role {role:?} does not exist on auth/{mount}")]
+    #[strum(serialize = "role_not_found")]
     RoleNotFound {
         /// Auth mount.
         mount: String,
@@ -104,6 +111,7 @@ pub enum VaultAuthError {
     },
     /// Vault answered 2xx without a field the operation needs.
     #[error("{operation}: Vault's answer has no {field}")]
+    #[strum(serialize = "invalid_response")]
     InvalidResponse {
         /// The request.
         operation: String,
@@ -124,15 +132,8 @@ impl VaultAuthError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            VaultAuthError::InvalidName { .. } => "invalid_name",
-            VaultAuthError::EmptyPassword { .. } => "empty_password",
-            VaultAuthError::MissingKey { .. } => "missing_key",
             VaultAuthError::Transport { source, .. } if source.is_timeout() => "timeout",
-            VaultAuthError::Transport { .. } => "vault_transport",
-            VaultAuthError::Api { .. } => "vault_api",
-            VaultAuthError::UserNotFound { .. } => "user_not_found",
-            VaultAuthError::RoleNotFound { .. } => "role_not_found",
-            VaultAuthError::InvalidResponse { .. } => "invalid_response",
+            other => other.into(),
         }
     }
 
@@ -203,17 +204,8 @@ impl UserpassTarget {
             });
         }
         let path = format!("{}/password", self.user_path());
-        let operation = format!("POST {path}");
         let body = WipedJson(json!({ "password": password.expose_secret() }));
-        let resp = send(
-            &self.vault,
-            Method::POST,
-            &path,
-            Some(&body.0),
-            AuthAs::Rotor,
-            &operation,
-        )
-        .await?;
+        let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body.0)).await?;
         drop(body);
         if resp.is_success() {
             info!(mount = %self.mount, user = %self.username, "Userpass password set.");
@@ -243,9 +235,7 @@ impl UserpassTarget {
         }
         let path = format!("auth/{}/login/{}", self.mount, self.username);
         let body = WipedJson(json!({ "password": password.expose_secret() }));
-        let outcome = probe_login(&self.vault, &path, &body.0, &[password.expose_secret()]).await;
-        log_outcome(&path, &outcome);
-        outcome
+        probe_login(&self.vault, &path, &body.0, &[password.expose_secret()]).await
     }
 
     /// Revokes the tokens obtained by logins of this user (token `path`
@@ -458,7 +448,7 @@ pub(crate) fn log_outcome(path: &str, outcome: &AuthOutcome) {
     super::target::log_login!(outcome, path = %path);
 }
 
-/// Sends a login request anonymously and classifies the answer: a token is
+/// Sends a login request anonymously, classifies the answer and logs it: a token is
 /// [`AuthOutcome::Accepted`] (and is revoked before returning), HTTP 400 is Vault's
 /// refusal ([`AuthOutcome::Rejected`], code `"400"`), anything else is
 /// [`AuthOutcome::Unreachable`]. `secrets` are scrubbed from every text returned.
@@ -468,6 +458,13 @@ pub(crate) async fn probe_login(
     body: &Value,
     secrets: &[&str],
 ) -> AuthOutcome {
+    let outcome = login_answer(vault, path, body, secrets).await;
+    log_outcome(path, &outcome);
+    outcome
+}
+
+/// [`probe_login`] without the log line.
+async fn login_answer(vault: &Vault, path: &str, body: &Value, secrets: &[&str]) -> AuthOutcome {
     let resp = match vault
         .request(Method::POST, path, Some(body), AuthAs::Anonymous)
         .await
@@ -668,39 +665,33 @@ where
     F: Fn(&Value) -> bool,
 {
     let body = json!({ "accessor": accessor });
-    let operation = "POST auth/token/lookup-accessor";
-    let resp = send(
+    let (operation, resp) = as_rotor(
         vault,
         Method::POST,
         "auth/token/lookup-accessor",
         Some(&body),
-        AuthAs::Rotor,
-        operation,
     )
     .await?;
     match resp.status {
         200..=299 => {}
         // "invalid accessor": the token expired or was revoked since the list.
         400 => return Ok(false),
-        _ => return Err(api_error(operation.into(), &resp, &[])),
+        _ => return Err(api_error(operation, &resp, &[])),
     }
     let answer = resp.json();
     let data = answer.get("data").unwrap_or(&Value::Null);
     if !matches(data) || !issued_before(data, cutoff) {
         return Ok(false);
     }
-    let operation = "POST auth/token/revoke-accessor";
-    let resp = send(
+    let (operation, resp) = as_rotor(
         vault,
         Method::POST,
         "auth/token/revoke-accessor",
         Some(&body),
-        AuthAs::Rotor,
-        operation,
     )
     .await?;
     if !resp.is_success() {
-        return Err(api_error(operation.into(), &resp, &[]));
+        return Err(api_error(operation, &resp, &[]));
     }
     Ok(true)
 }

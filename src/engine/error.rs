@@ -3,25 +3,30 @@
 use super::*;
 
 /// A failure that prevents a rotation from starting or from being journaled.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum EngineError {
     /// Vault failed outside a step.
     #[error(transparent)]
+    #[strum(disabled)]
     Vault(#[from] VaultError),
     /// The journal could not be read or written.
     #[error(transparent)]
+    #[strum(disabled)]
     Journal(#[from] JournalError),
     /// A record rotor keeps in Vault (retirement, quarantine, fingerprint key) does not
     /// decode.
     #[error(transparent)]
+    #[strum(serialize = "state_corrupt")]
     StateCorrupt(#[from] state::Corrupt),
     /// The credential kind cannot be prepared (unsupported, reference missing…).
     #[error(transparent)]
+    #[strum(disabled)]
     Credential(#[from] CredentialError),
     /// The canonical path has no current value to rotate from.
     #[error(
         "{mount}/{path} has no current version: seed it with the credential that works today (keys {keys}) before the first rotation"
     )]
+    #[strum(serialize = "canonical_missing")]
     CanonicalMissing {
         /// KV mount.
         mount: String,
@@ -32,6 +37,7 @@ pub enum EngineError {
     },
     /// The current value lacks a key the kind needs.
     #[error("{mount}/{path} (version {version}) has no key {key:?}")]
+    #[strum(serialize = "canonical_incomplete")]
     CanonicalIncomplete {
         /// KV mount.
         mount: String,
@@ -44,6 +50,7 @@ pub enum EngineError {
     },
     /// The rotation could not be recorded before it started, so it did not start.
     #[error("the audit log cannot be written; the rotation of {policy} was not started")]
+    #[strum(serialize = "evidence")]
     Evidence {
         /// Policy.
         policy: String,
@@ -53,6 +60,7 @@ pub enum EngineError {
     },
     /// The on-demand request lacks what the policy requires.
     #[error("policy {policy} requires {what} for on-demand rotations")]
+    #[strum(serialize = "request_incomplete")]
     RequestIncomplete {
         /// Policy.
         policy: String,
@@ -63,6 +71,7 @@ pub enum EngineError {
     #[error(
         "rotation {rotation_id} of policy {policy} is still {status} at step {step}; it must finish before a new one starts"
     )]
+    #[strum(serialize = "pending")]
     Pending {
         /// Policy.
         policy: String,
@@ -77,6 +86,7 @@ pub enum EngineError {
     #[error(
         "rotation {rotation_id} of policy {policy} keeps the old credential valid until {until} (grace period); a new rotation starts after that (`rotor resume` finishes it then), or now with --compromise"
     )]
+    #[strum(serialize = "waiting_for_grace")]
     WaitingForGrace {
         /// Policy.
         policy: String,
@@ -89,6 +99,7 @@ pub enum EngineError {
     #[error(
         "policy {policy} is retired ({state} since {since} by {actor}: {reason}); rotations are refused until `rotor enable {policy} --reason …`"
     )]
+    #[strum(serialize = "retired")]
     Retired {
         /// Policy.
         policy: String,
@@ -103,12 +114,14 @@ pub enum EngineError {
     },
     /// `enable` of a policy that is not retired.
     #[error("policy {policy} is not retired; there is nothing to enable")]
+    #[strum(serialize = "not_retired")]
     NotRetired {
         /// Policy.
         policy: String,
     },
     /// A retire or enable request lacks what it needs.
     #[error("{action} policy {policy} requires {what}")]
+    #[strum(serialize = "request_incomplete")]
     RetireIncomplete {
         /// Policy.
         policy: String,
@@ -119,11 +132,13 @@ pub enum EngineError {
     },
     /// This executor cannot do what was asked (test doubles of the agent's executor).
     #[error("{0}")]
+    #[strum(serialize = "unsupported")]
     Unsupported(&'static str),
     /// The value a rotation must restore is gone from Vault.
     #[error(
         "canonical version {version} of {canonical} is gone; cannot continue rotation {rotation_id} safely"
     )]
+    #[strum(serialize = "old_value_gone")]
     OldValueGone {
         /// Rotation.
         rotation_id: String,
@@ -152,19 +167,8 @@ impl EngineError {
         match self {
             EngineError::Vault(e) => e.kind(),
             EngineError::Journal(e) => e.kind(),
-            EngineError::StateCorrupt(_) => "state_corrupt",
             EngineError::Credential(e) => e.kind(),
-            EngineError::CanonicalMissing { .. } => "canonical_missing",
-            EngineError::CanonicalIncomplete { .. } => "canonical_incomplete",
-            EngineError::Evidence { .. } => "evidence",
-            EngineError::RequestIncomplete { .. } => "request_incomplete",
-            EngineError::Pending { .. } => "pending",
-            EngineError::WaitingForGrace { .. } => "waiting_for_grace",
-            EngineError::OldValueGone { .. } => "old_value_gone",
-            EngineError::Retired { .. } => "retired",
-            EngineError::NotRetired { .. } => "not_retired",
-            EngineError::RetireIncomplete { .. } => "request_incomplete",
-            EngineError::Unsupported(_) => "unsupported",
+            other => other.into(),
         }
     }
 }

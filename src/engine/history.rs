@@ -101,10 +101,11 @@ pub(super) fn seam_repeat(kind: CredentialKind, current: &SecretMap, generated: 
 }
 
 /// A failure of the reuse history or a reuse it caught. Never carries a value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum HistoryError {
     /// Vault refused or failed.
     #[error("reuse history of policy {policy}: {source}")]
+    #[strum(serialize = "history_vault")]
     Vault {
         /// Policy name.
         policy: String,
@@ -116,6 +117,7 @@ pub enum HistoryError {
     #[error(
         "reuse history of policy {policy} at {mount}/{path} is unreadable ({detail}); fix or delete it"
     )]
+    #[strum(serialize = "history_corrupt")]
     Corrupt {
         /// Policy name.
         policy: String,
@@ -128,6 +130,7 @@ pub enum HistoryError {
     },
     /// Other writers kept changing the history while this one tried to write it.
     #[error("reuse history of policy {policy} kept changing while it was written")]
+    #[strum(serialize = "history_conflict")]
     Conflict {
         /// Policy name.
         policy: String,
@@ -136,6 +139,7 @@ pub enum HistoryError {
     #[error(
         "policy {policy}: {attempts} generated values in a row repeated the current or a recent value (reuse); the password's alphabet and length leave too few values"
     )]
+    #[strum(serialize = "reuse_generated")]
     Repeated {
         /// Policy name.
         policy: String,
@@ -146,6 +150,7 @@ pub enum HistoryError {
     #[error(
         "policy {policy}: the new {kind} credential repeats the current or a recent value (reuse); refused"
     )]
+    #[strum(serialize = "reuse_refused")]
     Reused {
         /// Policy name.
         policy: String,
@@ -157,13 +162,7 @@ pub enum HistoryError {
 impl HistoryError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            HistoryError::Vault { .. } => "history_vault",
-            HistoryError::Corrupt { .. } => "history_corrupt",
-            HistoryError::Conflict { .. } => "history_conflict",
-            HistoryError::Repeated { .. } => "reuse_generated",
-            HistoryError::Reused { .. } => "reuse_refused",
-        }
+        self.into()
     }
 
     /// Whether retrying later may succeed (Vault trouble, a racing writer).

@@ -388,10 +388,11 @@ pub struct Versioned {
 }
 
 /// A failed journal operation.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum JournalError {
     /// Vault refused or failed.
     #[error("journal for policy {policy}: {source}")]
+    #[strum(serialize = "journal_vault")]
     Vault {
         /// Policy name.
         policy: String,
@@ -403,12 +404,14 @@ pub enum JournalError {
     #[error(
         "journal for policy {policy} was changed by another rotor agent; it owns this rotation now"
     )]
+    #[strum(serialize = "journal_conflict")]
     Conflict {
         /// Policy name.
         policy: String,
     },
     /// The stored record is not a rotation record.
     #[error("journal for policy {policy} is unreadable: {detail}")]
+    #[strum(serialize = "journal_corrupt")]
     Corrupt {
         /// Policy name.
         policy: String,
@@ -420,11 +423,7 @@ pub enum JournalError {
 impl JournalError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            JournalError::Vault { .. } => "journal_vault",
-            JournalError::Conflict { .. } => "journal_conflict",
-            JournalError::Corrupt { .. } => "journal_corrupt",
-        }
+        self.into()
     }
 
     fn from_state(policy: &str, e: StateError) -> Self {

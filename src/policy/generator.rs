@@ -126,16 +126,19 @@ impl CharClass {
 }
 
 /// Why no password could be generated.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum GeneratorError {
     /// Reading the OS random source failed.
     #[error("reading the operating system's random source failed")]
+    #[strum(serialize = "os_random")]
     Random(#[source] rand::rand_core::OsError),
     /// The alphabet holds no character (once `exclude` is applied).
     #[error("the alphabet is empty")]
+    #[strum(serialize = "empty_alphabet")]
     EmptyAlphabet,
     /// A minimum names a class the alphabet (after `exclude`) has no character of.
     #[error("{field} is {min} but the alphabet has no such character after exclude")]
+    #[strum(serialize = "missing_class")]
     MissingClass {
         /// The policy field (`minUpper`, …).
         field: &'static str,
@@ -144,6 +147,7 @@ pub enum GeneratorError {
     },
     /// The minima add up to more than the length.
     #[error("the minima add up to {required} characters, more than the length {length}")]
+    #[strum(serialize = "minima_exceed_length")]
     MinimaExceedLength {
         /// Sum of the minima.
         required: usize,
@@ -155,12 +159,7 @@ pub enum GeneratorError {
 impl GeneratorError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            GeneratorError::Random(_) => "os_random",
-            GeneratorError::EmptyAlphabet => "empty_alphabet",
-            GeneratorError::MissingClass { .. } => "missing_class",
-            GeneratorError::MinimaExceedLength { .. } => "minima_exceed_length",
-        }
+        self.into()
     }
 
     /// Whether trying again may succeed (never: the OS source does not recover, and

@@ -48,24 +48,27 @@ impl Eq for Template {}
 static TEMPLATES: LazyLock<Mutex<HashMap<u64, Weak<Parsed>>>> = LazyLock::new(Mutex::default);
 
 /// Failures of [`Template::parse`] and [`Template::render`]. Never carries a value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
 pub enum TemplateError {
     /// A `{{` without a matching `}}`.
     #[error(
         "found `{{{{` at byte {offset} without a closing `}}}}`, expected `{{{{ variable }}}}`"
     )]
+    #[strum(serialize = "template_unclosed")]
     Unclosed {
         /// Byte offset of the `{{`.
         offset: usize,
     },
     /// A reference whose name is not an identifier.
     #[error("found `{{{{ {name} }}}}`, expected a variable name like `{{{{ password }}}}`")]
+    #[strum(serialize = "template_bad_variable")]
     BadVariable {
         /// The text between the braces.
         name: String,
     },
     /// Rendering met a variable the map does not hold.
     #[error("template variable `{name}` has no value")]
+    #[strum(serialize = "template_missing_variable")]
     MissingVariable {
         /// The variable name.
         name: String,
@@ -75,11 +78,7 @@ pub enum TemplateError {
 impl TemplateError {
     /// Fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            TemplateError::Unclosed { .. } => "template_unclosed",
-            TemplateError::BadVariable { .. } => "template_bad_variable",
-            TemplateError::MissingVariable { .. } => "template_missing_variable",
-        }
+        self.into()
     }
 }
 

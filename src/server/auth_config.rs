@@ -43,10 +43,11 @@ pub const DEFAULT_VAULT_MOUNT: &str = "secret";
 
 /// A failure loading the auth configuration, resolving tokens or reviewing a token.
 /// Messages name identities, files and references, never a token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum AuthError {
     /// The configuration file cannot be read.
     #[error("reading auth config {path} failed")]
+    #[strum(serialize = "auth_config_read")]
     Read {
         /// The `--auth-config` path given.
         path: PathBuf,
@@ -58,6 +59,7 @@ pub enum AuthError {
     /// missing field, a value of the wrong type). Read like a policy file: each error
     /// names the file, line, column and field path, and never quotes a string value.
     #[error("auth config {path} is not of the expected shape:{}", bullets(errors))]
+    #[strum(serialize = "auth_config_parse")]
     Parse {
         /// The `--auth-config` path given.
         path: PathBuf,
@@ -67,6 +69,7 @@ pub enum AuthError {
     /// The configuration parsed but has problems; all of them are listed, each with
     /// its file, line, column and field path (`identities[1].tokenFrom`).
     #[error("auth config {path} is invalid:{}", bullets(problems))]
+    #[strum(serialize = "auth_config_invalid")]
     Invalid {
         /// The `--auth-config` path given.
         path: PathBuf,
@@ -75,6 +78,7 @@ pub enum AuthError {
     },
     /// An identity's token reference cannot be resolved.
     #[error("identity {identity}: resolving its token from {reference} failed")]
+    #[strum(serialize = "auth_token_resolve")]
     Resolve {
         /// The identity whose `tokenFrom` failed.
         identity: String,
@@ -88,6 +92,7 @@ pub enum AuthError {
     #[error(
         "identity {identity}: {reference} does not hold a single token (a file or variable with a JSON object, or a Vault secret without `key`)"
     )]
+    #[strum(serialize = "auth_token_not_single")]
     NotSingleValue {
         /// The identity whose `tokenFrom` failed.
         identity: String,
@@ -98,6 +103,7 @@ pub enum AuthError {
     #[error(
         "identity {identity}: the token from {reference} is {len} characters long; use at least {MIN_TOKEN_LEN} random characters"
     )]
+    #[strum(serialize = "auth_token_too_short")]
     TokenTooShort {
         /// The identity whose `tokenFrom` failed.
         identity: String,
@@ -108,6 +114,7 @@ pub enum AuthError {
     },
     /// Two identities resolve to the same token, so a caller could not be told apart.
     #[error("identities {first} and {second} have the same token; give each its own")]
+    #[strum(serialize = "auth_token_duplicate")]
     DuplicateToken {
         /// The identity listed first.
         first: String,
@@ -116,6 +123,7 @@ pub enum AuthError {
     },
     /// A Vault reference was given but no Vault client.
     #[error("identity {identity}: {reference} needs Vault, but no Vault client is configured")]
+    #[strum(serialize = "auth_no_vault")]
     NoVault {
         /// The identity whose `tokenFrom` failed.
         identity: String,
@@ -124,23 +132,14 @@ pub enum AuthError {
     },
     /// The Kubernetes API server could not review a token.
     #[error("Kubernetes TokenReview failed: {0}")]
+    #[strum(serialize = "token_review")]
     TokenReview(String),
 }
 
 impl AuthError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            AuthError::Read { .. } => "auth_config_read",
-            AuthError::Parse { .. } => "auth_config_parse",
-            AuthError::Invalid { .. } => "auth_config_invalid",
-            AuthError::Resolve { .. } => "auth_token_resolve",
-            AuthError::NotSingleValue { .. } => "auth_token_not_single",
-            AuthError::TokenTooShort { .. } => "auth_token_too_short",
-            AuthError::DuplicateToken { .. } => "auth_token_duplicate",
-            AuthError::NoVault { .. } => "auth_no_vault",
-            AuthError::TokenReview(_) => "token_review",
-        }
+        self.into()
     }
 
     /// Whether trying again later may succeed (Vault or the Kubernetes API unreachable).

@@ -21,19 +21,23 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A failed API call. Messages carry the URL and the server's `error` text, never the
 /// token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum RemoteError {
     /// The server URL cannot take a path (e.g. `mailto:`).
     #[error("server URL {0} cannot be used as a base URL (expected http://HOST:PORT)")]
+    #[strum(serialize = "remote_base_url")]
     BaseUrl(String),
     /// The token cannot be sent in an HTTP header.
     #[error("the API token contains characters that cannot be sent in an HTTP header")]
+    #[strum(serialize = "remote_token")]
     Token,
     /// Building the HTTP client failed.
     #[error("building the HTTP client failed")]
+    #[strum(serialize = "remote_client")]
     Client(#[source] reqwest::Error),
     /// The request did not get an answer (connection refused, timeout, TLS).
     #[error("{method} {url} failed")]
+    #[strum(serialize = "remote_transport")]
     Transport {
         /// The HTTP method (`GET`, `POST`).
         method: &'static str,
@@ -45,6 +49,7 @@ pub enum RemoteError {
     },
     /// The server answered with an error status.
     #[error("{method} {url}: the server answered {status}: {message}")]
+    #[strum(serialize = "remote_status")]
     Status {
         /// The HTTP method (`GET`, `POST`).
         method: &'static str,
@@ -59,6 +64,7 @@ pub enum RemoteError {
     },
     /// The answer is not the JSON expected.
     #[error("{method} {url}: unexpected answer: {detail}")]
+    #[strum(serialize = "remote_decode")]
     Decode {
         /// The HTTP method (`GET`, `POST`).
         method: &'static str,
@@ -72,14 +78,7 @@ pub enum RemoteError {
 impl RemoteError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            RemoteError::BaseUrl(_) => "remote_base_url",
-            RemoteError::Token => "remote_token",
-            RemoteError::Client(_) => "remote_client",
-            RemoteError::Transport { .. } => "remote_transport",
-            RemoteError::Status { .. } => "remote_status",
-            RemoteError::Decode { .. } => "remote_decode",
-        }
+        self.into()
     }
 
     /// Whether trying again later may succeed (no answer, 429, 5xx).

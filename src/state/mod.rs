@@ -158,13 +158,15 @@ pub struct Corrupt {
 }
 
 /// A failed read or write of rotor's own records.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum StateError {
     /// Vault failed, refused, or found another version than expected.
     #[error(transparent)]
+    #[strum(disabled)]
     Vault(#[from] VaultError),
     /// A stored record cannot be decoded.
     #[error(transparent)]
+    #[strum(serialize = "state_corrupt")]
     Corrupt(#[from] Corrupt),
 }
 
@@ -173,7 +175,7 @@ impl StateError {
     pub fn kind(&self) -> &'static str {
         match self {
             StateError::Vault(e) => e.kind(),
-            StateError::Corrupt(_) => "state_corrupt",
+            other => other.into(),
         }
     }
 

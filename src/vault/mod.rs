@@ -89,18 +89,21 @@ impl VaultConfig {
 
 /// A failed Vault operation. Messages carry paths and Vault's own error text, never
 /// secret values.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum VaultError {
     /// The configuration cannot produce a client.
     #[error("invalid Vault configuration: {0}")]
+    #[strum(serialize = "vault_config")]
     Config(String),
     /// No token was configured.
     #[error(
         "no Vault token: set VAULT_TOKEN (or ~/.vault-token, --vault-token-file), or log in with ROTOR_VAULT_AUTH_METHOD=kubernetes|approle"
     )]
+    #[strum(serialize = "vault_no_token")]
     NoToken,
     /// A file holding a login credential (JWT, role id, secret id) cannot be used.
     #[error("cannot read the {what} from {} ({variable}): {detail}", .path.display())]
+    #[strum(serialize = "vault_credential_file")]
     CredentialFile {
         /// What the file holds, e.g. `AppRole secret id`.
         what: &'static str,
@@ -113,6 +116,7 @@ pub enum VaultError {
     },
     /// A login was refused or could not be sent.
     #[error("Vault {method} login at auth/{mount} failed: {detail}")]
+    #[strum(serialize = "vault_login")]
     Login {
         /// `kubernetes` or `approle`.
         method: &'static str,
@@ -123,9 +127,11 @@ pub enum VaultError {
     },
     /// Building the HTTP client failed.
     #[error("cannot build the Vault client")]
+    #[strum(serialize = "vault_client")]
     Client(#[source] ClientError),
     /// A KV read failed.
     #[error("reading {mount}/{path} from Vault failed: {detail}")]
+    #[strum(serialize = "vault_read")]
     Read {
         /// KV mount.
         mount: String,
@@ -136,6 +142,7 @@ pub enum VaultError {
     },
     /// A KV write failed.
     #[error("writing {mount}/{path} to Vault failed: {detail}")]
+    #[strum(serialize = "vault_write")]
     Write {
         /// KV mount.
         mount: String,
@@ -148,6 +155,7 @@ pub enum VaultError {
     #[error(
         "check-and-set conflict on {mount}/{path}: expected version {expected}, someone else wrote it"
     )]
+    #[strum(serialize = "vault_cas_conflict")]
     CasConflict {
         /// KV mount.
         mount: String,
@@ -158,6 +166,7 @@ pub enum VaultError {
     },
     /// A reference names a path or key that does not exist.
     #[error("reference {reference} not found: {detail}")]
+    #[strum(serialize = "reference_missing")]
     ReferenceMissing {
         /// The reference, described without any value.
         reference: String,
@@ -166,6 +175,7 @@ pub enum VaultError {
     },
     /// Any other failed request.
     #[error("Vault request {operation} failed: {detail}")]
+    #[strum(serialize = "vault_request")]
     Request {
         /// What was attempted, e.g. `delete metadata secret/rotor/staging/x`.
         operation: String,
@@ -180,18 +190,7 @@ impl VaultError {
         if self.is_timeout() {
             return "timeout";
         }
-        match self {
-            VaultError::Config(_) => "vault_config",
-            VaultError::NoToken => "vault_no_token",
-            VaultError::CredentialFile { .. } => "vault_credential_file",
-            VaultError::Login { .. } => "vault_login",
-            VaultError::Client(_) => "vault_client",
-            VaultError::Read { .. } => "vault_read",
-            VaultError::Write { .. } => "vault_write",
-            VaultError::CasConflict { .. } => "vault_cas_conflict",
-            VaultError::ReferenceMissing { .. } => "reference_missing",
-            VaultError::Request { .. } => "vault_request",
-        }
+        self.into()
     }
 
     /// Whether Vault did not answer within the call timeout

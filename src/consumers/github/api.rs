@@ -16,6 +16,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::{GithubError, MAX_MESSAGE_CHARS};
+use crate::consumers::scrub::Scrubber;
 use crate::policy::{GithubConsumer, GithubTarget, GithubVisibility};
 
 /// Where the secret lives.
@@ -285,46 +286,5 @@ pub(super) fn advanced(old: &str, new: &str) -> bool {
     ) {
         (Ok(old), Ok(new)) => new > old,
         _ => false,
-    }
-}
-
-/// Removes the token and the value from GitHub's messages (GitHub does not echo
-/// them, but a proxy in front of GitHub Enterprise might).
-pub(super) struct Scrubber {
-    pub(super) needles: Vec<Zeroizing<String>>,
-}
-
-impl Scrubber {
-    pub(super) fn new(token: &SecretString, value: &SecretString) -> Self {
-        let mut needles = Vec::new();
-        for secret in [token.expose_secret().trim(), value.expose_secret()] {
-            if secret.is_empty() {
-                continue;
-            }
-            needles.push(Zeroizing::new(secret.to_owned()));
-            if let Ok(json) = serde_json::to_string(secret) {
-                let json = Zeroizing::new(json);
-                let inner = json
-                    .strip_prefix('"')
-                    .and_then(|j| j.strip_suffix('"'))
-                    .unwrap_or(&json);
-                if inner != secret {
-                    needles.push(Zeroizing::new(inner.to_owned()));
-                }
-            }
-        }
-        // Longest first, so a secret containing another is replaced whole.
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Scrubber { needles }
-    }
-
-    pub(super) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                out = out.replace(needle.as_str(), "[REDACTED]");
-            }
-        }
-        out
     }
 }

@@ -28,12 +28,10 @@ use tracing::info;
 
 mod api;
 
-use self::api::{
-    Action, Answer, Call, Scope, Scrubber, advanced, bearer, decode, failure, join, public_key,
-};
+use self::api::{Action, Answer, Call, Scope, advanced, bearer, decode, failure, join, public_key};
 use super::{
     Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, ci_inputs, token,
+    RemoveResult, ci_inputs, scrub::Scrubber, token,
 };
 use crate::policy::{GithubConsumer, GithubVisibility};
 
@@ -232,7 +230,9 @@ impl GithubClient {
     ) -> Result<(SecretCalls<'s>, Answer), GithubError> {
         let secret = spec.name.as_str();
         let auth = bearer(token)?;
-        let scrubber = Scrubber::new(token, value);
+        // GitHub does not echo the token or the value, but a proxy in front of GitHub
+        // Enterprise might.
+        let scrubber = Scrubber::new([token.expose_secret().trim(), value.expose_secret()]);
         let collection = scope.collection();
         let key_url = join(&spec.url, &collection, "public-key")?;
         let secret_url = join(&spec.url, &collection, secret)?;
@@ -320,13 +320,15 @@ impl GithubClient {
 }
 
 /// Errors of the GitHub consumer. None of them carries the token or the value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum GithubError {
     /// The HTTP client could not be built.
     #[error("cannot build the GitHub HTTP client")]
+    #[strum(serialize = "client")]
     Client(#[source] reqwest::Error),
     /// The consumer's `url` cannot take API paths (a caller bug: policies are validated).
     #[error("the GitHub API URL {url} cannot take a path")]
+    #[strum(serialize = "base_url")]
     BaseUrl {
         /// The URL, without credentials (policies refuse URLs that carry any).
         url: String,
@@ -335,6 +337,7 @@ pub enum GithubError {
     #[error(
         "the value for GitHub secret {secret} of {target} is {size} bytes, GitHub stores at most {limit}; nothing was sent"
     )]
+    #[strum(serialize = "value_too_large")]
     ValueTooLarge {
         /// Secret name.
         secret: String,
@@ -350,6 +353,7 @@ pub enum GithubError {
     #[error(
         "GitHub organization secret {secret} of {org} has visibility `selected`, which needs the ids of the selected repositories (selected_repository_ids), and policies cannot list them; use visibility `all` or `private`. Nothing was sent"
     )]
+    #[strum(serialize = "selected_without_repositories")]
     SelectedWithoutRepositories {
         /// Secret name.
         secret: String,
@@ -358,9 +362,11 @@ pub enum GithubError {
     },
     /// The token holds characters an HTTP header cannot carry (it is not printed).
     #[error("the GitHub token holds characters an HTTP header cannot carry")]
+    #[strum(serialize = "invalid_token")]
     InvalidToken,
     /// No HTTP answer: connection refused, TLS, timeout, broken body.
     #[error("{call}: no answer from GitHub")]
+    #[strum(serialize = "transport")]
     Transport {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -370,6 +376,7 @@ pub enum GithubError {
     },
     /// GitHub refused the token (401).
     #[error("{call}: GitHub refused the token (HTTP 401: {message})")]
+    #[strum(serialize = "auth")]
     Auth {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -380,6 +387,7 @@ pub enum GithubError {
     #[error(
         "{call}: GitHub denied access (HTTP 403: {message}); the token needs write access to Actions secrets there"
     )]
+    #[strum(serialize = "forbidden")]
     Forbidden {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -388,6 +396,7 @@ pub enum GithubError {
     },
     /// A GitHub rate limit (403 with `x-ratelimit-remaining: 0` or `retry-after`, or 429).
     #[error("{call}: GitHub rate limit reached (HTTP {status}); {}", retry_text(*.retry_after_secs))]
+    #[strum(serialize = "rate_limited")]
     RateLimited {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -398,6 +407,7 @@ pub enum GithubError {
     },
     /// The repository, environment or organisation does not exist, or the token cannot see it (404).
     #[error("{call}: {target} not found on GitHub, or the token cannot see it (HTTP 404)")]
+    #[strum(serialize = "not_found")]
     NotFound {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -406,6 +416,7 @@ pub enum GithubError {
     },
     /// GitHub refused the request as invalid (422), with its reason.
     #[error("{call}: GitHub rejected the request (HTTP 422: {message})")]
+    #[strum(serialize = "rejected")]
     Rejected {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -414,6 +425,7 @@ pub enum GithubError {
     },
     /// Any other unexpected status (5xx are transient).
     #[error("{call}: GitHub answered HTTP {status} ({message})")]
+    #[strum(serialize = "status")]
     Status {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -424,6 +436,7 @@ pub enum GithubError {
     },
     /// The public key GitHub returned is not a base64 32-byte X25519 key.
     #[error("{call}: GitHub returned an unusable public key ({detail})")]
+    #[strum(serialize = "public_key")]
     PublicKey {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -432,6 +445,7 @@ pub enum GithubError {
     },
     /// Sealing the value failed.
     #[error("sealing the value for GitHub secret {secret} of {target} failed")]
+    #[strum(serialize = "seal")]
     Seal {
         /// Secret name.
         secret: String,
@@ -440,12 +454,14 @@ pub enum GithubError {
     },
     /// The secret is still listed after it was deleted.
     #[error("{call}: the secret is still there after it was deleted")]
+    #[strum(serialize = "not_removed")]
     NotRemoved {
         /// What rotor was doing, on which secret and target.
         call: String,
     },
     /// A successful answer could not be decoded.
     #[error("{call}: GitHub's answer could not be decoded ({detail})")]
+    #[strum(serialize = "decode")]
     Decode {
         /// What rotor was doing, on which secret and target.
         call: String,
@@ -458,23 +474,8 @@ impl GithubError {
     /// A fixed label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Client(_) => "client",
-            Self::BaseUrl { .. } => "base_url",
-            Self::ValueTooLarge { .. } => "value_too_large",
-            Self::SelectedWithoutRepositories { .. } => "selected_without_repositories",
-            Self::InvalidToken => "invalid_token",
             Self::Transport { source, .. } if source.is_timeout() => "timeout",
-            Self::Transport { .. } => "transport",
-            Self::Auth { .. } => "auth",
-            Self::Forbidden { .. } => "forbidden",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::NotFound { .. } => "not_found",
-            Self::Rejected { .. } => "rejected",
-            Self::Status { .. } => "status",
-            Self::PublicKey { .. } => "public_key",
-            Self::Seal { .. } => "seal",
-            Self::Decode { .. } => "decode",
-            Self::NotRemoved { .. } => "not_removed",
+            other => other.into(),
         }
     }
 

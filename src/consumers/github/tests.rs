@@ -87,10 +87,7 @@ fn rate_limits_read_retry_after_then_reset() {
 
 #[test]
 fn messages_are_scrubbed_and_shortened() {
-    let s = Scrubber::new(
-        &SecretString::from("ghp_token123"),
-        &SecretString::from("va\"lue"),
-    );
+    let s = Scrubber::new(["ghp_token123", "va\"lue"]);
     assert_eq!(
         s.scrub(r#"x ghp_token123 va"lue va\"lue"#),
         "x [REDACTED] [REDACTED] [REDACTED]"

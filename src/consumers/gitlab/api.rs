@@ -11,6 +11,7 @@ use url::Url;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{GitlabError, GitlabOperation, MAX_MESSAGE_CHARS, SCOPE_FILTER, VariableLocation};
+use crate::consumers::scrub::Scrubber;
 use crate::policy::{GitlabConsumer, GitlabTarget};
 use crate::secret::{SecretString, constant_time_eq};
 
@@ -55,7 +56,7 @@ impl<'a> Call<'a> {
             token: header,
             collection_url,
             item_url,
-            scrubber: Scrubber::new(&[value.expose_secret(), exposed]),
+            scrubber: Scrubber::new([value.expose_secret(), exposed]),
         })
     }
 
@@ -314,11 +315,12 @@ impl Answer {
     /// GitLab's message (`message`, else `error_description`, else `error`), rendered
     /// as text, scrubbed and shortened; a placeholder when the body has none.
     pub(super) fn message(&self, call: &Call<'_>) -> String {
-        let text = serde_json::from_slice::<serde_json::Value>(&self.body)
+        let mut raw = serde_json::from_slice::<serde_json::Value>(&self.body)
             .ok()
             .and_then(|v| render_message(&v))
             .unwrap_or_else(|| "(no GitLab message)".to_owned());
-        let mut text = call.scrubber.scrub(text);
+        let mut text = call.scrubber.scrub(&raw);
+        raw.zeroize();
         if text.chars().count() > MAX_MESSAGE_CHARS {
             text = text.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
         }
@@ -393,43 +395,4 @@ pub(super) fn render_message(body: &serde_json::Value) -> Option<String> {
         other => strings(other).join("; "),
     };
     (!text.is_empty()).then_some(text)
-}
-
-/// Replaces secrets (plain and JSON-escaped) in GitLab's messages.
-pub(super) struct Scrubber {
-    pub(super) needles: Vec<Zeroizing<String>>,
-}
-
-impl Scrubber {
-    pub(super) fn new(secrets: &[&str]) -> Self {
-        let mut needles = Vec::new();
-        for secret in secrets.iter().filter(|s| !s.is_empty()) {
-            needles.push(Zeroizing::new((*secret).to_owned()));
-            if let Ok(json) = serde_json::to_string(secret) {
-                let json = Zeroizing::new(json);
-                let inner = json
-                    .strip_prefix('"')
-                    .and_then(|j| j.strip_suffix('"'))
-                    .unwrap_or(&json);
-                if inner != *secret {
-                    needles.push(Zeroizing::new(inner.to_owned()));
-                }
-            }
-        }
-        // Longest first, so a secret containing another is replaced whole.
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Scrubber { needles }
-    }
-
-    pub(super) fn scrub(&self, text: String) -> String {
-        let mut out = text;
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                let replaced = out.replace(needle.as_str(), "[REDACTED]");
-                out.zeroize();
-                out = replaced;
-            }
-        }
-        out
-    }
 }

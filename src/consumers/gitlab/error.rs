@@ -82,13 +82,15 @@ impl fmt::Display for GitlabOperation {
 /// Errors of the GitLab consumer. They name the host, project or group, key, scope and
 /// HTTP status, and carry GitLab's own message scrubbed of the value and the token;
 /// never a request body, the value or the token.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum GitlabError {
     /// The HTTP client could not be built (TLS back-end).
     #[error("building the HTTP client for GitLab failed")]
+    #[strum(serialize = "client")]
     Client(#[source] reqwest::Error),
     /// The consumer's `url` cannot be used as a GitLab base URL.
     #[error("the GitLab URL {url} cannot be used: {reason}")]
+    #[strum(serialize = "invalid_url")]
     InvalidUrl {
         /// The URL without user information.
         url: String,
@@ -97,12 +99,14 @@ pub enum GitlabError {
     },
     /// The token is empty or not a valid HTTP header value (a line break, say).
     #[error("the GitLab token for {variable} is empty or not a valid HTTP header value")]
+    #[strum(serialize = "invalid_token")]
     InvalidToken {
         /// The variable the token was for.
         variable: Box<VariableLocation>,
     },
     /// GitLab refused the token (401) or its permissions (403).
     #[error("GitLab refused the token while {operation} {variable}: HTTP {status}: {message}")]
+    #[strum(serialize = "auth")]
     Auth {
         /// The request that was refused.
         operation: GitlabOperation,
@@ -119,6 +123,7 @@ pub enum GitlabError {
         "GitLab on {} has no {} {} (or the token cannot see it) while {operation} variable {}: HTTP 404: {message}",
         variable.host, variable.owner_kind, variable.owner, variable.key
     )]
+    #[strum(serialize = "not_found")]
     NotFound {
         /// The request answered 404.
         operation: GitlabOperation,
@@ -129,6 +134,7 @@ pub enum GitlabError {
     },
     /// GitLab refused the request as invalid (400, 409, 422): masking rules, key rules, …
     #[error("GitLab rejected {operation} {variable}: HTTP {status}: {message}")]
+    #[strum(serialize = "rejected")]
     Rejected {
         /// The refused request.
         operation: GitlabOperation,
@@ -141,6 +147,7 @@ pub enum GitlabError {
     },
     /// Any other HTTP error status (5xx and 429 are transient).
     #[error("GitLab answered HTTP {status} while {operation} {variable}: {message}")]
+    #[strum(serialize = "http")]
     Http {
         /// The failed request.
         operation: GitlabOperation,
@@ -153,6 +160,7 @@ pub enum GitlabError {
     },
     /// No usable answer: refused connection, TLS failure, timeout, broken body.
     #[error("no answer from GitLab while {operation} {variable}")]
+    #[strum(serialize = "transport")]
     Transport {
         /// The failed request.
         operation: GitlabOperation,
@@ -164,6 +172,7 @@ pub enum GitlabError {
     },
     /// The answer was not the JSON GitLab documents.
     #[error("unexpected answer from GitLab while {operation} {variable}: {detail}")]
+    #[strum(serialize = "decode")]
     Decode {
         /// The request.
         operation: GitlabOperation,
@@ -176,6 +185,7 @@ pub enum GitlabError {
     #[error(
         "GitLab answered {operation} {variable} with the variable of environment scope {returned:?}; it ignores filter[environment_scope] (group variables before GitLab 16.9), so rotor does not write"
     )]
+    #[strum(serialize = "scope_mismatch")]
     ScopeMismatch {
         /// The request.
         operation: GitlabOperation,
@@ -186,6 +196,7 @@ pub enum GitlabError {
     },
     /// Someone else changed the variable during the push (it vanished before the update).
     #[error("{variable} changed while rotor was {operation} it: {detail}")]
+    #[strum(serialize = "concurrent_change")]
     Concurrent {
         /// The request that noticed.
         operation: GitlabOperation,
@@ -196,6 +207,7 @@ pub enum GitlabError {
     },
     /// The variable read back after the write does not hold what was written.
     #[error("{variable} read back after the write differs in {fields:?}")]
+    #[strum(serialize = "read_back_mismatch")]
     ReadBackMismatch {
         /// The variable.
         variable: Box<VariableLocation>,
@@ -208,19 +220,8 @@ impl GitlabError {
     /// A fixed label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Client(_) => "client",
-            Self::InvalidUrl { .. } => "invalid_url",
-            Self::InvalidToken { .. } => "invalid_token",
-            Self::Auth { .. } => "auth",
-            Self::NotFound { .. } => "not_found",
-            Self::Rejected { .. } => "rejected",
-            Self::Http { .. } => "http",
             Self::Transport { source, .. } if source.is_timeout() => "timeout",
-            Self::Transport { .. } => "transport",
-            Self::Decode { .. } => "decode",
-            Self::ScopeMismatch { .. } => "scope_mismatch",
-            Self::Concurrent { .. } => "concurrent_change",
-            Self::ReadBackMismatch { .. } => "read_back_mismatch",
+            other => other.into(),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::api::*;
 use super::*;
+use crate::consumers::scrub::Scrubber;
 use crate::policy::GitlabTarget;
 use crate::policy::{GitlabVariableType, Reference, Template};
 use serde_json::json;
@@ -92,9 +93,8 @@ fn messages_are_rendered_from_every_gitlab_shape() {
 
 #[test]
 fn scrubber_removes_plain_and_json_escaped_secrets() {
-    let scrubber = Scrubber::new(&["pa\"ss\nword", "tok-123", ""]);
-    let out = scrubber
-        .scrub("echo pa\"ss\nword and {\"v\":\"pa\\\"ss\\nword\"} with tok-123 end".to_owned());
+    let scrubber = Scrubber::new(["pa\"ss\nword", "tok-123", ""]);
+    let out = scrubber.scrub("echo pa\"ss\nword and {\"v\":\"pa\\\"ss\\nword\"} with tok-123 end");
     assert!(
         !out.contains("ss\nword") && !out.contains("ss\\nword"),
         "{out}"

@@ -1,18 +1,16 @@
 //! Errors of the Kubernetes consumer, and the scrubbing that keeps Secret values out of
 //! them.
 
-use base64::Engine as _;
-use zeroize::{Zeroize, Zeroizing};
-
-use crate::secret::SecretMap;
+use crate::consumers::scrub::Scrubber;
 
 /// Errors of the Kubernetes consumer. None of them carries a Secret value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum KubernetesError {
     /// The rendered keys are not the keys the consumer declares (a caller bug).
     #[error(
         "rendered keys {rendered:?} for Kubernetes Secret {namespace}/{secret} differ from the consumer's data keys {declared:?}"
     )]
+    #[strum(serialize = "rendered_keys")]
     RenderedKeys {
         /// Namespace of the Secret.
         namespace: String,
@@ -25,6 +23,7 @@ pub enum KubernetesError {
     },
     /// Reading the Secret failed.
     #[error("reading Kubernetes Secret {namespace}/{secret} failed")]
+    #[strum(serialize = "read")]
     Read {
         /// Namespace of the Secret.
         namespace: String,
@@ -38,6 +37,7 @@ pub enum KubernetesError {
     #[error(
         "Kubernetes Secret {namespace}/{secret} has type {existing:?} but the policy asks for {wanted:?}; a Secret's type cannot be changed: delete the Secret or set secretType to {existing:?}"
     )]
+    #[strum(serialize = "type_mismatch")]
     TypeMismatch {
         /// Namespace of the Secret.
         namespace: String,
@@ -50,6 +50,7 @@ pub enum KubernetesError {
     },
     /// The server-side apply failed for another reason than a field conflict.
     #[error("applying Kubernetes Secret {namespace}/{secret} failed")]
+    #[strum(serialize = "apply")]
     Apply {
         /// Namespace of the Secret.
         namespace: String,
@@ -63,6 +64,7 @@ pub enum KubernetesError {
     #[error(
         "applying Kubernetes Secret {namespace}/{secret}: keys are owned by another field manager ({detail}); set `force: true` on the consumer to let rotor take ownership"
     )]
+    #[strum(serialize = "field_conflict")]
     FieldConflict {
         /// Namespace of the Secret.
         namespace: String,
@@ -73,6 +75,7 @@ pub enum KubernetesError {
     },
     /// The Secret read back after the apply does not hold what was applied.
     #[error("Kubernetes Secret {namespace}/{secret} read back after apply differs in {fields:?}")]
+    #[strum(serialize = "read_back_mismatch")]
     ReadBackMismatch {
         /// Namespace of the Secret.
         namespace: String,
@@ -83,6 +86,7 @@ pub enum KubernetesError {
     },
     /// Removing the policy's keys from the Secret, or deleting it, failed.
     #[error("removing rotor's keys from Kubernetes Secret {namespace}/{secret} failed")]
+    #[strum(serialize = "remove")]
     Remove {
         /// Namespace of the Secret.
         namespace: String,
@@ -94,6 +98,7 @@ pub enum KubernetesError {
     },
     /// A workload listed under `restart` does not exist.
     #[error("workload {workload} to restart does not exist in namespace {namespace}")]
+    #[strum(serialize = "workload_missing")]
     WorkloadMissing {
         /// Namespace of the workload.
         namespace: String,
@@ -102,6 +107,7 @@ pub enum KubernetesError {
     },
     /// Reading a workload before restarting it failed.
     #[error("reading workload {workload} in namespace {namespace} failed")]
+    #[strum(serialize = "workload_read")]
     WorkloadRead {
         /// Namespace of the workload.
         namespace: String,
@@ -113,6 +119,7 @@ pub enum KubernetesError {
     },
     /// Patching a workload's pod template to restart it failed.
     #[error("restarting workload {workload} in namespace {namespace} failed")]
+    #[strum(serialize = "restart")]
     Restart {
         /// Namespace of the workload.
         namespace: String,
@@ -130,18 +137,7 @@ impl KubernetesError {
         if self.api_failure().is_some_and(ApiFailure::is_timeout) {
             return "timeout";
         }
-        match self {
-            Self::RenderedKeys { .. } => "rendered_keys",
-            Self::Read { .. } => "read",
-            Self::TypeMismatch { .. } => "type_mismatch",
-            Self::Apply { .. } => "apply",
-            Self::FieldConflict { .. } => "field_conflict",
-            Self::ReadBackMismatch { .. } => "read_back_mismatch",
-            Self::WorkloadMissing { .. } => "workload_missing",
-            Self::WorkloadRead { .. } => "workload_read",
-            Self::Restart { .. } => "restart",
-            Self::Remove { .. } => "remove",
-        }
+        self.into()
     }
 
     /// The failed API call, for the variants that have one.
@@ -268,55 +264,5 @@ impl ApiFailure {
                 }
             }
         }
-    }
-}
-
-/// Replaces every rendered value (plain, JSON-escaped, base64) in a message.
-#[derive(Default)]
-pub(super) struct Scrubber {
-    needles: Vec<Zeroizing<String>>,
-}
-
-impl Scrubber {
-    pub(super) fn new(rendered: &SecretMap) -> Self {
-        let mut needles = Vec::new();
-        for key in rendered.keys() {
-            let Some(value) = rendered.expose(key) else {
-                continue;
-            };
-            if value.is_empty() {
-                continue;
-            }
-            needles.push(Zeroizing::new(value.to_owned()));
-            needles.push(Zeroizing::new(
-                base64::engine::general_purpose::STANDARD.encode(value),
-            ));
-            if let Ok(json) = serde_json::to_string(value) {
-                let inner = json
-                    .strip_prefix('"')
-                    .and_then(|j| j.strip_suffix('"'))
-                    .unwrap_or(&json);
-                if inner != value {
-                    needles.push(Zeroizing::new(inner.to_owned()));
-                }
-                let mut json = json;
-                json.zeroize();
-            }
-        }
-        // Longest first, so a value containing another is replaced whole.
-        needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Scrubber { needles }
-    }
-
-    pub(super) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for needle in &self.needles {
-            if out.contains(needle.as_str()) {
-                let replaced = out.replace(needle.as_str(), "[REDACTED]");
-                out.zeroize();
-                out = replaced;
-            }
-        }
-        out
     }
 }

@@ -33,10 +33,9 @@ use secrecy::ExposeSecret;
 use tracing::{info, warn};
 use zeroize::Zeroize;
 
-use self::error::Scrubber;
 use super::{
     Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, render_map,
+    RemoveResult, render_map, scrub::Scrubber,
 };
 use crate::policy::KubernetesConsumer;
 use crate::secret::{SecretMap, constant_time_eq};
@@ -111,7 +110,7 @@ impl KubernetesConsumerClient {
         check_rendered_keys(spec, rendered)?;
         let namespace = spec.namespace.as_str();
         let name = spec.secret.as_str();
-        let scrubber = Scrubber::new(rendered);
+        let scrubber = Scrubber::of_secret_data(rendered);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
 
         let existing = read_secret(&secrets, namespace, name, &scrubber).await?;
@@ -294,7 +293,7 @@ impl KubernetesConsumerClient {
         rendered: &SecretMap,
     ) -> Result<bool, KubernetesError> {
         check_rendered_keys(spec, rendered)?;
-        let scrubber = Scrubber::new(rendered);
+        let scrubber = Scrubber::of_secret_data(rendered);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &spec.namespace);
         let current = read_secret(&secrets, &spec.namespace, &spec.secret, &scrubber).await?;
         Ok(current.is_some_and(|s| mismatched_keys(&s.0, rendered).is_empty()))

@@ -12,8 +12,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
-use super::error::{ApiFailure, KubernetesError, Scrubber};
+use super::error::{ApiFailure, KubernetesError};
 use super::{FIELD_MANAGER, KubernetesConsumerClient, RESTARTED_AT_ANNOTATION, annotation};
+use crate::consumers::scrub::Scrubber;
 use crate::policy::{WorkloadKind, WorkloadRef};
 
 /// Prefix of the restart marker annotation (the Secret name follows).

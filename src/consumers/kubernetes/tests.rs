@@ -80,7 +80,7 @@ fn restart_marker_keys_are_valid_annotation_keys() {
 #[test]
 fn scrubber_removes_plain_json_escaped_and_base64_values() {
     let values = rendered(&[("a", "pa\"ss\nword"), ("b", "hunter2"), ("c", "")]);
-    let scrubber = Scrubber::new(&values);
+    let scrubber = Scrubber::of_secret_data(&values);
     let b64 = base64::engine::general_purpose::STANDARD.encode("hunter2");
     let text = format!(
         "plain hunter2, json {{\"a\":\"pa\\\"ss\\nword\"}}, raw pa\"ss\nword, b64 {b64}, end"
@@ -93,13 +93,16 @@ fn scrubber_removes_plain_json_escaped_and_base64_values() {
     assert!(out.starts_with("plain [REDACTED], json"), "{out}");
     assert!(out.ends_with(", end"), "{out}");
     // An empty value scrubs nothing.
-    assert_eq!(Scrubber::new(&rendered(&[("x", "")])).scrub("abc"), "abc");
+    assert_eq!(
+        Scrubber::of_secret_data(&rendered(&[("x", "")])).scrub("abc"),
+        "abc"
+    );
 }
 
 #[test]
 fn api_failures_are_classified_and_scrubbed() {
     let values = rendered(&[("k", "s3cr3t-value")]);
-    let scrubber = Scrubber::new(&values);
+    let scrubber = Scrubber::of_secret_data(&values);
     let e = ApiFailure::from_kube(
         api_error(
             503,

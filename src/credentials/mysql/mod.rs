@@ -71,16 +71,18 @@ const ER_CANNOT_USER: u16 = 1396;
 const ER_NO_SUCH_THREAD: u16 = 1094;
 
 /// Errors of the MariaDB/MySQL target. None of them carries a password or a password hash.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum MysqlError {
     /// The admin credential lacks `username` or `password`.
     #[error("the admin credential has no {key:?} key")]
+    #[strum(serialize = "admin_key_missing")]
     AdminKeyMissing {
         /// The missing key.
         key: &'static str,
     },
     /// A user name the server cannot hold.
     #[error("invalid MySQL user name {user:?}: {reason}")]
+    #[strum(serialize = "invalid_user_name")]
     InvalidUserName {
         /// The name as given.
         user: String,
@@ -89,6 +91,7 @@ pub enum MysqlError {
     },
     /// An account host part the server cannot hold.
     #[error("invalid MySQL account host {account_host:?}: {reason}")]
+    #[strum(serialize = "invalid_account_host")]
     InvalidAccountHost {
         /// The host part as given.
         account_host: String,
@@ -97,6 +100,7 @@ pub enum MysqlError {
     },
     /// An empty password was given (the server would take it as "no password").
     #[error("refusing to set an empty password for {user:?}@{account_host:?}")]
+    #[strum(serialize = "empty_password")]
     EmptyPassword {
         /// The user.
         user: String,
@@ -105,9 +109,11 @@ pub enum MysqlError {
     },
     /// The TLS settings cannot be used (CA file, trust store).
     #[error(transparent)]
+    #[strum(disabled)]
     Tls(#[from] TlsSetupError),
     /// The admin connection failed.
     #[error("cannot connect to MySQL at {host}:{port} as {user:?}{hint}")]
+    #[strum(serialize = "connect")]
     Connect {
         /// Server host.
         host: String,
@@ -123,9 +129,11 @@ pub enum MysqlError {
     },
     /// An admin call did not finish in time.
     #[error(transparent)]
+    #[strum(serialize = "timeout")]
     Timeout(#[from] CallTimeout),
     /// The account does not exist on the server.
     #[error("account {user:?}@{account_host:?} does not exist on {host}:{port}")]
+    #[strum(serialize = "user_not_found")]
     UserNotFound {
         /// The user.
         user: String,
@@ -138,6 +146,7 @@ pub enum MysqlError {
     },
     /// Looking up the account failed.
     #[error("cannot look up account {user:?}@{account_host:?}")]
+    #[strum(serialize = "lookup_user")]
     LookupUser {
         /// The user.
         user: String,
@@ -150,6 +159,7 @@ pub enum MysqlError {
     /// `ALTER USER … IDENTIFIED …` failed. The server's message is kept with any echo of
     /// the statement's password hash removed.
     #[error("cannot set the password of {user:?}@{account_host:?}: {message}")]
+    #[strum(serialize = "set_password")]
     SetPassword {
         /// The user.
         user: String,
@@ -162,6 +172,7 @@ pub enum MysqlError {
     },
     /// `ALTER USER … ACCOUNT LOCK` or `… ACCOUNT UNLOCK` failed.
     #[error("cannot {action} account {user:?}@{account_host:?}")]
+    #[strum(serialize = "lock_account")]
     LockAccount {
         /// The user.
         user: String,
@@ -175,6 +186,7 @@ pub enum MysqlError {
     },
     /// Listing or killing the user's sessions failed.
     #[error("cannot terminate the sessions of user {user:?}")]
+    #[strum(serialize = "terminate_sessions")]
     TerminateSessions {
         /// The user.
         user: String,
@@ -188,18 +200,8 @@ impl MysqlError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            MysqlError::AdminKeyMissing { .. } => "admin_key_missing",
-            MysqlError::InvalidUserName { .. } => "invalid_user_name",
-            MysqlError::InvalidAccountHost { .. } => "invalid_account_host",
-            MysqlError::EmptyPassword { .. } => "empty_password",
             MysqlError::Tls(e) => e.kind(),
-            MysqlError::Connect { .. } => "connect",
-            MysqlError::Timeout(_) => "timeout",
-            MysqlError::UserNotFound { .. } => "user_not_found",
-            MysqlError::LookupUser { .. } => "lookup_user",
-            MysqlError::SetPassword { .. } => "set_password",
-            MysqlError::TerminateSessions { .. } => "terminate_sessions",
-            MysqlError::LockAccount { .. } => "lock_account",
+            other => other.into(),
         }
     }
 

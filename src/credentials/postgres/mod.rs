@@ -53,16 +53,18 @@ const MAX_ROLE_NAME_BYTES: usize = 63;
 const APPLICATION_NAME: &str = "rotor";
 
 /// Errors of the PostgreSQL target. None of them carries a password or a verifier.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum PostgresError {
     /// The admin credential lacks `username` or `password`.
     #[error("the admin credential has no {key:?} key")]
+    #[strum(serialize = "admin_key_missing")]
     AdminKeyMissing {
         /// The missing key.
         key: &'static str,
     },
     /// A role name PostgreSQL would reject or silently truncate.
     #[error("invalid role name {role:?}: {reason}")]
+    #[strum(serialize = "invalid_role_name")]
     InvalidRoleName {
         /// The name as given.
         role: String,
@@ -71,15 +73,18 @@ pub enum PostgresError {
     },
     /// An empty password was given (PostgreSQL treats it as "no password").
     #[error("refusing to set an empty password for role {role:?}")]
+    #[strum(serialize = "empty_password")]
     EmptyPassword {
         /// The role.
         role: String,
     },
     /// The TLS settings cannot be used (CA file, trust store, rustls configuration).
     #[error(transparent)]
+    #[strum(disabled)]
     Tls(#[from] TlsSetupError),
     /// The admin connection failed.
     #[error("cannot connect to PostgreSQL at {host}:{port} as {user:?}")]
+    #[strum(serialize = "connect")]
     Connect {
         /// Server host.
         host: String,
@@ -93,9 +98,11 @@ pub enum PostgresError {
     },
     /// An admin call did not finish in time.
     #[error(transparent)]
+    #[strum(serialize = "timeout")]
     Timeout(#[from] CallTimeout),
     /// The role does not exist on the server.
     #[error("role {role:?} does not exist on {host}:{port}")]
+    #[strum(serialize = "role_not_found")]
     RoleNotFound {
         /// The role.
         role: String,
@@ -106,6 +113,7 @@ pub enum PostgresError {
     },
     /// Looking up the role failed.
     #[error("cannot look up role {role:?}")]
+    #[strum(serialize = "lookup_role")]
     LookupRole {
         /// The role.
         role: String,
@@ -115,6 +123,7 @@ pub enum PostgresError {
     },
     /// `ALTER ROLE … PASSWORD` failed.
     #[error("cannot set the password of role {role:?}")]
+    #[strum(serialize = "set_password")]
     SetPassword {
         /// The role.
         role: String,
@@ -124,6 +133,7 @@ pub enum PostgresError {
     },
     /// Listing or terminating the role's sessions failed.
     #[error("cannot terminate the sessions of role {role:?}")]
+    #[strum(serialize = "terminate_sessions")]
     TerminateSessions {
         /// The role.
         role: String,
@@ -133,6 +143,7 @@ pub enum PostgresError {
     },
     /// `ALTER ROLE … NOLOGIN PASSWORD NULL` or `ALTER ROLE … LOGIN` failed.
     #[error("cannot {action} role {role:?}")]
+    #[strum(serialize = "alter_role")]
     AlterRole {
         /// The role.
         role: String,
@@ -144,6 +155,7 @@ pub enum PostgresError {
     },
     /// `CREATE ROLE` failed.
     #[error("cannot create role {role:?}")]
+    #[strum(serialize = "ensure_role")]
     EnsureRole {
         /// The role.
         role: String,
@@ -157,18 +169,8 @@ impl PostgresError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
-            PostgresError::AdminKeyMissing { .. } => "admin_key_missing",
-            PostgresError::InvalidRoleName { .. } => "invalid_role_name",
-            PostgresError::EmptyPassword { .. } => "empty_password",
             PostgresError::Tls(e) => e.kind(),
-            PostgresError::Connect { .. } => "connect",
-            PostgresError::Timeout(_) => "timeout",
-            PostgresError::RoleNotFound { .. } => "role_not_found",
-            PostgresError::LookupRole { .. } => "lookup_role",
-            PostgresError::SetPassword { .. } => "set_password",
-            PostgresError::TerminateSessions { .. } => "terminate_sessions",
-            PostgresError::EnsureRole { .. } => "ensure_role",
-            PostgresError::AlterRole { .. } => "alter_role",
+            other => other.into(),
         }
     }
 

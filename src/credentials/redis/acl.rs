@@ -8,6 +8,21 @@ use sha2::{Digest, Sha256};
 use super::{RedisError, RedisTarget, Session};
 use crate::secret::SecretString;
 
+/// `ACL SETUSER <user> <rules…>`. The caller maps the error: a rule may hold a password
+/// hash, which the server's message can quote.
+pub(super) async fn set_user(
+    session: &mut Session,
+    user: &str,
+    rules: &[&str],
+) -> Result<(), ::redis::RedisError> {
+    ::redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user)
+        .arg(rules)
+        .query_async::<()>(&mut session.conn)
+        .await
+}
+
 impl RedisTarget {
     /// `ACL GETUSER`: `None` when the user does not exist.
     pub(super) async fn get_user(

@@ -43,7 +43,7 @@ use secrecy::ExposeSecret;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use self::acl::{AclUser, password_hash, validate_user};
+use self::acl::{AclUser, password_hash, set_user, validate_user};
 use super::CredentialError;
 use super::adapters::PasswordTarget;
 use super::target::{
@@ -58,10 +58,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_USER: &str = "default";
 
 /// Errors of the Redis target. None of them carries a password or a password hash.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum RedisError {
     /// The admin credential lacks `password`.
     #[error("the admin credential has no {key:?} key")]
+    #[strum(serialize = "admin_key_missing")]
     AdminKeyMissing {
         /// The missing key.
         key: &'static str,
@@ -70,12 +71,14 @@ pub enum RedisError {
     #[error(
         "TLS mode {mode} is not supported for Redis targets by this version of rotor (only `disable`)"
     )]
+    #[strum(serialize = "tls_unsupported")]
     TlsUnsupported {
         /// The requested mode.
         mode: &'static str,
     },
     /// A user name Redis would reject.
     #[error("invalid Redis user name {user:?}: {reason}")]
+    #[strum(serialize = "invalid_user_name")]
     InvalidUserName {
         /// The name as given.
         user: String,
@@ -84,12 +87,14 @@ pub enum RedisError {
     },
     /// An empty password was given.
     #[error("refusing an empty password for Redis user {user:?}")]
+    #[strum(serialize = "empty_password")]
     EmptyPassword {
         /// The user.
         user: String,
     },
     /// The connection could not be opened.
     #[error("cannot connect to Redis at {address}")]
+    #[strum(serialize = "connect")]
     Connect {
         /// `host:port`.
         address: String,
@@ -99,6 +104,7 @@ pub enum RedisError {
     },
     /// The server refused the admin's `AUTH`, or it failed.
     #[error("Redis at {address} did not accept the admin login as {user:?}")]
+    #[strum(serialize = "admin_login")]
     AdminLogin {
         /// `host:port`.
         address: String,
@@ -110,9 +116,11 @@ pub enum RedisError {
     },
     /// A call did not finish in time.
     #[error(transparent)]
+    #[strum(serialize = "timeout")]
     Timeout(#[from] CallTimeout),
     /// The ACL user does not exist (rotor never creates users).
     #[error("Redis user {user:?} does not exist on {address}")]
+    #[strum(serialize = "user_not_found")]
     UserNotFound {
         /// The user.
         user: String,
@@ -123,6 +131,7 @@ pub enum RedisError {
     #[error(
         "refusing to remove the only password of Redis user {user:?} on {address}: every client would be locked out"
     )]
+    #[strum(serialize = "last_password")]
     LastPassword {
         /// The user.
         user: String,
@@ -131,6 +140,7 @@ pub enum RedisError {
     },
     /// `ACL GETUSER` failed.
     #[error("cannot look up Redis user {user:?} on {address}")]
+    #[strum(serialize = "lookup_user")]
     LookupUser {
         /// The user.
         user: String,
@@ -142,6 +152,7 @@ pub enum RedisError {
     },
     /// `ACL GETUSER` answered something this module does not understand.
     #[error("unexpected answer to ACL GETUSER {user:?} from {address}: {detail}")]
+    #[strum(serialize = "unexpected_reply")]
     UnexpectedReply {
         /// The user.
         user: String,
@@ -152,6 +163,7 @@ pub enum RedisError {
     },
     /// `ACL SETUSER … #<hash>` failed.
     #[error("cannot add a password to Redis user {user:?} on {address}")]
+    #[strum(serialize = "add_password")]
     AddPassword {
         /// The user.
         user: String,
@@ -163,6 +175,7 @@ pub enum RedisError {
     },
     /// `ACL SETUSER … !<hash>` failed.
     #[error("cannot remove a password of Redis user {user:?} on {address}")]
+    #[strum(serialize = "remove_password")]
     RemovePassword {
         /// The user.
         user: String,
@@ -174,6 +187,7 @@ pub enum RedisError {
     },
     /// `ACL SETUSER … off resetpass` or `ACL SETUSER … on` failed.
     #[error("cannot {action} Redis user {user:?} on {address}")]
+    #[strum(serialize = "set_enabled")]
     SetEnabled {
         /// The user.
         user: String,
@@ -187,6 +201,7 @@ pub enum RedisError {
     },
     /// `CLIENT KILL USER` failed.
     #[error("cannot terminate the connections of Redis user {user:?} on {address}")]
+    #[strum(serialize = "terminate_sessions")]
     TerminateSessions {
         /// The user.
         user: String,
@@ -198,6 +213,7 @@ pub enum RedisError {
     },
     /// The ACL change is live but saving it failed.
     #[error("the ACL change on {address} is live but {method} failed, so a restart would undo it")]
+    #[strum(serialize = "persist")]
     Persist {
         /// `host:port`.
         address: String,
@@ -212,24 +228,7 @@ pub enum RedisError {
 impl RedisError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            RedisError::AdminKeyMissing { .. } => "admin_key_missing",
-            RedisError::TlsUnsupported { .. } => "tls_unsupported",
-            RedisError::InvalidUserName { .. } => "invalid_user_name",
-            RedisError::EmptyPassword { .. } => "empty_password",
-            RedisError::Connect { .. } => "connect",
-            RedisError::AdminLogin { .. } => "admin_login",
-            RedisError::Timeout(_) => "timeout",
-            RedisError::UserNotFound { .. } => "user_not_found",
-            RedisError::LastPassword { .. } => "last_password",
-            RedisError::LookupUser { .. } => "lookup_user",
-            RedisError::UnexpectedReply { .. } => "unexpected_reply",
-            RedisError::AddPassword { .. } => "add_password",
-            RedisError::RemovePassword { .. } => "remove_password",
-            RedisError::TerminateSessions { .. } => "terminate_sessions",
-            RedisError::Persist { .. } => "persist",
-            RedisError::SetEnabled { .. } => "set_enabled",
-        }
+        self.into()
     }
 
     /// Whether trying again later may succeed (network, timeouts, a server that is
@@ -360,11 +359,7 @@ impl RedisTarget {
             .with_user("add password", user, async |session: &mut Session, acl| {
                 let added = !acl.passwords.contains(&hash);
                 if added {
-                    ::redis::cmd("ACL")
-                        .arg("SETUSER")
-                        .arg(user)
-                        .arg(format!("#{hash}"))
-                        .query_async::<()>(&mut session.conn)
+                    set_user(session, user, &[&format!("#{hash}")])
                         .await
                         .map_err(|source| RedisError::AddPassword {
                             user: user.to_owned(),
@@ -410,13 +405,7 @@ impl RedisTarget {
                         });
                     }
                     if present {
-                        let result = ::redis::cmd("ACL")
-                            .arg("SETUSER")
-                            .arg(user)
-                            .arg(format!("!{hash}"))
-                            .query_async::<()>(&mut session.conn)
-                            .await;
-                        match result {
+                        match set_user(session, user, &[&format!("!{hash}")]).await {
                             Ok(()) => {}
                             // Removed by someone else since the lookup: what we wanted. (The
                             // server's message quotes the hash, so it is not passed on.)
@@ -452,14 +441,12 @@ impl RedisTarget {
         validate_user(user)?;
         let action = if enable { "enable" } else { "disable" };
         self.with_user("change user", user, async |session: &mut Session, _| {
-            let mut cmd = ::redis::cmd("ACL");
-            cmd.arg("SETUSER").arg(user);
-            if enable {
-                cmd.arg("on");
+            let rules: &[&str] = if enable {
+                &["on"]
             } else {
-                cmd.arg("off").arg("resetpass");
-            }
-            cmd.query_async::<()>(&mut session.conn)
+                &["off", "resetpass"]
+            };
+            set_user(session, user, rules)
                 .await
                 .map_err(|source| RedisError::SetEnabled {
                     user: user.to_owned(),

@@ -55,10 +55,11 @@ impl From<Option<&crate::policy::TlsSpec>> for TargetTls {
 }
 
 /// TLS settings that cannot be used: read when the target is built, before any I/O.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
 pub enum TlsSetupError {
     /// The TLS CA file could not be read.
     #[error("cannot read the TLS CA file {}", path.display())]
+    #[strum(serialize = "read_ca_file")]
     ReadCaFile {
         /// The file.
         path: PathBuf,
@@ -68,15 +69,18 @@ pub enum TlsSetupError {
     },
     /// The TLS CA file holds no usable certificate.
     #[error("the TLS CA file {} holds no usable PEM certificate", path.display())]
+    #[strum(serialize = "invalid_ca_file")]
     InvalidCaFile {
         /// The file.
         path: PathBuf,
     },
     /// `verify-full` without a CA file, and the system trust store has no certificate.
     #[error("no CA file given and the system trust store holds no usable certificate")]
+    #[strum(serialize = "no_system_roots")]
     NoSystemRoots,
     /// The TLS client configuration could not be built.
     #[error("cannot build the TLS configuration")]
+    #[strum(serialize = "tls_config")]
     TlsConfig {
         /// rustls' refusal.
         #[source]
@@ -84,6 +88,7 @@ pub enum TlsSetupError {
     },
     /// The certificate verifier could not be built.
     #[error("cannot build the TLS certificate verifier")]
+    #[strum(serialize = "tls_verifier")]
     TlsVerifier {
         /// rustls' refusal.
         #[source]
@@ -94,13 +99,7 @@ pub enum TlsSetupError {
 impl TlsSetupError {
     /// A fixed label for metrics.
     pub fn kind(&self) -> &'static str {
-        match self {
-            TlsSetupError::ReadCaFile { .. } => "read_ca_file",
-            TlsSetupError::InvalidCaFile { .. } => "invalid_ca_file",
-            TlsSetupError::NoSystemRoots => "no_system_roots",
-            TlsSetupError::TlsConfig { .. } => "tls_config",
-            TlsSetupError::TlsVerifier { .. } => "tls_verifier",
-        }
+        self.into()
     }
 }
 
@@ -141,15 +140,16 @@ pub fn client_config(tls: &TargetTls) -> Result<Option<Arc<ClientConfig>>, TlsSe
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match tls {
         TargetTls::Disable => return Ok(None),
-        TargetTls::Require { ca_file: None } => Arc::new(NoCertificateCheck {
-            provider: provider.clone(),
-        }),
-        TargetTls::Require {
-            ca_file: Some(path),
-        } => Arc::new(ChainOnly(webpki_verifier(
-            root_store(path)?,
-            provider.clone(),
-        )?)),
+        TargetTls::Require { ca_file } => {
+            let chain = match ca_file {
+                Some(path) => Some(webpki_verifier(root_store(path)?, provider.clone())?),
+                None => None,
+            };
+            Arc::new(NoHostCheck {
+                chain,
+                provider: provider.clone(),
+            })
+        }
         TargetTls::VerifyFull { ca_file } => {
             let roots = match ca_file {
                 Some(path) => root_store(path)?,
@@ -194,24 +194,34 @@ fn webpki_verifier(
         .map_err(|source| TlsSetupError::TlsVerifier { source })
 }
 
-/// `require` without a CA file: encryption only, as libpq does. Handshake signatures
-/// are still checked (and PostgreSQL's SCRAM channel binding ties the login to this
-/// certificate).
+/// The verifier of `require`: the host name is never checked. Without a CA file
+/// (`chain` is `None`) it is encryption only, as libpq does; with one (libpq's
+/// `verify-ca`) the chain must lead to the CA. Handshake signatures are always checked
+/// (and PostgreSQL's SCRAM channel binding ties the login to this certificate).
 #[derive(Debug)]
-struct NoCertificateCheck {
+struct NoHostCheck {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for NoCertificateCheck {
+impl ServerCertVerifier for NoHostCheck {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -246,54 +256,6 @@ impl ServerCertVerifier for NoCertificateCheck {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
-    }
-}
-
-/// `require` with a CA file (libpq's `verify-ca`): the chain must lead to the CA, the
-/// host name is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 

@@ -1,6 +1,17 @@
 //! Four-eyes approval of on-demand rotations (see [`crate::agent::approval`]).
 
-use super::*;
+use std::sync::atomic::Ordering;
+
+use tracing::{error, info, warn};
+
+use super::{Agent, Inner};
+
+use crate::agent::Control;
+use crate::agent::approval::ApprovalCaller;
+use crate::agent::{Accepted, ControlError};
+use crate::audit::AuditEvent;
+use crate::engine::{RotationRequest, Trigger};
+use crate::notify::NotifyEvent;
 
 impl Agent {
     /// For a policy that requires approval, turns an on-demand request into a pending

@@ -1,6 +1,19 @@
 //! [`Control`] for the API: policies, on-demand rotation, release, retire, enable.
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::{info, warn};
+
+use super::{Agent, Entry, Inner, Job, PolicyState, retired_text, rfc3339};
+
+use crate::agent::approval::{ApprovalCaller, ApprovalRecord};
+use crate::agent::{Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness};
+use crate::audit::AuditEvent;
+use crate::engine::{
+    EnableOutcome, EngineError, RetireRequest, Retirement, Rotation, RotationRequest, Trigger,
+};
+use crate::policy::ValidatedPolicy;
 
 /// The API's answer for an engine error of a retire or enable.
 pub(super) fn retire_error(name: &str, e: EngineError) -> ControlError {

@@ -1,7 +1,18 @@
 //! What the agent needs from the rotation engine: [`Executor`], implemented by the
 //! real [`Engine`] and by fakes in the scheduler tests.
 
-use super::*;
+use chrono::{DateTime, Utc};
+
+use super::rfc3339;
+
+use crate::agent::approval::ApprovalStore;
+use crate::agent::quarantine::{Quarantine, QuarantineStore};
+use crate::engine::{
+    EnableOutcome, Engine, EngineError, RetireRequest, Retirement, Rotation, RotationOutcome,
+    RotationRequest,
+};
+use crate::policy::ValidatedPolicy;
+use crate::schedule;
 
 /// What the agent needs from the rotation engine (the real [`Engine`], or a fake in
 /// scheduler tests).

@@ -11,27 +11,23 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use super::approval::{ApprovalCaller, ApprovalRecord, ApprovalStore, Approvals};
-use super::quarantine::{Quarantine, QuarantineStore, immediate_reason};
-use super::{Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness, RotationSummary};
+use super::approval::Approvals;
+use super::quarantine::Quarantine;
+use super::RotationSummary;
 use crate::audit::{AuditEvent, AuditLog};
-use crate::engine::{
-    EnableOutcome, Engine, EngineError, RetireRequest, Retirement, Rotation, RotationOutcome,
-    RotationRequest, Status, Trigger,
-};
+use crate::engine::{Retirement, Rotation, RotationRequest};
 use crate::metrics::Metrics;
-use crate::notify::{Notification, Notifier, NotifyEvent};
+use crate::notify::Notifier;
 use crate::policy::{PolicySet, ValidatedPolicy};
-use crate::schedule::{self, Due, DueInputs};
+use crate::schedule::Due;
 
 mod approvals;
 mod control;

@@ -1,7 +1,14 @@
 //! Reloading the policy paths when their files change (an invalid set is rejected
 //! whole and the previous one keeps running).
 
-use super::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tracing::{error, info};
+
+use super::{Entry, Inner, Job};
+
+use crate::audit::AuditEvent;
 
 impl Inner {
     /// Reloads the policy paths when they changed; an invalid set is rejected whole.

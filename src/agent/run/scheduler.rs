@@ -1,7 +1,17 @@
 //! The scheduler's decisions: each policy's next due time, the queue (compromise
 //! first), leadership changes, and what may run next.
 
-use super::*;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tracing::info;
+
+use super::{Entry, Job, PolicyState, Queued, State};
+
+use crate::engine::{RotationRequest, Trigger};
+use crate::policy::ValidatedPolicy;
+use crate::schedule;
+use crate::schedule::DueInputs;
 
 impl Entry {
     pub(super) fn new(policy: Arc<ValidatedPolicy>, now: DateTime<Utc>) -> Entry {

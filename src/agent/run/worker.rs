@@ -1,7 +1,25 @@
 //! The worker: runs one queued job (a rotation or a sync), catches a panic in it, and
 //! turns its result into the policy's state, backoff and quarantine.
 
-use super::*;
+use std::sync::{Arc, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use tracing::{error, info, warn};
+
+use super::{
+    Entry, HISTORY, Inner, Job, PolicyState, Queued, State, old_accepted, panic_message,
+    retired_text, retired_words, rfc3339, summary, unanswered,
+};
+
+use crate::agent::quarantine::{Quarantine, immediate_reason};
+use crate::audit::AuditEvent;
+use crate::engine::{EngineError, Rotation, RotationRequest, Status, Trigger};
+use crate::notify::{Notification, NotifyEvent};
+use crate::policy::ValidatedPolicy;
+use crate::schedule;
+use crate::schedule::Due;
 
 impl Inner {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {

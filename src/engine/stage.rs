@@ -1,6 +1,7 @@
 //! The steps themselves: staging the new value, promoting it, propagating it to the
 //! consumers and proving the old one is rejected.
 
+use super::runner::refusal_check;
 use super::*;
 
 impl Engine {
@@ -207,31 +208,43 @@ impl Engine {
                 .push(spec, &new, &self.fingerprints, &self.vault)
                 .await
             {
-                Ok(o) => records.push(ConsumerRecord {
-                    consumer,
-                    state: if o.verified {
-                        ConsumerState::Verified
-                    } else {
-                        ConsumerState::Pushed
-                    },
-                    attempts,
-                    changed: o.changed,
-                    restarted: o.restarted,
-                    error: None,
-                }),
+                Ok(o) => {
+                    let pushed = ConsumerRecord {
+                        consumer,
+                        state: if o.verified {
+                            ConsumerState::Verified
+                        } else {
+                            ConsumerState::Pushed
+                        },
+                        attempts,
+                        changed: o.changed,
+                        restarted: o.restarted,
+                        error: None,
+                    };
+                    self.report(&Event::ConsumerPushed {
+                        rotation: &run.rotation,
+                        consumer: &pushed,
+                    });
+                    records.push(pushed);
+                }
                 Err(e) => {
                     transient &= e.is_transient();
                     let error = crate::error_chain(&e);
                     warn!(consumer = %consumer, kind = e.kind(), attempts, error = %error, "Consumer update failed; it stays pending.");
                     failures.push(consumer.clone());
-                    records.push(ConsumerRecord {
+                    let pending = ConsumerRecord {
                         consumer,
                         state: ConsumerState::Pending,
                         attempts,
                         changed: false,
                         restarted: Vec::new(),
                         error: Some(error),
+                    };
+                    self.report(&Event::ConsumerPending {
+                        rotation: &run.rotation,
+                        consumer: &pending,
                     });
+                    records.push(pending);
                 }
             }
         }
@@ -242,16 +255,14 @@ impl Engine {
                 "{count} consumer(s) updated and read back"
             )))
         } else {
-            Err(StepFailure {
-                message: format!(
+            Err(StepFailure::retryable(
+                format!(
                     "{} of {count} consumer(s) pending: {}",
                     failures.len(),
                     failures.join("; ")
                 ),
                 transient,
-                fatal: false,
-                unanswered: transient,
-            })
+            ))
         }
     }
 
@@ -277,18 +288,15 @@ impl Engine {
             return Ok(StepResult::Ok(notes.join("; ")));
         }
         let outcome = run.credential.login(&run.old).await?;
-        let evidence = outcome.evidence();
-        let passed = matches!(outcome, AuthOutcome::Rejected { .. });
-        run.rotation.verification.push(Verification {
-            check: "old_credential_rejected".into(),
-            passed,
-            evidence: evidence.clone(),
-            inconclusive: matches!(outcome, AuthOutcome::Unreachable { .. }),
-            at: now(),
+        let check = refusal_check("old_credential_rejected", &outcome);
+        self.report(&Event::Verified {
+            subject: Subject::Rotation(&run.rotation),
+            check: &check,
         });
+        run.rotation.verification.push(check);
         match outcome {
             AuthOutcome::Rejected { .. } => {
-                notes.push(format!("old credential {evidence}"));
+                notes.push(format!("old credential {}", outcome.evidence()));
                 Ok(StepResult::Ok(notes.join("; ")))
             }
             AuthOutcome::Accepted => Err(StepFailure::fatal(

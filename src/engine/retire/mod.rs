@@ -33,9 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::{Instrument, error, info, info_span, warn};
@@ -45,10 +43,11 @@ mod enable;
 mod steps;
 
 use super::failpoint::{self, Moment};
+use super::runner::{StepFailure, StepRun, refusal_check};
 use super::{
     Engine, EngineError, RotationOutcome, RotationRequest, StepOutcome, Trigger, Verification, now,
 };
-use crate::credentials::{AuthOutcome, Credential, CredentialError};
+use crate::credentials::{AuthOutcome, Credential};
 use crate::evidence::{AuthMethod, Event, Requester, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
@@ -403,34 +402,6 @@ impl RetireStore {
     }
 }
 
-/// Why a step failed.
-struct Failure {
-    message: String,
-    transient: bool,
-    /// The retired credential still works: the retirement failed (start over).
-    fatal: bool,
-}
-
-impl From<CredentialError> for Failure {
-    fn from(e: CredentialError) -> Self {
-        Failure {
-            transient: e.is_transient(),
-            message: crate::error_chain(&e),
-            fatal: false,
-        }
-    }
-}
-
-impl From<VaultError> for Failure {
-    fn from(e: VaultError) -> Self {
-        Failure {
-            transient: e.is_transient(),
-            message: crate::error_chain(&e),
-            fatal: false,
-        }
-    }
-}
-
 /// One retirement run.
 struct Run<'a> {
     policy: &'a ValidatedPolicy,
@@ -565,7 +536,7 @@ impl Engine {
                 version,
                 current,
             };
-            self.drive_retirement(&mut run).await?;
+            self.run_steps(&mut run).await?;
             Ok(run.record)
         }
         .instrument(span)

@@ -91,9 +91,7 @@ async fn a_rotation_and_a_retirement_report_each_step_verification_and_consumer(
         want.push(format!("rotation begun {step}"));
         match step.as_str() {
             "propagated" => want.push("consumer verified".into()),
-            "verified" => {
-                want.push("rotation verified old_credential_rejected passed=true".into())
-            }
+            "verified" => want.push("rotation verified old_credential_rejected passed=true".into()),
             _ => {}
         }
         let outcome = if step.as_str() == "revoked" {

@@ -95,6 +95,86 @@ pub(super) fn refusal_check(check: &str, outcome: &AuthOutcome) -> Verification 
     }
 }
 
+/// One consumer's entry in a step that works on every consumer (a rotation's
+/// propagation, a retirement's removal).
+pub(super) trait ConsumerEntry: Clone {
+    /// The consumer, described.
+    fn consumer(&self) -> &str;
+    /// Attempts so far.
+    fn attempts(&self) -> u32;
+    /// Whether the consumer needs nothing more (a resumed step leaves it alone).
+    fn done(&self) -> bool;
+}
+
+/// What a step over every consumer left.
+pub(super) struct ConsumersDone<E> {
+    /// One entry per consumer, in the policy's order.
+    pub(super) entries: Vec<E>,
+    /// The consumers (described) whose attempt failed.
+    pub(super) failed: Vec<String>,
+    /// Whether every failure was transient (true when none failed).
+    pub(super) transient: bool,
+}
+
+impl<E> ConsumersDone<E> {
+    /// The step's result: `ok` when no consumer failed, else a failure naming them
+    /// (`what` says what they still are: `pending`, `still hold it`).
+    pub(super) fn result(&self, ok: String, what: &str) -> Result<String, StepFailure> {
+        if self.failed.is_empty() {
+            return Ok(ok);
+        }
+        Err(StepFailure::retryable(
+            format!(
+                "{} of {} consumer(s) {what}: {}",
+                self.failed.len(),
+                self.entries.len(),
+                self.failed.join("; ")
+            ),
+            self.transient,
+        ))
+    }
+}
+
+/// Runs `attempt` at each of `specs` (with the consumer described and its attempt
+/// number) unless `previous`, the entries of an earlier attempt of the step, shows it
+/// done: consumers are independent, so one that is done is not touched again while
+/// another is retried. `attempt` gives the consumer's new entry, and on failure
+/// whether it was transient.
+pub(super) async fn each_consumer<'a, E, F, Fut>(
+    specs: &'a [crate::policy::ConsumerSpec],
+    previous: Vec<E>,
+    mut attempt: F,
+) -> ConsumersDone<E>
+where
+    E: ConsumerEntry,
+    F: FnMut(&'a crate::policy::ConsumerSpec, String, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<E, (E, bool)>>,
+{
+    let mut done = ConsumersDone {
+        entries: Vec::with_capacity(specs.len()),
+        failed: Vec::new(),
+        transient: true,
+    };
+    for (i, spec) in specs.iter().enumerate() {
+        let consumer = spec.describe();
+        let before = previous.get(i).filter(|r| r.consumer() == consumer);
+        if let Some(entry) = before.filter(|r| r.done()) {
+            done.entries.push(entry.clone());
+            continue;
+        }
+        let attempts = before.map_or(0, ConsumerEntry::attempts) + 1;
+        match attempt(spec, consumer, attempts).await {
+            Ok(entry) => done.entries.push(entry),
+            Err((entry, transient)) => {
+                done.transient &= transient;
+                done.failed.push(entry.consumer().to_owned());
+                done.entries.push(entry);
+            }
+        }
+    }
+    done
+}
+
 /// The progress fields of one journaled step entry, to update in place.
 pub(super) struct Progress<'a> {
     pub(super) outcome: &'a mut StepOutcome,

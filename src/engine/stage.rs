@@ -1,7 +1,7 @@
 //! The steps themselves: staging the new value, promoting it, propagating it to the
 //! consumers and proving the old one is rejected.
 
-use super::runner::refusal_check;
+use super::runner::{ConsumerEntry, each_consumer, refusal_check};
 use super::*;
 
 impl Engine {
@@ -190,49 +190,37 @@ impl Engine {
     pub(super) async fn propagate(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
         let new = self.staged(run).await?;
         let previous = std::mem::take(&mut run.rotation.consumers);
-        let mut records = Vec::with_capacity(run.policy.spec.consumers.len());
-        let mut failures = Vec::new();
-        let mut transient = true;
-        for (i, spec) in run.policy.spec.consumers.iter().enumerate() {
-            let consumer = spec.describe();
-            let before = previous.get(i).filter(|r| r.consumer == consumer);
-            // Consumers are independent: one that already has the value is not
-            // pushed again while another is retried.
-            if let Some(done) = before.filter(|r| r.state != ConsumerState::Pending) {
-                records.push(done.clone());
-                continue;
-            }
-            let attempts = before.map_or(0, |r| r.attempts) + 1;
-            match self
+        let (new, rotation, specs) = (&new, &run.rotation, &run.policy.spec.consumers);
+        let done = each_consumer(specs, previous, |spec, consumer, attempts| async move {
+            let pushed = self
                 .consumers
-                .push(spec, &new, &self.fingerprints, &self.vault)
-                .await
-            {
+                .push(spec, new, &self.fingerprints, &self.vault)
+                .await;
+            match pushed {
                 Ok(o) => {
-                    let pushed = ConsumerRecord {
+                    let state = if o.verified {
+                        ConsumerState::Verified
+                    } else {
+                        ConsumerState::Pushed
+                    };
+                    let record = ConsumerRecord {
                         consumer,
-                        state: if o.verified {
-                            ConsumerState::Verified
-                        } else {
-                            ConsumerState::Pushed
-                        },
+                        state,
                         attempts,
                         changed: o.changed,
                         restarted: o.restarted,
                         error: None,
                     };
                     self.report(&Event::ConsumerPushed {
-                        rotation: &run.rotation,
-                        consumer: &pushed,
+                        rotation,
+                        consumer: &record,
                     });
-                    records.push(pushed);
+                    Ok(record)
                 }
                 Err(e) => {
-                    transient &= e.is_transient();
                     let error = crate::error_chain(&e);
                     warn!(consumer = %consumer, kind = e.kind(), attempts, error = %error, "Consumer update failed; it stays pending.");
-                    failures.push(consumer.clone());
-                    let pending = ConsumerRecord {
+                    let record = ConsumerRecord {
                         consumer,
                         state: ConsumerState::Pending,
                         attempts,
@@ -241,29 +229,18 @@ impl Engine {
                         error: Some(error),
                     };
                     self.report(&Event::ConsumerPending {
-                        rotation: &run.rotation,
-                        consumer: &pending,
+                        rotation,
+                        consumer: &record,
                     });
-                    records.push(pending);
+                    Err((record, e.is_transient()))
                 }
             }
-        }
-        let count = records.len();
-        run.rotation.consumers = records;
-        if failures.is_empty() {
-            Ok(StepResult::Ok(format!(
-                "{count} consumer(s) updated and read back"
-            )))
-        } else {
-            Err(StepFailure::retryable(
-                format!(
-                    "{} of {count} consumer(s) pending: {}",
-                    failures.len(),
-                    failures.join("; ")
-                ),
-                transient,
-            ))
-        }
+        })
+        .await;
+        let ok = format!("{} consumer(s) updated and read back", done.entries.len());
+        let result = done.result(ok, "pending");
+        run.rotation.consumers = done.entries;
+        result.map(StepResult::Ok)
     }
 
     pub(super) async fn verify(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
@@ -306,5 +283,19 @@ impl Engine {
                 "could not prove the old credential is rejected: {reason}"
             ))),
         }
+    }
+}
+
+impl ConsumerEntry for ConsumerRecord {
+    fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    fn done(&self) -> bool {
+        self.state != ConsumerState::Pending
     }
 }

@@ -475,24 +475,21 @@ impl Engine {
         policy: &ValidatedPolicy,
         request: RetireRequest,
     ) -> Result<Retirement, EngineError> {
-        let who = request.clone();
-        let result = self.retire_run(policy, request).await;
-        if let Ok(r) = &result {
-            self.report(&Event::PolicyRetired {
-                retirement: r,
-                requester: who.requester(),
-            });
-        }
-        result
+        let record = self.retire_run(policy, &request).await?;
+        self.report(&Event::PolicyRetired {
+            retirement: &record,
+            requester: request.requester(),
+        });
+        Ok(record)
     }
 
     /// [`Engine::retire`] without the report.
     async fn retire_run(
         &self,
         policy: &ValidatedPolicy,
-        request: RetireRequest,
+        request: &RetireRequest,
     ) -> Result<Retirement, EngineError> {
-        let reason = required(policy, "retiring", &request)?;
+        let reason = required(policy, "retiring", request)?;
         let span =
             info_span!("retire", policy = %policy.name, kind = policy.spec.credential.kind());
         async move {
@@ -549,7 +546,7 @@ impl Engine {
         &self,
         policy: &ValidatedPolicy,
         credential: &Credential,
-        request: RetireRequest,
+        request: &RetireRequest,
         reason: String,
     ) -> Result<Retirement, EngineError> {
         let finished = self.resume_with(policy, true).await?;
@@ -580,9 +577,9 @@ impl Engine {
             kind: policy.spec.credential.kind().to_owned(),
             strategy: policy.spec.credential.strategy().as_str().to_owned(),
             state: RetireState::Retiring,
-            actor: request.actor,
+            actor: request.actor.clone(),
             reason,
-            ticket: request.ticket.filter(|t| !t.trim().is_empty()),
+            ticket: request.ticket.clone().filter(|t| !t.trim().is_empty()),
             canonical: format!("{}/{}", loc.mount, loc.path),
             canonical_version: current.version,
             fingerprint: Some(self.fingerprints.fingerprint_map(&current.data)),

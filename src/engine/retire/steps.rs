@@ -3,7 +3,7 @@
 //! target refuses the retired credential.
 
 use super::*;
-use crate::engine::runner::{Progress, StepEntry, StepResult};
+use crate::engine::runner::{ConsumerEntry, Progress, StepEntry, StepResult, each_consumer};
 use crate::evidence::Subject;
 
 impl StepEntry for RetireStepRecord {
@@ -40,6 +40,20 @@ impl StepEntry for RetireStepRecord {
             attempts,
         };
         (*step, progress)
+    }
+}
+
+impl ConsumerEntry for ConsumerRemoval {
+    fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    fn done(&self) -> bool {
+        self.state != RemovalState::Failed
     }
 }
 
@@ -138,19 +152,10 @@ impl Engine {
 
     pub(super) async fn remove_consumers(&self, run: &mut Run<'_>) -> Result<String, StepFailure> {
         let previous = std::mem::take(&mut run.record.consumers);
-        let mut records = Vec::with_capacity(run.policy.spec.consumers.len());
-        let mut failed = Vec::new();
-        let mut transient = true;
-        for (i, spec) in run.policy.spec.consumers.iter().enumerate() {
-            let consumer = spec.describe();
-            let before = previous.get(i).filter(|r| r.consumer == consumer);
-            if let Some(done) = before.filter(|r| r.state != RemovalState::Failed) {
-                records.push(done.clone());
-                continue;
-            }
-            let attempts = before.map_or(0, |r| r.attempts) + 1;
+        let specs = &run.policy.spec.consumers;
+        let done = each_consumer(specs, previous, |spec, consumer, attempts| async move {
             match self.consumers.remove(spec, &self.vault).await {
-                Ok(o) => records.push(ConsumerRemoval {
+                Ok(o) => Ok(ConsumerRemoval {
                     consumer,
                     state: if o.removed {
                         RemovalState::Removed
@@ -162,36 +167,27 @@ impl Engine {
                     error: None,
                 }),
                 Err(e) => {
-                    transient &= e.is_transient();
                     let message = crate::error_chain(&e);
                     warn!(consumer = %consumer, kind = e.kind(), error = %message, "Removing from a consumer failed.");
-                    failed.push(consumer.clone());
-                    records.push(ConsumerRemoval {
+                    let removal = ConsumerRemoval {
                         consumer,
                         state: RemovalState::Failed,
                         attempts,
                         detail: None,
                         error: Some(message),
-                    });
+                    };
+                    Err((removal, e.is_transient()))
                 }
             }
-        }
-        let count = records.len();
-        run.record.consumers = records;
-        if failed.is_empty() {
-            Ok(format!(
-                "{count} consumer(s) no longer hold the credential (read back)"
-            ))
-        } else {
-            Err(StepFailure::retryable(
-                format!(
-                    "{} of {count} consumer(s) still hold it: {}",
-                    failed.len(),
-                    failed.join("; ")
-                ),
-                transient,
-            ))
-        }
+        })
+        .await;
+        let ok = format!(
+            "{} consumer(s) no longer hold the credential (read back)",
+            done.entries.len()
+        );
+        let result = done.result(ok, "still hold it");
+        run.record.consumers = done.entries;
+        result
     }
 
     /// Tries the retired credential (and, for `alternating`, the other account's last

@@ -25,6 +25,16 @@ pub(super) enum StepResult {
     Skipped(String),
 }
 
+impl StepResult {
+    /// Done with `detail`, or skipped (`why`) when the effect had nothing to do.
+    pub(super) fn done_or_skipped(detail: Option<String>, why: &str) -> Self {
+        match detail {
+            Some(detail) => StepResult::Ok(detail),
+            None => StepResult::Skipped(why.to_owned()),
+        }
+    }
+}
+
 /// Why a step failed, and what the engine should do about it.
 pub(super) struct StepFailure {
     pub(super) message: String,
@@ -98,12 +108,9 @@ pub(super) fn refusal_check(check: &str, outcome: &AuthOutcome) -> Verification 
 /// One consumer's entry in a step that works on every consumer (a rotation's
 /// propagation, a retirement's removal).
 pub(super) trait ConsumerEntry: Clone {
-    /// The consumer, described.
-    fn consumer(&self) -> &str;
-    /// Attempts so far.
-    fn attempts(&self) -> u32;
-    /// Whether the consumer needs nothing more (a resumed step leaves it alone).
-    fn done(&self) -> bool;
+    /// The consumer (described), its attempts so far, and whether it needs nothing
+    /// more (a resumed step leaves it alone).
+    fn progress(&self) -> (&str, u32, bool);
 }
 
 /// What a step over every consumer left.
@@ -157,17 +164,17 @@ where
     };
     for (i, spec) in specs.iter().enumerate() {
         let consumer = spec.describe();
-        let before = previous.get(i).filter(|r| r.consumer() == consumer);
-        if let Some(entry) = before.filter(|r| r.done()) {
+        let before = previous.get(i).filter(|r| r.progress().0 == consumer);
+        let (_, attempts, finished) = before.map_or(("", 0, false), ConsumerEntry::progress);
+        if let Some(entry) = before.filter(|_| finished) {
             done.entries.push(entry.clone());
             continue;
         }
-        let attempts = before.map_or(0, ConsumerEntry::attempts) + 1;
-        match attempt(spec, consumer, attempts).await {
+        match attempt(spec, consumer, attempts + 1).await {
             Ok(entry) => done.entries.push(entry),
             Err((entry, transient)) => {
                 done.transient &= transient;
-                done.failed.push(entry.consumer().to_owned());
+                done.failed.push(entry.progress().0.to_owned());
                 done.entries.push(entry);
             }
         }
@@ -212,24 +219,15 @@ impl StepEntry for StepRecord {
     }
 
     fn progress(&mut self) -> (super::Step, Progress<'_>) {
-        let StepRecord {
-            step,
-            outcome,
-            started_at,
-            finished_at,
-            duration_ms,
-            detail,
-            attempts,
-        } = self;
         let progress = Progress {
-            outcome,
-            started_at,
-            finished_at,
-            duration_ms,
-            detail,
-            attempts,
+            outcome: &mut self.outcome,
+            started_at: &mut self.started_at,
+            finished_at: &mut self.finished_at,
+            duration_ms: &mut self.duration_ms,
+            detail: &mut self.detail,
+            attempts: &mut self.attempts,
         };
-        (*step, progress)
+        (self.step, progress)
     }
 }
 

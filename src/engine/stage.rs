@@ -287,15 +287,11 @@ impl Engine {
 }
 
 impl ConsumerEntry for ConsumerRecord {
-    fn consumer(&self) -> &str {
-        &self.consumer
-    }
-
-    fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    fn done(&self) -> bool {
-        self.state != ConsumerState::Pending
+    fn progress(&self) -> (&str, u32, bool) {
+        (
+            &self.consumer,
+            self.attempts,
+            self.state != ConsumerState::Pending,
+        )
     }
 }

@@ -126,12 +126,11 @@ impl Engine {
             Step::Staged => self.stage(run).await,
             Step::Applied => {
                 let new = self.staged(run).await?;
-                match run.credential.apply(&run.old, &new).await? {
-                    Some(detail) => Ok(StepResult::Ok(detail)),
-                    None => Ok(StepResult::Skipped(
-                        "the target issued the new credential when it was staged".into(),
-                    )),
-                }
+                let detail = run.credential.apply(&run.old, &new).await?;
+                Ok(StepResult::done_or_skipped(
+                    detail,
+                    "the target issued the new credential when it was staged",
+                ))
             }
             Step::Tested => {
                 let new = self.staged(run).await?;
@@ -173,12 +172,11 @@ impl Engine {
             Step::Propagated => self.propagate(run).await,
             Step::Revoked => {
                 let new = self.staged(run).await?;
-                match run.credential.revoke(&run.old, &new).await? {
-                    Some(detail) => Ok(StepResult::Ok(detail)),
-                    None => Ok(StepResult::Skipped(
-                        "nothing to revoke: the strategy changed the credential in place".into(),
-                    )),
-                }
+                let detail = run.credential.revoke(&run.old, &new).await?;
+                Ok(StepResult::done_or_skipped(
+                    detail,
+                    "nothing to revoke: the strategy changed the credential in place",
+                ))
             }
             Step::Verified => self.verify(run).await,
             Step::Completed => {

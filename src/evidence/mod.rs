@@ -416,20 +416,15 @@ fn trace_step(event: &Event<'_>) {
             evidence = %check.evidence,
             "Verified."
         ),
-        Event::ConsumerPushed { rotation, consumer } => debug!(
+        Event::ConsumerPushed { rotation, consumer }
+        | Event::ConsumerPending { rotation, consumer } => debug!(
             policy = %rotation.policy,
             consumer = %consumer.consumer,
             state = %consumer.state,
             changed = consumer.changed,
             attempts = consumer.attempts,
-            "Consumer updated."
-        ),
-        Event::ConsumerPending { rotation, consumer } => debug!(
-            policy = %rotation.policy,
-            consumer = %consumer.consumer,
-            attempts = consumer.attempts,
             error = consumer.error.as_deref().unwrap_or(""),
-            "Consumer pending."
+            "Consumer updated or left pending."
         ),
         _ => {}
     }

@@ -22,38 +22,25 @@ impl StepEntry for RetireStepRecord {
     }
 
     fn progress(&mut self) -> (RetireStep, Progress<'_>) {
-        let RetireStepRecord {
-            step,
-            outcome,
-            started_at,
-            finished_at,
-            duration_ms,
-            detail,
-            attempts,
-        } = self;
         let progress = Progress {
-            outcome,
-            started_at,
-            finished_at,
-            duration_ms,
-            detail,
-            attempts,
+            outcome: &mut self.outcome,
+            started_at: &mut self.started_at,
+            finished_at: &mut self.finished_at,
+            duration_ms: &mut self.duration_ms,
+            detail: &mut self.detail,
+            attempts: &mut self.attempts,
         };
-        (*step, progress)
+        (self.step, progress)
     }
 }
 
 impl ConsumerEntry for ConsumerRemoval {
-    fn consumer(&self) -> &str {
-        &self.consumer
-    }
-
-    fn attempts(&self) -> u32 {
-        self.attempts
-    }
-
-    fn done(&self) -> bool {
-        self.state != RemovalState::Failed
+    fn progress(&self) -> (&str, u32, bool) {
+        (
+            &self.consumer,
+            self.attempts,
+            self.state != RemovalState::Failed,
+        )
     }
 }
 

@@ -29,8 +29,6 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::journal::Step;
-
 /// A point in a step's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moment {
@@ -59,13 +57,9 @@ fn configured() -> Option<&'static str> {
         .as_deref()
 }
 
-/// Aborts (or pauses) the process if `ROTOR_FAILPOINT` names this step and moment.
-pub fn hit(step: Step, moment: Moment) {
-    hit_at(step.as_str(), moment);
-}
-
-/// Aborts (or pauses) the process if `ROTOR_FAILPOINT` names this point and moment;
-/// for steps outside a rotation (retirement: `retire_disabled`, `retire_consumers_removed`, …).
+/// Aborts (or pauses) the process if `ROTOR_FAILPOINT` names this point and moment:
+/// a rotation's step (`staged`, …), a retirement's (`retire_disabled`, …), `enable`
+/// or `rollback`.
 pub fn hit_at(name: &str, moment: Moment) {
     // Test builds only: a release binary never aborts because of its environment.
     if !cfg!(debug_assertions) {

@@ -9,18 +9,18 @@ pub mod failpoint;
 pub mod history;
 pub mod journal;
 pub mod retire;
+mod runner;
 mod stage;
 mod steps;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::Rng;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::consumers::Consumers;
 use crate::credentials::{AuthOutcome, Credential, CredentialError};
-use crate::evidence::{AuthMethod, Event, Requester, Sink, VaultIdentity};
+use crate::evidence::{AuthMethod, Event, Requester, Sink, Subject, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::{Fingerprinter, SecretMap};
 use crate::state::{self, StateError, Store, VaultStore};
@@ -33,7 +33,7 @@ pub use self::journal::{
     StepRecord, Trigger, Verification,
 };
 pub use self::retire::{EnableOutcome, RemovalState, RetireRequest, RetireState, Retirement};
-use self::steps::{StepFailure, StepResult};
+use self::runner::{StepFailure, StepResult};
 
 /// Where rotor keeps its own state in Vault.
 #[derive(Debug, Clone)]

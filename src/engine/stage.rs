@@ -1,6 +1,7 @@
 //! The steps themselves: staging the new value, promoting it, propagating it to the
 //! consumers and proving the old one is rejected.
 
+use super::runner::{ConsumerEntry, each_consumer, refusal_check};
 use super::*;
 
 impl Engine {
@@ -189,70 +190,57 @@ impl Engine {
     pub(super) async fn propagate(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
         let new = self.staged(run).await?;
         let previous = std::mem::take(&mut run.rotation.consumers);
-        let mut records = Vec::with_capacity(run.policy.spec.consumers.len());
-        let mut failures = Vec::new();
-        let mut transient = true;
-        for (i, spec) in run.policy.spec.consumers.iter().enumerate() {
-            let consumer = spec.describe();
-            let before = previous.get(i).filter(|r| r.consumer == consumer);
-            // Consumers are independent: one that already has the value is not
-            // pushed again while another is retried.
-            if let Some(done) = before.filter(|r| r.state != ConsumerState::Pending) {
-                records.push(done.clone());
-                continue;
-            }
-            let attempts = before.map_or(0, |r| r.attempts) + 1;
-            match self
+        let (new, rotation, specs) = (&new, &run.rotation, &run.policy.spec.consumers);
+        let done = each_consumer(specs, previous, |spec, consumer, attempts| async move {
+            let pushed = self
                 .consumers
-                .push(spec, &new, &self.fingerprints, &self.vault)
-                .await
-            {
-                Ok(o) => records.push(ConsumerRecord {
-                    consumer,
-                    state: if o.verified {
+                .push(spec, new, &self.fingerprints, &self.vault)
+                .await;
+            match pushed {
+                Ok(o) => {
+                    let state = if o.verified {
                         ConsumerState::Verified
                     } else {
                         ConsumerState::Pushed
-                    },
-                    attempts,
-                    changed: o.changed,
-                    restarted: o.restarted,
-                    error: None,
-                }),
+                    };
+                    let record = ConsumerRecord {
+                        consumer,
+                        state,
+                        attempts,
+                        changed: o.changed,
+                        restarted: o.restarted,
+                        error: None,
+                    };
+                    self.report(&Event::ConsumerPushed {
+                        rotation,
+                        consumer: &record,
+                    });
+                    Ok(record)
+                }
                 Err(e) => {
-                    transient &= e.is_transient();
                     let error = crate::error_chain(&e);
                     warn!(consumer = %consumer, kind = e.kind(), attempts, error = %error, "Consumer update failed; it stays pending.");
-                    failures.push(consumer.clone());
-                    records.push(ConsumerRecord {
+                    let record = ConsumerRecord {
                         consumer,
                         state: ConsumerState::Pending,
                         attempts,
                         changed: false,
                         restarted: Vec::new(),
                         error: Some(error),
+                    };
+                    self.report(&Event::ConsumerPending {
+                        rotation,
+                        consumer: &record,
                     });
+                    Err((record, e.is_transient()))
                 }
             }
-        }
-        let count = records.len();
-        run.rotation.consumers = records;
-        if failures.is_empty() {
-            Ok(StepResult::Ok(format!(
-                "{count} consumer(s) updated and read back"
-            )))
-        } else {
-            Err(StepFailure {
-                message: format!(
-                    "{} of {count} consumer(s) pending: {}",
-                    failures.len(),
-                    failures.join("; ")
-                ),
-                transient,
-                fatal: false,
-                unanswered: transient,
-            })
-        }
+        })
+        .await;
+        let ok = format!("{} consumer(s) updated and read back", done.entries.len());
+        let result = done.result(ok, "pending");
+        run.rotation.consumers = done.entries;
+        result.map(StepResult::Ok)
     }
 
     pub(super) async fn verify(&self, run: &mut Run<'_>) -> Result<StepResult, StepFailure> {
@@ -277,18 +265,15 @@ impl Engine {
             return Ok(StepResult::Ok(notes.join("; ")));
         }
         let outcome = run.credential.login(&run.old).await?;
-        let evidence = outcome.evidence();
-        let passed = matches!(outcome, AuthOutcome::Rejected { .. });
-        run.rotation.verification.push(Verification {
-            check: "old_credential_rejected".into(),
-            passed,
-            evidence: evidence.clone(),
-            inconclusive: matches!(outcome, AuthOutcome::Unreachable { .. }),
-            at: now(),
+        let check = refusal_check("old_credential_rejected", &outcome);
+        self.report(&Event::Verified {
+            subject: Subject::Rotation(&run.rotation),
+            check: &check,
         });
+        run.rotation.verification.push(check);
         match outcome {
             AuthOutcome::Rejected { .. } => {
-                notes.push(format!("old credential {evidence}"));
+                notes.push(format!("old credential {}", outcome.evidence()));
                 Ok(StepResult::Ok(notes.join("; ")))
             }
             AuthOutcome::Accepted => Err(StepFailure::fatal(
@@ -298,5 +283,15 @@ impl Engine {
                 "could not prove the old credential is rejected: {reason}"
             ))),
         }
+    }
+}
+
+impl ConsumerEntry for ConsumerRecord {
+    fn progress(&self) -> (&str, u32, bool) {
+        (
+            &self.consumer,
+            self.attempts,
+            self.state != ConsumerState::Pending,
+        )
     }
 }

@@ -1,68 +1,9 @@
-//! The step runner: drives a rotation's steps in order, journaling each before its
-//! side effect, retrying with jitter, and rolling back before promote.
+//! A rotation's run of the step runner ([`super::runner`]): which step comes next,
+//! what each does, and what a failure means (a rollback before promote, a rotation
+//! left open or failed after it).
 
+use super::runner::StepRun;
 use super::*;
-
-pub(super) enum StepResult {
-    Ok(String),
-    Skipped(String),
-}
-
-/// Why a step failed, and what the engine should do about it.
-pub(super) struct StepFailure {
-    pub(super) message: String,
-    /// Worth retrying in this run (network, 5xx).
-    pub(super) transient: bool,
-    /// After promote: stop for good (e.g. old credential still accepted) rather than
-    /// leave the rotation open for a later retry.
-    pub(super) fatal: bool,
-    /// An outside system gave no answer (timeout, refused connection, 5xx): no
-    /// evidence about the credential either way. Journaled as
-    /// [`Rotation::unanswered`]; it never counts toward quarantine.
-    pub(super) unanswered: bool,
-}
-
-impl StepFailure {
-    pub(super) fn fatal(message: impl Into<String>) -> Self {
-        StepFailure {
-            message: message.into(),
-            transient: false,
-            fatal: true,
-            unanswered: false,
-        }
-    }
-
-    /// [`StepFailure::fatal`] for a check the target did not answer.
-    pub(super) fn fatal_unanswered(message: impl Into<String>) -> Self {
-        StepFailure {
-            unanswered: true,
-            ..StepFailure::fatal(message)
-        }
-    }
-}
-
-impl From<CredentialError> for StepFailure {
-    fn from(e: CredentialError) -> Self {
-        let transient = e.is_transient();
-        StepFailure {
-            message: crate::error_chain(&e),
-            transient,
-            fatal: false,
-            unanswered: transient,
-        }
-    }
-}
-
-impl From<VaultError> for StepFailure {
-    fn from(e: VaultError) -> Self {
-        StepFailure {
-            transient: e.is_transient(),
-            message: crate::error_chain(&e),
-            fatal: false,
-            unanswered: e.is_transient(),
-        }
-    }
-}
 
 impl Engine {
     /// Drives `rotation` from wherever its journal says it is to an end (or to a
@@ -126,7 +67,7 @@ impl Engine {
             if run.rotation.status == Status::RollingBack {
                 self.rollback(&mut run).await?;
             } else {
-                self.forward(&mut run).await?;
+                self.run_steps(&mut run).await?;
             }
             self.report(&Event::RunEnded {
                 policy,
@@ -141,126 +82,6 @@ impl Engine {
     pub(super) async fn write(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
         run.rotation.updated_at = now();
         run.version = self.journal.write(&run.rotation, run.version).await?;
-        Ok(())
-    }
-
-    pub(super) async fn forward(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
-        // A step's end is journaled with the next journaled step's "begun" (one Vault
-        // write per side effect): a crash before that write resumes at the last
-        // journaled step, which every step allows, since each may be cut short after
-        // its side effect and repeating a step is harmless. Steps that change nothing
-        // outside rotor's own staging copy are not journaled before they run
-        // (see [`journaled_first`]).
-        let mut unwritten: Vec<Step> = Vec::new();
-        while let Some(step) = run.rotation.next_step() {
-            if step == Step::Revoked
-                && !(run.end_grace || run.credential.strategy() == crate::policy::Strategy::Single)
-                && !unwritten.is_empty()
-            {
-                // The grace period may be waited for in-process: journal what is done first.
-                self.write(run).await?;
-                done_hits(&mut unwritten);
-            }
-            if step == Step::Revoked && !self.grace_over(run).await {
-                info!(
-                    revoke_after = run.rotation.revoke_after.as_deref().unwrap_or(""),
-                    "The old credential stays valid for its grace period; the rotation waits."
-                );
-                self.write(run).await?;
-                done_hits(&mut unwritten);
-                return Ok(());
-            }
-            // Journal "begun" before the side effect.
-            let started = now();
-            match run.rotation.steps.last_mut() {
-                Some(rec) if rec.step == step && rec.outcome == StepOutcome::Begun => {
-                    rec.attempts += 1;
-                }
-                _ => run.rotation.steps.push(StepRecord {
-                    step,
-                    outcome: StepOutcome::Begun,
-                    started_at: started,
-                    finished_at: None,
-                    duration_ms: None,
-                    detail: None,
-                    attempts: 1,
-                }),
-            }
-            if journaled_first(step, run) {
-                self.write(run).await?;
-                done_hits(&mut unwritten);
-            }
-            failpoint::hit(step, Moment::Begun);
-
-            let clock = Instant::now();
-            let result = self.execute_with_retries(step, run).await;
-            failpoint::hit(step, Moment::Effect);
-
-            let elapsed = clock.elapsed().as_secs_f64() * 1000.0;
-            let rec = run
-                .rotation
-                .steps
-                .last_mut()
-                .expect("a step record was pushed above");
-            rec.finished_at = Some(now());
-            rec.duration_ms = Some(elapsed);
-            match result {
-                Ok(StepResult::Ok(detail)) => {
-                    rec.outcome = StepOutcome::Ok;
-                    rec.detail = Some(detail);
-                    // A step retried to success clears the failure it left earlier.
-                    run.rotation.error = None;
-                    run.rotation.unanswered = false;
-                }
-                Ok(StepResult::Skipped(detail)) => {
-                    rec.outcome = StepOutcome::Skipped;
-                    rec.detail = Some(detail);
-                }
-                Err(failure) => {
-                    rec.outcome = StepOutcome::Failed;
-                    rec.detail = Some(failure.message.clone());
-                    run.rotation.error = Some(format!("{step}: {}", failure.message));
-                    run.rotation.unanswered = failure.unanswered;
-                    if step.before_promote() {
-                        warn!(step = %step, error = %failure.message, "Step failed before promote; rolling back.");
-                        run.rotation.status = Status::RollingBack;
-                        self.write(run).await?;
-                        return self.rollback(run).await;
-                    }
-                    if failure.fatal {
-                        error!(step = %step, error = %failure.message, "Rotation failed after promote; needs attention.");
-                        run.rotation.status = Status::Failed;
-                    } else {
-                        warn!(step = %step, error = %failure.message, "Step failed after promote; the rotation stays open and will be retried.");
-                        // Leave the step as begun so the next run retries it.
-                        if let Some(rec) = run.rotation.steps.last_mut() {
-                            rec.outcome = StepOutcome::Begun;
-                        }
-                    }
-                    self.write(run).await?;
-                    return Ok(());
-                }
-            }
-            if step == Step::Completed {
-                run.rotation.status = Status::Completed;
-            }
-            if step == Step::Propagated && run.rotation.revoke_after.is_none() {
-                let grace = if run.compromise {
-                    Duration::ZERO
-                } else {
-                    run.policy.spec.credential.grace()
-                };
-                let deadline = crate::schedule::saturating_after(chrono::Utc::now(), grace);
-                run.rotation.revoke_after =
-                    Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-            }
-            unwritten.push(step);
-            info!(step = %step, duration_ms = elapsed, "Step done.");
-        }
-        if !unwritten.is_empty() {
-            self.write(run).await?;
-            done_hits(&mut unwritten);
-        }
         Ok(())
     }
 
@@ -295,28 +116,6 @@ impl Engine {
         false
     }
 
-    pub(super) async fn execute_with_retries(
-        &self,
-        step: Step,
-        run: &mut Run<'_>,
-    ) -> Result<StepResult, StepFailure> {
-        let mut attempt = 0;
-        loop {
-            match self.execute(step, run).await {
-                Err(f)
-                    if f.transient && !step.before_promote() && attempt < self.config.retries =>
-                {
-                    let base = self.config.retry_base.as_millis() as u64 * (1 << attempt);
-                    let jitter = rand::rng().random_range(0..=base / 2);
-                    warn!(step = %step, attempt, error = %f.message, "Transient failure; retrying.");
-                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
     pub(super) async fn execute(
         &self,
         step: Step,
@@ -327,12 +126,11 @@ impl Engine {
             Step::Staged => self.stage(run).await,
             Step::Applied => {
                 let new = self.staged(run).await?;
-                match run.credential.apply(&run.old, &new).await? {
-                    Some(detail) => Ok(StepResult::Ok(detail)),
-                    None => Ok(StepResult::Skipped(
-                        "the target issued the new credential when it was staged".into(),
-                    )),
-                }
+                let detail = run.credential.apply(&run.old, &new).await?;
+                Ok(StepResult::done_or_skipped(
+                    detail,
+                    "the target issued the new credential when it was staged",
+                ))
             }
             Step::Tested => {
                 let new = self.staged(run).await?;
@@ -374,12 +172,11 @@ impl Engine {
             Step::Propagated => self.propagate(run).await,
             Step::Revoked => {
                 let new = self.staged(run).await?;
-                match run.credential.revoke(&run.old, &new).await? {
-                    Some(detail) => Ok(StepResult::Ok(detail)),
-                    None => Ok(StepResult::Skipped(
-                        "nothing to revoke: the strategy changed the credential in place".into(),
-                    )),
-                }
+                let detail = run.credential.revoke(&run.old, &new).await?;
+                Ok(StepResult::done_or_skipped(
+                    detail,
+                    "nothing to revoke: the strategy changed the credential in place",
+                ))
             }
             Step::Verified => self.verify(run).await,
             Step::Completed => {
@@ -441,13 +238,18 @@ impl Engine {
             if let Some(error) = run.rotation.error.as_deref() {
                 run.rotation.error = Some(rollback_reason(error).to_owned());
             }
-            run.rotation.verification.push(Verification {
+            let check = Verification {
                 check: "old_credential_restored".into(),
                 passed,
                 evidence: evidence.clone(),
                 inconclusive,
                 at: now(),
+            };
+            self.report(&Event::Verified {
+                subject: Subject::Rotation(&run.rotation),
+                check: &check,
             });
+            run.rotation.verification.push(check);
             if inconclusive {
                 warn!(evidence = %evidence, "No answer about the old credential after the rollback; the rotation stays rolling back, and the next attempt repeats the rollback and this check.");
                 run.rotation.error = Some(format!(
@@ -500,9 +302,113 @@ pub(super) fn journaled_first(step: Step, run: &Run<'_>) -> bool {
     }
 }
 
-/// Failpoints of the steps whose "done" was just journaled.
-pub(super) fn done_hits(steps: &mut Vec<Step>) {
-    for done in steps.drain(..) {
-        failpoint::hit(done, Moment::Done);
+impl StepRun for Run<'_> {
+    type Entry = StepRecord;
+    const RESTART_CLOCK: bool = false;
+    const JOURNAL_EACH_END: bool = false;
+
+    fn next_step(&self) -> Option<Step> {
+        self.rotation.next_step()
+    }
+
+    fn step_name(step: Step) -> &'static str {
+        step.as_str()
+    }
+
+    fn failpoint(step: Step) -> &'static str {
+        step.as_str()
+    }
+
+    fn retried(step: Step) -> bool {
+        // Before promote a failure rolls back at once.
+        !step.before_promote()
+    }
+
+    fn entries(&mut self) -> &mut Vec<StepRecord> {
+        &mut self.rotation.steps
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject::Rotation(&self.rotation)
+    }
+
+    fn journaled_first(&self, step: Step) -> bool {
+        journaled_first(step, self)
+    }
+
+    fn may_wait(&self, step: Step) -> bool {
+        step == Step::Revoked
+            && !(self.end_grace || self.credential.strategy() == crate::policy::Strategy::Single)
+    }
+
+    async fn ready(&self, engine: &Engine, step: Step) -> bool {
+        if step != Step::Revoked || engine.grace_over(self).await {
+            return true;
+        }
+        info!(
+            revoke_after = self.rotation.revoke_after.as_deref().unwrap_or(""),
+            "The old credential stays valid for its grace period; the rotation waits."
+        );
+        false
+    }
+
+    async fn write(&mut self, engine: &Engine) -> Result<(), EngineError> {
+        engine.write(self).await
+    }
+
+    async fn execute(&mut self, engine: &Engine, step: Step) -> Result<StepResult, StepFailure> {
+        engine.execute(step, self).await
+    }
+
+    fn succeeded(&mut self, step: Step, skipped: bool) {
+        if !skipped {
+            // A step retried to success clears the failure it left earlier.
+            self.rotation.error = None;
+            self.rotation.unanswered = false;
+        }
+        if step == Step::Completed {
+            self.rotation.status = Status::Completed;
+        }
+        if step == Step::Propagated && self.rotation.revoke_after.is_none() {
+            let grace = if self.compromise {
+                Duration::ZERO
+            } else {
+                self.policy.spec.credential.grace()
+            };
+            let deadline = crate::schedule::saturating_after(chrono::Utc::now(), grace);
+            self.rotation.revoke_after =
+                Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        }
+    }
+
+    async fn failed(
+        &mut self,
+        engine: &Engine,
+        step: Step,
+        failure: StepFailure,
+    ) -> Result<(), EngineError> {
+        self.rotation.error = Some(format!("{step}: {}", failure.message));
+        self.rotation.unanswered = failure.unanswered;
+        if step.before_promote() {
+            warn!(step = %step, error = %failure.message, "Step failed before promote; rolling back.");
+            self.rotation.status = Status::RollingBack;
+            engine.write(self).await?;
+            return engine.rollback(self).await;
+        }
+        if failure.fatal {
+            error!(step = %step, error = %failure.message, "Rotation failed after promote; needs attention.");
+            self.rotation.status = Status::Failed;
+        } else {
+            warn!(step = %step, error = %failure.message, "Step failed after promote; the rotation stays open and will be retried.");
+            // Leave the step as begun so the next run retries it.
+            if let Some(rec) = self.rotation.steps.last_mut() {
+                rec.outcome = StepOutcome::Begun;
+            }
+        }
+        engine.write(self).await
+    }
+
+    async fn finished(&mut self, _engine: &Engine) -> Result<(), EngineError> {
+        Ok(())
     }
 }

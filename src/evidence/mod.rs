@@ -13,17 +13,27 @@
 //! | [`Event::RunEnded`] | `rotation_ended`, once per ending | rotations, durations, consumer failures | success / compromise / failure, once per close |
 //! | [`Event::PolicyRetired`] | `policy_retired` | — | — |
 //! | [`Event::PolicyEnabled`] | `policy_enabled` | — | — |
+//! | [`Event::StepBegun`], [`Event::StepEnded`] | — | — (step durations are observed from [`Event::RunEnded`]) | — |
+//! | [`Event::Verified`] | — | — | — |
+//! | [`Event::ConsumerPushed`], [`Event::ConsumerPending`] | — | — (failures are counted from [`Event::RunEnded`]) | — |
+//!
+//! The step-level events (a step begun or ended, a verification check, a consumer
+//! updated or left pending) are traced at debug level, each in the span of the run
+//! that emitted it; the records they speak of reach the audit log whole when the run
+//! ends.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::error;
+use tracing::{debug, error};
 
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 pub use crate::audit::{AuthMethod, VaultIdentity};
 use crate::consumers::ConsumerKind;
-use crate::engine::{ConsumerState, Retirement, Rotation, Status, Trigger};
+use crate::engine::{
+    ConsumerRecord, ConsumerState, Retirement, Rotation, Status, StepOutcome, Trigger, Verification,
+};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifyEvent};
 use crate::policy::ValidatedPolicy;
@@ -43,6 +53,33 @@ pub struct Requester<'a> {
     pub authenticated_by: AuthMethod,
     /// Vault's own answer about them, where they used their own Vault token.
     pub vault_identity: Option<&'a VaultIdentity>,
+}
+
+/// The journaled record a step-level event belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// A rotation's journal record.
+    Rotation(&'a Rotation),
+    /// A policy's retirement record.
+    Retirement(&'a Retirement),
+}
+
+impl Subject<'_> {
+    /// The policy the record is about.
+    pub fn policy(&self) -> &str {
+        match self {
+            Subject::Rotation(r) => &r.policy,
+            Subject::Retirement(r) => &r.policy,
+        }
+    }
+
+    /// What the record is: `rotation` or `retirement`.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Subject::Rotation(_) => "rotation",
+            Subject::Retirement(_) => "retirement",
+        }
+    }
 }
 
 /// Something the engine did that evidence is kept of.
@@ -89,6 +126,49 @@ pub enum Event<'a> {
         retirement: &'a Retirement,
         /// Who asked.
         requester: Requester<'a>,
+    },
+    /// A step is about to make its side effect (journaled as begun first where a
+    /// resume must know it may have happened).
+    StepBegun {
+        /// The record the step belongs to.
+        subject: Subject<'a>,
+        /// The step's name as journaled.
+        step: &'static str,
+        /// How many times it was begun, this one included.
+        attempt: u32,
+    },
+    /// A step ended (retries within the run included), as its journal entry says.
+    StepEnded {
+        /// The record the step belongs to.
+        subject: Subject<'a>,
+        /// The step's name as journaled.
+        step: &'static str,
+        /// `ok`, `skipped` or `failed`.
+        outcome: StepOutcome,
+        /// Wall time of the step in this process, in milliseconds.
+        duration_ms: f64,
+    },
+    /// A credential was tried against its target: the check, whether it passed and
+    /// the target's own answer (never a value).
+    Verified {
+        /// The record the check is part of.
+        subject: Subject<'a>,
+        /// The check as it is recorded.
+        check: &'a Verification,
+    },
+    /// A consumer holds the new value (read back where its API allows).
+    ConsumerPushed {
+        /// The rotation.
+        rotation: &'a Rotation,
+        /// The consumer's record (`verified` or `pushed`).
+        consumer: &'a ConsumerRecord,
+    },
+    /// Updating a consumer failed; it stays pending and is retried.
+    ConsumerPending {
+        /// The rotation.
+        rotation: &'a Rotation,
+        /// The consumer's record (`pending`, with the error).
+        consumer: &'a ConsumerRecord,
     },
 }
 
@@ -287,11 +367,66 @@ impl Sink for Evidence {
                 authenticated_by: requester.authenticated_by,
                 vault_identity: requester.vault_identity.cloned(),
             }),
+            step => {
+                trace_step(&step);
+                Ok(())
+            }
         };
         if let Err(e) = &result {
             error!(error = %e, "Evidence could not be kept.");
         }
         result
+    }
+}
+
+/// Traces a step-level event at debug level (no secret: names, outcomes, the
+/// target's answers).
+fn trace_step(event: &Event<'_>) {
+    match *event {
+        Event::StepBegun {
+            subject,
+            step,
+            attempt,
+        } => debug!(
+            policy = subject.policy(),
+            record = subject.what(),
+            step,
+            attempt,
+            "Step begun."
+        ),
+        Event::StepEnded {
+            subject,
+            step,
+            outcome,
+            duration_ms,
+        } => debug!(
+            policy = subject.policy(),
+            record = subject.what(),
+            step,
+            outcome = ?outcome,
+            duration_ms,
+            "Step ended."
+        ),
+        Event::Verified { subject, check } => debug!(
+            policy = subject.policy(),
+            record = subject.what(),
+            check = ?check.check,
+            passed = check.passed,
+            inconclusive = check.inconclusive,
+            evidence = %check.evidence,
+            "Verified."
+        ),
+        Event::ConsumerPushed { rotation, consumer }
+        | Event::ConsumerPending { rotation, consumer } => debug!(
+            policy = %rotation.policy,
+            consumer = %consumer.consumer,
+            state = %consumer.state,
+            changed = consumer.changed,
+            attempts = consumer.attempts,
+            error = consumer.error.as_deref().unwrap_or(""),
+            "Consumer updated or left pending."
+        ),
+        _ => {}
     }
 }
 

@@ -5,7 +5,7 @@ use super::*;
 impl Engine {
     /// Sets rotor's retired marks in the canonical path's custom metadata (other keys
     /// kept) and reports how many versions Vault keeps.
-    pub(super) async fn mark_canonical(&self, run: &mut Run<'_>) -> Result<String, Failure> {
+    pub(super) async fn mark_canonical(&self, run: &mut Run<'_>) -> Result<String, StepFailure> {
         let r = &run.record;
         let mut marks = BTreeMap::from([
             ("rotor_retired_at", r.started_at.clone()),
@@ -26,14 +26,13 @@ impl Engine {
             .await?;
         let (read_back, _) = self.canonical_metadata(&loc.mount, &loc.path).await?;
         if read_back.get("rotor_retired_at").and_then(Value::as_str) != Some(&r.started_at) {
-            return Err(Failure {
-                message: format!(
+            return Err(StepFailure::retryable(
+                format!(
                     "{}: the retired marks did not read back from its metadata",
                     r.canonical
                 ),
-                transient: true,
-                fatal: false,
-            });
+                true,
+            ));
         }
         Ok(format!(
             "{} marked retired in its custom metadata (rotor_retired_*); {versions}",

@@ -19,24 +19,21 @@ impl Engine {
         policy: &ValidatedPolicy,
         request: RetireRequest,
     ) -> Result<EnableOutcome, EngineError> {
-        let who = request.clone();
-        let result = self.enable_run(policy, request).await;
-        if let Ok(outcome) = &result {
-            self.report(&Event::PolicyEnabled {
-                retirement: &outcome.record,
-                requester: who.requester(),
-            });
-        }
-        result
+        let outcome = self.enable_run(policy, &request).await?;
+        self.report(&Event::PolicyEnabled {
+            retirement: &outcome.record,
+            requester: request.requester(),
+        });
+        Ok(outcome)
     }
 
     /// [`Engine::enable`] without the report of its end.
     pub(super) async fn enable_run(
         &self,
         policy: &ValidatedPolicy,
-        request: RetireRequest,
+        request: &RetireRequest,
     ) -> Result<EnableOutcome, EngineError> {
-        let reason = required(policy, "enabling", &request)?;
+        let reason = required(policy, "enabling", request)?;
         let span =
             info_span!("enable", policy = %policy.name, kind = policy.spec.credential.kind());
         async move {

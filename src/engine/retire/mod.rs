@@ -33,9 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tracing::{Instrument, error, info, info_span, warn};
@@ -45,10 +43,11 @@ mod enable;
 mod steps;
 
 use super::failpoint::{self, Moment};
+use super::runner::{StepFailure, StepRun, refusal_check};
 use super::{
     Engine, EngineError, RotationOutcome, RotationRequest, StepOutcome, Trigger, Verification, now,
 };
-use crate::credentials::{AuthOutcome, Credential, CredentialError};
+use crate::credentials::{AuthOutcome, Credential};
 use crate::evidence::{AuthMethod, Event, Requester, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
@@ -403,34 +402,6 @@ impl RetireStore {
     }
 }
 
-/// Why a step failed.
-struct Failure {
-    message: String,
-    transient: bool,
-    /// The retired credential still works: the retirement failed (start over).
-    fatal: bool,
-}
-
-impl From<CredentialError> for Failure {
-    fn from(e: CredentialError) -> Self {
-        Failure {
-            transient: e.is_transient(),
-            message: crate::error_chain(&e),
-            fatal: false,
-        }
-    }
-}
-
-impl From<VaultError> for Failure {
-    fn from(e: VaultError) -> Self {
-        Failure {
-            transient: e.is_transient(),
-            message: crate::error_chain(&e),
-            fatal: false,
-        }
-    }
-}
-
 /// One retirement run.
 struct Run<'a> {
     policy: &'a ValidatedPolicy,
@@ -504,24 +475,21 @@ impl Engine {
         policy: &ValidatedPolicy,
         request: RetireRequest,
     ) -> Result<Retirement, EngineError> {
-        let who = request.clone();
-        let result = self.retire_run(policy, request).await;
-        if let Ok(r) = &result {
-            self.report(&Event::PolicyRetired {
-                retirement: r,
-                requester: who.requester(),
-            });
-        }
-        result
+        let record = self.retire_run(policy, &request).await?;
+        self.report(&Event::PolicyRetired {
+            retirement: &record,
+            requester: request.requester(),
+        });
+        Ok(record)
     }
 
     /// [`Engine::retire`] without the report.
     async fn retire_run(
         &self,
         policy: &ValidatedPolicy,
-        request: RetireRequest,
+        request: &RetireRequest,
     ) -> Result<Retirement, EngineError> {
-        let reason = required(policy, "retiring", &request)?;
+        let reason = required(policy, "retiring", request)?;
         let span =
             info_span!("retire", policy = %policy.name, kind = policy.spec.credential.kind());
         async move {
@@ -565,7 +533,7 @@ impl Engine {
                 version,
                 current,
             };
-            self.drive_retirement(&mut run).await?;
+            self.run_steps(&mut run).await?;
             Ok(run.record)
         }
         .instrument(span)
@@ -578,7 +546,7 @@ impl Engine {
         &self,
         policy: &ValidatedPolicy,
         credential: &Credential,
-        request: RetireRequest,
+        request: &RetireRequest,
         reason: String,
     ) -> Result<Retirement, EngineError> {
         let finished = self.resume_with(policy, true).await?;
@@ -609,9 +577,9 @@ impl Engine {
             kind: policy.spec.credential.kind().to_owned(),
             strategy: policy.spec.credential.strategy().as_str().to_owned(),
             state: RetireState::Retiring,
-            actor: request.actor,
+            actor: request.actor.clone(),
             reason,
-            ticket: request.ticket.filter(|t| !t.trim().is_empty()),
+            ticket: request.ticket.clone().filter(|t| !t.trim().is_empty()),
             canonical: format!("{}/{}", loc.mount, loc.path),
             canonical_version: current.version,
             fingerprint: Some(self.fingerprints.fingerprint_map(&current.data)),

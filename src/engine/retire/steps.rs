@@ -1,103 +1,134 @@
-//! The retirement's steps, each journaled before its side effect: removing the
-//! consumers' copies and proving the target refuses the retired credential.
+//! A retirement's run of the step runner ([`super::super::runner`]): its steps, each
+//! journaled before its side effect — removing the consumers' copies and proving the
+//! target refuses the retired credential.
 
 use super::*;
+use crate::engine::runner::{ConsumerEntry, Progress, StepEntry, StepResult, each_consumer};
+use crate::evidence::Subject;
+
+impl StepEntry for RetireStepRecord {
+    type Step = RetireStep;
+
+    fn begun(step: RetireStep, at: String) -> Self {
+        RetireStepRecord {
+            step,
+            outcome: StepOutcome::Begun,
+            started_at: at,
+            finished_at: None,
+            duration_ms: None,
+            detail: None,
+            attempts: 1,
+        }
+    }
+
+    fn progress(&mut self) -> (RetireStep, Progress<'_>) {
+        let progress = Progress {
+            outcome: &mut self.outcome,
+            started_at: &mut self.started_at,
+            finished_at: &mut self.finished_at,
+            duration_ms: &mut self.duration_ms,
+            detail: &mut self.detail,
+            attempts: &mut self.attempts,
+        };
+        (self.step, progress)
+    }
+}
+
+impl ConsumerEntry for ConsumerRemoval {
+    fn progress(&self) -> (&str, u32, bool) {
+        (
+            &self.consumer,
+            self.attempts,
+            self.state != RemovalState::Failed,
+        )
+    }
+}
+
+impl StepRun for Run<'_> {
+    type Entry = RetireStepRecord;
+    const RESTART_CLOCK: bool = true;
+    const JOURNAL_EACH_END: bool = true;
+
+    fn next_step(&self) -> Option<RetireStep> {
+        self.record.next_step()
+    }
+
+    fn step_name(step: RetireStep) -> &'static str {
+        step.as_str()
+    }
+
+    fn failpoint(step: RetireStep) -> &'static str {
+        step.failpoint()
+    }
+
+    fn retried(_step: RetireStep) -> bool {
+        true
+    }
+
+    fn entries(&mut self) -> &mut Vec<RetireStepRecord> {
+        &mut self.record.steps
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject::Retirement(&self.record)
+    }
+
+    fn journaled_first(&self, _step: RetireStep) -> bool {
+        true
+    }
+
+    async fn write(&mut self, engine: &Engine) -> Result<(), EngineError> {
+        self.record.updated_at = now();
+        self.version = engine
+            .retirements()
+            .write(&self.record, self.version)
+            .await?;
+        Ok(())
+    }
+
+    async fn execute(
+        &mut self,
+        engine: &Engine,
+        step: RetireStep,
+    ) -> Result<StepResult, StepFailure> {
+        engine.retire_step(step, self).await.map(StepResult::Ok)
+    }
+
+    fn succeeded(&mut self, _step: RetireStep, _skipped: bool) {
+        self.record.error = None;
+    }
+
+    async fn failed(
+        &mut self,
+        engine: &Engine,
+        step: RetireStep,
+        failure: StepFailure,
+    ) -> Result<(), EngineError> {
+        self.record.error = Some(format!("{}: {}", step.as_str(), failure.message));
+        if failure.fatal {
+            error!(step = step.as_str(), error = %failure.message, "Retirement failed: the retired credential still works.");
+            self.record.state = RetireState::Failed;
+        } else {
+            warn!(step = step.as_str(), error = %failure.message, "Retirement step failed; the next run continues from it.");
+        }
+        self.write(engine).await
+    }
+
+    async fn finished(&mut self, engine: &Engine) -> Result<(), EngineError> {
+        self.record.state = RetireState::Retired;
+        self.record.retired_at = Some(now());
+        self.write(engine).await?;
+        info!(actor = %self.record.actor, "Policy retired: the credential is refused and the consumers hold nothing.");
+        Ok(())
+    }
+}
 
 impl Engine {
-    pub(super) async fn write_retirement(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
-        run.record.updated_at = now();
-        run.version = self.retirements().write(&run.record, run.version).await?;
-        Ok(())
-    }
-
-    pub(super) async fn drive_retirement(&self, run: &mut Run<'_>) -> Result<(), EngineError> {
-        while let Some(step) = run.record.next_step() {
-            match run.record.steps.last_mut() {
-                Some(rec) if rec.step == step && rec.outcome != StepOutcome::Ok => {
-                    rec.outcome = StepOutcome::Begun;
-                    rec.attempts += 1;
-                    rec.started_at = now();
-                    rec.finished_at = None;
-                }
-                _ => run.record.steps.push(RetireStepRecord {
-                    step,
-                    outcome: StepOutcome::Begun,
-                    started_at: now(),
-                    finished_at: None,
-                    duration_ms: None,
-                    detail: None,
-                    attempts: 1,
-                }),
-            }
-            // Journaled before the side effect.
-            self.write_retirement(run).await?;
-            failpoint::hit_at(step.failpoint(), Moment::Begun);
-            let clock = Instant::now();
-            let result = self.retire_step_with_retries(step, run).await;
-            failpoint::hit_at(step.failpoint(), Moment::Effect);
-            let rec = run
-                .record
-                .steps
-                .last_mut()
-                .expect("a step record was pushed above");
-            rec.finished_at = Some(now());
-            rec.duration_ms = Some(clock.elapsed().as_secs_f64() * 1000.0);
-            match result {
-                Ok(detail) => {
-                    rec.outcome = StepOutcome::Ok;
-                    rec.detail = Some(detail);
-                    run.record.error = None;
-                }
-                Err(failure) => {
-                    rec.outcome = StepOutcome::Failed;
-                    rec.detail = Some(failure.message.clone());
-                    run.record.error = Some(format!("{}: {}", step.as_str(), failure.message));
-                    if failure.fatal {
-                        error!(step = step.as_str(), error = %failure.message, "Retirement failed: the retired credential still works.");
-                        run.record.state = RetireState::Failed;
-                    } else {
-                        warn!(step = step.as_str(), error = %failure.message, "Retirement step failed; the next run continues from it.");
-                    }
-                    self.write_retirement(run).await?;
-                    return Ok(());
-                }
-            }
-            self.write_retirement(run).await?;
-            failpoint::hit_at(step.failpoint(), Moment::Done);
-            info!(step = step.as_str(), "Retirement step done.");
-        }
-        run.record.state = RetireState::Retired;
-        run.record.retired_at = Some(now());
-        self.write_retirement(run).await?;
-        info!(actor = %run.record.actor, "Policy retired: the credential is refused and the consumers hold nothing.");
-        Ok(())
-    }
-
-    pub(super) async fn retire_step_with_retries(
-        &self,
-        step: RetireStep,
-        run: &mut Run<'_>,
-    ) -> Result<String, Failure> {
-        let mut attempt = 0;
-        loop {
-            match self.retire_step(step, run).await {
-                Err(f) if f.transient && attempt < self.config.retries => {
-                    let base = self.config.retry_base.as_millis() as u64 * (1 << attempt);
-                    let jitter = rand::rng().random_range(0..=base / 2);
-                    warn!(step = step.as_str(), attempt, error = %f.message, "Transient failure; retrying.");
-                    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
     pub(super) async fn retire_step(
         &self,
         step: RetireStep,
         run: &mut Run<'_>,
-    ) -> Result<String, Failure> {
+    ) -> Result<String, StepFailure> {
         match step {
             RetireStep::Disabled => Ok(run.credential.disable(&run.current).await?),
             RetireStep::ConsumersRemoved => self.remove_consumers(run).await,
@@ -106,21 +137,12 @@ impl Engine {
         }
     }
 
-    pub(super) async fn remove_consumers(&self, run: &mut Run<'_>) -> Result<String, Failure> {
+    pub(super) async fn remove_consumers(&self, run: &mut Run<'_>) -> Result<String, StepFailure> {
         let previous = std::mem::take(&mut run.record.consumers);
-        let mut records = Vec::with_capacity(run.policy.spec.consumers.len());
-        let mut failed = Vec::new();
-        let mut transient = true;
-        for (i, spec) in run.policy.spec.consumers.iter().enumerate() {
-            let consumer = spec.describe();
-            let before = previous.get(i).filter(|r| r.consumer == consumer);
-            if let Some(done) = before.filter(|r| r.state != RemovalState::Failed) {
-                records.push(done.clone());
-                continue;
-            }
-            let attempts = before.map_or(0, |r| r.attempts) + 1;
+        let specs = &run.policy.spec.consumers;
+        let done = each_consumer(specs, previous, |spec, consumer, attempts| async move {
             match self.consumers.remove(spec, &self.vault).await {
-                Ok(o) => records.push(ConsumerRemoval {
+                Ok(o) => Ok(ConsumerRemoval {
                     consumer,
                     state: if o.removed {
                         RemovalState::Removed
@@ -132,42 +154,32 @@ impl Engine {
                     error: None,
                 }),
                 Err(e) => {
-                    transient &= e.is_transient();
                     let message = crate::error_chain(&e);
                     warn!(consumer = %consumer, kind = e.kind(), error = %message, "Removing from a consumer failed.");
-                    failed.push(consumer.clone());
-                    records.push(ConsumerRemoval {
+                    let removal = ConsumerRemoval {
                         consumer,
                         state: RemovalState::Failed,
                         attempts,
                         detail: None,
                         error: Some(message),
-                    });
+                    };
+                    Err((removal, e.is_transient()))
                 }
             }
-        }
-        let count = records.len();
-        run.record.consumers = records;
-        if failed.is_empty() {
-            Ok(format!(
-                "{count} consumer(s) no longer hold the credential (read back)"
-            ))
-        } else {
-            Err(Failure {
-                message: format!(
-                    "{} of {count} consumer(s) still hold it: {}",
-                    failed.len(),
-                    failed.join("; ")
-                ),
-                transient,
-                fatal: false,
-            })
-        }
+        })
+        .await;
+        let ok = format!(
+            "{} consumer(s) no longer hold the credential (read back)",
+            done.entries.len()
+        );
+        let result = done.result(ok, "still hold it");
+        run.record.consumers = done.entries;
+        result
     }
 
     /// Tries the retired credential (and, for `alternating`, the other account's last
     /// known password) against the target: each must be refused.
-    pub(super) async fn prove_refused(&self, run: &mut Run<'_>) -> Result<String, Failure> {
+    pub(super) async fn prove_refused(&self, run: &mut Run<'_>) -> Result<String, StepFailure> {
         let mut probes = vec![("retired_credential_rejected", run.current.clone())];
         if let Some(other) = run.credential.other_account(&run.current)
             && let Some(value) = self.last_value_of(run, &other).await?
@@ -181,13 +193,12 @@ impl Engine {
             let outcome = run.credential.login(&value).await?;
             let evidence = outcome.evidence();
             let who = value.expose("username").map(str::to_owned);
-            run.record.verification.push(Verification {
-                check: check.into(),
-                passed: matches!(outcome, AuthOutcome::Rejected { .. }),
-                evidence: evidence.clone(),
-                inconclusive: matches!(outcome, AuthOutcome::Unreachable { .. }),
-                at: now(),
+            let verification = refusal_check(check, &outcome);
+            self.report(&Event::Verified {
+                subject: Subject::Retirement(&run.record),
+                check: &verification,
             });
+            run.record.verification.push(verification);
             let label = who.map_or_else(|| check.to_owned(), |u| format!("{check} ({u})"));
             match outcome {
                 AuthOutcome::Rejected { .. } => notes.push(format!("{label}: {evidence}")),
@@ -196,24 +207,19 @@ impl Engine {
             }
         }
         if !still.is_empty() {
-            return Err(Failure {
-                message: format!(
-                    "the retired credential is still accepted by the target ({})",
-                    still.join(", ")
-                ),
-                transient: false,
-                fatal: true,
-            });
+            return Err(StepFailure::fatal(format!(
+                "the retired credential is still accepted by the target ({})",
+                still.join(", ")
+            )));
         }
         if !unproven.is_empty() {
-            return Err(Failure {
-                message: format!(
+            return Err(StepFailure::retryable(
+                format!(
                     "could not prove the retired credential is refused: {}",
                     unproven.join("; ")
                 ),
-                transient: true,
-                fatal: false,
-            });
+                true,
+            ));
         }
         Ok(notes.join("; "))
     }
@@ -223,7 +229,7 @@ impl Engine {
         &self,
         run: &Run<'_>,
         account: &str,
-    ) -> Result<Option<SecretMap>, Failure> {
+    ) -> Result<Option<SecretMap>, StepFailure> {
         let loc = &run.policy.spec.vault;
         let newest = run.record.canonical_version;
         for v in (newest.saturating_sub(OTHER_ACCOUNT_LOOKBACK).max(1)..newest).rev() {

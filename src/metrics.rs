@@ -19,8 +19,8 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::engine::{Rotation, Status, StepOutcome};
 use crate::policy::{ConsumerSpec, CredentialSpec};
+use crate::state::records::{Rotation, Status, StepOutcome};
 
 /// Buckets of `rotor_rotation_step_duration_seconds`: 1 ms … 5 min.
 const STEP_BUCKETS: &[f64] = &[

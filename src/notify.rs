@@ -53,9 +53,9 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::engine::journal::Rotation;
 use crate::policy::Reference;
 pub use crate::policy::{NotifyEvent, NotifyTarget};
+use crate::state::records::Rotation;
 use crate::vault::{Vault, VaultError, describe_reference, resolve_local};
 
 /// Header carrying the event name.

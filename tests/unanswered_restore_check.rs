@@ -64,7 +64,7 @@ async fn settled(agent: &Agent) -> Value {
 fn restore_check(r: &Rotation) -> Option<&rotor::engine::Verification> {
     r.verification
         .iter()
-        .rfind(|v| v.check == "old_credential_restored")
+        .rfind(|v| v.check == rotor::engine::Check::OldCredentialRestored)
 }
 
 fn audit(agent: &Agent) -> Vec<Value> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Rotation;
+use crate::engine::{Check, Rotation};
 use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::Vault;
 
@@ -77,7 +77,7 @@ pub fn immediate_reason(rotation: &Rotation) -> Option<String> {
     let old_accepted = rotation
         .verification
         .iter()
-        .any(|v| v.check == "old_credential_rejected" && !v.passed && v.evidence == "accepted");
+        .any(|v| v.check == Check::OldCredentialRejected && !v.passed && v.evidence == "accepted");
     if old_accepted {
         return Some("the old credential is still accepted by the target".into());
     }
@@ -86,7 +86,7 @@ pub fn immediate_reason(rotation: &Rotation) -> Option<String> {
         .verification
         .iter()
         .rev()
-        .find(|v| v.check == "old_credential_restored")
+        .find(|v| v.check == Check::OldCredentialRestored)
         .is_some_and(|v| !v.passed && !v.inconclusive && v.evidence.starts_with("rejected"));
     if restore_refused {
         return Some(

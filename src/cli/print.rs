@@ -13,10 +13,7 @@ pub fn print_rotation(r: &Rotation) {
         r.actor
     );
     for s in &r.steps {
-        let outcome = serde_json::to_value(s.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let outcome = s.outcome.as_str();
         let ms = s
             .duration_ms
             .map(|d| format!("{d:>8.1} ms"))
@@ -33,7 +30,7 @@ pub fn print_rotation(r: &Rotation) {
         for v in &r.verification {
             println!(
                 "  {:<24} {}  {}",
-                v.check,
+                v.check.as_str(),
                 if v.passed { "PASS" } else { "FAIL" },
                 v.evidence
             );
@@ -84,10 +81,7 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
             .unwrap_or_default()
     );
     for s in &r.steps {
-        let outcome = serde_json::to_value(s.outcome)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let outcome = s.outcome.as_str();
         println!(
             "  {:<18} {:<8} {}",
             s.step.as_str(),
@@ -106,7 +100,7 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
     for v in &r.verification {
         println!(
             "  {:<28} {}  {}",
-            v.check,
+            v.check.as_str(),
             if v.passed { "PASS" } else { "FAIL" },
             v.evidence
         );

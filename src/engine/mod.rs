@@ -29,8 +29,8 @@ use crate::vault::{Vault, VaultError};
 pub use self::error::EngineError;
 use self::failpoint::Moment;
 pub use self::journal::{
-    ConsumerRecord, ConsumerState, Journal, JournalError, Rotation, Status, Step, StepOutcome,
-    StepRecord, Trigger, Verification,
+    Check, ConsumerRecord, ConsumerState, Journal, JournalError, Rotation, Status, Step,
+    StepOutcome, StepRecord, Trigger, Verification,
 };
 pub use self::retire::{EnableOutcome, RemovalState, RetireRequest, RetireState, Retirement};
 use self::steps::{StepFailure, StepResult};

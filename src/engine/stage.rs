@@ -280,7 +280,7 @@ impl Engine {
         let evidence = outcome.evidence();
         let passed = matches!(outcome, AuthOutcome::Rejected { .. });
         run.rotation.verification.push(Verification {
-            check: "old_credential_rejected".into(),
+            check: Check::OldCredentialRejected,
             passed,
             evidence: evidence.clone(),
             inconclusive: matches!(outcome, AuthOutcome::Unreachable { .. }),

@@ -442,7 +442,7 @@ impl Engine {
                 run.rotation.error = Some(rollback_reason(error).to_owned());
             }
             run.rotation.verification.push(Verification {
-                check: "old_credential_restored".into(),
+                check: Check::OldCredentialRestored,
                 passed,
                 evidence: evidence.clone(),
                 inconclusive,

@@ -23,10 +23,10 @@ use tracing::error;
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 pub use crate::audit::{AuthMethod, VaultIdentity};
 use crate::consumers::ConsumerKind;
-use crate::engine::{ConsumerState, Retirement, Rotation, Status, Trigger};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifyEvent};
 use crate::policy::ValidatedPolicy;
+use crate::state::records::{ConsumerState, Retirement, Rotation, Status, Trigger};
 
 /// The environment variable naming the CLI's audit log (`--audit-log`).
 pub const AUDIT_LOG_ENV: &str = "ROTOR_AUDIT_LOG";

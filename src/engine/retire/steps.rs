@@ -168,11 +168,11 @@ impl Engine {
     /// Tries the retired credential (and, for `alternating`, the other account's last
     /// known password) against the target: each must be refused.
     pub(super) async fn prove_refused(&self, run: &mut Run<'_>) -> Result<String, Failure> {
-        let mut probes = vec![("retired_credential_rejected", run.current.clone())];
+        let mut probes = vec![(Check::RetiredCredentialRejected, run.current.clone())];
         if let Some(other) = run.credential.other_account(&run.current)
             && let Some(value) = self.last_value_of(run, &other).await?
         {
-            probes.push(("other_account_rejected", value));
+            probes.push((Check::OtherAccountRejected, value));
         }
         let mut notes = Vec::new();
         let mut still = Vec::new();
@@ -182,13 +182,13 @@ impl Engine {
             let evidence = outcome.evidence();
             let who = value.expose("username").map(str::to_owned);
             run.record.verification.push(Verification {
-                check: check.into(),
+                check,
                 passed: matches!(outcome, AuthOutcome::Rejected { .. }),
                 evidence: evidence.clone(),
                 inconclusive: matches!(outcome, AuthOutcome::Unreachable { .. }),
                 at: now(),
             });
-            let label = who.map_or_else(|| check.to_owned(), |u| format!("{check} ({u})"));
+            let label = who.map_or_else(|| check.to_string(), |u| format!("{check} ({u})"));
             match outcome {
                 AuthOutcome::Rejected { .. } => notes.push(format!("{label}: {evidence}")),
                 AuthOutcome::Accepted => still.push(label),

@@ -20,7 +20,7 @@ use prometheus::{
 };
 
 use crate::policy::{ConsumerSpec, CredentialSpec};
-use crate::state::records::{Rotation, Status, StepOutcome};
+use crate::state::records::{Rotation, RotationId, Status, StepOutcome};
 
 /// Buckets of `rotor_rotation_step_duration_seconds`: 1 ms … 5 min.
 const STEP_BUCKETS: &[f64] = &[
@@ -95,7 +95,7 @@ struct State {
 
 /// One rotation's counted results and observed step attempts.
 struct Seen {
-    rotation_id: String,
+    rotation_id: RotationId,
     results: Vec<&'static str>,
     /// `(index in steps, attempts)` of step records already observed.
     steps: HashSet<(usize, u32)>,

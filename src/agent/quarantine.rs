@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Check, Rotation};
+use crate::engine::{Check, Rotation, RotationId};
 use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::Vault;
 
@@ -23,7 +23,7 @@ pub struct Quarantine {
     pub reason: String,
     /// The rotation that tipped it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
+    pub rotation_id: Option<RotationId>,
     /// Consecutive failed rotations counted.
     pub failures: u32,
 }

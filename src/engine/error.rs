@@ -67,7 +67,7 @@ pub enum EngineError {
         /// Policy.
         policy: String,
         /// The open rotation.
-        rotation_id: String,
+        rotation_id: RotationId,
         /// Its status.
         status: &'static str,
         /// Its step.
@@ -81,7 +81,7 @@ pub enum EngineError {
         /// Policy.
         policy: String,
         /// The waiting rotation.
-        rotation_id: String,
+        rotation_id: RotationId,
         /// End of the grace period (RFC 3339).
         until: String,
     },
@@ -125,7 +125,7 @@ pub enum EngineError {
         "canonical version {version} of {canonical} is gone; cannot continue rotation {rotation_id} safely"
     )]
     OldValueGone {
-        /// Rotation.
+        /// Rotation (or `retirement of <policy>`).
         rotation_id: String,
         /// `mount/path`.
         canonical: String,

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 pub use crate::state::records::{
-    Check, ConsumerRecord, ConsumerState, Rotation, Status, Step, StepOutcome, StepRecord, Trigger,
-    Verification,
+    Check, ConsumerRecord, ConsumerState, Rotation, RotationId, Status, Step, StepOutcome,
+    StepRecord, Trigger, Verification,
 };
 use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::{Vault, VaultError};

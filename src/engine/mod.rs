@@ -29,8 +29,8 @@ use crate::vault::{Vault, VaultError};
 pub use self::error::EngineError;
 use self::failpoint::Moment;
 pub use self::journal::{
-    Check, ConsumerRecord, ConsumerState, Journal, JournalError, Rotation, Status, Step,
-    StepOutcome, StepRecord, Trigger, Verification,
+    Check, ConsumerRecord, ConsumerState, Journal, JournalError, Rotation, RotationId, Status,
+    Step, StepOutcome, StepRecord, Trigger, Verification,
 };
 pub use self::retire::{EnableOutcome, RemovalState, RetireRequest, RetireState, Retirement};
 use self::steps::{StepFailure, StepResult};
@@ -489,7 +489,7 @@ impl Engine {
         old: &SecretMap,
     ) -> Rotation {
         let vault_loc = &policy.spec.vault;
-        let rotation_id = ulid::Ulid::new().to_string();
+        let rotation_id = RotationId::generate();
         let started = now();
         Rotation {
             staging: self.state.location(state::Key::Staging {

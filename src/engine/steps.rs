@@ -95,7 +95,7 @@ impl Engine {
                     let credential = credential?;
                     let old = old?
                         .ok_or_else(|| EngineError::OldValueGone {
-                            rotation_id: rotation.rotation_id.clone(),
+                            rotation_id: rotation.rotation_id.to_string(),
                             canonical: rotation.canonical.clone(),
                             version: rotation.canonical_version,
                         })?

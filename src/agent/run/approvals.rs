@@ -148,7 +148,7 @@ impl Agent {
                 record.policy, caller.actor, record.required
             )),
         });
-        let answer = |state: &str, rotation_id: Option<String>| Accepted {
+        let answer = |state: &str, rotation_id: Option<RotationId>| Accepted {
             rotation_id,
             state: state.to_owned(),
             request_id: Some(record.id.clone()),

@@ -25,8 +25,8 @@ use super::quarantine::{Quarantine, QuarantineStore, immediate_reason};
 use super::{Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness, RotationSummary};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::engine::{
-    EnableOutcome, Engine, EngineError, RetireRequest, Retirement, Rotation, RotationOutcome,
-    RotationRequest, Status, Trigger,
+    EnableOutcome, Engine, EngineError, RetireRequest, Retirement, Rotation, RotationId,
+    RotationOutcome, RotationRequest, Status, Trigger,
 };
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifyEvent};

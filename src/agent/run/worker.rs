@@ -278,7 +278,7 @@ impl Inner {
     pub(super) async fn maybe_quarantine(
         &self,
         policy: &ValidatedPolicy,
-        immediate: Option<(String, String)>,
+        immediate: Option<(String, RotationId)>,
     ) {
         let q = {
             let st = self.lock();

@@ -67,6 +67,15 @@ impl From<RotationId> for String {
     }
 }
 
+/// Reads as its text wherever a `&str` is expected (paths, log fields, lookups).
+impl std::ops::Deref for RotationId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for RotationId {
     fn as_ref(&self) -> &str {
         &self.0

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{StepOutcome, Verification};
+use super::{RotationId, StepOutcome, Verification};
 
 /// Where a policy's retirement stands.
 #[derive(
@@ -162,7 +162,7 @@ pub struct Enablement {
     pub accounts: Option<String>,
     /// The rotation that made the credential work again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
+    pub rotation_id: Option<RotationId>,
     /// Why the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -199,7 +199,7 @@ pub struct Retirement {
     pub accounts: Vec<String>,
     /// A rotation left open that was finished (old credential revoked at once) first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_rotation: Option<String>,
+    pub finished_rotation: Option<RotationId>,
     /// When the retirement began (RFC 3339).
     pub started_at: String,
     /// When it was complete (RFC 3339).

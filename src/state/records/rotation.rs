@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{StepOutcome, Verification};
+use super::{RotationId, StepOutcome, Verification};
 
 /// The steps of a rotation, in order (ARCHITECTURE.md, "The rotation state machine").
 #[derive(
@@ -198,8 +198,8 @@ pub struct ConsumerRecord {
 /// The journaled state of one rotation. Also the report printed by `rotor rotate`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rotation {
-    /// ULID.
-    pub rotation_id: String,
+    /// Its id (a ULID).
+    pub rotation_id: RotationId,
     /// Policy name.
     pub policy: String,
     /// Credential kind (`postgres`, …).

@@ -1,6 +1,7 @@
 //! How rotations and retirements are printed for people.
 
 use crate::engine::{Rotation, RotationOutcome};
+use crate::state::records::time;
 
 /// Prints one rotation for people.
 pub fn print_rotation(r: &Rotation) {
@@ -111,8 +112,7 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
             e.actor,
             e.reason,
             e.finished_at
-                .as_deref()
-                .map(|t| format!("enabled at {t}"))
+                .map(|t| format!("enabled at {}", time::format(&t)))
                 .unwrap_or_else(|| "not done".into()),
             e.error
                 .as_deref()

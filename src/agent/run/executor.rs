@@ -134,7 +134,7 @@ impl Executor for Engine {
             Some(before) => format!("{before}; {note}"),
             None => note.to_owned(),
         });
-        r.updated_at = rfc3339(Utc::now());
+        r.updated_at = crate::state::records::time::now();
         self.journal().write(&r, version).await?;
         Ok(Some(r))
     }

@@ -390,11 +390,9 @@ impl Inner {
     pub(super) fn restore_gauges(&self, policy: &ValidatedPolicy, r: &Rotation) {
         self.metrics
             .set_old_credential_valid(&policy.name, old_accepted(r));
-        if r.status == Status::Completed
-            && let Ok(t) = DateTime::parse_from_rfc3339(&r.updated_at)
-        {
+        if r.status == Status::Completed {
             self.metrics
-                .set_last_success(&policy.name, t.timestamp() as f64);
+                .set_last_success(&policy.name, r.updated_at.timestamp() as f64);
         }
     }
 

@@ -53,6 +53,7 @@ use crate::credentials::{AuthOutcome, Credential, CredentialError};
 use crate::evidence::{AuthMethod, Event, Requester, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
+use crate::state::records::time;
 pub use crate::state::records::{
     ConsumerRemoval, Enablement, RemovalState, RetireState, RetireStep, RetireStepRecord,
     Retirement,
@@ -258,7 +259,7 @@ impl Engine {
             Some(r) if r.state.is_inactive() => Err(EngineError::Retired {
                 policy: policy.name.clone(),
                 state: r.state.as_str(),
-                since: r.started_at,
+                since: time::format(&r.started_at),
                 actor: r.actor,
                 reason: r.reason,
             }),
@@ -391,7 +392,7 @@ impl Engine {
             fingerprint: Some(self.fingerprints.fingerprint_map(&current.data)),
             accounts: credential.accounts(),
             finished_rotation: finished.map(|r| r.rotation_id),
-            started_at: started.clone(),
+            started_at: started,
             retired_at: None,
             updated_at: started,
             runs: 1,
@@ -423,16 +424,16 @@ mod tests {
             fingerprint: None,
             accounts: Vec::new(),
             finished_rotation: None,
-            started_at: "t".into(),
+            started_at: chrono::DateTime::UNIX_EPOCH,
             retired_at: None,
-            updated_at: "t".into(),
+            updated_at: chrono::DateTime::UNIX_EPOCH,
             runs: 1,
             steps: steps
                 .iter()
                 .map(|(step, outcome)| RetireStepRecord {
                     step: *step,
                     outcome: *outcome,
-                    started_at: "t".into(),
+                    started_at: chrono::DateTime::UNIX_EPOCH,
                     finished_at: None,
                     duration_ms: None,
                     detail: None,

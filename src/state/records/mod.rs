@@ -15,6 +15,7 @@ pub mod time;
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use self::retirement::{
@@ -178,8 +179,9 @@ pub struct Verification {
     /// opposite, and is repeated later. Absent (false) in older records.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inconclusive: bool,
-    /// When (RFC 3339).
-    pub at: String,
+    /// When.
+    #[serde(with = "time")]
+    pub at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! writes it (the engine's `retire` module); the audit log and the CLI read it. It never
 //! holds a secret.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{RotationId, StepOutcome, Verification};
+use super::{RotationId, StepOutcome, Verification, time};
 
 /// Where a policy's retirement stands.
 #[derive(
@@ -87,11 +88,16 @@ pub struct RetireStepRecord {
     pub step: RetireStep,
     /// How it went (`begun` until it ends).
     pub outcome: StepOutcome,
-    /// When it began (RFC 3339).
-    pub started_at: String,
-    /// When it ended (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    /// When it began.
+    #[serde(with = "time")]
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<DateTime<Utc>>,
     /// Wall time in this process, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
@@ -152,11 +158,16 @@ pub struct Enablement {
     /// Ticket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
-    /// When it began (RFC 3339).
-    pub started_at: String,
-    /// When the policy was enabled (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    /// When it began.
+    #[serde(with = "time")]
+    pub started_at: DateTime<Utc>,
+    /// When the policy was enabled.
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<DateTime<Utc>>,
     /// What was lifted on the target's accounts (`LOGIN`, unlock, `on`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accounts: Option<String>,
@@ -200,13 +211,19 @@ pub struct Retirement {
     /// A rotation left open that was finished (old credential revoked at once) first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_rotation: Option<RotationId>,
-    /// When the retirement began (RFC 3339).
-    pub started_at: String,
-    /// When it was complete (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired_at: Option<String>,
-    /// Last write (RFC 3339).
-    pub updated_at: String,
+    /// When the retirement began.
+    #[serde(with = "time")]
+    pub started_at: DateTime<Utc>,
+    /// When it was complete.
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retired_at: Option<DateTime<Utc>>,
+    /// Last write.
+    #[serde(with = "time")]
+    pub updated_at: DateTime<Utc>,
     /// How many runs worked on it (more than one after a crash or a failure).
     pub runs: u32,
     /// Steps so far, in order.

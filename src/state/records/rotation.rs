@@ -4,9 +4,10 @@
 //! it. It holds no secret: values are referred to by their staging path and HMAC
 //! fingerprints only.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{RotationId, StepOutcome, Verification};
+use super::{RotationId, StepOutcome, Verification, time};
 
 /// The steps of a rotation, in order (ARCHITECTURE.md, "The rotation state machine").
 #[derive(
@@ -132,11 +133,16 @@ pub struct StepRecord {
     pub step: Step,
     /// How it went.
     pub outcome: StepOutcome,
-    /// When it began (RFC 3339).
-    pub started_at: String,
-    /// When it ended (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
+    /// When it began.
+    #[serde(with = "time")]
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<DateTime<Utc>>,
     /// Wall time of the step in this process, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<f64>,
@@ -266,10 +272,12 @@ pub struct Rotation {
     /// Why it failed or rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// When it was planned (RFC 3339).
-    pub started_at: String,
-    /// Last journal write (RFC 3339).
-    pub updated_at: String,
+    /// When it was planned.
+    #[serde(with = "time")]
+    pub started_at: DateTime<Utc>,
+    /// Last journal write.
+    #[serde(with = "time")]
+    pub updated_at: DateTime<Utc>,
     /// Whether this process resumed it from the journal.
     #[serde(default, skip_serializing)]
     pub resumed: bool,
@@ -304,14 +312,12 @@ impl Rotation {
     }
 
     /// The instant a given step finished, if it did.
-    pub fn finished(&self, step: Step) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub fn finished(&self, step: Step) -> Option<DateTime<Utc>> {
         self.steps
             .iter()
             .rev()
             .find(|r| r.step == step && r.outcome == StepOutcome::Ok)
-            .and_then(|r| r.finished_at.as_deref())
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc))
+            .and_then(|r| r.finished_at)
     }
 
     /// Whether `step` was begun at some point (its side effect may have happened).

@@ -17,14 +17,13 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use strum::{Display, IntoStaticStr};
 
 pub use self::retirement::{
     ConsumerRemoval, Enablement, RemovalState, RetireState, RetireStep, RetireStepRecord,
     Retirement,
 };
-pub use self::rotation::{
-    ConsumerRecord, ConsumerState, Rotation, Status, Step, StepRecord, Trigger,
-};
+pub use self::rotation::{ConsumerRecord, ConsumerState, Rotation, Status, Step, Trigger};
 
 /// A rotation's id: a ULID, written as its 26-character text. Names the journal
 /// record, the staging path and every audit record of the rotation.
@@ -108,9 +107,7 @@ impl PartialEq<String> for RotationId {
 }
 
 /// How one step (of a rotation or a retirement) went.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, Display)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum StepOutcome {
@@ -133,16 +130,7 @@ impl StepOutcome {
 
 /// What a verification tried. Written as its `snake_case` name.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::Display,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, IntoStaticStr, Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -163,6 +151,40 @@ impl Check {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+}
+
+/// One step's entry in a record: a rotation's ([`Step`], the default) or a
+/// retirement's ([`RetireStep`], as [`RetireStepRecord`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepRecord<S = Step> {
+    /// Which step.
+    pub step: S,
+    /// How it went (`begun` until it ends).
+    pub outcome: StepOutcome,
+    /// When it began.
+    #[serde(with = "time")]
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Wall time of the step in this process, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    /// What happened, for people (never a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// How many times this step was begun (more than one after a resume or a
+    /// failed run). Absent (1) in the oldest journals.
+    #[serde(default = "one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The result of one verification check.

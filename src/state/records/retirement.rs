@@ -5,13 +5,12 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use strum::{Display, IntoStaticStr};
 
-use super::{RotationId, StepOutcome, Verification, time};
+use super::{RotationId, StepOutcome, StepRecord, Verification, time};
 
 /// Where a policy's retirement stands.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, Display)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum RetireState {
@@ -50,8 +49,8 @@ impl RetireState {
     Ord,
     Serialize,
     Deserialize,
-    strum::IntoStaticStr,
-    strum::Display,
+    IntoStaticStr,
+    Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -81,38 +80,12 @@ impl RetireStep {
     }
 }
 
-/// One step's entry in the record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RetireStepRecord {
-    /// Which step.
-    pub step: RetireStep,
-    /// How it went (`begun` until it ends).
-    pub outcome: StepOutcome,
-    /// When it began.
-    #[serde(with = "time")]
-    pub started_at: DateTime<Utc>,
-    /// When it ended.
-    #[serde(
-        default,
-        with = "time::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Wall time in this process, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<f64>,
-    /// What happened (never a secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// How many times it was begun.
-    pub attempts: u32,
-}
+/// One step's entry in a retirement record.
+pub type RetireStepRecord = StepRecord<RetireStep>;
 
 /// Where a retirement's removal stands at one consumer. Written as its `snake_case`
 /// name.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, Display)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum RemovalState {

@@ -6,8 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use strum::{Display, IntoStaticStr};
 
-use super::{RotationId, StepOutcome, Verification, time};
+use super::{RotationId, StepOutcome, StepRecord, Verification, time};
 
 /// The steps of a rotation, in order (ARCHITECTURE.md, "The rotation state machine").
 #[derive(
@@ -21,8 +22,8 @@ use super::{RotationId, StepOutcome, Verification, time};
     Hash,
     Serialize,
     Deserialize,
-    strum::IntoStaticStr,
-    strum::Display,
+    IntoStaticStr,
+    Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -73,9 +74,7 @@ impl Step {
 }
 
 /// Where a rotation stands overall.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, Display)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Status {
@@ -105,9 +104,7 @@ impl Status {
 }
 
 /// What started a rotation.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, Display)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Trigger {
@@ -126,42 +123,8 @@ impl Trigger {
     }
 }
 
-/// One step's entry in the record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// Which step.
-    pub step: Step,
-    /// How it went.
-    pub outcome: StepOutcome,
-    /// When it began.
-    #[serde(with = "time")]
-    pub started_at: DateTime<Utc>,
-    /// When it ended.
-    #[serde(
-        default,
-        with = "time::option",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Wall time of the step in this process, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<f64>,
-    /// What happened, for people (never a secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// How many times this step was begun (more than one after a resume).
-    #[serde(default = "one")]
-    pub attempts: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
 /// Where the new value stands at one consumer. Written as its `snake_case` name.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr, strum::Display,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, IntoStaticStr, Display)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum ConsumerState {

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{EnableOutcome, Retirement, Rotation, RotationOutcome};
+use crate::engine::{EnableOutcome, Retirement, Rotation, RotationId, RotationOutcome};
 
 /// The body of `POST /v1/policies/{name}/rotate` (all optional; empty is `{}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,7 +97,7 @@ pub struct ApproveBody {
 pub struct Accepted {
     /// The rotation's id once it has been planned, or `None` while it is queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
+    pub rotation_id: Option<RotationId>,
     /// `queued`, `started`, `completed`, `waiting`…, or `pending_approval` when the
     /// policy requires approval and the request waits for it.
     pub state: String,
@@ -125,7 +125,7 @@ pub struct BulkItem {
     pub state: Option<String>,
     /// The rotation's id once planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
+    pub rotation_id: Option<RotationId>,
     /// The approval request, when the policy requires approval (`state` is then
     /// `pending_approval`; approve it with `POST /v1/requests/{id}/approve`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,7 +220,7 @@ pub struct PolicyView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RotationSummary {
     /// The rotation's ULID.
-    pub rotation_id: String,
+    pub rotation_id: RotationId,
     /// Its status (`completed`, `failed`, …).
     pub status: String,
     /// What started it (`schedule`, `on_demand`, `compromise`, …).

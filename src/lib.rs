@@ -30,11 +30,13 @@
 //!   trait, with an in-memory implementation for tests.
 //! - [`vault`]: the Vault client (vaultrs): configuration, login, KV v2, references.
 //! - [`secret`]: secret-holding types and HMAC fingerprints.
+//! - [`cert`]: certificates in a value, read without I/O (PEM blocks, expiry).
 
 pub mod agent;
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod cert;
 pub mod cli;
 pub mod consumers;
 pub mod credentials;

@@ -28,7 +28,14 @@ use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, fmt as tfmt};
 
-use crate::cli::LogFormat;
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
 
 /// Whether the cap lets an event or span with this metadata through (see the module
 /// documentation): rotor's own targets at every level, other crates up to `info`.

@@ -14,13 +14,14 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use chrono::{DateTime, Utc};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
-use crate::engine::{Rotation, Status, StepOutcome};
 use crate::policy::{ConsumerSpec, CredentialSpec};
+use crate::state::records::{Rotation, RotationId, Status, StepOutcome};
 
 /// Buckets of `rotor_rotation_step_duration_seconds`: 1 ms … 5 min.
 const STEP_BUCKETS: &[f64] = &[
@@ -95,7 +96,7 @@ struct State {
 
 /// One rotation's counted results and observed step attempts.
 struct Seen {
-    rotation_id: String,
+    rotation_id: RotationId,
     results: Vec<&'static str>,
     /// `(index in steps, attempts)` of step records already observed.
     steps: HashSet<(usize, u32)>,
@@ -426,9 +427,7 @@ fn result_label(rotation: &Rotation) -> &'static str {
 }
 
 /// Seconds between two RFC 3339 instants, when both parse and `end` is not earlier.
-fn seconds_between(start: &str, end: &str) -> Option<f64> {
-    let start = chrono::DateTime::parse_from_rfc3339(start).ok()?;
-    let end = chrono::DateTime::parse_from_rfc3339(end).ok()?;
+fn seconds_between(start: DateTime<Utc>, end: DateTime<Utc>) -> Option<f64> {
     let millis = (end - start).num_milliseconds();
     (millis >= 0).then(|| millis as f64 / 1000.0)
 }
@@ -603,7 +602,7 @@ impl Metrics {
             .entry(policy.to_owned())
             .or_default()
             .insert((kind, trigger, result));
-        if let Some(seconds) = seconds_between(&rotation.started_at, &rotation.updated_at) {
+        if let Some(seconds) = seconds_between(rotation.started_at, rotation.updated_at) {
             self.inner
                 .rotation_duration
                 .with_label_values(&[kind, result])
@@ -808,15 +807,15 @@ mod tests {
     }
 
     #[test]
-    fn durations_need_ordered_rfc3339_instants() {
+    fn durations_need_ordered_instants() {
+        let t = |s| crate::state::records::time::parse(s).expect("a time");
         assert_eq!(
-            seconds_between("2025-01-01T00:00:00Z", "2025-01-01T00:00:01.500Z"),
+            seconds_between(t("2025-01-01T00:00:00Z"), t("2025-01-01T00:00:01.500Z")),
             Some(1.5)
         );
         assert_eq!(
-            seconds_between("2025-01-01T00:00:01Z", "2025-01-01T00:00:00Z"),
+            seconds_between(t("2025-01-01T00:00:01Z"), t("2025-01-01T00:00:00Z")),
             None
         );
-        assert_eq!(seconds_between("yesterday", "2025-01-01T00:00:00Z"), None);
     }
 }

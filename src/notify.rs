@@ -53,9 +53,9 @@ use sha2::Sha256;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::engine::journal::Rotation;
 use crate::policy::Reference;
 pub use crate::policy::{NotifyEvent, NotifyTarget};
+use crate::state::records::{Rotation, RotationId};
 use crate::vault::{Vault, VaultError, describe_reference, resolve_local};
 
 /// Header carrying the event name.
@@ -89,7 +89,7 @@ pub struct Notification {
     /// Policy name.
     pub policy: String,
     /// The rotation's ULID, when the event is about one.
-    pub rotation_id: Option<String>,
+    pub rotation_id: Option<RotationId>,
     /// The approval request's ULID, for approval events.
     pub request_id: Option<String>,
     /// The rotation's status (`completed`, `failed`, …) or the request's state.

@@ -95,8 +95,7 @@ pub fn renewal_due(
 ) -> Option<DateTime<Utc>> {
     let renew_before = policy.spec.credential.renew_before()?;
     let before = chrono::Duration::from_std(renew_before).unwrap_or(chrono::Duration::MAX);
-    let expires: DateTime<Utc> =
-        crate::credentials::vault_pki::PkiTarget::expiration(current)?.into();
+    let expires: DateTime<Utc> = crate::cert::expiration(current)?.into();
     // Before the calendar's start: due at once.
     Some(
         expires

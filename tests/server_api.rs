@@ -166,7 +166,7 @@ impl Control for FakeControl {
             .unwrap()
             .insert(id.clone(), rotation(&id, name, &request));
         Ok(Accepted {
-            rotation_id: Some(id),
+            rotation_id: Some(id.into()),
             state: "queued".into(),
             ..Default::default()
         })

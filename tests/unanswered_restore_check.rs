@@ -64,7 +64,7 @@ async fn settled(agent: &Agent) -> Value {
 fn restore_check(r: &Rotation) -> Option<&rotor::engine::Verification> {
     r.verification
         .iter()
-        .rfind(|v| v.check == "old_credential_restored")
+        .rfind(|v| v.check == rotor::engine::Check::OldCredentialRestored)
 }
 
 fn audit(agent: &Agent) -> Vec<Value> {
@@ -168,9 +168,8 @@ async fn an_unanswered_restore_check_backs_off_and_rechecks_instead_of_quarantin
     );
     let second_id = second.rotation_id.clone();
     assert!(
-        !events
-            .iter()
-            .any(|e| e["event"] == "rotation_ended" && e["rotation"]["rotation_id"] == second_id),
+        !events.iter().any(|e| e["event"] == "rotation_ended"
+            && e["rotation"]["rotation_id"] == second_id.as_str()),
         "a rotation still rolling back has not ended"
     );
     // Nothing was promoted, and the current password works (checked directly, not
@@ -210,7 +209,9 @@ async fn an_unanswered_restore_check_backs_off_and_rechecks_instead_of_quarantin
     );
     let ended = events
         .iter()
-        .filter(|e| e["event"] == "rotation_ended" && e["rotation"]["rotation_id"] == second_id)
+        .filter(|e| {
+            e["event"] == "rotation_ended" && e["rotation"]["rotation_id"] == second_id.as_str()
+        })
         .count();
     assert_eq!(
         ended, 1,

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ControlError;
-use crate::engine::{RotationRequest, Trigger};
+use crate::engine::{RotationId, RotationRequest, Trigger};
 use crate::notify::{Notification, NotifyEvent};
 use crate::policy::ApprovalSpec;
 use crate::state::{self, Key, StateError, Store};
@@ -115,7 +115,7 @@ pub struct ApprovalRecord {
     pub state: ApprovalState,
     /// The rotation it started, once that has been planned.
     #[serde(default)]
-    pub rotation_id: Option<String>,
+    pub rotation_id: Option<RotationId>,
     /// How the requester proved who they are (`unknown` in records written before
     /// rotor kept it).
     #[serde(default)]
@@ -591,7 +591,7 @@ impl Approvals {
         if let Some((mut record, version)) = store.get(id).await?
             && record.rotation_id.is_none()
         {
-            record.rotation_id = Some(rotation_id.to_owned());
+            record.rotation_id = Some(rotation_id.into());
             store.put(&record, Some(version)).await?;
         }
         Ok(())

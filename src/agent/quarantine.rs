@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Rotation;
+use crate::engine::{Check, Rotation, RotationId};
 use crate::state::{self, Key, StateError, Store};
 
 /// Why and since when a policy is quarantined.
@@ -22,7 +22,7 @@ pub struct Quarantine {
     pub reason: String,
     /// The rotation that tipped it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
+    pub rotation_id: Option<RotationId>,
     /// Consecutive failed rotations counted.
     pub failures: u32,
 }
@@ -72,7 +72,7 @@ pub fn immediate_reason(rotation: &Rotation) -> Option<String> {
     let old_accepted = rotation
         .verification
         .iter()
-        .any(|v| v.check == "old_credential_rejected" && !v.passed && v.evidence == "accepted");
+        .any(|v| v.check == Check::OldCredentialRejected && !v.passed && v.evidence == "accepted");
     if old_accepted {
         return Some("the old credential is still accepted by the target".into());
     }
@@ -81,7 +81,7 @@ pub fn immediate_reason(rotation: &Rotation) -> Option<String> {
         .verification
         .iter()
         .rev()
-        .find(|v| v.check == "old_credential_restored")
+        .find(|v| v.check == Check::OldCredentialRestored)
         .is_some_and(|v| !v.passed && !v.inconclusive && v.evidence.starts_with("rejected"));
     if restore_refused {
         return Some(

@@ -75,9 +75,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use strum::{Display, IntoStaticStr};
 
 mod verify;
 
@@ -154,7 +155,7 @@ pub enum AuditEvent {
     /// journal record (fingerprints only, never values).
     RotationEnded {
         /// The journal record.
-        rotation: crate::engine::Rotation,
+        rotation: crate::state::records::Rotation,
     },
     /// A policy retirement (offboarding) ended: the whole retirement record — actor,
     /// reason, ticket, every step with timestamps, the consumers' removals, the target's
@@ -162,7 +163,7 @@ pub enum AuditEvent {
     /// `state` is `retired` on success.
     PolicyRetired {
         /// The retirement record.
-        retirement: crate::engine::Retirement,
+        retirement: crate::state::records::Retirement,
         /// How the requester proved who they are.
         authenticated_by: AuthMethod,
         /// The requester's Vault identity, where they used their own Vault token.
@@ -172,7 +173,7 @@ pub enum AuditEvent {
     /// `enable` part (state `enabled` on success).
     PolicyEnabled {
         /// The retirement record.
-        retirement: crate::engine::Retirement,
+        retirement: crate::state::records::Retirement,
         /// How the requester proved who they are.
         authenticated_by: AuthMethod,
         /// The requester's Vault identity, where they used their own Vault token.
@@ -189,8 +190,11 @@ pub enum AuditEvent {
 
 /// How the one who asked for an action proved who they are: the "verification
 /// method" of a compliance review. Written as its `snake_case` name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, IntoStaticStr, Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AuthMethod {
     /// Not said: a library caller that did not set it. rotor's own entry points
     /// always say.
@@ -210,13 +214,7 @@ pub enum AuthMethod {
 impl AuthMethod {
     /// The name written in records (`vault_token`, `api_token`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            AuthMethod::Unknown => "unknown",
-            AuthMethod::Schedule => "schedule",
-            AuthMethod::VaultToken => "vault_token",
-            AuthMethod::ApiToken => "api_token",
-            AuthMethod::KubernetesTokenReview => "kubernetes_token_review",
-        }
+        self.into()
     }
 
     /// The `auth` field of the API's `request` records (`token`, `kubernetes`),
@@ -227,12 +225,6 @@ impl AuthMethod {
             AuthMethod::KubernetesTokenReview => "kubernetes",
             other => other.as_str(),
         }
-    }
-}
-
-impl std::fmt::Display for AuthMethod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

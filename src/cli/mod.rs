@@ -35,6 +35,7 @@ pub use self::retire::RetireArgs;
 pub use self::rotate::RotateArgs;
 pub use self::run::RunArgs;
 pub use self::target::{AuditArgs, VaultArgs};
+pub use crate::logging::LogFormat;
 
 /// rotor: rotates non-human credentials through Vault to their consumers and proves
 /// the old secret is rejected.
@@ -67,15 +68,6 @@ pub enum Output {
     /// For people.
     Text,
     /// One JSON document.
-    Json,
-}
-
-/// Log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// JSON lines.
     Json,
 }
 

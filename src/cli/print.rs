@@ -1,6 +1,7 @@
 //! How rotations and retirements are printed for people.
 
-use crate::engine::{Rotation, RotationOutcome, StepOutcome, Verification};
+use crate::engine::{Rotation, RotationOutcome, Verification};
+use crate::state::records::time;
 
 /// Prints one rotation for people.
 pub fn print_rotation(r: &Rotation) {
@@ -13,7 +14,7 @@ pub fn print_rotation(r: &Rotation) {
         r.actor
     );
     for s in &r.steps {
-        let outcome = word(s.outcome);
+        let outcome = s.outcome.as_str();
         let ms = s
             .duration_ms
             .map(|d| format!("{d:>8.1} ms"))
@@ -74,7 +75,7 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
             .unwrap_or_default()
     );
     for s in &r.steps {
-        let outcome = word(s.outcome);
+        let outcome = s.outcome.as_str();
         println!(
             "  {:<18} {:<8} {}",
             s.step.as_str(),
@@ -97,8 +98,7 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
             e.actor,
             e.reason,
             e.finished_at
-                .as_deref()
-                .map(|t| format!("enabled at {t}"))
+                .map(|t| format!("enabled at {}", time::format(&t)))
                 .unwrap_or_else(|| "not done".into()),
             e.error
                 .as_deref()
@@ -111,21 +111,13 @@ pub(super) fn print_retirement(r: &crate::engine::Retirement) {
     }
 }
 
-/// A step's outcome as its record spells it (`done`, `skipped`…).
-fn word(outcome: StepOutcome) -> String {
-    serde_json::to_value(outcome)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// Prints checks one a line, each name padded to `width`, then PASS or FAIL and the
 /// evidence.
 fn print_checks(checks: &[Verification], width: usize) {
     for v in checks {
         println!(
             "  {:<width$} {}  {}",
-            v.check,
+            v.check.as_str(),
             if v.passed { "PASS" } else { "FAIL" },
             v.evidence
         );

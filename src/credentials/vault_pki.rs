@@ -22,14 +22,13 @@
 //! reported as [`AuthOutcome::Unreachable`] (never wrongly accepted or rejected).
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 use x509_parser::certificate::X509Certificate;
-use x509_parser::pem::Pem;
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 use x509_parser::time::ASN1Time;
@@ -38,20 +37,18 @@ use zeroize::Zeroize;
 use super::adapters::IssuingTarget;
 use super::target::wipe_json;
 use super::{AuthOutcome, CredentialError};
+pub use crate::cert::{CERTIFICATE, EXPIRATION};
+use crate::cert::{certificate_ders, leaf_der};
 use crate::policy::VaultPkiCredential;
 use crate::secret::{SecretMap, SecretString};
 use crate::vault::{AuthAs, Vault, VaultError};
 
-/// Key of the PEM certificate in a value.
-pub const CERTIFICATE: &str = "certificate";
 /// Key of the PEM private key in a value (the only secret one).
 pub const PRIVATE_KEY: &str = "privateKey";
 /// Key of the PEM CA bundle in a value.
 pub const CA_CHAIN: &str = "caChain";
 /// Key of the serial (Vault's colon hex form, e.g. `46:b3:…`) in a value.
 pub const SERIAL: &str = "serial";
-/// Key of the expiry (RFC 3339, UTC) in a value.
-pub const EXPIRATION: &str = "expiration";
 
 /// Errors of the PKI target. None of them carries the private key.
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
@@ -478,20 +475,7 @@ impl PkiTarget {
     /// seconds), else the certificate's `notAfter`. `None` when neither can be read.
     /// Used by the scheduler's `renewBefore`.
     pub fn expiration(value: &SecretMap) -> Option<SystemTime> {
-        if let Some(text) = value.expose(EXPIRATION).map(str::trim)
-            && !text.is_empty()
-        {
-            if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-                return Some(t.with_timezone(&Utc).into());
-            }
-            if let Ok(secs) = text.parse::<u64>() {
-                return Some(UNIX_EPOCH + Duration::from_secs(secs));
-            }
-        }
-        let der = leaf_der(value.expose(CERTIFICATE)?).ok()?;
-        let (_, cert) = X509Certificate::from_der(&der).ok()?;
-        let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
-        Some(UNIX_EPOCH + Duration::from_secs(secs))
+        crate::cert::expiration(value)
     }
 }
 
@@ -556,26 +540,6 @@ fn verify_chain<'c, 'a>(
         child = parent;
     }
     direct.ok_or_else(|| "no issuer found in caChain".to_owned())
-}
-
-/// DER of the first certificate of a PEM text.
-fn leaf_der(pem: &str) -> Result<Vec<u8>, String> {
-    certificate_ders(pem)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| "the certificate is not a PEM certificate".to_owned())
-}
-
-/// DER of every `CERTIFICATE` block of a PEM text (other blocks are skipped).
-fn certificate_ders(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    for block in Pem::iter_from_buffer(pem.as_bytes()) {
-        let block = block.map_err(|e| format!("invalid PEM: {e}"))?;
-        if block.label == "CERTIFICATE" {
-            out.push(block.contents);
-        }
-    }
-    Ok(out)
 }
 
 /// The first common name of the certificate's subject, else the whole subject.
@@ -657,6 +621,8 @@ impl IssuingTarget for PkiTarget {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]

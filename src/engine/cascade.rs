@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::{Engine, RotationOutcome, RotationRequest};
+use super::{Engine, RotationId, RotationOutcome, RotationRequest};
 use crate::policy::{PolicySet, ValidatedPolicy};
 
 /// The request a dependent of `parent` rotates under: `request`'s, with its reason
@@ -43,7 +43,7 @@ impl Engine {
         let Some(parent) = outcome.rotation.as_ref().filter(|_| outcome.succeeded()) else {
             return done;
         };
-        let mut queue: VecDeque<(String, String, String)> = policy
+        let mut queue: VecDeque<(String, String, RotationId)> = policy
             .spec
             .cascade
             .iter()

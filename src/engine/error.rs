@@ -76,7 +76,7 @@ pub enum EngineError {
         /// Policy.
         policy: String,
         /// The open rotation.
-        rotation_id: String,
+        rotation_id: RotationId,
         /// Its status.
         status: &'static str,
         /// Its step.
@@ -91,7 +91,7 @@ pub enum EngineError {
         /// Policy.
         policy: String,
         /// The waiting rotation.
-        rotation_id: String,
+        rotation_id: RotationId,
         /// End of the grace period (RFC 3339).
         until: String,
     },
@@ -140,7 +140,7 @@ pub enum EngineError {
     )]
     #[strum(serialize = "old_value_gone")]
     OldValueGone {
-        /// Rotation.
+        /// Rotation (or `retirement of <policy>`).
         rotation_id: String,
         /// `mount/path`.
         canonical: String,

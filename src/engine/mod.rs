@@ -29,8 +29,8 @@ use crate::vault::{Vault, VaultError};
 pub use self::error::EngineError;
 use self::failpoint::Moment;
 pub use self::journal::{
-    ConsumerRecord, ConsumerState, Journal, JournalError, Rotation, Status, Step, StepOutcome,
-    StepRecord, Trigger, Verification,
+    Check, ConsumerRecord, ConsumerState, Journal, JournalError, Rotation, RotationId, Status,
+    Step, StepOutcome, StepRecord, Trigger, Verification,
 };
 pub use self::retire::{EnableOutcome, RemovalState, RetireRequest, RetireState, Retirement};
 use self::runner::{StepFailure, StepResult};
@@ -183,8 +183,8 @@ pub struct Engine {
     evidence: std::sync::Arc<dyn Sink>,
 }
 
-fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+fn now() -> chrono::DateTime<chrono::Utc> {
+    crate::state::records::time::now()
 }
 
 impl Engine {
@@ -489,7 +489,7 @@ impl Engine {
         old: &SecretMap,
     ) -> Rotation {
         let vault_loc = &policy.spec.vault;
-        let rotation_id = ulid::Ulid::new().to_string();
+        let rotation_id = RotationId::generate();
         let started = now();
         Rotation {
             staging: self.state.location(state::Key::Staging {
@@ -516,8 +516,8 @@ impl Engine {
             steps: vec![StepRecord {
                 step: Step::Planned,
                 outcome: StepOutcome::Ok,
-                started_at: started.clone(),
-                finished_at: Some(started.clone()),
+                started_at: started,
+                finished_at: Some(started),
                 duration_ms: None,
                 detail: Some(format!("canonical version {version}")),
                 attempts: 1,
@@ -528,7 +528,7 @@ impl Engine {
             revoke_after: None,
             sessions_terminated: 0,
             error: None,
-            started_at: started.clone(),
+            started_at: started,
             updated_at: started,
             resumed: false,
             was_waiting: false,

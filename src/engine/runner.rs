@@ -12,7 +12,7 @@ use rand::Rng;
 use tracing::{info, warn};
 
 use super::failpoint::{self, Moment};
-use super::{Engine, EngineError, StepOutcome, StepRecord, Verification, now};
+use super::{Check, Engine, EngineError, StepOutcome, StepRecord, Verification, now};
 use crate::credentials::{AuthOutcome, CredentialError};
 use crate::evidence::{Event, Subject};
 use crate::vault::VaultError;
@@ -95,9 +95,9 @@ impl From<VaultError> for StepFailure {
 
 /// The verification record of a probe that must be refused: passed when the target
 /// refused it, inconclusive when the target gave no answer.
-pub(super) fn refusal_check(check: &str, outcome: &AuthOutcome) -> Verification {
+pub(super) fn refusal_check(check: Check, outcome: &AuthOutcome) -> Verification {
     Verification {
-        check: check.into(),
+        check,
         passed: matches!(outcome, AuthOutcome::Rejected { .. }),
         evidence: outcome.evidence(),
         inconclusive: matches!(outcome, AuthOutcome::Unreachable { .. }),
@@ -182,60 +182,11 @@ where
     done
 }
 
-/// The progress fields of one journaled step entry, to update in place.
-pub(super) struct Progress<'a> {
-    pub(super) outcome: &'a mut StepOutcome,
-    pub(super) started_at: &'a mut String,
-    pub(super) finished_at: &'a mut Option<String>,
-    pub(super) duration_ms: &'a mut Option<f64>,
-    pub(super) detail: &'a mut Option<String>,
-    pub(super) attempts: &'a mut u32,
-}
-
-/// One step's entry in a journaled record ([`StepRecord`], a retirement's
-/// [`super::retire::RetireStepRecord`]).
-pub(super) trait StepEntry: Sized {
-    /// The record's step type.
-    type Step: Copy + PartialEq;
-    /// A first attempt of `step`, begun at `at`.
-    fn begun(step: Self::Step, at: String) -> Self;
-    /// Which step it is, and its progress.
-    fn progress(&mut self) -> (Self::Step, Progress<'_>);
-}
-
-impl StepEntry for StepRecord {
-    type Step = super::Step;
-
-    fn begun(step: super::Step, at: String) -> Self {
-        StepRecord {
-            step,
-            outcome: StepOutcome::Begun,
-            started_at: at,
-            finished_at: None,
-            duration_ms: None,
-            detail: None,
-            attempts: 1,
-        }
-    }
-
-    fn progress(&mut self) -> (super::Step, Progress<'_>) {
-        let progress = Progress {
-            outcome: &mut self.outcome,
-            started_at: &mut self.started_at,
-            finished_at: &mut self.finished_at,
-            duration_ms: &mut self.duration_ms,
-            detail: &mut self.detail,
-            attempts: &mut self.attempts,
-        };
-        (self.step, progress)
-    }
-}
-
 /// A journaled record with steps, driven by [`Engine::run_steps`] (one rotation run,
 /// one retirement run).
 pub(super) trait StepRun {
     /// A step entry of the record.
-    type Entry: StepEntry;
+    type Step: Copy + PartialEq;
     /// Whether a step begun again (after a crash or a failure) restarts its clock
     /// (`started_at`, `finished_at`); otherwise it keeps the first start.
     const RESTART_CLOCK: bool;
@@ -252,7 +203,7 @@ pub(super) trait StepRun {
     /// Whether a transient failure of `step` is retried within this run.
     fn retried(step: StepOf<Self>) -> bool;
     /// The record's step entries, in order.
-    fn entries(&mut self) -> &mut Vec<Self::Entry>;
+    fn entries(&mut self) -> &mut Vec<StepRecord<Self::Step>>;
     /// The record, as the step events name it.
     fn subject(&self) -> Subject<'_>;
     /// Whether `step`'s "begun" must be journaled before it runs.
@@ -290,36 +241,43 @@ pub(super) trait StepRun {
 }
 
 /// The step type of a [`StepRun`].
-pub(super) type StepOf<R> = <<R as StepRun>::Entry as StepEntry>::Step;
+pub(super) type StepOf<R> = <R as StepRun>::Step;
 
 /// Marks `step` begun in `run`'s record: a fresh entry, or the last one again when it
 /// is the same step not yet done. Returns the attempt number.
 fn begin<R: StepRun>(run: &mut R, step: StepOf<R>) -> u32 {
     let entries = run.entries();
-    if let Some(last) = entries.last_mut() {
-        let (last_step, p) = last.progress();
-        if last_step == step && *p.outcome != StepOutcome::Ok {
-            *p.outcome = StepOutcome::Begun;
-            *p.attempts += 1;
-            if R::RESTART_CLOCK {
-                *p.started_at = now();
-                *p.finished_at = None;
-            }
-            return *p.attempts;
+    if let Some(last) = entries.last_mut()
+        && last.step == step
+        && last.outcome != StepOutcome::Ok
+    {
+        last.outcome = StepOutcome::Begun;
+        last.attempts += 1;
+        if R::RESTART_CLOCK {
+            last.started_at = now();
+            last.finished_at = None;
         }
+        return last.attempts;
     }
-    entries.push(R::Entry::begun(step, now()));
+    entries.push(StepRecord {
+        step,
+        outcome: StepOutcome::Begun,
+        started_at: now(),
+        finished_at: None,
+        duration_ms: None,
+        detail: None,
+        attempts: 1,
+    });
     1
 }
 
 /// Records the end of the last step entry.
 fn end<R: StepRun>(run: &mut R, outcome: StepOutcome, detail: String, duration_ms: f64) {
     let last = run.entries().last_mut().expect("a step entry was begun");
-    let (_, p) = last.progress();
-    *p.finished_at = Some(now());
-    *p.duration_ms = Some(duration_ms);
-    *p.outcome = outcome;
-    *p.detail = Some(detail);
+    last.finished_at = Some(now());
+    last.duration_ms = Some(duration_ms);
+    last.outcome = outcome;
+    last.detail = Some(detail);
 }
 
 impl Engine {
@@ -478,7 +436,7 @@ mod tests {
     }
 
     impl StepRun for Fake {
-        type Entry = StepRecord;
+        type Step = Step;
         const RESTART_CLOCK: bool = false;
         const JOURNAL_EACH_END: bool = false;
 
@@ -662,7 +620,10 @@ mod tests {
         let applied = &run.rotation.steps[1];
         assert_eq!((applied.step, applied.attempts), (Step::Applied, 2));
         // A rotation keeps the first start of a step begun again.
-        assert_eq!(applied.started_at, started);
+        assert_eq!(
+            crate::state::records::time::format(&applied.started_at),
+            started
+        );
         assert_eq!(run.rotation.steps.len(), 3);
     }
 }

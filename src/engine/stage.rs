@@ -265,7 +265,7 @@ impl Engine {
             return Ok(StepResult::Ok(notes.join("; ")));
         }
         let outcome = run.credential.login(&run.old).await?;
-        let check = refusal_check("old_credential_rejected", &outcome);
+        let check = refusal_check(Check::OldCredentialRejected, &outcome);
         self.report(&Event::Verified {
             subject: Subject::Rotation(&run.rotation),
             check: &check,

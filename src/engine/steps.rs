@@ -36,7 +36,7 @@ impl Engine {
                     let credential = credential?;
                     let old = old?
                         .ok_or_else(|| EngineError::OldValueGone {
-                            rotation_id: rotation.rotation_id.clone(),
+                            rotation_id: rotation.rotation_id.to_string(),
                             canonical: rotation.canonical.clone(),
                             version: rotation.canonical_version,
                         })?
@@ -239,7 +239,7 @@ impl Engine {
                 run.rotation.error = Some(rollback_reason(error).to_owned());
             }
             let check = Verification {
-                check: "old_credential_restored".into(),
+                check: Check::OldCredentialRestored,
                 passed,
                 evidence: evidence.clone(),
                 inconclusive,
@@ -303,7 +303,7 @@ pub(super) fn journaled_first(step: Step, run: &Run<'_>) -> bool {
 }
 
 impl StepRun for Run<'_> {
-    type Entry = StepRecord;
+    type Step = Step;
     const RESTART_CLOCK: bool = false;
     const JOURNAL_EACH_END: bool = false;
 

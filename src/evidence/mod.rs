@@ -31,12 +31,12 @@ use tracing::{debug, error};
 use crate::audit::{AuditError, AuditEvent, AuditLog};
 pub use crate::audit::{AuthMethod, VaultIdentity};
 use crate::consumers::ConsumerKind;
-use crate::engine::{
-    ConsumerRecord, ConsumerState, Retirement, Rotation, Status, StepOutcome, Trigger, Verification,
-};
 use crate::metrics::Metrics;
 use crate::notify::{Notification, Notifier, NotifyEvent};
 use crate::policy::ValidatedPolicy;
+use crate::state::records::{
+    ConsumerRecord, ConsumerState, Retirement, Rotation, Status, StepOutcome, Trigger, Verification,
+};
 
 /// The environment variable naming the CLI's audit log (`--audit-log`).
 pub const AUDIT_LOG_ENV: &str = "ROTOR_AUDIT_LOG";

@@ -78,7 +78,7 @@ pub use client::{AgentClient, RemoteError};
 
 use crate::agent::{Control, ControlError, Readiness};
 use crate::api::{ErrorBody, Health};
-use crate::engine::Trigger;
+use crate::engine::{RotationId, Trigger};
 
 /// Where `rotor run` listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
@@ -169,7 +169,7 @@ pub struct RequestAudit {
     pub policy: Option<String>,
     /// The rotation concerned, if known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
+    pub rotation_id: Option<RotationId>,
     /// For rotate requests: `on_demand` or `compromise`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,

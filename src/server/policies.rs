@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::call::{Call, invalid, no_policy, trigger_of};
 use super::{Denial, Outcome};
 use crate::api::{ReleaseBody, Released, RotateBody};
-use crate::engine::{Rotation, RotationRequest};
+use crate::engine::{Rotation, RotationId, RotationRequest};
 
 pub(super) async fn list_policies(call: Call) -> Response {
     let visible: Vec<_> = call
@@ -125,7 +125,7 @@ async fn release_checked(call: &mut Call, name: &str, body: &Bytes) -> Result<Re
 
 pub(super) async fn get_rotation(call: Call, Path(id): Path<String>) -> Response {
     let mut call = call;
-    call.record.rotation_id = Some(id.clone());
+    call.record.rotation_id = Some(RotationId::from(id.as_str()));
     let result = visible_rotation(&mut call, &id).await;
     match result {
         Ok(rotation) => {

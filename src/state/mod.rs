@@ -13,6 +13,7 @@
 //! where it is, never what it holds: it is never read as "no record".
 
 pub mod memory;
+pub mod records;
 mod vault;
 
 use std::fmt;

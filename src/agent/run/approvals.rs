@@ -10,7 +10,7 @@ use crate::agent::Control;
 use crate::agent::approval::ApprovalCaller;
 use crate::agent::{Accepted, ControlError};
 use crate::audit::AuditEvent;
-use crate::engine::{RotationRequest, Trigger};
+use crate::engine::{RotationId, RotationRequest, Trigger};
 use crate::notify::NotifyEvent;
 
 impl Agent {
@@ -144,7 +144,7 @@ impl Agent {
                 record.policy, caller.actor, record.required
             )),
         });
-        let answer = |state: &str, rotation_id: Option<String>| Accepted {
+        let answer = |state: &str, rotation_id: Option<RotationId>| Accepted {
             rotation_id,
             state: state.to_owned(),
             request_id: Some(record.id.clone()),

@@ -3,8 +3,6 @@
 
 use chrono::{DateTime, Utc};
 
-use super::rfc3339;
-
 use crate::agent::approval::ApprovalStore;
 use crate::agent::quarantine::{Quarantine, QuarantineStore};
 use crate::engine::{
@@ -145,7 +143,7 @@ impl Executor for Engine {
             Some(before) => format!("{before}; {note}"),
             None => note.to_owned(),
         });
-        r.updated_at = rfc3339(Utc::now());
+        r.updated_at = crate::state::records::time::now();
         self.journal().write(&r, version).await?;
         Ok(Some(r))
     }

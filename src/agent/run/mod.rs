@@ -19,9 +19,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use super::RotationSummary;
 use super::approval::Approvals;
 use super::quarantine::Quarantine;
-use super::RotationSummary;
 use crate::audit::{AuditEvent, AuditLog};
 use crate::engine::{Retirement, Rotation, RotationRequest};
 use crate::metrics::Metrics;
@@ -278,7 +278,7 @@ fn summary(r: &Rotation) -> RotationSummary {
             r.status.as_str().into()
         },
         trigger: r.trigger.as_str().into(),
-        updated_at: r.updated_at.clone(),
+        updated_at: crate::state::records::time::format(&r.updated_at),
     }
 }
 
@@ -500,7 +500,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// What the API shows about a retired policy.
 fn retired_text(r: &Retirement) -> String {
-    retired_words(r.state.as_str(), &r.started_at, &r.actor, &r.reason)
+    let since = crate::state::records::time::format(&r.started_at);
+    retired_words(r.state.as_str(), &since, &r.actor, &r.reason)
 }
 
 fn retired_words(state: &str, since: &str, actor: &str, reason: &str) -> String {

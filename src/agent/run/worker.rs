@@ -15,7 +15,7 @@ use super::{
 
 use crate::agent::quarantine::{Quarantine, immediate_reason};
 use crate::audit::AuditEvent;
-use crate::engine::{EngineError, Rotation, RotationRequest, Status, Trigger};
+use crate::engine::{EngineError, Rotation, RotationId, RotationRequest, Status, Trigger};
 use crate::notify::{Notification, NotifyEvent};
 use crate::policy::ValidatedPolicy;
 use crate::schedule;
@@ -296,7 +296,7 @@ impl Inner {
     pub(super) async fn maybe_quarantine(
         &self,
         policy: &ValidatedPolicy,
-        immediate: Option<(String, String)>,
+        immediate: Option<(String, RotationId)>,
     ) {
         let q = {
             let st = self.lock();
@@ -408,11 +408,9 @@ impl Inner {
     pub(super) fn restore_gauges(&self, policy: &ValidatedPolicy, r: &Rotation) {
         self.metrics
             .set_old_credential_valid(&policy.name, old_accepted(r));
-        if r.status == Status::Completed
-            && let Ok(t) = DateTime::parse_from_rfc3339(&r.updated_at)
-        {
+        if r.status == Status::Completed {
             self.metrics
-                .set_last_success(&policy.name, t.timestamp() as f64);
+                .set_last_success(&policy.name, r.updated_at.timestamp() as f64);
         }
     }
 

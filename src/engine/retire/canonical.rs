@@ -7,8 +7,9 @@ impl Engine {
     /// kept) and reports how many versions Vault keeps.
     pub(super) async fn mark_canonical(&self, run: &mut Run<'_>) -> Result<String, StepFailure> {
         let r = &run.record;
+        let retired_at = time::format(&r.started_at);
         let mut marks = BTreeMap::from([
-            ("rotor_retired_at", r.started_at.clone()),
+            ("rotor_retired_at", retired_at.clone()),
             ("rotor_retired_by", cut(&r.actor)),
             ("rotor_retired_reason", cut(&r.reason)),
             ("rotor_retired_version", r.canonical_version.to_string()),
@@ -25,7 +26,7 @@ impl Engine {
         self.set_custom_metadata(&loc.mount, &loc.path, metadata)
             .await?;
         let (read_back, _) = self.canonical_metadata(&loc.mount, &loc.path).await?;
-        if read_back.get("rotor_retired_at").and_then(Value::as_str) != Some(&r.started_at) {
+        if read_back.get("rotor_retired_at").and_then(Value::as_str) != Some(&retired_at) {
             return Err(StepFailure::retryable(
                 format!(
                     "{}: the retired marks did not read back from its metadata",

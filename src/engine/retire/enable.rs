@@ -74,7 +74,7 @@ impl Engine {
             let started = record
                 .enable
                 .as_ref()
-                .map(|e| e.started_at.clone())
+                .map(|e| e.started_at)
                 .unwrap_or_default();
             failpoint::hit_at("enable", Moment::Begun);
 
@@ -96,7 +96,7 @@ impl Engine {
                 }
             }
 
-            let outcome = match self.enable_rotation(policy, &started, rotation).await? {
+            let outcome = match self.enable_rotation(policy, started, rotation).await? {
                 Ok(o) => o,
                 Err(e) => {
                     let text = crate::error_chain(&e);
@@ -147,12 +147,11 @@ impl Engine {
     pub(super) async fn enable_rotation(
         &self,
         policy: &ValidatedPolicy,
-        started: &str,
+        started: chrono::DateTime<chrono::Utc>,
         request: RotationRequest,
     ) -> Result<Result<RotationOutcome, EngineError>, EngineError> {
         let (last, _) = self.journal.load(&policy.name).await?;
-        let reused =
-            last.filter(|r| r.started_at.as_str() >= started && r.promoted_version.is_some());
+        let reused = last.filter(|r| r.started_at >= started && r.promoted_version.is_some());
         Ok(match reused {
             Some(r) if r.status.is_open() => Ok(RotationOutcome {
                 resumed: None,

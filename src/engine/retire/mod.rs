@@ -34,7 +34,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -44,13 +44,16 @@ mod steps;
 
 use super::failpoint::{self, Moment};
 use super::runner::{StepFailure, StepRun, refusal_check};
-use super::{
-    Engine, EngineError, RotationOutcome, RotationRequest, StepOutcome, Trigger, Verification, now,
-};
+use super::{Check, Engine, EngineError, RotationOutcome, RotationRequest, Trigger, now};
 use crate::credentials::{AuthOutcome, Credential};
 use crate::evidence::{AuthMethod, Event, Requester, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
+use crate::state::records::time;
+pub use crate::state::records::{
+    ConsumerRemoval, Enablement, RemovalState, RetireState, RetireStep, RetireStepRecord,
+    Retirement,
+};
 use crate::state::{self, Key, StateError, Store, VaultStore};
 use crate::vault::{AuthAs, Vault, VaultError};
 
@@ -98,73 +101,7 @@ impl RetireRequest {
     }
 }
 
-/// Where a policy's retirement stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetireState {
-    /// Steps are running (or a run was interrupted; the next one continues).
-    Retiring,
-    /// Every step done: the credential is refused, the consumers hold nothing.
-    Retired,
-    /// The retired credential was still accepted; the next run starts over.
-    Failed,
-    /// `rotor enable` is running (or was interrupted; the next one continues).
-    Enabling,
-    /// Enabled again; the record stays as history.
-    Enabled,
-}
-
-impl RetireState {
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetireState::Retiring => "retiring",
-            RetireState::Retired => "retired",
-            RetireState::Failed => "failed",
-            RetireState::Enabling => "enabling",
-            RetireState::Enabled => "enabled",
-        }
-    }
-
-    /// Whether rotations of the policy are refused in this state (all but `enabled`).
-    pub fn is_inactive(self) -> bool {
-        self != RetireState::Enabled
-    }
-}
-
-/// The steps of a retirement, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RetireStep {
-    /// The credential is disabled on its target; sessions ended.
-    Disabled,
-    /// The consumers no longer hold what rotor pushed.
-    ConsumersRemoved,
-    /// The canonical copy is marked retired (custom metadata).
-    Marked,
-    /// The last credential was tried and refused.
-    Verified,
-}
-
 impl RetireStep {
-    /// Every step, in order.
-    pub const ALL: [RetireStep; 4] = [
-        RetireStep::Disabled,
-        RetireStep::ConsumersRemoved,
-        RetireStep::Marked,
-        RetireStep::Verified,
-    ];
-
-    /// The step's name as journaled.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RetireStep::Disabled => "disabled",
-            RetireStep::ConsumersRemoved => "consumers_removed",
-            RetireStep::Marked => "marked",
-            RetireStep::Verified => "verified",
-        }
-    }
-
     /// The crash-test failpoint name (`ROTOR_FAILPOINT=retire_disabled:effect`).
     fn failpoint(self) -> &'static str {
         match self {
@@ -172,171 +109,6 @@ impl RetireStep {
             RetireStep::ConsumersRemoved => "retire_consumers_removed",
             RetireStep::Marked => "retire_marked",
             RetireStep::Verified => "retire_verified",
-        }
-    }
-}
-
-/// One step's entry in the record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RetireStepRecord {
-    /// Which step.
-    pub step: RetireStep,
-    /// How it went (`begun` until it ends).
-    pub outcome: StepOutcome,
-    /// When it began (RFC 3339).
-    pub started_at: String,
-    /// When it ended (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    /// Wall time in this process, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<f64>,
-    /// What happened (never a secret).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// How many times it was begun.
-    pub attempts: u32,
-}
-
-/// Where a retirement's removal stands at one consumer. Written as its `snake_case`
-/// name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RemovalState {
-    /// It was there; now it is gone, read back.
-    Removed,
-    /// Nothing was there.
-    Absent,
-    /// The removal failed; the next run tries again.
-    Failed,
-}
-
-impl RemovalState {
-    /// The name written in the record (`removed`, `absent`, `failed`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RemovalState::Removed => "removed",
-            RemovalState::Absent => "absent",
-            RemovalState::Failed => "failed",
-        }
-    }
-}
-
-impl std::fmt::Display for RemovalState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What happened at one consumer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ConsumerRemoval {
-    /// The consumer, described (`kubernetes secret ns/name`).
-    pub consumer: String,
-    /// Where the removal stands there.
-    pub state: RemovalState,
-    /// Attempts so far.
-    pub attempts: u32,
-    /// What was done.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// `rotor enable`'s part of the record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Enablement {
-    /// Who.
-    pub actor: String,
-    /// Why.
-    pub reason: String,
-    /// Ticket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ticket: Option<String>,
-    /// When it began (RFC 3339).
-    pub started_at: String,
-    /// When the policy was enabled (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<String>,
-    /// What was lifted on the target's accounts (`LOGIN`, unlock, `on`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accounts: Option<String>,
-    /// The rotation that made the credential work again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rotation_id: Option<String>,
-    /// Why the last attempt failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// A policy's retirement record (also the report `rotor retire` prints and the
-/// `policy_retired` audit event). Never holds a secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Retirement {
-    /// Policy name.
-    pub policy: String,
-    /// Credential kind.
-    pub kind: String,
-    /// Strategy.
-    pub strategy: String,
-    /// Where it stands.
-    pub state: RetireState,
-    /// Who retired it.
-    pub actor: String,
-    /// Why.
-    pub reason: String,
-    /// Ticket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ticket: Option<String>,
-    /// Canonical path `mount/path`.
-    pub canonical: String,
-    /// The canonical version holding the retired credential (kept, like every other).
-    pub canonical_version: u64,
-    /// HMAC fingerprint of the retired value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    /// The accounts disabled (password kinds).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub accounts: Vec<String>,
-    /// A rotation left open that was finished (old credential revoked at once) first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_rotation: Option<String>,
-    /// When the retirement began (RFC 3339).
-    pub started_at: String,
-    /// When it was complete (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retired_at: Option<String>,
-    /// Last write (RFC 3339).
-    pub updated_at: String,
-    /// How many runs worked on it (more than one after a crash or a failure).
-    pub runs: u32,
-    /// Steps so far, in order.
-    pub steps: Vec<RetireStepRecord>,
-    /// Per consumer.
-    #[serde(default)]
-    pub consumers: Vec<ConsumerRemoval>,
-    /// The target's answers to the retired credential.
-    #[serde(default)]
-    pub verification: Vec<Verification>,
-    /// Why the last run failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The enable, once asked for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enable: Option<Enablement>,
-}
-
-impl Retirement {
-    /// The step to run next: a begun one again, else the one after the last done.
-    fn next_step(&self) -> Option<RetireStep> {
-        match self.steps.last() {
-            None => Some(RetireStep::Disabled),
-            Some(r) if matches!(r.outcome, StepOutcome::Begun | StepOutcome::Failed) => {
-                Some(r.step)
-            }
-            Some(r) => RetireStep::ALL.iter().copied().find(|s| *s > r.step),
         }
     }
 }
@@ -455,7 +227,7 @@ impl Engine {
             Some(r) if r.state.is_inactive() => Err(EngineError::Retired {
                 policy: policy.name.clone(),
                 state: r.state.as_str(),
-                since: r.started_at,
+                since: time::format(&r.started_at),
                 actor: r.actor,
                 reason: r.reason,
             }),
@@ -585,7 +357,7 @@ impl Engine {
             fingerprint: Some(self.fingerprints.fingerprint_map(&current.data)),
             accounts: credential.accounts(),
             finished_rotation: finished.map(|r| r.rotation_id),
-            started_at: started.clone(),
+            started_at: started,
             retired_at: None,
             updated_at: started,
             runs: 1,
@@ -602,6 +374,7 @@ impl Engine {
 mod tests {
     use super::canonical::cut;
     use super::*;
+    use crate::engine::StepOutcome;
 
     fn record(steps: &[(RetireStep, StepOutcome)]) -> Retirement {
         Retirement {
@@ -617,16 +390,16 @@ mod tests {
             fingerprint: None,
             accounts: Vec::new(),
             finished_rotation: None,
-            started_at: "t".into(),
+            started_at: chrono::DateTime::UNIX_EPOCH,
             retired_at: None,
-            updated_at: "t".into(),
+            updated_at: chrono::DateTime::UNIX_EPOCH,
             runs: 1,
             steps: steps
                 .iter()
                 .map(|(step, outcome)| RetireStepRecord {
                     step: *step,
                     outcome: *outcome,
-                    started_at: "t".into(),
+                    started_at: chrono::DateTime::UNIX_EPOCH,
                     finished_at: None,
                     duration_ms: None,
                     detail: None,

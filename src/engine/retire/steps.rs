@@ -3,36 +3,8 @@
 //! target refuses the retired credential.
 
 use super::*;
-use crate::engine::runner::{ConsumerEntry, Progress, StepEntry, StepResult, each_consumer};
+use crate::engine::runner::{ConsumerEntry, StepResult, each_consumer};
 use crate::evidence::Subject;
-
-impl StepEntry for RetireStepRecord {
-    type Step = RetireStep;
-
-    fn begun(step: RetireStep, at: String) -> Self {
-        RetireStepRecord {
-            step,
-            outcome: StepOutcome::Begun,
-            started_at: at,
-            finished_at: None,
-            duration_ms: None,
-            detail: None,
-            attempts: 1,
-        }
-    }
-
-    fn progress(&mut self) -> (RetireStep, Progress<'_>) {
-        let progress = Progress {
-            outcome: &mut self.outcome,
-            started_at: &mut self.started_at,
-            finished_at: &mut self.finished_at,
-            duration_ms: &mut self.duration_ms,
-            detail: &mut self.detail,
-            attempts: &mut self.attempts,
-        };
-        (self.step, progress)
-    }
-}
 
 impl ConsumerEntry for ConsumerRemoval {
     fn progress(&self) -> (&str, u32, bool) {
@@ -45,7 +17,7 @@ impl ConsumerEntry for ConsumerRemoval {
 }
 
 impl StepRun for Run<'_> {
-    type Entry = RetireStepRecord;
+    type Step = RetireStep;
     const RESTART_CLOCK: bool = true;
     const JOURNAL_EACH_END: bool = true;
 
@@ -180,11 +152,11 @@ impl Engine {
     /// Tries the retired credential (and, for `alternating`, the other account's last
     /// known password) against the target: each must be refused.
     pub(super) async fn prove_refused(&self, run: &mut Run<'_>) -> Result<String, StepFailure> {
-        let mut probes = vec![("retired_credential_rejected", run.current.clone())];
+        let mut probes = vec![(Check::RetiredCredentialRejected, run.current.clone())];
         if let Some(other) = run.credential.other_account(&run.current)
             && let Some(value) = self.last_value_of(run, &other).await?
         {
-            probes.push(("other_account_rejected", value));
+            probes.push((Check::OtherAccountRejected, value));
         }
         let mut notes = Vec::new();
         let mut still = Vec::new();
@@ -199,7 +171,7 @@ impl Engine {
                 check: &verification,
             });
             run.record.verification.push(verification);
-            let label = who.map_or_else(|| check.to_owned(), |u| format!("{check} ({u})"));
+            let label = who.map_or_else(|| check.to_string(), |u| format!("{check} ({u})"));
             match outcome {
                 AuthOutcome::Rejected { .. } => notes.push(format!("{label}: {evidence}")),
                 AuthOutcome::Accepted => still.push(label),

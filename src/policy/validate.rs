@@ -145,6 +145,20 @@ impl Validator {
         }
     }
 
+    /// An optional text field: `default` when it is absent, else checked by
+    /// [`Validator::non_empty`].
+    pub(in crate::policy) fn non_empty_or(
+        &mut self,
+        s: Option<&Located<String>>,
+        expected: &str,
+        default: &str,
+    ) -> Option<String> {
+        match s {
+            Some(s) => self.non_empty(s, expected),
+            None => Some(default.to_owned()),
+        }
+    }
+
     /// A duration no longer than `bound` (every duration field has one, so that times
     /// computed from policies stay on the calendar).
     pub(in crate::policy) fn duration(

@@ -18,6 +18,7 @@ pub mod kinds;
 mod load;
 mod model;
 mod raw;
+mod shared;
 mod template;
 mod validate;
 pub(crate) mod yaml;

@@ -1,13 +1,13 @@
 //! `{{ var }}` templates: literal text with variable references, rendered from a
 //! [`SecretMap`]. No logic, no filters, no escapes: `{{` always opens a reference.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
+use super::shared::SharedValues;
 use crate::secret::{SecretMap, SecretString};
 
 /// A parsed template such as `postgres://{{ username }}:{{ password }}@db:5432/app`.
@@ -42,10 +42,8 @@ impl PartialEq for Template {
 
 impl Eq for Template {}
 
-/// Parsed templates by the hash of their source, shared by every loaded policy that
-/// writes the same one. Only the hash is kept as the key, so a template no other policy
-/// shares costs no second copy.
-static TEMPLATES: LazyLock<Mutex<HashMap<u64, Weak<Parsed>>>> = LazyLock::new(Mutex::default);
+/// Parsed templates, shared by every loaded policy that writes the same source.
+static TEMPLATES: SharedValues<Parsed> = SharedValues::new();
 
 /// Failures of [`Template::parse`] and [`Template::render`]. Never carries a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
@@ -82,7 +80,8 @@ impl TemplateError {
     }
 }
 
-fn is_identifier(s: &str) -> bool {
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+pub(in crate::policy) fn is_identifier(s: &str) -> bool {
     let mut chars = s.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -92,30 +91,16 @@ impl Template {
     /// Parses `source`. Variable names are identifiers (`[A-Za-z_][A-Za-z0-9_]*`),
     /// optionally padded with spaces inside the braces.
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
-        use std::hash::{DefaultHasher, Hash, Hasher};
-        let mut h = DefaultHasher::new();
-        source.hash(&mut h);
-        let key = h.finish();
-        // A poisoned lock still holds whole entries: each is inserted in one step.
-        let mut known = TEMPLATES.lock().unwrap_or_else(PoisonError::into_inner);
-        let shared = known.get(&key).and_then(Weak::upgrade);
-        if let Some(parsed) = &shared
-            && *parsed.source == *source
-        {
-            return Ok(Template(Arc::clone(parsed)));
-        }
-        let parsed = Arc::new(Parsed {
-            source: source.into(),
-            parts: parse_parts(source)?.into_boxed_slice(),
-        });
-        // Another template with the same hash keeps its place; this one is not shared.
-        if shared.is_none() {
-            if known.len() >= 1024 && known.len().is_power_of_two() {
-                // Templates no loaded policy uses any more.
-                known.retain(|_, t| t.strong_count() > 0);
-            }
-            known.insert(key, Arc::downgrade(&parsed));
-        }
+        let parsed = TEMPLATES.share(
+            source,
+            |parsed, source| *parsed.source == **source,
+            |source| {
+                Ok(Parsed {
+                    source: source.into(),
+                    parts: parse_parts(source)?.into_boxed_slice(),
+                })
+            },
+        )?;
         Ok(Template(parsed))
     }
 

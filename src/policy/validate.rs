@@ -10,15 +10,17 @@ mod consumer;
 mod notify;
 mod schedule;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::duration::{DURATION_EXPECTED, DurationBound, parse_duration};
 use super::model::*;
 use super::raw::*;
-use super::template::Template;
+use super::shared::SharedValues;
+use super::template::{Template, is_identifier};
 use super::yaml::{Checked, DeError, Located, Pos, ScalarText};
 
 /// Expected text for a reference.
@@ -52,12 +54,6 @@ fn is_dns_label(s: &str) -> bool {
 
 pub(in crate::policy) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-fn is_identifier(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A Kubernetes label name segment: `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, ≤ 63.
@@ -142,6 +138,20 @@ impl Validator {
             None
         } else {
             Some(s.value.clone())
+        }
+    }
+
+    /// An optional text field: `default` when it is absent, else checked by
+    /// [`Validator::non_empty`].
+    pub(in crate::policy) fn non_empty_or(
+        &mut self,
+        s: Option<&Located<String>>,
+        expected: &str,
+        default: &str,
+    ) -> Option<String> {
+        match s {
+            Some(s) => self.non_empty(s, expected),
+            None => Some(default.to_owned()),
         }
     }
 
@@ -538,34 +548,19 @@ impl Validator {
     }
 }
 
-/// Label sets of loaded policies by their hash, shared by every policy that carries
-/// the same set. Only the hash is kept as the key, so a set no other policy shares costs
-/// no second copy.
-static LABELS: LazyLock<Mutex<HashMap<u64, Weak<LabelSet>>>> = LazyLock::new(Mutex::default);
+/// Label sets of loaded policies, shared by every policy that carries the same set.
+static LABELS: SharedValues<LabelSet> = SharedValues::new();
 
 /// `metadata.labels`.
 type LabelSet = BTreeMap<String, String>;
 
 /// `labels`, or the equal set already loaded.
 fn shared_labels(labels: LabelSet) -> Arc<LabelSet> {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    labels.hash(&mut h);
-    let key = h.finish();
-    // A poisoned lock still holds whole entries: each is inserted in one step.
-    let mut known = LABELS.lock().unwrap_or_else(PoisonError::into_inner);
-    match known.get(&key).and_then(Weak::upgrade) {
-        Some(shared) if *shared == labels => return shared,
-        // Another set with the same hash: this one is simply not shared.
-        Some(_) => return Arc::new(labels),
-        None => {}
-    }
-    let shared = Arc::new(labels);
-    if known.len() >= 1024 && known.len().is_power_of_two() {
-        // Sets no loaded policy carries any more.
-        known.retain(|_, l| l.strong_count() > 0);
-    }
-    known.insert(key, Arc::downgrade(&shared));
+    let Ok(shared) = LABELS.share(
+        labels,
+        |loaded, labels| loaded == labels,
+        Ok::<_, Infallible>,
+    );
     shared
 }
 

@@ -48,19 +48,18 @@ impl Vault {
             .version(version)
             .build()
             .map_err(|e| VaultError::Config(e.to_string()))?;
+        let failed = |detail: String| VaultError::Read {
+            mount: mount.into(),
+            path: path.into(),
+            detail,
+        };
         match vaultrs::api::exec_with_result(self.client().as_ref(), endpoint).await {
             Ok(res) => {
                 let data = match res.data {
                     Value::Object(map) => map,
                     // A deleted version reads back with `data: null`.
                     Value::Null => return Ok(None),
-                    _ => {
-                        return Err(VaultError::Read {
-                            mount: mount.into(),
-                            path: path.into(),
-                            detail: "the secret's data is not a JSON object".into(),
-                        });
-                    }
+                    _ => return Err(failed("the secret's data is not a JSON object".into())),
                 };
                 Ok(Some(KvEntry {
                     data,
@@ -70,11 +69,7 @@ impl Vault {
                 }))
             }
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(VaultError::Read {
-                mount: mount.into(),
-                path: path.into(),
-                detail: describe(&e),
-            }),
+            Err(e) => Err(failed(describe(&e))),
         }
     }
 
@@ -108,12 +103,17 @@ impl Vault {
         data: &Map<String, Value>,
         cas: Option<u64>,
     ) -> Result<u64, VaultError> {
+        let failed = |detail: String| VaultError::Write {
+            mount: mount.into(),
+            path: path.into(),
+            detail,
+        };
         let result = match cas {
             Some(v) => {
-                let cas32 = u32::try_from(v).map_err(|_| VaultError::Write {
-                    mount: mount.into(),
-                    path: path.into(),
-                    detail: format!("version {v} does not fit the check-and-set parameter"),
+                let cas32 = u32::try_from(v).map_err(|_| {
+                    failed(format!(
+                        "version {v} does not fit the check-and-set parameter"
+                    ))
                 })?;
                 vaultrs::kv2::set_with_options(
                     self.client().as_ref(),
@@ -133,11 +133,7 @@ impl Vault {
                 path: path.into(),
                 expected: cas.unwrap_or_default(),
             }),
-            Err(e) => Err(VaultError::Write {
-                mount: mount.into(),
-                path: path.into(),
-                detail: describe(&e),
-            }),
+            Err(e) => Err(failed(describe(&e))),
         }
     }
 

@@ -145,16 +145,13 @@ impl Vault {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let operation = format!("{method} {path}");
-        let resp = req.send().await.map_err(|e| VaultError::Request {
-            operation: operation.clone(),
+        let failed = |e: reqwest::Error| VaultError::Request {
+            operation: format!("{method} {path}"),
             detail: transport_detail(&e.without_url()),
-        })?;
+        };
+        let resp = req.send().await.map_err(failed)?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| VaultError::Request {
-            operation,
-            detail: transport_detail(&e.without_url()),
-        })?;
+        let body = resp.bytes().await.map_err(failed)?;
         Ok(RawResponse { status, body })
     }
 

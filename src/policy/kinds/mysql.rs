@@ -83,10 +83,11 @@ pub(super) fn validate(v: &mut Validator, r: &RawMysql, mount: &str) -> Option<M
     let tls = v.tls(conn.tls.as_ref());
     let admin_from = v.reference(&conn.admin_from, mount);
     let username = v.username(&r.username, 80);
-    let account_host = match &r.account_host {
-        Some(h) => v.non_empty(h, "an account host such as % or 10.0.0.%"),
-        None => Some("%".to_owned()),
-    };
+    let account_host = v.non_empty_or(
+        r.account_host.as_ref(),
+        "an account host such as % or 10.0.0.%",
+        "%",
+    );
     let password = v.password(r.password.as_ref());
     let (strategy, grace) = v.strategy_and_grace(CredentialKind::Mysql, r);
     Some(MysqlCredential {

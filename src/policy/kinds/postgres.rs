@@ -84,10 +84,7 @@ pub(super) fn validate(
     let conn = &r.connection.value;
     let host = v.host(&conn.host);
     let port = v.port(conn.port.as_ref(), 5432);
-    let database = match &conn.database {
-        Some(d) => v.non_empty(d, "a database name"),
-        None => Some("postgres".to_owned()),
-    };
+    let database = v.non_empty_or(conn.database.as_ref(), "a database name", "postgres");
     let tls = v.tls(conn.tls.as_ref());
     let admin_from = v.reference(&conn.admin_from, mount);
     let username = v.username(&r.username, 63);

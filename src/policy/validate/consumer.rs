@@ -198,10 +198,11 @@ impl Validator {
         {
             self.at(m, problem);
         }
-        let environment_scope = match &r.environment_scope {
-            Some(s) => self.non_empty(s, "an environment scope such as production or *"),
-            None => Some("*".to_owned()),
-        };
+        let environment_scope = self.non_empty_or(
+            r.environment_scope.as_ref(),
+            "an environment scope such as production or *",
+            "*",
+        );
         Some(GitlabConsumer {
             url: url?,
             token_from: token_from?,

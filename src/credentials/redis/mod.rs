@@ -47,7 +47,8 @@ use self::acl::{AclUser, password_hash, set_user, validate_user};
 use super::CredentialError;
 use super::adapters::PasswordTarget;
 use super::target::{
-    AbortOnDrop, AuthOutcome, CallTimeout, Endpoint, TargetTls, endpoint_accessors, log_login,
+    AbortOnDrop, AdminLogin, AuthOutcome, CallTimeout, Endpoint, TargetTls, endpoint_accessors,
+    log_login,
 };
 use crate::outside::System;
 use crate::secret::{SecretMap, SecretString};
@@ -268,7 +269,7 @@ fn transient(error: &::redis::RedisError) -> bool {
 #[derive(Clone)]
 pub struct RedisTarget {
     endpoint: Endpoint,
-    admin: Option<(String, SecretString)>,
+    admin: Option<AdminLogin>,
     connect_timeout: Duration,
 }
 
@@ -277,8 +278,7 @@ impl fmt::Debug for RedisTarget {
         f.debug_struct("RedisTarget")
             .field("host", &self.endpoint.host())
             .field("port", &self.endpoint.port())
-            .field("admin_username", &self.admin.as_ref().map(|(user, _)| user))
-            .field("admin_password", &self.admin.as_ref().map(|_| "[REDACTED]"))
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -326,7 +326,7 @@ impl RedisTarget {
         }
         Ok(Self {
             endpoint: Endpoint::new(host, port, System::Redis),
-            admin,
+            admin: admin.map(|(username, password)| AdminLogin { username, password }),
             connect_timeout: Endpoint::connect_limit(DEFAULT_CONNECT_TIMEOUT),
         })
     }
@@ -620,12 +620,12 @@ impl RedisTarget {
                 address: self.address(),
                 source,
             })?;
-            if let Some((user, password)) = &self.admin {
-                auth(&mut session.conn, user, password)
+            if let Some(admin) = &self.admin {
+                auth(&mut session.conn, &admin.username, &admin.password)
                     .await
                     .map_err(|source| RedisError::AdminLogin {
                         address: self.address(),
-                        user: user.clone(),
+                        user: admin.username.clone(),
                         source,
                     })?;
             }

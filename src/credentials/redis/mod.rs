@@ -34,7 +34,6 @@
 mod acl;
 mod persist;
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use ::redis::aio::MultiplexedConnection;
@@ -265,22 +264,13 @@ fn transient(error: &::redis::RedisError) -> bool {
         )
 }
 
-/// A Redis server and the admin credential rotor uses on it.
-#[derive(Clone)]
+/// A Redis server and the admin credential rotor uses on it. Its `Debug` shows the
+/// admin's username, never the password.
+#[derive(Debug, Clone)]
 pub struct RedisTarget {
     endpoint: Endpoint,
     admin: Option<AdminLogin>,
     connect_timeout: Duration,
-}
-
-impl fmt::Debug for RedisTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisTarget")
-            .field("host", &self.endpoint.host())
-            .field("port", &self.endpoint.port())
-            .field("admin", &self.admin)
-            .finish()
-    }
 }
 
 impl RedisTarget {

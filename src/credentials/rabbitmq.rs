@@ -374,12 +374,7 @@ impl RabbitmqTarget {
             source,
         };
         let response = self
-            .http
-            .put(self.api_url(&["users", user]))
-            .basic_auth(
-                &self.admin.username,
-                Some(self.admin.password.expose_secret()),
-            )
+            .admin_request(reqwest::Method::PUT, &["users", user])
             .json(&body)
             .send()
             .await
@@ -532,12 +527,7 @@ impl RabbitmqTarget {
             source,
         };
         let response = self
-            .http
-            .get(self.api_url(&["connections", name]))
-            .basic_auth(
-                &self.admin.username,
-                Some(self.admin.password.expose_secret()),
-            )
+            .admin_request(reqwest::Method::GET, &["connections", name])
             .send()
             .await
             .map_err(|e| list_error(HttpFailure::transport(e)))?;
@@ -552,6 +542,17 @@ impl RabbitmqTarget {
             .await
             .map_err(|e| list_error(HttpFailure::transport(e)))?;
         Ok(json.get("connected_at").and_then(serde_json::Value::as_u64))
+    }
+
+    /// A request to `…/api/<segments>` as the admin, for the calls the crate's client
+    /// does not offer.
+    fn admin_request(&self, method: reqwest::Method, segments: &[&str]) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.api_url(segments))
+            .basic_auth(
+                &self.admin.username,
+                Some(self.admin.password.expose_secret()),
+            )
     }
 
     /// The crate's client as the admin, for one call.

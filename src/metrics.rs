@@ -397,22 +397,10 @@ fn policy_label(policy: &str) -> &str {
     if valid { policy } else { INVALID }
 }
 
-/// The credential kind label: one of [`CredentialSpec::KINDS`], else `other`.
-fn kind_label(kind: &str) -> &'static str {
-    CredentialSpec::KINDS
-        .iter()
-        .copied()
-        .find(|k| *k == kind)
-        .unwrap_or(OTHER)
-}
-
-/// The consumer type label: one of [`ConsumerSpec::KINDS`], else `other`.
-fn consumer_label(consumer_type: &str) -> &'static str {
-    ConsumerSpec::KINDS
-        .iter()
-        .copied()
-        .find(|k| *k == consumer_type)
-        .unwrap_or(OTHER)
+/// `value` when it is one of `known` (a closed set of names, e.g. [`CredentialSpec::KINDS`]
+/// or [`ConsumerSpec::KINDS`]), else `other`.
+fn closed_label(known: &'static [&'static str], value: &str) -> &'static str {
+    known.iter().copied().find(|k| *k == value).unwrap_or(OTHER)
 }
 
 /// The `result` label of a rotation as it stands.
@@ -550,7 +538,7 @@ impl Metrics {
     /// observed. Calling it again with the same state changes nothing.
     pub fn observe_rotation(&self, rotation: &Rotation) {
         let policy = policy_label(&rotation.policy);
-        let kind = kind_label(&rotation.kind);
+        let kind = closed_label(CredentialSpec::KINDS, &rotation.kind);
         let trigger = rotation.trigger.as_str();
         let result = result_label(rotation);
         let mut state = self.state();
@@ -614,7 +602,7 @@ impl Metrics {
     /// epoch). Sets `rotor_secret_created_timestamp_seconds{policy,kind}`; a policy has
     /// one such series (a new kind replaces the old one).
     pub fn set_secret_created(&self, policy: &str, kind: &str, created_unix: f64) {
-        let kind = kind_label(kind);
+        let kind = closed_label(CredentialSpec::KINDS, kind);
         self.inner.gauges.update(policy, |row| {
             row.secret_created = Some((kind, created_unix))
         });
@@ -662,7 +650,7 @@ impl Metrics {
     /// `gitlab`, …; anything else is counted as `other`).
     pub fn consumer_failure(&self, policy: &str, consumer_type: &str) {
         let policy = policy_label(policy);
-        let consumer_type = consumer_label(consumer_type);
+        let consumer_type = closed_label(ConsumerSpec::KINDS, consumer_type);
         self.inner
             .consumer_failures
             .with_label_values(&[policy, consumer_type])
@@ -752,10 +740,13 @@ mod tests {
 
     #[test]
     fn labels_outside_the_closed_sets_are_folded() {
-        assert_eq!(kind_label("postgres"), "postgres");
-        assert_eq!(kind_label("password=hunter2"), "other");
-        assert_eq!(consumer_label("vault-kv"), "vault-kv");
-        assert_eq!(consumer_label("s3"), "other");
+        assert_eq!(closed_label(CredentialSpec::KINDS, "postgres"), "postgres");
+        assert_eq!(
+            closed_label(CredentialSpec::KINDS, "password=hunter2"),
+            "other"
+        );
+        assert_eq!(closed_label(ConsumerSpec::KINDS, "vault-kv"), "vault-kv");
+        assert_eq!(closed_label(ConsumerSpec::KINDS, "s3"), "other");
         assert_eq!(policy_label("payments-db"), "payments-db");
         assert_eq!(policy_label("a b"), "invalid");
         assert_eq!(policy_label(""), "invalid");

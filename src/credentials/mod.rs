@@ -198,6 +198,9 @@ fn need<'a>(
         .ok_or(CredentialError::MissingKey { which, key })
 }
 
+/// Where the database kinds (PostgreSQL, MySQL, Redis) name their admin credential.
+const CONNECTION_ADMIN_FROM: &str = "spec.credential.connection.adminFrom";
+
 async fn resolve_admin(
     vault: &Vault,
     reference: &crate::policy::Reference,
@@ -219,83 +222,76 @@ impl Credential {
     pub async fn prepare(spec: &CredentialSpec, vault: &Vault) -> Result<Self, CredentialError> {
         let strategy = spec.strategy();
         let name = spec.kind();
-        let kind =
-            match spec {
-                CredentialSpec::Postgres(pg) => {
-                    let admin = resolve_admin(
-                        vault,
-                        &pg.connection.admin_from,
-                        "spec.credential.connection.adminFrom",
-                    )
-                    .await?;
-                    Kind::Password {
-                        accounts: Accounts::Postgres(PostgresTarget::new(&pg.connection, &admin)?),
-                        username: pg.username.clone(),
-                        generator: pg.password.clone(),
+        let kind = match spec {
+            CredentialSpec::Postgres(pg) => {
+                let admin =
+                    resolve_admin(vault, &pg.connection.admin_from, CONNECTION_ADMIN_FROM).await?;
+                Kind::Password {
+                    accounts: Accounts::Postgres(PostgresTarget::new(&pg.connection, &admin)?),
+                    username: pg.username.clone(),
+                    generator: pg.password.clone(),
+                }
+            }
+            CredentialSpec::Mysql(my) => {
+                let admin =
+                    resolve_admin(vault, &my.connection.admin_from, CONNECTION_ADMIN_FROM).await?;
+                Kind::Password {
+                    accounts: Accounts::Mysql(MysqlAccounts::new(
+                        MysqlTarget::new(&my.connection, &admin)?,
+                        &my.account_host,
+                    )),
+                    username: my.username.clone(),
+                    generator: my.password.clone(),
+                }
+            }
+            CredentialSpec::Redis(r) => {
+                let admin = match &r.connection.admin_from {
+                    Some(reference) => {
+                        Some(resolve_admin(vault, reference, CONNECTION_ADMIN_FROM).await?)
                     }
+                    None => None,
+                };
+                Kind::Password {
+                    accounts: Accounts::Redis(RedisTarget::new(&r.connection, admin.as_ref())?),
+                    username: r.username.clone(),
+                    generator: r.password.clone(),
                 }
-                CredentialSpec::Mysql(my) => {
-                    let admin = resolve_admin(
-                        vault,
-                        &my.connection.admin_from,
-                        "spec.credential.connection.adminFrom",
-                    )
-                    .await?;
-                    Kind::Password {
-                        accounts: Accounts::Mysql(MysqlAccounts::new(
-                            MysqlTarget::new(&my.connection, &admin)?,
-                            &my.account_host,
-                        )),
-                        username: my.username.clone(),
-                        generator: my.password.clone(),
-                    }
+            }
+            CredentialSpec::Rabbitmq(r) => {
+                let admin =
+                    resolve_admin(vault, &r.admin_from, "spec.credential.adminFrom").await?;
+                Kind::Password {
+                    accounts: Accounts::Rabbitmq(RabbitmqTarget::new(r, &admin)?),
+                    username: r.username.clone(),
+                    generator: r.password.clone(),
                 }
-                CredentialSpec::Redis(r) => {
-                    let admin = match &r.connection.admin_from {
-                        Some(reference) => Some(
-                            resolve_admin(vault, reference, "spec.credential.connection.adminFrom")
-                                .await?,
-                        ),
-                        None => None,
-                    };
-                    Kind::Password {
-                        accounts: Accounts::Redis(RedisTarget::new(&r.connection, admin.as_ref())?),
-                        username: r.username.clone(),
-                        generator: r.password.clone(),
-                    }
-                }
-                CredentialSpec::Rabbitmq(r) => {
-                    let admin =
-                        resolve_admin(vault, &r.admin_from, "spec.credential.adminFrom").await?;
-                    Kind::Password {
-                        accounts: Accounts::Rabbitmq(RabbitmqTarget::new(r, &admin)?),
-                        username: r.username.clone(),
-                        generator: r.password.clone(),
-                    }
-                }
-                CredentialSpec::VaultUserpass(u) => Kind::Password {
-                    accounts: Accounts::Userpass(UserpassAccounts::new(vault.clone(), &u.mount)),
-                    username: u.username.clone(),
-                    generator: u.password.clone(),
-                },
-                CredentialSpec::VaultApprole(a) => Kind::Issued(Issuer::Approle(
-                    ApproleTarget::new(vault.clone(), &a.mount, &a.role, &a.metadata),
-                )),
-                CredentialSpec::VaultToken(t) => {
-                    Kind::Issued(Issuer::Token(TokenTarget::new(vault.clone(), t)))
-                }
-                CredentialSpec::VaultPki(p) => {
-                    Kind::Issued(Issuer::Pki(PkiTarget::new(vault.clone(), p)))
-                }
-                CredentialSpec::HttpApiKey(h) => {
-                    let admin =
-                        resolve_admin(vault, &h.admin_from, "spec.credential.adminFrom").await?;
-                    Kind::Issued(Issuer::Http(HttpApiKeyTarget::new(h, &admin)?))
-                }
-                CredentialSpec::VaultDatabase(db) => {
-                    Kind::Database(DatabaseTarget::new(vault.clone(), db))
-                }
-            };
+            }
+            CredentialSpec::VaultUserpass(u) => Kind::Password {
+                accounts: Accounts::Userpass(UserpassAccounts::new(vault.clone(), &u.mount)),
+                username: u.username.clone(),
+                generator: u.password.clone(),
+            },
+            CredentialSpec::VaultApprole(a) => Kind::Issued(Issuer::Approle(ApproleTarget::new(
+                vault.clone(),
+                &a.mount,
+                &a.role,
+                &a.metadata,
+            ))),
+            CredentialSpec::VaultToken(t) => {
+                Kind::Issued(Issuer::Token(TokenTarget::new(vault.clone(), t)))
+            }
+            CredentialSpec::VaultPki(p) => {
+                Kind::Issued(Issuer::Pki(PkiTarget::new(vault.clone(), p)))
+            }
+            CredentialSpec::HttpApiKey(h) => {
+                let admin =
+                    resolve_admin(vault, &h.admin_from, "spec.credential.adminFrom").await?;
+                Kind::Issued(Issuer::Http(HttpApiKeyTarget::new(h, &admin)?))
+            }
+            CredentialSpec::VaultDatabase(db) => {
+                Kind::Database(DatabaseTarget::new(vault.clone(), db))
+            }
+        };
         Ok(Credential {
             kind,
             strategy,

@@ -41,7 +41,7 @@ use zeroize::Zeroizing;
 
 use super::CredentialError;
 use super::adapters::PasswordTarget;
-use super::target::{AuthOutcome, Endpoint, admin_login, log_login};
+use super::target::{AdminLogin, AuthOutcome, Endpoint, admin_login, log_login};
 use crate::secret::{SecretMap, SecretString};
 
 /// Limit for establishing the connection.
@@ -268,8 +268,7 @@ impl RabbitmqError {
 pub struct RabbitmqTarget {
     management_url: Url,
     amqp_url: Option<Url>,
-    admin_user: String,
-    admin_password: SecretString,
+    admin: AdminLogin,
     http: reqwest::Client,
 }
 
@@ -278,8 +277,7 @@ impl fmt::Debug for RabbitmqTarget {
         f.debug_struct("RabbitmqTarget")
             .field("management_url", &self.management_url.as_str())
             .field("amqp_url", &self.amqp_url.as_ref().map(Url::as_str))
-            .field("admin_user", &self.admin_user)
-            .field("admin_password", &"[REDACTED]")
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -323,8 +321,7 @@ impl RabbitmqTarget {
         Ok(Self {
             management_url,
             amqp_url,
-            admin_user: admin_user.to_owned(),
-            admin_password,
+            admin: AdminLogin::new(admin_user, admin_password),
             http,
         })
     }
@@ -377,9 +374,7 @@ impl RabbitmqTarget {
             source,
         };
         let response = self
-            .http
-            .put(self.api_url(&["users", user]))
-            .basic_auth(&self.admin_user, Some(self.admin_password.expose_secret()))
+            .admin_request(reqwest::Method::PUT, &["users", user])
             .json(&body)
             .send()
             .await
@@ -532,9 +527,7 @@ impl RabbitmqTarget {
             source,
         };
         let response = self
-            .http
-            .get(self.api_url(&["connections", name]))
-            .basic_auth(&self.admin_user, Some(self.admin_password.expose_secret()))
+            .admin_request(reqwest::Method::GET, &["connections", name])
             .send()
             .await
             .map_err(|e| list_error(HttpFailure::transport(e)))?;
@@ -551,13 +544,24 @@ impl RabbitmqTarget {
         Ok(json.get("connected_at").and_then(serde_json::Value::as_u64))
     }
 
+    /// A request to `…/api/<segments>` as the admin, for the calls the crate's client
+    /// does not offer.
+    fn admin_request(&self, method: reqwest::Method, segments: &[&str]) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.api_url(segments))
+            .basic_auth(
+                &self.admin.username,
+                Some(self.admin.password.expose_secret()),
+            )
+    }
+
     /// The crate's client as the admin, for one call.
     fn api(&self) -> ApiClient<String, &str, &str> {
         ApiClient::from_http_client(
             self.http.clone(),
             self.api_base(),
-            self.admin_user.as_str(),
-            self.admin_password.expose_secret(),
+            self.admin.username.as_str(),
+            self.admin.password.expose_secret(),
         )
     }
 

@@ -51,8 +51,8 @@ use self::tls::{build_ssl_opts, tls_failure, tls_hint};
 use super::CredentialError;
 use super::adapters::PasswordTarget;
 use super::target::{
-    AuthOutcome, CallTimeout, Endpoint, TargetTls, TlsSetupError, admin_login, endpoint_accessors,
-    log_login,
+    AdminLogin, AuthOutcome, CallTimeout, Endpoint, TargetTls, TlsSetupError, admin_login,
+    endpoint_accessors, log_login,
 };
 use crate::outside::System;
 use crate::secret::{SecretMap, SecretString};
@@ -247,8 +247,7 @@ pub struct MysqlTarget {
     endpoint: Endpoint,
     tls: TargetTls,
     ssl: Option<SslOpts>,
-    admin_username: String,
-    admin_password: SecretString,
+    admin: AdminLogin,
     connect_timeout: Duration,
 }
 
@@ -258,8 +257,7 @@ impl fmt::Debug for MysqlTarget {
             .field("host", &self.endpoint.host())
             .field("port", &self.endpoint.port())
             .field("tls", &self.tls)
-            .field("admin_username", &self.admin_username)
-            .field("admin_password", &"[REDACTED]")
+            .field("admin", &self.admin)
             .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
@@ -292,8 +290,7 @@ impl MysqlTarget {
             endpoint: Endpoint::new(host, port, System::Mysql),
             tls,
             ssl,
-            admin_username: admin_username.to_owned(),
-            admin_password,
+            admin: AdminLogin::new(admin_username, admin_password),
             connect_timeout: Endpoint::connect_limit(DEFAULT_CONNECT_TIMEOUT),
         })
     }
@@ -455,15 +452,15 @@ impl MysqlTarget {
         let opts = connect_opts(
             &self.endpoint,
             self.ssl.clone(),
-            &self.admin_username,
-            &self.admin_password,
+            &self.admin.username,
+            &self.admin.password,
         );
         self.endpoint
             .connect_admin(self.connect_timeout, async {
                 Conn::new(opts).await.map_err(|source| MysqlError::Connect {
                     host: self.endpoint.host().to_owned(),
                     port: self.endpoint.port(),
-                    user: self.admin_username.clone(),
+                    user: self.admin.username.clone(),
                     hint: tls_hint(&self.tls, &source),
                     source: Box::new(source),
                 })

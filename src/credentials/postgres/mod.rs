@@ -37,8 +37,8 @@ use self::tls::MakeRustls;
 use super::CredentialError;
 use super::adapters::PasswordTarget;
 use super::target::{
-    AbortOnDrop, AuthOutcome, CallTimeout, Endpoint, TargetTls, TlsSetupError, admin_login,
-    endpoint_accessors, log_login,
+    AbortOnDrop, AdminLogin, AuthOutcome, CallTimeout, Endpoint, TargetTls, TlsSetupError,
+    admin_login, endpoint_accessors, log_login,
 };
 use crate::outside::System;
 use crate::secret::{SecretMap, SecretString};
@@ -199,8 +199,7 @@ pub struct PostgresTarget {
     database: String,
     tls: TargetTls,
     tls_config: Option<Arc<ClientConfig>>,
-    admin_username: String,
-    admin_password: SecretString,
+    admin: AdminLogin,
     connect_timeout: Duration,
 }
 
@@ -211,8 +210,7 @@ impl fmt::Debug for PostgresTarget {
             .field("port", &self.endpoint.port())
             .field("database", &self.database)
             .field("tls", &self.tls)
-            .field("admin_username", &self.admin_username)
-            .field("admin_password", &"[REDACTED]")
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -252,8 +250,7 @@ impl PostgresTarget {
             database: database.to_owned(),
             tls,
             tls_config,
-            admin_username: admin_username.to_owned(),
-            admin_password,
+            admin: AdminLogin::new(admin_username, admin_password),
             connect_timeout: Endpoint::connect_limit(DEFAULT_CONNECT_TIMEOUT),
         })
     }
@@ -513,8 +510,8 @@ impl PostgresTarget {
         if let Some(session) = self.kept_session().await {
             return Ok(session);
         }
-        let mut config = self.config(&self.admin_username);
-        config.password(self.admin_password.expose_secret());
+        let mut config = self.config(&self.admin.username);
+        config.password(self.admin.password.expose_secret());
         self.endpoint
             .connect_admin(self.connect_timeout, async {
                 self.open(&config)
@@ -522,7 +519,7 @@ impl PostgresTarget {
                     .map_err(|source| PostgresError::Connect {
                         host: self.endpoint.host().to_owned(),
                         port: self.endpoint.port(),
-                        user: self.admin_username.clone(),
+                        user: self.admin.username.clone(),
                         source,
                     })
             })

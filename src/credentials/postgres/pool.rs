@@ -62,14 +62,14 @@ impl PostgresTarget {
     /// Server, database, TLS and admin login: which kept connections this target may
     /// use. The password enters only as a SHA-256 digest and the key is never shown.
     fn pool_key(&self) -> String {
-        let digest = Sha256::digest(self.admin_password.expose_secret().as_bytes());
+        let digest = Sha256::digest(self.admin.password.expose_secret().as_bytes());
         format!(
             "{}\0{}\0{}\0{:?}\0{}\0{}",
             self.endpoint.host(),
             self.endpoint.port(),
             self.database,
             self.tls,
-            self.admin_username,
+            self.admin.username,
             hex::encode(digest)
         )
     }

@@ -34,7 +34,6 @@
 mod acl;
 mod persist;
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use ::redis::aio::MultiplexedConnection;
@@ -47,7 +46,8 @@ use self::acl::{AclUser, password_hash, set_user, validate_user};
 use super::CredentialError;
 use super::adapters::PasswordTarget;
 use super::target::{
-    AbortOnDrop, AuthOutcome, CallTimeout, Endpoint, TargetTls, endpoint_accessors, log_login,
+    AbortOnDrop, AdminLogin, AuthOutcome, CallTimeout, Endpoint, TargetTls, endpoint_accessors,
+    log_login,
 };
 use crate::outside::System;
 use crate::secret::{SecretMap, SecretString};
@@ -264,23 +264,13 @@ fn transient(error: &::redis::RedisError) -> bool {
         )
 }
 
-/// A Redis server and the admin credential rotor uses on it.
-#[derive(Clone)]
+/// A Redis server and the admin credential rotor uses on it. Its `Debug` shows the
+/// admin's username, never the password.
+#[derive(Debug, Clone)]
 pub struct RedisTarget {
     endpoint: Endpoint,
-    admin: Option<(String, SecretString)>,
+    admin: Option<AdminLogin>,
     connect_timeout: Duration,
-}
-
-impl fmt::Debug for RedisTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisTarget")
-            .field("host", &self.endpoint.host())
-            .field("port", &self.endpoint.port())
-            .field("admin_username", &self.admin.as_ref().map(|(user, _)| user))
-            .field("admin_password", &self.admin.as_ref().map(|_| "[REDACTED]"))
-            .finish()
-    }
 }
 
 impl RedisTarget {
@@ -326,7 +316,7 @@ impl RedisTarget {
         }
         Ok(Self {
             endpoint: Endpoint::new(host, port, System::Redis),
-            admin,
+            admin: admin.map(|(username, password)| AdminLogin { username, password }),
             connect_timeout: Endpoint::connect_limit(DEFAULT_CONNECT_TIMEOUT),
         })
     }
@@ -620,12 +610,12 @@ impl RedisTarget {
                 address: self.address(),
                 source,
             })?;
-            if let Some((user, password)) = &self.admin {
-                auth(&mut session.conn, user, password)
+            if let Some(admin) = &self.admin {
+                auth(&mut session.conn, &admin.username, &admin.password)
                     .await
                     .map_err(|source| RedisError::AdminLogin {
                         address: self.address(),
-                        user: user.clone(),
+                        user: admin.username.clone(),
                         source,
                     })?;
             }

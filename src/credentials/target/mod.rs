@@ -8,11 +8,13 @@
 //!   trust store and the rustls client configuration;
 //! - [`Endpoint`]: the server's address and the bounded calls to it (connect and call
 //!   limits, [`CallTimeout`] counted in `rotor_outside_call_timeouts_total`);
-//! - [`admin_login`]: the `username` and `password` of a referenced admin credential;
+//! - [`AdminLogin`] and [`admin_login`]: the account rotor uses on a target, and the
+//!   `username` and `password` of a referenced admin credential;
 //! - [`AbortOnDrop`]: the task driving a connection's socket.
 
 pub mod tls;
 
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
@@ -97,6 +99,35 @@ macro_rules! endpoint_accessors {
     };
 }
 pub(crate) use endpoint_accessors;
+
+/// The account rotor logs in to a target as. Its `Debug` shows the username and
+/// `[REDACTED]` in place of the password.
+#[derive(Clone)]
+pub(crate) struct AdminLogin {
+    /// The admin's user (or role) name.
+    pub(crate) username: String,
+    /// The admin's password.
+    pub(crate) password: SecretString,
+}
+
+impl AdminLogin {
+    /// A login from a target's parts.
+    pub(crate) fn new(username: &str, password: SecretString) -> Self {
+        Self {
+            username: username.to_owned(),
+            password,
+        }
+    }
+}
+
+impl fmt::Debug for AdminLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminLogin")
+            .field("username", &self.username)
+            .field("password", &"[REDACTED]")
+            .finish()
+    }
+}
 
 /// The `username` and `password` of an admin credential; `Err` names the missing key.
 pub(crate) fn admin_login(admin: &SecretMap) -> Result<(&str, &SecretString), &'static str> {
@@ -250,5 +281,64 @@ pub(crate) struct AbortOnDrop(pub(crate) JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::mysql::MysqlTarget;
+    use crate::credentials::postgres::PostgresTarget;
+    use crate::credentials::rabbitmq::RabbitmqTarget;
+    use crate::credentials::redis::RedisTarget;
+
+    #[test]
+    fn debug_of_every_admin_target_shows_the_user_but_not_the_password() {
+        let password = || SecretString::from("canary-admin-91b2");
+        let url = |text: &str| url::Url::parse(text).unwrap();
+        let texts = [
+            format!(
+                "{:?}",
+                MysqlTarget::from_parts("127.0.0.1", 3306, TargetTls::Disable, "admin", password())
+                    .unwrap()
+            ),
+            format!(
+                "{:?}",
+                PostgresTarget::from_parts(
+                    "127.0.0.1",
+                    5432,
+                    "postgres",
+                    TargetTls::Disable,
+                    "admin",
+                    password()
+                )
+                .unwrap()
+            ),
+            format!(
+                "{:?}",
+                RedisTarget::from_parts(
+                    "127.0.0.1",
+                    6379,
+                    TargetTls::Disable,
+                    Some(("admin".into(), password()))
+                )
+                .unwrap()
+            ),
+            format!(
+                "{:?}",
+                RabbitmqTarget::from_parts(
+                    url("http://127.0.0.1:15672"),
+                    None,
+                    "admin",
+                    password()
+                )
+                .unwrap()
+            ),
+        ];
+        for text in texts {
+            assert!(text.contains("\"admin\""), "{text}");
+            assert!(text.contains("[REDACTED]"), "{text}");
+            assert!(!text.contains("canary-admin-91b2"), "{text}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! consumers and proving the old one is rejected.
 
 use super::*;
+use crate::policy::ConsumerFacts;
 
 impl Engine {
     /// The staged value: from memory, else from the staging path, else (once

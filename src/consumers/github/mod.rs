@@ -30,8 +30,8 @@ mod api;
 
 use self::api::{Action, Answer, Call, Scope, advanced, bearer, decode, failure, join, public_key};
 use super::{
-    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, ci_inputs, scrub::Scrubber, token,
+    Consumer, ConsumerError, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack,
+    RemoveOutcome, RemoveResult, ci_inputs, scrub::Scrubber, token,
 };
 use crate::policy::{GithubConsumer, GithubVisibility};
 
@@ -215,6 +215,23 @@ impl GithubClient {
         }
         info!(target = %calls.target, secret = %calls.secret, existed, "GitHub Actions secret deleted.");
         Ok(existed)
+    }
+
+    /// Whether `spec`'s Actions secret exists: `NotReadable` when it does (GitHub never
+    /// returns a secret's value), `Missing` when GitHub answers 404 for it. The scope
+    /// is checked first, as for [`GithubClient::remove`], so a 404 means the secret.
+    pub async fn read_back(
+        &self,
+        spec: &GithubConsumer,
+        token: &SecretString,
+    ) -> Result<ReadBack, GithubError> {
+        let scope = Scope::of(spec);
+        let nothing = SecretString::from(String::new());
+        let (calls, _) = self.open(spec, &scope, token, &nothing).await?;
+        Ok(match self.updated_at(&calls, Action::Read).await? {
+            Some(_) => ReadBack::NotReadable,
+            None => ReadBack::Missing,
+        })
     }
 
     /// Prepares the calls about `spec`'s secret in `scope` (scrubbing `token` and
@@ -544,6 +561,17 @@ impl Consumer for GithubConsumer {
             .push(self, &token, &value)
             .await?;
         Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    /// `NotReadable` while the secret exists (GitHub secrets are write-only), else
+    /// `Missing`; the value is not rendered.
+    async fn read_back(
+        &self,
+        ctx: &Context<'_>,
+        _new: &NewValue<'_>,
+    ) -> Result<ReadBack, ConsumerError> {
+        let token = token(ctx.vault, &self.token_from).await?;
+        Ok(ctx.clients.github().await?.read_back(self, &token).await?)
     }
 
     async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {

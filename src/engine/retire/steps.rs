@@ -2,6 +2,7 @@
 //! consumers' copies and proving the target refuses the retired credential.
 
 use super::*;
+use crate::policy::ConsumerFacts;
 
 impl Engine {
     pub(super) async fn write_retirement(&self, run: &mut Run<'_>) -> Result<(), EngineError> {

@@ -17,7 +17,7 @@ use tracing::info;
 use zeroize::Zeroizing;
 
 use super::{
-    Consumer, ConsumerError, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
     RemoveOutcome, RemoveResult, render,
 };
 use crate::policy::FileConsumer;
@@ -296,11 +296,7 @@ impl Consumer for FileConsumer {
         Ok(PushOutcome::written(r.changed, r.verified))
     }
 
-    async fn read_back(
-        &self,
-        _ctx: &Context<'_>,
-        new: &NewValue<'_>,
-    ) -> Result<ReadBack, ConsumerError> {
+    async fn read_back(&self, _ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
         let content = render(&self.content, new.vars, "content")?;
         Ok(read_back(self, &content).await?)
     }

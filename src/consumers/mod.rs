@@ -172,6 +172,8 @@ pub struct NewValue<'a> {
 
 /// What [`Consumer::push`] answers.
 pub type PushResult = Result<PushOutcome, ConsumerError>;
+/// What [`Consumer::read_back`] answers.
+pub type ReadBackResult = Result<ReadBack, ConsumerError>;
 /// What [`Consumer::remove`] answers.
 pub type RemoveResult = Result<RemoveOutcome, ConsumerError>;
 
@@ -212,7 +214,7 @@ pub trait Consumer: ConsumerFacts {
         &self,
         ctx: &Context<'_>,
         new: &NewValue<'_>,
-    ) -> impl Future<Output = Result<ReadBack, ConsumerError>> + Send;
+    ) -> impl Future<Output = ReadBackResult> + Send;
 
     /// Removes what rotor pushed here for a retired policy and proves it gone.
     /// Idempotent: removing twice finds nothing the second time.
@@ -260,11 +262,7 @@ impl Consumer for ConsumerSpec {
         each_consumer_kind!(self, c => c.push(ctx, new).await)
     }
 
-    async fn read_back(
-        &self,
-        ctx: &Context<'_>,
-        new: &NewValue<'_>,
-    ) -> Result<ReadBack, ConsumerError> {
+    async fn read_back(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
         each_consumer_kind!(self, c => c.read_back(ctx, new).await)
     }
 
@@ -403,7 +401,7 @@ impl Consumers {
         vars: &SecretMap,
         fingerprints: &Fingerprinter,
         vault: &Vault,
-    ) -> Result<ReadBack, ConsumerError> {
+    ) -> ReadBackResult {
         spec.read_back(&self.context(vault), &NewValue { vars, fingerprints })
             .await
     }

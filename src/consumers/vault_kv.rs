@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use tracing::info;
 
 use super::{
-    Consumer, ConsumerError, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
     RemoveOutcome, RemoveResult, differing_keys, render_map,
 };
 use crate::credentials::target::wipe_json;
@@ -285,11 +285,7 @@ impl Consumer for VaultKvConsumer {
         Ok(PushOutcome::written(r.changed, r.verified))
     }
 
-    async fn read_back(
-        &self,
-        ctx: &Context<'_>,
-        new: &NewValue<'_>,
-    ) -> Result<ReadBack, ConsumerError> {
+    async fn read_back(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
         let rendered = render_map(&self.data, new.vars)?;
         Ok(read_back(ctx.vault, self, &rendered).await?)
     }

@@ -30,7 +30,7 @@ mod api;
 
 use self::api::{Action, Answer, Call, Scope, advanced, bearer, decode, failure, join, public_key};
 use super::{
-    Consumer, ConsumerError, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
     RemoveOutcome, RemoveResult, ci_inputs, scrub::Scrubber, token,
 };
 use crate::policy::{GithubConsumer, GithubVisibility};
@@ -565,11 +565,7 @@ impl Consumer for GithubConsumer {
 
     /// `NotReadable` while the secret exists (GitHub secrets are write-only), else
     /// `Missing`; the value is not rendered.
-    async fn read_back(
-        &self,
-        ctx: &Context<'_>,
-        _new: &NewValue<'_>,
-    ) -> Result<ReadBack, ConsumerError> {
+    async fn read_back(&self, ctx: &Context<'_>, _new: &NewValue<'_>) -> ReadBackResult {
         let token = token(ctx.vault, &self.token_from).await?;
         Ok(ctx.clients.github().await?.read_back(self, &token).await?)
     }

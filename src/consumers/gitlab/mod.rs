@@ -43,7 +43,7 @@ mod error;
 
 use self::api::{Answer, Call, Created, RemoteVariable};
 use super::{
-    Consumer, ConsumerError, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
     RemoveOutcome, RemoveResult, ci_inputs, token,
 };
 use crate::policy::GitlabConsumer;
@@ -344,11 +344,7 @@ impl Consumer for GitlabConsumer {
         Ok(PushOutcome::written(r.changed, r.verified))
     }
 
-    async fn read_back(
-        &self,
-        ctx: &Context<'_>,
-        new: &NewValue<'_>,
-    ) -> Result<ReadBack, ConsumerError> {
+    async fn read_back(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
         let (token, value) = ci_inputs(ctx.vault, &self.token_from, &self.value, new.vars).await?;
         let client = ctx.clients.gitlab().await?;
         Ok(client.read_back(self, &token, &value).await?)

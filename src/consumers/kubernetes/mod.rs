@@ -34,7 +34,7 @@ use tracing::{info, warn};
 use zeroize::Zeroize;
 
 use super::{
-    Consumer, ConsumerError, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
     RemoveOutcome, RemoveResult, differing_keys, render_map, scrub::Scrubber,
 };
 use crate::policy::KubernetesConsumer;
@@ -594,11 +594,7 @@ impl Consumer for KubernetesConsumer {
         })
     }
 
-    async fn read_back(
-        &self,
-        ctx: &Context<'_>,
-        new: &NewValue<'_>,
-    ) -> Result<ReadBack, ConsumerError> {
+    async fn read_back(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
         let rendered = render_map(&self.data, new.vars)?;
         let hash = new.fingerprints.fingerprint_map(&rendered);
         let client = ctx.clients.kube().await?;

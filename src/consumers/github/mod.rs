@@ -190,9 +190,7 @@ impl GithubClient {
         spec: &GithubConsumer,
         token: &SecretString,
     ) -> Result<bool, GithubError> {
-        let scope = Scope::of(spec);
-        let nothing = SecretString::from(String::new());
-        let (calls, _) = self.open(spec, &scope, token, &nothing).await?;
+        let calls = self.open_without_value(spec, token).await?;
         let delete_call = calls.call(Action::Delete);
         let answer = self
             .send(
@@ -225,13 +223,22 @@ impl GithubClient {
         spec: &GithubConsumer,
         token: &SecretString,
     ) -> Result<ReadBack, GithubError> {
-        let scope = Scope::of(spec);
-        let nothing = SecretString::from(String::new());
-        let (calls, _) = self.open(spec, &scope, token, &nothing).await?;
+        let calls = self.open_without_value(spec, token).await?;
         Ok(match self.updated_at(&calls, Action::Read).await? {
             Some(_) => ReadBack::NotReadable,
             None => ReadBack::Missing,
         })
+    }
+
+    /// [`GithubClient::open`] for calls that send no value (a read or a delete).
+    async fn open_without_value<'s>(
+        &self,
+        spec: &'s GithubConsumer,
+        token: &SecretString,
+    ) -> Result<SecretCalls<'s>, GithubError> {
+        let nothing = SecretString::from(String::new());
+        let (calls, _) = self.open(spec, &Scope::of(spec), token, &nothing).await?;
+        Ok(calls)
     }
 
     /// Prepares the calls about `spec`'s secret in `scope` (scrubbing `token` and

@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rotor::policy::ConsumerFacts;
+
 /// One expected error.
 struct Case {
     /// Fixture file (or directory) under `tests/fixtures/policies/bad/`.

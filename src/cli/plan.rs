@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{Output, load, select};
+use crate::policy::ConsumerFacts;
 
 pub(super) fn plan(
     paths: &[PathBuf],

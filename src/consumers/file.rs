@@ -17,8 +17,8 @@ use tracing::info;
 use zeroize::Zeroizing;
 
 use super::{
-    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, render,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
+    RemoveOutcome, RemoveResult, render,
 };
 use crate::policy::FileConsumer;
 use crate::secret::{SecretString, constant_time_eq};
@@ -96,14 +96,10 @@ pub struct FileReport {
 pub async fn push(spec: &FileConsumer, content: &SecretString) -> Result<FileReport, FileError> {
     let spec = spec.clone();
     let content = content.clone();
-    match tokio::task::spawn_blocking(move || push_blocking(&spec, &content)).await {
-        Ok(result) => result,
-        Err(join) => Err(FileError::Io {
-            path: PathBuf::new(),
-            operation: "run the file writer",
-            source: std::io::Error::other(join.to_string()),
-        }),
-    }
+    blocking("run the file writer", move || {
+        push_blocking(&spec, &content)
+    })
+    .await
 }
 
 /// Removes `spec.path` (the file rotor wrote) and syncs its directory; returns whether
@@ -130,14 +126,7 @@ pub async fn remove(spec: &FileConsumer) -> Result<bool, FileError> {
         }
         Ok(existed)
     };
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result,
-        Err(join) => Err(FileError::Io {
-            path: PathBuf::new(),
-            operation: "run the file remover",
-            source: std::io::Error::other(join.to_string()),
-        }),
-    }
+    blocking("run the file remover", work).await
 }
 
 fn io<'a>(
@@ -182,38 +171,70 @@ fn ids(spec: &FileConsumer) -> Result<(Option<u32>, Option<u32>), FileError> {
     ))
 }
 
-/// Whether the file already holds `content` with `mode` and the wanted ids.
-fn up_to_date(
+/// Compares the file with `content`, `mode` and the wanted ids: `Missing` when there
+/// is no file, `Differs` naming `mode`, `owner`, `group` and `content` as they differ.
+fn compare(
     path: &Path,
     content: &str,
     mode: u32,
     uid: Option<u32>,
     gid: Option<u32>,
-) -> Result<bool, FileError> {
+) -> Result<ReadBack, FileError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ReadBack::Missing),
         Err(e) => return Err(io(path, "open the current file")(e)),
     };
     let meta = file.metadata().map_err(io(path, "stat the current file"))?;
-    if meta.permissions().mode() & 0o7777 != mode
-        || uid.is_some_and(|u| u != meta.uid())
-        || gid.is_some_and(|g| g != meta.gid())
-    {
-        return Ok(false);
+    let mut fields = Vec::new();
+    for (field, differs) in [
+        ("mode", meta.permissions().mode() & 0o7777 != mode),
+        ("owner", uid.is_some_and(|u| u != meta.uid())),
+        ("group", gid.is_some_and(|g| g != meta.gid())),
+    ] {
+        if differs {
+            fields.push(field.to_owned());
+        }
     }
     let mut current = Zeroizing::new(String::new());
-    if file.read_to_string(&mut current).is_err() {
-        return Ok(false);
+    if file.read_to_string(&mut current).is_err() || !constant_time_eq(&current, content) {
+        fields.push("content".to_owned());
     }
-    Ok(constant_time_eq(&current, content))
+    Ok(ReadBack::of_differences(fields))
+}
+
+/// Reads the file back and compares it with `content` and `spec`'s mode and
+/// ownership ([`compare`]). Blocking I/O runs on tokio's blocking pool.
+pub async fn read_back(spec: &FileConsumer, content: &SecretString) -> Result<ReadBack, FileError> {
+    let spec = spec.clone();
+    let content = content.clone();
+    blocking("run the file reader", move || {
+        let (uid, gid) = ids(&spec)?;
+        compare(&spec.path, content.expose_secret(), spec.mode, uid, gid)
+    })
+    .await
+}
+
+/// Runs `work` on tokio's blocking pool; a panic there is an I/O error `doing` it.
+async fn blocking<T: Send + 'static>(
+    doing: &'static str,
+    work: impl FnOnce() -> Result<T, FileError> + Send + 'static,
+) -> Result<T, FileError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(join) => Err(FileError::Io {
+            path: PathBuf::new(),
+            operation: doing,
+            source: std::io::Error::other(join.to_string()),
+        }),
+    }
 }
 
 fn push_blocking(spec: &FileConsumer, content: &SecretString) -> Result<FileReport, FileError> {
     let path = &spec.path;
     let (uid, gid) = ids(spec)?;
     let text = content.expose_secret();
-    if up_to_date(path, text, spec.mode, uid, gid)? {
+    if compare(path, text, spec.mode, uid, gid)? == ReadBack::Matches {
         return Ok(FileReport {
             changed: false,
             verified: true,
@@ -254,7 +275,7 @@ fn push_blocking(spec: &FileConsumer, content: &SecretString) -> Result<FileRepo
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    if !up_to_date(path, text, spec.mode, uid, gid)? {
+    if compare(path, text, spec.mode, uid, gid)? != ReadBack::Matches {
         return Err(FileError::Mismatch { path: path.clone() });
     }
     info!(file = %path.display(), mode = format!("{:04o}", spec.mode), "File replaced.");
@@ -273,6 +294,11 @@ impl Consumer for FileConsumer {
         let content = render(&self.content, new.vars, "content")?;
         let r = push(self, &content).await?;
         Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    async fn read_back(&self, _ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
+        let content = render(&self.content, new.vars, "content")?;
+        Ok(read_back(self, &content).await?)
     }
 
     async fn remove(&self, _ctx: &Context<'_>) -> RemoveResult {

@@ -20,8 +20,10 @@ use std::future::Future;
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
-use crate::policy::{ConsumerSpec, Template};
-use crate::secret::{Fingerprinter, SecretMap, SecretString};
+use crate::policy::{ConsumerFacts, ConsumerSpec, Template, each_consumer_kind};
+use secrecy::ExposeSecret;
+
+use crate::secret::{Fingerprinter, SecretMap, SecretString, constant_time_eq};
 use crate::vault::Vault;
 
 use self::file::FileError;
@@ -170,6 +172,8 @@ pub struct NewValue<'a> {
 
 /// What [`Consumer::push`] answers.
 pub type PushResult = Result<PushOutcome, ConsumerError>;
+/// What [`Consumer::read_back`] answers.
+pub type ReadBackResult = Result<ReadBack, ConsumerError>;
 /// What [`Consumer::remove`] answers.
 pub type RemoveResult = Result<RemoveOutcome, ConsumerError>;
 
@@ -182,9 +186,10 @@ pub struct Context<'a> {
 }
 
 /// A place a credential's value is pushed to. Each consumer type implements it in its
-/// module (for its policy settings, e.g. [`crate::policy::KubernetesConsumer`]);
-/// [`ConsumerSpec`] dispatches to them.
-pub trait Consumer {
+/// module (for its policy settings, e.g. [`crate::policy::KubernetesConsumer`]), on
+/// top of what those settings say about themselves ([`ConsumerFacts`]: type name,
+/// description, templates, target identity); [`ConsumerSpec`] dispatches to them.
+pub trait Consumer: ConsumerFacts {
     /// Which type of consumer this is.
     fn consumer_kind(&self) -> ConsumerKind;
 
@@ -193,31 +198,59 @@ pub trait Consumer {
         self.consumer_kind().label()
     }
 
-    /// Renders the templates from the new value, writes the result, and reads it back
-    /// where the API can (`verified`). Idempotent: an unchanged value is not written
-    /// again.
+    /// Renders the templates from the new value, writes the result, and verifies it
+    /// with [`Consumer::read_back`] where the API can read values (`verified`).
+    /// Idempotent: an unchanged value is not written again.
     fn push(
         &self,
         ctx: &Context<'_>,
         new: &NewValue<'_>,
     ) -> impl Future<Output = PushResult> + Send;
 
+    /// Renders the templates from the new value and compares them with what the
+    /// consumer's system holds now, without writing. The same comparison `push` uses
+    /// to verify its write; the answer names fields, never values.
+    fn read_back(
+        &self,
+        ctx: &Context<'_>,
+        new: &NewValue<'_>,
+    ) -> impl Future<Output = ReadBackResult> + Send;
+
     /// Removes what rotor pushed here for a retired policy and proves it gone.
     /// Idempotent: removing twice finds nothing the second time.
     fn remove(&self, ctx: &Context<'_>) -> impl Future<Output = RemoveResult> + Send;
 }
 
-/// `$body` with `$c` bound to the settings of whichever consumer type `$spec` is.
-macro_rules! each_consumer_kind {
-    ($spec:expr, $c:ident => $body:expr) => {
-        match $spec {
-            ConsumerSpec::Kubernetes($c) => $body,
-            ConsumerSpec::Gitlab($c) => $body,
-            ConsumerSpec::Github($c) => $body,
-            ConsumerSpec::VaultKv($c) => $body,
-            ConsumerSpec::File($c) => $body,
+/// What [`Consumer::read_back`] found where the consumer writes. Holds field and key
+/// names only, never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBack {
+    /// Every rendered value (and what rotor sets with it: mode, attributes, markers)
+    /// is there as rendered.
+    Matches,
+    /// Something rotor writes is there, but these fields or keys differ from (or lack)
+    /// what was rendered.
+    Differs {
+        /// The differing fields or keys, e.g. `value`, `masked`, a Secret key, `mode`.
+        fields: Vec<String>,
+    },
+    /// Nothing of what rotor writes is there (no Secret or none of its keys, no
+    /// variable, no live KV version or none of its keys, no file).
+    Missing,
+    /// It exists, but its value cannot be read back: a GitHub Actions secret (write-only)
+    /// or a hidden GitLab variable.
+    NotReadable,
+}
+
+impl ReadBack {
+    /// `Matches` when `fields` is empty, else `Differs` naming them.
+    fn of_differences(fields: Vec<String>) -> Self {
+        if fields.is_empty() {
+            ReadBack::Matches
+        } else {
+            ReadBack::Differs { fields }
         }
-    };
+    }
 }
 
 impl Consumer for ConsumerSpec {
@@ -227,6 +260,10 @@ impl Consumer for ConsumerSpec {
 
     async fn push(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> PushResult {
         each_consumer_kind!(self, c => c.push(ctx, new).await)
+    }
+
+    async fn read_back(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
+        each_consumer_kind!(self, c => c.read_back(ctx, new).await)
     }
 
     async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {
@@ -334,6 +371,14 @@ impl Consumers {
             .await?)
     }
 
+    /// What a consumer call gets: these clients and `vault`.
+    fn context<'a>(&'a self, vault: &'a Vault) -> Context<'a> {
+        Context {
+            clients: self,
+            vault,
+        }
+    }
+
     /// Renders `spec`'s templates from `vars` and pushes them ([`Consumer::push`]).
     /// `vault` resolves the references consumers need (CI tokens) and holds `vault-kv`
     /// copies.
@@ -344,11 +389,21 @@ impl Consumers {
         fingerprints: &Fingerprinter,
         vault: &Vault,
     ) -> Result<PushOutcome, ConsumerError> {
-        let ctx = Context {
-            clients: self,
-            vault,
-        };
-        spec.push(&ctx, &NewValue { vars, fingerprints }).await
+        spec.push(&self.context(vault), &NewValue { vars, fingerprints })
+            .await
+    }
+
+    /// Renders `spec`'s templates from `vars` and compares them with what its system
+    /// holds now, writing nothing ([`Consumer::read_back`]).
+    pub async fn read_back(
+        &self,
+        spec: &ConsumerSpec,
+        vars: &SecretMap,
+        fingerprints: &Fingerprinter,
+        vault: &Vault,
+    ) -> ReadBackResult {
+        spec.read_back(&self.context(vault), &NewValue { vars, fingerprints })
+            .await
     }
 
     /// Removes what rotor pushed to `spec` for a retired policy, and proves it gone
@@ -368,11 +423,7 @@ impl Consumers {
         spec: &ConsumerSpec,
         vault: &Vault,
     ) -> Result<RemoveOutcome, ConsumerError> {
-        let ctx = Context {
-            clients: self,
-            vault,
-        };
-        spec.remove(&ctx).await
+        spec.remove(&self.context(vault)).await
     }
 }
 
@@ -423,6 +474,18 @@ fn render(template: &Template, vars: &SecretMap, key: &str) -> Result<SecretStri
         key: key.to_owned(),
         detail: e.to_string(),
     })
+}
+
+/// The keys of `rendered` that `have` lacks or answers with other bytes (compared in
+/// constant time): the read-back of the consumers that hold several keys.
+fn differing_keys<'h>(rendered: &SecretMap, have: impl Fn(&str) -> Option<&'h str>) -> Vec<String> {
+    rendered
+        .iter()
+        .filter(|(key, want)| {
+            !have(key).is_some_and(|have| constant_time_eq(have, want.expose_secret()))
+        })
+        .map(|(key, _)| key.to_owned())
+        .collect()
 }
 
 fn render_map(

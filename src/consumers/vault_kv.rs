@@ -7,8 +7,8 @@ use serde_json::{Map, Value, json};
 use tracing::info;
 
 use super::{
-    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, render_map,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
+    RemoveOutcome, RemoveResult, differing_keys, render_map,
 };
 use crate::credentials::target::wipe_json;
 use crate::policy::VaultKvConsumer;
@@ -140,7 +140,7 @@ fn checked(
 }
 
 /// Writes `rendered` to the copy unless it already holds exactly that, then reads
-/// it back.
+/// it back ([`read_back`]).
 pub async fn push(
     vault: &Vault,
     spec: &VaultKvConsumer,
@@ -152,16 +152,39 @@ pub async fn push(
     })
     .await?
     .is_some();
-    let verified = read(vault, spec)
-        .await?
-        .is_some_and(|(data, _)| data.same_values(rendered));
-    if !verified {
+    if read_back(vault, spec, rendered).await? != ReadBack::Matches {
         return Err(VaultKvError::Mismatch {
             location: location(spec),
         });
     }
     info!(copy = %location(spec), changed, "Vault KV copy up to date.");
-    Ok(VaultKvReport { changed, verified })
+    Ok(VaultKvReport {
+        changed,
+        verified: true,
+    })
+}
+
+/// Compares the copy's latest version with `rendered`: `Missing` when there is no
+/// live version or it holds none of the rendered keys, `Differs` naming the rendered
+/// keys it lacks or holds with other values and the keys it holds besides them.
+pub async fn read_back(
+    vault: &Vault,
+    spec: &VaultKvConsumer,
+    rendered: &SecretMap,
+) -> Result<ReadBack, VaultKvError> {
+    let Some((data, _)) = read(vault, spec).await? else {
+        return Ok(ReadBack::Missing);
+    };
+    if !data.keys().any(|k| rendered.get(k).is_some()) {
+        return Ok(ReadBack::Missing);
+    }
+    let mut fields = differing_keys(rendered, |k| data.expose(k));
+    fields.extend(
+        data.keys()
+            .filter(|k| rendered.get(k).is_none())
+            .map(str::to_owned),
+    );
+    Ok(ReadBack::of_differences(fields))
 }
 
 /// Reads the copy and writes what `next` makes of its data (`None`: nothing to write)
@@ -260,6 +283,11 @@ impl Consumer for VaultKvConsumer {
         let rendered = render_map(&self.data, new.vars)?;
         let r = push(ctx.vault, self, &rendered).await?;
         Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    async fn read_back(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
+        let rendered = render_map(&self.data, new.vars)?;
+        Ok(read_back(ctx.vault, self, &rendered).await?)
     }
 
     async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {

@@ -15,6 +15,7 @@ use super::failpoint::{self, Moment};
 use super::{Check, Engine, EngineError, StepOutcome, StepRecord, Verification, now};
 use crate::credentials::{AuthOutcome, CredentialError};
 use crate::evidence::{Event, Subject};
+use crate::policy::ConsumerFacts;
 use crate::vault::VaultError;
 
 /// What a step that did not fail did.

@@ -9,8 +9,12 @@
 //!   the model types re-exported here.
 //! - [`kinds`]: one module per credential kind (its raw fields, spec, validation and
 //!   static facts) and [`CredentialKind`], the closed set.
+//! - `consumer`: each consumer type's settings and what they say about themselves
+//!   ([`ConsumerFacts`]: description, templates, target identity), and
+//!   [`ConsumerSpec`], the closed set.
 //! - [`Template`], [`PasswordGenerator`]: consumer templates and password generation.
 
+mod consumer;
 mod duration;
 mod error;
 mod generator;
@@ -26,6 +30,7 @@ pub(crate) mod yaml;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use consumer::*;
 pub use duration::{
     APPROVAL_TTL_BOUND, DurationBound, GRACE_BOUND, JITTER_BOUND, LIFETIME_BOUND, MAX_AGE_BOUND,
     format_duration, parse_duration,

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::consumer::{GithubVisibility, GitlabVariableType};
 use super::kinds::RawCredential;
-use super::model::{GithubVisibility, GitlabVariableType, NotifyEvent};
+use super::model::NotifyEvent;
 use super::yaml::{Checked, Located, ScalarText};
 
 /// A struct read from a YAML mapping: unknown fields are errors, field names are

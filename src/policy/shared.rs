@@ -66,7 +66,10 @@ mod tests {
         // A value that `same` refuses is made anew and not kept in the place of `a`.
         let c = values.share("x", |_, _| false, make).unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
-        assert!(Arc::ptr_eq(&a, &values.share("x", |v, s| v == s, make).unwrap()));
+        assert!(Arc::ptr_eq(
+            &a,
+            &values.share("x", |v, s| v == s, make).unwrap()
+        ));
         assert!(values.share("y", |v, s| v == s, |_| Err(())).is_err());
         drop((a, b, c));
         let fresh = values.share("x", |v, s| v == s, make).unwrap();

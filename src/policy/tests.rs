@@ -627,6 +627,76 @@ fn two_consumers_cannot_share_a_target() {
 }
 
 #[test]
+fn a_target_is_the_place_written_whatever_else_differs() {
+    // Another restart list, mode or visibility writes the same place.
+    let k = |restart: &str| {
+        format!(
+            "    - type: kubernetes\n      namespace: n\n      secret: s\n      data: {{P: \"{{{{ password }}}}\"}}\n{restart}"
+        )
+    };
+    let f = |mode: &str| {
+        format!(
+            "    - type: file\n      path: /etc/app/db.env\n      content: \"{{{{ password }}}}\"\n      mode: \"{mode}\"\n"
+        )
+    };
+    let g = |visibility: &str| {
+        format!(
+            "    - type: github\n      tokenFrom: {{env: T}}\n      organization: acme\n      visibility: {visibility}\n      name: DB\n      value: \"{{{{ password }}}}\"\n"
+        )
+    };
+    for (a, b, target) in [
+        (
+            k(""),
+            k("      restart: [deployment/api]\n"),
+            "kubernetes:n/s",
+        ),
+        (f("0600"), f("0640"), "file:/etc/app/db.env"),
+        (
+            g("all"),
+            g("private"),
+            "github:org:acme/DB at https://api.github.com/",
+        ),
+    ] {
+        let e = errors(&policy(PG, &format!("  consumers:\n{a}{b}")));
+        assert_eq!(e.len(), 1, "{target}: {e:#?}");
+        assert!(
+            e[0].message.contains("same target as spec.consumers[0]"),
+            "{}",
+            e[0]
+        );
+        let set = load(&policy(PG, &format!("  consumers:\n{a}"))).expect("one consumer loads");
+        let consumer = &set.get("p").expect("policy").spec.consumers[0];
+        assert_eq!(consumer.target_id(), target);
+    }
+    // One GitLab key in two environment scopes is two variables.
+    let gl = |scope: &str| {
+        format!(
+            "    - type: gitlab\n      tokenFrom: {{env: T}}\n      project: acme/payments\n      key: DB\n      value: \"{{{{ password }}}}\"\n      environmentScope: {scope}\n"
+        )
+    };
+    let set = load(&policy(
+        PG,
+        &format!("  consumers:\n{}{}", gl("production"), gl("staging")),
+    ))
+    .expect("two scopes load");
+    let targets: Vec<String> = set
+        .get("p")
+        .expect("policy")
+        .spec
+        .consumers
+        .iter()
+        .map(ConsumerFacts::target_id)
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "gitlab:project:acme/payments/DB@production at https://gitlab.com/",
+            "gitlab:project:acme/payments/DB@staging at https://gitlab.com/",
+        ]
+    );
+}
+
+#[test]
 fn grace_needs_a_strategy_with_two_credentials() {
     let e = errors(&policy(&format!("{PG}    grace: 5m\n"), ""));
     assert_eq!(e[0].path, "spec.credential.grace");

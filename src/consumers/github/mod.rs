@@ -30,8 +30,8 @@ mod api;
 
 use self::api::{Action, Answer, Call, Scope, advanced, bearer, decode, failure, join, public_key};
 use super::{
-    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, ci_inputs, scrub::Scrubber, token,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
+    RemoveOutcome, RemoveResult, ci_inputs, scrub::Scrubber, token,
 };
 use crate::policy::{GithubConsumer, GithubVisibility};
 
@@ -190,9 +190,7 @@ impl GithubClient {
         spec: &GithubConsumer,
         token: &SecretString,
     ) -> Result<bool, GithubError> {
-        let scope = Scope::of(spec);
-        let nothing = SecretString::from(String::new());
-        let (calls, _) = self.open(spec, &scope, token, &nothing).await?;
+        let calls = self.open_without_value(spec, token).await?;
         let delete_call = calls.call(Action::Delete);
         let answer = self
             .send(
@@ -215,6 +213,32 @@ impl GithubClient {
         }
         info!(target = %calls.target, secret = %calls.secret, existed, "GitHub Actions secret deleted.");
         Ok(existed)
+    }
+
+    /// Whether `spec`'s Actions secret exists: `NotReadable` when it does (GitHub never
+    /// returns a secret's value), `Missing` when GitHub answers 404 for it. The scope
+    /// is checked first, as for [`GithubClient::remove`], so a 404 means the secret.
+    pub async fn read_back(
+        &self,
+        spec: &GithubConsumer,
+        token: &SecretString,
+    ) -> Result<ReadBack, GithubError> {
+        let calls = self.open_without_value(spec, token).await?;
+        Ok(match self.updated_at(&calls, Action::Read).await? {
+            Some(_) => ReadBack::NotReadable,
+            None => ReadBack::Missing,
+        })
+    }
+
+    /// [`GithubClient::open`] for calls that send no value (a read or a delete).
+    async fn open_without_value<'s>(
+        &self,
+        spec: &'s GithubConsumer,
+        token: &SecretString,
+    ) -> Result<SecretCalls<'s>, GithubError> {
+        let nothing = SecretString::from(String::new());
+        let (calls, _) = self.open(spec, &Scope::of(spec), token, &nothing).await?;
+        Ok(calls)
     }
 
     /// Prepares the calls about `spec`'s secret in `scope` (scrubbing `token` and
@@ -544,6 +568,13 @@ impl Consumer for GithubConsumer {
             .push(self, &token, &value)
             .await?;
         Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    /// `NotReadable` while the secret exists (GitHub secrets are write-only), else
+    /// `Missing`; the value is not rendered.
+    async fn read_back(&self, ctx: &Context<'_>, _new: &NewValue<'_>) -> ReadBackResult {
+        let token = token(ctx.vault, &self.token_from).await?;
+        Ok(ctx.clients.github().await?.read_back(self, &token).await?)
     }
 
     async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {

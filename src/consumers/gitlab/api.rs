@@ -11,6 +11,7 @@ use url::Url;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{GitlabError, GitlabOperation, MAX_MESSAGE_CHARS, SCOPE_FILTER, VariableLocation};
+use crate::consumers::ReadBack;
 use crate::consumers::scrub::Scrubber;
 use crate::policy::{GitlabConsumer, GitlabTarget};
 use crate::secret::{SecretString, constant_time_eq};
@@ -159,11 +160,12 @@ pub(super) struct Difference {
 }
 
 impl Difference {
-    pub(super) fn is_empty(&self) -> bool {
-        self.value == ValueState::Same && self.attributes.is_empty()
-    }
-
-    pub(super) fn fields(&self) -> Vec<&'static str> {
+    /// What the difference means for a read-back: a hidden value with every attribute
+    /// as wanted cannot be proven, anything else that differs is named.
+    pub(super) fn read_back(&self) -> ReadBack {
+        if self.value == ValueState::Unreadable && self.attributes.is_empty() {
+            return ReadBack::NotReadable;
+        }
         let mut fields = Vec::new();
         match self.value {
             ValueState::Same => {}
@@ -171,7 +173,7 @@ impl Difference {
             ValueState::Unreadable => fields.push("value (hidden)"),
         }
         fields.extend(&self.attributes);
-        fields
+        ReadBack::of_differences(fields.into_iter().map(str::to_owned).collect())
     }
 }
 

@@ -212,7 +212,7 @@ pub enum GitlabError {
         /// The variable.
         variable: Box<VariableLocation>,
         /// The differing fields (`value`, `masked`, …); never their values.
-        fields: Vec<&'static str>,
+        fields: Vec<String>,
     },
 }
 

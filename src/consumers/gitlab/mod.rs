@@ -41,10 +41,10 @@ use zeroize::Zeroizing;
 mod api;
 mod error;
 
-use self::api::{Answer, Call, Created, RemoteVariable, ValueState};
+use self::api::{Answer, Call, Created, RemoteVariable};
 use super::{
-    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, ci_inputs, token,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
+    RemoveOutcome, RemoveResult, ci_inputs, token,
 };
 use crate::policy::GitlabConsumer;
 use crate::secret::SecretString;
@@ -117,23 +117,15 @@ impl GitlabClient {
     ) -> Result<GitlabPushReport, GitlabError> {
         let call = Call::new(spec, token, value)?;
 
-        let changed = match self.read(&call, GitlabOperation::Read).await? {
-            Some(current) => {
-                call.check_scope(&current, GitlabOperation::Read)?;
-                let diff = call.differences(&current);
-                if diff.is_empty() {
-                    debug!(variable = %call.location, "GitLab variable already up to date.");
-                    return Ok(GitlabPushReport {
-                        changed: false,
-                        verified: true,
-                    });
-                }
-                debug!(variable = %call.location, fields = ?diff.fields(), "GitLab variable differs; updating.");
-                drop(current);
-                self.update(&call).await?;
-                true
+        let changed = match self.compare(&call, GitlabOperation::Read).await? {
+            ReadBack::Matches => {
+                debug!(variable = %call.location, "GitLab variable already up to date.");
+                return Ok(GitlabPushReport {
+                    changed: false,
+                    verified: true,
+                });
             }
-            None => {
+            ReadBack::Missing => {
                 match self.create(&call).await? {
                     Created::Yes => {}
                     Created::AlreadyTaken => {
@@ -143,26 +135,58 @@ impl GitlabClient {
                 }
                 true
             }
+            found => {
+                debug!(variable = %call.location, found = ?found, "GitLab variable differs; updating.");
+                self.update(&call).await?;
+                true
+            }
         };
 
-        let Some(read_back) = self.read(&call, GitlabOperation::ReadBack).await? else {
-            return Err(GitlabError::ReadBackMismatch {
-                variable: call.location(),
-                fields: vec!["(the variable is gone)"],
-            });
+        let verified = match self.compare(&call, GitlabOperation::ReadBack).await? {
+            ReadBack::Matches => true,
+            ReadBack::NotReadable => false,
+            ReadBack::Missing => {
+                return Err(GitlabError::ReadBackMismatch {
+                    variable: call.location(),
+                    fields: vec!["(the variable is gone)".to_owned()],
+                });
+            }
+            ReadBack::Differs { fields } => {
+                return Err(GitlabError::ReadBackMismatch {
+                    variable: call.location(),
+                    fields,
+                });
+            }
         };
-        call.check_scope(&read_back, GitlabOperation::ReadBack)?;
-        let diff = call.differences(&read_back);
-        drop(read_back);
-        if !diff.attributes.is_empty() || diff.value == ValueState::Differs {
-            return Err(GitlabError::ReadBackMismatch {
-                variable: call.location(),
-                fields: diff.fields(),
-            });
-        }
-        let verified = diff.value == ValueState::Same;
         info!(variable = %call.location, changed, verified, "GitLab variable pushed.");
         Ok(GitlabPushReport { changed, verified })
+    }
+
+    /// Reads `spec`'s CI/CD variable and compares it with `value` and `spec`'s
+    /// attributes, without writing: `Missing` when GitLab has no such variable,
+    /// `NotReadable` for a hidden variable whose attributes match.
+    pub async fn read_back(
+        &self,
+        spec: &GitlabConsumer,
+        token: &SecretString,
+        value: &SecretString,
+    ) -> Result<ReadBack, GitlabError> {
+        self.compare(&Call::new(spec, token, value)?, GitlabOperation::Read)
+            .await
+    }
+
+    /// Reads the variable (a call doing `operation`) and compares it with the call's
+    /// value and attributes; a variable of another scope is an error.
+    async fn compare(
+        &self,
+        call: &Call<'_>,
+        operation: GitlabOperation,
+    ) -> Result<ReadBack, GitlabError> {
+        let Some(remote) = self.read(call, operation).await? else {
+            return Ok(ReadBack::Missing);
+        };
+        call.check_scope(&remote, operation)?;
+        Ok(call.differences(&remote).read_back())
     }
 
     /// Deletes `spec`'s CI/CD variable (`DELETE …/variables/:key?filter[environment_scope]=…`)
@@ -190,7 +214,7 @@ impl GitlabClient {
             call.check_scope(&still, GitlabOperation::ReadBack)?;
             return Err(GitlabError::ReadBackMismatch {
                 variable: call.location(),
-                fields: vec!["(the variable is still there)"],
+                fields: vec!["(the variable is still there)".to_owned()],
             });
         }
         info!(variable = %call.location, existed, "GitLab variable deleted.");
@@ -318,6 +342,12 @@ impl Consumer for GitlabConsumer {
             .push(self, &token, &value)
             .await?;
         Ok(PushOutcome::written(r.changed, r.verified))
+    }
+
+    async fn read_back(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
+        let (token, value) = ci_inputs(ctx.vault, &self.token_from, &self.value, new.vars).await?;
+        let client = ctx.clients.gitlab().await?;
+        Ok(client.read_back(self, &token, &value).await?)
     }
 
     async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {

@@ -112,24 +112,28 @@ fn differences_compare_value_and_returned_attributes_only() {
     let value = SecretString::from("s3cr3t-value".to_owned());
     let token = SecretString::from("glpat-x".to_owned());
     let call = Call::new(&s, &token, &value).unwrap();
-    assert!(call.differences(&remote(Some("s3cr3t-value"))).is_empty());
-    let d = call.differences(&remote(Some("old-value")));
-    assert_eq!(d.fields(), ["value"]);
+    let read_back = |r: &RemoteVariable| call.differences(r).read_back();
+    let differs = |fields: &[&str]| ReadBack::Differs {
+        fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+    };
+    assert_eq!(read_back(&remote(Some("s3cr3t-value"))), ReadBack::Matches);
+    assert_eq!(read_back(&remote(Some("old-value"))), differs(&["value"]));
     let mut r = remote(Some("s3cr3t-value"));
     r.protected = Some(true);
     r.variable_type = Some("file".to_owned());
-    assert_eq!(
-        call.differences(&r).fields(),
-        ["protected", "variable_type"]
-    );
+    assert_eq!(read_back(&r), differs(&["protected", "variable_type"]));
     // Older GitLab without `raw`: not compared.
     let mut r = remote(Some("s3cr3t-value"));
     r.raw = None;
-    assert!(call.differences(&r).is_empty());
-    // Hidden: no value returned.
+    assert_eq!(read_back(&r), ReadBack::Matches);
+    // Hidden: no value returned, so it cannot be proven; with an attribute off, the
+    // attribute is named.
     let d = call.differences(&remote(None));
     assert_eq!(d.value, ValueState::Unreadable);
-    assert!(!d.is_empty());
+    assert_eq!(d.read_back(), ReadBack::NotReadable);
+    let mut r = remote(None);
+    r.protected = Some(true);
+    assert_eq!(read_back(&r), differs(&["value (hidden)", "protected"]));
     // Another scope is refused, a missing scope field is not.
     let mut r = remote(Some("s3cr3t-value"));
     r.environment_scope = Some("*".to_owned());

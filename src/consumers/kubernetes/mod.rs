@@ -34,11 +34,11 @@ use tracing::{info, warn};
 use zeroize::Zeroize;
 
 use super::{
-    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, RemoveOutcome,
-    RemoveResult, render_map, scrub::Scrubber,
+    Consumer, ConsumerKind, Context, NewValue, PushOutcome, PushResult, ReadBack, ReadBackResult,
+    RemoveOutcome, RemoveResult, differing_keys, render_map, scrub::Scrubber,
 };
 use crate::policy::KubernetesConsumer;
-use crate::secret::{SecretMap, constant_time_eq};
+use crate::secret::SecretMap;
 
 pub use self::error::{ApiFailure, KubernetesError};
 pub use self::rollout::restart_annotation_key;
@@ -150,18 +150,13 @@ impl KubernetesConsumerClient {
         drop(WipedSecret(applied));
         drop(desired);
 
-        let read_back = read_secret(&secrets, namespace, name, &scrubber).await?;
-        let mismatched = match &read_back {
-            None => vec!["(the Secret is gone)".to_owned()],
-            Some(s) => {
-                let mut m = mismatched_keys(&s.0, rendered);
-                if annotation(&s.0.metadata, DATA_HASH_ANNOTATION) != Some(data_hash) {
-                    m.push(format!("metadata.annotations[{DATA_HASH_ANNOTATION}]"));
-                }
-                m
+        let mismatched = match self.read_back(spec, rendered, Some(data_hash)).await? {
+            ReadBack::Matches => Vec::new(),
+            ReadBack::Differs { fields } => fields,
+            ReadBack::Missing | ReadBack::NotReadable => {
+                vec!["(the Secret or its keys are gone)".to_owned()]
             }
         };
-        drop(read_back);
         if !mismatched.is_empty() {
             return Err(KubernetesError::ReadBackMismatch {
                 namespace: namespace.to_owned(),
@@ -292,11 +287,41 @@ impl KubernetesConsumerClient {
         spec: &KubernetesConsumer,
         rendered: &SecretMap,
     ) -> Result<bool, KubernetesError> {
+        Ok(self.read_back(spec, rendered, None).await? == ReadBack::Matches)
+    }
+
+    /// Reads the Secret and compares it with `rendered` and, when given, rotor's
+    /// data-hash annotation (`data_hash`): `Missing` when there is no Secret or it
+    /// holds none of the rendered keys, `Differs` naming the rendered keys it lacks or
+    /// holds with other bytes (and the annotation). Keys rotor does not own are
+    /// ignored. Push verifies its apply with this.
+    pub async fn read_back(
+        &self,
+        spec: &KubernetesConsumer,
+        rendered: &SecretMap,
+        data_hash: Option<&str>,
+    ) -> Result<ReadBack, KubernetesError> {
         check_rendered_keys(spec, rendered)?;
         let scrubber = Scrubber::of_secret_data(rendered);
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &spec.namespace);
-        let current = read_secret(&secrets, &spec.namespace, &spec.secret, &scrubber).await?;
-        Ok(current.is_some_and(|s| mismatched_keys(&s.0, rendered).is_empty()))
+        let Some(current) = read_secret(&secrets, &spec.namespace, &spec.secret, &scrubber).await?
+        else {
+            return Ok(ReadBack::Missing);
+        };
+        let data = current.0.data.as_ref();
+        if !rendered
+            .keys()
+            .any(|k| data.is_some_and(|d| d.contains_key(k)))
+        {
+            return Ok(ReadBack::Missing);
+        }
+        let mut fields = mismatched_keys(&current.0, rendered);
+        if data_hash
+            .is_some_and(|h| annotation(&current.0.metadata, DATA_HASH_ANNOTATION) != Some(h))
+        {
+            fields.push(format!("metadata.annotations[{DATA_HASH_ANNOTATION}]"));
+        }
+        Ok(ReadBack::of_differences(fields))
     }
 }
 
@@ -490,19 +515,11 @@ fn desired_secret(
 
 /// Names of the rendered keys that `secret` lacks or holds with other bytes.
 fn mismatched_keys(secret: &Secret, rendered: &SecretMap) -> Vec<String> {
-    rendered
-        .keys()
-        .filter(|key| {
-            let want = rendered.expose(key).unwrap_or_default();
-            let have = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(*key))
-                .and_then(|b| std::str::from_utf8(&b.0).ok());
-            !have.is_some_and(|have| constant_time_eq(have, want))
-        })
-        .map(str::to_owned)
-        .collect()
+    let data = secret.data.as_ref();
+    differing_keys(rendered, |key| {
+        data.and_then(|d| d.get(key))
+            .and_then(|b| std::str::from_utf8(&b.0).ok())
+    })
 }
 
 /// Turns an apply failure into [`KubernetesError::FieldConflict`] (409) or
@@ -575,6 +592,13 @@ impl Consumer for KubernetesConsumer {
             verified: report.verified,
             restarted: report.restarted,
         })
+    }
+
+    async fn read_back(&self, ctx: &Context<'_>, new: &NewValue<'_>) -> ReadBackResult {
+        let rendered = render_map(&self.data, new.vars)?;
+        let hash = new.fingerprints.fingerprint_map(&rendered);
+        let client = ctx.clients.kube().await?;
+        Ok(client.read_back(self, &rendered, Some(&hash)).await?)
     }
 
     async fn remove(&self, ctx: &Context<'_>) -> RemoveResult {

@@ -10,6 +10,11 @@ use crate::policy::model::*;
 use crate::policy::raw::*;
 use crate::policy::template::Template;
 use crate::policy::yaml::{Checked, Located, ScalarText};
+use crate::policy::{
+    ConsumerFacts, ConsumerSpec, FileConsumer, GithubConsumer, GithubTarget, GitlabConsumer,
+    GitlabTarget, GitlabVariableType, KubernetesConsumer, VaultKvConsumer, WorkloadKind,
+    WorkloadRef,
+};
 
 /// Characters GitLab can mask when `raw` is false.
 const GITLAB_MASKABLE: &str = "_+=/@:.~-";
@@ -60,7 +65,7 @@ impl Validator {
                 ok = false;
                 continue;
             };
-            let target = consumer_target(&consumer);
+            let target = consumer.target_id();
             if let Some((_, first)) = targets.iter().find(|(t, _)| *t == target) {
                 self.at(
                     c,
@@ -645,20 +650,6 @@ fn gitlab_mask_problem(value: &Template, cred: &CredentialSpec, raw: bool) -> Op
         }
     }
     None
-}
-
-/// Identity of what a consumer writes, to catch two consumers fighting over one target.
-fn consumer_target(c: &ConsumerSpec) -> String {
-    match c {
-        ConsumerSpec::Kubernetes(k) => format!("kubernetes {}/{}", k.namespace, k.secret),
-        ConsumerSpec::Gitlab(g) => format!(
-            "gitlab {} {:?} {} {}",
-            g.url, g.target, g.key, g.environment_scope
-        ),
-        ConsumerSpec::Github(g) => format!("github {} {:?} {}", g.url, g.target, g.name),
-        ConsumerSpec::VaultKv(k) => format!("vault-kv {}/{}", k.mount, k.path),
-        ConsumerSpec::File(f) => format!("file {}", f.path.display()),
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,15 @@
 //! The verifier (`rotor audit verify FILE`): checks every record of a log and names the
 //! first bad one; also reads a log's last records when it is opened again.
 
-use super::*;
+use std::fs::File;
+use std::io;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{HASH_PREFIX, HASH_SUFFIX_LEN, MAX_LINE, ZERO_HASH, sha256_hex};
 
 /// The outcome of a successful [`verify_file`].
 #[derive(Debug, Clone, PartialEq, Eq)]

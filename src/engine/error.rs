@@ -1,6 +1,10 @@
 //! Why the engine could not start or journal a rotation ([`EngineError`]).
 
-use super::*;
+use crate::credentials::CredentialError;
+use crate::engine::journal::{JournalError, RotationId};
+use crate::state;
+use crate::state::StateError;
+use crate::vault::VaultError;
 
 /// A failure that prevents a rotation from starting or from being journaled.
 #[derive(Debug, thiserror::Error, strum::IntoStaticStr)]

@@ -16,24 +16,23 @@ mod steps;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::info;
 
 use crate::consumers::Consumers;
-use crate::credentials::{AuthOutcome, Credential, CredentialError};
-use crate::evidence::{AuthMethod, Event, Requester, Sink, Subject, VaultIdentity};
+use crate::credentials::Credential;
+use crate::evidence::{AuthMethod, Event, Requester, Sink, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::{Fingerprinter, SecretMap};
-use crate::state::{self, StateError, Store, VaultStore};
-use crate::vault::{Vault, VaultError};
+use crate::state::{self, Store, VaultStore};
+use crate::vault::Vault;
 
 pub use self::error::EngineError;
-use self::failpoint::Moment;
 pub use self::journal::{
     Check, ConsumerRecord, ConsumerState, Journal, JournalError, Rotation, RotationId, Status,
     Step, StepOutcome, StepRecord, Trigger, Verification,
 };
 pub use self::retire::{EnableOutcome, RemovalState, RetireRequest, RetireState, Retirement};
-use self::runner::{StepFailure, StepResult};
+use self::runner::StepFailure;
 
 /// Where rotor keeps its own state in Vault.
 #[derive(Debug, Clone)]

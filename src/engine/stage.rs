@@ -1,8 +1,18 @@
 //! The steps themselves: staging the new value, promoting it, propagating it to the
 //! consumers and proving the old one is rejected.
 
+use tracing::warn;
+
 use super::runner::{ConsumerEntry, each_consumer, refusal_check};
-use super::*;
+use super::{Engine, Run, history};
+use crate::credentials::AuthOutcome;
+use crate::engine::journal::{Check, ConsumerRecord, ConsumerState, Rotation, Step};
+use crate::engine::runner::{StepFailure, StepResult};
+use crate::evidence::{Event, Subject};
+use crate::policy::ValidatedPolicy;
+use crate::secret::SecretMap;
+use crate::state;
+use crate::vault::VaultError;
 
 impl Engine {
     /// The staged value: from memory, else from the staging path, else (once

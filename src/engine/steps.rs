@@ -2,8 +2,22 @@
 //! what each does, and what a failure means (a rollback before promote, a rotation
 //! left open or failed after it).
 
+use std::time::Duration;
+
+use tracing::{Instrument, error, info, info_span, warn};
+
 use super::runner::StepRun;
-use super::*;
+use super::{Engine, Known, Run, failpoint, now};
+use crate::credentials::{AuthOutcome, Credential, CredentialError};
+use crate::engine::error::EngineError;
+use crate::engine::failpoint::Moment;
+use crate::engine::journal::{
+    Check, Rotation, Status, Step, StepOutcome, StepRecord, Trigger, Verification,
+};
+use crate::engine::runner::{StepFailure, StepResult};
+use crate::evidence::{Event, Subject};
+use crate::policy::ValidatedPolicy;
+use crate::state;
 
 impl Engine {
     /// Drives `rotation` from wherever its journal says it is to an end (or to a

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use tracing::{error, info, warn};
 
 use super::{Agent, Inner};
-
 use crate::agent::Control;
 use crate::agent::approval::ApprovalCaller;
 use crate::agent::{Accepted, ControlError};

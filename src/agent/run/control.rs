@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 use super::{Agent, Entry, Inner, Job, PolicyState, retired_text, rfc3339};
-
 use crate::agent::approval::{ApprovalCaller, ApprovalRecord};
 use crate::agent::{Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness};
 use crate::audit::AuditEvent;

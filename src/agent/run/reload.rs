@@ -7,7 +7,6 @@ use std::sync::Arc;
 use tracing::{error, info};
 
 use super::{Entry, Inner, Job};
-
 use crate::audit::AuditEvent;
 
 impl Inner {

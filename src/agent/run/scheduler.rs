@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use tracing::info;
 
 use super::{Entry, Job, PolicyState, Queued, State};
-
 use crate::engine::{RotationRequest, Trigger};
 use crate::policy::ValidatedPolicy;
 use crate::schedule;

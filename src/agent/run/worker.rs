@@ -12,7 +12,6 @@ use super::{
     Entry, HISTORY, Inner, Job, PolicyState, Queued, State, old_accepted, panic_message,
     retired_text, retired_words, rfc3339, summary, unanswered,
 };
-
 use crate::agent::quarantine::{Quarantine, immediate_reason};
 use crate::audit::AuditEvent;
 use crate::engine::{EngineError, Rotation, RotationId, RotationRequest, Status, Trigger};

@@ -1,6 +1,15 @@
 //! The retired marks on Vault's canonical copy (custom metadata; every version kept).
 
-use super::*;
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::{MAX_METADATA_VALUE, RETIRED_METADATA_KEYS, Run};
+use crate::engine::Engine;
+use crate::engine::runner::StepFailure;
+use crate::policy::ValidatedPolicy;
+use crate::state::records::time;
+use crate::vault::{AuthAs, VaultError};
 
 impl Engine {
     /// Sets rotor's retired marks in the canonical path's custom metadata (other keys

@@ -1,7 +1,17 @@
 //! Enabling a retired policy again: the account flags, a rotation to a new credential
 //! that works, and the canonical copy's marks cleared.
 
-use super::*;
+use tracing::{Instrument, error, info, info_span};
+
+use super::{EnableOutcome, RetireRequest, required};
+use crate::credentials::Credential;
+use crate::engine::failpoint::Moment;
+use crate::engine::{
+    Engine, EngineError, RotationOutcome, RotationRequest, Trigger, failpoint, now,
+};
+use crate::evidence::Event;
+use crate::policy::ValidatedPolicy;
+use crate::state::records::{Enablement, RetireState, Retirement};
 
 impl Engine {
     /// Enables a retired policy again: lifts the account flags, runs a rotation (whose

@@ -31,21 +31,17 @@
 //! reach promote (rolled back) leaves the policy retired: the target is disabled again,
 //! since a `single` rollback restores the previous (retired) password.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info, info_span};
 
 mod canonical;
 mod enable;
 mod steps;
 
-use super::failpoint::{self, Moment};
-use super::runner::{StepFailure, StepRun, refusal_check};
-use super::{Check, Engine, EngineError, RotationOutcome, RotationRequest, Trigger, now};
-use crate::credentials::{AuthOutcome, Credential};
+use super::{Engine, EngineError, RotationOutcome, now};
+use crate::credentials::Credential;
 use crate::evidence::{AuthMethod, Event, Requester, VaultIdentity};
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
@@ -55,7 +51,7 @@ pub use crate::state::records::{
     Retirement,
 };
 use crate::state::{self, Key, StateError, Store, VaultStore};
-use crate::vault::{AuthAs, Vault, VaultError};
+use crate::vault::Vault;
 
 /// Custom-metadata keys rotor sets on a retired policy's canonical path.
 pub const RETIRED_METADATA_KEYS: [&str; 5] = [
@@ -374,7 +370,9 @@ impl Engine {
 mod tests {
     use super::canonical::cut;
     use super::*;
-    use crate::engine::StepOutcome;
+    use crate::engine::{StepOutcome, Trigger};
+    use crate::vault::VaultError;
+    use serde_json::Value;
 
     fn record(steps: &[(RetireStep, StepOutcome)]) -> Retirement {
         Retirement {

@@ -2,9 +2,19 @@
 //! journaled before its side effect — removing the consumers' copies and proving the
 //! target refuses the retired credential.
 
-use super::*;
+use tracing::{error, info, warn};
+
+use super::{OTHER_ACCOUNT_LOOKBACK, Run};
+use crate::credentials::AuthOutcome;
 use crate::engine::runner::{ConsumerEntry, StepResult, each_consumer};
+use crate::engine::runner::{StepFailure, StepRun, refusal_check};
+use crate::engine::{Check, Engine, EngineError, now};
+use crate::evidence::Event;
 use crate::evidence::Subject;
+use crate::secret::SecretMap;
+use crate::state::records::{
+    ConsumerRemoval, RemovalState, RetireState, RetireStep, RetireStepRecord,
+};
 
 impl ConsumerEntry for ConsumerRemoval {
     fn progress(&self) -> (&str, u32, bool) {

@@ -40,7 +40,10 @@ fn an_old_journal_resumes_where_its_record_says() {
     assert!(waiting.status.is_open());
     assert_eq!(waiting.next_step(), Some(Step::Revoked));
     assert_eq!(
-        waiting.revoke_after.as_deref(),
+        waiting
+            .revoke_after
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .as_deref(),
         Some("2026-12-08T15:42:11.478Z")
     );
     let pending: Vec<&str> = waiting

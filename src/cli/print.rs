@@ -53,7 +53,8 @@ pub fn print_rotation(r: &Rotation) {
         Some(e) => println!("result: {} ({e})", r.status.as_str()),
         None if r.waiting_for_grace() => println!(
             "result: waiting — the old credential stays valid until {} (grace period); then `rotor resume` (or the agent) revokes and verifies it",
-            r.revoke_after.as_deref().unwrap_or("?")
+            r.revoke_after
+                .map_or_else(|| "?".to_owned(), |t| time::format(&t))
         ),
         None => println!("result: {}", r.status.as_str()),
     }

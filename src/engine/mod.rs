@@ -409,7 +409,10 @@ impl Engine {
             return Err(EngineError::WaitingForGrace {
                 policy: policy.name.clone(),
                 rotation_id: r.rotation_id.clone(),
-                until: r.revoke_after.clone().unwrap_or_default(),
+                until: r
+                    .revoke_after
+                    .map(|t| crate::state::records::time::format(&t))
+                    .unwrap_or_default(),
             });
         }
         if let Some(r) = &resumed

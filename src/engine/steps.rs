@@ -105,15 +105,10 @@ impl Engine {
         if run.end_grace || run.credential.strategy() == crate::policy::Strategy::Single {
             return true;
         }
-        let Some(deadline) = run
-            .rotation
-            .revoke_after
-            .as_deref()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        else {
+        let Some(deadline) = run.rotation.revoke_after else {
             return true;
         };
-        let remaining = (deadline.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        let remaining = (deadline - chrono::Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO);
         if remaining.is_zero() {
@@ -360,7 +355,10 @@ impl StepRun for Run<'_> {
             return true;
         }
         info!(
-            revoke_after = self.rotation.revoke_after.as_deref().unwrap_or(""),
+            revoke_after = self
+                .rotation
+                .revoke_after
+                .map(|t| crate::state::records::time::format(&t)),
             "The old credential stays valid for its grace period; the rotation waits."
         );
         false
@@ -389,9 +387,8 @@ impl StepRun for Run<'_> {
             } else {
                 self.policy.spec.credential.grace()
             };
-            let deadline = crate::schedule::saturating_after(chrono::Utc::now(), grace);
-            self.rotation.revoke_after =
-                Some(deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            let deadline = crate::schedule::saturating_after(now(), grace);
+            self.rotation.revoke_after = Some(deadline);
         }
     }
 

@@ -447,11 +447,7 @@ impl Inner {
         let ok = matches!(last.status, Status::Completed) || last.waiting_for_grace();
         if last.waiting_for_grace() {
             e.state = PolicyState::Waiting;
-            e.waiting_until = last
-                .revoke_after
-                .as_deref()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
+            e.waiting_until = last.revoke_after;
         } else if last.status.is_open() {
             e.state = PolicyState::Pending;
         } else if ok {

@@ -225,10 +225,14 @@ pub struct Rotation {
     /// Consumer outcomes.
     #[serde(default)]
     pub consumers: Vec<ConsumerRecord>,
-    /// The old credential stays valid until this instant (RFC 3339): set when the
+    /// The old credential stays valid until this instant: set when the
     /// consumers have the new value, from the grace period (zero for a compromise).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoke_after: Option<String>,
+    #[serde(
+        default,
+        with = "time::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub revoke_after: Option<DateTime<Utc>>,
     /// Sessions ended because they used the old credential.
     #[serde(default)]
     pub sessions_terminated: u64,

@@ -86,7 +86,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Notification {
     /// What happened.
     pub event: NotifyEvent,
-    /// Policy name.
+    /// The policy's name (`metadata.name`).
     pub policy: String,
     /// The rotation's ULID, when the event is about one.
     pub rotation_id: Option<RotationId>,

@@ -91,7 +91,7 @@ pub struct ApprovalRecord {
     pub policy: String,
     /// Who asked (the API actor); becomes the rotation's actor.
     pub requester: String,
-    /// Why.
+    /// The reason the requester gave (free text, audited).
     #[serde(default)]
     pub reason: Option<String>,
     /// Ticket reference.

@@ -128,13 +128,13 @@ pub enum AuditEvent {
     /// A rotation is about to start (written BEFORE planning; if this fails the rotation
     /// must not start).
     RotationRequested {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// `schedule`, `on_demand` or `compromise`.
         trigger: String,
         /// Who asked (user, API identity, `scheduler`).
         actor: String,
-        /// Why.
+        /// The reason the requester gave (free text, audited).
         reason: Option<String>,
         /// Ticket reference.
         ticket: Option<String>,

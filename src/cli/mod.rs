@@ -134,7 +134,7 @@ pub enum Command {
     /// Lift a policy's quarantine: in a running agent (--server), or in Vault, where
     /// the agent keeps it and reads it back.
     Release {
-        /// The policy.
+        /// The policy's name (`metadata.name`).
         name: String,
         /// Why (recorded in the audit trail; required).
         #[arg(long)]

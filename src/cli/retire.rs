@@ -12,7 +12,7 @@ use super::{Output, load};
 /// Arguments of `rotor retire` and `rotor enable`.
 #[derive(Debug, Args)]
 pub struct RetireArgs {
-    /// The policy.
+    /// The policy's name (`metadata.name`).
     pub name: String,
     /// Why (required; recorded in the retirement record and the audit trail).
     #[arg(long)]

@@ -159,7 +159,7 @@ pub enum RabbitmqError {
     #[error("refusing to set an empty password for RabbitMQ user {user:?}")]
     #[strum(serialize = "empty_password")]
     EmptyPassword {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
     },
     /// The HTTP client could not be built.
@@ -170,7 +170,7 @@ pub enum RabbitmqError {
     #[error("RabbitMQ user {user:?} does not exist on {api}")]
     #[strum(serialize = "user_not_found")]
     UserNotFound {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The management API.
         api: String,
@@ -179,11 +179,11 @@ pub enum RabbitmqError {
     #[error("cannot read RabbitMQ user {user:?} on {api}")]
     #[strum(serialize = "lookup_user")]
     LookupUser {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The management API.
         api: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: HttpFailure,
     },
@@ -191,11 +191,11 @@ pub enum RabbitmqError {
     #[error("cannot set the password of RabbitMQ user {user:?} on {api}")]
     #[strum(serialize = "set_password")]
     SetPassword {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The management API.
         api: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: HttpFailure,
     },
@@ -203,11 +203,11 @@ pub enum RabbitmqError {
     #[error("cannot list the connections of RabbitMQ user {user:?} on {api}")]
     #[strum(serialize = "list_connections")]
     ListConnections {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The management API.
         api: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: HttpFailure,
     },
@@ -215,13 +215,13 @@ pub enum RabbitmqError {
     #[error("cannot close connection {connection:?} of RabbitMQ user {user:?} on {api}")]
     #[strum(serialize = "close_connection")]
     CloseConnection {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The connection's name.
         connection: String,
         /// The management API.
         api: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: HttpFailure,
     },

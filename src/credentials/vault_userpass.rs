@@ -58,7 +58,7 @@ pub enum VaultAuthError {
     EmptyPassword {
         /// Auth mount.
         mount: String,
-        /// The user.
+        /// The account the call was about (a name, never its password).
         username: String,
     },
     /// A stored value lacks a key the operation needs.
@@ -76,7 +76,7 @@ pub enum VaultAuthError {
     Transport {
         /// The request, e.g. `POST auth/userpass/users/app/password`.
         operation: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: VaultError,
     },
@@ -97,7 +97,7 @@ pub enum VaultAuthError {
     UserNotFound {
         /// Auth mount.
         mount: String,
-        /// The user.
+        /// The account the call was about (a name, never its password).
         username: String,
     },
     /// The AppRole role does not exist.

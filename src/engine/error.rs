@@ -34,7 +34,7 @@ pub enum EngineError {
     CanonicalMissing {
         /// KV mount.
         mount: String,
-        /// Path.
+        /// The Vault path involved (never a value).
         path: String,
         /// The keys expected.
         keys: String,
@@ -45,7 +45,7 @@ pub enum EngineError {
     CanonicalIncomplete {
         /// KV mount.
         mount: String,
-        /// Path.
+        /// The Vault path involved (never a value).
         path: String,
         /// Version read.
         version: u64,
@@ -56,7 +56,7 @@ pub enum EngineError {
     #[error("the audit log cannot be written; the rotation of {policy} was not started")]
     #[strum(serialize = "evidence")]
     Evidence {
-        /// Policy.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// What the evidence sink said.
         #[source]
@@ -66,7 +66,7 @@ pub enum EngineError {
     #[error("policy {policy} requires {what} for on-demand rotations")]
     #[strum(serialize = "request_incomplete")]
     RequestIncomplete {
-        /// Policy.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// `a reason` / `a ticket`.
         what: &'static str,
@@ -77,7 +77,7 @@ pub enum EngineError {
     )]
     #[strum(serialize = "pending")]
     Pending {
-        /// Policy.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// The open rotation.
         rotation_id: RotationId,
@@ -92,7 +92,7 @@ pub enum EngineError {
     )]
     #[strum(serialize = "waiting_for_grace")]
     WaitingForGrace {
-        /// Policy.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// The waiting rotation.
         rotation_id: RotationId,
@@ -105,7 +105,7 @@ pub enum EngineError {
     )]
     #[strum(serialize = "retired")]
     Retired {
-        /// Policy.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// `retiring`, `retired`, `failed` or `enabling`.
         state: &'static str,
@@ -113,21 +113,21 @@ pub enum EngineError {
         since: String,
         /// Who retired it.
         actor: String,
-        /// Why.
+        /// What went wrong, in words an operator can act on.
         reason: String,
     },
     /// `enable` of a policy that is not retired.
     #[error("policy {policy} is not retired; there is nothing to enable")]
     #[strum(serialize = "not_retired")]
     NotRetired {
-        /// Policy.
+        /// The policy's name (`metadata.name`).
         policy: String,
     },
     /// A retire or enable request lacks what it needs.
     #[error("{action} policy {policy} requires {what}")]
     #[strum(serialize = "request_incomplete")]
     RetireIncomplete {
-        /// Policy.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// `retiring` / `enabling`.
         action: &'static str,

@@ -107,7 +107,7 @@ pub enum HistoryError {
     #[error("reuse history of policy {policy}: {source}")]
     #[strum(serialize = "history_vault")]
     Vault {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// The cause.
         #[source]
@@ -119,11 +119,11 @@ pub enum HistoryError {
     )]
     #[strum(serialize = "history_corrupt")]
     Corrupt {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// KV mount.
         mount: String,
-        /// Path.
+        /// The Vault path involved (never a value).
         path: String,
         /// What is wrong.
         detail: String,
@@ -132,7 +132,7 @@ pub enum HistoryError {
     #[error("reuse history of policy {policy} kept changing while it was written")]
     #[strum(serialize = "history_conflict")]
     Conflict {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
     },
     /// Every generated value repeated the current or a remembered one.
@@ -141,7 +141,7 @@ pub enum HistoryError {
     )]
     #[strum(serialize = "reuse_generated")]
     Repeated {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// Values generated.
         attempts: u32,
@@ -152,7 +152,7 @@ pub enum HistoryError {
     )]
     #[strum(serialize = "reuse_refused")]
     Reused {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// Credential kind.
         kind: String,

@@ -39,7 +39,7 @@ pub enum JournalError {
     #[error("journal for policy {policy}: {source}")]
     #[strum(serialize = "journal_vault")]
     Vault {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// The cause.
         #[source]
@@ -51,14 +51,14 @@ pub enum JournalError {
     )]
     #[strum(serialize = "journal_conflict")]
     Conflict {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
     },
     /// The stored record is not a rotation record.
     #[error("journal for policy {policy} is unreadable: {detail}")]
     #[strum(serialize = "journal_corrupt")]
     Corrupt {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: String,
         /// Where the record is and what is wrong with it (never its content).
         detail: String,

@@ -75,7 +75,7 @@ pub struct RotationRequest {
     pub trigger: Trigger,
     /// Who (user name, API identity, `scheduler`).
     pub actor: String,
-    /// Why.
+    /// The reason the requester gave (free text, audited).
     pub reason: Option<String>,
     /// Ticket.
     pub ticket: Option<String>,

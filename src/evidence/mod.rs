@@ -88,7 +88,7 @@ pub enum Event<'a> {
     /// A rotation is about to be planned. Emitted before any side effect; when the
     /// sink refuses it, the rotation does not start.
     RotationRequested {
-        /// The policy.
+        /// The policy the event is about.
         policy: &'a ValidatedPolicy,
         /// What started it.
         trigger: Trigger,
@@ -108,7 +108,7 @@ pub enum Event<'a> {
     /// step to retry. Metrics count every run; the audit log and notifications only
     /// the rotation's endings ([`ended`]).
     RunEnded {
-        /// The policy.
+        /// The policy the event is about.
         policy: &'a ValidatedPolicy,
         /// The journal record.
         rotation: &'a Rotation,

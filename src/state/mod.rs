@@ -36,7 +36,7 @@ pub enum Key<'a> {
     /// The new value of one rotation until it ends (`staging/<policy>/<rotation>`);
     /// holds a secret.
     Staging {
-        /// Policy name.
+        /// The policy's name (`metadata.name`).
         policy: &'a str,
         /// Rotation id (ULID).
         rotation: &'a str,

@@ -102,7 +102,7 @@ pub enum MysqlError {
     #[error("refusing to set an empty password for {user:?}@{account_host:?}")]
     #[strum(serialize = "empty_password")]
     EmptyPassword {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The account host.
         account_host: String,
@@ -123,7 +123,7 @@ pub enum MysqlError {
         user: String,
         /// Extra advice for known causes (empty otherwise).
         hint: &'static str,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: Box<mysql_async::Error>,
     },
@@ -135,7 +135,7 @@ pub enum MysqlError {
     #[error("account {user:?}@{account_host:?} does not exist on {host}:{port}")]
     #[strum(serialize = "user_not_found")]
     UserNotFound {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The account host.
         account_host: String,
@@ -148,11 +148,11 @@ pub enum MysqlError {
     #[error("cannot look up account {user:?}@{account_host:?}")]
     #[strum(serialize = "lookup_user")]
     LookupUser {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The account host.
         account_host: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: Box<mysql_async::Error>,
     },
@@ -161,7 +161,7 @@ pub enum MysqlError {
     #[error("cannot set the password of {user:?}@{account_host:?}: {message}")]
     #[strum(serialize = "set_password")]
     SetPassword {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The account host.
         account_host: String,
@@ -174,13 +174,13 @@ pub enum MysqlError {
     #[error("cannot {action} account {user:?}@{account_host:?}")]
     #[strum(serialize = "lock_account")]
     LockAccount {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// The account host.
         account_host: String,
         /// `lock` or `unlock`.
         action: &'static str,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: Box<mysql_async::Error>,
     },
@@ -188,9 +188,9 @@ pub enum MysqlError {
     #[error("cannot terminate the sessions of user {user:?}")]
     #[strum(serialize = "terminate_sessions")]
     TerminateSessions {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: Box<mysql_async::Error>,
     },

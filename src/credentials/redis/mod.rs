@@ -89,7 +89,7 @@ pub enum RedisError {
     #[error("refusing an empty password for Redis user {user:?}")]
     #[strum(serialize = "empty_password")]
     EmptyPassword {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
     },
     /// The connection could not be opened.
@@ -98,7 +98,7 @@ pub enum RedisError {
     Connect {
         /// `host:port`.
         address: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: ::redis::RedisError,
     },
@@ -122,7 +122,7 @@ pub enum RedisError {
     #[error("Redis user {user:?} does not exist on {address}")]
     #[strum(serialize = "user_not_found")]
     UserNotFound {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// `host:port`.
         address: String,
@@ -133,7 +133,7 @@ pub enum RedisError {
     )]
     #[strum(serialize = "last_password")]
     LastPassword {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// `host:port`.
         address: String,
@@ -142,11 +142,11 @@ pub enum RedisError {
     #[error("cannot look up Redis user {user:?} on {address}")]
     #[strum(serialize = "lookup_user")]
     LookupUser {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// `host:port`.
         address: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: ::redis::RedisError,
     },
@@ -154,7 +154,7 @@ pub enum RedisError {
     #[error("unexpected answer to ACL GETUSER {user:?} from {address}: {detail}")]
     #[strum(serialize = "unexpected_reply")]
     UnexpectedReply {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// `host:port`.
         address: String,
@@ -165,11 +165,11 @@ pub enum RedisError {
     #[error("cannot add a password to Redis user {user:?} on {address}")]
     #[strum(serialize = "add_password")]
     AddPassword {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// `host:port`.
         address: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: ::redis::RedisError,
     },
@@ -177,11 +177,11 @@ pub enum RedisError {
     #[error("cannot remove a password of Redis user {user:?} on {address}")]
     #[strum(serialize = "remove_password")]
     RemovePassword {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// `host:port`.
         address: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: ::redis::RedisError,
     },
@@ -189,13 +189,13 @@ pub enum RedisError {
     #[error("cannot {action} Redis user {user:?} on {address}")]
     #[strum(serialize = "set_enabled")]
     SetEnabled {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// `disable` or `enable`.
         action: &'static str,
         /// `host:port`.
         address: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: ::redis::RedisError,
     },
@@ -203,11 +203,11 @@ pub enum RedisError {
     #[error("cannot terminate the connections of Redis user {user:?} on {address}")]
     #[strum(serialize = "terminate_sessions")]
     TerminateSessions {
-        /// The user.
+        /// The account the call was about (a name, never its password).
         user: String,
         /// `host:port`.
         address: String,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: ::redis::RedisError,
     },
@@ -219,7 +219,7 @@ pub enum RedisError {
         address: String,
         /// `ACL SAVE`, `CONFIG REWRITE` or `CONFIG GET aclfile`.
         method: &'static str,
-        /// Why.
+        /// The underlying client's error; it never holds a password.
         #[source]
         source: ::redis::RedisError,
     },

@@ -157,7 +157,7 @@ impl Check {
 /// retirement's ([`RetireStep`], as [`RetireStepRecord`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord<S = Step> {
-    /// Which step.
+    /// The step this entry records.
     pub step: S,
     /// How it went (`begun` until it ends).
     pub outcome: StepOutcome,
@@ -201,7 +201,7 @@ pub struct Verification {
     /// opposite, and is repeated later. Absent (false) in older records.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inconclusive: bool,
-    /// When.
+    /// When the check ran.
     #[serde(with = "time")]
     pub at: DateTime<Utc>,
 }

@@ -111,7 +111,7 @@ pub struct ConsumerRemoval {
     pub consumer: String,
     /// Where the removal stands there.
     pub state: RemovalState,
-    /// Attempts so far.
+    /// How many times this consumer was tried, counting the last.
     pub attempts: u32,
     /// What was done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,9 +124,9 @@ pub struct ConsumerRemoval {
 /// `rotor enable`'s part of the record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Enablement {
-    /// Who.
+    /// Who asked: the authenticated identity of the caller or the scheduler.
     pub actor: String,
-    /// Why.
+    /// The reason the requester gave (free text, audited).
     pub reason: String,
     /// Ticket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,7 +156,7 @@ pub struct Enablement {
 /// `policy_retired` audit event). Never holds a secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Retirement {
-    /// Policy name.
+    /// The policy's name (`metadata.name`).
     pub policy: String,
     /// Credential kind.
     pub kind: String,
@@ -166,7 +166,7 @@ pub struct Retirement {
     pub state: RetireState,
     /// Who retired it.
     pub actor: String,
-    /// Why.
+    /// The reason the requester gave (free text, audited).
     pub reason: String,
     /// Ticket.
     #[serde(default, skip_serializing_if = "Option::is_none")]

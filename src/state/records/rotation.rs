@@ -169,7 +169,7 @@ pub struct ConsumerRecord {
 pub struct Rotation {
     /// Its id (a ULID).
     pub rotation_id: RotationId,
-    /// Policy name.
+    /// The policy's name (`metadata.name`).
     pub policy: String,
     /// Credential kind (`postgres`, …).
     pub kind: String,
@@ -180,7 +180,7 @@ pub struct Rotation {
     pub trigger: Trigger,
     /// Who asked (user, API identity, `scheduler`).
     pub actor: String,
-    /// Why.
+    /// The reason the requester gave (free text, audited).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Ticket reference.

@@ -8,24 +8,13 @@ use rotor::agent::Executor;
 use rotor::consumers::Consumers;
 use rotor::engine::{Engine, EngineConfig, Rotation, Status};
 
+/// A rotation left open by an unanswered target.
 fn rotation(policy: &str, id: &str, status: &str) -> Rotation {
-    serde_json::from_value(serde_json::json!({
-        "rotation_id": id,
-        "policy": policy,
-        "kind": "postgres",
-        "strategy": "single",
-        "trigger": "schedule",
-        "actor": "scheduler",
-        "status": status,
-        "canonical": "secret/x",
-        "canonical_version": 1,
-        "staging": "secret/rotor/staging/x",
-        "steps": [],
-        "error": "applied: the target did not answer",
-        "started_at": "2027-01-01T00:00:00Z",
-        "updated_at": "2027-01-01T00:00:00Z",
-    }))
-    .expect("rotation JSON")
+    common::fake_exec::rotation(
+        policy,
+        status,
+        serde_json::json!({"rotation_id": id, "error": "applied: the target did not answer"}),
+    )
 }
 
 #[tokio::test]

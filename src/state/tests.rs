@@ -259,3 +259,27 @@ async fn records_that_do_not_decode_are_errors_naming_the_place_not_the_value() 
         .expect("present");
     assert_eq!((sample.count, version), (2, 4));
 }
+
+#[test]
+fn decode_detail_names_the_position_once_and_no_value() {
+    let syntax = serde_json::from_str::<serde_json::Value>("{x").unwrap_err();
+    assert_eq!(
+        super::decode_detail(&syntax),
+        "key must be a string at line 1 column 2"
+    );
+    let wrong_type = serde_json::from_str::<u32>("\"s3cr3t-value\"").unwrap_err();
+    let detail = super::decode_detail(&wrong_type);
+    assert_eq!(detail, "invalid type at line 1 column 14");
+    assert!(!detail.contains("s3cr3t"));
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Record {
+        #[allow(dead_code)]
+        policy: String,
+    }
+    let unknown = serde_json::from_str::<Record>(r#"{"policy":"p","extra":1}"#).unwrap_err();
+    assert_eq!(
+        super::decode_detail(&unknown),
+        "unknown field `extra`, expected `policy` at line 1 column 21"
+    );
+}

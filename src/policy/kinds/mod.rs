@@ -27,7 +27,7 @@ mod vault_userpass;
 use std::fmt;
 use std::time::Duration;
 
-pub use common::{TlsMode, TlsSpec};
+pub use common::{Connection, TlsMode, TlsSpec};
 pub use http_api_key::{HttpApiKeyCredential, HttpCreateRequest, HttpMethod, HttpRequestSpec};
 pub use mysql::{MysqlConnection, MysqlCredential};
 pub use postgres::{PostgresConnection, PostgresCredential};

@@ -66,9 +66,9 @@ impl KindSpec for MysqlCredential {
 }
 
 /// Validates `spec.credential` of `type: mysql`.
-pub(super) fn validate(v: &mut Validator, r: &RawMysql, mount: &str) -> Option<MysqlCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawMysql) -> Option<MysqlCredential> {
     let c = &r.connection.value;
-    let admin_from = v.reference(&c.admin_from, mount);
+    let admin_from = v.reference(&c.admin_from);
     let connection = v.connection(&c.host, c.port.as_ref(), 3306, c.tls.as_ref(), admin_from);
     let username = v.username(&r.username, 80);
     let account_host = v.non_empty_or(

@@ -60,9 +60,9 @@ impl KindSpec for RedisCredential {
 }
 
 /// Validates `spec.credential` of `type: redis`.
-pub(super) fn validate(v: &mut Validator, r: &RawRedis, mount: &str) -> Option<RedisCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawRedis) -> Option<RedisCredential> {
     let c = &r.connection.value;
-    let admin_from = v.optional(c.admin_from.as_ref(), |v, a| v.reference(a, mount));
+    let admin_from = v.optional(c.admin_from.as_ref(), |v, a| v.reference(a));
     let connection = v.connection(&c.host, c.port.as_ref(), 6379, c.tls.as_ref(), admin_from);
     let username = v.username(&r.username, 512);
     let password = v.password(r.password.as_ref());

@@ -1036,18 +1036,20 @@ fn json_response(code: StatusCode, body: &Value) -> Response<ReplyBody> {
 
 /// A Kubernetes `Status` failure response.
 fn status(code: StatusCode, reason: &str, message: &str) -> Response<ReplyBody> {
-    json_response(
-        code,
-        &json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code.as_u16()
-        }),
-    )
+    json_response(code, &status_body(code.as_u16(), reason, message))
+}
+
+/// A Kubernetes `Status` failure object (also the object of a watch's `ERROR` event).
+fn status_body(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code
+    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
@@ -38,15 +38,16 @@ fn kubectl(kube: &FakeKube, home: &Path, args: &[&str], stdin: Option<&str>) -> 
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
-fn kubectl_output(kube: &FakeKube, home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+/// Starts kubectl with `args` against `kube`, stdout piped, or panics naming kubectl.
+fn spawn_kubectl(kube: &FakeKube, home: &Path, args: &[&str], stderr: Stdio) -> Child {
     let program = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
-    let mut child = Command::new(&program)
+    Command::new(&program)
         .args(args)
         .env("KUBECONFIG", &kube.kubeconfig)
         .env("HOME", home)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
@@ -54,7 +55,11 @@ fn kubectl_output(kube: &FakeKube, home: &Path, args: &[&str], stdin: Option<&st
                  independent client of the fake API server; install kubectl on PATH or set \
                  KUBECTL to its path"
             )
-        });
+        })
+}
+
+fn kubectl_output(kube: &FakeKube, home: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = spawn_kubectl(kube, home, args, Stdio::piped());
     let mut input = child.stdin.take().expect("stdin");
     if let Some(text) = stdin {
         input
@@ -231,16 +236,17 @@ async fn kubectl_watches_what_kube_clients_change_and_typed_creates_are_refused(
         .await
         .unwrap();
     // kubectl lists, then watches from the list's resourceVersion until its timeout.
-    let program = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
-    let mut child = Command::new(program)
-        .args(["get", "secrets", "-n", &ns, "-w", "--output-watch-events"])
-        .arg("--request-timeout=10s")
-        .env("KUBECONFIG", &kube.kubeconfig)
-        .env("HOME", home.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("kubectl get -w (is kubectl installed?)");
+    // --request-timeout ends kubectl by itself should the test stop early.
+    let watch = [
+        "get",
+        "secrets",
+        "-n",
+        &ns,
+        "-w",
+        "--output-watch-events",
+        "--request-timeout=10s",
+    ];
+    let mut child = spawn_kubectl(&kube, home.path(), &watch, Stdio::null());
     let (lines, mut seen) = tokio::sync::mpsc::unbounded_channel();
     let stdout = child.stdout.take().expect("stdout");
     std::thread::spawn(move || {

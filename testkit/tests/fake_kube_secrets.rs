@@ -114,14 +114,17 @@ async fn an_apply_of_data_does_not_conflict_with_string_data_and_the_first_write
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
                "stringData": {"PGPASSWORD": value}})
     };
-    let applied = secrets
-        .patch(
-            "db",
-            &PatchParams::apply("helm"),
-            &Patch::Apply(helm("helm-value")),
-        )
-        .await
-        .unwrap();
+    let apply_helm = async || {
+        secrets
+            .patch(
+                "db",
+                &PatchParams::apply("helm"),
+                &Patch::Apply(helm("helm-value")),
+            )
+            .await
+            .unwrap()
+    };
+    let applied = apply_helm().await;
     assert!(applied.string_data.is_none());
     assert_eq!(data(&applied)["PGPASSWORD"], "helm-value");
     assert_eq!(
@@ -149,14 +152,7 @@ async fn an_apply_of_data_does_not_conflict_with_string_data_and_the_first_write
     );
 
     // The first manager's next apply puts its value back, again without a conflict.
-    let back = secrets
-        .patch(
-            "db",
-            &PatchParams::apply("helm"),
-            &Patch::Apply(helm("helm-value")),
-        )
-        .await
-        .unwrap();
+    let back = apply_helm().await;
     assert_eq!(data(&back)["PGPASSWORD"], "helm-value");
     assert_eq!(
         data(&secrets.get("db").await.unwrap())["PGPASSWORD"],

@@ -62,6 +62,13 @@ where
     }
 }
 
+async fn create(secrets: &Api<Secret>, secret: Secret) {
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {} failed: {e}", secret.name_any()));
+}
+
 fn value(secret: &Secret) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()["k"].0.clone()).unwrap()
 }
@@ -72,10 +79,7 @@ async fn a_kube_watcher_lists_then_follows_creates_updates_and_deletes() {
     let ns = unique("watch");
     create_namespace(&kube.client, &ns).await;
     let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
-    secrets
-        .create(&PostParams::default(), &secret("before", &[], "v0"))
-        .await
-        .unwrap();
+    create(&secrets, secret("before", &[], "v0")).await;
 
     let mut stream = watcher::watcher(secrets.clone(), watcher::Config::default()).boxed();
     // The initial list.
@@ -93,10 +97,7 @@ async fn a_kube_watcher_lists_then_follows_creates_updates_and_deletes() {
     ));
 
     // Then the watch from the list's resourceVersion: nothing missed, nothing repeated.
-    secrets
-        .create(&PostParams::default(), &secret("after", &[], "v1"))
-        .await
-        .unwrap();
+    create(&secrets, secret("after", &[], "v1")).await;
     match next_change(&mut stream, "the created Secret").await {
         Event::Apply(s) => assert_eq!((s.name_any(), value(&s)), ("after".into(), "v1".into())),
         other => panic!("expected Apply, got {other:?}"),
@@ -129,14 +130,8 @@ async fn a_kube_watcher_lists_then_follows_creates_updates_and_deletes() {
     }
     // Other namespaces are not in this watch.
     let others: Api<Secret> = Api::namespaced(kube.client.clone(), "default");
-    others
-        .create(&PostParams::default(), &secret("elsewhere", &[], "x"))
-        .await
-        .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret("last", &[], "v3"))
-        .await
-        .unwrap();
+    create(&others, secret("elsewhere", &[], "x")).await;
+    create(&secrets, secret("last", &[], "v3")).await;
     match next_change(&mut stream, "the last Secret").await {
         Event::Apply(s) => assert_eq!(s.name_any(), "last"),
         other => panic!("expected Apply of `last`, got {other:?}"),
@@ -203,14 +198,8 @@ async fn one_object_by_field_selector_and_namespaces_by_their_real_path() {
     let ns = unique("one");
     create_namespace(&kube.client, &ns).await;
     let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
-    secrets
-        .create(&PostParams::default(), &secret("watched", &[], "a"))
-        .await
-        .unwrap();
-    secrets
-        .create(&PostParams::default(), &secret("ignored", &[], "a"))
-        .await
-        .unwrap();
+    create(&secrets, secret("watched", &[], "a")).await;
+    create(&secrets, secret("ignored", &[], "a")).await;
     let mut one = kube::runtime::watcher::watch_object(secrets.clone(), "watched").boxed();
     let first = next(&mut one, "the watched Secret").await.unwrap();
     assert_eq!(first.map(|s| s.name_any()).as_deref(), Some("watched"));
@@ -303,10 +292,7 @@ async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
     let ns = unique("stream");
     create_namespace(&kube.client, &ns).await;
     let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
-    secrets
-        .create(&PostParams::default(), &secret("a", &[], "1"))
-        .await
-        .unwrap();
+    create(&secrets, secret("a", &[], "1")).await;
     let config = watcher::Config::default().streaming_lists();
     let mut stream = watcher::watcher(secrets.clone(), config).boxed();
     let mut listed = Vec::new();
@@ -319,10 +305,7 @@ async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
         }
     }
     assert_eq!(listed, ["a"]);
-    secrets
-        .create(&PostParams::default(), &secret("b", &[], "2"))
-        .await
-        .unwrap();
+    create(&secrets, secret("b", &[], "2")).await;
     match next_change(&mut stream, "the Secret after the initial events").await {
         Event::Apply(s) => assert_eq!(s.name_any(), "b"),
         other => panic!("expected Apply, got {other:?}"),

@@ -290,6 +290,22 @@ pub(super) fn resource_version(object: &Value) -> Option<u64> {
         .and_then(|rv| rv.parse().ok())
 }
 
+/// The object or list at `path` in the backend; `None` when it is not there.
+pub(super) async fn get(backend: &kube::Client, path: &str) -> Option<Value> {
+    match call(
+        backend,
+        Method::GET,
+        path,
+        "application/json",
+        String::new(),
+    )
+    .await
+    {
+        Ok((code, object)) if code.is_success() => Some(object),
+        _ => None,
+    }
+}
+
 /// One JSON request to the backend; the status and the parsed body (`Null` when the body
 /// is not JSON). `Err` when the backend refused the request outright.
 pub(super) async fn call(

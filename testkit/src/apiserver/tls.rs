@@ -36,31 +36,33 @@ impl ServerTls {
     /// server configuration (aws-lc-rs, TLS 1.2 and 1.3, ALPN `http/1.1`) serving it.
     pub fn generate() -> Result<ServerTls, ApiServerError> {
         let tls_err = |e: rcgen::Error| ApiServerError::Tls(e.to_string());
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+        let mut ca_params = params(
+            Vec::new(),
+            "rotor-testkit fake-kube-apiserver CA",
+            vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ],
+        )
+        .map_err(tls_err)?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "rotor-testkit fake-kube-apiserver CA");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(tls_err)?)
             .map_err(tls_err)?;
 
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).map_err(tls_err)?;
+        let mut params = params(
+            vec!["localhost".to_owned()],
+            "fake-kube-apiserver",
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ],
+        )
+        .map_err(tls_err)?;
         params.subject_alt_names.extend([
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         ]);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "fake-kube-apiserver");
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate().map_err(tls_err)?;
         let cert = params.signed_by(&key, &ca).map_err(tls_err)?;
@@ -95,4 +97,18 @@ impl ServerTls {
     pub(super) fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }
+}
+
+/// Certificate parameters for DNS `names`, common name `common_name` and `usages`.
+fn params(
+    names: Vec<String>,
+    common_name: &str,
+    usages: Vec<KeyUsagePurpose>,
+) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(names)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = usages;
+    Ok(params)
 }

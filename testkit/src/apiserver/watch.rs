@@ -25,8 +25,8 @@ use kube_fake_client::label_selector;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::ReplyBody;
 use super::feed::{self, Change, ChangeType, Feed, Resource, ResourcePath};
+use super::{ReplyBody, status_body};
 
 /// How long a watch lasts when the client sets no `timeoutSeconds` (a real server picks
 /// 30 to 60 minutes).
@@ -273,10 +273,7 @@ async fn run(
                 }
                 Err(message) => {
                     let _ = out
-                        .send(line(
-                            "ERROR",
-                            &status_object(500, "InternalError", &message),
-                        ))
+                        .send(line("ERROR", &status_body(500, "InternalError", &message)))
                         .await;
                     return;
                 }
@@ -301,7 +298,7 @@ async fn run(
             Err(expired) => {
                 let message = format!("too old resource version: {position} ({})", expired.oldest);
                 let _ = out
-                    .send(line("ERROR", &status_object(410, "Expired", &message)))
+                    .send(line("ERROR", &status_body(410, "Expired", &message)))
                     .await;
                 return;
             }
@@ -334,23 +331,11 @@ fn line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(text)
 }
 
-fn status_object(code: u16, reason: &str, message: &str) -> Value {
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code
-    })
-}
-
 fn body_or_status(code: StatusCode, body: Value) -> Value {
     if body.get("kind").and_then(Value::as_str) == Some("Status") {
         body
     } else {
-        status_object(code.as_u16(), "InternalError", "listing the objects failed")
+        status_body(code.as_u16(), "InternalError", "listing the objects failed")
     }
 }
 

@@ -67,20 +67,7 @@ impl Write {
 
     /// Reads what the write will change from the backend (`target`: the backend path).
     pub(super) async fn before(&self, state: &State, target: &str) -> Before {
-        let get = |path: String| async move {
-            match feed::call(
-                &state.backend,
-                Method::GET,
-                &path,
-                "application/json",
-                String::new(),
-            )
-            .await
-            {
-                Ok((code, object)) if code.is_success() => Some(object),
-                _ => None,
-            }
-        };
+        let get = |path: String| async move { feed::get(&state.backend, &path).await };
         match (&self.method, &self.path.name) {
             (&Method::POST, _) => Before::default(),
             (&Method::DELETE, None) => Before {
@@ -193,15 +180,7 @@ impl Write {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             let path = format!("{}/{name}", target.split('?').next().unwrap_or(target));
-            let still = feed::call(
-                &state.backend,
-                Method::GET,
-                &path,
-                "application/json",
-                String::new(),
-            )
-            .await
-            .is_ok_and(|(code, _)| code.is_success());
+            let still = feed::get(&state.backend, &path).await.is_some();
             if !still {
                 gone.push(object);
             }

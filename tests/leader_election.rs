@@ -232,7 +232,7 @@ async fn a_leader_cut_off_from_the_api_steps_down_before_another_takes_over() {
     let kubeconfig = dir.path().join("kubeconfig");
     let text = std::fs::read_to_string(&kube.kubeconfig)
         .expect("kubeconfig")
-        .replace(&kube.url(), &format!("http://{}", proxy.addr));
+        .replace(&kube.url(), &kube.url_via(proxy.addr));
     std::fs::write(&kubeconfig, text).expect("write kubeconfig");
     let through_proxy = rotor_testkit::apiserver::client_from_kubeconfig(&kubeconfig)
         .await

@@ -1,4 +1,4 @@
-//! [`FakeKube`]: a fake Kubernetes API server for one test, reached over real HTTP.
+//! [`FakeKube`]: a fake Kubernetes API server for one test, reached over real HTTPS.
 //!
 //! The server runs on its own thread with its own tokio runtime, so it keeps answering
 //! while the test blocks (for example on `std::process::Command::output()` running the
@@ -6,7 +6,7 @@
 //! uses. Dropping the [`FakeKube`] stops the server.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
@@ -17,7 +17,8 @@ use serde_json::json;
 use crate::apiserver;
 use crate::loopback::{self, LoopbackServer};
 
-/// A running fake API server, its kubeconfig and a client built from that kubeconfig.
+/// A running fake API server (HTTPS, with a CA made for it), its kubeconfig and a client
+/// built from that kubeconfig.
 ///
 /// Holds the temporary directory with the kubeconfig and the server; both go away when
 /// this value is dropped.
@@ -39,11 +40,14 @@ use crate::loopback::{self, LoopbackServer};
 pub struct FakeKube {
     /// Loopback address the server listens on.
     pub addr: SocketAddr,
-    /// Kubeconfig (mode 0600, in a temporary directory) pointing at `http://addr` with a
-    /// bearer token; hand it to the rotor binary as `KUBECONFIG`.
+    /// Kubeconfig (mode 0600, in a temporary directory) pointing at `https://addr` with
+    /// the server's CA and a bearer token; hand it to the rotor binary (or `kubectl`) as
+    /// `KUBECONFIG`.
     pub kubeconfig: PathBuf,
-    /// A `kube::Client` built from [`FakeKube::kubeconfig`]; it goes over HTTP like rotor's.
+    /// A `kube::Client` built from [`FakeKube::kubeconfig`]; it goes over HTTPS like rotor's.
     pub client: kube::Client,
+    token: String,
+    tls: apiserver::ServerTls,
     _dir: tempfile::TempDir,
     _server: LoopbackServer,
 }
@@ -58,6 +62,9 @@ impl FakeKube {
     pub async fn start() -> FakeKube {
         let token = apiserver::random_token();
         let server_token = token.clone();
+        let tls =
+            apiserver::ServerTls::generate().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        let server_tls = tls.clone();
         // The backend (kube-fake-client) is built on the server's runtime, before the
         // server counts as started.
         let server = loopback::spawn_with(
@@ -68,7 +75,10 @@ impl FakeKube {
                     .map_err(|e| error_chain(&e))
             },
             move |listener, backend, shutdown| async move {
-                if let Err(e) = apiserver::serve(listener, backend, server_token, shutdown).await {
+                if let Err(e) =
+                    apiserver::serve_tls(listener, backend, server_token, server_tls, shutdown)
+                        .await
+                {
                     tracing::error!(error = %error_chain(&e), "Fake API server stopped.");
                 }
             },
@@ -81,7 +91,7 @@ impl FakeKube {
             .tempdir()
             .unwrap_or_else(|e| panic!("creating a temporary directory failed: {e}"));
         let kubeconfig = dir.path().join("kubeconfig");
-        apiserver::write_kubeconfig(&kubeconfig, addr, &token)
+        apiserver::write_kubeconfig_tls(&kubeconfig, addr, &token, &tls)
             .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
         let client = apiserver::client_from_kubeconfig(&kubeconfig)
             .await
@@ -90,14 +100,44 @@ impl FakeKube {
             addr,
             kubeconfig,
             client,
+            token,
+            tls,
             _dir: dir,
             _server: server,
         }
     }
 
-    /// The server's base URL, `http://127.0.0.1:PORT`.
+    /// The server's base URL, `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url_via(self.addr)
+    }
+
+    /// The URL of this server when reached at `addr` instead (a [`crate::Proxy`] in
+    /// front of it): `https://addr`. The certificate is valid for any loopback port.
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        format!("https://{addr}")
+    }
+
+    /// Writes to `path` a kubeconfig like [`FakeKube::kubeconfig`] whose server is
+    /// reached at `addr` (a proxy in front of it); same CA and token.
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be written.
+    pub fn kubeconfig_via(&self, addr: SocketAddr, path: &Path) {
+        apiserver::write_kubeconfig_for(
+            path,
+            &self.url_via(addr),
+            &self.token,
+            Some(self.tls.ca_pem()),
+        )
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    }
+
+    /// The PEM certificate of the CA that signed the server's certificate (also in
+    /// [`FakeKube::kubeconfig`] as `certificate-authority-data`).
+    pub fn ca_pem(&self) -> &str {
+        self.tls.ca_pem()
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tracing::info;
 
 use super::{Entry, Job, PolicyState, Queued, State};
-use crate::engine::{RotationRequest, Trigger};
+use crate::engine::{Asker, RotationRequest, Trigger};
 use crate::policy::ValidatedPolicy;
 use crate::schedule;
 use crate::schedule::DueInputs;
@@ -185,10 +185,9 @@ impl State {
                     name.clone(),
                     Job::Rotate(RotationRequest {
                         trigger: Trigger::Schedule,
-                        actor: "scheduler".into(),
+                        asker: Asker::scheduler(),
                         reason: Some(format!("scheduled ({})", d.reason.as_str())),
                         ticket: None,
-                        authenticated_by: crate::audit::AuthMethod::Schedule,
                         ..Default::default()
                     }),
                     d.fire,

@@ -438,16 +438,7 @@ impl Engine {
                     .unwrap_or_default(),
             });
         }
-        if let Some(r) = &resumed
-            && r.status.is_open()
-        {
-            return Err(EngineError::Pending {
-                policy: policy.name.clone(),
-                rotation_id: r.rotation_id.clone(),
-                status: r.status.as_str(),
-                step: r.next_step().map_or("none", Step::as_str),
-            });
-        }
+        refuse_open(policy, resumed.as_ref())?;
 
         // A resumed rotation moved the journal and may have promoted: read both again.
         let (version, read) = match unchanged {
@@ -558,5 +549,19 @@ impl Engine {
             resumed: false,
             was_waiting: false,
         }
+    }
+}
+
+/// `Pending` when the rotation resumed before a new run (`resumed`) is still open: a
+/// rotation or retirement waits for it.
+fn refuse_open(policy: &ValidatedPolicy, resumed: Option<&Rotation>) -> Result<(), EngineError> {
+    match resumed {
+        Some(r) if r.status.is_open() => Err(EngineError::Pending {
+            policy: policy.name.clone(),
+            rotation_id: r.rotation_id.clone(),
+            status: r.status.as_str(),
+            step: r.next_step().map_or("none", Step::as_str),
+        }),
+        _ => Ok(()),
     }
 }

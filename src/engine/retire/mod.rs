@@ -290,16 +290,7 @@ impl Engine {
         reason: String,
     ) -> Result<Retirement, EngineError> {
         let finished = self.resume_with(policy, true).await?;
-        if let Some(r) = &finished
-            && r.status.is_open()
-        {
-            return Err(EngineError::Pending {
-                policy: policy.name.clone(),
-                rotation_id: r.rotation_id.clone(),
-                status: r.status.as_str(),
-                step: r.next_step().map_or("none", super::Step::as_str),
-            });
-        }
+        super::refuse_open(policy, finished.as_ref())?;
         let loc = &policy.spec.vault;
         let current = self
             .vault

@@ -220,7 +220,7 @@ impl Control for Agent {
         }
         st.enqueue(
             name.to_owned(),
-            Job::Rotate(request),
+            Job::Rotate(Box::new(request)),
             if compromise { 0 } else { 1 },
             None,
         );

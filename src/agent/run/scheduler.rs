@@ -183,13 +183,13 @@ impl State {
             {
                 due.push((
                     name.clone(),
-                    Job::Rotate(RotationRequest {
+                    Job::Rotate(Box::new(RotationRequest {
                         trigger: Trigger::Schedule,
                         asker: Asker::scheduler(),
                         reason: Some(format!("scheduled ({})", d.reason.as_str())),
                         ticket: None,
                         ..Default::default()
-                    }),
+                    })),
                     d.fire,
                 ));
             }

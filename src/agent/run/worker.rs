@@ -197,7 +197,7 @@ impl Inner {
             Job::Rotate(request) => {
                 // The engine records the request before it plans anything, and each
                 // run's end ([`crate::evidence`]).
-                match self.exec.rotate(&policy, request.clone()).await {
+                match self.exec.rotate(&policy, (*request).clone()).await {
                     Ok(outcome) => {
                         if let (Some(id), Some(r)) = (&request.approval_request, &outcome.rotation)
                             && let Err(e) = self.approvals.set_rotation(id, &r.rotation_id).await
@@ -286,7 +286,7 @@ impl Inner {
             }
             let req = crate::engine::cascade::dependent(&policy.name, &parent.rotation_id, request);
             info!(policy = %dep, from = %policy.name, "Cascading rotation queued.");
-            st.enqueue(dep.clone(), Job::Rotate(req), priority, None);
+            st.enqueue(dep.clone(), Job::Rotate(Box::new(req)), priority, None);
         }
         drop(st);
         self.wake.notify_one();

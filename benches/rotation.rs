@@ -44,7 +44,7 @@ use rotor::consumers::Consumers;
 use rotor::credentials::AuthOutcome;
 use rotor::credentials::postgres::PostgresTarget;
 use rotor::credentials::target::TargetTls;
-use rotor::engine::{Engine, EngineConfig, RotationRequest, Trigger};
+use rotor::engine::{Asker, Engine, EngineConfig, RotationRequest, Trigger};
 use rotor::policy::ValidatedPolicy;
 use rotor::secret::{SecretMap, SecretString};
 use rotor::vault::{AuthAs, Vault, VaultConfig};
@@ -840,7 +840,7 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
 
     let request = || RotationRequest {
         trigger: Trigger::OnDemand,
-        actor: "bench".into(),
+        asker: Asker::named("bench"),
         reason: Some("benchmark".into()),
         ticket: None,
         ..Default::default()

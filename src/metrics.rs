@@ -118,6 +118,25 @@ struct GaugeTable {
     rows: Mutex<HashMap<Box<str>, GaugeRow>>,
 }
 
+/// One of a policy's state gauges and its new value, for [`Metrics::set`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PolicyGauge {
+    /// When the policy rotates next (seconds since the epoch); `None` removes the series
+    /// (nothing scheduled, e.g. an on-demand-only policy).
+    NextRotation(Option<f64>),
+    /// When the policy last rotated successfully (seconds since the epoch).
+    LastSuccess(f64),
+    /// The policy's maxAge in seconds (for the "older than maxAge" alert); `None`
+    /// removes the series (no maxAge configured).
+    MaxAge(Option<f64>),
+    /// Whether the policy's old credential is still accepted by its target after a
+    /// rotation (true) or was refused / nothing is pending (false). True is a critical
+    /// alert.
+    OldCredentialValid(bool),
+    /// Whether the policy is quarantined.
+    Quarantined(bool),
+}
+
 /// One policy's gauges; `None` is no series.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct GaugeRow {
@@ -608,42 +627,15 @@ impl Metrics {
         });
     }
 
-    /// When the policy rotates next (seconds since the epoch); `None` removes the series
-    /// (nothing scheduled, e.g. an on-demand-only policy).
-    pub fn set_next_rotation(&self, policy: &str, at_unix: Option<f64>) {
-        self.inner
-            .gauges
-            .update(policy, |row| row.next_rotation = at_unix);
-    }
-
-    /// When the policy last rotated successfully (seconds since the epoch).
-    pub fn set_last_success(&self, policy: &str, at_unix: f64) {
-        self.inner
-            .gauges
-            .update(policy, |row| row.last_success = Some(at_unix));
-    }
-
-    /// The policy's maxAge in seconds (for the "older than maxAge" alert); `None`
-    /// removes the series (no maxAge configured).
-    pub fn set_max_age(&self, policy: &str, seconds: Option<f64>) {
-        self.inner
-            .gauges
-            .update(policy, |row| row.max_age = seconds);
-    }
-
-    /// Whether the policy's old credential is still accepted by its target after a
-    /// rotation (1) or was refused / nothing is pending (0). 1 is a critical alert.
-    pub fn set_old_credential_valid(&self, policy: &str, still_valid: bool) {
-        self.inner
-            .gauges
-            .update(policy, |row| row.old_credential_valid = Some(still_valid));
-    }
-
-    /// Whether the policy is quarantined.
-    pub fn set_quarantined(&self, policy: &str, quarantined: bool) {
-        self.inner
-            .gauges
-            .update(policy, |row| row.quarantined = Some(quarantined));
+    /// Sets one of the policy's state gauges ([`PolicyGauge`]).
+    pub fn set(&self, policy: &str, gauge: PolicyGauge) {
+        self.inner.gauges.update(policy, |row| match gauge {
+            PolicyGauge::NextRotation(at) => row.next_rotation = at,
+            PolicyGauge::LastSuccess(at) => row.last_success = Some(at),
+            PolicyGauge::MaxAge(seconds) => row.max_age = seconds,
+            PolicyGauge::OldCredentialValid(valid) => row.old_credential_valid = Some(valid),
+            PolicyGauge::Quarantined(quarantined) => row.quarantined = Some(quarantined),
+        });
     }
 
     /// One failed attempt to update a consumer of `consumer_type` (`kubernetes`,
@@ -757,12 +749,12 @@ mod tests {
         let m = Metrics::new("test");
         m.set_secret_created("b-db", "postgres", 1_700_000_000.0);
         m.set_secret_created("b-db", "redis", 1_700_000_001.0);
-        m.set_next_rotation("b-db", Some(1_800_000_000.0));
-        m.set_next_rotation("a-db", Some(1_800_000_001.5));
-        m.set_quarantined("a-db", false);
-        m.set_quarantined("b-db", true);
-        m.set_old_credential_valid("a-db", false);
-        m.set_max_age("a-db", None);
+        m.set("b-db", PolicyGauge::NextRotation(Some(1_800_000_000.0)));
+        m.set("a-db", PolicyGauge::NextRotation(Some(1_800_000_001.5)));
+        m.set("a-db", PolicyGauge::Quarantined(false));
+        m.set("b-db", PolicyGauge::Quarantined(true));
+        m.set("a-db", PolicyGauge::OldCredentialValid(false));
+        m.set("a-db", PolicyGauge::MaxAge(None));
         let text = m.encode();
         for line in [
             "# HELP rotor_secret_created_timestamp_seconds Unix time the policy's current secret was created (its age is time() minus this).",
@@ -784,7 +776,7 @@ mod tests {
         );
 
         m.forget_policy("b-db");
-        m.set_next_rotation("a-db", None);
+        m.set("a-db", PolicyGauge::NextRotation(None));
         let text = m.encode();
         assert!(!text.contains("b-db"), "{text}");
         assert!(

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Europe::Berlin;
 use common::fake_exec::{Ending, FakeExecutor, Running as Run, policies};
 use rotor::agent::{Control, TokioClock};
-use rotor::engine::{RotationRequest, Trigger};
+use rotor::engine::{Asker, RotationRequest, Trigger};
 use rotor::policy::{self, PolicySet};
 
 fn start(
@@ -214,7 +214,7 @@ async fn compromise_jumps_the_queue_and_on_demand_needs_a_reason() {
     advance(Duration::from_secs(1)).await;
     let request = |trigger, reason: Option<&str>| RotationRequest {
         trigger,
-        actor: "api:test".into(),
+        asker: Asker::named("api:test"),
         reason: reason.map(str::to_owned),
         ticket: None,
         ..Default::default()
@@ -275,7 +275,7 @@ async fn repeated_failures_quarantine_until_released() {
             "quar",
             RotationRequest {
                 trigger: Trigger::OnDemand,
-                actor: "api:test".into(),
+                asker: Asker::named("api:test"),
                 reason: Some("try".into()),
                 ticket: None,
                 ..Default::default()
@@ -358,7 +358,7 @@ async fn a_rotation_cascades_to_its_dependents_under_the_same_trigger() {
             "ca",
             RotationRequest {
                 trigger: Trigger::Compromise,
-                actor: "api:ops".into(),
+                asker: Asker::named("api:ops"),
                 reason: Some("leaked".into()),
                 ticket: None,
                 ..Default::default()

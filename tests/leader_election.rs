@@ -21,7 +21,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use rotor::agent::{AgentConfig, Clock, Control, ControlError, Executor, TokioClock};
 use rotor::engine::journal::Journal;
-use rotor::engine::{EngineError, Rotation, RotationOutcome, RotationRequest, Status, Trigger};
+use rotor::engine::{
+    Asker, EngineError, Rotation, RotationOutcome, RotationRequest, Status, Trigger,
+};
 use rotor::leader::{self, LeaderConfig, LeaderError};
 use rotor::metrics::Metrics;
 use rotor::policy::ValidatedPolicy;
@@ -534,7 +536,7 @@ async fn a_follower_starts_nothing_and_a_new_leader_resumes_without_repeating_se
             "nightly",
             RotationRequest {
                 trigger: Trigger::OnDemand,
-                actor: "api:test".into(),
+                asker: Asker::named("api:test"),
                 reason: Some("test".into()),
                 ticket: None,
                 ..Default::default()

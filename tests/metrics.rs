@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use rotor::engine::{Rotation, Step};
-use rotor::metrics::{Metrics, RESULTS};
+use rotor::metrics::{Metrics, PolicyGauge, RESULTS};
 use rotor::policy::{ConsumerSpec, CredentialSpec};
 use serde_json::{Value, json};
 
@@ -252,11 +252,14 @@ fn exercised() -> Metrics {
     ));
     for policy in ["payments-db", "sessions-cache", "orders-mq", "billing-api"] {
         m.set_secret_created(policy, "postgres", 1_740_000_000.0);
-        m.set_next_rotation(policy, Some(1_740_086_400.0));
-        m.set_last_success(policy, 1_740_000_000.0);
-        m.set_max_age(policy, Some(7_776_000.0));
-        m.set_old_credential_valid(policy, policy == "orders-mq");
-        m.set_quarantined(policy, policy == "billing-api");
+        m.set(policy, PolicyGauge::NextRotation(Some(1_740_086_400.0)));
+        m.set(policy, PolicyGauge::LastSuccess(1_740_000_000.0));
+        m.set(policy, PolicyGauge::MaxAge(Some(7_776_000.0)));
+        m.set(
+            policy,
+            PolicyGauge::OldCredentialValid(policy == "orders-mq"),
+        );
+        m.set(policy, PolicyGauge::Quarantined(policy == "billing-api"));
     }
     m.job_panicked("payments-db", "rotation");
     m.consumer_failure("payments-db", "kubernetes");
@@ -603,8 +606,8 @@ fn forgetting_a_policy_removes_its_series() {
     );
 
     // Unset values remove their series too.
-    m.set_next_rotation("sessions-cache", None);
-    m.set_max_age("sessions-cache", None);
+    m.set("sessions-cache", PolicyGauge::NextRotation(None));
+    m.set("sessions-cache", PolicyGauge::MaxAge(None));
     let text = m.encode();
     assert_eq!(
         value(
@@ -665,7 +668,10 @@ fn label_values_come_only_from_bounded_sets() {
     ));
     m.consumer_failure("payments-db", &canary);
     m.set_secret_created("payments-db", &canary, 1.0);
-    m.set_old_credential_valid(&format!("payments db {canary}"), true);
+    m.set(
+        &format!("payments db {canary}"),
+        PolicyGauge::OldCredentialValid(true),
+    );
     m.api_request("/v1/policies", 1000);
     let text = m.encode();
     rotor_testkit::assert_no_secret(&text, &[&canary, id]);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::kinds::{self, KindFixture, KindOptions};
-use rotor::engine::{Engine, EngineConfig, RotationRequest, Status, Trigger};
+use rotor::engine::{Asker, Engine, EngineConfig, RotationRequest, Status, Trigger};
 use rotor::schedule::{self, DueReason};
 
 #[tokio::test]
@@ -40,7 +40,7 @@ async fn a_certificate_near_expiry_is_due_and_renewed() {
             &fx.policy,
             RotationRequest {
                 trigger: Trigger::Schedule,
-                actor: "scheduler".into(),
+                asker: Asker::named("scheduler"),
                 reason: Some("renewBefore".into()),
                 ticket: None,
                 ..Default::default()

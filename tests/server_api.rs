@@ -101,7 +101,7 @@ fn rotation(id: &str, policy: &str, request: &RotationRequest) -> Rotation {
         "kind": "postgres",
         "strategy": "single",
         "trigger": request.trigger,
-        "actor": request.actor,
+        "actor": request.asker.actor,
         "reason": request.reason,
         "ticket": request.ticket,
         "status": "open",
@@ -655,7 +655,7 @@ async fn a_permitted_request_rotates_as_the_caller() {
         panic!("expected one rotate call, got {}", calls.len())
     };
     assert_eq!(policy, "payments-cache");
-    assert_eq!(request.actor, "api:team-payments");
+    assert_eq!(request.asker.actor, "api:team-payments");
     assert_eq!(request.trigger, Trigger::OnDemand);
     assert_eq!(request.reason.as_deref(), Some("quarterly drill"));
     assert_eq!(request.ticket.as_deref(), Some("CHG-7"));
@@ -699,7 +699,7 @@ async fn a_permitted_request_rotates_as_the_caller() {
     let calls = h.control.calls();
     assert_eq!(calls[1].0, "orders-db");
     assert_eq!(calls[1].1.trigger, Trigger::Compromise);
-    assert_eq!(calls[1].1.actor, "api:orders");
+    assert_eq!(calls[1].1.asker.actor, "api:orders");
     assert_eq!(calls[2].1.trigger, Trigger::OnDemand);
     assert_eq!(calls[2].1.reason, None);
 
@@ -958,7 +958,7 @@ async fn kubernetes_service_account_tokens_map_to_identities() {
     assert_eq!(records[0].identity.as_deref(), Some("ci"));
     assert_eq!(records[0].auth, Some("kubernetes"));
     let calls = h.control.calls();
-    assert_eq!(calls[0].1.actor, "api:ci");
+    assert_eq!(calls[0].1.asker.actor, "api:ci");
     assert_eq!(calls[0].1.trigger, Trigger::Compromise);
     let reviews = h.reviewer.calls.load(Ordering::SeqCst);
     assert_eq!(reviews, 1);
@@ -1111,7 +1111,7 @@ async fn client_functions_round_trip() {
     let (_, request) = &h.control.calls()[0];
     assert_eq!(
         (
-            request.actor.as_str(),
+            request.asker.actor.as_str(),
             request.reason.as_deref(),
             request.ticket.as_deref()
         ),
@@ -1529,7 +1529,7 @@ async fn a_selector_request_rotates_every_matching_policy_or_none() {
     assert_eq!(calls.len(), 2);
     for (policy, request) in &calls {
         assert!(policy.starts_with("payments-"));
-        assert_eq!(request.actor, "api:team-payments");
+        assert_eq!(request.asker.actor, "api:team-payments");
         assert_eq!(request.trigger, Trigger::OnDemand);
         assert_eq!(request.reason.as_deref(), Some("quarterly"));
         assert_eq!(request.ticket.as_deref(), Some("CHG-1"));

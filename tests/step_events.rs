@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use common::kinds::{self, KindFixture, KindOptions};
 use rotor::consumers::Consumers;
-use rotor::engine::{Engine, EngineConfig, RetireRequest, RetireState, RotationRequest, Status};
+use rotor::engine::{
+    Asker, Engine, EngineConfig, RetireRequest, RetireState, RotationRequest, Status,
+};
 use rotor::evidence::{Event, EvidenceError, Sink, Subject};
 use rotor::state::memory::MemoryStore;
 
@@ -77,7 +79,7 @@ async fn a_rotation_and_a_retirement_report_each_step_verification_and_consumer(
         .rotate(
             &fx.policy,
             RotationRequest {
-                actor: "test".into(),
+                asker: Asker::named("test"),
                 reason: Some("step events".into()),
                 ..Default::default()
             },
@@ -108,7 +110,7 @@ async fn a_rotation_and_a_retirement_report_each_step_verification_and_consumer(
         .retire(
             &fx.policy,
             RetireRequest {
-                actor: "test".into(),
+                asker: Asker::named("test"),
                 reason: Some("step events".into()),
                 ..Default::default()
             },

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ControlError;
-use crate::engine::{RotationId, RotationRequest, Trigger};
+use crate::engine::{Asker, RotationId, RotationRequest, Trigger};
 use crate::notify::{Notification, NotifyEvent};
 use crate::policy::ApprovalSpec;
 use crate::state::{self, Key, StateError, Store};
@@ -150,14 +150,16 @@ impl ApprovalRecord {
             } else {
                 Trigger::OnDemand
             },
-            actor: self.requester.clone(),
+            asker: Asker {
+                actor: self.requester.clone(),
+                authenticated_by: self.authenticated_by,
+                vault_identity: None,
+            },
             reason: self.reason.clone(),
             ticket: self.ticket.clone(),
             approvers: self.approvers(),
             break_glass: false,
             approval_request: Some(self.id.clone()),
-            authenticated_by: self.authenticated_by,
-            vault_identity: None,
         }
     }
 
@@ -419,7 +421,7 @@ impl Approvals {
         let record = ApprovalRecord {
             id: ulid::Ulid::new().to_string(),
             policy: policy.to_owned(),
-            requester: request.actor.clone(),
+            requester: request.asker.actor.clone(),
             reason: request.reason.clone(),
             ticket: request.ticket.clone(),
             compromise: request.trigger == Trigger::Compromise,
@@ -429,7 +431,7 @@ impl Approvals {
             approvals: Vec::new(),
             state: ApprovalState::Pending,
             rotation_id: None,
-            authenticated_by: request.authenticated_by,
+            authenticated_by: request.asker.authenticated_by,
         };
         let _guard = self.write.lock().await;
         store.put(&record, Some(0)).await?;
@@ -772,7 +774,7 @@ mod tests {
         });
         let req = r.rotation_request();
         assert_eq!(req.trigger, Trigger::Compromise);
-        assert_eq!(req.actor, "api:alice");
+        assert_eq!(req.asker.actor, "api:alice");
         assert_eq!(req.approvers, ["api:bob"]);
         assert!(!req.break_glass);
         assert_eq!(req.approval_request.as_deref(), Some(r.id.as_str()));

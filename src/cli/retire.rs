@@ -85,11 +85,9 @@ pub(super) async fn retire(
     let local = Local::new(&args.vault, &args.audit, None).await?;
     let engine = &local.engine;
     let request = crate::engine::RetireRequest {
-        actor: args.actor.clone().unwrap_or_else(|| local.operator.actor()),
+        asker: local.asker(args.actor.as_deref()),
         reason: Some(args.reason.clone()),
         ticket: args.ticket.clone(),
-        authenticated_by: crate::evidence::AuthMethod::VaultToken,
-        vault_identity: Some(local.operator.clone()),
     };
     let ok = if enable {
         let outcome = engine.enable(policy, request).await?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use secrecy::SecretString;
 
-use crate::engine::{Engine, RotationRequest, Trigger};
+use crate::engine::{Asker, Engine, RotationRequest, Trigger};
 use crate::server::AgentClient;
 use crate::vault::{VaultAuth, VaultAuthSettings, VaultConfig};
 
@@ -140,10 +140,18 @@ impl Local {
     pub(super) fn request(&self, trigger: Trigger, actor: Option<&str>) -> RotationRequest {
         RotationRequest {
             trigger,
+            asker: self.asker(actor),
+            ..Default::default()
+        }
+    }
+
+    /// The operator as the asker (`actor` overrides the name recorded; Vault's answer
+    /// is recorded either way).
+    pub(super) fn asker(&self, actor: Option<&str>) -> Asker {
+        Asker {
             actor: actor.map_or_else(|| self.operator.actor(), str::to_owned),
             authenticated_by: crate::evidence::AuthMethod::VaultToken,
             vault_identity: Some(self.operator.clone()),
-            ..Default::default()
         }
     }
 

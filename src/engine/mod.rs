@@ -67,33 +67,38 @@ impl Default for EngineConfig {
     }
 }
 
-/// Who asked for a rotation, and why. `Default` is an on-demand request by nobody,
-/// for `..Default::default()` in literals.
-#[derive(Debug, Clone)]
-pub struct RotationRequest {
-    /// What started it.
-    pub trigger: Trigger,
+/// Who asks for a rotation, a retirement or an enable, and how they proved it.
+#[derive(Debug, Clone, Default)]
+pub struct Asker {
     /// Who (user name, API identity, `scheduler`).
     pub actor: String,
-    /// The reason the requester gave (free text, audited).
-    pub reason: Option<String>,
-    /// Ticket.
-    pub ticket: Option<String>,
-    /// Who approved it, where the policy requires approval (`spec.onDemand.approval`).
-    pub approvers: Vec<String>,
-    /// A compromise by a break-glass identity that skipped the required approval.
-    pub break_glass: bool,
-    /// The approval request it carries out, if any.
-    pub approval_request: Option<String>,
     /// How the requester proved who they are (written in the `rotation_requested`
-    /// record).
+    /// and retirement records).
     pub authenticated_by: AuthMethod,
     /// The requester's identity as Vault answered it, where they used their own Vault
     /// token (the local CLI).
     pub vault_identity: Option<VaultIdentity>,
 }
 
-impl RotationRequest {
+impl Asker {
+    /// An asker known only by name, who said nothing of how they proved it (a library
+    /// caller).
+    pub fn named(actor: impl Into<String>) -> Self {
+        Asker {
+            actor: actor.into(),
+            ..Asker::default()
+        }
+    }
+
+    /// The agent's scheduler (cron, `maxAge`, renewal): no person asked.
+    pub fn scheduler() -> Self {
+        Asker {
+            actor: "scheduler".into(),
+            authenticated_by: AuthMethod::Schedule,
+            vault_identity: None,
+        }
+    }
+
     /// Who asked, as the evidence names them.
     pub fn requester(&self) -> Requester<'_> {
         Requester {
@@ -104,18 +109,36 @@ impl RotationRequest {
     }
 }
 
+/// Who asked for a rotation, and why. `Default` is an on-demand request by nobody,
+/// for `..Default::default()` in literals.
+#[derive(Debug, Clone)]
+pub struct RotationRequest {
+    /// What started it.
+    pub trigger: Trigger,
+    /// Who asked.
+    pub asker: Asker,
+    /// The reason the requester gave (free text, audited).
+    pub reason: Option<String>,
+    /// Ticket.
+    pub ticket: Option<String>,
+    /// Who approved it, where the policy requires approval (`spec.onDemand.approval`).
+    pub approvers: Vec<String>,
+    /// A compromise by a break-glass identity that skipped the required approval.
+    pub break_glass: bool,
+    /// The approval request it carries out, if any.
+    pub approval_request: Option<String>,
+}
+
 impl Default for RotationRequest {
     fn default() -> Self {
         RotationRequest {
             trigger: Trigger::OnDemand,
-            actor: String::new(),
+            asker: Asker::default(),
             reason: None,
             ticket: None,
             approvers: Vec::new(),
             break_glass: false,
             approval_request: None,
-            authenticated_by: AuthMethod::Unknown,
-            vault_identity: None,
         }
     }
 }
@@ -244,7 +267,7 @@ impl Engine {
             .emit(&Event::RotationRequested {
                 policy,
                 trigger: request.trigger,
-                requester: request.requester(),
+                requester: request.asker.requester(),
                 reason,
                 ticket: request.ticket.as_deref(),
                 approvers: &request.approvers,
@@ -415,16 +438,7 @@ impl Engine {
                     .unwrap_or_default(),
             });
         }
-        if let Some(r) = &resumed
-            && r.status.is_open()
-        {
-            return Err(EngineError::Pending {
-                policy: policy.name.clone(),
-                rotation_id: r.rotation_id.clone(),
-                status: r.status.as_str(),
-                step: r.next_step().map_or("none", Step::as_str),
-            });
-        }
+        refuse_open(policy, resumed.as_ref())?;
 
         // A resumed rotation moved the journal and may have promoted: read both again.
         let (version, read) = match unchanged {
@@ -503,7 +517,7 @@ impl Engine {
             kind: policy.spec.credential.kind().to_owned(),
             strategy: policy.spec.credential.strategy().as_str().to_owned(),
             trigger: request.trigger,
-            actor: request.actor,
+            actor: request.asker.actor,
             reason: request.reason,
             ticket: request.ticket,
             approvers: request.approvers,
@@ -535,5 +549,19 @@ impl Engine {
             resumed: false,
             was_waiting: false,
         }
+    }
+}
+
+/// `Pending` when the rotation resumed before a new run (`resumed`) is still open: a
+/// rotation or retirement waits for it.
+fn refuse_open(policy: &ValidatedPolicy, resumed: Option<&Rotation>) -> Result<(), EngineError> {
+    match resumed {
+        Some(r) if r.status.is_open() => Err(EngineError::Pending {
+            policy: policy.name.clone(),
+            rotation_id: r.rotation_id.clone(),
+            status: r.status.as_str(),
+            step: r.next_step().map_or("none", Step::as_str),
+        }),
+        _ => Ok(()),
     }
 }

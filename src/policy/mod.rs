@@ -39,6 +39,7 @@ pub use error::{LoadErrors, PolicyError};
 pub use generator::{Alphabet, GeneratorError, PasswordGenerator};
 pub use kinds::*;
 pub use model::*;
+pub(crate) use raw::raw_mapping;
 pub use template::{Template, TemplateError};
 
 /// Loads and validates every policy under `paths` (files, or directories searched

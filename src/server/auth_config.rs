@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::policy::yaml::{DeError, Located, NodeDe, Pos, ScalarText, Sink, parse_documents};
-use crate::policy::{PolicyError, Reference, parse_duration};
+use crate::policy::{PolicyError, Reference, parse_duration, raw_mapping};
 use crate::vault::VaultError;
 
 /// Requests per window when an identity sets no `rateLimit`.
@@ -248,63 +248,51 @@ pub struct AuthConfig {
     pub identities: Vec<IdentityConfig>,
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    rename_all = "camelCase",
-    expecting = "a mapping with `identities`"
-)]
-struct RawConfig {
-    identities: Located<Vec<Located<RawIdentity>>>,
+raw_mapping! {
+    "a mapping with `identities`",
+    struct RawConfig {
+        identities: Located<Vec<Located<RawIdentity>>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    rename_all = "camelCase",
-    expecting = "an identity: a mapping with `name`"
-)]
-struct RawIdentity {
-    name: Located<Text>,
-    // Read as an untyped value and checked by hand (`reference`), so that a token
-    // pasted here by mistake is described, never quoted.
-    #[serde(default)]
-    token_from: Option<Located<Value>>,
-    #[serde(default)]
-    kubernetes: Option<RawKubernetes>,
-    #[serde(default)]
-    policies: Vec<Located<Text>>,
-    #[serde(default)]
-    selector: BTreeMap<Text, Text>,
-    #[serde(default)]
-    compromise: Flag,
-    #[serde(default)]
-    groups: Vec<Located<Text>>,
-    #[serde(default)]
-    break_glass: Option<Located<Flag>>,
-    #[serde(default)]
-    rate_limit: Option<RawRateLimit>,
+raw_mapping! {
+    "an identity: a mapping with `name`",
+    struct RawIdentity {
+        name: Located<Text>,
+        // Read as an untyped value and checked by hand (`reference`), so that a token
+        // pasted here by mistake is described, never quoted.
+        #[serde(default)]
+        token_from: Option<Located<Value>>,
+        #[serde(default)]
+        kubernetes: Option<RawKubernetes>,
+        #[serde(default)]
+        policies: Vec<Located<Text>>,
+        #[serde(default)]
+        selector: BTreeMap<Text, Text>,
+        #[serde(default)]
+        compromise: Flag,
+        #[serde(default)]
+        groups: Vec<Located<Text>>,
+        #[serde(default)]
+        break_glass: Option<Located<Flag>>,
+        #[serde(default)]
+        rate_limit: Option<RawRateLimit>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    rename_all = "camelCase",
-    expecting = "a mapping with `serviceAccount`"
-)]
-struct RawKubernetes {
-    service_account: Located<Text>,
+raw_mapping! {
+    "a mapping with `serviceAccount`",
+    struct RawKubernetes {
+        service_account: Located<Text>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    rename_all = "camelCase",
-    expecting = "a mapping with `requests` and `per`"
-)]
-struct RawRateLimit {
-    requests: Located<Count>,
-    per: Located<Text>,
+raw_mapping! {
+    "a mapping with `requests` and `per`",
+    struct RawRateLimit {
+        requests: Located<Count>,
+        per: Located<Text>,
+    }
 }
 
 // The scalars of this file are read as the file has always been read (it was

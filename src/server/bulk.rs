@@ -143,12 +143,11 @@ async fn queue_each(
     for name in matching {
         let request = RotationRequest {
             trigger: trigger_of(read.body.compromise),
-            actor: call.caller.identity.actor(),
+            asker: call.caller.asker(),
             reason: read.reason.clone(),
             ticket: read.ticket.clone(),
             // Skips a policy's approval, if it requires one (the agent decides).
             break_glass: compromise && call.caller.identity.break_glass,
-            authenticated_by: call.caller.method,
             ..Default::default()
         };
         let mut one = call.record.clone();

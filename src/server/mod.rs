@@ -78,7 +78,7 @@ pub use client::{AgentClient, RemoteError};
 
 use crate::agent::{Control, ControlError, Readiness};
 use crate::api::{ErrorBody, Health};
-use crate::engine::{RotationId, Trigger};
+use crate::engine::{Asker, RotationId, Trigger};
 
 /// Where `rotor run` listens when `--listen` is not given.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
@@ -334,6 +334,15 @@ impl Caller {
         record.identity = Some(self.identity.name.clone());
         record.auth = Some(self.method.audit_label());
         record
+    }
+
+    /// This caller as the asker of a rotation, retirement or enable.
+    fn asker(&self) -> Asker {
+        Asker {
+            actor: self.identity.actor(),
+            authenticated_by: self.method,
+            vault_identity: None,
+        }
     }
 }
 

@@ -78,12 +78,11 @@ async fn rotate_checked(call: &mut Call, name: &str, body: &Bytes) -> Result<Res
     let identity = &call.caller.identity;
     let request = RotationRequest {
         trigger,
-        actor: identity.actor(),
+        asker: call.caller.asker(),
         reason: read.reason,
         ticket: read.ticket,
         // Skips the policy's approval, if it requires one (the agent decides).
         break_glass: compromise && identity.break_glass,
-        authenticated_by: call.caller.method,
         ..Default::default()
     };
     let accepted = call.app.control.rotate(name, request).await?;

@@ -80,11 +80,9 @@ async fn checked(
         .await?;
 
     let request = RetireRequest {
-        actor: call.caller.identity.actor(),
+        asker: call.caller.asker(),
         reason: read.reason,
         ticket: read.ticket,
-        authenticated_by: call.caller.method,
-        ..RetireRequest::default()
     };
     Ok(match action {
         Action::Retire => {

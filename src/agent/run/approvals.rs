@@ -38,7 +38,7 @@ impl Agent {
             return Ok(None);
         };
         if compromise && request.break_glass {
-            warn!(policy = %name, actor = %request.actor, "Break-glass compromise rotation: the required approval is skipped.");
+            warn!(policy = %name, actor = %request.asker.actor, "Break-glass compromise rotation: the required approval is skipped.");
             return Ok(None);
         }
         request.break_glass = false;
@@ -46,7 +46,7 @@ impl Agent {
         // approvals and is marked used (the API never does).
         if request.approval_request.is_some()
             && !request.approvers.is_empty()
-            && !request.approvers.contains(&request.actor)
+            && !request.approvers.contains(&request.asker.actor)
         {
             return Ok(None);
         }

@@ -12,6 +12,7 @@ use crate::audit::AuditEvent;
 use crate::engine::{
     EnableOutcome, EngineError, RetireRequest, Retirement, Rotation, RotationRequest, Trigger,
 };
+use crate::metrics::PolicyGauge;
 use crate::policy::ValidatedPolicy;
 
 /// The API's answer for an engine error of a retire or enable.
@@ -219,7 +220,7 @@ impl Control for Agent {
         }
         st.enqueue(
             name.to_owned(),
-            Job::Rotate(request),
+            Job::Rotate(Box::new(request)),
             if compromise { 0 } else { 1 },
             None,
         );
@@ -292,7 +293,9 @@ impl Control for Agent {
                 e.recompute(now);
             }
         }
-        self.inner.metrics.set_quarantined(name, false);
+        self.inner
+            .metrics
+            .set(name, PolicyGauge::Quarantined(false));
         self.inner.audit_event(&AuditEvent::Agent {
             action: "released".into(),
             detail: Some(format!("policy {name} released by {actor}: {reason}")),

@@ -132,7 +132,7 @@ impl Default for AgentConfig {
 
 #[derive(Debug, Clone)]
 enum Job {
-    Rotate(RotationRequest),
+    Rotate(Box<RotationRequest>),
     /// Resume an open rotation (start-up, end of a grace period) and refresh inputs.
     Sync {
         end_grace: bool,

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use tracing::info;
 
 use super::{Entry, Job, PolicyState, Queued, State};
-use crate::engine::{RotationRequest, Trigger};
+use crate::engine::{Asker, RotationRequest, Trigger};
 use crate::policy::ValidatedPolicy;
 use crate::schedule;
 use crate::schedule::DueInputs;
@@ -183,14 +183,13 @@ impl State {
             {
                 due.push((
                     name.clone(),
-                    Job::Rotate(RotationRequest {
+                    Job::Rotate(Box::new(RotationRequest {
                         trigger: Trigger::Schedule,
-                        actor: "scheduler".into(),
+                        asker: Asker::scheduler(),
                         reason: Some(format!("scheduled ({})", d.reason.as_str())),
                         ticket: None,
-                        authenticated_by: crate::audit::AuthMethod::Schedule,
                         ..Default::default()
-                    }),
+                    })),
                     d.fire,
                 ));
             }

@@ -15,6 +15,7 @@ use super::{
 use crate::agent::quarantine::{Quarantine, immediate_reason};
 use crate::audit::AuditEvent;
 use crate::engine::{EngineError, Rotation, RotationId, RotationRequest, Status, Trigger};
+use crate::metrics::PolicyGauge;
 use crate::notify::{Notification, NotifyEvent};
 use crate::policy::ValidatedPolicy;
 use crate::schedule;
@@ -162,7 +163,8 @@ impl Inner {
                 }
                 match self.exec.quarantine(&policy.name).await {
                     Ok(q) => {
-                        self.metrics.set_quarantined(&policy.name, q.is_some());
+                        self.metrics
+                            .set(&policy.name, PolicyGauge::Quarantined(q.is_some()));
                         if let Some(e) = self.lock().entries.get_mut(&policy.name) {
                             e.quarantined = q.map(Box::new);
                         }
@@ -195,7 +197,7 @@ impl Inner {
             Job::Rotate(request) => {
                 // The engine records the request before it plans anything, and each
                 // run's end ([`crate::evidence`]).
-                match self.exec.rotate(&policy, request.clone()).await {
+                match self.exec.rotate(&policy, (*request).clone()).await {
                     Ok(outcome) => {
                         if let (Some(id), Some(r)) = (&request.approval_request, &outcome.rotation)
                             && let Err(e) = self.approvals.set_rotation(id, &r.rotation_id).await
@@ -284,7 +286,7 @@ impl Inner {
             }
             let req = crate::engine::cascade::dependent(&policy.name, &parent.rotation_id, request);
             info!(policy = %dep, from = %policy.name, "Cascading rotation queued.");
-            st.enqueue(dep.clone(), Job::Rotate(req), priority, None);
+            st.enqueue(dep.clone(), Job::Rotate(Box::new(req)), priority, None);
         }
         drop(st);
         self.wake.notify_one();
@@ -328,7 +330,8 @@ impl Inner {
         if let Err(err) = self.exec.set_quarantine(&policy.name, Some(&q)).await {
             error!(policy = %policy.name, error = %err, "Cannot store the quarantine in Vault; it holds in this agent only.");
         }
-        self.metrics.set_quarantined(&policy.name, true);
+        self.metrics
+            .set(&policy.name, PolicyGauge::Quarantined(true));
         self.audit_event(&AuditEvent::Agent {
             action: "quarantined".into(),
             detail: Some(format!("policy {}: {}", policy.name, q.reason)),
@@ -373,16 +376,20 @@ impl Inner {
             }
         }
         e.recompute(now);
-        self.metrics
-            .set_next_rotation(&policy.name, e.next_due.map(|d| d.at.timestamp() as f64));
-        self.metrics.set_max_age(
+        self.metrics.set(
             &policy.name,
-            policy
-                .spec
-                .schedule
-                .as_ref()
-                .and_then(|s| s.max_age)
-                .map(|d| d.as_secs_f64()),
+            PolicyGauge::NextRotation(e.next_due.map(|d| d.at.timestamp() as f64)),
+        );
+        self.metrics.set(
+            &policy.name,
+            PolicyGauge::MaxAge(
+                policy
+                    .spec
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.max_age)
+                    .map(|d| d.as_secs_f64()),
+            ),
         );
     }
 
@@ -392,12 +399,7 @@ impl Inner {
     pub(super) fn finished(&self, policy: &ValidatedPolicy, ran: &[Rotation]) {
         let now = self.clock.now();
         for r in ran {
-            self.metrics
-                .set_old_credential_valid(&policy.name, old_accepted(r));
-            if r.status == Status::Completed {
-                self.metrics
-                    .set_last_success(&policy.name, now.timestamp() as f64);
-            }
+            self.ended_gauges(policy, r, now);
         }
         self.settle(policy, ran, true);
     }
@@ -405,11 +407,21 @@ impl Inner {
     /// The state gauges a rotation that ended before this process started leaves:
     /// whether the old credential was still valid, and when it last succeeded.
     pub(super) fn restore_gauges(&self, policy: &ValidatedPolicy, r: &Rotation) {
-        self.metrics
-            .set_old_credential_valid(&policy.name, old_accepted(r));
+        self.ended_gauges(policy, r, r.updated_at);
+    }
+
+    /// The state gauges `r` leaves: whether the old credential is still valid and, if
+    /// it completed, its success at `ended`.
+    fn ended_gauges(&self, policy: &ValidatedPolicy, r: &Rotation, ended: DateTime<Utc>) {
+        self.metrics.set(
+            &policy.name,
+            PolicyGauge::OldCredentialValid(old_accepted(r)),
+        );
         if r.status == Status::Completed {
-            self.metrics
-                .set_last_success(&policy.name, r.updated_at.timestamp() as f64);
+            self.metrics.set(
+                &policy.name,
+                PolicyGauge::LastSuccess(ended.timestamp() as f64),
+            );
         }
     }
 

@@ -32,7 +32,7 @@ impl Engine {
         let outcome = self.enable_run(policy, &request).await?;
         self.report(&Event::PolicyEnabled {
             retirement: &outcome.record,
-            requester: request.requester(),
+            requester: request.asker.requester(),
         });
         Ok(outcome)
     }
@@ -56,11 +56,9 @@ impl Engine {
             };
             let rotation = RotationRequest {
                 trigger: Trigger::OnDemand,
-                actor: request.actor.clone(),
+                asker: request.asker.clone(),
                 reason: Some(format!("enable after retirement: {reason}")),
                 ticket: request.ticket.clone(),
-                authenticated_by: request.authenticated_by,
-                vault_identity: request.vault_identity.clone(),
                 ..Default::default()
             };
             self.announce(policy, &rotation, rotation.reason.as_deref())?;
@@ -69,7 +67,7 @@ impl Engine {
             if record.state != RetireState::Enabling || record.enable.is_none() {
                 record.state = RetireState::Enabling;
                 record.enable = Some(Enablement {
-                    actor: request.actor.clone(),
+                    actor: request.asker.actor.clone(),
                     reason: reason.clone(),
                     ticket: request.ticket.clone().filter(|t| !t.trim().is_empty()),
                     started_at: now(),
@@ -139,7 +137,7 @@ impl Engine {
             }
             record.updated_at = now();
             store.write(&record, version).await?;
-            info!(actor = %request.actor, "Policy enabled again; the new credential works.");
+            info!(actor = %request.asker.actor, "Policy enabled again; the new credential works.");
             Ok(EnableOutcome {
                 record,
                 rotation: Some(outcome),

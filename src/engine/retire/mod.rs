@@ -40,9 +40,9 @@ mod canonical;
 mod enable;
 mod steps;
 
-use super::{Engine, EngineError, RotationOutcome, now};
+use super::{Asker, Engine, EngineError, RotationOutcome, now};
 use crate::credentials::Credential;
-use crate::evidence::{AuthMethod, Event, Requester, VaultIdentity};
+use crate::evidence::Event;
 use crate::policy::ValidatedPolicy;
 use crate::secret::SecretMap;
 use crate::state::records::time;
@@ -73,28 +73,12 @@ const OTHER_ACCOUNT_LOOKBACK: u64 = 50;
 /// Who asks to retire or enable a policy, and why.
 #[derive(Debug, Clone, Default)]
 pub struct RetireRequest {
-    /// Who (user, API identity).
-    pub actor: String,
+    /// Who asked.
+    pub asker: Asker,
     /// Why (required).
     pub reason: Option<String>,
     /// Ticket (required when the policy's `onDemand.requireTicket` is set).
     pub ticket: Option<String>,
-    /// How the requester proved who they are.
-    pub authenticated_by: AuthMethod,
-    /// The requester's identity as Vault answered it, where they used their own Vault
-    /// token (the local CLI).
-    pub vault_identity: Option<VaultIdentity>,
-}
-
-impl RetireRequest {
-    /// Who asked, as the evidence names them.
-    pub fn requester(&self) -> Requester<'_> {
-        Requester {
-            actor: &self.actor,
-            authenticated_by: self.authenticated_by,
-            vault_identity: self.vault_identity.as_ref(),
-        }
-    }
 }
 
 /// The result of [`Engine::enable`].
@@ -234,7 +218,7 @@ impl Engine {
         let record = self.retire_run(policy, &request).await?;
         self.report(&Event::PolicyRetired {
             retirement: &record,
-            requester: request.requester(),
+            requester: request.asker.requester(),
         });
         Ok(record)
     }
@@ -306,16 +290,7 @@ impl Engine {
         reason: String,
     ) -> Result<Retirement, EngineError> {
         let finished = self.resume_with(policy, true).await?;
-        if let Some(r) = &finished
-            && r.status.is_open()
-        {
-            return Err(EngineError::Pending {
-                policy: policy.name.clone(),
-                rotation_id: r.rotation_id.clone(),
-                status: r.status.as_str(),
-                step: r.next_step().map_or("none", super::Step::as_str),
-            });
-        }
+        super::refuse_open(policy, finished.as_ref())?;
         let loc = &policy.spec.vault;
         let current = self
             .vault
@@ -327,13 +302,13 @@ impl Engine {
                 keys: policy.spec.credential.output_keys().join(", "),
             })?;
         let started = now();
-        info!(actor = %request.actor, version = current.version, "Retirement planned.");
+        info!(actor = %request.asker.actor, version = current.version, "Retirement planned.");
         Ok(Retirement {
             policy: policy.name.clone(),
             kind: policy.spec.credential.kind().to_owned(),
             strategy: policy.spec.credential.strategy().as_str().to_owned(),
             state: RetireState::Retiring,
-            actor: request.actor.clone(),
+            actor: request.asker.actor.clone(),
             reason,
             ticket: request.ticket.clone().filter(|t| !t.trim().is_empty()),
             canonical: format!("{}/{}", loc.mount, loc.path),
@@ -515,7 +490,7 @@ mod tests {
         let policy = set.get("p").expect("p");
         let request = RotationRequest {
             trigger: Trigger::Schedule,
-            actor: "scheduler".into(),
+            asker: Asker::scheduler(),
             ..Default::default()
         };
         let mut retired = record(&[]);

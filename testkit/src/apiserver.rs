@@ -16,6 +16,12 @@
 //! do. Secrets fold `stringData` into `data` and record its ownership as a real server does
 //! (`secrets`).
 //!
+//! Access is checked as on a real cluster with RBAC on: the kubeconfig's token is an
+//! unrestricted admin (`system:masters`), ServiceAccount tokens come from `TokenRequest`s
+//! (`POST …/serviceaccounts/NAME/token`), and every other request is authorised by the
+//! Roles, ClusterRoles and bindings stored in the server, refused with the real `403`
+//! message ([`authn`], [`rbac`]).
+//!
 //! Limits of the fake: strategic merge patches are plain merge patches; field ownership is
 //! recorded for server-side apply (and `stringData` keys), not for other updates; request
 //! bodies must be JSON (protobuf is answered with 415); objects the backend deletes by
@@ -51,6 +57,9 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
+
+pub mod authn;
+pub mod rbac;
 
 /// Namespaces every fresh server has, like a new cluster.
 pub const BUILTIN_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
@@ -188,6 +197,11 @@ pub async fn backend(seed: Vec<Value>) -> Result<kube::Client, ApiServerError> {
         .map_err(ApiServerError::Backend)?;
     for ns in BUILTIN_NAMESPACES {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        create_object(&client, object)
+            .await
+            .map_err(|message| ApiServerError::BuiltinRejected { message })?;
+    }
+    for object in rbac::bootstrap_objects() {
         create_object(&client, object)
             .await
             .map_err(|message| ApiServerError::BuiltinRejected { message })?;
@@ -448,7 +462,7 @@ pub fn write_kubeconfig_for(
 
 /// Writes `data` to a temporary file next to `path` with mode 0600, then renames it over
 /// `path`, so readers never see a half-written kubeconfig.
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -489,7 +503,7 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, ApiServ
 /// Shared state of one server.
 struct State {
     backend: kube::Client,
-    token: String,
+    auth: authn::Authenticator,
     addr: SocketAddr,
     /// Every write through the front, for watches.
     feed: Arc<feed::Feed>,
@@ -500,8 +514,10 @@ type ReplyBody = BoxBody<Bytes, Infallible>;
 
 /// Serves the Kubernetes API from `backend` on `listener` over plain HTTP until
 /// `shutdown` completes. Every request except `/version` and the health endpoints must
-/// carry `Authorization: Bearer <token>`. Open connections are dropped at shutdown.
-/// Real `kubectl` never sends a token over plain HTTP: prefer [`serve_tls`].
+/// carry `Authorization: Bearer <token>`: `token` (an unrestricted admin) or a
+/// ServiceAccount token minted by a `TokenRequest`, whose requests RBAC authorises
+/// ([`rbac`]). Open connections are dropped at shutdown. Real `kubectl` never sends a
+/// token over plain HTTP: prefer [`serve_tls`].
 pub async fn serve(
     listener: TcpListener,
     backend: kube::Client,
@@ -536,7 +552,7 @@ async fn serve_with(
         .map_err(ApiServerError::Feed)?;
     let state = Arc::new(State {
         backend,
-        token,
+        auth: authn::Authenticator::new(token),
         addr,
         feed: Arc::new(feed),
     });
@@ -602,8 +618,23 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
         }
     }
 
-    if !authorized(req.headers().get(header::AUTHORIZATION), &state.token) {
+    let authorization = req.headers().get(header::AUTHORIZATION);
+    let Some(user) = state.auth.authenticate(&state.backend, authorization).await else {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    };
+    let attrs = rbac::Attributes::of_request(req.method(), &path, req.uri().query());
+    let apply = !is_update(req.method(), req.headers().get(header::CONTENT_TYPE))
+        && *req.method() == Method::PATCH;
+    if let Some(refused) = rbac::check(&state.backend, &user, &attrs, apply).await {
+        return refused;
+    }
+    if let Some((namespace, name)) = authn::token_request_target(req.method(), &path) {
+        let body = req.into_body().collect().await.map(|c| c.to_bytes());
+        let body = body.unwrap_or_default();
+        return state
+            .auth
+            .token_request(&state.backend, namespace, name, &body)
+            .await;
     }
 
     if is_get && let Some(body) = discovery(&path, state.addr) {
@@ -883,22 +914,6 @@ fn prune_fields(
     kept
 }
 
-fn authorized(value: Option<&HeaderValue>, token: &str) -> bool {
-    let Some(presented) = value
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Compare without an early exit so timing does not reveal a matching prefix.
-    presented.len() == token.len()
-        && presented
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 fn is_watch(query: Option<&str>, path: &str) -> bool {
     path.contains("/watch/")
         || query.is_some_and(|q| {
@@ -1084,22 +1099,6 @@ mod tests {
         let mut v = vec!["v1alpha1", "v1beta1", "v2", "v1", "v1beta2", "v2beta1"];
         v.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         assert_eq!(v, ["v2", "v1", "v2beta1", "v1beta2", "v1beta1", "v1alpha1"]);
-    }
-
-    #[test]
-    fn bearer_token_must_match_exactly() {
-        let ok = HeaderValue::from_static("Bearer abc");
-        assert!(authorized(Some(&ok), "abc"));
-        assert!(!authorized(
-            Some(&HeaderValue::from_static("Bearer abd")),
-            "abc"
-        ));
-        assert!(!authorized(
-            Some(&HeaderValue::from_static("Bearer ab")),
-            "abc"
-        ));
-        assert!(!authorized(Some(&HeaderValue::from_static("abc")), "abc"));
-        assert!(!authorized(None, "abc"));
     }
 
     #[test]

@@ -9,9 +9,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube_fake_client::discovery as known;
 use serde_json::json;
 
 use crate::apiserver;
@@ -196,4 +198,113 @@ pub async fn create_deployment(client: &kube::Client, ns: &str, name: &str) {
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap_or_else(|e| panic!("creating deployment {ns}/{name} failed: {e}"));
+}
+
+/// A kubeconfig for a ServiceAccount of a [`FakeKube`], with a token from a
+/// `TokenRequest`: clients using it are that ServiceAccount, and RBAC decides what they
+/// may do. The kubeconfig lives in a temporary directory removed on drop.
+pub struct ServiceAccountKubeconfig {
+    /// The user the token authenticates as, `system:serviceaccount:NS:NAME`.
+    pub user: String,
+    /// The kubeconfig (mode 0600): the server's kubeconfig with the ServiceAccount's
+    /// token instead of the admin's.
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeKube {
+    /// Creates `objects` (each with `apiVersion`, `kind` and `metadata.name`; namespaced
+    /// ones in `metadata.namespace`, else `default`) in order, as the admin.
+    ///
+    /// # Panics
+    ///
+    /// When the API server refuses one (its message is in the panic).
+    pub async fn create_objects(&self, objects: &[serde_json::Value]) {
+        let client = self.admin_client().await;
+        for object in objects {
+            let (resource, namespaced) = api_resource(object);
+            let dynamic: DynamicObject = serde_json::from_value(object.clone())
+                .unwrap_or_else(|e| panic!("{object} is not an object: {e}"));
+            let name = dynamic.metadata.name.clone().unwrap_or_default();
+            let api: Api<DynamicObject> = if namespaced {
+                let ns = dynamic.metadata.namespace.as_deref().unwrap_or("default");
+                Api::namespaced_with(client.clone(), ns, &resource)
+            } else {
+                Api::all_with(client.clone(), &resource)
+            };
+            api.create(&PostParams::default(), &dynamic)
+                .await
+                .unwrap_or_else(|e| panic!("creating {} {name} failed: {e}", resource.kind));
+        }
+    }
+
+    /// Mints a token for ServiceAccount `namespace/name` with a `TokenRequest` (as the
+    /// admin, lifetime one hour) and writes a kubeconfig that uses it.
+    ///
+    /// # Panics
+    ///
+    /// When the ServiceAccount does not exist or the kubeconfig cannot be written.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> ServiceAccountKubeconfig {
+        let client = self.admin_client().await;
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let minted = Api::<ServiceAccount>::namespaced(client, namespace)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("a TokenRequest for {namespace}/{name} failed: {e}"));
+        let token = minted
+            .status
+            .and_then(|s| s.token)
+            .unwrap_or_else(|| panic!("the TokenRequest for {namespace}/{name} has no token"));
+        let dir = tempfile::Builder::new()
+            .prefix("rotor-fake-kube-sa-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a temporary directory failed: {e}"));
+        let path = dir.path().join("kubeconfig");
+        let text = std::fs::read_to_string(&self.kubeconfig)
+            .unwrap_or_else(|e| panic!("reading {} failed: {e}", self.kubeconfig.display()));
+        let mut config: serde_json::Value = serde_saphyr::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not YAML: {e}", self.kubeconfig.display()));
+        for user in config["users"].as_array_mut().into_iter().flatten() {
+            user["user"] = json!({ "token": token });
+        }
+        let mut text = serde_json::to_string_pretty(&config).expect("a kubeconfig serialises");
+        text.push('\n');
+        apiserver::write_private(&path, text.as_bytes())
+            .unwrap_or_else(|e| panic!("writing {} failed: {e}", path.display()));
+        ServiceAccountKubeconfig {
+            user: format!("system:serviceaccount:{namespace}:{name}"),
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// A client of the admin (the kubeconfig's token), built from the kubeconfig.
+    async fn admin_client(&self) -> kube::Client {
+        apiserver::client_from_kubeconfig(&self.kubeconfig)
+            .await
+            .unwrap_or_else(|e| panic!("{}", error_chain(&e)))
+    }
+}
+
+/// The API resource of `object` (from its `apiVersion` and `kind`) and whether it is
+/// namespaced, as the server's discovery says.
+fn api_resource(object: &serde_json::Value) -> (ApiResource, bool) {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let plural = known::get_plural(group, version, kind)
+        .unwrap_or_else(|| panic!("the fake API server does not serve {kind} in {api_version}"));
+    let namespaced = known::is_namespaced(group, version, kind).unwrap_or(true);
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    (ApiResource::from_gvk_with_plural(&gvk, plural), namespaced)
 }

@@ -1,17 +1,15 @@
 //! The Helm chart `charts/rotor`, linted (strict) and rendered by the real Helm engine
-//! (helm-python-sdk, installed into `.tools/venv` by `dev/stack up`) for the values a
-//! platform engineer would use: defaults, HA with 3 replicas, monitoring on, and
-//! existing ConfigMap/Secrets with a PVC and a NetworkPolicy. Every rendered object
-//! must deserialise into its k8s-openapi type without losing a field; the RBAC is
-//! least privilege (named objects only, no wildcard, no list/watch on Secrets, no
-//! cluster-wide secret access); the pod meets the Pod Security "restricted" profile;
-//! `values.schema.json` rejects bad values; the chart ships the same alert rules and
-//! dashboard as `monitoring/`.
+//! (helm-python-sdk, installed into `.tools/venv` by `dev/stack up`, driven by
+//! `rotor_testkit::helm`) for the values a platform engineer would use: defaults, HA
+//! with 3 replicas, monitoring on, and existing ConfigMap/Secrets with a PVC and a
+//! NetworkPolicy. Every rendered object must deserialise into its k8s-openapi type
+//! without losing a field; the RBAC is least privilege (named objects only, no
+//! wildcard, no list/watch on Secrets, no cluster-wide secret access); the pod meets
+//! the Pod Security "restricted" profile; `values.schema.json` rejects bad values; the
+//! chart ships the same alert rules and dashboard as `monitoring/`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
@@ -21,6 +19,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use rotor_testkit::helm;
 use rotor_testkit::stack::workspace_root;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,96 +30,12 @@ const NAMESPACE: &str = "rotor-system";
 /// The full name of every resource for release `prod` (RELEASE-rotor).
 const FULLNAME: &str = "prod-rotor";
 
-/// Reads `{"ops": [{op, chart, values, name?, namespace?}]}` on stdin and prints
-/// `{"results": [{"ok": …} | {"error": "…"}]}`: one Helm SDK call per op. Helm's own
-/// failures (lint findings aside) come back as `error`, so tests can assert on them.
-const DRIVER: &str = r#"
-import json, sys
-try:
-    import helm_python as helm
-except ImportError:
-    print(json.dumps({"missing": True}))
-    sys.exit(0)
-
-def run(op):
-    try:
-        if op["op"] == "lint":
-            return {"ok": helm.lint(op["chart"], op["values"], strict=True,
-                                    namespace=op["namespace"])}
-        chart = helm.Chart.load(op["chart"])
-        if op["op"] == "render":
-            return {"ok": chart.render(op["values"], name=op["name"],
-                                       namespace=op["namespace"], is_install=True)}
-        if op["op"] == "validate":
-            chart.validate_schema(op["values"])
-            return {"ok": None}
-    except helm.HelmError as e:
-        return {"error": type(e).__name__ + ": " + str(e)}
-    raise SystemExit("unknown op " + op["op"])
-
-request = json.load(sys.stdin)
-print(json.dumps({"results": [run(op) for op in request["ops"]]}))
-"#;
-
 fn chart_dir() -> PathBuf {
-    workspace_root().join("charts").join("rotor")
-}
-
-/// Runs the driver once for all `ops`; one `Ok(result)` or `Err(helm error)` each.
-fn helm(ops: Vec<Value>) -> Vec<Result<Value, String>> {
-    let python = workspace_root().join(".tools/venv/bin/python");
-    assert!(
-        python.exists(),
-        "helm-python-sdk not found: run dev/stack up ({} is missing)",
-        python.display()
-    );
-    let mut child = Command::new(&python)
-        .arg("-c")
-        .arg(DRIVER)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{} could not start: {e}", python.display()));
-    let request = json!({ "ops": ops }).to_string();
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    stdin
-        .write_all(request.as_bytes())
-        .expect("the driver reads its request");
-    drop(stdin);
-    let output = child.wait_with_output().expect("the driver runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the Helm driver failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
-    let answer: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("the Helm driver printed no JSON ({e}):\n{stdout}\n{stderr}"));
-    assert!(
-        answer.get("missing").is_none(),
-        "helm-python-sdk not found: run dev/stack up (the venv has no helm_python)"
-    );
-    answer["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|r| match r.get("error") {
-            Some(e) => Err(e.as_str().unwrap_or_default().to_owned()),
-            None => Ok(r["ok"].clone()),
-        })
-        .collect()
+    helm::chart_dir()
 }
 
 fn op(kind: &str, values: &Value) -> Value {
-    json!({
-        "op": kind,
-        "chart": chart_dir().to_string_lossy(),
-        "values": values,
-        "name": RELEASE,
-        "namespace": NAMESPACE,
-    })
+    helm::op(kind, &chart_dir(), values, RELEASE, NAMESPACE)
 }
 
 /// A rendered release: every document (each already checked against its type) and
@@ -234,11 +149,7 @@ fn check_typed(doc: &Value, template: &str) {
 /// Renders the chart with `values` (schema-checked by Helm as an install would be),
 /// parses every document with serde-saphyr and checks it against its type.
 fn render(values: &Value) -> Rendered {
-    let manifests = helm(vec![op("render", values)])
-        .remove(0)
-        .unwrap_or_else(|e| panic!("render with {values} failed: {e}"));
-    let manifests: BTreeMap<String, String> =
-        serde_json::from_value(manifests).expect("template path → text");
+    let manifests = helm::render(&chart_dir(), values, RELEASE, NAMESPACE);
     let mut docs = Vec::new();
     let mut notes = String::new();
     for (template, text) in manifests {
@@ -266,7 +177,7 @@ fn render(values: &Value) -> Rendered {
 
 /// Renders `values` and returns Helm's error, which must happen.
 fn render_error(values: &Value) -> String {
-    match helm(vec![op("render", values)]).remove(0) {
+    match helm::run(vec![op("render", values)]).remove(0) {
         Ok(_) => panic!("render with {values} should have failed"),
         Err(e) => e,
     }
@@ -726,7 +637,7 @@ fn leader_args(c: &Container) -> bool {
 fn lint_strict_passes_for_every_example() {
     let sets = examples();
     let ops = sets.iter().map(|(_, v)| op("lint", v)).collect();
-    for ((name, _), report) in sets.iter().zip(helm(ops)) {
+    for ((name, _), report) in sets.iter().zip(helm::run(ops)) {
         let report = report.unwrap_or_else(|e| panic!("lint ({name}) failed to run: {e}"));
         let messages = report["messages"].as_array().cloned().unwrap_or_default();
         for m in &messages {
@@ -1319,7 +1230,7 @@ fn schema_rejects_bad_values_and_accepts_the_examples() {
     let sets = examples();
     let mut ops: Vec<Value> = bad.iter().map(|(_, v, _)| op("validate", v)).collect();
     ops.extend(sets.iter().map(|(_, v)| op("validate", v)));
-    let results = helm(ops);
+    let results = helm::run(ops);
     let (bad_results, good_results) = results.split_at(bad.len());
     for ((what, values, needle), result) in bad.iter().zip(bad_results) {
         match result {

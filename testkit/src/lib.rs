@@ -9,7 +9,10 @@
 //! - [`apiserver`]: the HTTP front of `kube-fake-client` (used by [`FakeKube`] and the
 //!   `fake-kube-apiserver` binary), kubeconfig writing and seed loading.
 //! - [`fake_kube`]: [`FakeKube`], an in-process fake API server for one test, and helpers
-//!   that create namespaces and deployments.
+//!   that create namespaces, deployments and any object, and log in as a ServiceAccount.
+//! - [`helm`]: the real Helm engine (helm-python-sdk) that lints and renders the chart.
+//! - [`chart`]: the chart's rendered RBAC installed in a [`FakeKube`], with a kubeconfig
+//!   of its ServiceAccount ([`chart::install_rbac`]).
 //! - [`github`]: [`FakeGithub`], a GitHub Actions secrets API on loopback that decrypts
 //!   the sealed values it receives.
 //! - [`gitlab`]: [`FakeGitlab`], the GitLab CI/CD variables API on loopback with GitLab's
@@ -25,9 +28,11 @@
 //! that starts them when they are not there.
 
 pub mod apiserver;
+pub mod chart;
 pub mod fake_kube;
 pub mod github;
 pub mod gitlab;
+pub mod helm;
 pub mod key_api;
 pub mod leak;
 pub mod loopback;
@@ -36,7 +41,7 @@ pub mod proxy;
 pub mod stack;
 pub mod webhook;
 
-pub use fake_kube::{FakeKube, create_deployment, create_namespace};
+pub use fake_kube::{FakeKube, ServiceAccountKubeconfig, create_deployment, create_namespace};
 pub use github::FakeGithub;
 pub use gitlab::FakeGitlab;
 pub use key_api::FakeKeyApi;

@@ -274,21 +274,6 @@ async fn a_leader_cut_off_from_the_api_steps_down_before_another_takes_over() {
     assert_eq!(holder(&kube, &lease).await.as_deref(), Some("replica-b"));
 }
 
-/// The agent's view of leadership: `/readyz`'s `leader` and the `rotor_leader` gauge,
-/// which must agree.
-async fn leads(agent: &Agent) -> Option<bool> {
-    let ready = agent.readiness().await?;
-    let metrics = agent.metrics().await?;
-    let gauge = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("rotor_leader "))?
-        .trim()
-        .to_owned();
-    let leader = ready["leader"].as_bool()?;
-    assert_eq!(gauge, if leader { "1" } else { "0" }, "{ready}");
-    Some(leader)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_rotates_and_the_survivor_finishes_the_dead_leaders_rotation() {
     let fx = Fixture::new("ha", Options::default()).await;
@@ -297,22 +282,9 @@ async fn only_the_leader_rotates_and_the_survivor_finishes_the_dead_leaders_rota
     // The first agent dies (abort, like SIGKILL) right after the Secret was written.
     let mut a = Agent::start_with(&fx, &[("ROTOR_FAILPOINT", "propagated:effect")], &args);
     a.ready().await;
-    eventually(
-        Duration::from_secs(30),
-        "the first agent to lead",
-        || async { leads(&a).await.filter(|l| *l).map(|_| ()) },
-    )
-    .await;
-    let b = Agent::start_with(&fx, &[], &args);
-    b.ready().await; // A follower is ready: it serves health and metrics.
-    eventually(
-        Duration::from_secs(10),
-        "the second agent's view",
-        || async { leads(&b).await },
-    )
-    .await;
-    assert_eq!(leads(&b).await, Some(false), "the second agent follows");
-    assert_eq!(leads(&a).await, Some(true), "the first agent still leads");
+    a.until_leading(Duration::from_secs(30)).await;
+    let b = Agent::start_follower(&fx, &[], &args).await;
+    assert_eq!(a.leads().await, Some(true), "the first agent still leads");
 
     // Exactly one rotates: the follower refuses (503), the leader accepts (202).
     let (status, body) = b.request_rotation(&fx.name).await;
@@ -325,11 +297,7 @@ async fn only_the_leader_rotates_and_the_survivor_finishes_the_dead_leaders_rota
         "{body}"
     );
     // Right after leading, the leader may still be re-reading the journal (409).
-    let (status, body) = eventually(Duration::from_secs(20), "the leader to accept", || async {
-        let (status, body) = a.request_rotation(&fx.name).await;
-        (status != 409).then_some((status, body))
-    })
-    .await;
+    let (status, body) = a.request_rotation_as_leader(&fx.name).await;
     assert_eq!(status, 202, "{body}");
 
     // The leader dies in the middle of that rotation.
@@ -375,7 +343,7 @@ async fn only_the_leader_rotates_and_the_survivor_finishes_the_dead_leaders_rota
         view["last_rotation"]["rotation_id"],
         open.rotation_id.as_str()
     );
-    assert_eq!(leads(&b).await, Some(true));
+    assert_eq!(b.leads().await, Some(true));
     let done = journal
         .load(&fx.name)
         .await

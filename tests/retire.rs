@@ -20,25 +20,6 @@ use serde_json::Value;
 
 const SIGABRT: i32 = 6;
 
-fn retire_cmd(fx: &KindFixture, extra: &[&str]) -> std::process::Command {
-    let mut cmd = fx.rotor();
-    cmd.args(["-vv", "-o", "json", "retire", "--policies"])
-        .arg(fx.policy_dir())
-        .arg(&fx.name)
-        .args(["--reason", "offboarding the service", "--ticket", "OFF-7"])
-        .args(extra);
-    cmd
-}
-
-fn enable_cmd(fx: &KindFixture) -> std::process::Command {
-    let mut cmd = fx.rotor();
-    cmd.args(["-vv", "-o", "json", "enable", "--policies"])
-        .arg(fx.policy_dir())
-        .arg(&fx.name)
-        .args(["--reason", "service is back"]);
-    cmd
-}
-
 /// The retirement record in Vault (`secret/rotor/retired/NAME`).
 async fn record(vault: &Vault, name: &str) -> Value {
     let entry = vault
@@ -74,7 +55,7 @@ fn assert_no_leak(fx_secrets: &[String], outs: &[&Output]) {
 /// Runs `rotor retire` and checks the report: retired, four steps ok in order with
 /// timestamps, every consumer emptied, the target's refusal with `code`.
 fn retire_ok(fx: &KindFixture) -> (Output, Value) {
-    let out = retire_cmd(fx, &[]).output().expect("run rotor retire");
+    let out = fx.retire_cmd().output().expect("run rotor retire");
     assert!(out.status.success(), "rotor retire failed:\n{}", text(&out));
     let r = report(&out);
     assert_eq!(r["state"], "retired", "{r:#}");
@@ -188,7 +169,7 @@ async fn assert_retired(fx: &KindFixture) -> Output {
 /// earlier one is refused, the Secret holds the new value, the marks are gone.
 async fn enable_ok(fx: &KindFixture) -> Output {
     let (_, before) = fx.current().await;
-    let out = enable_cmd(fx).output().expect("run rotor enable");
+    let out = fx.enable_cmd().output().expect("run rotor enable");
     assert!(out.status.success(), "rotor enable failed:\n{}", text(&out));
     let r = report(&out);
     assert_eq!(r["record"]["state"], "enabled", "{r:#}");
@@ -402,7 +383,7 @@ async fn postgres_with_all_five_consumers_retires_and_enables() {
     assert_eq!(stored["fingerprint"], r["fingerprint"]);
 
     // Retiring again is a no-op that reports the same record.
-    let again = retire_cmd(fx, &[]).output().expect("run rotor retire");
+    let again = fx.retire_cmd().output().expect("run rotor retire");
     assert!(again.status.success(), "{}", text(&again));
     assert_eq!(report(&again)["started_at"], r["started_at"]);
 
@@ -435,7 +416,8 @@ async fn a_retirement_killed_between_steps_is_finished_by_the_next_run() {
         assert!(rotated.status.success(), "{}", text(&rotated));
         let (current, _) = fx.current().await;
 
-        let out = retire_cmd(&fx, &[])
+        let out = fx
+            .retire_cmd()
             .env("ROTOR_FAILPOINT", point)
             .output()
             .expect("run rotor retire");
@@ -488,7 +470,8 @@ async fn an_enable_killed_mid_rotation_is_finished_by_the_next_run() {
         let rotated = fx.rotate_cmd().output().expect("run rotor rotate");
         assert!(rotated.status.success(), "{}", text(&rotated));
         let (retired, _) = retire_ok(&fx);
-        let out = enable_cmd(&fx)
+        let out = fx
+            .enable_cmd()
             .env("ROTOR_FAILPOINT", point)
             .output()
             .expect("run rotor enable");
@@ -506,7 +489,7 @@ async fn an_enable_killed_mid_rotation_is_finished_by_the_next_run() {
         let rot = fx.rotate_cmd().output().expect("run rotor rotate");
         assert!(!rot.status.success(), "{point}: still refused");
         assert!(text(&rot).contains("enabling since"), "{}", text(&rot));
-        let again = enable_cmd(&fx).output().expect("run rotor enable");
+        let again = fx.enable_cmd().output().expect("run rotor enable");
         assert!(again.status.success(), "{point}:\n{}", text(&again));
         let r = report(&again);
         assert_eq!(r["record"]["state"], "enabled", "{point}: {r:#}");
@@ -641,7 +624,7 @@ async fn vault_database_is_refused_with_a_clear_error() {
         kinds::vault_database(&n, &v).await
     })
     .await;
-    let out = retire_cmd(&fx, &[]).output().expect("run rotor retire");
+    let out = fx.retire_cmd().output().expect("run rotor retire");
     assert!(!out.status.success());
     let t = text(&out);
     assert!(

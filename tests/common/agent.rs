@@ -107,6 +107,23 @@ impl Agent {
         }
     }
 
+    /// Starts an agent with `--leader-election` (in `extra_args`) while another one
+    /// leads: it becomes ready (a follower serves health and metrics) and follows.
+    pub async fn start_follower(
+        fx: &Fixture,
+        extra_env: &[(&str, &str)],
+        extra_args: &[&str],
+    ) -> Agent {
+        let agent = Self::start_with(fx, extra_env, extra_args);
+        agent.ready().await;
+        eventually(Duration::from_secs(10), "the agent's view", || async {
+            agent.leads().await
+        })
+        .await;
+        assert_eq!(agent.leads().await, Some(false), "the new agent follows");
+        agent
+    }
+
     pub async fn ready(&self) {
         let url = format!("{}/readyz", self.base);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -133,6 +150,34 @@ impl Agent {
             .json()
             .await
             .ok()
+    }
+
+    /// The agent's view of leadership: `/readyz`'s `leader` and the `rotor_leader`
+    /// gauge, which must agree; None when it does not answer or leadership changed
+    /// while it was read (`/readyz` is read before and after the gauge).
+    pub async fn leads(&self) -> Option<bool> {
+        let before = self.readiness().await?;
+        let metrics = self.metrics().await?;
+        let ready = self.readiness().await?;
+        let gauge = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("rotor_leader "))?
+            .trim()
+            .to_owned();
+        let leader = ready["leader"].as_bool()?;
+        if before["leader"].as_bool() != Some(leader) {
+            return None;
+        }
+        assert_eq!(gauge, if leader { "1" } else { "0" }, "{ready}");
+        Some(leader)
+    }
+
+    /// Waits until the agent leads, for at most `limit`.
+    pub async fn until_leading(&self, limit: Duration) {
+        eventually(limit, "the agent to lead", || async {
+            self.leads().await.filter(|l| *l).map(|_| ())
+        })
+        .await;
     }
 
     /// The `/metrics` text, or None when it does not answer.
@@ -168,6 +213,16 @@ impl Agent {
             .expect("POST rotate");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or_default())
+    }
+
+    /// [`Agent::request_rotation`] until the agent stops answering 409 (right after it
+    /// starts leading it re-reads the journal first), for at most 20 s.
+    pub async fn request_rotation_as_leader(&self, policy: &str) -> (u16, serde_json::Value) {
+        eventually(Duration::from_secs(20), "the leader to accept", || async {
+            let (status, body) = self.request_rotation(policy).await;
+            (status != 409).then_some((status, body))
+        })
+        .await
     }
 
     pub fn log_text(&self) -> String {

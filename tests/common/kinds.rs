@@ -349,20 +349,32 @@ impl KindFixture {
 
     /// `rotor -vv rotate NAME --reason … -o json`.
     pub fn rotate_cmd(&self) -> Command {
-        let mut cmd = self.rotor();
-        cmd.args(["-vv", "-o", "json", "rotate", "--policies"])
-            .arg(self.policy_dir())
-            .arg(&self.name)
-            .args(["--reason", "test rotation"]);
-        cmd
+        self.policy_cmd("rotate", &["--reason", "test rotation"])
     }
 
     /// `rotor -vv resume NAME -o json`.
     pub fn resume_cmd(&self) -> Command {
+        self.policy_cmd("resume", &[])
+    }
+
+    /// `rotor -vv -o json retire NAME --reason "offboarding the service" --ticket OFF-7`.
+    pub fn retire_cmd(&self) -> Command {
+        let reason = ["--reason", "offboarding the service", "--ticket", "OFF-7"];
+        self.policy_cmd("retire", &reason)
+    }
+
+    /// `rotor -vv -o json enable NAME --reason "service is back"`.
+    pub fn enable_cmd(&self) -> Command {
+        self.policy_cmd("enable", &["--reason", "service is back"])
+    }
+
+    /// `rotor -vv -o json COMMAND --policies DIR NAME ARGS…`.
+    fn policy_cmd(&self, command: &str, args: &[&str]) -> Command {
         let mut cmd = self.rotor();
-        cmd.args(["-vv", "-o", "json", "resume", "--policies"])
+        cmd.args(["-vv", "-o", "json", command, "--policies"])
             .arg(self.policy_dir())
-            .arg(&self.name);
+            .arg(&self.name)
+            .args(args);
         cmd
     }
 

@@ -4,9 +4,10 @@
 //! with 3 replicas, monitoring on, and existing ConfigMap/Secrets with a PVC and a
 //! NetworkPolicy. Every rendered object must deserialise into its k8s-openapi type
 //! without losing a field; the RBAC is least privilege (named objects only, no
-//! wildcard, no list/watch on Secrets, no cluster-wide secret access); the pod meets
-//! the Pod Security "restricted" profile; `values.schema.json` rejects bad values; the
-//! chart ships the same alert rules and dashboard as `monitoring/`.
+//! wildcard, no list/watch on Secrets, delete only on the named Secrets, no
+//! cluster-wide secret access); the pod meets the Pod Security "restricted" profile;
+//! `values.schema.json` rejects bad values; the chart ships the same alert rules and
+//! dashboard as `monitoring/`. `tests/chart_rbac.rs` runs rotor under this RBAC.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -502,7 +503,6 @@ fn assert_least_privilege(r: &Rendered, values: &Value, leader_election: bool) {
             for verb in [
                 "list",
                 "watch",
-                "delete",
                 "deletecollection",
                 "escalate",
                 "bind",
@@ -511,6 +511,14 @@ fn assert_least_privilege(r: &Rendered, values: &Value, leader_election: bool) {
                 assert!(
                     !rule.verbs.iter().any(|v| v == verb),
                     "Role {ns}/{name}: verb {verb} in {rule:?}"
+                );
+            }
+            // delete: only the listed Secrets, by name (`rotor retire` deletes a
+            // Secret it emptied when it created it and is its only manager).
+            if rule.verbs.iter().any(|v| v == "delete") {
+                assert!(
+                    resources == ["secrets"] && !resource_names.is_empty(),
+                    "Role {ns}/{name}: delete beyond the named Secrets in {rule:?}"
                 );
             }
             if resource_names.is_empty() {
@@ -572,8 +580,10 @@ fn assert_least_privilege(r: &Rendered, values: &Value, leader_election: bool) {
             .find(|r| r.resources.as_deref() == Some(&["secrets".to_owned()][..]));
         if let Some(rule) = secret_rule {
             // patch: server-side apply; create: that apply on a missing Secret (the API
-            // server authorises it as "create" of that name); get: read back.
-            assert_eq!(rule.verbs, ["get", "patch", "create"]);
+            // server authorises it as "create" of that name); get: read back; delete:
+            // `rotor retire` deletes a Secret it emptied (tests/chart_rbac.rs runs it
+            // as this Role's ServiceAccount).
+            assert_eq!(rule.verbs, ["get", "patch", "create", "delete"]);
         }
         assert_bound(&bindings, ns, FULLNAME, &sa);
     }

@@ -36,8 +36,15 @@ fn refusal(err: kube::Error) -> (u16, String, String) {
 }
 
 /// A namespace `ns` with ServiceAccount `app` that may `verbs` the Secrets `names`
-/// there (a Role and a RoleBinding).
-async fn world(kube: &FakeKube, ns: &str, names: &[&str], verbs: &[&str]) {
+/// there (a Role and a RoleBinding), and the Secrets `existing` (created by the admin);
+/// answers the admin's view of the namespace's Secrets.
+async fn world(
+    kube: &FakeKube,
+    ns: &str,
+    names: &[&str],
+    verbs: &[&str],
+    existing: &[&str],
+) -> Api<Secret> {
     create_namespace(&kube.client, ns).await;
     kube.create_objects(&[
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -52,22 +59,22 @@ async fn world(kube: &FakeKube, ns: &str, names: &[&str], verbs: &[&str]) {
                "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": ns}]}),
     ])
     .await;
+    let admin: Api<Secret> = Api::namespaced(kube.client.clone(), ns);
+    for name in existing {
+        admin
+            .create(&PostParams::default(), &secret(name, "one"))
+            .await
+            .expect("the admin is unrestricted");
+    }
+    admin
 }
 
 #[tokio::test]
 async fn a_service_account_may_do_what_its_role_grants_and_nothing_else() {
     let kube = FakeKube::start().await;
     let ns = unique("rbac");
-    world(&kube, &ns, &["db"], &["get", "patch", "create"]).await;
-    let admin: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
-    admin
-        .create(&PostParams::default(), &secret("db", "one"))
-        .await
-        .expect("the admin is unrestricted");
-    admin
-        .create(&PostParams::default(), &secret("other", "two"))
-        .await
-        .expect("the admin is unrestricted");
+    let verbs = ["get", "patch", "create"];
+    let admin = world(&kube, &ns, &["db"], &verbs, &["db", "other"]).await;
 
     let login = kube.service_account_kubeconfig(&ns, "app").await;
     assert_eq!(login.user, format!("system:serviceaccount:{ns}:app"));
@@ -154,12 +161,7 @@ async fn a_server_side_apply_that_creates_is_authorised_as_create_of_that_name()
     let kube = FakeKube::start().await;
     let ns = unique("rbac-ssa");
     // patch only: applying to an existing Secret works, creating one does not.
-    world(&kube, &ns, &["db", "new"], &["get", "patch"]).await;
-    let admin: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
-    admin
-        .create(&PostParams::default(), &secret("db", "one"))
-        .await
-        .expect("admin create");
+    let admin = world(&kube, &ns, &["db", "new"], &["get", "patch"], &["db"]).await;
     let login = kube.service_account_kubeconfig(&ns, "app").await;
     let client = client_from_kubeconfig(&login.path).await.expect("client");
     let secrets: Api<Secret> = Api::namespaced(client, &ns);
@@ -204,7 +206,7 @@ async fn a_server_side_apply_that_creates_is_authorised_as_create_of_that_name()
 async fn tokens_are_minted_for_existing_service_accounts_and_end_with_them() {
     let kube = FakeKube::start().await;
     let ns = unique("rbac-token");
-    world(&kube, &ns, &["db"], &["get"]).await;
+    world(&kube, &ns, &["db"], &["get"], &[]).await;
     let accounts: Api<ServiceAccount> = Api::namespaced(kube.client.clone(), &ns);
     let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                          "spec": {"audiences": [], "expirationSeconds": 60}});
@@ -292,7 +294,7 @@ async fn a_new_server_has_the_bootstrap_roles_and_refuses_unknown_paths() {
         roles.get(name).await.expect(name);
     }
     let ns = unique("rbac-paths");
-    world(&kube, &ns, &["db"], &["get"]).await;
+    world(&kube, &ns, &["db"], &["get"], &[]).await;
     let login = kube.service_account_kubeconfig(&ns, "app").await;
     let client = client_from_kubeconfig(&login.path).await.expect("client");
     let get = |client: kube::Client, path: &str| {
@@ -329,4 +331,52 @@ async fn a_new_server_has_the_bootstrap_roles_and_refuses_unknown_paths() {
 
 fn roles_as(client: &kube::Client) -> Api<ClusterRole> {
     Api::all(client.clone())
+}
+
+/// Real `kubectl` (client-go) as the ServiceAccount sees the same grants and the same
+/// refusal text (`KUBECTL` names another binary).
+#[tokio::test]
+async fn kubectl_as_the_service_account_is_refused_with_the_real_message() {
+    let kube = FakeKube::start().await;
+    let ns = unique("rbac-kubectl");
+    let admin = world(&kube, &ns, &["db"], &["get"], &["db"]).await;
+    let login = kube.service_account_kubeconfig(&ns, "app").await;
+    let home = tempfile::tempdir().expect("kubectl home");
+    let kubectl = |args: &[&str]| {
+        let program = std::env::var_os("KUBECTL").unwrap_or_else(|| "kubectl".into());
+        std::process::Command::new(&program)
+            .args(args)
+            .args(["--namespace", &ns])
+            .env("KUBECONFIG", &login.path)
+            .env("HOME", home.path())
+            .output()
+            .unwrap_or_else(|e| panic!("running {program:?} failed ({e}): install kubectl"))
+    };
+    let got = kubectl(&["get", "secret", "db", "-o", "json"]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let object: Value = serde_json::from_slice(&got.stdout).expect("JSON");
+    assert_eq!(object["metadata"]["name"], "db");
+
+    let deleted = kubectl(&["delete", "secret", "db"]);
+    assert!(!deleted.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&deleted.stderr).trim(),
+        format!(
+            "Error from server (Forbidden): secrets \"db\" is forbidden: User \"{}\" cannot delete resource \"secrets\" in API group \"\" in the namespace \"{ns}\"",
+            login.user
+        )
+    );
+    let listed = kubectl(&["get", "secrets"]);
+    assert!(!listed.status.success());
+    assert!(
+        String::from_utf8_lossy(&listed.stderr)
+            .contains("cannot list resource \"secrets\" in API group \"\""),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(admin.get_opt("db").await.expect("get").is_some());
 }

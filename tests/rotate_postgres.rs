@@ -84,6 +84,9 @@ async fn rotation_changes_password_everywhere_and_proves_old_rejected() {
 
     // Canary: no password at the most verbose log level, in stdout or stderr.
     assert_no_leak(&out, &fx.all_passwords().await);
+
+    // `User-Agent: rotor/<version>` on every request to Kubernetes.
+    common::kube_clients::assert_rotor_user_agent(&fx.kube);
 }
 
 #[tokio::test]
@@ -123,7 +126,7 @@ async fn unchanged_reapply_does_not_restart_workloads() {
     let engine = Engine::new(
         fx.vault.clone(),
         EngineConfig::default(),
-        rotor::consumers::Consumers::with_kube_client(fx.kube.client.clone()),
+        rotor::consumers::Consumers::with_kube_client(common::rotor_kube_client(&fx.kube).await),
     )
     .await
     .expect("engine");
@@ -134,7 +137,8 @@ async fn unchanged_reapply_does_not_restart_workloads() {
         .expect("read")
         .expect("exists")
         .data;
-    let consumers = rotor::consumers::Consumers::with_kube_client(fx.kube.client.clone());
+    let consumers =
+        rotor::consumers::Consumers::with_kube_client(common::rotor_kube_client(&fx.kube).await);
     let outcome = consumers
         .push(
             &policy.spec.consumers[0],

@@ -8,8 +8,9 @@
 //! - [`leak`]: [`assert_no_secret`] for logs, errors and other output.
 //! - [`apiserver`]: the HTTP front of `kube-fake-client` (used by [`FakeKube`] and the
 //!   `fake-kube-apiserver` binary), kubeconfig writing and seed loading.
-//! - [`fake_kube`]: [`FakeKube`], an in-process fake API server for one test, and helpers
-//!   that create namespaces and deployments.
+//! - [`fake_kube`]: [`FakeKube`], an in-process fake API server for one test (its
+//!   kubeconfig, URL and admin token; namespace and deployment helpers; Secret-apply
+//!   faults, [`SecretPatches`]), whose kube crates need not be the ones a test uses.
 //! - [`github`]: [`FakeGithub`], a GitHub Actions secrets API on loopback that decrypts
 //!   the sealed values it receives.
 //! - [`gitlab`]: [`FakeGitlab`], the GitLab CI/CD variables API on loopback with GitLab's
@@ -17,6 +18,7 @@
 //! - [`loopback`]: [`loopback::LoopbackServer`], the thread and accept loop the fakes share.
 //! - [`proxy`]: [`Proxy`], a TCP proxy a test puts in front of an outside system to cut
 //!   it (refused) or freeze it (accepted, never forwarded; or new connections only) and restore it.
+//! - [`user_agents`]: [`UserAgents`], the `User-Agent` of every request a fake received.
 //! - [`webhook`]: [`WebhookReceiver`], a webhook endpoint on loopback that verifies rotor's
 //!   notification signatures and timestamps and records what it accepted.
 //!
@@ -34,9 +36,10 @@ pub mod loopback;
 pub mod names;
 pub mod proxy;
 pub mod stack;
+pub mod user_agents;
 pub mod webhook;
 
-pub use fake_kube::{FakeKube, create_deployment, create_namespace};
+pub use fake_kube::{FakeKube, FakeKubeOptions, SecretPatches};
 pub use github::FakeGithub;
 pub use gitlab::FakeGitlab;
 pub use key_api::FakeKeyApi;
@@ -44,6 +47,7 @@ pub use leak::assert_no_secret;
 pub use names::{canary, unique};
 pub use proxy::Proxy;
 pub use stack::{PgInfo, ServiceInfo, Stack, mysql, rabbitmq, redis, stack};
+pub use user_agents::{Seen, UserAgents};
 pub use webhook::WebhookReceiver;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs), as rotor does at start.

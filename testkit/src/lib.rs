@@ -18,7 +18,10 @@
 //! - [`loopback`]: [`loopback::LoopbackServer`], the thread and accept loop the fakes share.
 //! - [`proxy`]: [`Proxy`], a TCP proxy a test puts in front of an outside system to cut
 //!   it (refused) or freeze it (accepted, never forwarded; or new connections only) and restore it.
-//! - [`user_agents`]: [`UserAgents`], the `User-Agent` of every request a fake received.
+//! - [`http_recorder`]: [`HttpRecorder`], an HTTP forwarder a test puts in front of a
+//!   plain-HTTP outside system (OpenBao, RabbitMQ) to see the requests that reached it.
+//! - [`user_agents`]: [`UserAgents`], the `User-Agent` of every request a fake (or the
+//!   recorder) received.
 //! - [`webhook`]: [`WebhookReceiver`], a webhook endpoint on loopback that verifies rotor's
 //!   notification signatures and timestamps and records what it accepted.
 //!
@@ -30,6 +33,7 @@ pub mod apiserver;
 pub mod fake_kube;
 pub mod github;
 pub mod gitlab;
+pub mod http_recorder;
 pub mod key_api;
 pub mod leak;
 pub mod loopback;
@@ -42,6 +46,7 @@ pub mod webhook;
 pub use fake_kube::{FakeKube, FakeKubeOptions, SecretPatches};
 pub use github::FakeGithub;
 pub use gitlab::FakeGitlab;
+pub use http_recorder::HttpRecorder;
 pub use key_api::FakeKeyApi;
 pub use leak::assert_no_secret;
 pub use names::{canary, unique};

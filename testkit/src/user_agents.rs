@@ -1,5 +1,5 @@
-//! [`UserAgents`]: the `User-Agent` of every request a fake server received, so a test
-//! can check who called.
+//! [`UserAgents`]: the `User-Agent` of every request a fake server (or the
+//! [`crate::HttpRecorder`]) received, so a test can check who called.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

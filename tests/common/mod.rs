@@ -61,6 +61,16 @@ pub fn vault() -> Vault {
     Vault::connect(&config).expect("Vault client")
 }
 
+/// An [`rotor_testkit::HttpRecorder`] in front of the stack's OpenBao: give its URL to
+/// rotor as `VAULT_ADDR` to see what reached Vault.
+pub fn vault_recorder() -> rotor_testkit::HttpRecorder {
+    let addr = url::Url::parse(&stack().vault_addr)
+        .expect("VAULT_ADDR is a URL")
+        .socket_addrs(|| None)
+        .expect("OpenBao's address")[0];
+    rotor_testkit::HttpRecorder::start(addr)
+}
+
 /// The quarantine records rotor keeps in the stack's Vault (`secret/rotor/quarantine/`).
 pub fn quarantine_store(vault: Vault) -> rotor::agent::quarantine::QuarantineStore {
     let store = rotor::state::VaultStore::new(vault, "secret", "rotor");

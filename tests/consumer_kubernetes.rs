@@ -463,6 +463,76 @@ async fn a_key_owned_by_another_manager_conflicts_unless_forced() {
 }
 
 #[tokio::test]
+async fn a_key_another_manager_writes_through_string_data_is_a_conflict_not_taken() {
+    let (_kube, client) = fake_with_deployments(&["api"]).await;
+    let theirs = canary();
+    // helm-like: a server-side apply of stringData. The API server records the key as
+    // f:stringData.f:PGPASSWORD, so rotor's apply of data.PGPASSWORD would not conflict
+    // and helm's next apply would silently put its value back.
+    raw_apply(
+        &client,
+        "helm",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "from-chart", "namespace": NS},
+            "stringData": {"PGPASSWORD": theirs}
+        }),
+    )
+    .await;
+    let consumer = KubernetesConsumerClient::new(client.clone());
+    let pw = canary();
+    for force in [false, true] {
+        let spec = spec("from-chart", vec![deploy("api")], force);
+        let (v1, h1) = render(&spec, &pw);
+        let err = consumer.push(&spec, &v1, &h1).await.unwrap_err();
+        assert!(
+            matches!(err, KubernetesError::KeyConflict { .. }),
+            "{err:?}"
+        );
+        assert_eq!(err.kind(), "key_conflict");
+        assert!(!err.is_transient());
+        let text = error_text(&err);
+        for expected in [
+            "payments/from-chart",
+            "PGPASSWORD",
+            "stringData",
+            "\"helm\"",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        assert_no_secret(&text, &[&pw, &b64(&pw), &theirs, &b64(&theirs)]);
+    }
+    // Nothing was taken and nothing rolled.
+    assert_eq!(
+        secret_data(&client, "from-chart").await["PGPASSWORD"],
+        theirs
+    );
+    let (annotations, _) = rollout_state(&client, "api").await;
+    assert!(!annotations.contains_key(&restart_annotation_key("from-chart")));
+
+    // An update (not an apply) through stringData is recorded the same way.
+    let params = PatchParams {
+        field_manager: Some("operator".into()),
+        ..PatchParams::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .patch(
+            "from-chart",
+            &params,
+            &Patch::Merge(json!({"stringData": {"DATABASE_URL": "postgres://elsewhere"}})),
+        )
+        .await
+        .unwrap();
+    let spec = spec("from-chart", vec![], false);
+    let (v1, h1) = render(&spec, &pw);
+    let text = error_text(&consumer.push(&spec, &v1, &h1).await.unwrap_err());
+    assert!(
+        text.contains("DATABASE_URL") && text.contains("\"operator\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn a_missing_workload_is_named() {
     let (_kube, client) = fake_with_deployments(&["api"]).await;
     let consumer = KubernetesConsumerClient::new(client.clone());

@@ -293,7 +293,7 @@ impl World {
         let kubeconfig = dir.path().join("kubeconfig");
         let config = std::fs::read_to_string(&fx.kube.kubeconfig)
             .expect("kubeconfig")
-            .replace(&fx.kube.url(), &kube.url());
+            .replace(&fx.kube.url(), &fx.kube.url_via(kube.addr));
         std::fs::write(&kubeconfig, config).expect("write kubeconfig");
         World {
             fx,

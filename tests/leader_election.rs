@@ -228,10 +228,7 @@ async fn a_leader_cut_off_from_the_api_steps_down_before_another_takes_over() {
     let proxy = rotor_testkit::Proxy::start(kube.addr);
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    let text = std::fs::read_to_string(&kube.kubeconfig)
-        .expect("kubeconfig")
-        .replace(&kube.url(), &format!("http://{}", proxy.addr));
-    std::fs::write(&kubeconfig, text).expect("write kubeconfig");
+    kube.kubeconfig_via(proxy.addr, &kubeconfig);
     let through_proxy = common::kube_clients::rotor_kube_client_at(&kubeconfig).await;
 
     let a = Candidate::start(through_proxy, &lease, "replica-a");

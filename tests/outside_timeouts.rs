@@ -161,7 +161,8 @@ fn kubeconfig_through(fx: &Fixture, proxy: &Proxy, dir: &std::path::Path) -> std
     let server = fx.kube.url();
     assert!(text.contains(&server), "the kubeconfig names {server}");
     let path = dir.join("kubeconfig");
-    std::fs::write(&path, text.replace(&server, &proxy.url())).expect("write kubeconfig");
+    std::fs::write(&path, text.replace(&server, &fx.kube.url_via(proxy.addr)))
+        .expect("write kubeconfig");
     path
 }
 

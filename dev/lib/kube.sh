@@ -20,9 +20,29 @@ export KUBE_STATE
 
 kube_healthy() {
   local addr
-  [[ -f "$KUBE_ADDR_FILE" ]] || return 1
+  [[ -f "$KUBE_ADDR_FILE" ]] && [[ -f "$KUBE_CONFIG" ]] || return 1
   addr=$(<"$KUBE_ADDR_FILE")
-  [[ $(stack_http_status "http://$addr/readyz") == 200 ]] && [[ -f "$KUBE_CONFIG" ]]
+  [[ $(kube_readyz_status "$addr") == 200 ]]
+}
+
+# Prints the HTTP status of https://ADDR/readyz (000 if unreachable), verifying the
+# server with the CA in the kubeconfig it wrote (the server makes a new CA every run).
+kube_readyz_status() {
+  python3 - "$1" "$KUBE_CONFIG" <<'PY'
+import base64, json, ssl, sys, urllib.error, urllib.request
+addr, kubeconfig = sys.argv[1], sys.argv[2]
+try:
+    with open(kubeconfig) as f:
+        cluster = json.load(f)["clusters"][0]["cluster"]
+    ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+    context = ssl.create_default_context(cadata=ca)
+    with urllib.request.urlopen(f"https://{addr}/readyz", timeout=3, context=context) as resp:
+        print(resp.status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print("000")
+PY
 }
 
 # Prints the path of the built binary.
@@ -96,7 +116,7 @@ kube_status() {
   if ! stack_pid_alive "$KUBE_PID" fake-kube-apiserver; then
     echo "kube:       stopped"
   elif kube_healthy; then
-    echo "kube:       running (pid $(<"$KUBE_PID"), http://$(<"$KUBE_ADDR_FILE"), KUBECONFIG=$KUBE_CONFIG)"
+    echo "kube:       running (pid $(<"$KUBE_PID"), https://$(<"$KUBE_ADDR_FILE"), KUBECONFIG=$KUBE_CONFIG)"
   else
     echo "kube:       unhealthy (pid $(<"$KUBE_PID"); log: $KUBE_LOG)"
   fi

@@ -3,8 +3,10 @@
 //! effect (where the record says it must be), passes its crash-test failpoints
 //! ([`failpoint`]), is timed, retried with jitter on a transient failure, and its
 //! outcome is recorded and reported ([`Event::StepBegun`], [`Event::StepEnded`]).
-//! What differs between the two records (which step comes next, what a failure
-//! means, what success changes) is the [`StepRun`] each implements.
+//! What differs between the two is in two places: how each record is journaled (which
+//! step comes next, its failpoints, whether a repeated step restarts its clock) is
+//! its [`Journaled`] impl, both here; what each run does (each step's effect, what a
+//! failure means, what success changes) is the [`StepRun`] it implements.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,7 @@ use super::{Check, Engine, EngineError, StepOutcome, StepRecord, Verification, n
 use crate::credentials::{AuthOutcome, CredentialError};
 use crate::evidence::{Event, Subject};
 use crate::policy::ConsumerFacts;
+use crate::state::records::{RetireStep, RetireStepRecord, Retirement, Rotation, Step};
 use crate::vault::VaultError;
 
 /// What a step that did not fail did.
@@ -183,32 +186,92 @@ where
     done
 }
 
-/// A journaled record with steps, driven by [`Engine::run_steps`] (one rotation run,
-/// one retirement run).
-pub(super) trait StepRun {
-    /// A step entry of the record.
-    type Step: Copy + PartialEq;
+/// A journaled record with steps (a rotation's, a retirement's): what the runner reads
+/// and changes in it, whatever the run does at each step.
+pub(super) trait Journaled {
+    /// A step entry of the record; its name as journaled comes from `Into`.
+    type Step: Copy + PartialEq + Into<&'static str>;
     /// Whether a step begun again (after a crash or a failure) restarts its clock
     /// (`started_at`, `finished_at`); otherwise it keeps the first start.
-    const RESTART_CLOCK: bool;
+    const RESTART_CLOCK: bool = false;
     /// Whether a step's end is journaled as soon as it succeeds; otherwise with the
     /// next journaled step's "begun" (one write per side effect), or at the end.
-    const JOURNAL_EACH_END: bool;
+    const JOURNAL_EACH_END: bool = false;
 
     /// The step to run next, if any.
-    fn next_step(&self) -> Option<StepOf<Self>>;
-    /// The step's name as journaled.
-    fn step_name(step: StepOf<Self>) -> &'static str;
-    /// The step's crash-test failpoint name.
-    fn failpoint(step: StepOf<Self>) -> &'static str;
-    /// Whether a transient failure of `step` is retried within this run.
-    fn retried(step: StepOf<Self>) -> bool;
+    fn next_step(&self) -> Option<Self::Step>;
+    /// The step's crash-test failpoint name (by default its name).
+    fn failpoint(step: Self::Step) -> &'static str {
+        step.into()
+    }
     /// The record's step entries, in order.
     fn entries(&mut self) -> &mut Vec<StepRecord<Self::Step>>;
     /// The record, as the step events name it.
     fn subject(&self) -> Subject<'_>;
-    /// Whether `step`'s "begun" must be journaled before it runs.
-    fn journaled_first(&self, step: StepOf<Self>) -> bool;
+}
+
+impl Journaled for Rotation {
+    type Step = Step;
+
+    fn next_step(&self) -> Option<Step> {
+        Rotation::next_step(self)
+    }
+
+    fn entries(&mut self) -> &mut Vec<StepRecord> {
+        &mut self.steps
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject::Rotation(self)
+    }
+}
+
+impl Journaled for Retirement {
+    type Step = RetireStep;
+    const RESTART_CLOCK: bool = true;
+    const JOURNAL_EACH_END: bool = true;
+
+    fn next_step(&self) -> Option<RetireStep> {
+        Retirement::next_step(self)
+    }
+
+    /// `ROTOR_FAILPOINT=retire_disabled:effect`: the step's name after `retire_`.
+    fn failpoint(step: RetireStep) -> &'static str {
+        match step {
+            RetireStep::Disabled => "retire_disabled",
+            RetireStep::ConsumersRemoved => "retire_consumers_removed",
+            RetireStep::Marked => "retire_marked",
+            RetireStep::Verified => "retire_verified",
+        }
+    }
+
+    fn entries(&mut self) -> &mut Vec<RetireStepRecord> {
+        &mut self.steps
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject::Retirement(self)
+    }
+}
+
+/// One run over a [`Journaled`] record, driven by [`Engine::run_steps`] (one rotation
+/// run, one retirement run): what each step does and what its end means.
+pub(super) trait StepRun {
+    /// The record the run journals.
+    type Record: Journaled;
+
+    /// The record.
+    fn record(&mut self) -> &mut Self::Record;
+    /// Whether a transient failure of `step` is retried within this run (by default,
+    /// every step's).
+    fn retried(_step: StepOf<Self>) -> bool {
+        true
+    }
+    /// Whether `step`'s "begun" must be journaled before it runs (by default, every
+    /// step's).
+    fn journaled_first(&self, _step: StepOf<Self>) -> bool {
+        true
+    }
     /// Whether `step` may have to wait before it starts, so what is done must be
     /// journaled first.
     fn may_wait(&self, _step: StepOf<Self>) -> bool {
@@ -238,23 +301,28 @@ pub(super) trait StepRun {
         failure: StepFailure,
     ) -> Result<(), EngineError>;
     /// What follows the last step (journaled by the runner before, when needed).
-    async fn finished(&mut self, engine: &Engine) -> Result<(), EngineError>;
+    async fn finished(&mut self, _engine: &Engine) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
-/// The step type of a [`StepRun`].
-pub(super) type StepOf<R> = <R as StepRun>::Step;
+/// The step type of a [`StepRun`]'s record.
+pub(super) type StepOf<R> = <<R as StepRun>::Record as Journaled>::Step;
+
+/// The record type of a [`StepRun`].
+type RecordOf<R> = <R as StepRun>::Record;
 
 /// Marks `step` begun in `run`'s record: a fresh entry, or the last one again when it
 /// is the same step not yet done. Returns the attempt number.
 fn begin<R: StepRun>(run: &mut R, step: StepOf<R>) -> u32 {
-    let entries = run.entries();
+    let entries = run.record().entries();
     if let Some(last) = entries.last_mut()
         && last.step == step
         && last.outcome != StepOutcome::Ok
     {
         last.outcome = StepOutcome::Begun;
         last.attempts += 1;
-        if R::RESTART_CLOCK {
+        if RecordOf::<R>::RESTART_CLOCK {
             last.started_at = now();
             last.finished_at = None;
         }
@@ -274,7 +342,11 @@ fn begin<R: StepRun>(run: &mut R, step: StepOf<R>) -> u32 {
 
 /// Records the end of the last step entry.
 fn end<R: StepRun>(run: &mut R, outcome: StepOutcome, detail: String, duration_ms: f64) {
-    let last = run.entries().last_mut().expect("a step entry was begun");
+    let last = run
+        .record()
+        .entries()
+        .last_mut()
+        .expect("a step entry was begun");
     last.finished_at = Some(now());
     last.duration_ms = Some(duration_ms);
     last.outcome = outcome;
@@ -289,7 +361,7 @@ impl Engine {
     pub(super) async fn run_steps<R: StepRun>(&self, run: &mut R) -> Result<(), EngineError> {
         // Steps done but not journaled yet: their "done" failpoints follow the write.
         let mut unwritten = Vec::new();
-        while let Some(step) = run.next_step() {
+        while let Some(step) = run.record().next_step() {
             if run.may_wait(step) && !unwritten.is_empty() {
                 self.journal_steps(run, &mut unwritten).await?;
             }
@@ -300,16 +372,16 @@ impl Engine {
             if run.journaled_first(step) {
                 self.journal_steps(run, &mut unwritten).await?;
             }
-            let name = R::step_name(step);
+            let name: &'static str = step.into();
             self.report(&Event::StepBegun {
-                subject: run.subject(),
+                subject: run.record().subject(),
                 step: name,
                 attempt,
             });
-            failpoint::hit_at(R::failpoint(step), Moment::Begun);
+            failpoint::hit_at(RecordOf::<R>::failpoint(step), Moment::Begun);
             let clock = Instant::now();
             let result = self.execute_with_retries(run, step).await;
-            failpoint::hit_at(R::failpoint(step), Moment::Effect);
+            failpoint::hit_at(RecordOf::<R>::failpoint(step), Moment::Effect);
             let duration_ms = clock.elapsed().as_secs_f64() * 1000.0;
             let (outcome, failure) = match result {
                 Ok(StepResult::Ok(detail)) => {
@@ -333,7 +405,7 @@ impl Engine {
                 }
             };
             self.report(&Event::StepEnded {
-                subject: run.subject(),
+                subject: run.record().subject(),
                 step: name,
                 outcome,
                 duration_ms,
@@ -342,7 +414,7 @@ impl Engine {
                 return run.failed(self, step, failure).await;
             }
             unwritten.push(step);
-            if R::JOURNAL_EACH_END {
+            if RecordOf::<R>::JOURNAL_EACH_END {
                 self.journal_steps(run, &mut unwritten).await?;
             }
             info!(step = name, duration_ms, "Step done.");
@@ -362,7 +434,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         run.write(self).await?;
         for done in unwritten.drain(..) {
-            failpoint::hit_at(R::failpoint(done), Moment::Done);
+            failpoint::hit_at(RecordOf::<R>::failpoint(done), Moment::Done);
         }
         Ok(())
     }
@@ -375,13 +447,14 @@ impl Engine {
         run: &mut R,
         step: StepOf<R>,
     ) -> Result<StepResult, StepFailure> {
+        let name: &'static str = step.into();
         let mut attempt = 0;
         loop {
             match run.execute(self, step).await {
                 Err(f) if f.transient && R::retried(step) && attempt < self.config.retries => {
                     let base = self.config.retry_base.as_millis() as u64 * (1 << attempt);
                     let jitter = rand::rng().random_range(0..=base / 2);
-                    warn!(step = R::step_name(step), attempt, error = %f.message, "Transient failure; retrying.");
+                    warn!(step = name, attempt, error = %f.message, "Transient failure; retrying.");
                     tokio::time::sleep(Duration::from_millis(base + jitter)).await;
                     attempt += 1;
                 }
@@ -437,27 +510,10 @@ mod tests {
     }
 
     impl StepRun for Fake {
-        type Step = Step;
-        const RESTART_CLOCK: bool = false;
-        const JOURNAL_EACH_END: bool = false;
+        type Record = Rotation;
 
-        fn next_step(&self) -> Option<Step> {
-            self.rotation.next_step()
-        }
-        fn step_name(step: Step) -> &'static str {
-            step.as_str()
-        }
-        fn failpoint(step: Step) -> &'static str {
-            step.as_str()
-        }
-        fn retried(_step: Step) -> bool {
-            true
-        }
-        fn entries(&mut self) -> &mut Vec<StepRecord> {
-            &mut self.rotation.steps
-        }
-        fn subject(&self) -> Subject<'_> {
-            Subject::Rotation(&self.rotation)
+        fn record(&mut self) -> &mut Rotation {
+            &mut self.rotation
         }
         fn journaled_first(&self, step: Step) -> bool {
             !self.unjournaled.contains(&step)

@@ -11,9 +11,7 @@ use super::{Engine, Known, Run, failpoint, now};
 use crate::credentials::{AuthOutcome, Credential, CredentialError};
 use crate::engine::error::EngineError;
 use crate::engine::failpoint::Moment;
-use crate::engine::journal::{
-    Check, Rotation, Status, Step, StepOutcome, StepRecord, Trigger, Verification,
-};
+use crate::engine::journal::{Check, Rotation, Status, Step, StepOutcome, Trigger, Verification};
 use crate::engine::runner::{StepFailure, StepResult};
 use crate::evidence::{Event, Subject};
 use crate::policy::ValidatedPolicy;
@@ -312,33 +310,15 @@ pub(super) fn journaled_first(step: Step, run: &Run<'_>) -> bool {
 }
 
 impl StepRun for Run<'_> {
-    type Step = Step;
-    const RESTART_CLOCK: bool = false;
-    const JOURNAL_EACH_END: bool = false;
+    type Record = Rotation;
 
-    fn next_step(&self) -> Option<Step> {
-        self.rotation.next_step()
-    }
-
-    fn step_name(step: Step) -> &'static str {
-        step.as_str()
-    }
-
-    fn failpoint(step: Step) -> &'static str {
-        step.as_str()
+    fn record(&mut self) -> &mut Rotation {
+        &mut self.rotation
     }
 
     fn retried(step: Step) -> bool {
         // Before promote a failure rolls back at once.
         !step.before_promote()
-    }
-
-    fn entries(&mut self) -> &mut Vec<StepRecord> {
-        &mut self.rotation.steps
-    }
-
-    fn subject(&self) -> Subject<'_> {
-        Subject::Rotation(&self.rotation)
     }
 
     fn journaled_first(&self, step: Step) -> bool {
@@ -417,9 +397,5 @@ impl StepRun for Run<'_> {
             }
         }
         engine.write(self).await
-    }
-
-    async fn finished(&mut self, _engine: &Engine) -> Result<(), EngineError> {
-        Ok(())
     }
 }

@@ -183,18 +183,7 @@ impl NotifyTarget {
 
 /// An event a webhook can be told about (`spec.notify[].events`).
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-    IntoStaticStr,
-    Display,
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, IntoStaticStr, Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]

@@ -309,6 +309,40 @@ fn reference_rules() {
 }
 
 #[test]
+fn references_without_a_mount_take_the_policy_kv_mount() {
+    let text = "apiVersion: rotor/v1\nkind: RotationPolicy\nmetadata:\n  name: p\nspec:\n  credential:\n    type: redis\n    connection:\n      host: cache\n      adminFrom: {vault: {path: admins/redis}}\n    username: app\n  vault:\n    mount: kv\n    path: apps/p\n  consumers:\n    - type: gitlab\n      tokenFrom: {vault: {path: ci/gitlab, key: token}}\n      project: acme/app\n      key: APP_PASSWORD\n      value: \"{{ password }}\"\n    - type: vault-kv\n      path: copies/p\n      data: {password: \"{{ password }}\"}\n  notify:\n    - url: https://hooks.example.com/rotor\n      secretFrom: {vault: {path: hooks/p, key: hmac}}\n";
+    let set = load(text).unwrap_or_else(|e| panic!("{e}"));
+    let spec = &set.get("p").expect("p").spec;
+    let vault = |path: &str, key: Option<&str>, mount: &str| Reference::Vault {
+        mount: mount.into(),
+        path: path.into(),
+        key: key.map(Into::into),
+    };
+    let CredentialSpec::Redis(r) = &spec.credential else {
+        panic!("not redis")
+    };
+    assert_eq!(
+        r.connection.admin_from,
+        Some(vault("admins/redis", None, "kv"))
+    );
+    let ConsumerSpec::Gitlab(g) = &spec.consumers[0] else {
+        panic!("not gitlab")
+    };
+    assert_eq!(g.token_from, vault("ci/gitlab", Some("token"), "kv"));
+    let ConsumerSpec::VaultKv(copy) = &spec.consumers[1] else {
+        panic!("not vault-kv")
+    };
+    assert_eq!(
+        (copy.mount.as_str(), copy.path.as_str()),
+        ("kv", "copies/p")
+    );
+    assert_eq!(
+        spec.notify[0].secret_from,
+        vault("hooks/p", Some("hmac"), "kv")
+    );
+}
+
+#[test]
 fn template_variables_follow_the_credential_kind() {
     let approle = "    type: vault-approle\n    role: deployer\n";
     let consumer = |value: &str| {

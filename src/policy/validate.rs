@@ -31,6 +31,10 @@ const REFERENCE_EXPECTED: &str =
 #[derive(Default)]
 pub(crate) struct Validator {
     pub errors: Vec<DeError>,
+    /// The document's KV mount (`spec.vault.mount`, default `secret`): the mount of a
+    /// Vault reference or a vault-kv consumer that names none. [`validate_policy`] sets
+    /// it before it validates the credential, the consumers and the notify targets.
+    kv_mount: String,
 }
 
 /// `names` quoted and joined by commas: `` `a`, `b` ``.
@@ -229,6 +233,12 @@ impl Validator {
         }
     }
 
+    /// A KV mount: `m`, or the document's KV mount when `m` is not set.
+    pub(in crate::policy) fn kv_mount(&mut self, m: Option<&Located<String>>) -> String {
+        let default = self.kv_mount.clone();
+        self.mount(m, &default)
+    }
+
     pub(in crate::policy) fn http_url(
         &mut self,
         s: &Located<String>,
@@ -277,7 +287,6 @@ impl Validator {
     pub(in crate::policy) fn reference(
         &mut self,
         r: &Checked<Located<RawReference>>,
-        default_mount: &str,
     ) -> Option<Reference> {
         let r = r.0.as_ref()?;
         let raw = &r.value;
@@ -304,7 +313,7 @@ impl Validator {
                 Some(k) => Some(self.non_empty(k, "a key name")?),
                 None => None,
             };
-            let mount = self.mount(v.value.mount.as_ref(), default_mount);
+            let mount = self.kv_mount(v.value.mount.as_ref());
             return Some(Reference::Vault {
                 mount,
                 path: path?,
@@ -331,10 +340,9 @@ impl Validator {
     pub(in crate::policy) fn single_reference(
         &mut self,
         r: &Checked<Located<RawReference>>,
-        default_mount: &str,
         naming: &str,
     ) -> Option<Reference> {
-        let reference = self.reference(r, default_mount)?;
+        let reference = self.reference(r)?;
         let r = r.0.as_ref()?;
         if !reference.is_single_value() {
             let at = r.value.vault.as_ref().map(|v| (v.pos, v.path.clone()));
@@ -409,26 +417,20 @@ pub(crate) fn validate_policy(
         let path = v.vault_path(&l.value.path, "a KV path")?;
         Some(VaultLocation { mount, path })
     });
-    let default_mount = vault
+    v.kv_mount = vault
         .as_ref()
         .map(|l| l.mount.clone())
         .unwrap_or_else(|| "secret".to_owned());
 
     let raw_credential = spec.credential.0.as_ref();
-    let credential = raw_credential.and_then(|c| v.credential(c, &default_mount));
+    let credential = raw_credential.and_then(|c| v.credential(c));
     let kind = raw_credential.map(|c| c.value.kind());
 
     let schedule: Option<Option<ScheduleSpec>> = match &spec.schedule {
         None => Some(None),
         Some(s) => s.0.as_ref().and_then(|s| v.schedule(s)).map(Some),
     };
-    let consumers = v.consumers(
-        spec,
-        kind,
-        credential.as_ref(),
-        vault.as_ref(),
-        &default_mount,
-    );
+    let consumers = v.consumers(spec, kind, credential.as_ref(), vault.as_ref());
     let verify = match &spec.verify {
         None => Some(VerifySpec::default()),
         Some(c) => c.0.as_ref().map(|r| VerifySpec {
@@ -446,10 +448,7 @@ pub(crate) fn validate_policy(
         .notify
         .iter()
         .flatten()
-        .map(|n| {
-            n.0.as_ref()
-                .and_then(|n| v.notify_target(n, &default_mount))
-        })
+        .map(|n| n.0.as_ref().and_then(|n| v.notify_target(n)))
         .collect::<Vec<_>>()
         .into_iter()
         .collect();

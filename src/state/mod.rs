@@ -199,10 +199,7 @@ pub fn decode_detail(error: &serde_json::Error) -> String {
         .any(|p| text.starts_with(p));
     let mut detail = if names_a_field {
         // Field names are rotor's schema, not data; the message ends at the name.
-        text.split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_owned()
+        text
     } else {
         text.split([':', '"', '`', ','])
             .next()
@@ -210,6 +207,10 @@ pub fn decode_detail(error: &serde_json::Error) -> String {
             .trim()
             .to_owned()
     };
+    // serde_json puts the position at the end of every message; it is added once below.
+    if let Some(at) = detail.find(" at line ") {
+        detail.truncate(at);
+    }
     if error.line() > 0 {
         detail.push_str(&format!(
             " at line {} column {}",

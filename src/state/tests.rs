@@ -196,48 +196,53 @@ struct Sample {
 #[tokio::test]
 async fn records_that_do_not_decode_are_errors_naming_the_place_not_the_value() {
     let store = MemoryStore::new();
-    let key = Key::Retired("p");
-    for (data, expected) in [
-        (json!({"other": 1}), "no key `record`"),
-        (json!({"record": "text"}), "invalid type"),
+    let object_record = (SAMPLE_OBJECT, Key::Retired("p"), "secret/rotor/retired/p");
+    let text_record = (
+        SAMPLE_TEXT,
+        Key::Quarantine("p"),
+        "secret/rotor/quarantine/p",
+    );
+    let cases = [
+        (object_record, json!({"other": 1}), "no key `record`"),
+        (object_record, json!({"record": "text"}), "invalid type"),
         (
+            object_record,
             json!({"record": {"name": "canary-value"}}),
             "missing field `count`",
         ),
         (
+            object_record,
             json!({"record": {"name": "n", "count": "canary-value"}}),
             "invalid type",
         ),
-    ] {
+        (text_record, json!({"record": 5}), "`record` is not text"),
+        (
+            text_record,
+            json!({"record": "{\"name\": \"canary-value\"}"}),
+            "missing field `count`",
+        ),
+        (
+            text_record,
+            json!({"record": "not json canary-value"}),
+            "expected ident",
+        ),
+    ];
+    for ((layout, key, place), data, expected) in cases {
         store.write(key, &object(data), None).await.unwrap();
-        let e = SAMPLE_OBJECT
+        let e = layout
             .read::<Sample>(&store, key)
             .await
             .expect_err("corrupt");
         let text = e.to_string();
         assert!(
-            text.contains("sample record at secret/rotor/retired/p"),
+            text.contains(&format!("sample record at {place}")),
             "{text}"
         );
         assert!(text.contains(expected), "{text}");
         assert!(!text.contains("canary"), "{text}");
         assert!(!e.is_transient());
     }
-    let key = Key::Quarantine("p");
-    for data in [
-        json!({"record": 5}),
-        json!({"record": "{\"name\": \"canary-value\"}"}),
-        json!({"record": "not json canary-value"}),
-    ] {
-        store.write(key, &object(data), None).await.unwrap();
-        let e = SAMPLE_TEXT
-            .read::<Sample>(&store, key)
-            .await
-            .expect_err("corrupt");
-        let text = e.to_string();
-        assert!(text.contains("secret/rotor/quarantine/p"), "{text}");
-        assert!(!text.contains("canary"), "{text}");
-    }
+    let key = text_record.1;
     // A record that decodes comes back with its version.
     store
         .write(
@@ -253,4 +258,28 @@ async fn records_that_do_not_decode_are_errors_naming_the_place_not_the_value() 
         .unwrap()
         .expect("present");
     assert_eq!((sample.count, version), (2, 4));
+}
+
+#[test]
+fn decode_detail_names_the_position_once_and_no_value() {
+    let syntax = serde_json::from_str::<serde_json::Value>("{x").unwrap_err();
+    assert_eq!(
+        super::decode_detail(&syntax),
+        "key must be a string at line 1 column 2"
+    );
+    let wrong_type = serde_json::from_str::<u32>("\"s3cr3t-value\"").unwrap_err();
+    let detail = super::decode_detail(&wrong_type);
+    assert_eq!(detail, "invalid type at line 1 column 14");
+    assert!(!detail.contains("s3cr3t"));
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Record {
+        #[allow(dead_code)]
+        policy: String,
+    }
+    let unknown = serde_json::from_str::<Record>(r#"{"policy":"p","extra":1}"#).unwrap_err();
+    assert_eq!(
+        super::decode_detail(&unknown),
+        "unknown field `extra`, expected `policy` at line 1 column 21"
+    );
 }

@@ -1,18 +1,33 @@
-//! A fake Kubernetes API server over real HTTP: `kube-fake-client`'s in-memory backend
+//! A fake Kubernetes API server over real HTTPS: `kube-fake-client`'s in-memory backend
 //! behind a hyper server on loopback.
 //!
-//! Clients reach it the way they reach a cluster: a kubeconfig with `server: http://ADDR`
-//! and a bearer token, so rotor's own kube client, its HTTP stack and its error handling are
-//! exercised. The backend handles create/get/list/replace/delete, JSON, merge and apply
+//! Clients reach it the way they reach a cluster: a kubeconfig with `server: https://ADDR`,
+//! the certificate of a CA made for this run ([`ServerTls`]) and a bearer token, so rotor's
+//! own kube client, its HTTP and TLS stack, its error handling and real `kubectl` are
+//! exercised ([`serve`] without TLS remains for plain-HTTP callers). The backend handles create/get/list/replace/delete, JSON, merge and apply
 //! patches with field managers (409 on conflicts unless forced), and 409 on a stale
 //! `resourceVersion`; this front drops field ownership of fields an update removed, as a
 //! real API server does (the backend alone keeps it, which would block leader election). Like a real API server it answers `/version`, `/healthz`, `/livez`
 //! and `/readyz` without a token, and serves discovery (`/api`, `/apis`, `/api/v1`,
 //! `/apis/GROUP/VERSION`).
 //!
-//! Limits of the fake: no watches (answered with 405 so a watcher fails loudly instead of
-//! misreading a list), `stringData` is not folded into `data` (write `data`), strategic
-//! merge patches are plain merge patches, and there is no TLS (loopback only).
+//! Watches are served from a change feed the front keeps (`feed`, `watch`): list, then
+//! watch from the list's `resourceVersion`, as kube's `watcher` and client-go's reflector
+//! do. Secrets fold `stringData` into `data` and record its ownership as a real server does
+//! (`secrets`).
+//!
+//! Limits of the fake: strategic merge patches are plain merge patches; field ownership is
+//! recorded for server-side apply (and `stringData` keys), not for other updates; request
+//! bodies must be JSON (protobuf is answered with 415); objects the backend deletes by
+//! cascade (owner references) are not seen by watches; loopback only.
+
+mod feed;
+mod secrets;
+mod tls;
+mod watch;
+mod writes;
+
+pub use tls::ServerTls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -23,6 +38,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -130,6 +146,12 @@ pub enum ApiServerError {
     /// The listening socket failed.
     #[error("accepting a connection failed")]
     Accept(#[source] std::io::Error),
+    /// The CA, the server certificate or the TLS configuration could not be made.
+    #[error("setting up TLS failed: {0}")]
+    Tls(String),
+    /// The change feed (for watches) could not start on the backend.
+    #[error("starting the change feed failed: {0}")]
+    Feed(String),
 }
 
 impl ApiServerError {
@@ -147,6 +169,8 @@ impl ApiServerError {
             ApiServerError::LoadKubeconfig { .. } => "load_kubeconfig",
             ApiServerError::Client(_) => "client",
             ApiServerError::Accept(_) => "accept",
+            ApiServerError::Tls(_) => "tls",
+            ApiServerError::Feed(_) => "feed",
         }
     }
 }
@@ -168,6 +192,7 @@ pub async fn backend_with(
 ) -> Result<kube::Client, ApiServerError> {
     let client = builder
         .with_resource::<NamespaceAlias>()
+        .with_resource::<feed::Clock>()
         .build()
         .await
         .map_err(ApiServerError::Backend)?;
@@ -384,10 +409,38 @@ pub fn random_token() -> String {
 /// Writes a kubeconfig (mode 0600, it holds the token) whose only context points at
 /// `http://addr` with `token`, namespace `default`.
 pub fn write_kubeconfig(path: &Path, addr: SocketAddr, token: &str) -> Result<(), ApiServerError> {
+    write_kubeconfig_for(path, &format!("http://{addr}"), token, None)
+}
+
+/// Writes a kubeconfig (mode 0600) whose only context points at `https://addr` with
+/// `token`, namespace `default`, trusting `tls`'s CA (`certificate-authority-data`).
+pub fn write_kubeconfig_tls(
+    path: &Path,
+    addr: SocketAddr,
+    token: &str,
+    tls: &ServerTls,
+) -> Result<(), ApiServerError> {
+    write_kubeconfig_for(path, &format!("https://{addr}"), token, Some(tls.ca_pem()))
+}
+
+/// Writes a kubeconfig (mode 0600) whose only context points at `server` (a URL) with
+/// `token`, namespace `default`, trusting the PEM CA `ca_pem` when given.
+pub fn write_kubeconfig_for(
+    path: &Path,
+    server: &str,
+    token: &str,
+    ca_pem: Option<&str>,
+) -> Result<(), ApiServerError> {
+    use base64::Engine as _;
+    let mut cluster = json!({"server": server});
+    if let Some(pem) = ca_pem {
+        cluster["certificate-authority-data"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(pem));
+    }
     let config = json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": format!("http://{addr}")}}],
+        "clusters": [{"name": "fake", "cluster": cluster}],
         "users": [{"name": "fake", "user": {"token": token}}],
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": "default"}}],
         "current-context": "fake",
@@ -457,34 +510,68 @@ struct State {
     backend: kube::Client,
     token: String,
     addr: SocketAddr,
+    /// Every write through the front, for watches.
+    feed: Arc<feed::Feed>,
+    /// Every request's `User-Agent`.
     agents: UserAgents,
 }
 
-/// Serves the Kubernetes API from `backend` on `listener` until `shutdown` completes.
-/// Every request except `/version` and the health endpoints must carry
-/// `Authorization: Bearer <token>`. Open connections are dropped at shutdown.
+/// The body of every response: a whole JSON document, or a watch stream.
+type ReplyBody = BoxBody<Bytes, Infallible>;
+
+/// Serves the Kubernetes API from `backend` on `listener` over plain HTTP until
+/// `shutdown` completes. Every request except `/version` and the health endpoints must
+/// carry `Authorization: Bearer <token>`. Open connections are dropped at shutdown.
+/// Real `kubectl` never sends a token over plain HTTP: prefer [`serve_tls`].
 pub async fn serve(
     listener: TcpListener,
     backend: kube::Client,
     token: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ApiServerError> {
-    serve_recording(listener, backend, token, UserAgents::default(), shutdown).await
+    serve_recording(
+        listener,
+        backend,
+        token,
+        None,
+        UserAgents::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// [`serve`], adding every request (its `User-Agent`) to `agents`.
+/// [`serve`] over HTTPS with `tls`'s certificate (write the kubeconfig with
+/// [`write_kubeconfig_tls`]). A connection whose TLS handshake fails is dropped.
+pub async fn serve_tls(
+    listener: TcpListener,
+    backend: kube::Client,
+    token: String,
+    tls: ServerTls,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ApiServerError> {
+    let agents = UserAgents::default();
+    serve_recording(listener, backend, token, Some(tls), agents, shutdown).await
+}
+
+/// [`serve`], or [`serve_tls`] with `tls`, adding every request (its `User-Agent`) to
+/// `agents`.
 pub async fn serve_recording(
     listener: TcpListener,
     backend: kube::Client,
     token: String,
+    tls: Option<ServerTls>,
     agents: UserAgents,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ApiServerError> {
     let addr = listener.local_addr().map_err(ApiServerError::Accept)?;
+    let feed = feed::Feed::start(&backend, feed::LOG_CAPACITY)
+        .await
+        .map_err(ApiServerError::Feed)?;
     let state = Arc::new(State {
         backend,
         token,
         addr,
+        feed: Arc::new(feed),
         agents,
     });
     let mut connections = JoinSet::new();
@@ -496,12 +583,24 @@ pub async fn serve_recording(
             accepted = listener.accept() => {
                 let (stream, peer) = accepted.map_err(ApiServerError::Accept)?;
                 let state = Arc::clone(&state);
+                let tls = tls.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |req| handle(Arc::clone(&state), req));
-                    if let Err(error) = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                    {
+                    let served = match tls {
+                        None => http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await,
+                        Some(tls) => match tls.acceptor().accept(stream).await {
+                            Ok(stream) => http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await,
+                            Err(error) => {
+                                debug!(peer = %peer, error = %error, "TLS handshake failed.");
+                                return;
+                            }
+                        },
+                    };
+                    if let Err(error) = served {
                         debug!(peer = %peer, error = %error, "Connection ended with an error.");
                     }
                 });
@@ -516,7 +615,7 @@ pub async fn serve_recording(
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ReplyBody>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     state.agents.record(&method, &path, req.headers());
@@ -525,7 +624,7 @@ async fn handle(
     Ok(response)
 }
 
-async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let is_get = req.method() == Method::GET;
 
@@ -553,18 +652,20 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
         );
     }
     if is_watch(req.uri().query(), &path) {
-        return status(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
-            "watch is not supported by the fake API server",
-        );
+        return match watch::WatchRequest::parse(&path, req.uri().query()) {
+            Ok(watch) => watch::respond(Arc::clone(&state.feed), state.backend.clone(), watch),
+            Err(refused) => status(refused.code, refused.reason, &refused.message),
+        };
     }
     forward(state, req).await
 }
 
 /// Passes a resource request to the in-memory backend.
-async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn forward(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
     let (mut parts, body) = req.into_parts();
+    if let Some(refused) = unsupported_media(&parts) {
+        return refused;
+    }
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) => {
@@ -575,6 +676,18 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
             );
         }
     };
+    let bytes = match yaml_as_json(&parts, bytes) {
+        Ok(bytes) => bytes,
+        Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", &message),
+    };
+    let client_path = parts.uri.path().trim_end_matches('/').to_string();
+    if feed::is_private(&client_path) {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource ({client_path})"),
+        );
+    }
     let original = parts
         .uri
         .path_and_query()
@@ -594,8 +707,21 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
             }
         }
     }
-    let updates = is_update(&parts.method, parts.headers.get(header::CONTENT_TYPE));
     let target = parts.uri.path().to_string();
+    let write = writes::Write::of(&parts, &client_path);
+    let list = parts.method == Method::GET
+        && feed::ResourcePath::parse(&client_path).is_some_and(|p| p.name.is_none());
+    // Writes one at a time, each recorded before the next; lists see none half-done.
+    let (_exclusive, _shared) = match (&write, list) {
+        (Some(_), _) => (Some(state.feed.write().await), None),
+        (None, true) => (None, Some(state.feed.read().await)),
+        (None, false) => (None, None),
+    };
+    let head = state.feed.head();
+    let before = match &write {
+        Some(write) => write.before(state, &target).await,
+        None => writes::Before::default(),
+    };
     let request = Request::from_parts(parts, kube::client::Body::from(bytes));
     let response = match state.backend.send(request).await {
         Ok(response) => response,
@@ -613,17 +739,18 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
     match body.collect().await {
         Ok(collected) => {
             let mut bytes = collected.to_bytes();
-            if updates
-                && parts.status.is_success()
-                && let Some(fixed) = prune_stale_ownership(state, &target, &bytes).await
-            {
-                bytes = fixed;
+            if let Some(write) = &write {
+                bytes = write
+                    .after(state, &target, before, parts.status, bytes)
+                    .await;
+            } else if list && parts.status.is_success() {
+                bytes = with_list_version(bytes, head);
             }
             if aliased {
                 let text = String::from_utf8_lossy(&bytes).replace(NAMESPACES_ALIAS, "namespaces");
                 bytes = Bytes::from(text);
             }
-            let mut response = Response::from_parts(parts, Full::new(bytes));
+            let mut response = Response::from_parts(parts, Full::new(bytes).boxed());
             response.headers_mut().remove(header::CONTENT_LENGTH);
             response
         }
@@ -633,6 +760,75 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<Full<Bytes>>
             &format!("reading the backend response failed: {error}"),
         ),
     }
+}
+
+/// A list answered with `resourceVersion` `head` (the backend always says "1"): the
+/// version a watch continues from without missing or repeating a change.
+fn with_list_version(bytes: Bytes, head: u64) -> Bytes {
+    let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) else {
+        return bytes;
+    };
+    if !list.get("items").is_some_and(Value::is_array) {
+        return bytes;
+    }
+    list["metadata"]["resourceVersion"] = Value::String(head.to_string());
+    Bytes::from(list.to_string())
+}
+
+/// A YAML body (`application/apply-patch+yaml` need not be JSON) as JSON, which the
+/// backend reads; other bodies as they are.
+fn yaml_as_json(parts: &http::request::Parts, bytes: Bytes) -> Result<Bytes, String> {
+    let yaml = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("yaml"));
+    if !yaml || bytes.is_empty() || serde_json::from_slice::<Value>(&bytes).is_ok() {
+        return Ok(bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    match serde_saphyr::from_str::<Value>(&text) {
+        Ok(value) => Ok(Bytes::from(value.to_string())),
+        Err(error) => Err(format!("the request body is not valid YAML: {error}")),
+    }
+}
+
+/// 415 for a request body that is not JSON (client-go sends protobuf for some typed
+/// requests; the backend reads JSON only), 406 for a client that accepts no JSON.
+fn unsupported_media(parts: &http::request::Parts) -> Option<Response<ReplyBody>> {
+    let header_text = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let content_type = header_text(header::CONTENT_TYPE);
+    if !content_type.is_empty() && !content_type.contains("json") && !content_type.contains("yaml")
+    {
+        return Some(status(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/apply-patch+yaml, application/json-patch+json (got {content_type})"
+            ),
+        ));
+    }
+    let accept = header_text(header::ACCEPT);
+    let json_ok = accept.is_empty()
+        || accept.split(',').any(|t| {
+            t.contains("json") || t.trim().starts_with("*/*") || t.trim() == "application/*"
+        });
+    (!json_ok).then(|| {
+        status(
+            StatusCode::NOT_ACCEPTABLE,
+            "NotAcceptable",
+            &format!(
+                "only the following media types are accepted: application/json (asked for {accept})"
+            ),
+        )
+    })
 }
 
 /// A write that is not a server-side apply: PUT, or PATCH with another content type.
@@ -661,7 +857,7 @@ async fn prune_stale_ownership(state: &State, path: &str, object: &Bytes) -> Opt
             kept.push(entry.clone());
             continue;
         };
-        let pruned = prune_fields(fields, &object);
+        let pruned = secrets::keep_string_data(fields, prune_fields(fields, &object));
         if pruned.len() == fields.len() && pruned == *fields {
             kept.push(entry.clone());
             continue;
@@ -853,8 +1049,8 @@ fn version_priority(version: &str) -> (u8, u32, u32) {
     (stability, major, minor)
 }
 
-fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(code: StatusCode, body: &'static str) -> Response<ReplyBody> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).boxed());
     *response.status_mut() = code;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -863,8 +1059,8 @@ fn text(code: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-fn json_response(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_response(code: StatusCode, body: &Value) -> Response<ReplyBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
     *response.status_mut() = code;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -874,19 +1070,21 @@ fn json_response(code: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 /// A Kubernetes `Status` failure response.
-fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
-    json_response(
-        code,
-        &json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": reason,
-            "code": code.as_u16()
-        }),
-    )
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<ReplyBody> {
+    json_response(code, &status_body(code.as_u16(), reason, message))
+}
+
+/// A Kubernetes `Status` failure object (also the object of a watch's `ERROR` event).
+fn status_body(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code
+    })
 }
 
 #[cfg(test)]

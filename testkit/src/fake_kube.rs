@@ -1,18 +1,18 @@
-//! [`FakeKube`]: a fake Kubernetes API server for one test, reached over real HTTP.
+//! [`FakeKube`]: a fake Kubernetes API server for one test, reached over real HTTPS.
 //!
 //! The server runs on its own thread with its own tokio runtime, so it keeps answering
 //! while the test blocks (for example on `std::process::Command::output()` running the
 //! rotor binary against [`FakeKube::kubeconfig`]) and whatever runtime flavour the test
 //! uses. Dropping the [`FakeKube`] stops the server.
 //!
-//! What a test gets is what any client gets: the kubeconfig file, the URL and the admin
-//! token. The testkit's kube crates are its own (they may differ from rotor's): tests build
+//! What a test gets is what any client gets: the kubeconfig file (with the server's CA),
+//! the URL and the admin token. The testkit's kube crates are its own (they may differ from rotor's): tests build
 //! their clients from [`FakeKube::kubeconfig`] with the kube version they use, and the
 //! helpers here ([`FakeKube::create_namespace`], [`FakeKube::create_deployment`]) take
 //! plain names, never a kube type.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -49,7 +49,7 @@ pub struct FakeKubeOptions {
     pub secret_patches: SecretPatches,
 }
 
-/// A running fake API server and its kubeconfig.
+/// A running fake API server (HTTPS, with a CA made for it) and its kubeconfig.
 ///
 /// Holds the temporary directory with the kubeconfig and the server; both go away when
 /// this value is dropped.
@@ -77,10 +77,11 @@ pub struct FakeKube {
     /// Loopback address the server listens on.
     pub addr: SocketAddr,
     /// Kubeconfig (mode 0600, in a temporary directory) pointing at [`FakeKube::url`]
-    /// with [`FakeKube::admin_token`]; hand it to the rotor binary as `KUBECONFIG`, and
-    /// build a test's clients from it.
+    /// with the server's CA and [`FakeKube::admin_token`]; hand it to the rotor binary (or
+    /// `kubectl`) as `KUBECONFIG`, and build a test's clients from it.
     pub kubeconfig: PathBuf,
     token: String,
+    tls: apiserver::ServerTls,
     agents: UserAgents,
     /// The testkit's own client, for the helpers.
     client: kube::Client,
@@ -107,6 +108,9 @@ impl FakeKube {
     pub async fn start_with(options: FakeKubeOptions) -> FakeKube {
         let token = apiserver::random_token();
         let server_token = token.clone();
+        let tls =
+            apiserver::ServerTls::generate().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+        let server_tls = Some(tls.clone());
         let agents = UserAgents::default();
         let recorded = agents.clone();
         // The backend (kube-fake-client) is built on the server's runtime, before the
@@ -123,8 +127,14 @@ impl FakeKube {
                     .map_err(|e| error_chain(&e))
             },
             move |listener, backend, shutdown| async move {
-                let served =
-                    apiserver::serve_recording(listener, backend, server_token, recorded, shutdown);
+                let served = apiserver::serve_recording(
+                    listener,
+                    backend,
+                    server_token,
+                    server_tls,
+                    recorded,
+                    shutdown,
+                );
                 if let Err(e) = served.await {
                     tracing::error!(error = %error_chain(&e), "Fake API server stopped.");
                 }
@@ -138,7 +148,7 @@ impl FakeKube {
             .tempdir()
             .unwrap_or_else(|e| panic!("creating a temporary directory failed: {e}"));
         let kubeconfig = dir.path().join("kubeconfig");
-        apiserver::write_kubeconfig(&kubeconfig, addr, &token)
+        apiserver::write_kubeconfig_tls(&kubeconfig, addr, &token, &tls)
             .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
         let client = apiserver::client_from_kubeconfig(&kubeconfig)
             .await
@@ -147,6 +157,7 @@ impl FakeKube {
             addr,
             kubeconfig,
             token,
+            tls,
             agents,
             client,
             _dir: dir,
@@ -154,9 +165,37 @@ impl FakeKube {
         }
     }
 
-    /// The server's base URL, `http://127.0.0.1:PORT`.
+    /// The server's base URL, `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.url_via(self.addr)
+    }
+
+    /// The URL of this server when reached at `addr` instead (a [`crate::Proxy`] in
+    /// front of it): `https://addr`. The certificate is valid for any loopback port.
+    pub fn url_via(&self, addr: SocketAddr) -> String {
+        format!("https://{addr}")
+    }
+
+    /// Writes to `path` a kubeconfig like [`FakeKube::kubeconfig`] whose server is
+    /// reached at `addr` (a proxy in front of it); same CA and token.
+    ///
+    /// # Panics
+    ///
+    /// When the file cannot be written.
+    pub fn kubeconfig_via(&self, addr: SocketAddr, path: &Path) {
+        apiserver::write_kubeconfig_for(
+            path,
+            &self.url_via(addr),
+            &self.token,
+            Some(self.tls.ca_pem()),
+        )
+        .unwrap_or_else(|e| panic!("{}", error_chain(&e)));
+    }
+
+    /// The PEM certificate of the CA that signed the server's certificate (also in
+    /// [`FakeKube::kubeconfig`] as `certificate-authority-data`).
+    pub fn ca_pem(&self) -> &str {
+        self.tls.ca_pem()
     }
 
     /// The bearer token of the kubeconfig's user, an unrestricted admin.

@@ -1,16 +1,18 @@
-//! The fake API server over real HTTP, driven through kube clients built from its kubeconfig.
+//! The fake API server over real HTTPS, driven through kube clients built from its kubeconfig.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchParams};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use rotor_testkit::apiserver::{TESTKIT_USER_AGENT, client_from_kubeconfig};
 use rotor_testkit::{FakeKube, FakeKubeOptions, SecretPatches, unique};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A Secret as rotor writes it: `data` (base64 on the wire), never `stringData`.
@@ -57,15 +59,34 @@ fn api_code(err: &kube::Error) -> Option<u16> {
     }
 }
 
-/// One raw HTTP/1.1 request; returns the status code and the body.
-async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
+/// A TLS client configuration that trusts only the server's CA.
+fn trusting(kube: &FakeKube) -> Arc<rustls::ClientConfig> {
+    rotor_testkit::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(kube.ca_pem().as_bytes()).expect("CA PEM"))
+        .expect("CA certificate");
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// One raw HTTP/1.1 request over TLS; returns the status code and the body.
+async fn raw_request(kube: &FakeKube, request: &str) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(kube.addr)
         .await
-        .expect("read response");
+        .expect("connect");
+    let mut stream = tokio_rustls::TlsConnector::from(trusting(kube))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the server's CA");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut bytes = Vec::new();
+    // The server closes after `Connection: close`; what arrived before counts.
+    let _ = stream.read_to_end(&mut bytes).await;
+    let response = String::from_utf8_lossy(&bytes).into_owned();
     let code = response
         .split_whitespace()
         .nth(1)
@@ -409,7 +430,7 @@ async fn requests_need_the_kubeconfig_token_but_version_and_health_do_not() {
     let kube = FakeKube::start().await;
     let client = client(&kube).await;
     let (code, body) = raw_request(
-        kube.addr,
+        &kube,
         "GET /api/v1/namespaces HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -417,14 +438,14 @@ async fn requests_need_the_kubeconfig_token_but_version_and_health_do_not() {
     assert!(body.contains("\"reason\":\"Unauthorized\""), "{body}");
 
     let (code, body) = raw_request(
-        kube.addr,
+        &kube,
         "GET /api/v1/namespaces HTTP/1.1\r\nHost: fake\r\nAuthorization: Bearer wrong\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(code, 401, "{body}");
 
     let (code, body) = raw_request(
-        kube.addr,
+        &kube,
         "GET /healthz HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -432,7 +453,7 @@ async fn requests_need_the_kubeconfig_token_but_version_and_health_do_not() {
 
     let version = client.apiserver_version().await.expect("/version");
     assert_eq!(version.major, "1");
-    assert!(kube.url().starts_with("http://127.0.0.1:"));
+    assert!(kube.url().starts_with("https://127.0.0.1:"));
 }
 
 #[tokio::test]
@@ -460,23 +481,43 @@ async fn discovery_finds_the_resource_types_rotor_uses() {
 }
 
 #[tokio::test]
-async fn watches_fail_loudly() {
-    use futures::TryStreamExt;
+async fn plain_http_and_unknown_cas_are_refused() {
     let kube = FakeKube::start().await;
-    let client = client(&kube).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    // kube reports a refused watch as the first item of the event stream.
-    let err = match secrets.watch(&WatchParams::default(), "0").await {
-        Err(err) => err,
-        Ok(stream) => {
-            let mut stream = Box::pin(stream);
-            stream
-                .try_next()
-                .await
-                .expect_err("the watch stream starts with an error")
-        }
-    };
-    assert_eq!(api_code(&err), Some(405), "{err}");
+    // Plain HTTP to the TLS port: no HTTP answer.
+    let mut tcp = tokio::net::TcpStream::connect(kube.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut bytes = Vec::new();
+    let _ = tcp.read_to_end(&mut bytes).await;
+    assert!(!String::from_utf8_lossy(&bytes).contains("200 OK"));
+    // Another server's CA does not verify this server.
+    let other = FakeKube::start().await;
+    let tcp = tokio::net::TcpStream::connect(kube.addr)
+        .await
+        .expect("connect");
+    let refused = tokio_rustls::TlsConnector::from(trusting(&other))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await;
+    assert!(refused.is_err(), "a certificate from another run's CA");
+}
+
+#[tokio::test]
+async fn protobuf_bodies_are_unsupported_media() {
+    let kube = FakeKube::start().await;
+    let token = kube.admin_token();
+    let (code, body) = raw_request(
+        &kube,
+        &format!(
+            "POST /api/v1/namespaces HTTP/1.1\r\nHost: fake\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/vnd.kubernetes.protobuf\r\nContent-Length: 4\r\nConnection: close\r\n\r\nk8s\0"
+        ),
+    )
+    .await;
+    assert_eq!(code, 415, "{body}");
+    assert!(body.contains("UnsupportedMediaType"), "{body}");
 }
 
 #[test]
@@ -489,15 +530,19 @@ fn the_server_outlives_a_blocked_test_thread() {
         .unwrap();
     let kube = runtime.block_on(FakeKube::start());
     let addr = kube.addr;
+    let config = trusting(&kube);
     let status = std::thread::spawn(move || {
         use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        let tls = rustls::ClientConnection::new(config, ServerName::try_from("127.0.0.1").unwrap())
+            .unwrap();
+        let mut stream = rustls::StreamOwned::new(tls, tcp);
         stream
             .write_all(b"GET /readyz HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n")
             .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
+        let mut bytes = Vec::new();
+        let _ = stream.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
     })
     .join()
     .unwrap();
@@ -529,7 +574,7 @@ async fn every_request_is_recorded_with_its_user_agent() {
     let ns = unique("agents");
     kube.create_namespace(&ns).await;
     let (code, _) = raw_request(
-        kube.addr,
+        &kube,
         "GET /healthz HTTP/1.1\r\nHost: fake\r\nUser-Agent: probe/1\r\nConnection: close\r\n\r\n",
     )
     .await;

@@ -10,6 +10,24 @@ use rotor_testkit::apiserver::client_from_kubeconfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fake-kube-apiserver");
 
+/// Starts the binary on a free loopback port with `kubeconfig` and `args`; answers the
+/// child and the first line it printed (after which the kubeconfig is written).
+fn start(kubeconfig: &std::path::Path, args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start fake-kube-apiserver");
+    let mut first_line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first_line)
+        .expect("read stdout");
+    (child, first_line)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn binary_serves_its_seed_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -24,19 +42,7 @@ async fn binary_serves_its_seed_and_stops_on_sigterm() {
     .unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
 
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .arg("--seed")
-        .arg(&seed)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start fake-kube-apiserver");
-    let mut first_line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first_line)
-        .expect("read stdout");
+    let (mut child, first_line) = start(&kubeconfig, &["--seed".as_ref(), seed.as_os_str()]);
     assert!(
         first_line.starts_with("listening on 127.0.0.1:"),
         "{first_line:?}"
@@ -63,6 +69,35 @@ async fn binary_serves_its_seed_and_stops_on_sigterm() {
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "exit status {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_serves_https_with_its_ca_by_default_and_plain_http_on_request() {
+    for (flag, scheme) in [(None, "https://"), (Some("--plain-http"), "http://")] {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let flags: Vec<&std::ffi::OsStr> = flag.iter().map(|f| f.as_ref()).collect();
+        let (mut child, _) = start(&kubeconfig, &flags);
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+        let cluster = &config["clusters"][0]["cluster"];
+        assert!(
+            cluster["server"].as_str().unwrap().starts_with(scheme),
+            "{cluster}"
+        );
+        assert_eq!(
+            cluster.get("certificate-authority-data").is_some(),
+            flag.is_none(),
+            "{cluster}"
+        );
+        let client = client_from_kubeconfig(&kubeconfig).await.expect("client");
+        Api::<Namespace>::all(client)
+            .get("default")
+            .await
+            .expect("built-in namespace");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 }
 
 #[test]

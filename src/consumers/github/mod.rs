@@ -145,15 +145,8 @@ impl GithubClient {
         if let Scope::Organization { visibility, .. } = &scope {
             body["visibility"] = Value::from(visibility.as_str());
         }
-        let write_call = calls.call(Action::Write);
-        let answer = self
-            .send(
-                &write_call,
-                Method::PUT,
-                calls.secret_url.clone(),
-                &calls.auth,
-                Some(&body),
-            )
+        let (write_call, answer) = self
+            .on_secret(&calls, Action::Write, Method::PUT, Some(&body))
             .await?;
         let created = match answer.status {
             StatusCode::CREATED => true,
@@ -190,15 +183,8 @@ impl GithubClient {
         token: &SecretString,
     ) -> Result<bool, GithubError> {
         let calls = self.open_without_value(spec, token).await?;
-        let delete_call = calls.call(Action::Delete);
-        let answer = self
-            .send(
-                &delete_call,
-                Method::DELETE,
-                calls.secret_url.clone(),
-                &calls.auth,
-                None,
-            )
+        let (delete_call, answer) = self
+            .on_secret(&calls, Action::Delete, Method::DELETE, None)
             .await?;
         let existed = match answer.status {
             StatusCode::NO_CONTENT | StatusCode::OK => true,
@@ -283,22 +269,13 @@ impl GithubClient {
         calls: &SecretCalls<'_>,
         action: Action,
     ) -> Result<Option<String>, GithubError> {
-        let call = &calls.call(action);
-        let answer = self
-            .send(
-                call,
-                Method::GET,
-                calls.secret_url.clone(),
-                &calls.auth,
-                None,
-            )
-            .await?;
+        let (call, answer) = self.on_secret(calls, action, Method::GET, None).await?;
         match answer.status {
             StatusCode::OK => {}
             StatusCode::NOT_FOUND => return Ok(None),
-            _ => return Err(failure(call, &answer, &calls.scrubber)),
+            _ => return Err(failure(&call, &answer, &calls.scrubber)),
         }
-        let doc: Value = serde_json::from_slice(&answer.body).map_err(|e| decode(call, &e))?;
+        let doc: Value = serde_json::from_slice(&answer.body).map_err(|e| decode(&call, &e))?;
         match doc.get("updated_at").and_then(Value::as_str) {
             Some(t) => Ok(Some(t.to_owned())),
             None => Err(GithubError::Decode {
@@ -306,6 +283,22 @@ impl GithubClient {
                 detail: "no `updated_at` string in the answer".to_owned(),
             }),
         }
+    }
+
+    /// One request about the secret itself (its URL, the bearer header): the call
+    /// doing `action`, for errors, and GitHub's answer.
+    async fn on_secret<'c>(
+        &self,
+        calls: &'c SecretCalls<'_>,
+        action: Action,
+        method: Method,
+        body: Option<&Value>,
+    ) -> Result<(Call<'c>, Answer), GithubError> {
+        let call = calls.call(action);
+        let answer = self
+            .send(&call, method, calls.secret_url.clone(), &calls.auth, body)
+            .await?;
+        Ok((call, answer))
     }
 
     async fn send(

@@ -265,19 +265,15 @@ impl Drop for WipedBuf {
 }
 
 /// A variable as GitLab returns it; the value is wiped on drop. Never `Debug`-printed.
+/// A field GitLab leaves out (older versions, a hidden value) is `None`, as serde reads
+/// a missing `Option`.
 #[derive(Deserialize)]
 pub(super) struct RemoteVariable {
-    #[serde(default)]
     pub(super) value: Option<String>,
-    #[serde(default)]
     pub(super) variable_type: Option<String>,
-    #[serde(default)]
     pub(super) protected: Option<bool>,
-    #[serde(default)]
     pub(super) masked: Option<bool>,
-    #[serde(default)]
     pub(super) raw: Option<bool>,
-    #[serde(default)]
     pub(super) environment_scope: Option<String>,
 }
 

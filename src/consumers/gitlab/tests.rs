@@ -22,6 +22,28 @@ fn spec(url: &str, target: GitlabTarget) -> GitlabConsumer {
     }
 }
 
+/// What a [`Call`] borrows: a project variable's spec on gitlab.com, a token, a value.
+struct Inputs {
+    spec: GitlabConsumer,
+    token: SecretString,
+    value: SecretString,
+}
+
+impl Inputs {
+    /// `project`'s variable, token `glpat-x`, `value`.
+    fn new(project: &str, value: &str) -> Self {
+        Inputs {
+            spec: spec("https://gitlab.com", GitlabTarget::Project(project.into())),
+            token: SecretString::from("glpat-x".to_owned()),
+            value: SecretString::from(value.to_owned()),
+        }
+    }
+
+    fn call(&self) -> Call<'_> {
+        Call::new(&self.spec, &self.token, &self.value).unwrap()
+    }
+}
+
 fn remote(value: Option<&str>) -> RemoteVariable {
     RemoteVariable {
         value: value.map(str::to_owned),
@@ -108,10 +130,8 @@ fn scrubber_removes_plain_and_json_escaped_secrets() {
 
 #[test]
 fn differences_compare_value_and_returned_attributes_only() {
-    let s = spec("https://gitlab.com", GitlabTarget::Project("1".into()));
-    let value = SecretString::from("s3cr3t-value".to_owned());
-    let token = SecretString::from("glpat-x".to_owned());
-    let call = Call::new(&s, &token, &value).unwrap();
+    let inputs = Inputs::new("1", "s3cr3t-value");
+    let call = inputs.call();
     let read_back = |r: &RemoteVariable| call.differences(r).read_back();
     let differs = |fields: &[&str]| ReadBack::Differs {
         fields: fields.iter().map(|f| (*f).to_owned()).collect(),
@@ -145,11 +165,18 @@ fn differences_compare_value_and_returned_attributes_only() {
 }
 
 #[test]
+fn a_variable_read_without_some_fields_has_none_of_them() {
+    let r: RemoteVariable =
+        serde_json::from_str(r#"{"key": "DB_PASSWORD", "value": null, "masked": true}"#).unwrap();
+    assert!(r.value.is_none() && r.variable_type.is_none() && r.protected.is_none());
+    assert!(r.raw.is_none() && r.environment_scope.is_none());
+    assert_eq!(r.masked, Some(true));
+}
+
+#[test]
 fn bodies_hold_every_attribute_and_the_key_only_on_create() {
-    let s = spec("https://gitlab.com", GitlabTarget::Project("1".into()));
-    let value = SecretString::from("va\"lue\u{1}".to_owned());
-    let token = SecretString::from("glpat-x".to_owned());
-    let call = Call::new(&s, &token, &value).unwrap();
+    let inputs = Inputs::new("1", "va\"lue\u{1}");
+    let call = inputs.call();
     let post: serde_json::Value = serde_json::from_slice(&call.body(true).unwrap()).unwrap();
     assert_eq!(
         post,
@@ -164,16 +191,15 @@ fn bodies_hold_every_attribute_and_the_key_only_on_create() {
 
 #[test]
 fn tokens_must_be_header_values_and_are_never_shown() {
-    let s = spec("https://gitlab.com", GitlabTarget::Project("1".into()));
-    let value = SecretString::from("v".to_owned());
+    let Inputs { spec, value, .. } = Inputs::new("1", "v");
     for bad in ["", "  ", "glpat-abc\ndef"] {
         let token = SecretString::from(bad.to_owned());
-        let err = Call::new(&s, &token, &value).err().unwrap();
+        let err = Call::new(&spec, &token, &value).err().unwrap();
         assert_eq!(err.kind(), "invalid_token");
         assert!(!err.is_transient());
     }
     let token = SecretString::from("glpat-canary-token".to_owned());
-    let call = Call::new(&s, &token, &value).unwrap();
+    let call = Call::new(&spec, &token, &value).unwrap();
     assert!(call.token.is_sensitive());
     assert!(!format!("{:?}", call.token).contains("canary"));
     assert_eq!(
@@ -184,10 +210,8 @@ fn tokens_must_be_header_values_and_are_never_shown() {
 
 #[test]
 fn status_classification() {
-    let s = spec("https://gitlab.com", GitlabTarget::Project("acme/x".into()));
-    let value = SecretString::from("the-value".to_owned());
-    let token = SecretString::from("glpat-x".to_owned());
-    let call = Call::new(&s, &token, &value).unwrap();
+    let inputs = Inputs::new("acme/x", "the-value");
+    let call = inputs.call();
     let answer = |status: u16, body: serde_json::Value| Answer {
         status: StatusCode::from_u16(status).unwrap(),
         body: Zeroizing::new(body.to_string().into_bytes()),

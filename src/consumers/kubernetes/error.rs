@@ -1,6 +1,7 @@
 //! Errors of the Kubernetes consumer, and the scrubbing that keeps Secret values out of
 //! them.
 
+use super::ownership::KeyConflict;
 use crate::consumers::scrub::Scrubber;
 
 /// Errors of the Kubernetes consumer. None of them carries a Secret value.
@@ -72,6 +73,22 @@ pub enum KubernetesError {
         secret: String,
         /// Which fields and which manager, as far as the API server said.
         detail: String,
+    },
+    /// Another field manager writes keys rotor applies in a way no apply reports as a
+    /// conflict: through `stringData` (a real API server records it as
+    /// `f:stringData.f:KEY`), or through `data` with a value other than rotor's.
+    #[error(
+        "Kubernetes Secret {namespace}/{secret}: {}; an apply does not report this as a conflict (force: true does not help) and the other manager's next write would put its own value back: stop that manager writing the key, or stop rotor writing it",
+        describe(conflicts)
+    )]
+    #[strum(serialize = "key_conflict")]
+    KeyConflict {
+        /// Namespace of the Secret.
+        namespace: String,
+        /// Name of the Secret.
+        secret: String,
+        /// Each key and the other manager writing it; never a value.
+        conflicts: Vec<KeyConflict>,
     },
     /// The Secret read back after the apply does not hold what was applied.
     #[error("Kubernetes Secret {namespace}/{secret} read back after apply differs in {fields:?}")]
@@ -169,9 +186,16 @@ impl KubernetesError {
             Self::RenderedKeys { .. }
             | Self::TypeMismatch { .. }
             | Self::FieldConflict { .. }
+            | Self::KeyConflict { .. }
             | Self::WorkloadMissing { .. } => false,
         }
     }
+}
+
+/// `key A is written through stringData by field manager "m"; key B …`.
+fn describe(conflicts: &[KeyConflict]) -> String {
+    let parts: Vec<String> = conflicts.iter().map(ToString::to_string).collect();
+    parts.join("; ")
 }
 
 /// A failed Kubernetes API call with everything that could hold a secret value

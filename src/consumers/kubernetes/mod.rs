@@ -4,7 +4,11 @@
 //!
 //! Only the keys rendered from the policy are applied, so keys that another field
 //! manager owns in the same Secret are left alone; a key that another manager owns is
-//! a [`KubernetesError::FieldConflict`] unless the consumer sets `force: true`.
+//! a [`KubernetesError::FieldConflict`] unless the consumer sets `force: true`. A key
+//! that another manager writes through `stringData` never conflicts on apply (a real API
+//! server records it as `f:stringData.f:KEY`): rotor reads `managedFields` before and
+//! after its apply and reports such a key, or one read back with another manager's
+//! value, as a [`KubernetesError::KeyConflict`] ([`ownership`]).
 //!
 //! Restarts are crash-safe: each workload's pod template carries
 //! `rotor.dev/restarted-for-<secret>` = the data hash it was last rolled for. A push
@@ -21,6 +25,7 @@
 //! bodies could leak there, so production log filters keep `kube_client` at `info`.)
 
 mod error;
+pub mod ownership;
 mod rollout;
 
 use std::collections::BTreeMap;
@@ -114,6 +119,9 @@ impl KubernetesConsumerClient {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
 
         let existing = read_secret(&secrets, namespace, name, &scrubber).await?;
+        if let Some(old) = &existing {
+            check_owners(spec, &managed_fields(&old.0.metadata), rendered, &[])?;
+        }
 
         let secret_type = choose_type(spec, existing.as_ref())?;
         // The type is immutable and `choose_type` has checked it, so apply it only when
@@ -147,6 +155,7 @@ impl KubernetesConsumerClient {
             .patch(name, &params, &Patch::Apply(&desired.0))
             .await
             .map_err(|e| apply_error(namespace, name, e, &scrubber))?;
+        let owners = managed_fields(&applied.metadata);
         drop(WipedSecret(applied));
         drop(desired);
 
@@ -157,6 +166,7 @@ impl KubernetesConsumerClient {
                 vec!["(the Secret or its keys are gone)".to_owned()]
             }
         };
+        check_owners(spec, &owners, rendered, &mismatched)?;
         if !mismatched.is_empty() {
             return Err(KubernetesError::ReadBackMismatch {
                 namespace: namespace.to_owned(),
@@ -342,6 +352,36 @@ async fn read_secret(
             source: ApiFailure::from_kube(e, scrubber),
         })?
         .map(WipedSecret))
+}
+
+/// A Secret's `metadata.managedFields` as JSON (`null` when it has none).
+fn managed_fields(meta: &ObjectMeta) -> serde_json::Value {
+    serde_json::to_value(&meta.managed_fields).unwrap_or_default()
+}
+
+/// [`KubernetesError::KeyConflict`] when `managed_fields` shows another manager writing
+/// a rendered key through `stringData`, or through `data` for a key in `differing`.
+fn check_owners(
+    spec: &KubernetesConsumer,
+    managed_fields: &serde_json::Value,
+    rendered: &SecretMap,
+    differing: &[String],
+) -> Result<(), KubernetesError> {
+    let conflicts = ownership::conflicts(managed_fields, rendered.keys(), differing, FIELD_MANAGER);
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    warn!(
+        namespace = %spec.namespace,
+        secret = %spec.secret,
+        conflicts = conflicts.len(),
+        "Another field manager writes keys rotor applies."
+    );
+    Err(KubernetesError::KeyConflict {
+        namespace: spec.namespace.clone(),
+        secret: spec.secret.clone(),
+        conflicts,
+    })
 }
 
 /// A Secret whose data is wiped from memory when dropped. Never `Debug`-printed.

@@ -97,18 +97,6 @@ impl RetireRequest {
     }
 }
 
-impl RetireStep {
-    /// The crash-test failpoint name (`ROTOR_FAILPOINT=retire_disabled:effect`).
-    fn failpoint(self) -> &'static str {
-        match self {
-            RetireStep::Disabled => "retire_disabled",
-            RetireStep::ConsumersRemoved => "retire_consumers_removed",
-            RetireStep::Marked => "retire_marked",
-            RetireStep::Verified => "retire_verified",
-        }
-    }
-}
-
 /// The result of [`Engine::enable`].
 #[derive(Debug, Clone, Serialize)]
 pub struct EnableOutcome {

@@ -12,9 +12,7 @@ use crate::engine::{Check, Engine, EngineError, now};
 use crate::evidence::Event;
 use crate::evidence::Subject;
 use crate::secret::SecretMap;
-use crate::state::records::{
-    ConsumerRemoval, RemovalState, RetireState, RetireStep, RetireStepRecord,
-};
+use crate::state::records::{ConsumerRemoval, RemovalState, RetireState, RetireStep, Retirement};
 
 impl ConsumerEntry for ConsumerRemoval {
     fn progress(&self) -> (&str, u32, bool) {
@@ -27,36 +25,10 @@ impl ConsumerEntry for ConsumerRemoval {
 }
 
 impl StepRun for Run<'_> {
-    type Step = RetireStep;
-    const RESTART_CLOCK: bool = true;
-    const JOURNAL_EACH_END: bool = true;
+    type Record = Retirement;
 
-    fn next_step(&self) -> Option<RetireStep> {
-        self.record.next_step()
-    }
-
-    fn step_name(step: RetireStep) -> &'static str {
-        step.as_str()
-    }
-
-    fn failpoint(step: RetireStep) -> &'static str {
-        step.failpoint()
-    }
-
-    fn retried(_step: RetireStep) -> bool {
-        true
-    }
-
-    fn entries(&mut self) -> &mut Vec<RetireStepRecord> {
-        &mut self.record.steps
-    }
-
-    fn subject(&self) -> Subject<'_> {
-        Subject::Retirement(&self.record)
-    }
-
-    fn journaled_first(&self, _step: RetireStep) -> bool {
-        true
+    fn record(&mut self) -> &mut Retirement {
+        &mut self.record
     }
 
     async fn write(&mut self, engine: &Engine) -> Result<(), EngineError> {
@@ -73,7 +45,13 @@ impl StepRun for Run<'_> {
         engine: &Engine,
         step: RetireStep,
     ) -> Result<StepResult, StepFailure> {
-        engine.retire_step(step, self).await.map(StepResult::Ok)
+        let detail = match step {
+            RetireStep::Disabled => self.credential.disable(&self.current).await?,
+            RetireStep::ConsumersRemoved => engine.remove_consumers(self).await?,
+            RetireStep::Marked => engine.mark_canonical(self).await?,
+            RetireStep::Verified => engine.prove_refused(self).await?,
+        };
+        Ok(StepResult::Ok(detail))
     }
 
     fn succeeded(&mut self, _step: RetireStep, _skipped: bool) {
@@ -106,19 +84,6 @@ impl StepRun for Run<'_> {
 }
 
 impl Engine {
-    pub(super) async fn retire_step(
-        &self,
-        step: RetireStep,
-        run: &mut Run<'_>,
-    ) -> Result<String, StepFailure> {
-        match step {
-            RetireStep::Disabled => Ok(run.credential.disable(&run.current).await?),
-            RetireStep::ConsumersRemoved => self.remove_consumers(run).await,
-            RetireStep::Marked => self.mark_canonical(run).await,
-            RetireStep::Verified => self.prove_refused(run).await,
-        }
-    }
-
     pub(super) async fn remove_consumers(&self, run: &mut Run<'_>) -> Result<String, StepFailure> {
         let previous = std::mem::take(&mut run.record.consumers);
         let specs = &run.policy.spec.consumers;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::CredentialKind;
 use crate::policy::duration::GRACE_BOUND;
 use crate::policy::generator::{Alphabet, CharClass, MAX_LENGTH, MIN_LENGTH, PasswordGenerator};
-use crate::policy::model::Strategy;
+use crate::policy::model::{Reference, Strategy};
 use crate::policy::raw::raw_int;
 use crate::policy::validate::{Validator, has_control, one_of};
 use crate::policy::yaml::{Checked, Located, ScalarText};
@@ -100,6 +100,21 @@ pub struct TlsSpec {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `connection` of the `mysql` and `redis` kinds: where rotor reaches the server as an
+/// administrator. `Admin` is how the admin login is named: a [`Reference`], or for
+/// `redis`, where it may be left out, an `Option` of one.
+#[derive(Debug, Clone)]
+pub struct Connection<Admin = Reference> {
+    /// Host name or address.
+    pub host: String,
+    /// Port (the kind's usual port unless set).
+    pub port: u16,
+    /// TLS settings; absent means no TLS.
+    pub tls: Option<TlsSpec>,
+    /// The admin login (`username`, `password`).
+    pub admin_from: Admin,
+}
+
 /// `tls.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "kebab-case")]
@@ -132,6 +147,27 @@ impl Validator {
             return None;
         }
         Some(v.clone())
+    }
+
+    /// A `connection` from its `host`, `port` (`default_port` when not set) and `tls`,
+    /// and its validated admin login (`None` when that was invalid).
+    pub(in crate::policy) fn connection<Admin>(
+        &mut self,
+        host: &Located<String>,
+        port: Option<&Located<RawPort>>,
+        default_port: u16,
+        tls: Option<&Checked<Located<RawTls>>>,
+        admin_from: Option<Admin>,
+    ) -> Option<Connection<Admin>> {
+        let host = self.host(host);
+        let port = self.port(port, default_port);
+        let tls = self.tls(tls);
+        Some(Connection {
+            host: host?,
+            port,
+            tls,
+            admin_from: admin_from?,
+        })
     }
 
     pub(in crate::policy) fn port(&mut self, p: Option<&Located<RawPort>>, default: u16) -> u16 {

@@ -139,12 +139,8 @@ impl KindSpec for HttpApiKeyCredential {
 }
 
 /// Validates `spec.credential` of `type: http-api-key`.
-pub(super) fn validate(
-    v: &mut Validator,
-    r: &RawHttpApiKey,
-    mount: &str,
-) -> Option<HttpApiKeyCredential> {
-    let admin_from = v.reference(&r.admin_from, mount);
+pub(super) fn validate(v: &mut Validator, r: &RawHttpApiKey) -> Option<HttpApiKeyCredential> {
+    let admin_from = v.reference(&r.admin_from);
     let admin_vars: &[&str] = match &admin_from {
         Some(a) if !a.is_single_value() => &["username", "password"],
         _ => &["admin"],

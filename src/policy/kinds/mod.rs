@@ -27,7 +27,7 @@ mod vault_userpass;
 use std::fmt;
 use std::time::Duration;
 
-pub use common::{TlsMode, TlsSpec};
+pub use common::{Connection, TlsMode, TlsSpec};
 pub use http_api_key::{HttpApiKeyCredential, HttpCreateRequest, HttpMethod, HttpRequestSpec};
 pub use mysql::{MysqlConnection, MysqlCredential};
 pub use postgres::{PostgresConnection, PostgresCredential};
@@ -285,8 +285,8 @@ macro_rules! generated {
 /// `Variant(module::SpecType, RawType) generated|issued`: the module's `FACTS`, its
 /// spec type (which implements [`KindSpec`] and has `strategy` and `grace` fields, and
 /// `username` and `password` when rotor generates the secret), its raw type (read
-/// under `type: <kebab-case variant>`), and its `validate(&mut Validator, &Raw,
-/// default_mount) -> Option<Spec>`.
+/// under `type: <kebab-case variant>`), and its `validate(&mut Validator, &Raw) ->
+/// Option<Spec>`.
 macro_rules! credential_kinds {
     ($(
         $(#[$doc:meta])*
@@ -370,16 +370,10 @@ macro_rules! credential_kinds {
         }
 
         impl Validator {
-            /// `spec.credential`; `mount` is the default mount of Vault references.
-            pub(crate) fn credential(
-                &mut self,
-                c: &Located<RawCredential>,
-                mount: &str,
-            ) -> Option<CredentialSpec> {
+            /// `spec.credential`.
+            pub(crate) fn credential(&mut self, c: &Located<RawCredential>) -> Option<CredentialSpec> {
                 match &c.value {
-                    $(RawCredential::$variant(r) => {
-                        $module::validate(self, r, mount).map(CredentialSpec::$variant)
-                    })*
+                    $(RawCredential::$variant(r) => $module::validate(self, r).map(CredentialSpec::$variant),)*
                 }
             }
         }

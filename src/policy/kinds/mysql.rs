@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::common::{RawPort, RawTls, TlsSpec, raw_credential};
+use super::common::{Connection, RawPort, RawTls, raw_credential};
 use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::generator::PasswordGenerator;
-use crate::policy::model::{Reference, Strategy};
+use crate::policy::model::Strategy;
 use crate::policy::raw::{RawReference, raw_mapping};
 use crate::policy::validate::Validator;
 use crate::policy::yaml::{Checked, Located};
@@ -52,18 +52,8 @@ pub struct MysqlCredential {
     pub grace: Duration,
 }
 
-/// `mysql` `connection`.
-#[derive(Debug, Clone)]
-pub struct MysqlConnection {
-    /// Host name or address.
-    pub host: String,
-    /// Port, default 3306.
-    pub port: u16,
-    /// TLS settings; absent means no TLS.
-    pub tls: Option<TlsSpec>,
-    /// The admin login (`username`, `password`).
-    pub admin_from: Reference,
-}
+/// `mysql` `connection`: the admin login is required.
+pub type MysqlConnection = Connection;
 
 impl KindSpec for MysqlCredential {
     fn target(&self) -> String {
@@ -76,12 +66,10 @@ impl KindSpec for MysqlCredential {
 }
 
 /// Validates `spec.credential` of `type: mysql`.
-pub(super) fn validate(v: &mut Validator, r: &RawMysql, mount: &str) -> Option<MysqlCredential> {
-    let conn = &r.connection.value;
-    let host = v.host(&conn.host);
-    let port = v.port(conn.port.as_ref(), 3306);
-    let tls = v.tls(conn.tls.as_ref());
-    let admin_from = v.reference(&conn.admin_from, mount);
+pub(super) fn validate(v: &mut Validator, r: &RawMysql) -> Option<MysqlCredential> {
+    let c = &r.connection.value;
+    let admin_from = v.reference(&c.admin_from);
+    let connection = v.connection(&c.host, c.port.as_ref(), 3306, c.tls.as_ref(), admin_from);
     let username = v.username(&r.username, 80);
     let account_host = v.non_empty_or(
         r.account_host.as_ref(),
@@ -91,12 +79,7 @@ pub(super) fn validate(v: &mut Validator, r: &RawMysql, mount: &str) -> Option<M
     let password = v.password(r.password.as_ref());
     let (strategy, grace) = v.strategy_and_grace(CredentialKind::Mysql, r);
     Some(MysqlCredential {
-        connection: MysqlConnection {
-            host: host?,
-            port,
-            tls,
-            admin_from: admin_from?,
-        },
+        connection: connection?,
         username: username?,
         account_host: account_host?,
         strategy,

@@ -76,17 +76,13 @@ impl KindSpec for PostgresCredential {
 }
 
 /// Validates `spec.credential` of `type: postgres`.
-pub(super) fn validate(
-    v: &mut Validator,
-    r: &RawPostgres,
-    mount: &str,
-) -> Option<PostgresCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawPostgres) -> Option<PostgresCredential> {
     let conn = &r.connection.value;
     let host = v.host(&conn.host);
     let port = v.port(conn.port.as_ref(), 5432);
     let database = v.non_empty_or(conn.database.as_ref(), "a database name", "postgres");
     let tls = v.tls(conn.tls.as_ref());
-    let admin_from = v.reference(&conn.admin_from, mount);
+    let admin_from = v.reference(&conn.admin_from);
     let username = v.username(&r.username, 63);
     let password = v.password(r.password.as_ref());
     let (strategy, grace) = v.strategy_and_grace(CredentialKind::Postgres, r);

@@ -51,13 +51,9 @@ impl KindSpec for RabbitmqCredential {
 }
 
 /// Validates `spec.credential` of `type: rabbitmq`.
-pub(super) fn validate(
-    v: &mut Validator,
-    r: &RawRabbitmq,
-    mount: &str,
-) -> Option<RabbitmqCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawRabbitmq) -> Option<RabbitmqCredential> {
     let management_url = v.http_url(&r.management_url, &["http", "https"]);
-    let admin_from = v.reference(&r.admin_from, mount);
+    let admin_from = v.reference(&r.admin_from);
     let username = v.username(&r.username, 255);
     let amqp_url = v.optional(r.amqp_url.as_ref(), |v, u| {
         v.http_url(u, &["amqp", "amqps"])

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::common::{RawPort, RawTls, TlsSpec, raw_credential};
+use super::common::{Connection, RawPort, RawTls, raw_credential};
 use super::{CredentialKind, KindFacts, KindSpec};
 use crate::policy::generator::PasswordGenerator;
 use crate::policy::model::{Reference, Strategy};
@@ -48,18 +48,9 @@ pub struct RedisCredential {
     pub grace: Duration,
 }
 
-/// `redis` `connection`.
-#[derive(Debug, Clone)]
-pub struct RedisConnection {
-    /// Host name or address.
-    pub host: String,
-    /// Port, default 6379.
-    pub port: u16,
-    /// TLS settings; absent means no TLS.
-    pub tls: Option<TlsSpec>,
-    /// The admin login; absent means the default user without a password.
-    pub admin_from: Option<Reference>,
-}
+/// `redis` `connection`: without an admin login, rotor is the default user without a
+/// password.
+pub type RedisConnection = Connection<Option<Reference>>;
 
 impl KindSpec for RedisCredential {
     fn target(&self) -> String {
@@ -69,22 +60,15 @@ impl KindSpec for RedisCredential {
 }
 
 /// Validates `spec.credential` of `type: redis`.
-pub(super) fn validate(v: &mut Validator, r: &RawRedis, mount: &str) -> Option<RedisCredential> {
-    let conn = &r.connection.value;
-    let host = v.host(&conn.host);
-    let port = v.port(conn.port.as_ref(), 6379);
-    let tls = v.tls(conn.tls.as_ref());
-    let admin_from = v.optional(conn.admin_from.as_ref(), |v, a| v.reference(a, mount));
+pub(super) fn validate(v: &mut Validator, r: &RawRedis) -> Option<RedisCredential> {
+    let c = &r.connection.value;
+    let admin_from = v.optional(c.admin_from.as_ref(), |v, a| v.reference(a));
+    let connection = v.connection(&c.host, c.port.as_ref(), 6379, c.tls.as_ref(), admin_from);
     let username = v.username(&r.username, 512);
     let password = v.password(r.password.as_ref());
     let (strategy, grace) = v.strategy_and_grace(CredentialKind::Redis, r);
     Some(RedisCredential {
-        connection: RedisConnection {
-            host: host?,
-            port,
-            tls,
-            admin_from: admin_from?,
-        },
+        connection: connection?,
         username: username?,
         strategy,
         password,

@@ -62,11 +62,7 @@ impl KindSpec for VaultApproleCredential {
 }
 
 /// Validates `spec.credential` of `type: vault-approle`.
-pub(super) fn validate(
-    v: &mut Validator,
-    r: &RawVaultApprole,
-    _mount: &str,
-) -> Option<VaultApproleCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawVaultApprole) -> Option<VaultApproleCredential> {
     let mount = v.mount(r.mount.as_ref(), "approle");
     let role = v.non_empty(&r.role, "an AppRole name");
     let metadata = r

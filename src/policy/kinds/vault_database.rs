@@ -111,11 +111,7 @@ impl KindSpec for VaultDatabaseCredential {
 }
 
 /// Validates `spec.credential` of `type: vault-database`.
-pub(super) fn validate(
-    v: &mut Validator,
-    r: &RawVaultDatabase,
-    _mount: &str,
-) -> Option<VaultDatabaseCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawVaultDatabase) -> Option<VaultDatabaseCredential> {
     let mount = v.mount(r.mount.as_ref(), "database");
     let role = v.non_empty(&r.role, "a static role name");
     let p = &r.probe.value;

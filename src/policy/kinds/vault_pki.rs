@@ -86,11 +86,7 @@ impl KindSpec for VaultPkiCredential {
 }
 
 /// Validates `spec.credential` of `type: vault-pki`.
-pub(super) fn validate(
-    v: &mut Validator,
-    r: &RawVaultPki,
-    _mount: &str,
-) -> Option<VaultPkiCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawVaultPki) -> Option<VaultPkiCredential> {
     let mount = v.mount(r.mount.as_ref(), "pki");
     let role = v.non_empty(&r.role, "a PKI role name");
     let common_name = v.non_empty(&r.common_name, "a common name");

@@ -68,11 +68,7 @@ impl KindSpec for VaultTokenCredential {
 }
 
 /// Validates `spec.credential` of `type: vault-token`.
-pub(super) fn validate(
-    v: &mut Validator,
-    r: &RawVaultToken,
-    _mount: &str,
-) -> Option<VaultTokenCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawVaultToken) -> Option<VaultTokenCredential> {
     let mut policies = Vec::new();
     if r.policies.value.is_empty() {
         v.at(

@@ -46,11 +46,7 @@ impl KindSpec for VaultUserpassCredential {
 }
 
 /// Validates `spec.credential` of `type: vault-userpass`.
-pub(super) fn validate(
-    v: &mut Validator,
-    r: &RawVaultUserpass,
-    _mount: &str,
-) -> Option<VaultUserpassCredential> {
+pub(super) fn validate(v: &mut Validator, r: &RawVaultUserpass) -> Option<VaultUserpassCredential> {
     let mount = v.mount(r.mount.as_ref(), "userpass");
     let username = v.username(&r.username, 255);
     let password = v.password(r.password.as_ref());

@@ -29,8 +29,6 @@ struct ConsumerContext<'a> {
     credential: Option<&'a CredentialSpec>,
     /// `spec.vault`, which no consumer may write.
     vault: Option<&'a VaultLocation>,
-    /// The default mount of Vault references.
-    mount: &'a str,
 }
 
 impl Validator {
@@ -42,14 +40,12 @@ impl Validator {
         kind: Option<CredentialKind>,
         credential: Option<&CredentialSpec>,
         vault: Option<&VaultLocation>,
-        mount: &str,
     ) -> Option<Vec<ConsumerSpec>> {
         let cx = ConsumerContext {
             vars: kind.map_or(&[], CredentialKind::output_keys),
             kind: kind.map_or("", CredentialKind::as_str),
             credential,
             vault,
-            mount,
         };
         // Exactly as many as written: an empty `Vec` grows to room for four, which
         // thousands of loaded policies would keep.
@@ -95,7 +91,6 @@ impl Validator {
 
     fn kubernetes(
         &mut self,
-
         r: &RawKubernetes,
         cx: &ConsumerContext<'_>,
     ) -> Option<KubernetesConsumer> {
@@ -171,7 +166,7 @@ impl Validator {
         r: &RawGitlab,
         cx: &ConsumerContext<'_>,
     ) -> Option<GitlabConsumer> {
-        let (url, token_from) = self.api(r.url.as_ref(), "https://gitlab.com", &r.token_from, cx);
+        let (url, token_from) = self.api(r.url.as_ref(), "https://gitlab.com", &r.token_from);
         let target = match (&r.project, &r.group) {
             (Some(p), None) => self.gitlab_path(p, true).map(GitlabTarget::Project),
             (None, Some(g)) => self.gitlab_path(g, false).map(GitlabTarget::Group),
@@ -228,8 +223,7 @@ impl Validator {
         r: &RawGithub,
         cx: &ConsumerContext<'_>,
     ) -> Option<GithubConsumer> {
-        let (url, token_from) =
-            self.api(r.url.as_ref(), "https://api.github.com", &r.token_from, cx);
+        let (url, token_from) = self.api(r.url.as_ref(), "https://api.github.com", &r.token_from);
         let target = self.github_target(c, r);
         let name = self.github_secret_name(&r.name);
         let value = self.template(&r.value, cx.vars, cx.kind, true);
@@ -243,7 +237,7 @@ impl Validator {
     }
 
     fn vault_kv(&mut self, r: &RawVaultKv, cx: &ConsumerContext<'_>) -> Option<VaultKvConsumer> {
-        let kv_mount = self.mount(r.mount.as_ref(), cx.mount);
+        let kv_mount = self.kv_mount(r.mount.as_ref());
         let path = self.vault_path(&r.path, "a KV path");
         if let (Some(p), Some(v)) = (&path, cx.vault)
             && *p == v.path
@@ -287,7 +281,6 @@ impl Validator {
         })
     }
 
-    /// An API base URL, `default` when none is written.
     /// The API a hosted consumer talks to: its base URL (`url`, else `default`) and
     /// its token (`tokenFrom`).
     fn api(
@@ -295,16 +288,12 @@ impl Validator {
         url: Option<&Located<String>>,
         default: &str,
         token_from: &Checked<Located<RawReference>>,
-        cx: &ConsumerContext<'_>,
     ) -> (Option<url::Url>, Option<Reference>) {
         let url = match url {
             Some(u) => self.http_url(u, &["https", "http"]),
             None => url::Url::parse(default).ok(),
         };
-        (
-            url,
-            self.single_reference(token_from, cx.mount, "the token"),
-        )
+        (url, self.single_reference(token_from, "the token"))
     }
 
     fn dns(&mut self, s: &Located<String>, label: bool, expected: &str) -> Option<String> {

@@ -123,14 +123,10 @@ impl Validator {
         })
     }
 
-    pub(super) fn notify_target(
-        &mut self,
-        n: &Located<RawNotify>,
-        mount: &str,
-    ) -> Option<NotifyTarget> {
+    pub(super) fn notify_target(&mut self, n: &Located<RawNotify>) -> Option<NotifyTarget> {
         let raw = &n.value;
         let url = self.http_url(&raw.url, &["https", "http"]);
-        let secret_from = self.single_reference(&raw.secret_from, mount, "the signing key");
+        let secret_from = self.single_reference(&raw.secret_from, "the signing key");
         let events = match &raw.events {
             None => Some(NotifyEvent::ALL.to_vec()),
             Some(list) if list.value.is_empty() => {

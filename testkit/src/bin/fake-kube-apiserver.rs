@@ -11,16 +11,20 @@ use rotor_testkit::apiserver;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-/// Serves an in-memory Kubernetes API over HTTP on loopback until SIGTERM or SIGINT.
+/// Serves an in-memory Kubernetes API over HTTPS on loopback until SIGTERM or SIGINT.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Address to listen on; loopback only. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Kubeconfig to write (mode 0600) once the port is known; it holds the random token.
+    /// Kubeconfig to write (mode 0600) once the port is known; it holds the random token
+    /// and the certificate of the CA made for this run.
     #[arg(long)]
     kubeconfig: PathBuf,
+    /// Serve plain HTTP instead of HTTPS (real kubectl then refuses to send the token).
+    #[arg(long)]
+    plain_http: bool,
     /// YAML or JSON objects to create at start: a list, a `kind: List`, or `---` documents.
     #[arg(long)]
     seed: Option<PathBuf>,
@@ -49,7 +53,7 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     if !args.listen.ip().is_loopback() {
         bail!(
-            "--listen {} is not a loopback address: this fake has no TLS and accepts anything a token allows",
+            "--listen {} is not a loopback address: this fake accepts anything a token allows",
             args.listen
         );
     }
@@ -67,7 +71,14 @@ async fn run() -> anyhow::Result<()> {
         .local_addr()
         .context("reading the local address failed")?;
     let token = apiserver::random_token();
-    apiserver::write_kubeconfig(&args.kubeconfig, addr, &token)?;
+    let tls = if args.plain_http {
+        apiserver::write_kubeconfig(&args.kubeconfig, addr, &token)?;
+        None
+    } else {
+        let tls = apiserver::ServerTls::generate()?;
+        apiserver::write_kubeconfig_tls(&args.kubeconfig, addr, &token, &tls)?;
+        Some(tls)
+    };
 
     let mut term =
         signal(SignalKind::terminate()).context("installing the SIGTERM handler failed")?;
@@ -81,9 +92,13 @@ async fn run() -> anyhow::Result<()> {
         info!("Shutting down.");
     };
 
-    info!(addr = %addr, kubeconfig = %args.kubeconfig.display(), seeded, "Fake API server ready.");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(addr = %addr, scheme, kubeconfig = %args.kubeconfig.display(), seeded, "Fake API server ready.");
     // The line `dev/lib/kube.sh` waits for; stdout is line-buffered, so it is flushed here.
     println!("listening on {addr}");
-    apiserver::serve(listener, backend, token, shutdown).await?;
+    match tls {
+        Some(tls) => apiserver::serve_tls(listener, backend, token, tls, shutdown).await?,
+        None => apiserver::serve(listener, backend, token, shutdown).await?,
+    }
     Ok(())
 }

@@ -51,6 +51,12 @@ use rotor::vault::{AuthAs, Vault, VaultConfig};
 use rotor_testkit::{FakeGithub, FakeGitlab, FakeKube, Stack, stack};
 use serde_json::{Value, json};
 
+// The kube clients the tests make from a fake API server's kubeconfig (rotor's kube
+// crates; the testkit keeps its own).
+#[allow(dead_code)]
+#[path = "../tests/common/kube_clients.rs"]
+mod kube_clients;
+
 /// The rotor release binary cargo built next to this benchmark.
 const ROTOR: &str = env!("CARGO_BIN_EXE_rotor");
 /// The OpenBao database secrets engine mount the benchmarks use.
@@ -815,7 +821,8 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
         .await?;
 
     let kube = FakeKube::start().await;
-    rotor_testkit::create_namespace(&kube.client, &name).await;
+    kube.create_namespace(&name).await;
+    let client = kube_clients::rotor_kube_client(&kube).await;
     let dir = work_dir()?;
     let file = PolicyFile {
         name: &name,
@@ -831,7 +838,7 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
     let engine = Engine::new(
         ctx.vault.clone(),
         EngineConfig::default(),
-        Consumers::with_kube_client(kube.client.clone()),
+        Consumers::with_kube_client(client.clone()),
     )
     .await?;
 
@@ -1008,8 +1015,8 @@ async fn latency(ctx: &Ctx, pairs: usize, table: &mut Table) -> Res<()> {
         parts.push((
             "Kubernetes: Secret apply and read back",
             timed(async {
-                direct_apply(&kube.client, direct_ns, "direct", &new).await?;
-                secret_value(&kube.client, direct_ns, "direct").await;
+                direct_apply(&client, direct_ns, "direct", &new).await?;
+                secret_value(&client, direct_ns, "direct").await;
                 Ok(())
             })
             .await?
@@ -1129,7 +1136,7 @@ async fn throughput(ctx: &Ctx, roles: usize, table: &mut Table) -> Res<()> {
     seeds.into_iter().collect::<Res<Vec<()>>>()?;
 
     let kube = FakeKube::start().await;
-    rotor_testkit::create_namespace(&kube.client, &tag).await;
+    kube.create_namespace(&tag).await;
     let dir = work_dir()?;
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies)?;
@@ -1485,7 +1492,8 @@ async fn compromise(ctx: &Ctx, trials: usize, table: &mut Table) -> Res<()> {
         .await?;
 
     let kube = FakeKube::start().await;
-    rotor_testkit::create_namespace(&kube.client, &name).await;
+    kube.create_namespace(&name).await;
+    let client = kube_clients::rotor_kube_client(&kube).await;
     let gitlab = FakeGitlab::start();
     gitlab.add_project("acme/bench");
     let github = FakeGithub::start();
@@ -1577,7 +1585,7 @@ async fn compromise(ctx: &Ctx, trials: usize, table: &mut Table) -> Res<()> {
                 ("secret db-c", secrets[2]),
             ] {
                 if !seen.contains_key(k)
-                    && secret_value(&kube.client, &name, s)
+                    && secret_value(&client, &name, s)
                         .await
                         .is_some_and(|v| v != old)
                 {
@@ -1651,7 +1659,7 @@ async fn compromise(ctx: &Ctx, trials: usize, table: &mut Table) -> Res<()> {
     // The round trips involved, made directly.
     let direct_path = format!("rotor-bench/{name}/direct");
     for s in ["direct-a", "direct-b", "direct-c"] {
-        direct_apply(&kube.client, &name, s, "x").await?;
+        direct_apply(&client, &name, s, "x").await?;
     }
     let gl_url = format!("{}/api/v4/projects/acme%2Fbench/variables", gitlab.base_url);
     let created = http
@@ -1757,7 +1765,7 @@ async fn compromise(ctx: &Ctx, trials: usize, table: &mut Table) -> Res<()> {
                 "3 Kubernetes Secret applies",
                 timed(async {
                     for s in ["direct-a", "direct-b", "direct-c"] {
-                        direct_apply(&kube.client, &name, s, &new).await?;
+                        direct_apply(&client, &name, s, &new).await?;
                     }
                     Ok(())
                 })

@@ -320,7 +320,7 @@ impl Notifier {
             .timeout(REQUEST_TIMEOUT.min(crate::outside::call_timeout()))
             .connect_timeout(CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::outside::USER_AGENT)
             .build()
             .map_err(|e| crate::error_chain(&e));
         if let Err(error) = &http {

@@ -1,5 +1,6 @@
 //! Bounds on calls to outside systems: one agent-wide call timeout and a count of the
-//! calls that ran into it.
+//! calls that ran into it; and the one `User-Agent` ([`USER_AGENT`]) every HTTP client
+//! rotor builds sends.
 //!
 //! Every client rotor builds for an outside system (Kubernetes, Vault, GitLab, GitHub,
 //! webhooks, the targets) takes its per-call limit from [`call_timeout`], which the
@@ -15,6 +16,11 @@
 use std::error::Error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// The `User-Agent` of every HTTP request rotor makes (Kubernetes, Vault, GitLab, GitHub,
+/// webhooks, the HTTP targets, the agent's API), so the other side's access and audit
+/// logs can tell rotor apart: `rotor/<version>`.
+pub const USER_AGENT: &str = concat!("rotor/", env!("CARGO_PKG_VERSION"));
 
 /// The call timeout when none is configured.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -172,15 +178,28 @@ pub async fn bounded<T>(
 
 /// A Kubernetes client from the kubeconfig or the in-cluster configuration with every
 /// request bounded by [`call_timeout`] (connect, write and each read; kube's default
-/// read timeout is none and its write timeout 295 s).
+/// read timeout is none and its write timeout 295 s) and carrying [`USER_AGENT`].
 pub async fn kube_client() -> Result<kube::Client, kube::Error> {
-    let mut config = kube::Config::infer()
+    let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
+    kube_client_from(config)
+}
+
+/// A Kubernetes client from `config` with [`kube_client`]'s limits and [`USER_AGENT`]
+/// (for a configuration read some other way, as tests do from a kubeconfig file).
+pub fn kube_client_from(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
     let limit = call_timeout();
     config.connect_timeout = Some(limit);
     config.read_timeout = Some(limit);
+    // The read limit counts from the request, not from when a pooled connection went idle
+    // (which could otherwise time out the first answer on a connection idle for longer).
+    config.reset_reader_on_write = true;
     config.write_timeout = Some(limit);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
     kube::Client::try_from(config)
 }
 

@@ -48,8 +48,8 @@ async fn a_compromise_cascades_to_the_dependents() {
         dir.path().join("b.yaml"),
     )
     .expect("copy");
-    rotor_testkit::create_namespace(&a.kube.client, &b.namespace).await;
-    rotor_testkit::create_deployment(&a.kube.client, &b.namespace, &b.deployment).await;
+    a.kube.create_namespace(&b.namespace).await;
+    a.kube.create_deployment(&b.namespace, &b.deployment).await;
     let (va, vb) = (a.current().await.1, b.current().await.1);
 
     let out = a

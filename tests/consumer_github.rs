@@ -95,6 +95,7 @@ async fn repository_secret_is_created_sealed_and_decrypts_to_the_value() {
     assert_eq!(stored.plaintext, value, "GitHub decrypts exactly the value");
     assert_eq!(stored.created_at, stored.updated_at, "a new secret (201)");
     assert_eq!(stored.visibility, None);
+    gh.user_agents().assert_all(rotor::outside::USER_AGENT);
 }
 
 #[tokio::test]

@@ -104,6 +104,7 @@ async fn a_missing_variable_is_created_and_read_back() {
             ("GET".to_owned(), item),
         ]
     );
+    gitlab.user_agents().assert_all(rotor::outside::USER_AGENT);
 }
 
 #[tokio::test]

@@ -1,8 +1,11 @@
-//! The Kubernetes consumer against `kube-fake-client`, an in-memory API server that
-//! tracks server-side-apply field managers and answers 409 on apply conflicts and stale
-//! resourceVersions. Behaviour tests reach it over real HTTP on loopback
-//! ([`rotor_testkit::FakeKube`], kube's whole client stack); the two fault-injection
-//! tests need its interceptors, which only the in-process client offers.
+//! The Kubernetes consumer against the testkit's fake API server
+//! ([`rotor_testkit::FakeKube`]: `kube-fake-client`, an in-memory API server that tracks
+//! server-side-apply field managers and answers 409 on apply conflicts and stale
+//! resourceVersions, behind real HTTP on loopback), through rotor's whole kube client
+//! stack. The two fault-injection tests ask the server to swallow or refuse Secret
+//! applies ([`SecretPatches`]), as an admission webhook could.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,14 +18,13 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use kube_fake_client::{ClientBuilder, interceptor};
 use rotor::consumers::kubernetes::{
     DATA_HASH_ANNOTATION, KubernetesConsumerClient, KubernetesError, MANAGED_BY_LABEL,
     RESTARTED_AT_ANNOTATION, restart_annotation_key,
 };
 use rotor::policy::{KubernetesConsumer, Template, WorkloadKind, WorkloadRef};
 use rotor::secret::{Fingerprinter, SecretMap, SecretString};
-use rotor_testkit::{FakeKube, assert_no_secret, canary, create_namespace};
+use rotor_testkit::{FakeKube, FakeKubeOptions, SecretPatches, assert_no_secret, canary};
 use serde_json::json;
 
 const NS: &str = "payments";
@@ -111,30 +113,28 @@ fn selector() -> LabelSelector {
 fn deployment(name: &str) -> Deployment {
     Deployment {
         metadata: meta(name),
-        spec: Some(DeploymentSpec {
+        spec: DeploymentSpec {
             selector: selector(),
             template: template(),
             ..DeploymentSpec::default()
-        }),
+        },
         ..Deployment::default()
     }
 }
 
-/// The in-process fake with interceptors (fault injection).
-async fn fake(builder: ClientBuilder) -> kube::Client {
-    logs();
-    rotor::install_crypto_provider();
-    builder.build().await.unwrap()
+/// A fake API server on loopback holding namespace [`NS`] and these Deployments, and a
+/// client of it as rotor makes one. Keep the [`FakeKube`] alive for the test: dropping it
+/// stops the server.
+async fn fake_with_deployments(names: &[&str]) -> (FakeKube, kube::Client) {
+    fake_with(FakeKubeOptions::default(), names).await
 }
 
-/// A fake API server on loopback holding namespace [`NS`] and these Deployments. Keep
-/// the [`FakeKube`] alive for the test: dropping it stops the server.
-async fn fake_with_deployments(names: &[&str]) -> (FakeKube, kube::Client) {
+/// [`fake_with_deployments`] on a server started with `options` (fault injection).
+async fn fake_with(options: FakeKubeOptions, names: &[&str]) -> (FakeKube, kube::Client) {
     logs();
-    rotor::install_crypto_provider();
-    let kube = FakeKube::start().await;
-    let client = kube.client.clone();
-    create_namespace(&client, NS).await;
+    let kube = FakeKube::start_with(options).await;
+    kube.create_namespace(NS).await;
+    let client = common::rotor_kube_client(&kube).await;
     for name in names {
         create(&client, &deployment(name)).await;
     }
@@ -177,7 +177,8 @@ async fn rollout_state(client: &kube::Client, name: &str) -> (BTreeMap<String, S
         .unwrap();
     let annotations = d
         .spec
-        .and_then(|s| s.template.metadata)
+        .template
+        .metadata
         .and_then(|m| m.annotations)
         .unwrap_or_default();
     (annotations, d.metadata.generation.unwrap_or_default())
@@ -324,20 +325,20 @@ async fn first_push_creates_and_restarts_repeat_is_a_noop_new_values_restart_aga
 async fn statefulsets_and_daemonsets_are_restarted_too() {
     let sts = StatefulSet {
         metadata: meta("db-proxy"),
-        spec: Some(StatefulSetSpec {
+        spec: StatefulSetSpec {
             selector: selector(),
             template: template(),
             ..StatefulSetSpec::default()
-        }),
+        },
         ..StatefulSet::default()
     };
     let ds = DaemonSet {
         metadata: meta("agent"),
-        spec: Some(DaemonSetSpec {
+        spec: DaemonSetSpec {
             selector: selector(),
             template: template(),
             ..DaemonSetSpec::default()
-        }),
+        },
         ..DaemonSet::default()
     };
     let (_kube, client) = fake_with_deployments(&[]).await;
@@ -374,20 +375,8 @@ async fn statefulsets_and_daemonsets_are_restarted_too() {
         .await
         .unwrap();
     for annotations in [
-        sts.spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap(),
-        ds.spec
-            .unwrap()
-            .template
-            .metadata
-            .unwrap()
-            .annotations
-            .unwrap(),
+        sts.spec.template.metadata.unwrap().annotations.unwrap(),
+        ds.spec.template.metadata.unwrap().annotations.unwrap(),
     ] {
         assert_eq!(annotations[&marker], h1);
         assert!(annotations.contains_key(RESTARTED_AT_ANNOTATION));
@@ -680,22 +669,13 @@ async fn a_write_the_server_swallowed_fails_read_back_and_rolls_nothing() {
         ])),
         ..Secret::default()
     };
-    // Answers every Secret patch with the unchanged object, like a webhook that
+    // Answers every Secret apply with the unchanged object, like a webhook that
     // silently mutates the write away.
-    let funcs = interceptor::Funcs::new().patch(|ctx| {
-        if ctx.patch.get("kind").and_then(|k| k.as_str()) == Some("Secret") {
-            let current = ctx.client.get::<Secret>(ctx.namespace, ctx.name)?;
-            return Ok(Some(serde_json::to_value(current)?));
-        }
-        Ok(None)
-    });
-    let client = fake(
-        ClientBuilder::new()
-            .with_object(old)
-            .with_object(deployment("api"))
-            .with_interceptor_funcs(funcs),
-    )
-    .await;
+    let swallowing = FakeKubeOptions {
+        secret_patches: SecretPatches::Unchanged,
+    };
+    let (_kube, client) = fake_with(swallowing, &["api"]).await;
+    create(&client, &old).await;
     let consumer = KubernetesConsumerClient::new(client.clone());
     let spec = spec("payments-db", vec![deploy("api")], false);
     let pw = canary();
@@ -718,9 +698,9 @@ async fn values_never_reach_errors_or_logs_even_when_the_server_echoes_them() {
     let logs = logs();
     let pw = canary();
     // An admission webhook that quotes the whole request in its denial, the worst case.
-    let funcs = interceptor::Funcs::new().patch(|ctx| {
-        if ctx.patch.get("kind").and_then(|k| k.as_str()) == Some("Secret") {
-            let decoded: Vec<String> = ctx.patch["data"]
+    let denying = FakeKubeOptions {
+        secret_patches: SecretPatches::Refuse(Arc::new(|patch| {
+            let decoded: Vec<String> = patch["data"]
                 .as_object()
                 .into_iter()
                 .flatten()
@@ -728,19 +708,10 @@ async fn values_never_reach_errors_or_logs_even_when_the_server_echoes_them() {
                 .filter_map(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
                 .collect();
-            return Err(kube_fake_client::Error::InvalidRequest(format!(
-                "denied by webhook: request {} decoded {decoded:?}",
-                ctx.patch
-            )));
-        }
-        Ok(None)
-    });
-    let client = fake(
-        ClientBuilder::new()
-            .with_object(deployment("api"))
-            .with_interceptor_funcs(funcs),
-    )
-    .await;
+            format!("denied by webhook: request {patch} decoded {decoded:?}")
+        })),
+    };
+    let (_kube, client) = fake_with(denying, &["api"]).await;
     let consumer = KubernetesConsumerClient::new(client.clone());
     let spec = spec("payments-db", vec![deploy("api")], false);
     let (v1, h1) = render(&spec, &pw);

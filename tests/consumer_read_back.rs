@@ -180,7 +180,8 @@ async fn github_secret_exists_but_cannot_be_read() {
 async fn kubernetes_secret_reads_back() {
     rotor::install_crypto_provider();
     let kube = FakeKube::start().await;
-    rotor_testkit::create_namespace(&kube.client, "payments").await;
+    kube.create_namespace("payments").await;
+    let client = common::kube_client(&kube).await;
     let name = unique("rb-kube");
     let spec = consumer(
         &name,
@@ -188,9 +189,9 @@ async fn kubernetes_secret_reads_back() {
             "    - type: kubernetes\n      namespace: payments\n      secret: {name}\n      data:\n        PGPASSWORD: \"{{{{ password }}}}\"\n        PGUSER: \"{{{{ username }}}}\"\n"
         ),
     );
-    let clients = Consumers::with_kube_client(kube.client.clone());
+    let clients = Consumers::with_kube_client(common::rotor_kube_client(&kube).await);
     check(&clients, &spec, async || {
-        let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), "payments");
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "payments");
         let other = base64::engine::general_purpose::STANDARD.encode(canary());
         let patch = json!({"data": {"PGPASSWORD": other}});
         secrets

@@ -246,7 +246,7 @@ async fn a_certificate_lands_as_a_tls_secret() {
     .await;
     let out = fx.rotate_cmd().output().expect("run rotor");
     assert!(out.status.success(), "{}", text(&out));
-    let api: kube::Api<Secret> = kube::Api::namespaced(fx.kube.client.clone(), &fx.namespace);
+    let api: kube::Api<Secret> = kube::Api::namespaced(fx.kube_client.clone(), &fx.namespace);
     let secret = api.get("web-tls").await.expect("the TLS Secret");
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let data = secret.data.expect("data");

@@ -275,7 +275,7 @@ fn arg_value(container: &Container, flag: &str) -> Option<String> {
 }
 
 fn rotor_container(deployment: &Deployment) -> Container {
-    let spec = deployment.spec.as_ref().expect("spec");
+    let spec = &deployment.spec;
     let pod = spec.template.spec.as_ref().expect("pod spec");
     assert_eq!(pod.containers.len(), 1, "one container");
     pod.containers[0].clone()
@@ -283,11 +283,7 @@ fn rotor_container(deployment: &Deployment) -> Container {
 
 /// The Pod Security "restricted" profile, the probes and the agent's listen address.
 fn assert_restricted_pod(deployment: &Deployment) {
-    let pod = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .expect("pod spec");
+    let pod = deployment.spec.template.spec.as_ref().expect("pod spec");
     let psc = pod.security_context.as_ref().expect("pod securityContext");
     assert_eq!(psc.run_as_non_root, Some(true), "pod runAsNonRoot");
     assert_eq!(psc.run_as_user, Some(65532), "pod runAsUser");
@@ -420,8 +416,9 @@ fn assert_service_reaches_pods(r: &Rendered) {
     let spec = service.spec.expect("service spec");
     let pod_labels = deployment
         .spec
+        .template
+        .metadata
         .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .expect("pod labels");
     let selector = spec.selector.expect("selector");
@@ -443,7 +440,8 @@ fn assert_service_reaches_pods(r: &Rendered) {
 fn service_account(r: &Rendered) -> String {
     r.deployment()
         .spec
-        .and_then(|s| s.template.spec)
+        .template
+        .spec
         .and_then(|p| p.service_account_name)
         .expect("serviceAccountName")
 }
@@ -684,7 +682,7 @@ fn defaults_render_a_restricted_single_agent() {
     assert_service_reaches_pods(&r);
     assert_least_privilege(&r, &defaults(), false);
 
-    let spec = deployment.spec.as_ref().expect("spec");
+    let spec = &deployment.spec;
     assert_eq!(spec.replicas, Some(1));
     assert_eq!(
         spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
@@ -762,7 +760,7 @@ fn three_replicas_elect_a_leader_and_keep_a_budget() {
     assert_service_reaches_pods(&r);
     assert_least_privilege(&r, &values, true);
 
-    let spec = deployment.spec.as_ref().expect("spec");
+    let spec = &deployment.spec;
     assert_eq!(spec.replicas, Some(3));
     let c = rotor_container(&deployment);
     assert!(
@@ -912,11 +910,7 @@ fn existing_objects_pvc_token_auth_and_network_policy() {
     assert_service_reaches_pods(&r);
     assert_least_privilege(&r, &values, false);
     let c = rotor_container(&deployment);
-    let pod = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.clone())
-        .expect("pod");
+    let pod = deployment.spec.template.spec.clone().expect("pod");
     let volume = |name: &str| {
         pod.volumes
             .iter()
@@ -1028,10 +1022,7 @@ fn existing_objects_pvc_token_auth_and_network_policy() {
     let spec = np.spec.expect("np spec");
     assert_eq!(
         spec.pod_selector.and_then(|s| s.match_labels),
-        deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.match_labels.clone())
+        deployment.spec.selector.match_labels.clone()
     );
     assert_eq!(
         spec.policy_types,
@@ -1089,7 +1080,7 @@ fn vault_auth_methods_render_what_the_agent_can_use() {
     );
     assert_eq!(env["ROTOR_VAULT_ROLE"].as_deref(), Some("rotor-prod"));
     assert_eq!(env["ROTOR_VAULT_AUTH_MOUNT"].as_deref(), Some("kubernetes"));
-    let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+    let pod = d.spec.template.spec.expect("pod");
     assert!(
         pod.volumes
             .iter()
@@ -1121,7 +1112,7 @@ fn vault_auth_methods_render_what_the_agent_can_use() {
         env["ROTOR_VAULT_SECRET_ID_FILE"].as_deref(),
         Some("/var/run/secrets/rotor/vault/secret-id")
     );
-    let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+    let pod = d.spec.template.spec.expect("pod");
     let secret = pod
         .volumes
         .iter()

@@ -126,6 +126,7 @@ async fn overlap_then_revoke_rejects_only_the_old_key() {
     target.revoke(&old).await.expect("revoke old twice");
     assert_eq!(api.revoked_ids(), [old_id]);
     assert_accepted(&target.login(&new).await, "new after second revoke");
+    api.user_agents().assert_all(rotor::outside::USER_AGENT);
 }
 
 #[tokio::test]

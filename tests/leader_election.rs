@@ -118,11 +118,9 @@ impl Drop for Candidate {
     }
 }
 
-/// A client of its own (like another process) for the fake API server.
+/// A client of its own (like another process) for the fake API server, as rotor makes it.
 async fn client(kube: &FakeKube) -> kube::Client {
-    rotor_testkit::apiserver::client_from_kubeconfig(&kube.kubeconfig)
-        .await
-        .expect("client from the kubeconfig")
+    common::rotor_kube_client(kube).await
 }
 
 /// Polls every 20 ms until `done` returns true, failing if two candidates ever lead at
@@ -150,7 +148,7 @@ async fn until_checking_one_leader(
 }
 
 async fn holder(kube: &FakeKube, lease: &str) -> Option<String> {
-    Api::<Lease>::namespaced(kube.client.clone(), "default")
+    Api::<Lease>::namespaced(common::kube_client(kube).await, "default")
         .get(lease)
         .await
         .expect("the Lease exists")
@@ -232,13 +230,8 @@ async fn a_leader_cut_off_from_the_api_steps_down_before_another_takes_over() {
     let proxy = rotor_testkit::Proxy::start(kube.addr);
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    let text = std::fs::read_to_string(&kube.kubeconfig)
-        .expect("kubeconfig")
-        .replace(&kube.url(), &kube.url_via(proxy.addr));
-    std::fs::write(&kubeconfig, text).expect("write kubeconfig");
-    let through_proxy = rotor_testkit::apiserver::client_from_kubeconfig(&kubeconfig)
-        .await
-        .expect("client through the proxy");
+    kube.kubeconfig_via(proxy.addr, &kubeconfig);
+    let through_proxy = common::kube_clients::rotor_kube_client_at(&kubeconfig).await;
 
     let a = Candidate::start(through_proxy, &lease, "replica-a");
     until_checking_one_leader(Duration::from_secs(10), "replica-a to lead", &[&a], || {

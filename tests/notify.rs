@@ -234,6 +234,9 @@ async fn every_event_arrives_signed_with_a_key_from_vault_read_once() {
     let rejected = receiver.rejected();
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0].reason, "signature does not match");
+    receiver
+        .user_agents()
+        .assert_all(rotor::outside::USER_AGENT);
 }
 
 #[tokio::test]

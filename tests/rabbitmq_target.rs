@@ -335,7 +335,21 @@ async fn a_management_user_gets_the_new_password_and_keeps_its_tags() {
 
 #[tokio::test]
 async fn a_missing_user_is_an_error_and_is_never_created() {
-    let target = target();
+    // Through a recorder: every call carries rotor's User-Agent, the crate's client's too.
+    let direct = management_url();
+    let upstream = direct
+        .socket_addrs(|| None)
+        .expect("the management API's address")[0];
+    let recorder = rotor_testkit::HttpRecorder::start(upstream);
+    let mut recorded = Url::parse(&recorder.url()).expect("URL");
+    recorded.set_path(direct.path());
+    let target = RabbitmqTarget::from_parts(
+        recorded,
+        Some(amqp_url()),
+        &info().admin_user,
+        secret(&info().admin_password),
+    )
+    .expect("target");
     let user = user_name();
     let password = canary();
 
@@ -355,6 +369,9 @@ async fn a_missing_user_is_an_error_and_is_never_created() {
         target.terminate_sessions(&user, None).await.expect("none"),
         0
     );
+    recorder
+        .user_agents()
+        .assert_all(rotor::outside::USER_AGENT);
 }
 
 /// How long a closed connection's client may take to be gone: the broker drops the socket

@@ -31,7 +31,7 @@ async fn a_certificate_near_expiry_is_due_and_renewed() {
     let engine = Engine::new(
         fx.vault.clone(),
         EngineConfig::default(),
-        rotor::consumers::Consumers::with_kube_client(fx.kube.client.clone()),
+        rotor::consumers::Consumers::with_kube_client(common::rotor_kube_client(&fx.kube).await),
     )
     .await
     .expect("engine");

@@ -657,7 +657,7 @@ async fn a_shared_secret_keeps_the_other_keys() {
     .await;
     let rotated = fx.rotate_cmd().output().expect("run rotor rotate");
     assert!(rotated.status.success(), "{}", text(&rotated));
-    let api: kube::Api<Secret> = kube::Api::namespaced(fx.kube.client.clone(), &fx.namespace);
+    let api: kube::Api<Secret> = kube::Api::namespaced(fx.kube_client.clone(), &fx.namespace);
     let foreign = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": fx.secret},

@@ -15,8 +15,11 @@ async fn rotation_changes_password_everywhere_and_proves_old_rejected() {
     let (before, v1) = fx.current().await;
     assert!(fx.restarted_at().await.is_none());
 
+    // Vault through a recorder: every request the binary makes says it is rotor.
+    let vault = common::vault_recorder();
     let out = fx
         .rotate_cmd()
+        .env("VAULT_ADDR", vault.url())
         .arg("-o")
         .arg("json")
         .output()
@@ -84,6 +87,10 @@ async fn rotation_changes_password_everywhere_and_proves_old_rejected() {
 
     // Canary: no password at the most verbose log level, in stdout or stderr.
     assert_no_leak(&out, &fx.all_passwords().await);
+
+    // `User-Agent: rotor/<version>` on every request to Vault and Kubernetes.
+    vault.user_agents().assert_all(rotor::outside::USER_AGENT);
+    common::kube_clients::assert_rotor_user_agent(&fx.kube);
 }
 
 #[tokio::test]
@@ -123,7 +130,7 @@ async fn unchanged_reapply_does_not_restart_workloads() {
     let engine = Engine::new(
         fx.vault.clone(),
         EngineConfig::default(),
-        rotor::consumers::Consumers::with_kube_client(fx.kube.client.clone()),
+        rotor::consumers::Consumers::with_kube_client(common::rotor_kube_client(&fx.kube).await),
     )
     .await
     .expect("engine");
@@ -134,7 +141,8 @@ async fn unchanged_reapply_does_not_restart_workloads() {
         .expect("read")
         .expect("exists")
         .data;
-    let consumers = rotor::consumers::Consumers::with_kube_client(fx.kube.client.clone());
+    let consumers =
+        rotor::consumers::Consumers::with_kube_client(common::rotor_kube_client(&fx.kube).await);
     let outcome = consumers
         .push(
             &policy.spec.consumers[0],

@@ -26,8 +26,10 @@ async fn a_selector_rotates_exactly_the_matching_policies() {
             );
         std::fs::write(dir.path().join(format!("{}.yaml", fx.name)), yaml).expect("write");
         if fx.name != a.name {
-            rotor_testkit::create_namespace(&a.kube.client, &fx.namespace).await;
-            rotor_testkit::create_deployment(&a.kube.client, &fx.namespace, &fx.deployment).await;
+            a.kube.create_namespace(&fx.namespace).await;
+            a.kube
+                .create_deployment(&fx.namespace, &fx.deployment)
+                .await;
         }
     }
     let versions = [
@@ -103,8 +105,10 @@ async fn a_selector_through_the_agent_rotates_exactly_the_matching_policies() {
         );
         std::fs::write(a.policy_dir().join(format!("{}.yaml", fx.name)), yaml).expect("write");
         if fx.name != a.name {
-            rotor_testkit::create_namespace(&a.kube.client, &fx.namespace).await;
-            rotor_testkit::create_deployment(&a.kube.client, &fx.namespace, &fx.deployment).await;
+            a.kube.create_namespace(&fx.namespace).await;
+            a.kube
+                .create_deployment(&fx.namespace, &fx.deployment)
+                .await;
         }
     }
     std::fs::remove_file(a.policy_dir().join("policy.yaml")).expect("remove");

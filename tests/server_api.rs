@@ -3,6 +3,8 @@
 //! quarantine release and the CLI's client functions. The agent is a recording fake
 //! `Control`; the server, the sockets and the HTTP clients are real.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1069,7 +1071,7 @@ async fn fake_kube_cannot_review_tokens_so_the_api_fails_closed() {
     let auth = Authenticator::from_config(&config, None)
         .await
         .unwrap()
-        .with_kube(kube.client.clone());
+        .with_kube(common::rotor_kube_client(&kube).await);
     let token = rotor_testkit::canary();
     let err = auth.authenticate(&token).await.unwrap_err();
     assert_eq!(err.kind(), "token_review");

@@ -69,7 +69,7 @@ async fn a_rotation_and_a_retirement_report_each_step_verification_and_consumer(
         fx.vault.clone(),
         Arc::new(MemoryStore::new()),
         EngineConfig::default(),
-        Consumers::with_kube_client(fx.kube.client.clone()),
+        Consumers::with_kube_client(common::rotor_kube_client(&fx.kube).await),
     )
     .await
     .expect("engine")

@@ -308,6 +308,7 @@ impl HttpApiKeyTarget {
             }
         }
         let http = reqwest::Client::builder()
+            .user_agent(crate::outside::USER_AGENT)
             .timeout(crate::outside::call_timeout())
             .connect_timeout(DEFAULT_CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
             .redirect(reqwest::redirect::Policy::none())

@@ -313,6 +313,7 @@ impl RabbitmqTarget {
             check_url("amqpUrl", url, &["amqp", "amqps"])?;
         }
         let http = reqwest::Client::builder()
+            .user_agent(crate::outside::USER_AGENT)
             .timeout(crate::outside::call_timeout())
             .connect_timeout(Endpoint::connect_limit(DEFAULT_CONNECT_TIMEOUT))
             .redirect(reqwest::redirect::Policy::none())

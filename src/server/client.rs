@@ -243,6 +243,7 @@ async fn call<T: for<'de> Deserialize<'de>>(
     body: Option<Value>,
 ) -> Result<T, RemoteError> {
     let client = reqwest::Client::builder()
+        .user_agent(crate::outside::USER_AGENT)
         .timeout(TIMEOUT)
         .build()
         .map_err(RemoteError::Client)?;

@@ -314,8 +314,8 @@ impl Vault {
         let settings = builder
             .build()
             .map_err(|e| VaultError::Config(e.to_string()))?;
-        let client = client_with_token(&settings, &token)?;
         let mut http = reqwest::Client::builder()
+            .user_agent(crate::outside::USER_AGENT)
             .timeout(config.timeout)
             .connect_timeout(config.timeout);
         if let Some(ca) = &config.ca_cert {
@@ -330,6 +330,7 @@ impl Vault {
         let http = http
             .build()
             .map_err(|e| VaultError::Config(format!("HTTP client: {e}")))?;
+        let client = client_with_token(&settings, &http, &token)?;
         Ok(Vault {
             addr: config.addr.trim_end_matches('/').to_owned(),
             http,
@@ -362,7 +363,11 @@ impl Vault {
 
     /// Makes `token` the one every clone uses from now on.
     fn install(&self, token: SecretString, lease: TokenLease) -> Result<(), VaultError> {
-        let client = Arc::new(client_with_token(&self.shared.settings, &token)?);
+        let client = Arc::new(client_with_token(
+            &self.shared.settings,
+            &self.http,
+            &token,
+        )?);
         let mut session = self
             .shared
             .session
@@ -408,14 +413,18 @@ impl Vault {
     }
 }
 
-/// A vaultrs client for `settings` carrying `token`.
+/// A vaultrs client for `settings` carrying `token` that sends through `http` (rotor's
+/// own client: its timeouts, CA and User-Agent) instead of the one vaultrs builds.
 fn client_with_token(
     settings: &VaultClientSettings,
+    http: &reqwest::Client,
     token: &SecretString,
 ) -> Result<VaultClient, VaultError> {
     let mut settings = settings.clone();
     settings.token = token.expose_secret().to_owned();
-    VaultClient::new(settings).map_err(VaultError::Client)
+    let mut client = VaultClient::new(settings).map_err(VaultError::Client)?;
+    client.http.http = http.clone();
+    Ok(client)
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+use crate::user_agents::UserAgents;
+
 pub mod authn;
 pub mod rbac;
 
@@ -189,7 +191,15 @@ impl ApiServerError {
 /// created through the same request path as clients' objects (so namespaces land where
 /// `/api/v1/namespaces` finds them); a `resourceVersion` in a seed object is ignored.
 pub async fn backend(seed: Vec<Value>) -> Result<kube::Client, ApiServerError> {
-    let client = kube_fake_client::ClientBuilder::new()
+    backend_with(seed, kube_fake_client::ClientBuilder::new()).await
+}
+
+/// [`backend`] from a `builder` a test configured (for example with interceptors).
+pub async fn backend_with(
+    seed: Vec<Value>,
+    builder: kube_fake_client::ClientBuilder,
+) -> Result<kube::Client, ApiServerError> {
+    let client = builder
         .with_resource::<NamespaceAlias>()
         .with_resource::<feed::Clock>()
         .build()
@@ -485,8 +495,12 @@ pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Builds a kube client from a kubeconfig file, as rotor does outside a cluster.
-/// Installs the rustls crypto provider first.
+/// The `User-Agent` of the requests the testkit's own kube clients make
+/// ([`client_from_kubeconfig`]), so a server's record tells them from rotor's.
+pub const TESTKIT_USER_AGENT: &str = "rotor-testkit";
+
+/// Builds a kube client from a kubeconfig file, as rotor does outside a cluster, with
+/// `User-Agent:` [`TESTKIT_USER_AGENT`]. Installs the rustls crypto provider first.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, ApiServerError> {
     crate::install_crypto_provider();
     let load_err = |source| ApiServerError::LoadKubeconfig {
@@ -494,9 +508,14 @@ pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, ApiServ
         source,
     };
     let kubeconfig = Kubeconfig::read_from(path).map_err(load_err)?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(load_err)?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(load_err)?;
+    config.headers.push((
+        header::USER_AGENT,
+        HeaderValue::from_static(TESTKIT_USER_AGENT),
+    ));
     kube::Client::try_from(config).map_err(ApiServerError::Client)
 }
 
@@ -507,6 +526,8 @@ struct State {
     addr: SocketAddr,
     /// Every write through the front, for watches.
     feed: Arc<feed::Feed>,
+    /// Every request's `User-Agent`.
+    agents: UserAgents,
 }
 
 /// The body of every response: a whole JSON document, or a watch stream.
@@ -524,7 +545,15 @@ pub async fn serve(
     token: String,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ApiServerError> {
-    serve_with(listener, backend, token, None, shutdown).await
+    serve_recording(
+        listener,
+        backend,
+        token,
+        None,
+        UserAgents::default(),
+        shutdown,
+    )
+    .await
 }
 
 /// [`serve`] over HTTPS with `tls`'s certificate (write the kubeconfig with
@@ -536,14 +565,18 @@ pub async fn serve_tls(
     tls: ServerTls,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ApiServerError> {
-    serve_with(listener, backend, token, Some(tls), shutdown).await
+    let agents = UserAgents::default();
+    serve_recording(listener, backend, token, Some(tls), agents, shutdown).await
 }
 
-async fn serve_with(
+/// [`serve`], or [`serve_tls`] with `tls`, adding every request (its `User-Agent`) to
+/// `agents`.
+pub async fn serve_recording(
     listener: TcpListener,
     backend: kube::Client,
     token: String,
     tls: Option<ServerTls>,
+    agents: UserAgents,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ApiServerError> {
     let addr = listener.local_addr().map_err(ApiServerError::Accept)?;
@@ -555,6 +588,7 @@ async fn serve_with(
         auth: authn::Authenticator::new(token),
         addr,
         feed: Arc::new(feed),
+        agents,
     });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -600,6 +634,7 @@ async fn handle(
 ) -> Result<Response<ReplyBody>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    state.agents.record(&method, &path, req.headers());
     let response = route(&state, req).await;
     debug!(method = %method, path = %path, status = response.status().as_u16(), "Request served.");
     Ok(response)

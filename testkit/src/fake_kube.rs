@@ -4,23 +4,54 @@
 //! while the test blocks (for example on `std::process::Command::output()` running the
 //! rotor binary against [`FakeKube::kubeconfig`]) and whatever runtime flavour the test
 //! uses. Dropping the [`FakeKube`] stops the server.
+//!
+//! What a test gets is what any client gets: the kubeconfig file (with the server's CA),
+//! the URL and the admin token. The testkit's kube crates are its own (they may differ from rotor's): tests build
+//! their clients from [`FakeKube::kubeconfig`] with the kube version they use, and the
+//! helpers here ([`FakeKube::create_namespace`], [`FakeKube::create_deployment`]) take
+//! plain names, never a kube type.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube_fake_client::discovery as known;
-use serde_json::json;
+use kube_fake_client::interceptor;
+use serde_json::{Value, json};
 
 use crate::apiserver;
 use crate::loopback::{self, LoopbackServer};
+use crate::user_agents::UserAgents;
 
-/// A running fake API server (HTTPS, with a CA made for it), its kubeconfig and a client
-/// built from that kubeconfig.
+/// How the server answers a Secret patch whose body says `kind: Secret` (a server-side
+/// apply): a fault a test injects, as an admission webhook could. Other requests are
+/// served normally.
+#[derive(Clone, Default)]
+pub enum SecretPatches {
+    /// Applied as a real server would (the default).
+    #[default]
+    Apply,
+    /// Answered 200 with the Secret as stored, unchanged: a webhook that silently
+    /// mutates the write away. (404 when the Secret does not exist.)
+    Unchanged,
+    /// Refused with 422 `Invalid` and the message this function makes of the patch body:
+    /// an admission webhook's denial, which may quote the request.
+    Refuse(Arc<dyn Fn(&Value) -> String + Send + Sync>),
+}
+
+/// Options of [`FakeKube::start_with`].
+#[derive(Clone, Default)]
+pub struct FakeKubeOptions {
+    /// How Secret applies are answered.
+    pub secret_patches: SecretPatches,
+}
+
+/// A running fake API server (HTTPS, with a CA made for it) and its kubeconfig.
 ///
 /// Holds the temporary directory with the kubeconfig and the server; both go away when
 /// this value is dropped.
@@ -32,55 +63,81 @@ use crate::loopback::{self, LoopbackServer};
 /// use kube::Api;
 ///
 /// let kube = rotor_testkit::FakeKube::start().await;
-/// rotor_testkit::create_namespace(&kube.client, "payments").await;
-/// let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), "payments");
+/// kube.create_namespace("payments").await;
+/// // A test builds its client from the kubeconfig, with its own kube version.
+/// let client = rotor_testkit::apiserver::client_from_kubeconfig(&kube.kubeconfig)
+///     .await
+///     .unwrap();
+/// let secrets: Api<Secret> = Api::namespaced(client, "payments");
 /// assert!(secrets.list(&Default::default()).await.unwrap().items.is_empty());
 /// // A rotor binary under test would get `KUBECONFIG=kube.kubeconfig`.
 /// assert!(kube.kubeconfig.is_file());
+/// assert!(kube.user_agents().seen().iter().any(|s| s.request.contains("/secrets")));
 /// # }
 /// ```
 pub struct FakeKube {
     /// Loopback address the server listens on.
     pub addr: SocketAddr,
-    /// Kubeconfig (mode 0600, in a temporary directory) pointing at `https://addr` with
-    /// the server's CA and a bearer token; hand it to the rotor binary (or `kubectl`) as
-    /// `KUBECONFIG`.
+    /// Kubeconfig (mode 0600, in a temporary directory) pointing at [`FakeKube::url`]
+    /// with the server's CA and [`FakeKube::admin_token`]; hand it to the rotor binary (or
+    /// `kubectl`) as `KUBECONFIG`, and build a test's clients from it.
     pub kubeconfig: PathBuf,
-    /// A `kube::Client` built from [`FakeKube::kubeconfig`]; it goes over HTTPS like rotor's.
-    pub client: kube::Client,
     token: String,
     tls: apiserver::ServerTls,
+    agents: UserAgents,
+    /// The testkit's own client, for the helpers.
+    client: kube::Client,
     _dir: tempfile::TempDir,
     _server: LoopbackServer,
 }
 
 impl FakeKube {
     /// Starts a server on `127.0.0.1:0` holding the namespaces `default`, `kube-system` and
-    /// `kube-public`, writes its kubeconfig and builds [`FakeKube::client`].
+    /// `kube-public`, and writes its kubeconfig.
     ///
     /// # Panics
     ///
     /// When the server cannot start or the kubeconfig cannot be written or loaded.
     pub async fn start() -> FakeKube {
+        FakeKube::start_with(FakeKubeOptions::default()).await
+    }
+
+    /// [`FakeKube::start`] with `options` (faults to inject).
+    ///
+    /// # Panics
+    ///
+    /// As [`FakeKube::start`].
+    pub async fn start_with(options: FakeKubeOptions) -> FakeKube {
         let token = apiserver::random_token();
         let server_token = token.clone();
         let tls =
             apiserver::ServerTls::generate().unwrap_or_else(|e| panic!("{}", error_chain(&e)));
-        let server_tls = tls.clone();
+        let server_tls = Some(tls.clone());
+        let agents = UserAgents::default();
+        let recorded = agents.clone();
         // The backend (kube-fake-client) is built on the server's runtime, before the
         // server counts as started.
         let server = loopback::spawn_with(
             "fake-kube-apiserver",
-            || async {
-                apiserver::backend(Vec::new())
+            || async move {
+                let mut builder = kube_fake_client::ClientBuilder::new();
+                if let Some(funcs) = interceptors(options.secret_patches) {
+                    builder = builder.with_interceptor_funcs(funcs);
+                }
+                apiserver::backend_with(Vec::new(), builder)
                     .await
                     .map_err(|e| error_chain(&e))
             },
             move |listener, backend, shutdown| async move {
-                if let Err(e) =
-                    apiserver::serve_tls(listener, backend, server_token, server_tls, shutdown)
-                        .await
-                {
+                let served = apiserver::serve_recording(
+                    listener,
+                    backend,
+                    server_token,
+                    server_tls,
+                    recorded,
+                    shutdown,
+                );
+                if let Err(e) = served.await {
                     tracing::error!(error = %error_chain(&e), "Fake API server stopped.");
                 }
             },
@@ -101,9 +158,10 @@ impl FakeKube {
         FakeKube {
             addr,
             kubeconfig,
-            client,
             token,
             tls,
+            agents,
+            client,
             _dir: dir,
             _server: server,
         }
@@ -141,6 +199,85 @@ impl FakeKube {
     pub fn ca_pem(&self) -> &str {
         self.tls.ca_pem()
     }
+
+    /// The bearer token of the kubeconfig's user, an unrestricted admin.
+    pub fn admin_token(&self) -> &str {
+        &self.token
+    }
+
+    /// Every request the server received so far (the testkit's own helpers carry
+    /// `User-Agent:` [`apiserver::TESTKIT_USER_AGENT`]).
+    pub fn user_agents(&self) -> &UserAgents {
+        &self.agents
+    }
+
+    /// Creates namespace `name`.
+    ///
+    /// # Panics
+    ///
+    /// When the API server refuses (for example 409 because it exists already).
+    pub async fn create_namespace(&self, name: &str) {
+        let namespace: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name}
+        }))
+        .unwrap_or_else(|e| panic!("building namespace {name} failed: {e}"));
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name} failed: {e}"));
+    }
+
+    /// Creates a minimal valid Deployment `ns/name`: one replica of `registry.k8s.io/pause`,
+    /// selector and pod labels `app: NAME`.
+    ///
+    /// # Panics
+    ///
+    /// When the API server refuses.
+    pub async fn create_deployment(&self, ns: &str, name: &str) {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
+                }
+            }
+        }))
+        .unwrap_or_else(|e| panic!("building deployment {ns}/{name} failed: {e}"));
+        Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &deployment)
+            .await
+            .unwrap_or_else(|e| panic!("creating deployment {ns}/{name} failed: {e}"));
+    }
+}
+
+/// The backend's interceptors for `secret_patches` (none for [`SecretPatches::Apply`]).
+fn interceptors(secret_patches: SecretPatches) -> Option<interceptor::Funcs> {
+    if matches!(secret_patches, SecretPatches::Apply) {
+        return None;
+    }
+    let funcs = interceptor::Funcs::new().patch(move |ctx| {
+        if ctx.patch.get("kind").and_then(Value::as_str) != Some("Secret") {
+            return Ok(None);
+        }
+        match &secret_patches {
+            SecretPatches::Apply => Ok(None),
+            SecretPatches::Unchanged => {
+                let current = ctx.client.get::<Secret>(ctx.namespace, ctx.name)?;
+                Ok(Some(serde_json::to_value(current)?))
+            }
+            SecretPatches::Refuse(message) => {
+                Err(kube_fake_client::Error::InvalidRequest(message(ctx.patch)))
+            }
+        }
+    });
+    Some(funcs)
 }
 
 /// `error: cause: cause` for panics and logs.
@@ -153,51 +290,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Creates namespace `name`.
-///
-/// # Panics
-///
-/// When the API server refuses (for example 409 because it exists already).
-pub async fn create_namespace(client: &kube::Client, name: &str) {
-    let namespace: Namespace = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name}
-    }))
-    .unwrap_or_else(|e| panic!("building namespace {name} failed: {e}"));
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap_or_else(|e| panic!("creating namespace {name} failed: {e}"));
-}
-
-/// Creates a minimal valid Deployment `ns/name`: one replica of `registry.k8s.io/pause`,
-/// selector and pod labels `app: NAME`.
-///
-/// # Panics
-///
-/// When the API server refuses.
-pub async fn create_deployment(client: &kube::Client, ns: &str, name: &str) {
-    let deployment: Deployment = serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
-            }
-        }
-    }))
-    .unwrap_or_else(|e| panic!("building deployment {ns}/{name} failed: {e}"));
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap_or_else(|e| panic!("creating deployment {ns}/{name} failed: {e}"));
 }
 
 /// A kubeconfig for a ServiceAccount of a [`FakeKube`], with a token from a
@@ -288,11 +380,9 @@ impl FakeKube {
         }
     }
 
-    /// A client of the admin (the kubeconfig's token), built from the kubeconfig.
+    /// The testkit's own client of the admin (the kubeconfig's token).
     async fn admin_client(&self) -> kube::Client {
-        apiserver::client_from_kubeconfig(&self.kubeconfig)
-            .await
-            .unwrap_or_else(|e| panic!("{}", error_chain(&e)))
+        self.client.clone()
     }
 }
 

@@ -126,6 +126,7 @@ struct State {
     /// Seconds until the rate limit resets; `u64::MAX` means not limited.
     rate_limited: AtomicU64,
     requests: AtomicU64,
+    agents: crate::UserAgents,
     store: Mutex<Store>,
 }
 
@@ -205,6 +206,7 @@ impl FakeGithub {
             read_only: AtomicBool::new(false),
             rate_limited: AtomicU64::new(u64::MAX),
             requests: AtomicU64::new(0),
+            agents: crate::UserAgents::default(),
             store: Mutex::new(Store::default()),
         });
         let server_state = Arc::clone(&state);
@@ -313,6 +315,11 @@ impl FakeGithub {
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
     }
+
+    /// The `User-Agent` of every request that reached the server.
+    pub fn user_agents(&self) -> &crate::UserAgents {
+        &self.state.agents
+    }
 }
 
 /// Where a request points: a scope key and the last path segment.
@@ -327,6 +334,9 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    state
+        .agents
+        .record(req.method(), req.uri().path(), req.headers());
     if state.down.load(Ordering::SeqCst) {
         return Ok(message(
             StatusCode::SERVICE_UNAVAILABLE,

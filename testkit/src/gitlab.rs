@@ -120,6 +120,7 @@ struct State {
     hide_next_get: AtomicBool,
     writes: AtomicU64,
     next_id: AtomicU64,
+    agents: crate::UserAgents,
     data: Mutex<Data>,
 }
 
@@ -215,6 +216,7 @@ impl FakeGitlab {
             hide_next_get: AtomicBool::new(false),
             writes: AtomicU64::new(0),
             next_id: AtomicU64::new(1000),
+            agents: crate::UserAgents::default(),
             data: Mutex::new(Data::default()),
         });
         let server_state = Arc::clone(&state);
@@ -303,6 +305,11 @@ impl FakeGitlab {
     pub fn requests(&self) -> Vec<(String, String)> {
         self.state.data().requests.clone()
     }
+
+    /// The `User-Agent` of every request that reached the server.
+    pub fn user_agents(&self) -> &crate::UserAgents {
+        &self.state.agents
+    }
 }
 
 /// A parsed request: what the handlers need, with the body already read.
@@ -320,6 +327,7 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let raw_path = req.uri().path().to_owned();
+    state.agents.record(req.method(), &raw_path, req.headers());
     let query: Vec<(String, String)> = req.uri().query().map(parse_form).unwrap_or_default();
     let mut shown = raw_path.clone();
     if req.uri().query().is_some() {

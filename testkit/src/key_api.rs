@@ -65,6 +65,7 @@ struct State {
     admin_token: String,
     down: AtomicBool,
     counter: AtomicU64,
+    agents: crate::UserAgents,
     keys: Mutex<Keys>,
 }
 
@@ -100,6 +101,7 @@ impl FakeKeyApi {
             admin_token: format!("admin-{}", random_text(40)),
             down: AtomicBool::new(false),
             counter: AtomicU64::new(0),
+            agents: crate::UserAgents::default(),
             keys: Mutex::new(Keys::default()),
         });
         let server_state = Arc::clone(&state);
@@ -129,12 +131,20 @@ impl FakeKeyApi {
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
     }
+
+    /// The `User-Agent` of every request that reached the server.
+    pub fn user_agents(&self) -> &crate::UserAgents {
+        &self.state.agents
+    }
 }
 
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    state
+        .agents
+        .record(req.method(), req.uri().path(), req.headers());
     if state.down.load(Ordering::SeqCst) {
         return Ok(error(
             StatusCode::SERVICE_UNAVAILABLE,

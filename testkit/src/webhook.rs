@@ -102,6 +102,7 @@ impl fmt::Debug for WebhookReceiver {
 
 struct State {
     key: Vec<u8>,
+    agents: crate::UserAgents,
     log: Mutex<Log>,
 }
 
@@ -132,6 +133,7 @@ impl WebhookReceiver {
     pub fn start(key: &str) -> WebhookReceiver {
         let state = Arc::new(State {
             key: key.as_bytes().to_vec(),
+            agents: crate::UserAgents::default(),
             log: Mutex::new(Log::default()),
         });
         let server_state = Arc::clone(&state);
@@ -160,6 +162,11 @@ impl WebhookReceiver {
     /// Every request, in arrival order, with the status it got.
     pub fn attempts(&self) -> Vec<Attempt> {
         self.state.log().attempts.clone()
+    }
+
+    /// The `User-Agent` of every request that reached the server.
+    pub fn user_agents(&self) -> &crate::UserAgents {
+        &self.state.agents
     }
 
     /// Answers the next `n` requests with `status` (e.g. 503), without checking them.
@@ -206,6 +213,9 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let at = Instant::now();
+    state
+        .agents
+        .record(req.method(), req.uri().path(), req.headers());
     let (parts, body) = req.into_parts();
     let id = header_text(&parts.headers, "x-rotor-delivery");
     let event = header_text(&parts.headers, "x-rotor-event");

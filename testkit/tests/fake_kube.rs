@@ -9,7 +9,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Api;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use rotor_testkit::{FakeKube, create_deployment, create_namespace, unique};
+use rotor_testkit::apiserver::{TESTKIT_USER_AGENT, client_from_kubeconfig};
+use rotor_testkit::{FakeKube, FakeKubeOptions, SecretPatches, unique};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +35,21 @@ fn secret(ns: &str, name: &str, key: &str, value: &str) -> Secret {
 fn value_of(secret: &Secret, key: &str) -> String {
     let bytes = &secret.data.as_ref().expect("secret has data")[key].0;
     String::from_utf8(bytes.clone()).expect("utf-8 value")
+}
+
+/// A server-side apply of `secret` by field manager `rotor`.
+async fn rotor_apply(secrets: &Api<Secret>, secret: &Secret) -> kube::Result<Secret> {
+    let name = secret.metadata.name.as_deref().expect("a named Secret");
+    secrets
+        .patch(name, &PatchParams::apply("rotor"), &Patch::Apply(secret))
+        .await
+}
+
+/// A client of the server, built from its kubeconfig as any client would be.
+async fn client(kube: &FakeKube) -> kube::Client {
+    client_from_kubeconfig(&kube.kubeconfig)
+        .await
+        .expect("client from the kubeconfig")
 }
 
 fn api_code(err: &kube::Error) -> Option<u16> {
@@ -86,9 +102,10 @@ async fn raw_request(kube: &FakeKube, request: &str) -> (u16, String) {
 #[tokio::test]
 async fn server_side_apply_creates_a_secret_that_reads_back() {
     let kube = FakeKube::start().await;
+    let client = client(&kube).await;
     let ns = unique("ssa");
-    create_namespace(&kube.client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
 
     let applied = secrets
         .patch(
@@ -118,7 +135,7 @@ async fn server_side_apply_creates_a_secret_that_reads_back() {
     assert_eq!(value_of(&read, "password"), "second-value");
 
     // Nothing leaks across namespaces.
-    let other: Api<Secret> = Api::namespaced(kube.client.clone(), "default");
+    let other: Api<Secret> = Api::namespaced(client.clone(), "default");
     let err = other.get("db-creds").await.unwrap_err();
     assert_eq!(api_code(&err), Some(404), "{err}");
 }
@@ -126,9 +143,10 @@ async fn server_side_apply_creates_a_secret_that_reads_back() {
 #[tokio::test]
 async fn conflicting_apply_by_another_manager_is_409_unless_forced() {
     let kube = FakeKube::start().await;
+    let client = client(&kube).await;
     let ns = unique("conflict");
-    create_namespace(&kube.client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
         .patch(
             "token",
@@ -176,9 +194,10 @@ async fn conflicting_apply_by_another_manager_is_409_unless_forced() {
 #[tokio::test]
 async fn replace_with_a_stale_resource_version_is_409() {
     let kube = FakeKube::start().await;
+    let client = client(&kube).await;
     let ns = unique("stale");
-    create_namespace(&kube.client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
         .create(&PostParams::default(), &secret(&ns, "s", "k", "v1"))
         .await
@@ -205,10 +224,11 @@ async fn replace_with_a_stale_resource_version_is_409() {
 #[tokio::test]
 async fn restarting_a_deployment_sets_restarted_at() {
     let kube = FakeKube::start().await;
+    let client = client(&kube).await;
     let ns = unique("restart");
-    create_namespace(&kube.client, &ns).await;
-    create_deployment(&kube.client, &ns, "web").await;
-    let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    kube.create_deployment(&ns, "web").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
 
     let before = deployments.get("web").await.expect("get");
     let template_annotations = |d: &Deployment| {
@@ -258,10 +278,11 @@ fn workload(kind: &str, ns: &str, name: &str) -> serde_json::Value {
 #[tokio::test]
 async fn statefulsets_and_daemonsets_restart_too() {
     let kube = FakeKube::start().await;
+    let client = client(&kube).await;
     let ns = unique("workloads");
-    create_namespace(&kube.client, &ns).await;
+    kube.create_namespace(&ns).await;
 
-    let sts: Api<StatefulSet> = Api::namespaced(kube.client.clone(), &ns);
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let obj: StatefulSet = serde_json::from_value(workload("StatefulSet", &ns, "db")).unwrap();
     sts.create(&PostParams::default(), &obj)
         .await
@@ -283,7 +304,7 @@ async fn statefulsets_and_daemonsets_restart_too() {
             .contains_key("kube.kubernetes.io/restartedAt")
     );
 
-    let ds: Api<DaemonSet> = Api::namespaced(kube.client.clone(), &ns);
+    let ds: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
     let obj: DaemonSet = serde_json::from_value(workload("DaemonSet", &ns, "agent")).unwrap();
     ds.create(&PostParams::default(), &obj)
         .await
@@ -315,9 +336,10 @@ async fn statefulsets_and_daemonsets_restart_too() {
 #[tokio::test]
 async fn leases_support_optimistic_locking_for_leader_election() {
     let kube = FakeKube::start().await;
+    let client = client(&kube).await;
     let ns = unique("lease");
-    create_namespace(&kube.client, &ns).await;
-    let leases: Api<Lease> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let lease: Lease = serde_json::from_value(serde_json::json!({
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -358,12 +380,13 @@ async fn leases_support_optimistic_locking_for_leader_election() {
 #[tokio::test]
 async fn helpers_create_listable_objects_and_refuse_duplicates() {
     let kube = FakeKube::start().await;
+    let client = client(&kube).await;
     let ns = unique("helpers");
-    create_namespace(&kube.client, &ns).await;
-    create_deployment(&kube.client, &ns, "a").await;
-    create_deployment(&kube.client, &ns, "b").await;
+    kube.create_namespace(&ns).await;
+    kube.create_deployment(&ns, "a").await;
+    kube.create_deployment(&ns, "b").await;
 
-    let namespaces: Api<Namespace> = Api::all(kube.client.clone());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
     let names: Vec<String> = namespaces
         .list(&ListParams::default())
         .await
@@ -379,7 +402,7 @@ async fn helpers_create_listable_objects_and_refuse_duplicates() {
         );
     }
 
-    let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let listed = deployments
         .list(&ListParams::default().labels("app=b"))
         .await
@@ -405,6 +428,7 @@ async fn helpers_create_listable_objects_and_refuse_duplicates() {
 #[tokio::test]
 async fn requests_need_the_kubeconfig_token_but_version_and_health_do_not() {
     let kube = FakeKube::start().await;
+    let client = client(&kube).await;
     let (code, body) = raw_request(
         &kube,
         "GET /api/v1/namespaces HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n",
@@ -427,7 +451,7 @@ async fn requests_need_the_kubeconfig_token_but_version_and_health_do_not() {
     .await;
     assert_eq!((code, body.as_str()), (200, "ok"));
 
-    let version = kube.client.apiserver_version().await.expect("/version");
+    let version = client.apiserver_version().await.expect("/version");
     assert_eq!(version.major, "1");
     assert!(kube.url().starts_with("https://127.0.0.1:"));
 }
@@ -435,7 +459,8 @@ async fn requests_need_the_kubeconfig_token_but_version_and_health_do_not() {
 #[tokio::test]
 async fn discovery_finds_the_resource_types_rotor_uses() {
     let kube = FakeKube::start().await;
-    let discovery = kube::Discovery::new(kube.client.clone())
+    let client = client(&kube).await;
+    let discovery = kube::Discovery::new(client.clone())
         .filter(&["", "apps", "coordination.k8s.io"])
         .run()
         .await
@@ -482,7 +507,7 @@ async fn plain_http_and_unknown_cas_are_refused() {
 #[tokio::test]
 async fn protobuf_bodies_are_unsupported_media() {
     let kube = FakeKube::start().await;
-    let token = kubeconfig_token(&kube);
+    let token = kube.admin_token();
     let (code, body) = raw_request(
         &kube,
         &format!(
@@ -493,16 +518,6 @@ async fn protobuf_bodies_are_unsupported_media() {
     .await;
     assert_eq!(code, 415, "{body}");
     assert!(body.contains("UnsupportedMediaType"), "{body}");
-}
-
-/// The bearer token in the server's kubeconfig.
-fn kubeconfig_token(kube: &FakeKube) -> String {
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&kube.kubeconfig).unwrap()).unwrap();
-    config["users"][0]["user"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 #[test]
@@ -551,4 +566,64 @@ async fn dropping_the_server_stops_it() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn every_request_is_recorded_with_its_user_agent() {
+    let kube = FakeKube::start().await;
+    let ns = unique("agents");
+    kube.create_namespace(&ns).await;
+    let (code, _) = raw_request(
+        &kube,
+        "GET /healthz HTTP/1.1\r\nHost: fake\r\nUser-Agent: probe/1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let seen = kube.user_agents().seen();
+    let create = seen
+        .iter()
+        .find(|s| s.request == "POST /api/v1/namespaces")
+        .expect("the namespace create was recorded");
+    assert_eq!(create.user_agent.as_deref(), Some(TESTKIT_USER_AGENT));
+    let probe = seen.last().expect("the probe was recorded");
+    assert_eq!(probe.request, "GET /healthz");
+    assert_eq!(probe.user_agent.as_deref(), Some("probe/1"));
+}
+
+#[tokio::test]
+async fn secret_applies_can_be_swallowed_or_refused() {
+    let swallowing = FakeKube::start_with(FakeKubeOptions {
+        secret_patches: SecretPatches::Unchanged,
+    })
+    .await;
+    let ns = unique("swallow");
+    swallowing.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client(&swallowing).await, &ns);
+    secrets
+        .create(&PostParams::default(), &secret(&ns, "db", "k", "old"))
+        .await
+        .expect("a create is not a patch");
+    let new = secret(&ns, "db", "k", "new");
+    let answered = rotor_apply(&secrets, &new)
+        .await
+        .expect("the apply is answered 200");
+    assert_eq!(value_of(&answered, "k"), "old");
+    assert_eq!(value_of(&secrets.get("db").await.unwrap(), "k"), "old");
+
+    let refusing = FakeKube::start_with(FakeKubeOptions {
+        secret_patches: SecretPatches::Refuse(std::sync::Arc::new(|patch| {
+            format!("denied: {}", patch["metadata"]["name"])
+        })),
+    })
+    .await;
+    refusing.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client(&refusing).await, &ns);
+    let err = rotor_apply(&secrets, &new)
+        .await
+        .expect_err("the apply is refused");
+    assert_eq!(api_code(&err), Some(422), "{err}");
+    assert!(err.to_string().contains("denied: \"db\""), "{err}");
+    assert_eq!(secrets.get_opt("db").await.unwrap(), None);
+    // Other writes are served as usual.
+    refusing.create_deployment(&ns, "web").await;
 }

@@ -16,7 +16,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use rotor_testkit::{FakeKube, create_deployment, create_namespace, unique};
+use rotor_testkit::apiserver::client_from_kubeconfig;
+use rotor_testkit::{FakeKube, unique};
 use serde_json::{Value, json};
 
 fn b64(s: &str) -> String {
@@ -74,17 +75,21 @@ fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("kubectl printed no JSON ({e}): {text}"))
 }
 
-async fn fixture(prefix: &str) -> (FakeKube, String, tempfile::TempDir) {
+/// A server with a fresh namespace, a (kube) client of it and a home for kubectl.
+async fn fixture(prefix: &str) -> (FakeKube, kube::Client, String, tempfile::TempDir) {
     let kube = FakeKube::start().await;
     let ns = unique(prefix);
-    create_namespace(&kube.client, &ns).await;
-    (kube, ns, tempfile::tempdir().expect("kubectl home"))
+    kube.create_namespace(&ns).await;
+    let client = client_from_kubeconfig(&kube.kubeconfig)
+        .await
+        .expect("client");
+    (kube, client, ns, tempfile::tempdir().expect("kubectl home"))
 }
 
 #[tokio::test]
 async fn kubectl_gets_what_a_kube_client_applied() {
-    let (kube, ns, home) = fixture("kubectl-get").await;
-    Api::<Secret>::namespaced(kube.client.clone(), &ns)
+    let (kube, client, ns, home) = fixture("kubectl-get").await;
+    Api::<Secret>::namespaced(client.clone(), &ns)
         .patch(
             "db",
             &PatchParams::apply("rotor"),
@@ -116,8 +121,8 @@ async fn kubectl_gets_what_a_kube_client_applied() {
 
 #[tokio::test]
 async fn kubectl_create_and_server_side_apply_write_string_data_as_a_real_server_keeps_it() {
-    let (kube, ns, home) = fixture("kubectl-write").await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    let (kube, client, ns, home) = fixture("kubectl-write").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let manifest = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: created\n  namespace: {ns}\n\
          stringData:\n  TOKEN: from-kubectl\n"
@@ -180,8 +185,8 @@ async fn kubectl_create_and_server_side_apply_write_string_data_as_a_real_server
 
 #[tokio::test]
 async fn kubectl_patch_and_rollout_restart_reach_kube_clients() {
-    let (kube, ns, home) = fixture("kubectl-patch").await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    let (kube, client, ns, home) = fixture("kubectl-patch").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     secrets
         .create(
             &PostParams::default(),
@@ -203,7 +208,7 @@ async fn kubectl_patch_and_rollout_restart_reach_kube_clients() {
         (&b"a"[..], &b"b"[..])
     );
 
-    create_deployment(&kube.client, &ns, "web").await;
+    kube.create_deployment(&ns, "web").await;
     let out = kubectl(
         &kube,
         home.path(),
@@ -211,7 +216,7 @@ async fn kubectl_patch_and_rollout_restart_reach_kube_clients() {
         None,
     );
     assert!(out.contains("restarted"), "{out}");
-    let template = Api::<Deployment>::namespaced(kube.client.clone(), &ns)
+    let template = Api::<Deployment>::namespaced(client.clone(), &ns)
         .get("web")
         .await
         .unwrap()
@@ -227,8 +232,8 @@ async fn kubectl_patch_and_rollout_restart_reach_kube_clients() {
 
 #[tokio::test]
 async fn kubectl_watches_what_kube_clients_change_and_typed_creates_are_refused() {
-    let (kube, ns, home) = fixture("kubectl-watch").await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    let (kube, client, ns, home) = fixture("kubectl-watch").await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let create =
         |name: &str| serde_json::from_value::<Secret>(json!({"metadata": {"name": name}})).unwrap();
     secrets

@@ -10,7 +10,7 @@ use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use rotor_testkit::apiserver::client_from_kubeconfig;
-use rotor_testkit::{FakeKube, create_namespace, unique};
+use rotor_testkit::{FakeKube, unique};
 use serde_json::{Value, json};
 
 fn secret(name: &str, value: &str) -> Secret {
@@ -28,6 +28,11 @@ fn secret(name: &str, value: &str) -> Secret {
 }
 
 /// The API's refusal: (code, reason, message).
+/// The admin's client (the kubeconfig's token).
+async fn admin(kube: &FakeKube) -> kube::Client {
+    client_from_kubeconfig(&kube.kubeconfig).await.unwrap()
+}
+
 fn refusal(err: kube::Error) -> (u16, String, String) {
     match err {
         kube::Error::Api(status) => (status.code, status.reason, status.message),
@@ -45,7 +50,7 @@ async fn world(
     verbs: &[&str],
     existing: &[&str],
 ) -> Api<Secret> {
-    create_namespace(&kube.client, ns).await;
+    kube.create_namespace(ns).await;
     kube.create_objects(&[
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": "app", "namespace": ns}}),
@@ -59,7 +64,7 @@ async fn world(
                "subjects": [{"kind": "ServiceAccount", "name": "app", "namespace": ns}]}),
     ])
     .await;
-    let admin: Api<Secret> = Api::namespaced(kube.client.clone(), ns);
+    let admin: Api<Secret> = Api::namespaced(admin(kube).await, ns);
     for name in existing {
         admin
             .create(&PostParams::default(), &secret(name, "one"))
@@ -207,7 +212,7 @@ async fn tokens_are_minted_for_existing_service_accounts_and_end_with_them() {
     let kube = FakeKube::start().await;
     let ns = unique("rbac-token");
     world(&kube, &ns, &["db"], &["get"], &[]).await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(kube.client.clone(), &ns);
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin(&kube).await, &ns);
     let request = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                          "spec": {"audiences": [], "expirationSeconds": 60}});
     let (code, reason, message) = refusal(
@@ -283,7 +288,7 @@ async fn tokens_are_minted_for_existing_service_accounts_and_end_with_them() {
 #[tokio::test]
 async fn a_new_server_has_the_bootstrap_roles_and_refuses_unknown_paths() {
     let kube = FakeKube::start().await;
-    let roles: Api<ClusterRole> = Api::all(kube.client.clone());
+    let roles: Api<ClusterRole> = Api::all(admin(&kube).await);
     for name in [
         "cluster-admin",
         "system:discovery",
@@ -311,7 +316,7 @@ async fn a_new_server_has_the_bootstrap_roles_and_refuses_unknown_paths() {
         )
     );
     // The admin may ask; the path does not exist.
-    let (code, _, _) = refusal(get(kube.client.clone(), "/metrics").await.unwrap_err());
+    let (code, _, _) = refusal(get(admin(&kube).await, "/metrics").await.unwrap_err());
     assert_eq!(code, 404);
     // Cluster-scoped resources are refused at the cluster scope.
     let (code, _, message) = refusal(

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use rotor_testkit::{FakeKube, create_namespace, unique};
+use rotor_testkit::apiserver::client_from_kubeconfig;
+use rotor_testkit::{FakeKube, unique};
 use serde_json::{Value, json};
 
 fn b64(s: &str) -> String {
@@ -54,9 +55,12 @@ fn owner_of<'a>(owners: &'a [(String, String, Value)], manager: &str) -> &'a Val
 
 async fn fixture(prefix: &str) -> (FakeKube, Api<Secret>) {
     let kube = FakeKube::start().await;
+    let client = client_from_kubeconfig(&kube.kubeconfig)
+        .await
+        .expect("client");
     let ns = unique(prefix);
-    create_namespace(&kube.client, &ns).await;
-    let secrets = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let secrets = Api::namespaced(client.clone(), &ns);
     (kube, secrets)
 }
 

@@ -12,7 +12,8 @@ use kube::api::{
 };
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
-use rotor_testkit::{FakeKube, create_namespace, unique};
+use rotor_testkit::apiserver::client_from_kubeconfig;
+use rotor_testkit::{FakeKube, unique};
 use serde_json::json;
 
 /// Longest wait for one event; a watch that delivers nothing fails the test instead of
@@ -76,9 +77,12 @@ fn value(secret: &Secret) -> String {
 #[tokio::test]
 async fn a_kube_watcher_lists_then_follows_creates_updates_and_deletes() {
     let kube = FakeKube::start().await;
+    let client = client_from_kubeconfig(&kube.kubeconfig)
+        .await
+        .expect("client");
     let ns = unique("watch");
-    create_namespace(&kube.client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     create(&secrets, secret("before", &[], "v0")).await;
 
     let mut stream = watcher::watcher(secrets.clone(), watcher::Config::default()).boxed();
@@ -129,7 +133,7 @@ async fn a_kube_watcher_lists_then_follows_creates_updates_and_deletes() {
         other => panic!("expected Delete, got {other:?}"),
     }
     // Other namespaces are not in this watch.
-    let others: Api<Secret> = Api::namespaced(kube.client.clone(), "default");
+    let others: Api<Secret> = Api::namespaced(client.clone(), "default");
     create(&others, secret("elsewhere", &[], "x")).await;
     create(&secrets, secret("last", &[], "v3")).await;
     match next_change(&mut stream, "the last Secret").await {
@@ -141,9 +145,12 @@ async fn a_kube_watcher_lists_then_follows_creates_updates_and_deletes() {
 #[tokio::test]
 async fn label_selectors_turn_changes_into_adds_and_deletes() {
     let kube = FakeKube::start().await;
+    let client = client_from_kubeconfig(&kube.kubeconfig)
+        .await
+        .expect("client");
     let ns = unique("labels");
-    create_namespace(&kube.client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let config = watcher::Config::default().labels("team=payments");
     let mut stream = watcher::watcher(secrets.clone(), config).boxed();
     assert!(matches!(
@@ -195,9 +202,12 @@ async fn label_selectors_turn_changes_into_adds_and_deletes() {
 #[tokio::test]
 async fn one_object_by_field_selector_and_namespaces_by_their_real_path() {
     let kube = FakeKube::start().await;
+    let client = client_from_kubeconfig(&kube.kubeconfig)
+        .await
+        .expect("client");
     let ns = unique("one");
-    create_namespace(&kube.client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     create(&secrets, secret("watched", &[], "a")).await;
     create(&secrets, secret("ignored", &[], "a")).await;
     let mut one = kube::runtime::watcher::watch_object(secrets.clone(), "watched").boxed();
@@ -219,7 +229,7 @@ async fn one_object_by_field_selector_and_namespaces_by_their_real_path() {
     };
     assert!(gone);
 
-    let namespaces: Api<Namespace> = Api::all(kube.client.clone());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
     let list = namespaces.list(&Default::default()).await.unwrap();
     let rv = list.metadata.resource_version.unwrap();
     let mut events = namespaces
@@ -228,7 +238,7 @@ async fn one_object_by_field_selector_and_namespaces_by_their_real_path() {
         .unwrap()
         .boxed();
     let fresh = unique("fresh");
-    create_namespace(&kube.client, &fresh).await;
+    kube.create_namespace(&fresh).await;
     match next(&mut events, "the new Namespace").await.unwrap() {
         WatchEvent::Added(n) => assert_eq!(n.name_any(), fresh),
         other => panic!("expected ADDED, got {other:?}"),
@@ -238,7 +248,10 @@ async fn one_object_by_field_selector_and_namespaces_by_their_real_path() {
 #[tokio::test]
 async fn bookmarks_timeouts_and_expired_versions() {
     let kube = FakeKube::start().await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), "default");
+    let client = client_from_kubeconfig(&kube.kubeconfig)
+        .await
+        .expect("client");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     let rv = secrets
         .list(&Default::default())
         .await
@@ -289,9 +302,12 @@ async fn bookmarks_timeouts_and_expired_versions() {
 #[tokio::test]
 async fn streaming_lists_end_their_initial_events_with_a_bookmark() {
     let kube = FakeKube::start().await;
+    let client = client_from_kubeconfig(&kube.kubeconfig)
+        .await
+        .expect("client");
     let ns = unique("stream");
-    create_namespace(&kube.client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(kube.client.clone(), &ns);
+    kube.create_namespace(&ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     create(&secrets, secret("a", &[], "1")).await;
     let config = watcher::Config::default().streaming_lists();
     let mut stream = watcher::watcher(secrets.clone(), config).boxed();

@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
 use rotor::credentials::{AuthOutcome, Credential};
 use rotor::policy::{self, ValidatedPolicy};
 use rotor::secret::{SecretMap, SecretString};
@@ -57,6 +55,8 @@ pub struct KindFixture {
     pub secret: String,
     pub rejected_code: &'static str,
     pub kube: FakeKube,
+    /// The test's own client of [`KindFixture::kube`].
+    pub kube_client: kube::Client,
     pub vault: Vault,
     pub dir: tempfile::TempDir,
     pub policy: ValidatedPolicy,
@@ -275,7 +275,8 @@ impl KindFixture {
             .expect("seed canonical credential");
         let kube = FakeKube::start().await;
         let namespace = name.clone();
-        rotor_testkit::create_namespace(&kube.client, &namespace).await;
+        kube.create_namespace(&namespace).await;
+        let kube_client = super::kube_client(&kube).await;
 
         let keys = policy::CredentialKind::from_name(setup.kind)
             .expect("a credential kind")
@@ -314,6 +315,7 @@ impl KindFixture {
             namespace,
             secret,
             kube,
+            kube_client,
             vault,
             dir,
             policy,
@@ -425,16 +427,7 @@ impl KindFixture {
 
     /// The consumer Secret's data.
     pub async fn secret_data(&self) -> Option<BTreeMap<String, String>> {
-        let api: Api<Secret> = Api::namespaced(self.kube.client.clone(), &self.namespace);
-        let secret = api.get_opt(&self.secret).await.expect("get secret")?;
-        Some(
-            secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
-                .collect(),
-        )
+        super::kube_clients::secret_data(&self.kube_client, &self.namespace, &self.secret).await
     }
 
     /// Vault's current value works, holds every documented key, and is what the

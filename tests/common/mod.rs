@@ -6,12 +6,12 @@
 pub mod agent;
 pub mod fake_exec;
 pub mod kinds;
+pub mod kube_clients;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use rotor::credentials::AuthOutcome;
 use rotor::credentials::postgres::PostgresTarget;
@@ -19,6 +19,9 @@ use rotor::credentials::target::TargetTls;
 use rotor::secret::{SecretMap, SecretString};
 use rotor::vault::{Vault, VaultConfig};
 use rotor_testkit::{FakeKube, stack};
+
+#[allow(unused_imports)] // Each test binary uses a different part of the fixture.
+pub use kube_clients::{kube_client, rotor_kube_client};
 
 /// One policy's world: a PostgreSQL role, its canonical copy in Vault, a namespace
 /// with a Deployment, and a policy file.
@@ -32,6 +35,8 @@ pub struct Fixture {
     pub admin_path: String,
     pub initial: String,
     pub kube: FakeKube,
+    /// The test's own client of [`Fixture::kube`] ([`kube_client`]).
+    pub kube_client: kube::Client,
     pub vault: Vault,
     pub admin: PostgresTarget,
     pub dir: tempfile::TempDir,
@@ -54,6 +59,16 @@ pub fn vault() -> Vault {
         ..VaultConfig::from_env()
     };
     Vault::connect(&config).expect("Vault client")
+}
+
+/// An [`rotor_testkit::HttpRecorder`] in front of the stack's OpenBao: give its URL to
+/// rotor as `VAULT_ADDR` to see what reached Vault.
+pub fn vault_recorder() -> rotor_testkit::HttpRecorder {
+    let addr = url::Url::parse(&stack().vault_addr)
+        .expect("VAULT_ADDR is a URL")
+        .socket_addrs(|| None)
+        .expect("OpenBao's address")[0];
+    rotor_testkit::HttpRecorder::start(addr)
 }
 
 /// The quarantine records rotor keeps in the stack's Vault (`secret/rotor/quarantine/`).
@@ -123,8 +138,9 @@ impl Fixture {
         let kube = FakeKube::start().await;
         let namespace = name.clone();
         let deployment = "api".to_owned();
-        rotor_testkit::create_namespace(&kube.client, &namespace).await;
-        rotor_testkit::create_deployment(&kube.client, &namespace, &deployment).await;
+        kube.create_namespace(&namespace).await;
+        kube.create_deployment(&namespace, &deployment).await;
+        let kube_client = kube_client(&kube).await;
 
         let dir = tempfile::tempdir().expect("tempdir");
         let fixture = Fixture {
@@ -137,6 +153,7 @@ impl Fixture {
             admin_path,
             initial,
             kube,
+            kube_client,
             vault,
             admin,
             dir,
@@ -267,22 +284,13 @@ spec:
     }
 
     pub async fn secret_data(&self) -> Option<std::collections::BTreeMap<String, String>> {
-        let api: Api<Secret> = Api::namespaced(self.kube.client.clone(), &self.namespace);
-        let secret = api.get_opt(&self.secret).await.expect("get secret")?;
-        Some(
-            secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8")))
-                .collect(),
-        )
+        kube_clients::secret_data(&self.kube_client, &self.namespace, &self.secret).await
     }
 
     pub async fn restarted_at(&self) -> Option<String> {
-        let api: Api<Deployment> = Api::namespaced(self.kube.client.clone(), &self.namespace);
+        let api: Api<Deployment> = Api::namespaced(self.kube_client.clone(), &self.namespace);
         let d = api.get(&self.deployment).await.expect("get deployment");
-        d.spec?
+        d.spec
             .template
             .metadata?
             .annotations?
@@ -292,10 +300,10 @@ spec:
 
     /// The pod-template annotation rotor sets to the data hash it restarted for.
     pub async fn restart_marker(&self) -> Option<String> {
-        let api: Api<Deployment> = Api::namespaced(self.kube.client.clone(), &self.namespace);
+        let api: Api<Deployment> = Api::namespaced(self.kube_client.clone(), &self.namespace);
         let d = api.get(&self.deployment).await.expect("get deployment");
         let key = rotor::consumers::kubernetes::restart_annotation_key(&self.secret);
-        d.spec?.template.metadata?.annotations?.get(&key).cloned()
+        d.spec.template.metadata?.annotations?.get(&key).cloned()
     }
 
     /// Every password value this fixture has seen, for canary checks.

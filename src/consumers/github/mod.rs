@@ -39,8 +39,6 @@ use crate::policy::{GithubConsumer, GithubVisibility};
 pub const API_VERSION: &str = "2022-11-28";
 /// Largest secret value GitHub stores, in bytes (48 KB).
 pub const MAX_VALUE_BYTES: usize = 48 * 1024;
-/// The `User-Agent` of every request (GitHub refuses requests without one).
-pub const USER_AGENT: &str = concat!("rotor/", env!("CARGO_PKG_VERSION"));
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest GitHub error message kept in an error (in characters).
@@ -48,7 +46,8 @@ const MAX_MESSAGE_CHARS: usize = 300;
 
 /// One HTTP client for every GitHub consumer: rustls, 10 s to connect, 30 s per
 /// request, no redirects, and the headers GitHub asks for (`Accept:
-/// application/vnd.github+json`, `X-GitHub-Api-Version`, [`USER_AGENT`]).
+/// application/vnd.github+json`, `X-GitHub-Api-Version`, and rotor's
+/// [`crate::outside::USER_AGENT`]: GitHub refuses requests without one).
 #[derive(Clone)]
 pub struct GithubClient {
     http: reqwest::Client,
@@ -82,7 +81,7 @@ impl GithubClient {
             HeaderValue::from_static(API_VERSION),
         );
         let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
+            .user_agent(crate::outside::USER_AGENT)
             .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
             .timeout(crate::outside::call_timeout())

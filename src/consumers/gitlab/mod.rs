@@ -100,7 +100,7 @@ impl GitlabClient {
             .connect_timeout(CONNECT_TIMEOUT.min(crate::outside::call_timeout()))
             .timeout(crate::outside::call_timeout())
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("rotor/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::outside::USER_AGENT)
             .build()
             .map_err(GitlabError::Client)?;
         Ok(GitlabClient { http })

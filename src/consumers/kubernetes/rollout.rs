@@ -142,24 +142,18 @@ trait PodTemplated {
 
 impl PodTemplated for Deployment {
     fn template_meta(&self) -> Option<&ObjectMeta> {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
+        self.spec.template.metadata.as_ref()
     }
 }
 
 impl PodTemplated for StatefulSet {
     fn template_meta(&self) -> Option<&ObjectMeta> {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
+        self.spec.template.metadata.as_ref()
     }
 }
 
 impl PodTemplated for DaemonSet {
     fn template_meta(&self) -> Option<&ObjectMeta> {
-        self.spec
-            .as_ref()
-            .and_then(|s| s.template.metadata.as_ref())
+        self.spec.template.metadata.as_ref()
     }
 }

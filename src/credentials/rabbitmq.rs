@@ -686,6 +686,7 @@ fn salted_hash(salt: [u8; 4], password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(out)
 }
 
+/// RabbitMQ users have no login flag to lift: the default [`PasswordTarget::enable`].
 impl PasswordTarget for RabbitmqTarget {
     async fn set_password(
         &self,
@@ -700,10 +701,6 @@ impl PasswordTarget for RabbitmqTarget {
         Ok(format!(
             "user {user}: password replaced by an unknown random one (tags kept)"
         ))
-    }
-
-    async fn enable(&self, _user: &str) -> Result<Option<String>, CredentialError> {
-        Ok(None)
     }
 
     async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {

@@ -285,6 +285,7 @@ impl UserpassAccounts {
     }
 }
 
+/// Userpass users have no login flag to lift: the default [`PasswordTarget::enable`].
 impl PasswordTarget for UserpassAccounts {
     async fn set_password(
         &self,
@@ -300,10 +301,6 @@ impl PasswordTarget for UserpassAccounts {
             "userpass user {user} on auth/{}: password replaced by an unknown random one (user and policies kept)",
             self.mount
         ))
-    }
-
-    async fn enable(&self, _user: &str) -> Result<Option<String>, CredentialError> {
-        Ok(None)
     }
 
     async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {

@@ -42,9 +42,11 @@ pub(crate) trait PasswordTarget {
     async fn disable(&self, user: &str, unknown: &SecretString) -> Result<String, CredentialError>;
 
     /// Undoes the account-level part of [`PasswordTarget::disable`] (login allowed, lock
-    /// lifted, user on); no password works until the next one is set. `None` when the
-    /// kind has no such flag.
-    async fn enable(&self, user: &str) -> Result<Option<String>, CredentialError>;
+    /// lifted, user on); no password works until the next one is set. `None` (the
+    /// default) when the kind has no such flag.
+    async fn enable(&self, _user: &str) -> Result<Option<String>, CredentialError> {
+        Ok(None)
+    }
 
     /// Tries `password` for `user` against the target.
     async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome;
@@ -76,8 +78,10 @@ pub(crate) trait IssuingTarget {
     async fn login(&self, value: &SecretMap) -> AuthOutcome;
 
     /// Ends the sessions opened with the credential before `cutoff` and returns how
-    /// many (0 where the target has none rotor can see).
-    async fn terminate(&self, cutoff: Option<SystemTime>) -> Result<u64, CredentialError>;
+    /// many (0, the default, where the target has none rotor can see).
+    async fn terminate(&self, _cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
+        Ok(0)
+    }
 }
 
 /// The password kinds' systems.

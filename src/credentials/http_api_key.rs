@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
@@ -576,6 +576,7 @@ fn field_text(json: &Value, field: &str, status: u16) -> Result<SecretString, Ht
     }
 }
 
+/// API keys have no sessions rotor can see: the default [`IssuingTarget::terminate`].
 impl IssuingTarget for HttpApiKeyTarget {
     async fn issue(
         &self,
@@ -592,11 +593,6 @@ impl IssuingTarget for HttpApiKeyTarget {
 
     async fn login(&self, value: &SecretMap) -> AuthOutcome {
         HttpApiKeyTarget::login(self, value).await
-    }
-
-    /// API keys have no sessions rotor can see.
-    async fn terminate(&self, _cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
-        Ok(0)
     }
 }
 

@@ -374,16 +374,10 @@ impl RabbitmqTarget {
             api: self.api_base(),
             source,
         };
-        let response = self
+        let request = self
             .admin_request(reqwest::Method::PUT, &["users", user])
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| set_error(HttpFailure::transport(e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(set_error(status_failure(response).await));
-        }
+            .json(&body);
+        send(request).await.map_err(set_error)?;
         info!(user = %user, api = %self.api_base(), tags = %tags, "RabbitMQ password set.");
         Ok(())
     }
@@ -527,17 +521,12 @@ impl RabbitmqTarget {
             api: self.api_base(),
             source,
         };
-        let response = self
-            .admin_request(reqwest::Method::GET, &["connections", name])
-            .send()
-            .await
-            .map_err(|e| list_error(HttpFailure::transport(e)))?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !response.status().is_success() {
-            return Err(list_error(status_failure(response).await));
-        }
+        let request = self.admin_request(reqwest::Method::GET, &["connections", name]);
+        let response = match send(request).await {
+            // Not in the statistics database (yet).
+            Err(HttpFailure::Status { status: 404, .. }) => return Ok(None),
+            sent => sent.map_err(list_error)?,
+        };
         let json: serde_json::Value = response
             .json()
             .await
@@ -614,6 +603,18 @@ fn classify_whoami(status: StatusCode, body: &str) -> AuthOutcome {
     }
 }
 
+/// Sends a request the crate's client does not offer: no answer is
+/// [`HttpFailure::Transport`] (counted when it is a timeout), an answer other than 2xx
+/// is [`status_failure`].
+async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, HttpFailure> {
+    let response = request.send().await.map_err(HttpFailure::transport)?;
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(status_failure(response).await)
+    }
+}
+
 /// The status and the broker's `reason` of a failed response.
 async fn status_failure(response: reqwest::Response) -> HttpFailure {
     let status = response.status().as_u16();
@@ -687,6 +688,7 @@ fn salted_hash(salt: [u8; 4], password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(out)
 }
 
+/// RabbitMQ users have no login flag to lift: the default [`PasswordTarget::enable`].
 impl PasswordTarget for RabbitmqTarget {
     async fn set_password(
         &self,
@@ -701,10 +703,6 @@ impl PasswordTarget for RabbitmqTarget {
         Ok(format!(
             "user {user}: password replaced by an unknown random one (tags kept)"
         ))
-    }
-
-    async fn enable(&self, _user: &str) -> Result<Option<String>, CredentialError> {
-        Ok(None)
     }
 
     async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {

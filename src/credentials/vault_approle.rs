@@ -25,8 +25,8 @@ use tracing::{debug, info};
 
 use super::adapters::IssuingTarget;
 use super::vault_userpass::{
-    WipedJson, api_error, as_rotor, check_mount, check_segment, non_empty, normalize_mount,
-    probe_login, revoke_login_tokens, str_field,
+    MountEntry, WipedJson, api_error, as_rotor, check_mount, non_empty, probe_login,
+    revoke_entry_logins, str_field,
 };
 use super::{AuthOutcome, CredentialError};
 use crate::secret::{SecretMap, SecretString};
@@ -38,8 +38,7 @@ pub use super::vault_userpass::VaultAuthError;
 #[derive(Debug, Clone)]
 pub struct ApproleTarget {
     vault: Vault,
-    mount: String,
-    role: String,
+    role: MountEntry,
     metadata: BTreeMap<String, String>,
 }
 
@@ -49,31 +48,21 @@ impl ApproleTarget {
     pub fn new(vault: Vault, mount: &str, role: &str, metadata: &BTreeMap<String, String>) -> Self {
         Self {
             vault,
-            mount: normalize_mount(mount),
-            role: role.to_owned(),
+            role: MountEntry::new(mount, "role", "role", role),
             metadata: metadata.clone(),
         }
     }
 
-    fn check(&self) -> Result<(), VaultAuthError> {
-        check_mount(&self.mount)?;
-        check_segment("role", &self.role)
-    }
-
-    fn role_path(&self) -> String {
-        format!("auth/{}/role/{}", self.mount, self.role)
-    }
-
     fn role_not_found(&self) -> VaultAuthError {
         VaultAuthError::RoleNotFound {
-            mount: self.mount.clone(),
-            role: self.role.clone(),
+            mount: self.role.mount.clone(),
+            role: self.role.name.clone(),
         }
     }
 
     /// The role-id, `None` when the role does not exist (a missing mount is an error).
     async fn role_id(&self) -> Result<Option<SecretString>, VaultAuthError> {
-        let path = format!("{}/role-id", self.role_path());
+        let path = format!("{}/role-id", self.role.path());
         let (operation, resp) = as_rotor(&self.vault, Method::GET, &path, None).await?;
         match resp.status {
             200..=299 => {
@@ -98,7 +87,7 @@ impl ApproleTarget {
     /// `secretIdAccessor`. Earlier secret-ids keep working. Fails with
     /// [`VaultAuthError::RoleNotFound`] when the role does not exist.
     pub async fn issue(&self, rotation_id: &str) -> Result<SecretMap, VaultAuthError> {
-        self.check()?;
+        self.role.check()?;
         let role_id = self.role_id().await?.ok_or_else(|| self.role_not_found())?;
         let mut metadata: Map<String, Value> = self
             .metadata
@@ -111,7 +100,7 @@ impl ApproleTarget {
         );
         // The API takes the metadata as a JSON-encoded string.
         let body = json!({ "metadata": Value::Object(metadata).to_string() });
-        let path = format!("{}/secret-id", self.role_path());
+        let path = format!("{}/secret-id", self.role.path());
         let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body)).await?;
         if resp.status == 404 {
             return Err(self.role_not_found());
@@ -135,7 +124,7 @@ impl ApproleTarget {
         value.insert("roleId", role_id);
         value.insert("secretId", SecretString::from(secret_id.to_owned()));
         value.insert("secretIdAccessor", SecretString::from(accessor.to_owned()));
-        info!(mount = %self.mount, role = %self.role, rotation = %rotation_id, "AppRole secret-id issued.");
+        info!(mount = %self.role.mount, role = %self.role.name, rotation = %rotation_id, "AppRole secret-id issued.");
         Ok(value)
     }
 
@@ -143,19 +132,19 @@ impl ApproleTarget {
     /// (`secret-id-accessor/destroy`), else by `secretId` (`secret-id/destroy`).
     /// Idempotent: a secret-id that is already gone, or whose role was deleted, is `Ok`.
     pub async fn destroy(&self, value: &SecretMap) -> Result<(), VaultAuthError> {
-        self.check()?;
+        self.role.check()?;
         if let Some(accessor) = non_empty(value, "secretIdAccessor") {
             let accessor = accessor.expose_secret();
-            let path = format!("{}/secret-id-accessor/destroy", self.role_path());
+            let path = format!("{}/secret-id-accessor/destroy", self.role.path());
             let body = json!({ "secret_id_accessor": accessor });
             let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body)).await?;
             if resp.is_success() {
-                info!(mount = %self.mount, role = %self.role, "AppRole secret-id destroyed.");
+                info!(mount = %self.role.mount, role = %self.role.name, "AppRole secret-id destroyed.");
                 return Ok(());
             }
             let err = api_error(operation, &resp, &[accessor]);
             if self.accessor_gone(accessor).await {
-                debug!(mount = %self.mount, role = %self.role, "AppRole secret-id was already destroyed.");
+                debug!(mount = %self.role.mount, role = %self.role.name, "AppRole secret-id was already destroyed.");
                 return Ok(());
             }
             return Err(err);
@@ -166,17 +155,17 @@ impl ApproleTarget {
                 key: "secretIdAccessor",
             });
         };
-        let path = format!("{}/secret-id/destroy", self.role_path());
+        let path = format!("{}/secret-id/destroy", self.role.path());
         let body = WipedJson(json!({ "secret_id": secret_id.expose_secret() }));
         let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body.0)).await?;
         // An unknown secret-id answers 204 as well.
         if resp.is_success() {
-            info!(mount = %self.mount, role = %self.role, "AppRole secret-id destroyed.");
+            info!(mount = %self.role.mount, role = %self.role.name, "AppRole secret-id destroyed.");
             return Ok(());
         }
         let err = api_error(operation, &resp, &[secret_id.expose_secret()]);
         if let Ok(None) = self.role_id().await {
-            debug!(mount = %self.mount, role = %self.role, "AppRole role is gone, and its secret-ids with it.");
+            debug!(mount = %self.role.mount, role = %self.role.name, "AppRole role is gone, and its secret-ids with it.");
             return Ok(());
         }
         Err(err)
@@ -188,7 +177,7 @@ impl ApproleTarget {
         if let Ok(None) = self.role_id().await {
             return true;
         }
-        let path = format!("{}/secret-id-accessor/lookup", self.role_path());
+        let path = format!("{}/secret-id-accessor/lookup", self.role.path());
         let body = json!({ "secret_id_accessor": accessor });
         matches!(
             self.vault
@@ -203,7 +192,7 @@ impl ApproleTarget {
     /// (OpenBao: `invalid role or secret ID`) is [`AuthOutcome::Rejected`] with code
     /// `"400"`; anything else is [`AuthOutcome::Unreachable`]. Never panics.
     pub async fn login(&self, value: &SecretMap) -> AuthOutcome {
-        if let Err(e) = check_mount(&self.mount) {
+        if let Err(e) = check_mount(&self.role.mount) {
             return AuthOutcome::Unreachable {
                 reason: e.to_string(),
             };
@@ -215,7 +204,7 @@ impl ApproleTarget {
                 reason: "the value has no roleId or no secretId".into(),
             };
         };
-        let path = format!("auth/{}/login", self.mount);
+        let path = format!("auth/{}/login", self.role.mount);
         let body = WipedJson(json!({
             "role_id": role_id.expose_secret(),
             "secret_id": secret_id.expose_secret(),
@@ -237,17 +226,15 @@ impl ApproleTarget {
         &self,
         cutoff: Option<SystemTime>,
     ) -> Result<u64, VaultAuthError> {
-        self.check()?;
-        let login_path = format!("auth/{}/login", self.mount);
-        let revoked = revoke_login_tokens(&self.vault, cutoff, |data| {
-            str_field(data, "path") == Some(login_path.as_str())
+        let revoked = revoke_entry_logins(&self.vault, &self.role, cutoff, |rest, data| {
+            rest.is_empty()
                 && data
                     .get("meta")
                     .and_then(|meta| str_field(meta, "role_name"))
-                    == Some(self.role.as_str())
+                    == Some(self.role.name.as_str())
         })
         .await?;
-        info!(mount = %self.mount, role = %self.role, tokens = revoked, "AppRole login tokens revoked.");
+        info!(mount = %self.role.mount, role = %self.role.name, tokens = revoked, "AppRole login tokens revoked.");
         Ok(revoked)
     }
 }

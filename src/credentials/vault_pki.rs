@@ -592,6 +592,7 @@ fn rfc3339(t: ASN1Time) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// Certificates have no sessions rotor can see: the default [`IssuingTarget::terminate`].
 impl IssuingTarget for PkiTarget {
     async fn issue(
         &self,
@@ -611,11 +612,6 @@ impl IssuingTarget for PkiTarget {
 
     async fn login(&self, value: &SecretMap) -> AuthOutcome {
         self.check(value).await
-    }
-
-    /// Certificates have no sessions rotor can see.
-    async fn terminate(&self, _cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
-        Ok(0)
     }
 }
 

@@ -16,7 +16,7 @@
 //!   token is invalid: a live token whose policies lack `lookup-self` (no `default`
 //!   policy) is never reported dead. A token with a use limit spends one use per probe.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use reqwest::Method;
 use secrecy::ExposeSecret;
@@ -297,6 +297,8 @@ impl TokenTarget {
     }
 }
 
+/// Revoking a token revokes its children, so there are no other sessions to end: the
+/// default [`IssuingTarget::terminate`].
 impl IssuingTarget for TokenTarget {
     async fn issue(
         &self,
@@ -313,11 +315,6 @@ impl IssuingTarget for TokenTarget {
 
     async fn login(&self, value: &SecretMap) -> AuthOutcome {
         TokenTarget::login(self, value).await
-    }
-
-    /// Revoking a token revokes its children: no other sessions.
-    async fn terminate(&self, _cutoff: Option<SystemTime>) -> Result<u64, CredentialError> {
-        Ok(0)
     }
 }
 

@@ -154,8 +154,7 @@ impl VaultAuthError {
 #[derive(Debug, Clone)]
 pub struct UserpassTarget {
     vault: Vault,
-    mount: String,
-    username: String,
+    user: MountEntry,
 }
 
 impl UserpassTarget {
@@ -164,25 +163,15 @@ impl UserpassTarget {
     pub fn new(vault: Vault, mount: &str, username: &str) -> Self {
         Self {
             vault,
-            mount: normalize_mount(mount),
-            username: username.to_owned(),
+            user: MountEntry::new(mount, "users", "username", username),
         }
-    }
-
-    fn check(&self) -> Result<(), VaultAuthError> {
-        check_mount(&self.mount)?;
-        check_segment("username", &self.username)
-    }
-
-    fn user_path(&self) -> String {
-        format!("auth/{}/users/{}", self.mount, self.username)
     }
 
     /// Whether the user exists (`GET auth/<mount>/users/<user>`). A missing mount is an
     /// error, not `false`.
     pub async fn user_exists(&self) -> Result<bool, VaultAuthError> {
-        self.check()?;
-        let path = self.user_path();
+        self.user.check()?;
+        let path = self.user.path();
         let (operation, resp) = as_rotor(&self.vault, Method::GET, &path, None).await?;
         match resp.status {
             200..=299 => Ok(true),
@@ -196,27 +185,27 @@ impl UserpassTarget {
     /// Sets the user's password (`POST auth/<mount>/users/<user>/password`). Idempotent.
     /// Fails with [`VaultAuthError::UserNotFound`] when the user does not exist.
     pub async fn set_password(&self, password: &SecretString) -> Result<(), VaultAuthError> {
-        self.check()?;
+        self.user.check()?;
         if password.expose_secret().is_empty() {
             return Err(VaultAuthError::EmptyPassword {
-                mount: self.mount.clone(),
-                username: self.username.clone(),
+                mount: self.user.mount.clone(),
+                username: self.user.name.clone(),
             });
         }
-        let path = format!("{}/password", self.user_path());
+        let path = format!("{}/password", self.user.path());
         let body = WipedJson(json!({ "password": password.expose_secret() }));
         let (operation, resp) = as_rotor(&self.vault, Method::POST, &path, Some(&body.0)).await?;
         drop(body);
         if resp.is_success() {
-            info!(mount = %self.mount, user = %self.username, "Userpass password set.");
+            info!(mount = %self.user.mount, user = %self.user.name, "Userpass password set.");
             return Ok(());
         }
         let err = api_error(operation, &resp, &[password.expose_secret()]);
         // OpenBao answers 500 "username does not exist" for a missing user.
         if let Ok(false) = self.user_exists().await {
             return Err(VaultAuthError::UserNotFound {
-                mount: self.mount.clone(),
-                username: self.username.clone(),
+                mount: self.user.mount.clone(),
+                username: self.user.name.clone(),
             });
         }
         Err(err)
@@ -228,12 +217,12 @@ impl UserpassTarget {
     /// [`AuthOutcome::Rejected`] with code `"400"`; anything else (no answer, 5xx, 403
     /// for a missing mount) is [`AuthOutcome::Unreachable`]. Never panics.
     pub async fn login(&self, password: &SecretString) -> AuthOutcome {
-        if let Err(e) = self.check() {
+        if let Err(e) = self.user.check() {
             return AuthOutcome::Unreachable {
                 reason: e.to_string(),
             };
         }
-        let path = format!("auth/{}/login/{}", self.mount, self.username);
+        let path = format!("auth/{}/login/{}", self.user.mount, self.user.name);
         let body = WipedJson(json!({ "password": password.expose_secret() }));
         probe_login(&self.vault, &path, &body.0, &[password.expose_secret()]).await
     }
@@ -251,16 +240,13 @@ impl UserpassTarget {
         &self,
         cutoff: Option<SystemTime>,
     ) -> Result<u64, VaultAuthError> {
-        self.check()?;
-        let prefix = format!("auth/{}/login/", self.mount);
-        let revoked = revoke_login_tokens(&self.vault, cutoff, |data| {
-            str_field(data, "path")
-                .and_then(|p| p.strip_prefix(&prefix))
+        let revoked = revoke_entry_logins(&self.vault, &self.user, cutoff, |rest, _| {
+            rest.strip_prefix('/')
                 // userpass lower-cases user names, the recorded path keeps the case sent.
-                .is_some_and(|user| user.eq_ignore_ascii_case(&self.username))
+                .is_some_and(|user| user.eq_ignore_ascii_case(&self.user.name))
         })
         .await?;
-        info!(mount = %self.mount, user = %self.username, tokens = revoked, "Userpass login tokens revoked.");
+        info!(mount = %self.user.mount, user = %self.user.name, tokens = revoked, "Userpass login tokens revoked.");
         Ok(revoked)
     }
 }
@@ -285,6 +271,7 @@ impl UserpassAccounts {
     }
 }
 
+/// Userpass users have no login flag to lift: the default [`PasswordTarget::enable`].
 impl PasswordTarget for UserpassAccounts {
     async fn set_password(
         &self,
@@ -300,10 +287,6 @@ impl PasswordTarget for UserpassAccounts {
             "userpass user {user} on auth/{}: password replaced by an unknown random one (user and policies kept)",
             self.mount
         ))
-    }
-
-    async fn enable(&self, _user: &str) -> Result<Option<String>, CredentialError> {
-        Ok(None)
     }
 
     async fn login(&self, user: &str, password: &SecretString) -> AuthOutcome {
@@ -332,8 +315,69 @@ impl Drop for WipedJson {
     }
 }
 
+/// A named entry of a Vault auth mount (a userpass user, an AppRole role): the mount,
+/// slashes around it trimmed, and the name. Both are checked by each call, not here.
+#[derive(Debug, Clone)]
+pub(crate) struct MountEntry {
+    /// The auth mount, e.g. `userpass`.
+    pub(crate) mount: String,
+    /// The user's or role's name.
+    pub(crate) name: String,
+    /// The mount's path to its entries: `users`, `role`.
+    collection: &'static str,
+    /// What the name is, for errors: `username`, `role`.
+    what: &'static str,
+}
+
+impl MountEntry {
+    /// The entry `name` (a `what`) under `auth/<mount>/<collection>/`.
+    pub(crate) fn new(
+        mount: &str,
+        collection: &'static str,
+        what: &'static str,
+        name: &str,
+    ) -> Self {
+        MountEntry {
+            mount: normalize_mount(mount),
+            name: name.to_owned(),
+            collection,
+            what,
+        }
+    }
+
+    /// Whether the mount and the name can be used in a Vault path.
+    pub(crate) fn check(&self) -> Result<(), VaultAuthError> {
+        check_mount(&self.mount)?;
+        check_segment(self.what, &self.name)
+    }
+
+    /// `auth/<mount>/<collection>/<name>`.
+    pub(crate) fn path(&self) -> String {
+        format!("auth/{}/{}/{}", self.mount, self.collection, self.name)
+    }
+}
+
+/// Checks `entry`, then revokes the tokens of logins on its mount with
+/// [`revoke_login_tokens`]: those whose `path` starts with `auth/<mount>/login` and that
+/// `matches`, given the rest of the path and the token's lookup data.
+pub(crate) async fn revoke_entry_logins(
+    vault: &Vault,
+    entry: &MountEntry,
+    cutoff: Option<SystemTime>,
+    matches: impl Fn(&str, &Value) -> bool,
+) -> Result<u64, VaultAuthError> {
+    entry.check()?;
+    let login = format!("auth/{}/login", entry.mount);
+    revoke_login_tokens(vault, cutoff, |data| {
+        str_field(data, "path")
+            .and_then(|path| path.strip_prefix(&login))
+            .is_some_and(|rest| matches(rest, data))
+    })
+    .await
+}
+
 /// Trims slashes around a mount path (`/userpass/` → `userpass`).
-pub(crate) fn normalize_mount(mount: &str) -> String {
+fn normalize_mount(mount: &str) -> String {
     mount.trim_matches('/').to_owned()
 }
 
@@ -591,7 +635,7 @@ fn issued_before(data: &Value, cutoff: Option<SystemTime>) -> bool {
 /// whose lookup data `matches` and that were issued before `cutoff`. Tokens that vanish
 /// during the scan are skipped. Keeps going after a failed lookup or revoke and then
 /// returns the first error (what was revoked stays revoked; a retry finds the rest).
-pub(crate) async fn revoke_login_tokens<F>(
+async fn revoke_login_tokens<F>(
     vault: &Vault,
     cutoff: Option<SystemTime>,
     matches: F,
@@ -664,14 +708,10 @@ async fn revoke_if<F>(
 where
     F: Fn(&Value) -> bool,
 {
+    // Both calls send the accessor to `auth/token/<call>-accessor` with rotor's token.
     let body = json!({ "accessor": accessor });
-    let (operation, resp) = as_rotor(
-        vault,
-        Method::POST,
-        "auth/token/lookup-accessor",
-        Some(&body),
-    )
-    .await?;
+    let by_accessor = |path| as_rotor(vault, Method::POST, path, Some(&body));
+    let (operation, resp) = by_accessor("auth/token/lookup-accessor").await?;
     match resp.status {
         200..=299 => {}
         // "invalid accessor": the token expired or was revoked since the list.
@@ -683,13 +723,7 @@ where
     if !matches(data) || !issued_before(data, cutoff) {
         return Ok(false);
     }
-    let (operation, resp) = as_rotor(
-        vault,
-        Method::POST,
-        "auth/token/revoke-accessor",
-        Some(&body),
-    )
-    .await?;
+    let (operation, resp) = by_accessor("auth/token/revoke-accessor").await?;
     if !resp.is_success() {
         return Err(api_error(operation, &resp, &[]));
     }

@@ -12,6 +12,7 @@ use tracing::warn;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::MysqlError;
+use crate::credentials::target::check_name;
 use crate::secret::SecretString;
 
 /// How long [`super::MysqlTarget::terminate_sessions`] waits for killed sessions to be gone.
@@ -120,17 +121,18 @@ fn quote_ident(ident: &str) -> String {
     format!("`{}`", ident.replace('`', "``"))
 }
 
+/// Names longer than the server allows need no check: the server refuses them itself
+/// (no silent truncation).
 pub(super) fn validate_user(user: &str) -> Result<(), MysqlError> {
-    let reason = if user.is_empty() {
-        // The anonymous account: never a rotation target.
-        "empty (the anonymous account)"
-    } else if user.contains('\0') {
-        "contains a NUL character"
-    } else {
-        // Longer names are refused by the server itself (no silent truncation).
-        return Ok(());
-    };
-    Err(MysqlError::InvalidUserName {
+    check_name(
+        user,
+        &[
+            // The anonymous account: never a rotation target.
+            (str::is_empty, "empty (the anonymous account)"),
+            (|user| user.contains('\0'), "contains a NUL character"),
+        ],
+    )
+    .map_err(|reason| MysqlError::InvalidUserName {
         user: user.to_owned(),
         reason,
     })

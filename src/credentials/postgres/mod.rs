@@ -38,7 +38,7 @@ use super::CredentialError;
 use super::adapters::PasswordTarget;
 use super::target::{
     AbortOnDrop, AdminLogin, AuthOutcome, CallTimeout, Endpoint, TargetTls, TlsSetupError,
-    admin_login, endpoint_accessors, log_login,
+    admin_login, check_name, endpoint_accessors, log_login,
 };
 use crate::outside::System;
 use crate::secret::{SecretMap, SecretString};
@@ -606,16 +606,18 @@ fn classify_login_error(error: &tokio_postgres::Error) -> AuthOutcome {
 }
 
 fn validate_role(role: &str) -> Result<(), PostgresError> {
-    let reason = if role.is_empty() {
-        "empty"
-    } else if role.len() > MAX_ROLE_NAME_BYTES {
-        "longer than 63 bytes (PostgreSQL would truncate it)"
-    } else if role.contains('\0') {
-        "contains a NUL character"
-    } else {
-        return Ok(());
-    };
-    Err(PostgresError::InvalidRoleName {
+    check_name(
+        role,
+        &[
+            (str::is_empty, "empty"),
+            (
+                |role| role.len() > MAX_ROLE_NAME_BYTES,
+                "longer than 63 bytes (PostgreSQL would truncate it)",
+            ),
+            (|role| role.contains('\0'), "contains a NUL character"),
+        ],
+    )
+    .map_err(|reason| PostgresError::InvalidRoleName {
         role: role.to_owned(),
         reason,
     })

@@ -6,6 +6,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 use super::{RedisError, RedisTarget, Session};
+use crate::credentials::target::check_name;
 use crate::secret::SecretString;
 
 /// `ACL SETUSER <user> <rules…>`. The caller maps the error: a rule may hold a password
@@ -51,14 +52,17 @@ impl RedisTarget {
 /// Redis refuses user names with spaces or NUL; other control characters would corrupt
 /// the ACL file.
 pub(super) fn validate_user(user: &str) -> Result<(), RedisError> {
-    let reason = if user.is_empty() {
-        "it is empty"
-    } else if user.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        "it contains whitespace or control characters"
-    } else {
-        return Ok(());
-    };
-    Err(RedisError::InvalidUserName {
+    check_name(
+        user,
+        &[
+            (str::is_empty, "it is empty"),
+            (
+                |user| user.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "it contains whitespace or control characters",
+            ),
+        ],
+    )
+    .map_err(|reason| RedisError::InvalidUserName {
         user: user.to_owned(),
         reason,
     })

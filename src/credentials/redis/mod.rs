@@ -343,24 +343,25 @@ impl RedisTarget {
         user: &str,
         password: &SecretString,
     ) -> Result<(), RedisError> {
-        validate_user(user)?;
-        let hash = password_hash(user, password)?;
         let added = self
-            .with_user("add password", user, async |session: &mut Session, acl| {
-                let added = !acl.passwords.contains(&hash);
-                if added {
-                    set_user(session, user, &[&format!("#{hash}")])
-                        .await
-                        .map_err(|source| RedisError::AddPassword {
-                            user: user.to_owned(),
-                            address: self.address(),
-                            source,
-                        })?;
-                }
-                // Also when nothing changed: an earlier call may have failed to save.
-                self.persist(session).await?;
-                Ok(added)
-            })
+            .change_passwords(
+                "add password",
+                user,
+                password,
+                async |session, acl, hash| {
+                    let added = !acl.passwords.contains(&hash);
+                    if added {
+                        set_user(session, user, &[&format!("#{hash}")])
+                            .await
+                            .map_err(|source| RedisError::AddPassword {
+                                user: user.to_owned(),
+                                address: self.address(),
+                                source,
+                            })?;
+                    }
+                    Ok(added)
+                },
+            )
             .await?;
         if added {
             info!(user = %user, target = %self.address(), "Redis password added.");
@@ -380,13 +381,12 @@ impl RedisTarget {
         user: &str,
         password: &SecretString,
     ) -> Result<(), RedisError> {
-        validate_user(user)?;
-        let hash = password_hash(user, password)?;
         let removed = self
-            .with_user(
+            .change_passwords(
                 "remove password",
                 user,
-                async |session: &mut Session, acl| {
+                password,
+                async |session, acl, hash| {
                     let present = acl.passwords.contains(&hash);
                     if present && acl.passwords.len() == 1 && !acl.nopass() {
                         return Err(RedisError::LastPassword {
@@ -409,7 +409,6 @@ impl RedisTarget {
                             }
                         }
                     }
-                    self.persist(session).await?;
                     Ok(present)
                 },
             )
@@ -649,6 +648,26 @@ impl RedisTarget {
                 .await?
                 .ok_or_else(|| self.user_not_found(user))?;
             work(&mut session, acl).await
+        })
+        .await
+    }
+
+    /// Runs `change` with an admin session, `user`'s ACL and the SHA-256 of `password`
+    /// (both checked first), within the call limit, then makes the ACL durable: also when
+    /// `change` says nothing changed, since an earlier call may have failed to save.
+    async fn change_passwords(
+        &self,
+        operation: &'static str,
+        user: &str,
+        password: &SecretString,
+        change: impl AsyncFnOnce(&mut Session, AclUser, String) -> Result<bool, RedisError>,
+    ) -> Result<bool, RedisError> {
+        validate_user(user)?;
+        let hash = password_hash(user, password)?;
+        self.with_user(operation, user, async |session: &mut Session, acl| {
+            let changed = change(session, acl, hash).await?;
+            self.persist(session).await?;
+            Ok(changed)
         })
         .await
     }

@@ -10,6 +10,7 @@
 //!   limits, [`CallTimeout`] counted in `rotor_outside_call_timeouts_total`);
 //! - [`AdminLogin`] and [`admin_login`]: the account rotor uses on a target, and the
 //!   `username` and `password` of a referenced admin credential;
+//! - [`check_name`]: an account name checked against an adapter's rules;
 //! - [`AbortOnDrop`]: the task driving a connection's socket.
 
 pub mod tls;
@@ -134,6 +135,19 @@ pub(crate) fn admin_login(admin: &SecretMap) -> Result<(&str, &SecretString), &'
     let username = admin.expose("username").ok_or("username")?;
     let password = admin.get("password").ok_or("password")?;
     Ok((username, password))
+}
+
+/// A rule of [`check_name`]: a test that finds a fault in a name, and the reason to give
+/// for it.
+pub(crate) type NameRule = (fn(&str) -> bool, &'static str);
+
+/// Checks a user or role name against an adapter's `rules`, in order; `Err` is the
+/// reason of the first rule the name breaks.
+pub(crate) fn check_name(name: &str, rules: &[NameRule]) -> Result<(), &'static str> {
+    match rules.iter().find(|(fault, _)| fault(name)) {
+        Some(&(_, reason)) => Err(reason),
+        None => Ok(()),
+    }
 }
 
 /// An outside call that did not finish in time.
@@ -291,6 +305,19 @@ mod tests {
     use crate::credentials::postgres::PostgresTarget;
     use crate::credentials::rabbitmq::RabbitmqTarget;
     use crate::credentials::redis::RedisTarget;
+
+    #[test]
+    fn a_name_gets_the_reason_of_the_first_rule_it_breaks() {
+        let rules: &[NameRule] = &[
+            (str::is_empty, "empty"),
+            (|name| name.len() > 3, "long"),
+            (|name| name.contains('\0'), "nul"),
+        ];
+        assert_eq!(check_name("abc", rules), Ok(()));
+        assert_eq!(check_name("", rules), Err("empty"));
+        assert_eq!(check_name("a\0bcd", rules), Err("long"));
+        assert_eq!(check_name("a\0", rules), Err("nul"));
+    }
 
     #[test]
     fn debug_of_every_admin_target_shows_the_user_but_not_the_password() {

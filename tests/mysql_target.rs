@@ -1,12 +1,14 @@
 //! The MariaDB/MySQL target against the project-owned MariaDB that `dev/stack up` starts
 //! (passwords enforced, TLS with a test CA). Every test makes its own accounts.
 
-use std::io::Write;
+#[path = "common/logs.rs"]
+mod logs;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use logs::capture_logs;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 use rotor::credentials::AuthOutcome;
@@ -144,37 +146,9 @@ fn error_text(err: &MysqlError) -> String {
     format!("{err} | {} | {err:?}", rotor::error_chain(err))
 }
 
-/// Log lines written while the guard lives on this thread (the tests' runtime is
-/// single-threaded, so tasks spawned by the client log here too).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn set_password_switches_the_login_and_the_old_password_is_rejected_with_1045() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = capture_logs();
 
     let target = plain();
     let user = user_name();
@@ -227,6 +201,7 @@ async fn set_password_switches_the_login_and_the_old_password_is_rejected_with_1
 
 #[tokio::test]
 async fn the_cleartext_never_reaches_the_servers_general_log() {
+    capture_logs();
     let target = plain();
     let user = user_name();
     let new = canary();
@@ -287,6 +262,7 @@ async fn the_cleartext_never_reaches_the_servers_general_log() {
 
 #[tokio::test]
 async fn names_with_quotes_and_backslashes_are_quoted_safely() {
+    capture_logs();
     let target = plain();
     // Everything that could end a string or identifier early, or escape a quote.
     let user = format!("{}_q'`\"\\x", user_name());
@@ -305,6 +281,7 @@ async fn names_with_quotes_and_backslashes_are_quoted_safely() {
 
 #[tokio::test]
 async fn the_account_host_part_is_respected() {
+    capture_logs();
     let target = plain();
     let user = user_name();
     let (old, new) = (canary(), canary());
@@ -333,6 +310,7 @@ async fn the_account_host_part_is_respected() {
 
 #[tokio::test]
 async fn user_exists_and_a_missing_user_is_reported_as_such() {
+    capture_logs();
     let target = plain();
     let user = user_name();
     create_user(&user, "%", &canary()).await;
@@ -364,6 +342,7 @@ async fn user_exists_and_a_missing_user_is_reported_as_such() {
 
 #[tokio::test]
 async fn terminate_sessions_ends_the_users_sessions_and_not_the_admins() {
+    capture_logs();
     let target = plain();
     let user = user_name();
     let password = canary();
@@ -412,6 +391,7 @@ async fn terminate_sessions_ends_the_users_sessions_and_not_the_admins() {
 
 #[tokio::test]
 async fn terminate_sessions_spares_the_admins_own_connection() {
+    capture_logs();
     // A separate admin account, so that ending "its" sessions touches no other test.
     let admin_user = user_name();
     let admin_password = canary();
@@ -451,6 +431,7 @@ async fn terminate_sessions_spares_the_admins_own_connection() {
 
 #[tokio::test]
 async fn a_locked_account_with_the_right_password_is_not_a_rejection() {
+    capture_logs();
     let target = plain();
     let user = user_name();
     let password = canary();
@@ -473,6 +454,7 @@ async fn a_locked_account_with_the_right_password_is_not_a_rejection() {
 
 #[tokio::test]
 async fn login_to_a_closed_port_is_unreachable() {
+    capture_logs();
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
@@ -497,6 +479,7 @@ async fn login_to_a_closed_port_is_unreachable() {
 
 #[tokio::test]
 async fn login_to_a_server_that_never_answers_times_out_as_unreachable() {
+    capture_logs();
     // Accepts TCP (the kernel's backlog) and never sends the MySQL greeting.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -531,6 +514,7 @@ async fn login_to_a_server_that_never_answers_times_out_as_unreachable() {
 
 #[tokio::test]
 async fn a_wrong_admin_password_is_a_clear_error_without_the_secret() {
+    capture_logs();
     let db = db();
     let wrong = canary();
     let target = MysqlTarget::from_parts(
@@ -571,6 +555,7 @@ async fn a_wrong_admin_password_is_a_clear_error_without_the_secret() {
 
 #[tokio::test]
 async fn admin_credentials_come_from_the_policy_reference() {
+    capture_logs();
     let db = db();
     let connection = MysqlConnection {
         host: db.host.clone(),
@@ -602,6 +587,7 @@ async fn admin_credentials_come_from_the_policy_reference() {
 
 #[tokio::test]
 async fn tls_verify_full_with_the_test_ca_works_for_every_call() {
+    capture_logs();
     let ca = ca_file();
     let tls = TargetTls::VerifyFull {
         ca_file: Some(ca.clone()),
@@ -655,6 +641,7 @@ async fn tls_verify_full_with_the_test_ca_works_for_every_call() {
 
 #[tokio::test]
 async fn tls_require_encrypts_with_or_without_a_ca() {
+    capture_logs();
     let user = user_name();
     let password = canary();
     create_user(&user, "%", &password).await;
@@ -676,6 +663,7 @@ async fn tls_require_encrypts_with_or_without_a_ca() {
 
 #[tokio::test]
 async fn tls_with_a_wrong_ca_is_refused() {
+    capture_logs();
     let dir = tempfile::tempdir().expect("tempdir");
     let wrong_ca = other_ca(dir.path());
     let user = user_name();
@@ -715,6 +703,7 @@ async fn tls_with_a_wrong_ca_is_refused() {
 
 #[tokio::test]
 async fn tls_setup_errors_are_reported_before_connecting() {
+    capture_logs();
     let db = db();
     let missing = PathBuf::from("/nonexistent/rotor-mysql-ca.pem");
     let tls = TargetTls::VerifyFull {
@@ -742,6 +731,7 @@ async fn tls_setup_errors_are_reported_before_connecting() {
 
 #[tokio::test]
 async fn debug_of_a_target_redacts_the_admin_password() {
+    capture_logs();
     let db = db();
     let target = target(TargetTls::VerifyFull {
         ca_file: Some(ca_file()),

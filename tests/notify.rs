@@ -6,12 +6,14 @@
 //! fingerprint, the key or the URL's path; and the policy field is validated with
 //! positions. Needs `dev/stack up` (OpenBao).
 
-use std::cell::RefCell;
+#[path = "common/logs.rs"]
+mod logs;
+
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+use logs::capture_logs;
 use rotor::engine::journal::Rotation;
 use rotor::notify::{Notification, Notifier, NotifyEvent};
 use rotor::policy::{self, NotifyTarget, PolicyError, Reference};
@@ -105,56 +107,6 @@ fn rotation(policy: &str, old: &str, new: &str, fingerprints: &Fingerprinter) ->
         "updated_at": "2025-01-01T00:00:05Z",
     }))
     .expect("rotation record")
-}
-
-/// Log lines written on one test's thread (tokio tests run single-threaded, so the
-/// delivery tasks they spawn log there too).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
-
-thread_local! {
-    static CAPTURE: RefCell<Option<Captured>> = const { RefCell::new(None) };
-}
-
-/// Writes to the calling thread's [`Captured`], if it has one.
-struct ThreadWriter;
-
-impl Write for ThreadWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        CAPTURE.with(|c| {
-            if let Some(c) = c.borrow().as_ref() {
-                c.0.lock().expect("log buffer").extend_from_slice(buf);
-            }
-        });
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Every test calls this first. One global subscriber, installed before any test of
-/// this binary logs: a per-test `set_default` would race with other tests registering
-/// the same log call sites, and could miss lines. Returns this thread's log.
-fn capture_logs() -> Captured {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(|| ThreadWriter)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("global subscriber");
-    });
-    let captured = Captured::default();
-    CAPTURE.with(|c| *c.borrow_mut() = Some(captured.clone()));
-    captured
 }
 
 #[tokio::test]

@@ -1,11 +1,13 @@
 //! The PostgreSQL target against the project-owned cluster that `dev/stack up` starts
 //! (SCRAM only, no `trust`, TLS with a test CA). Every test makes its own roles.
 
-use std::io::Write;
+#[path = "common/logs.rs"]
+mod logs;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use logs::capture_logs;
 use rotor::credentials::AuthOutcome;
 use rotor::credentials::postgres::PostgresTarget;
 use rotor::credentials::target::TargetTls;
@@ -93,37 +95,9 @@ fn rejected_28p01(outcome: &AuthOutcome) -> bool {
     matches!(outcome, AuthOutcome::Rejected { code, .. } if code == "28P01")
 }
 
-/// Log lines written while the guard lives on this thread (the tests' runtime is
-/// single-threaded, so the spawned connection tasks log here too).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn set_password_stores_a_scram_verifier_and_the_old_password_is_rejected() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = capture_logs();
 
     let target = plain();
     let role = role_name();
@@ -201,6 +175,7 @@ async fn set_password_stores_a_scram_verifier_and_the_old_password_is_rejected()
 
 #[tokio::test]
 async fn login_against_a_closed_port_is_unreachable_not_rejected() {
+    capture_logs();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     drop(listener);
@@ -225,6 +200,7 @@ async fn login_against_a_closed_port_is_unreachable_not_rejected() {
 
 #[tokio::test]
 async fn login_against_a_silent_server_times_out_as_unreachable() {
+    capture_logs();
     // Accepts TCP connections and never answers the startup message.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -267,6 +243,7 @@ async fn login_against_a_silent_server_times_out_as_unreachable() {
 
 #[tokio::test]
 async fn terminate_sessions_ends_the_roles_open_sessions() {
+    capture_logs();
     let target = plain();
     let role = role_name();
     let password = canary();
@@ -311,6 +288,7 @@ async fn terminate_sessions_ends_the_roles_open_sessions() {
 
 #[tokio::test]
 async fn set_password_on_a_missing_role_fails_clearly() {
+    capture_logs();
     let target = plain();
     let role = role_name();
     let password = canary();
@@ -329,6 +307,7 @@ async fn set_password_on_a_missing_role_fails_clearly() {
 
 #[tokio::test]
 async fn a_wrong_admin_password_is_a_connect_error_without_the_password() {
+    capture_logs();
     let pg = pg();
     let wrong = canary();
     let target = PostgresTarget::from_parts(
@@ -364,6 +343,7 @@ async fn a_wrong_admin_password_is_a_connect_error_without_the_password() {
 
 #[tokio::test]
 async fn nologin_with_the_right_password_is_not_a_rejection() {
+    capture_logs();
     let target = plain();
     let role = role_name();
     let password = canary();
@@ -389,6 +369,7 @@ async fn nologin_with_the_right_password_is_not_a_rejection() {
 
 #[tokio::test]
 async fn tls_modes_against_the_test_ca() {
+    capture_logs();
     let role = role_name();
     let password = canary();
     let verify_full = target(TargetTls::VerifyFull {
@@ -458,6 +439,7 @@ async fn tls_modes_against_the_test_ca() {
 
 #[tokio::test]
 async fn require_against_a_server_without_tls_is_unreachable() {
+    capture_logs();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Answers the SSLRequest with 'N' (no TLS here), as a server with ssl=off does.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -3,12 +3,14 @@
 //! `amqp-tools` programs (`amqp-publish`, `amqp-consume`), which `dev/stack up` installs:
 //! they prove what a real AMQP client sees, and hold real connections open.
 
-use std::io::Write;
+#[path = "common/logs.rs"]
+mod logs;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use logs::capture_logs;
 use rotor::credentials::AuthOutcome;
 use rotor::credentials::rabbitmq::{RabbitmqError, RabbitmqTarget};
 use rotor::policy::{PasswordGenerator, RabbitmqCredential, Reference, Strategy};
@@ -237,40 +239,10 @@ fn error_text(error: &RabbitmqError) -> String {
     format!("{error} | {error:?} | {}", rotor::error_chain(error))
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-}
-
 /// The whole change for one kind of user: the new password works and the old one is
 /// refused, through the probe and through AMQP, and the user keeps its tags and permissions.
 async fn rotate_and_check(tags: &str) {
-    let logs = Captured::default();
-    let _guard = logs.install();
+    let logs = capture_logs();
     let target = target();
     let user = user_name();
     let (old, new) = (canary(), canary());
@@ -323,6 +295,7 @@ async fn rotate_and_check(tags: &str) {
 
 #[tokio::test]
 async fn a_user_without_tags_gets_the_new_password_and_the_old_one_is_refused() {
+    capture_logs();
     // Such a user cannot use the management API at all: its right password gets a 401
     // that says "Not management user", which must not pass for a refusal.
     rotate_and_check("").await;
@@ -330,11 +303,13 @@ async fn a_user_without_tags_gets_the_new_password_and_the_old_one_is_refused() 
 
 #[tokio::test]
 async fn a_management_user_gets_the_new_password_and_keeps_its_tags() {
+    capture_logs();
     rotate_and_check("management,monitoring").await;
 }
 
 #[tokio::test]
 async fn a_missing_user_is_an_error_and_is_never_created() {
+    capture_logs();
     // Through a recorder: every call carries rotor's User-Agent, the crate's client's too.
     let direct = management_url();
     let upstream = direct
@@ -419,6 +394,7 @@ async fn open_tracked(user: &str, password: &str) -> (AmqpClient, String) {
 
 #[tokio::test]
 async fn terminate_sessions_closes_connections_opened_before_the_cutoff_only() {
+    capture_logs();
     let target = target();
     let (user, bystander) = (user_name(), user_name());
     let (password, other_password) = (canary(), canary());
@@ -467,6 +443,7 @@ async fn terminate_sessions_closes_connections_opened_before_the_cutoff_only() {
 
 #[tokio::test]
 async fn terminate_sessions_closes_connections_too_new_for_the_statistics() {
+    capture_logs();
     let target = target();
     let (user, other_user) = (user_name(), user_name());
     let (password, other_password) = (canary(), canary());
@@ -506,6 +483,7 @@ async fn terminate_sessions_closes_connections_too_new_for_the_statistics() {
 
 #[tokio::test]
 async fn an_unreachable_api_is_unreachable_and_transient() {
+    capture_logs();
     let port = {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
@@ -543,6 +521,7 @@ async fn an_unreachable_api_is_unreachable_and_transient() {
 
 #[tokio::test]
 async fn a_wrong_admin_password_is_reported_without_secrets() {
+    capture_logs();
     let admin_password = canary();
     let password = canary();
     let user = user_name();
@@ -572,6 +551,7 @@ async fn a_wrong_admin_password_is_reported_without_secrets() {
 
 #[test]
 fn debug_redacts_the_admin_password() {
+    capture_logs();
     let admin_password = canary();
     let target = RabbitmqTarget::from_parts(
         Url::parse("http://127.0.0.1:15672").expect("URL"),

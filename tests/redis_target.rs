@@ -2,12 +2,15 @@
 //! (`default` user off, users in an ACL file), plus throwaway redis-servers started here
 //! for the persistence fallbacks. Every test makes its own ACL users.
 
-use std::io::Write;
+#[path = "common/logs.rs"]
+mod logs;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use logs::capture_logs;
 use redis::AsyncCommands;
 use rotor::credentials::AuthOutcome;
 use rotor::credentials::redis::{self as target_mod, RedisError, RedisTarget};
@@ -126,41 +129,9 @@ fn error_text(error: &RedisError) -> String {
     format!("{error} | {error:?} | {}", rotor::error_chain(error))
 }
 
-/// Log lines written while a test runs (the tokio test runtime is single-threaded, so
-/// the connection tasks it spawns log here too).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
-    }
-
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-}
-
 #[tokio::test]
 async fn overlap_keeps_both_passwords_until_the_old_one_is_removed() {
-    let logs = Captured::default();
-    let _guard = logs.install();
+    let logs = capture_logs();
     let target = target();
     let user = user_name();
     let (old, new) = (canary(), canary());
@@ -305,6 +276,7 @@ impl Drop for WireTap {
 
 #[tokio::test]
 async fn the_cleartext_never_reaches_the_server_only_its_hash() {
+    capture_logs();
     let user = user_name();
     let (old, new) = (canary(), canary());
     create_user(&user, &old, true).await;
@@ -367,6 +339,7 @@ async fn the_cleartext_never_reaches_the_server_only_its_hash() {
 
 #[tokio::test]
 async fn a_missing_user_is_an_error_and_is_never_created() {
+    capture_logs();
     let target = target();
     let user = user_name();
     let password = canary();
@@ -400,6 +373,7 @@ async fn a_missing_user_is_an_error_and_is_never_created() {
 
 #[tokio::test]
 async fn terminate_sessions_closes_the_users_connections_and_not_the_admins() {
+    capture_logs();
     let target = target();
     let user = user_name();
     let password = canary();
@@ -434,6 +408,7 @@ async fn terminate_sessions_closes_the_users_connections_and_not_the_admins() {
 
 #[tokio::test]
 async fn a_disabled_user_is_inconclusive_not_rejected() {
+    capture_logs();
     let target = target();
     let user = user_name();
     let password = canary();
@@ -452,6 +427,7 @@ async fn a_disabled_user_is_inconclusive_not_rejected() {
 
 #[tokio::test]
 async fn unreachable_servers_and_bad_admin_logins_are_reported_without_secrets() {
+    capture_logs();
     let password = canary();
     let admin_password = canary();
 
@@ -536,6 +512,7 @@ async fn unreachable_servers_and_bad_admin_logins_are_reported_without_secrets()
 
 #[test]
 fn debug_redacts_the_admin_password_and_tls_is_refused_up_front() {
+    capture_logs();
     let admin_password = canary();
     let target = RedisTarget::from_parts(
         "127.0.0.1",
@@ -686,6 +663,7 @@ impl Drop for TempRedis {
 
 #[tokio::test]
 async fn with_an_acl_file_changes_are_saved_and_survive_acl_load() {
+    capture_logs();
     let server = TempRedis::start(Persistence::AclFile).await;
     let target = server.target();
     let (old, new) = (canary(), canary());
@@ -725,6 +703,7 @@ async fn with_an_acl_file_changes_are_saved_and_survive_acl_load() {
 
 #[tokio::test]
 async fn without_an_acl_file_config_rewrite_saves_the_user() {
+    capture_logs();
     let server = TempRedis::start(Persistence::ConfigFile).await;
     let target = server.target();
     let (old, new) = (canary(), canary());
@@ -753,8 +732,7 @@ async fn without_an_acl_file_config_rewrite_saves_the_user() {
 
 #[tokio::test]
 async fn without_a_config_file_the_change_is_made_and_a_warning_logged_once() {
-    let logs = Captured::default();
-    let _guard = logs.install();
+    let logs = capture_logs();
     let server = TempRedis::start(Persistence::Nothing).await;
     let target = server.target();
     let (old, new, newer) = (canary(), canary(), canary());

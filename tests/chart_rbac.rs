@@ -261,3 +261,58 @@ async fn a_step_the_chart_does_not_grant_fails_naming_the_verb_and_the_resource(
         assert_no_leak(&fx.all_passwords().await, &[&out]);
     }
 }
+
+#[tokio::test]
+async fn a_retire_refused_the_secrets_delete_says_which_removal_failed_and_why() {
+    use k8s_openapi::api::rbac::v1::Role;
+    use kube::Api;
+    use kube::api::PostParams;
+
+    let fx = KindFixture::new("rbac-nodel", KindOptions::default(), |n, v| async move {
+        kinds::postgres_single(&n, &v).await
+    })
+    .await;
+    let values = json!({"rbac": {"namespaces": [
+        {"namespace": fx.namespace, "secrets": [fx.secret]},
+    ]}});
+    let rbac = install(&fx.kube, &values).await;
+    let rotated = run(as_chart(fx.rotate_cmd(), &rbac));
+    assert!(rotated.status.success(), "{}", text(&rotated));
+
+    // The chart's Role as it was before it granted delete on its Secrets.
+    let roles: Api<Role> = Api::namespaced(common::kube_client(&fx.kube).await, &fx.namespace);
+    let mut role = roles.get(SERVICE_ACCOUNT).await.expect("the chart's Role");
+    for rule in role.rules.iter_mut().flatten() {
+        rule.verbs.retain(|verb| verb != "delete");
+    }
+    roles
+        .replace(SERVICE_ACCOUNT, &PostParams::default(), &role)
+        .await
+        .expect("replace the Role");
+
+    let retired = run(as_chart(fx.retire_cmd(), &rbac));
+    let out = text(&retired);
+    assert!(!retired.status.success(), "{out}");
+    let refused = format!(
+        "secrets \"{}\" is forbidden: User \"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}\" cannot delete resource \"secrets\" in API group \"\" in the namespace \"{}\"",
+        fx.secret, fx.namespace
+    );
+    let step = format!(
+        "1 of 1 consumer(s) failed removal: kubernetes secret {}/{}",
+        fx.namespace, fx.secret
+    );
+    assert!(out.contains(&step), "{step}\nnot in:\n{out}");
+    let at = out.find(&step).unwrap();
+    // The report is JSON: its quotes are escaped.
+    let line = out[at..]
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .replace("\\\"", "\"");
+    assert!(
+        line.contains(&refused),
+        "the step's message names the refusal: {line}"
+    );
+    assert!(!out.contains("still hold it"), "{out}");
+    assert_no_leak(&fx.all_secrets().await, &[&rotated, &retired]);
+}

@@ -129,7 +129,7 @@ pub(super) struct ConsumersDone<E> {
 
 impl<E> ConsumersDone<E> {
     /// The step's result: `ok` when no consumer failed, else a failure naming them
-    /// (`what` says what they still are: `pending`, `still hold it`).
+    /// (`what` says what they are: `pending`, `failed removal`).
     pub(super) fn result(&self, ok: String, what: &str) -> Result<String, StepFailure> {
         if self.failed.is_empty() {
             return Ok(ok);

@@ -87,7 +87,7 @@ impl Engine {
     pub(super) async fn remove_consumers(&self, run: &mut Run<'_>) -> Result<String, StepFailure> {
         let previous = std::mem::take(&mut run.record.consumers);
         let specs = &run.policy.spec.consumers;
-        let done = each_consumer(specs, previous, |spec, consumer, attempts| async move {
+        let mut done = each_consumer(specs, previous, |spec, consumer, attempts| async move {
             match self.consumers.remove(spec, &self.vault).await {
                 Ok(o) => Ok(ConsumerRemoval {
                     consumer,
@@ -119,7 +119,18 @@ impl Engine {
             "{} consumer(s) no longer hold the credential (read back)",
             done.entries.len()
         );
-        let result = done.result(ok, "still hold it");
+        // A failed removal may have cleared rotor's keys and then been refused the
+        // Secret's delete: say what failed, not that the consumer still holds it.
+        done.failed = done
+            .entries
+            .iter()
+            .filter(|r| r.state == RemovalState::Failed)
+            .map(|r| match &r.error {
+                Some(error) => format!("{} ({error})", r.consumer),
+                None => r.consumer.clone(),
+            })
+            .collect();
+        let result = done.result(ok, "failed removal");
         run.record.consumers = done.entries;
         result
     }

@@ -115,9 +115,10 @@ async fn rotate_and_status_as_the_chart_service_account() {
     assert_no_leak(&fx.all_passwords().await, &[&rotated, &out]);
 }
 
-#[tokio::test]
-async fn retire_and_enable_as_the_chart_service_account() {
-    let fx = KindFixture::new("rbac-ret", KindOptions::default(), |n, v| async move {
+/// A PostgreSQL policy whose only consumer is its Secret, the chart's RBAC for that
+/// Secret, and a first rotation as the chart's ServiceAccount (which must succeed).
+async fn rotated_postgres_secret(prefix: &str) -> (KindFixture, ChartRbac, Output) {
+    let fx = KindFixture::new(prefix, KindOptions::default(), |n, v| async move {
         kinds::postgres_single(&n, &v).await
     })
     .await;
@@ -127,6 +128,12 @@ async fn retire_and_enable_as_the_chart_service_account() {
     let rbac = install(&fx.kube, &values).await;
     let rotated = run(as_chart(fx.rotate_cmd(), &rbac));
     assert!(rotated.status.success(), "{}", text(&rotated));
+    (fx, rbac, rotated)
+}
+
+#[tokio::test]
+async fn retire_and_enable_as_the_chart_service_account() {
+    let (fx, rbac, rotated) = rotated_postgres_secret("rbac-ret").await;
     let (current, _) = fx.current().await;
 
     // Before the chart granted `delete` on its Secrets, this failed at
@@ -268,16 +275,7 @@ async fn a_retire_refused_the_secrets_delete_says_which_removal_failed_and_why()
     use kube::Api;
     use kube::api::PostParams;
 
-    let fx = KindFixture::new("rbac-nodel", KindOptions::default(), |n, v| async move {
-        kinds::postgres_single(&n, &v).await
-    })
-    .await;
-    let values = json!({"rbac": {"namespaces": [
-        {"namespace": fx.namespace, "secrets": [fx.secret]},
-    ]}});
-    let rbac = install(&fx.kube, &values).await;
-    let rotated = run(as_chart(fx.rotate_cmd(), &rbac));
-    assert!(rotated.status.success(), "{}", text(&rotated));
+    let (fx, rbac, rotated) = rotated_postgres_secret("rbac-nodel").await;
 
     // The chart's Role as it was before it granted delete on its Secrets.
     let roles: Api<Role> = Api::namespaced(common::kube_client(&fx.kube).await, &fx.namespace);

@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rotor::agent::{
-    Accepted, Control, ControlError, PolicyMeta, PolicyView, Readiness, RotationSummary,
+    Accepted, ApprovalCaller, ApprovalRecord, Control, ControlError, PolicyMeta, PolicyView,
+    Readiness, RotationSummary,
 };
 use rotor::api::{BulkRotateBody, RotateBody};
-use rotor::engine::{Rotation, RotationRequest, Trigger};
+use rotor::engine::{EnableOutcome, RetireRequest, Retirement, Rotation, RotationRequest, Trigger};
 use rotor::secret::{SecretMap, SecretString};
 use rotor::server::{
     AgentClient, AuditFn, AuthConfig, AuthError, Authenticator, KubeTokenReviewer, Outcome,
@@ -190,6 +191,32 @@ impl Control for FakeControl {
                 "policy {name} is not quarantined"
             )))
         }
+    }
+
+    /// This fake keeps no approval requests.
+    async fn approval_request(&self, _id: &str) -> Result<Option<ApprovalRecord>, ControlError> {
+        Ok(None)
+    }
+
+    async fn approve(
+        &self,
+        id: &str,
+        _caller: &ApprovalCaller,
+        _reason: Option<&str>,
+    ) -> Result<Accepted, ControlError> {
+        Err(ControlError::UnknownRequest(id.to_owned()))
+    }
+
+    async fn retire(&self, name: &str, _: RetireRequest) -> Result<Retirement, ControlError> {
+        Err(ControlError::Busy(format!(
+            "this agent cannot retire policy {name}"
+        )))
+    }
+
+    async fn enable(&self, name: &str, _: RetireRequest) -> Result<EnableOutcome, ControlError> {
+        Err(ControlError::Busy(format!(
+            "this agent cannot enable policy {name}"
+        )))
     }
 
     fn readiness(&self) -> Readiness {

@@ -102,7 +102,8 @@ pub struct Readiness {
     pub reason: Option<String>,
 }
 
-/// What the HTTP API sees of the agent.
+/// What the HTTP API sees of the agent. Every method is required: an implementation
+/// that leaves one out does not compile (no silent "not supported" answer).
 #[async_trait::async_trait]
 pub trait Control: Send + Sync + 'static {
     /// Every loaded policy with its state.
@@ -117,18 +118,10 @@ pub trait Control: Send + Sync + 'static {
     fn readiness(&self) -> Readiness;
     /// Lifts the policy's quarantine (`actor` and `reason` are recorded). Errors:
     /// `UnknownPolicy`; `Busy` when the policy is not quarantined.
-    async fn release(&self, name: &str, actor: &str, reason: &str) -> Result<(), ControlError> {
-        let _ = (actor, reason);
-        Err(ControlError::Busy(format!(
-            "policy {name} is not quarantined"
-        )))
-    }
+    async fn release(&self, name: &str, actor: &str, reason: &str) -> Result<(), ControlError>;
     /// An approval request by id, with its effective state (see
     /// [`approval::ApprovalRecord::state_at`]).
-    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRecord>, ControlError> {
-        let _ = id;
-        Ok(None)
-    }
+    async fn approval_request(&self, id: &str) -> Result<Option<ApprovalRecord>, ControlError>;
     /// Approves request `id` as `caller` (who must be one of the policy's approvers
     /// and not the requester). With enough approvals the request is used and its
     /// rotation queued (`state` `queued`); otherwise `state` is `pending_approval`.
@@ -138,31 +131,16 @@ pub trait Control: Send + Sync + 'static {
         id: &str,
         caller: &ApprovalCaller,
         reason: Option<&str>,
-    ) -> Result<Accepted, ControlError> {
-        let _ = (caller, reason);
-        Err(ControlError::UnknownRequest(id.to_owned()))
-    }
+    ) -> Result<Accepted, ControlError>;
     /// Retires the policy (offboarding, see [`crate::engine::retire`]) and audits a
     /// `policy_retired` event. The record's `state` says whether it completed
     /// (`retired`). Errors: `UnknownPolicy`; `Busy` while a rotation runs or is queued.
-    async fn retire(
-        &self,
-        name: &str,
-        _request: RetireRequest,
-    ) -> Result<Retirement, ControlError> {
-        Err(ControlError::Busy(format!(
-            "this agent cannot retire policy {name}"
-        )))
-    }
+    async fn retire(&self, name: &str, request: RetireRequest) -> Result<Retirement, ControlError>;
     /// Enables a retired policy again with a rotation, and audits a `policy_enabled`
     /// event. Errors: `UnknownPolicy`; `Busy` when it is not retired or is busy.
     async fn enable(
         &self,
         name: &str,
-        _request: RetireRequest,
-    ) -> Result<EnableOutcome, ControlError> {
-        Err(ControlError::Busy(format!(
-            "this agent cannot enable policy {name}"
-        )))
-    }
+        request: RetireRequest,
+    ) -> Result<EnableOutcome, ControlError>;
 }

@@ -34,6 +34,7 @@ mod feed;
 mod schema;
 mod secrets;
 mod status;
+mod table;
 mod tls;
 mod watch;
 mod writes;
@@ -816,6 +817,7 @@ async fn forward(
     };
     let target = parts.uri.path().to_string();
     let write = writes::Write::of(&parts, &client_path);
+    let table = table_request(&parts, served);
     // Writes one at a time, each recorded before the next; lists see none half-done.
     let (_exclusive, _shared) = match (&write, list) {
         (Some(_), _) => (Some(state.feed.write().await), None),
@@ -866,6 +868,12 @@ async fn forward(
                     .await;
             } else if parts.status.is_success() {
                 bytes = presented(state, bytes, list.then_some(head), &event_fields);
+                if let Some((served, include)) = &table
+                    && let Ok(object) = serde_json::from_slice::<Value>(&bytes)
+                {
+                    let now = chrono::Utc::now().timestamp();
+                    bytes = Bytes::from(table::render(served, &object, include, now).to_string());
+                }
             }
             if aliased {
                 let text = String::from_utf8_lossy(&bytes).replace(NAMESPACES_ALIAS, "namespaces");
@@ -904,6 +912,27 @@ fn presented(
         }
     }
     Bytes::from(object.to_string())
+}
+
+/// For a read of a custom resource that asks for a `Table`: the CRD version and the
+/// `includeObject` parameter.
+fn table_request<'s>(
+    parts: &http::request::Parts,
+    served: Option<&'s crd::Served>,
+) -> Option<(&'s crd::Served, String)> {
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if parts.method != Method::GET || !table::wanted(accept) {
+        return None;
+    }
+    let include = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "includeObject")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    served.map(|served| (served, include))
 }
 
 /// Removes `fieldSelector` from a request's query and answers its requirements.

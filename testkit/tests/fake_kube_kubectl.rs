@@ -306,3 +306,137 @@ async fn kubectl_watches_what_kube_clients_change_and_typed_creates_are_refused(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown format"), "{stderr}");
 }
+
+/// A RotationPolicy CRD like rotor's (status subresource, required fields, printer columns).
+fn rotation_policy_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rotationpolicies.rotor.dev"},
+        "spec": {
+            "group": "rotor.dev",
+            "scope": "Namespaced",
+            "names": {"plural": "rotationpolicies", "singular": "rotationpolicy",
+                      "kind": "RotationPolicy", "shortNames": ["rp"]},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["credential", "vault"],
+                             "x-kubernetes-preserve-unknown-fields": true},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+                "additionalPrinterColumns": [
+                    {"name": "Kind", "type": "string", "jsonPath": ".spec.credential.type"},
+                    {"name": "Status", "type": "string",
+                     "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
+                    {"name": "Last rotation", "type": "date", "jsonPath": ".status.lastRotation.time"},
+                    {"name": "Next rotation", "type": "date", "jsonPath": ".status.nextRotation"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+                ]
+            }]
+        }
+    })
+}
+
+#[tokio::test]
+async fn kubectl_gets_custom_resources_with_their_printer_columns() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let (kube, client, ns, home) = fixture("kubectl-crd").await;
+    kubectl(
+        &kube,
+        home.path(),
+        &["create", "--validate=false", "-f", "-"],
+        Some(&rotation_policy_crd().to_string()),
+    );
+    let manifest = |spec: &str| {
+        format!(
+            "apiVersion: rotor.dev/v1\nkind: RotationPolicy\nmetadata:\n  name: db\n  namespace: {ns}\n\
+             spec:\n{spec}"
+        )
+    };
+    let apply = ["apply", "--server-side", "--validate=false", "-f", "-"];
+    let refused = kubectl_output(
+        &kube,
+        home.path(),
+        &apply,
+        Some(&manifest("  credential:\n    type: postgres\n")),
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    // kubectl words the 422's details as it does a real server's.
+    assert!(
+        stderr.contains("The RotationPolicy \"db\" is invalid: spec.vault: Required value"),
+        "{stderr}"
+    );
+    kubectl(
+        &kube,
+        home.path(),
+        &apply,
+        Some(&manifest(
+            "  credential:\n    type: postgres\n  vault:\n    mount: database\n",
+        )),
+    );
+    let five_minutes_ago = (chrono::Utc::now() - chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client,
+        &ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rotor.dev", "v1", "RotationPolicy"),
+            "rotationpolicies",
+        ),
+    );
+    policies
+        .patch_status(
+            "db",
+            &PatchParams::apply("rotor"),
+            &Patch::Apply(
+                json!({"apiVersion": "rotor.dev/v1", "kind": "RotationPolicy",
+                "metadata": {"name": "db"},
+                "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Rotated"}],
+                           "lastRotation": {"time": five_minutes_ago},
+                           "nextRotation": "2099-01-01T00:00:00Z"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let out = kubectl(&kube, home.path(), &["get", "rp", "-n", &ns], None);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "KIND",
+            "STATUS",
+            "LAST ROTATION",
+            "NEXT ROTATION",
+            "AGE"
+        ],
+        "{out}"
+    );
+    // A future `date` reads `<invalid>` on a real server too.
+    assert_eq!(
+        lines[1][..5],
+        ["db", "postgres", "Rotated", "5m", "<invalid>"],
+        "{out}"
+    );
+    let listed = json_of(&kubectl(
+        &kube,
+        home.path(),
+        &["get", "rotationpolicies", "-n", &ns, "-o", "json"],
+        None,
+    ));
+    assert_eq!(
+        listed["items"][0]["status"]["conditions"][0]["reason"],
+        "Rotated"
+    );
+}

@@ -867,6 +867,14 @@ async fn forward(
                     .after(state, &target, before, parts.status, bytes)
                     .await;
             } else if parts.status.is_success() {
+                if list
+                    && resource_path.as_ref().is_some_and(|p| {
+                        events::is_events(&p.resource.group, &p.resource.plural)
+                            && p.resource.group.is_empty()
+                    })
+                {
+                    bytes = events::with_new_api(&state.backend, &target, bytes).await;
+                }
                 bytes = presented(state, bytes, list.then_some(head), &event_fields);
                 if let Some((served, include)) = &table
                     && let Ok(object) = serde_json::from_slice::<Value>(&bytes)

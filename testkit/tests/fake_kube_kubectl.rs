@@ -439,4 +439,49 @@ async fn kubectl_gets_custom_resources_with_their_printer_columns() {
         listed["items"][0]["status"]["conditions"][0]["reason"],
         "Rotated"
     );
+
+    // An events.k8s.io/v1 Event about it (a series of 3) shows in kubectl describe, which
+    // reads the core API's Events by involvedObject name, namespace, kind and uid.
+    let uid = listed["items"][0]["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let events: Api<DynamicObject> = Api::namespaced_with(
+        client_from_kubeconfig(&kube.kubeconfig).await.unwrap(),
+        &ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+            "events",
+        ),
+    );
+    let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "db.rotated", "namespace": ns},
+        "regarding": {"apiVersion": "rotor.dev/v1", "kind": "RotationPolicy", "name": "db",
+                      "namespace": ns, "uid": uid},
+        "eventTime": now, "series": {"count": 3, "lastObservedTime": now},
+        "reportingController": "rotor", "reportingInstance": "rotor-0",
+        "action": "Rotate", "reason": "Rotated", "type": "Normal",
+        "note": "rotated the database credential"});
+    events
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(event).unwrap(),
+        )
+        .await
+        .unwrap();
+    let described = kubectl(
+        &kube,
+        home.path(),
+        &["describe", "rp", "db", "-n", &ns],
+        None,
+    );
+    let line = described
+        .lines()
+        .find(|l| l.contains("Rotated") && l.contains("rotor"))
+        .unwrap_or_else(|| panic!("no event line in:\n{described}"));
+    assert!(line.contains("rotated the database credential"), "{line}");
+    assert!(line.contains("(x3 over"), "{line}");
 }

@@ -113,11 +113,6 @@ pub(super) struct Served {
 }
 
 impl Served {
-    /// `RotationPolicy.rotor.dev`: how error messages name the kind.
-    pub(super) fn qualified_kind(&self) -> String {
-        format!("{}.{}", self.kind, self.group)
-    }
-
     /// Whether the backend can store this resource.
     pub(super) fn stored(&self) -> bool {
         storage_kind(&self.group, &self.version, &self.plural) == Some(self.kind.as_str())
@@ -362,7 +357,6 @@ mod tests {
         );
         assert!(s.namespaced && s.status && s.stored());
         assert_eq!(s.short_names, ["rp"]);
-        assert_eq!(s.qualified_kind(), "RotationPolicy.rotor.dev");
         let groups = discovery(&served);
         let resources = &groups["rotor.dev"]["v1"];
         assert_eq!(resources[1]["name"], "rotationpolicies/status");

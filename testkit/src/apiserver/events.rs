@@ -9,14 +9,73 @@
 //! `involvedObject.name`, `reason`, `type`, …) in the front, since the backend knows only
 //! the core API's `involvedObject.*` fields.
 //!
-//! Limit: the two APIs keep separate objects here, while a real server stores one Event
-//! and converts it: an Event written through `events.k8s.io/v1` is not listed by
-//! `/api/v1/events` (so not by `kubectl get events` nor `kubectl describe`); read them
-//! with `kubectl get events.events.k8s.io` or [`crate::FakeKube::events_for`].
+//! A real server stores one Event and serves it through both APIs, converted. Here the
+//! two APIs keep separate objects, and lists of the core API (`/api/v1/events`, what
+//! `kubectl describe` and `kubectl get events` read) also hold the `events.k8s.io/v1`
+//! Events, converted as the real server converts them (`regarding` → `involvedObject`,
+//! `note` → `message`, `reportingController` → `reportingComponent`, `deprecated*` →
+//! `source`, `firstTimestamp`, `lastTimestamp`, `count`).
+//!
+//! Limits: the conversion is for core lists only (a get or watch of `/api/v1/events`
+//! sees only core Events, and `events.k8s.io/v1` shows no core Events).
 
 use serde_json::Value;
 
+use super::feed;
 use super::schema::FieldError;
+
+/// Field renames from `events.k8s.io/v1` to the core API.
+const TO_CORE: [(&str, &str); 7] = [
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+/// An `events.k8s.io/v1` Event as the core API shows it.
+pub(super) fn to_core(event: &Value) -> Value {
+    let mut core = event.clone();
+    if let Some(map) = core.as_object_mut() {
+        map.insert("apiVersion".into(), Value::String("v1".into()));
+        for (from, to) in TO_CORE {
+            if let Some(value) = map.remove(from) {
+                map.insert(to.into(), value);
+            }
+        }
+    }
+    core
+}
+
+/// A core Event list (`bytes`, from the backend path `path`) with the `events.k8s.io/v1`
+/// Events of the same namespace (or all) added, converted.
+pub(super) async fn with_new_api(
+    backend: &kube::Client,
+    path: &str,
+    bytes: bytes::Bytes,
+) -> bytes::Bytes {
+    let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) else {
+        return bytes;
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    let Some(rest) = path.strip_prefix("/api/v1") else {
+        return bytes;
+    };
+    let new_api = format!("/apis/events.k8s.io/v1{rest}");
+    let added: Vec<Value> = feed::get(backend, &new_api)
+        .await
+        .and_then(|l| l.get("items").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(to_core)
+        .collect();
+    if let Some(items) = list.get_mut("items").and_then(Value::as_array_mut) {
+        items.extend(added);
+    }
+    bytes::Bytes::from(list.to_string())
+}
 
 /// Longest `reason`, `action` and `reportingInstance` the real server accepts.
 const SHORT_LIMIT: usize = 128;
@@ -122,6 +181,18 @@ pub(super) fn validate_create(event: &Value, namespace: Option<&str>) -> Vec<Fie
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn new_api_events_convert_to_the_core_shape() {
+        let core = to_core(&json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "regarding": {"kind": "Secret"}, "note": "n", "reportingController": "rotor",
+            "series": {"count": 2}}));
+        assert_eq!(
+            core,
+            json!({"apiVersion": "v1", "kind": "Event", "involvedObject": {"kind": "Secret"},
+                   "message": "n", "reportingComponent": "rotor", "series": {"count": 2}})
+        );
+    }
 
     #[test]
     fn a_new_api_event_needs_its_fields() {

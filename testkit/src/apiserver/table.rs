@@ -222,7 +222,9 @@ fn first_match<'v>(object: &'v Value, path: &str) -> Option<&'v Value> {
                             let found = fields.iter().try_fold(*item, |v, f| v.get(f));
                             found.is_some_and(|v| match v {
                                 Value::String(s) => s == wanted,
-                                other => other.to_string() == *wanted,
+                                other => {
+                                    serde_json::from_str::<Value>(wanted).is_ok_and(|w| w == *other)
+                                }
                             })
                         })
                         .collect(),

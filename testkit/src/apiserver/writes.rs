@@ -156,10 +156,9 @@ impl Write {
         }
         if self.update
             && let Some(fixed) = prune_stale_ownership(state, target, &bytes).await
+            && let Ok(fixed_object) = serde_json::from_slice(&fixed)
         {
-            if let Ok(fixed_object) = serde_json::from_slice(&fixed) {
-                object = fixed_object;
-            }
+            object = fixed_object;
         }
         if self.is_crd()
             && self.path.subresource.is_none()

@@ -22,10 +22,31 @@
 //! Roles, ClusterRoles and bindings stored in the server, refused with the real `403`
 //! message ([`authn`], [`rbac`]).
 //!
+//! CustomResourceDefinitions ([`crd`]): a stored `apiextensions.k8s.io/v1` CRD is
+//! established and its resource served (discovery with verbs, short names, scope and the
+//! `/status` subresource; CRUD, list, watch, apply); before it exists the resource is 404.
+//! Writes of custom resources are pruned and validated against the CRD's structural
+//! schema (`schema`: `422 Invalid` naming the field path), and `kubectl get` gets a
+//! `Table` with the CRD's printer columns (`table`). The status subresource and
+//! `metadata.generation` behave as on a real server for custom resources and for
+//! Deployments, StatefulSets and DaemonSets (`status`: main writes leave `.status`,
+//! `/status` writes change only `.status`, the generation counts spec changes only;
+//! Secrets and other kinds without one have no generation). `events.k8s.io/v1` Events are
+//! validated as the real server validates them, listed by any field selector
+//! (`regarding.name`, …), and shown in core `/api/v1` Event lists, converted, so `kubectl
+//! describe` lists them (`events`).
+//!
 //! Limits of the fake: strategic merge patches are plain merge patches; field ownership is
 //! recorded for server-side apply (and `stringData` keys), not for other updates; request
 //! bodies must be JSON (protobuf is answered with 415); objects the backend deletes by
-//! cascade (owner references) are not seen by watches; loopback only.
+//! cascade (owner references) are not seen by watches; loopback only. Custom resources
+//! can be stored only for the namespaced types in [`crd::STORAGE`] (the backend needs its
+//! types when it is built; another CRD is stored and established but its resource is
+//! 404), a CRD version without `subresources.status` still has its status kept apart,
+//! deleting a CRD stops serving its resource but keeps its objects in the backend, one
+//! CRD version is served without conversion; the schema subset is in `schema`; `Table`s
+//! are served for custom resources only, and not for watches; the two Event APIs keep
+//! separate objects (core lists show both, a core get or watch only core Events).
 
 mod admission;
 pub mod crd;

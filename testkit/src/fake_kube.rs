@@ -8,8 +8,9 @@
 //! What a test gets is what any client gets: the kubeconfig file (with the server's CA),
 //! the URL and the admin token. The testkit's kube crates are its own (they may differ from rotor's): tests build
 //! their clients from [`FakeKube::kubeconfig`] with the kube version they use, and the
-//! helpers here ([`FakeKube::create_namespace`], [`FakeKube::create_deployment`]) take
-//! plain names, never a kube type.
+//! helpers here ([`FakeKube::create_namespace`], [`FakeKube::create_deployment`],
+//! [`FakeKube::install_crd`], [`FakeKube::events_for`], [`FakeKube::set_workload_status`])
+//! take plain names and JSON, never a kube type.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

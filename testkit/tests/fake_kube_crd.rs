@@ -10,53 +10,9 @@ use kube::api::{
     ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use rotor_testkit::apiserver::client_from_kubeconfig;
+use rotor_testkit::apiserver::crd::example_crd;
 use rotor_testkit::{FakeKube, unique};
 use serde_json::{Value, json};
-
-/// A RotationPolicy CRD resembling rotor's: status subresource, required
-/// `spec.credential`/`spec.vault`, printer columns.
-fn crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "rotationpolicies.rotor.dev"},
-        "spec": {
-            "group": "rotor.dev",
-            "scope": "Namespaced",
-            "names": {"plural": "rotationpolicies", "singular": "rotationpolicy",
-                      "kind": "RotationPolicy", "listKind": "RotationPolicyList",
-                      "shortNames": ["rp"], "categories": ["rotor"]},
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "required": ["credential", "vault"], "properties": {
-                        "credential": {"type": "object", "required": ["type"], "properties": {
-                            "type": {"type": "string", "enum": ["postgres", "mysql", "redis"]},
-                            "role": {"type": "string"}}},
-                        "vault": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                        "schedule": {"type": "string"}}},
-                    "status": {"type": "object", "properties": {
-                        "observedGeneration": {"type": "integer"},
-                        "conditions": {"type": "array", "items": {"type": "object", "properties": {
-                            "type": {"type": "string"}, "status": {"type": "string"},
-                            "reason": {"type": "string"}, "message": {"type": "string"},
-                            "lastTransitionTime": {"type": "string"}}}},
-                        "lastRotation": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                        "nextRotation": {"type": "string"}}}
-                }}},
-                "additionalPrinterColumns": [
-                    {"name": "Kind", "type": "string", "jsonPath": ".spec.credential.type"},
-                    {"name": "Status", "type": "string",
-                     "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
-                    {"name": "Last rotation", "type": "date", "jsonPath": ".status.lastRotation.time"},
-                    {"name": "Next rotation", "type": "date", "jsonPath": ".status.nextRotation"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-                ]
-            }]
-        }
-    })
-}
 
 fn policy(ns: &str, name: &str) -> Value {
     json!({"apiVersion": "rotor.dev/v1", "kind": "RotationPolicy",
@@ -88,7 +44,7 @@ async fn fixture(prefix: &str) -> (FakeKube, kube::Client, String, Api<DynamicOb
     let kube = FakeKube::start().await;
     let ns = unique(prefix);
     kube.create_namespace(&ns).await;
-    kube.install_crd(&crd()).await;
+    kube.install_crd(&example_crd()).await;
     let client = client_from_kubeconfig(&kube.kubeconfig).await.unwrap();
     let api = Api::namespaced_with(client.clone(), &ns, &resource());
     (kube, client, ns, api)
@@ -104,7 +60,7 @@ async fn a_crd_makes_its_resource_served_and_discoverable() {
     let groups = client.list_api_groups().await.unwrap();
     assert!(!groups.groups.iter().any(|g| g.name == "rotor.dev"));
 
-    kube.install_crd(&crd()).await;
+    kube.install_crd(&example_crd()).await;
     let crds = Api::<DynamicObject>::all_with(
         client.clone(),
         &ApiResource::from_gvk_with_plural(
@@ -408,6 +364,18 @@ async fn a_test_plays_the_deployment_controller_through_status() {
     assert_eq!(secrets.get("s").await.unwrap().metadata.generation, None);
 }
 
+/// The `events.k8s.io/v1` Events of `ns` for `client`.
+fn events_api(client: kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client,
+        ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+            "events",
+        ),
+    )
+}
+
 fn event(ns: &str, name: &str, regarding: &str) -> Value {
     json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
            "metadata": {"name": name, "namespace": ns},
@@ -422,14 +390,7 @@ fn event(ns: &str, name: &str, regarding: &str) -> Value {
 #[tokio::test]
 async fn events_are_created_patched_into_a_series_and_listed_by_what_they_regard() {
     let (kube, client, ns, _) = fixture("events").await;
-    let events: Api<DynamicObject> = Api::namespaced_with(
-        client,
-        &ns,
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
-            "events",
-        ),
-    );
+    let events = events_api(client, &ns);
     events
         .create(&PostParams::default(), &dynamic(event(&ns, "db.1", "db")))
         .await
@@ -522,14 +483,7 @@ async fn rbac_tells_the_status_subresource_from_the_resource() {
         message.contains("cannot patch resource \"rotationpolicies\" in API group \"rotor.dev\""),
         "{message}"
     );
-    let events: Api<DynamicObject> = Api::namespaced_with(
-        client,
-        &ns,
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
-            "events",
-        ),
-    );
+    let events = events_api(client, &ns);
     events
         .create(&PostParams::default(), &dynamic(event(&ns, "db.1", "db")))
         .await

@@ -307,37 +307,6 @@ async fn kubectl_watches_what_kube_clients_change_and_typed_creates_are_refused(
     assert!(stderr.contains("unknown format"), "{stderr}");
 }
 
-/// A RotationPolicy CRD like rotor's (status subresource, required fields, printer columns).
-fn rotation_policy_crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "rotationpolicies.rotor.dev"},
-        "spec": {
-            "group": "rotor.dev",
-            "scope": "Namespaced",
-            "names": {"plural": "rotationpolicies", "singular": "rotationpolicy",
-                      "kind": "RotationPolicy", "shortNames": ["rp"]},
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": {"type": "object", "required": ["credential", "vault"],
-                             "x-kubernetes-preserve-unknown-fields": true},
-                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
-                "additionalPrinterColumns": [
-                    {"name": "Kind", "type": "string", "jsonPath": ".spec.credential.type"},
-                    {"name": "Status", "type": "string",
-                     "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
-                    {"name": "Last rotation", "type": "date", "jsonPath": ".status.lastRotation.time"},
-                    {"name": "Next rotation", "type": "date", "jsonPath": ".status.nextRotation"},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-                ]
-            }]
-        }
-    })
-}
-
 #[tokio::test]
 async fn kubectl_gets_custom_resources_with_their_printer_columns() {
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -346,7 +315,7 @@ async fn kubectl_gets_custom_resources_with_their_printer_columns() {
         &kube,
         home.path(),
         &["create", "--validate=false", "-f", "-"],
-        Some(&rotation_policy_crd().to_string()),
+        Some(&rotor_testkit::apiserver::crd::example_crd().to_string()),
     );
     let manifest = |spec: &str| {
         format!(

@@ -325,30 +325,60 @@ pub(super) fn discovery(served: &[Served]) -> BTreeMap<String, BTreeMap<String, 
     groups
 }
 
+/// A `RotationPolicy` CRD resembling rotor's (namespaced, `/status`, a structural schema
+/// with required `spec.credential` and `spec.vault`, printer columns Kind, Status, Last
+/// rotation, Next rotation, Age), for the testkit's own tests. Tests of rotor install
+/// the CRD rotor prints instead.
+pub fn example_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "rotationpolicies.rotor.dev"},
+        "spec": {
+            "group": "rotor.dev",
+            "scope": "Namespaced",
+            "names": {"plural": "rotationpolicies", "singular": "rotationpolicy",
+                      "kind": "RotationPolicy", "listKind": "RotationPolicyList",
+                      "shortNames": ["rp"], "categories": ["rotor"]},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "required": ["credential", "vault"], "properties": {
+                        "credential": {"type": "object", "required": ["type"], "properties": {
+                            "type": {"type": "string", "enum": ["postgres", "mysql", "redis"]},
+                            "role": {"type": "string"}}},
+                        "vault": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "schedule": {"type": "string"}}},
+                    "status": {"type": "object", "properties": {
+                        "observedGeneration": {"type": "integer"},
+                        "conditions": {"type": "array", "items": {"type": "object", "properties": {
+                            "type": {"type": "string"}, "status": {"type": "string"},
+                            "reason": {"type": "string"}, "message": {"type": "string"},
+                            "lastTransitionTime": {"type": "string"}}}},
+                        "lastRotation": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "nextRotation": {"type": "string"}}}
+                }}},
+                "additionalPrinterColumns": [
+                    {"name": "Kind", "type": "string", "jsonPath": ".spec.credential.type"},
+                    {"name": "Status", "type": "string",
+                     "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
+                    {"name": "Last rotation", "type": "date", "jsonPath": ".status.lastRotation.time"},
+                    {"name": "Next rotation", "type": "date", "jsonPath": ".status.nextRotation"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+                ]
+            }]
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn crd() -> Value {
-        json!({
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": "rotationpolicies.rotor.dev"},
-            "spec": {
-                "group": "rotor.dev",
-                "scope": "Namespaced",
-                "names": {"plural": "rotationpolicies", "singular": "rotationpolicy",
-                          "kind": "RotationPolicy", "shortNames": ["rp"]},
-                "versions": [{"name": "v1", "served": true, "storage": true,
-                              "subresources": {"status": {}},
-                              "schema": {"openAPIV3Schema": {"type": "object"}}}]
-            }
-        })
-    }
-
     #[test]
     fn served_versions_are_read_from_the_crd() {
-        let served = versions_of(&crd());
+        let served = versions_of(&example_crd());
         assert_eq!(served.len(), 1);
         let s = &served[0];
         assert_eq!(
@@ -364,12 +394,12 @@ mod tests {
 
     #[test]
     fn a_crd_must_be_named_plural_dot_group() {
-        assert!(invalid(&crd()).is_empty());
-        let mut wrong = crd();
+        assert!(invalid(&example_crd()).is_empty());
+        let mut wrong = example_crd();
         wrong["metadata"]["name"] = json!("policies.rotor.dev");
         let errors = invalid(&wrong);
         assert_eq!(errors[0].0, "metadata.name");
-        let mut two = crd();
+        let mut two = example_crd();
         two["spec"]["versions"] = json!([]);
         assert_eq!(invalid(&two)[0].0, "spec.versions");
     }

@@ -782,47 +782,10 @@ async fn forward(
     if let Some(refused) = unsupported_media(&parts) {
         return refused;
     }
-    let bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("reading the request body failed: {error}"),
-            );
-        }
+    let (bytes, client_path, aliased) = match read_request(&mut parts, body).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
-    let bytes = match yaml_as_json(&parts, bytes) {
-        Ok(bytes) => bytes,
-        Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", &message),
-    };
-    let client_path = parts.uri.path().trim_end_matches('/').to_string();
-    if feed::is_private(&client_path) {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("the server could not find the requested resource ({client_path})"),
-        );
-    }
-    let original = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_else(|| parts.uri.path().to_string());
-    let rewritten = backend_path(&original);
-    let aliased = rewritten != original;
-    if aliased {
-        match rewritten.parse() {
-            Ok(uri) => parts.uri = uri,
-            Err(error) => {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("invalid request path: {error}"),
-                );
-            }
-        }
-    }
     let resource_path = feed::ResourcePath::parse(&client_path);
     let list =
         parts.method == Method::GET && resource_path.as_ref().is_some_and(|p| p.name.is_none());
@@ -918,6 +881,57 @@ async fn forward(
             &format!("reading the backend response failed: {error}"),
         ),
     }
+}
+
+/// Reads a resource request's body (YAML as JSON), refuses the backend's private paths,
+/// and points `parts` at the backend's path; answers the body, the path as the client
+/// sent it and whether it was rewritten to an alias.
+async fn read_request(
+    parts: &mut http::request::Parts,
+    body: Incoming,
+) -> Result<(Bytes, String, bool), Response<ReplyBody>> {
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return Err(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("reading the request body failed: {error}"),
+            ));
+        }
+    };
+    let bytes = match yaml_as_json(parts, bytes) {
+        Ok(bytes) => bytes,
+        Err(message) => return Err(status(StatusCode::BAD_REQUEST, "BadRequest", &message)),
+    };
+    let client_path = parts.uri.path().trim_end_matches('/').to_string();
+    if feed::is_private(&client_path) {
+        return Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource ({client_path})"),
+        ));
+    }
+    let original = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    let rewritten = backend_path(&original);
+    let aliased = rewritten != original;
+    if aliased {
+        match rewritten.parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(error) => {
+                return Err(status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("invalid request path: {error}"),
+                ));
+            }
+        }
+    }
+    Ok((bytes, client_path, aliased))
 }
 
 /// A read's answer as a real server gives it: objects with their true generation

@@ -22,13 +22,40 @@
 //! Roles, ClusterRoles and bindings stored in the server, refused with the real `403`
 //! message ([`authn`], [`rbac`]).
 //!
+//! CustomResourceDefinitions ([`crd`]): a stored `apiextensions.k8s.io/v1` CRD is
+//! established and its resource served (discovery with verbs, short names, scope and the
+//! `/status` subresource; CRUD, list, watch, apply); before it exists the resource is 404.
+//! Writes of custom resources are pruned and validated against the CRD's structural
+//! schema (`schema`: `422 Invalid` naming the field path), and `kubectl get` gets a
+//! `Table` with the CRD's printer columns (`table`). The status subresource and
+//! `metadata.generation` behave as on a real server for custom resources and for
+//! Deployments, StatefulSets and DaemonSets (`status`: main writes leave `.status`,
+//! `/status` writes change only `.status`, the generation counts spec changes only;
+//! Secrets and other kinds without one have no generation). `events.k8s.io/v1` Events are
+//! validated as the real server validates them, listed by any field selector
+//! (`regarding.name`, …), and shown in core `/api/v1` Event lists, converted, so `kubectl
+//! describe` lists them (`events`).
+//!
 //! Limits of the fake: strategic merge patches are plain merge patches; field ownership is
 //! recorded for server-side apply (and `stringData` keys), not for other updates; request
 //! bodies must be JSON (protobuf is answered with 415); objects the backend deletes by
-//! cascade (owner references) are not seen by watches; loopback only.
+//! cascade (owner references) are not seen by watches; loopback only. Custom resources
+//! can be stored only for the namespaced types in [`crd::STORAGE`] (the backend needs its
+//! types when it is built; another CRD is stored and established but its resource is
+//! 404), a CRD version without `subresources.status` still has its status kept apart,
+//! deleting a CRD stops serving its resource but keeps its objects in the backend, one
+//! CRD version is served without conversion; the schema subset is in `schema`; `Table`s
+//! are served for custom resources only, and not for watches; the two Event APIs keep
+//! separate objects (core lists show both, a core get or watch only core Events).
 
+mod admission;
+pub mod crd;
+mod events;
 mod feed;
+mod schema;
 mod secrets;
+mod status;
+mod table;
 mod tls;
 mod watch;
 mod writes;
@@ -199,7 +226,11 @@ pub async fn backend_with(
     seed: Vec<Value>,
     builder: kube_fake_client::ClientBuilder,
 ) -> Result<kube::Client, ApiServerError> {
-    let client = builder
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+    let client = crd::register(builder)
+        .with_status_subresource::<Deployment>()
+        .with_status_subresource::<StatefulSet>()
+        .with_status_subresource::<DaemonSet>()
         .with_resource::<NamespaceAlias>()
         .with_resource::<feed::Clock>()
         .build()
@@ -528,6 +559,8 @@ struct State {
     feed: Arc<feed::Feed>,
     /// Every request's `User-Agent`.
     agents: UserAgents,
+    /// The true `metadata.generation` of the objects written.
+    generations: Arc<status::Generations>,
 }
 
 /// The body of every response: a whole JSON document, or a watch stream.
@@ -589,6 +622,7 @@ pub async fn serve_recording(
         addr,
         feed: Arc::new(feed),
         agents,
+        generations: Arc::new(status::Generations::default()),
     });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -672,7 +706,7 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
             .await;
     }
 
-    if is_get && let Some(body) = discovery(&path, state.addr) {
+    if is_get && let Some(body) = discovery(&state.backend, &path, state.addr).await {
         return json_response(StatusCode::OK, &body);
     }
     if !(path.starts_with("/api/") || path.starts_with("/apis/")) {
@@ -682,66 +716,92 @@ async fn route(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
             &format!("the server could not find the requested resource ({path})"),
         );
     }
+    let served = match custom_resource(state, &path).await {
+        Ok(served) => served,
+        Err(refused) => return refused,
+    };
     if is_watch(req.uri().query(), &path) {
         return match watch::WatchRequest::parse(&path, req.uri().query()) {
-            Ok(watch) => watch::respond(Arc::clone(&state.feed), state.backend.clone(), watch),
+            Ok(watch) => watch::respond(
+                Arc::clone(&state.feed),
+                state.backend.clone(),
+                Arc::clone(&state.generations),
+                watch,
+            ),
             Err(refused) => status(refused.code, refused.reason, &refused.message),
         };
     }
-    forward(state, req).await
+    forward(state, req, served.as_ref()).await
+}
+
+/// For a request of a resource that is not built in: the CRD version that serves it, or
+/// the 404 a real server answers when no CRD does (or, here, when the backend cannot
+/// store it: see [`crd::STORAGE`]). `Ok(None)` for built-in resources and other paths.
+async fn custom_resource(
+    state: &State,
+    path: &str,
+) -> Result<Option<crd::Served>, Response<ReplyBody>> {
+    let Some(parsed) = feed::ResourcePath::parse(path) else {
+        return Ok(None);
+    };
+    if parsed.resource.is_builtin() || feed::is_private(path) {
+        return Ok(None);
+    }
+    let r = &parsed.resource;
+    let Some(served) = crd::lookup(&state.backend, &r.group, &r.version, &r.plural).await else {
+        return Err(admission::not_served(path));
+    };
+    if !served.stored() {
+        return Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!(
+                "the fake API server cannot store {} ({}/{}): only the types in rotor_testkit::apiserver::crd::STORAGE have storage",
+                served.kind, served.group, served.version
+            ),
+        ));
+    }
+    let bad_sub = match parsed.subresource.as_deref() {
+        None => false,
+        Some("status") => !served.status,
+        Some(_) => true,
+    };
+    if bad_sub || (!served.namespaced && parsed.namespace.is_some()) {
+        return Err(admission::not_served(path));
+    }
+    Ok(Some(served))
 }
 
 /// Passes a resource request to the in-memory backend.
-async fn forward(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
+async fn forward(
+    state: &State,
+    req: Request<Incoming>,
+    served: Option<&crd::Served>,
+) -> Response<ReplyBody> {
     let (mut parts, body) = req.into_parts();
     if let Some(refused) = unsupported_media(&parts) {
         return refused;
     }
-    let bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                &format!("reading the request body failed: {error}"),
-            );
-        }
+    let (bytes, client_path, aliased) = match read_request(&mut parts, body).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
     };
-    let bytes = match yaml_as_json(&parts, bytes) {
-        Ok(bytes) => bytes,
-        Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", &message),
-    };
-    let client_path = parts.uri.path().trim_end_matches('/').to_string();
-    if feed::is_private(&client_path) {
-        return status(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("the server could not find the requested resource ({client_path})"),
-        );
-    }
-    let original = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str().to_string())
-        .unwrap_or_else(|| parts.uri.path().to_string());
-    let rewritten = backend_path(&original);
-    let aliased = rewritten != original;
-    if aliased {
-        match rewritten.parse() {
-            Ok(uri) => parts.uri = uri,
-            Err(error) => {
-                return status(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("invalid request path: {error}"),
-                );
+    let resource_path = feed::ResourcePath::parse(&client_path);
+    let list =
+        parts.method == Method::GET && resource_path.as_ref().is_some_and(|p| p.name.is_none());
+    // Event lists are filtered here: the backend knows few of their fields.
+    let event_fields = match &resource_path {
+        Some(p) if list && events::is_events(&p.resource.group, &p.resource.plural) => {
+            match take_field_selector(&mut parts) {
+                Ok(fields) => fields,
+                Err(message) => return status(StatusCode::BAD_REQUEST, "BadRequest", &message),
             }
         }
-    }
+        _ => Vec::new(),
+    };
     let target = parts.uri.path().to_string();
     let write = writes::Write::of(&parts, &client_path);
-    let list = parts.method == Method::GET
-        && feed::ResourcePath::parse(&client_path).is_some_and(|p| p.name.is_none());
+    let table = table_request(&parts, served);
     // Writes one at a time, each recorded before the next; lists see none half-done.
     let (_exclusive, _shared) = match (&write, list) {
         (Some(_), _) => (Some(state.feed.write().await), None),
@@ -753,6 +813,22 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
         Some(write) => write.before(state, &target).await,
         None => writes::Before::default(),
     };
+    let mut bytes = bytes;
+    if write.is_some()
+        && let Some(path) = &resource_path
+    {
+        let pending = admission::Pending {
+            method: &parts.method,
+            path,
+            content_type: &admission::content_type(&parts),
+            served,
+            before: before.object(),
+        };
+        match admission::prepare(&pending, bytes) {
+            Ok(prepared) => bytes = prepared,
+            Err(refused) => return *refused,
+        }
+    }
     let request = Request::from_parts(parts, kube::client::Body::from(bytes));
     let response = match state.backend.send(request).await {
         Ok(response) => response,
@@ -774,8 +850,22 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
                 bytes = write
                     .after(state, &target, before, parts.status, bytes)
                     .await;
-            } else if list && parts.status.is_success() {
-                bytes = with_list_version(bytes, head);
+            } else if parts.status.is_success() {
+                if list
+                    && resource_path.as_ref().is_some_and(|p| {
+                        events::is_events(&p.resource.group, &p.resource.plural)
+                            && p.resource.group.is_empty()
+                    })
+                {
+                    bytes = events::with_new_api(&state.backend, &target, bytes).await;
+                }
+                bytes = presented(state, bytes, list.then_some(head), &event_fields);
+                if let Some((served, include)) = &table
+                    && let Ok(object) = serde_json::from_slice::<Value>(&bytes)
+                {
+                    let now = chrono::Utc::now().timestamp();
+                    bytes = Bytes::from(table::render(served, &object, include, now).to_string());
+                }
             }
             if aliased {
                 let text = String::from_utf8_lossy(&bytes).replace(NAMESPACES_ALIAS, "namespaces");
@@ -793,17 +883,131 @@ async fn forward(state: &State, req: Request<Incoming>) -> Response<ReplyBody> {
     }
 }
 
-/// A list answered with `resourceVersion` `head` (the backend always says "1"): the
-/// version a watch continues from without missing or repeating a change.
-fn with_list_version(bytes: Bytes, head: u64) -> Bytes {
-    let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) else {
+/// Reads a resource request's body (YAML as JSON), refuses the backend's private paths,
+/// and points `parts` at the backend's path; answers the body, the path as the client
+/// sent it and whether it was rewritten to an alias.
+async fn read_request(
+    parts: &mut http::request::Parts,
+    body: Incoming,
+) -> Result<(Bytes, String, bool), Response<ReplyBody>> {
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) => {
+            return Err(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("reading the request body failed: {error}"),
+            ));
+        }
+    };
+    let bytes = match yaml_as_json(parts, bytes) {
+        Ok(bytes) => bytes,
+        Err(message) => return Err(status(StatusCode::BAD_REQUEST, "BadRequest", &message)),
+    };
+    let client_path = parts.uri.path().trim_end_matches('/').to_string();
+    if feed::is_private(&client_path) {
+        return Err(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource ({client_path})"),
+        ));
+    }
+    let original = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_string())
+        .unwrap_or_else(|| parts.uri.path().to_string());
+    let rewritten = backend_path(&original);
+    let aliased = rewritten != original;
+    if aliased {
+        match rewritten.parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(error) => {
+                return Err(status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("invalid request path: {error}"),
+                ));
+            }
+        }
+    }
+    Ok((bytes, client_path, aliased))
+}
+
+/// A read's answer as a real server gives it: objects with their true generation
+/// ([`status::Generations`]); list items matching `fields`; a list with
+/// `resourceVersion` `list_head` (the backend always says "1"), the version a watch
+/// continues from without missing or repeating a change.
+fn presented(
+    state: &State,
+    bytes: Bytes,
+    list_head: Option<u64>,
+    fields: &[watch::FieldRequirement],
+) -> Bytes {
+    let Ok(mut object) = serde_json::from_slice::<Value>(&bytes) else {
         return bytes;
     };
-    if !list.get("items").is_some_and(Value::is_array) {
-        return bytes;
+    state.generations.present(&mut object);
+    if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
+        items.retain(|item| watch::fields_match(fields, item));
+        if let Some(head) = list_head {
+            object["metadata"]["resourceVersion"] = Value::String(head.to_string());
+        }
     }
-    list["metadata"]["resourceVersion"] = Value::String(head.to_string());
-    Bytes::from(list.to_string())
+    Bytes::from(object.to_string())
+}
+
+/// For a read of a custom resource that asks for a `Table`: the CRD version and the
+/// `includeObject` parameter.
+fn table_request<'s>(
+    parts: &http::request::Parts,
+    served: Option<&'s crd::Served>,
+) -> Option<(&'s crd::Served, String)> {
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if parts.method != Method::GET || !table::wanted(accept) {
+        return None;
+    }
+    let include = form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "includeObject")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    served.map(|served| (served, include))
+}
+
+/// Removes `fieldSelector` from a request's query and answers its requirements.
+fn take_field_selector(
+    parts: &mut http::request::Parts,
+) -> Result<Vec<watch::FieldRequirement>, String> {
+    let Some(query) = parts.uri.query() else {
+        return Ok(Vec::new());
+    };
+    let mut fields = Vec::new();
+    let mut kept = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        if key == "fieldSelector" {
+            fields.extend(
+                watch::parse_field_selector(&value)
+                    .ok_or_else(|| format!("invalid fieldSelector {value:?}"))?,
+            );
+        } else {
+            kept.append_pair(&key, &value);
+        }
+    }
+    let kept = kept.finish();
+    let path = parts.uri.path();
+    let uri = if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{kept}")
+    };
+    parts.uri = uri
+        .parse()
+        .map_err(|e| format!("invalid request path: {e}"))?;
+    Ok(fields)
 }
 
 /// A YAML body (`application/apply-patch+yaml` need not be JSON) as JSON, which the
@@ -971,8 +1175,8 @@ fn version_info() -> Value {
     })
 }
 
-/// Discovery documents for the resource types the backend knows.
-fn discovery(path: &str, addr: SocketAddr) -> Option<Value> {
+/// Discovery documents for the built-in resource types and those of the stored CRDs.
+async fn discovery(backend: &kube::Client, path: &str, addr: SocketAddr) -> Option<Value> {
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match parts.as_slice() {
         ["api"] => Some(json!({
@@ -980,11 +1184,60 @@ fn discovery(path: &str, addr: SocketAddr) -> Option<Value> {
             "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": addr.to_string()}]
         })),
-        ["apis"] => Some(group_list()),
+        ["apis"] => {
+            let mut list = group_list();
+            add_custom_groups(&mut list, &crd::served(backend).await);
+            Some(list)
+        }
         ["api", version] => resource_list("", version),
-        ["apis", group, version] => resource_list(group, version),
+        ["apis", group, version] => match resource_list(group, version) {
+            Some(list) => Some(list),
+            None => custom_resource_list(&crd::served(backend).await, group, version),
+        },
+        ["apis", group] => {
+            let mut list = group_list();
+            add_custom_groups(&mut list, &crd::served(backend).await);
+            list["groups"]
+                .as_array()?
+                .iter()
+                .find(|g| g["name"] == *group)
+                .map(|g| {
+                    let mut g = g.clone();
+                    g["kind"] = json!("APIGroup");
+                    g["apiVersion"] = json!("v1");
+                    g
+                })
+        }
         _ => None,
     }
+}
+
+/// Adds the groups of the served custom resources to an `APIGroupList`.
+fn add_custom_groups(list: &mut Value, served: &[crd::Served]) {
+    let Some(groups) = list["groups"].as_array_mut() else {
+        return;
+    };
+    for (group, versions) in crd::discovery(served) {
+        let mut names: Vec<&String> = versions.keys().collect();
+        names.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
+        let entries: Vec<Value> = names
+            .iter()
+            .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+            .collect();
+        let preferred = entries.first().cloned().unwrap_or(Value::Null);
+        groups.push(json!({"name": group, "versions": entries, "preferredVersion": preferred}));
+    }
+}
+
+/// The `APIResourceList` of a custom resource group version, when a CRD serves it.
+fn custom_resource_list(served: &[crd::Served], group: &str, version: &str) -> Option<Value> {
+    let resources = crd::discovery(served).remove(group)?.remove(version)?;
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{group}/{version}"),
+        "resources": resources
+    }))
 }
 
 fn group_list() -> Value {
@@ -1188,10 +1441,11 @@ mod tests {
         assert!(prune_fields(holder_only.as_object().unwrap(), &object).is_empty());
     }
 
-    #[test]
-    fn discovery_lists_the_types_rotor_uses() {
+    #[tokio::test]
+    async fn discovery_lists_the_types_rotor_uses() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let core = discovery("/api/v1", addr).unwrap();
+        let backend = backend(Vec::new()).await.unwrap();
+        let core = discovery(&backend, "/api/v1", addr).await.unwrap();
         let names: Vec<&str> = core["resources"]
             .as_array()
             .unwrap()
@@ -1199,7 +1453,7 @@ mod tests {
             .filter_map(|r| r["name"].as_str())
             .collect();
         assert!(names.contains(&"secrets") && names.contains(&"namespaces"));
-        let apps = discovery("/apis/apps/v1", addr).unwrap();
+        let apps = discovery(&backend, "/apis/apps/v1", addr).await.unwrap();
         assert!(
             apps["resources"]
                 .as_array()
@@ -1207,8 +1461,16 @@ mod tests {
                 .iter()
                 .any(|r| r["kind"] == "Deployment")
         );
-        assert!(discovery("/apis/coordination.k8s.io/v1", addr).is_some());
-        assert!(discovery("/apis/nope.example/v1", addr).is_none());
+        assert!(
+            discovery(&backend, "/apis/coordination.k8s.io/v1", addr)
+                .await
+                .is_some()
+        );
+        assert!(
+            discovery(&backend, "/apis/nope.example/v1", addr)
+                .await
+                .is_none()
+        );
         let groups = group_list();
         let apps_group = groups["groups"]
             .as_array()

@@ -8,8 +8,9 @@
 //! What a test gets is what any client gets: the kubeconfig file (with the server's CA),
 //! the URL and the admin token. The testkit's kube crates are its own (they may differ from rotor's): tests build
 //! their clients from [`FakeKube::kubeconfig`] with the kube version they use, and the
-//! helpers here ([`FakeKube::create_namespace`], [`FakeKube::create_deployment`]) take
-//! plain names, never a kube type.
+//! helpers here ([`FakeKube::create_namespace`], [`FakeKube::create_deployment`],
+//! [`FakeKube::install_crd`], [`FakeKube::events_for`], [`FakeKube::set_workload_status`])
+//! take plain names and JSON, never a kube type.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -392,9 +393,96 @@ fn api_resource(object: &serde_json::Value) -> (ApiResource, bool) {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let custom = apiserver::crd::STORAGE
+        .iter()
+        .find(|(g, v, k, _)| *g == group && *v == version && *k == kind)
+        .map(|(_, _, _, plural)| *plural);
     let plural = known::get_plural(group, version, kind)
+        .or(custom)
         .unwrap_or_else(|| panic!("the fake API server does not serve {kind} in {api_version}"));
     let namespaced = known::is_namespaced(group, version, kind).unwrap_or(true);
     let gvk = GroupVersionKind::gvk(group, version, kind);
     (ApiResource::from_gvk_with_plural(&gvk, plural), namespaced)
+}
+
+/// Custom resources, Events and workload status: what tests of a controller need.
+impl FakeKube {
+    /// Creates the `apiextensions.k8s.io/v1` CustomResourceDefinition `crd` (JSON, or YAML
+    /// parsed with `serde_saphyr`) as the admin. The server establishes it at once and
+    /// serves its resource from then on (only for the types in
+    /// [`apiserver::crd::STORAGE`]; others answer 404).
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses the CRD (its message is in the panic).
+    pub async fn install_crd(&self, crd: &Value) {
+        self.create_objects(std::slice::from_ref(crd)).await;
+    }
+
+    /// The `events.k8s.io/v1` Events in `namespace` about the object `kind`/`name`
+    /// (`regarding`), oldest first (by `eventTime`), as JSON.
+    ///
+    /// # Panics
+    ///
+    /// When the server refuses the list.
+    pub async fn events_for(&self, kind: &str, namespace: &str, name: &str) -> Vec<Value> {
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+            "events",
+        );
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.admin_client().await, namespace, &resource);
+        let selector = format!("regarding.kind={kind},regarding.name={name}");
+        let list = api
+            .list(&kube::api::ListParams::default().fields(&selector))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("listing the events of {kind} {namespace}/{name} failed: {e}")
+            });
+        let mut events: Vec<Value> = list
+            .items
+            .into_iter()
+            .map(|e| serde_json::to_value(e).expect("an event serialises"))
+            .collect();
+        events.sort_by(|a, b| a["eventTime"].as_str().cmp(&b["eventTime"].as_str()));
+        events
+    }
+
+    /// Writes `status` as the `.status` of the workload `kind` (`Deployment`,
+    /// `StatefulSet` or `DaemonSet`) `namespace/name` through its `/status` subresource
+    /// (a merge patch, as the admin), as the workload's controller would: a test plays
+    /// the controller that reports a rollout's progress. Answers the object after.
+    ///
+    /// # Panics
+    ///
+    /// When the kind is not a workload or the server refuses the write.
+    pub async fn set_workload_status(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Value {
+        let plural = match kind {
+            "Deployment" => "deployments",
+            "StatefulSet" => "statefulsets",
+            "DaemonSet" => "daemonsets",
+            other => panic!("{other} is not a workload kind (Deployment, StatefulSet, DaemonSet)"),
+        };
+        let resource =
+            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apps", "v1", kind), plural);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.admin_client().await, namespace, &resource);
+        let patched = api
+            .patch_status(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(json!({ "status": status })),
+            )
+            .await
+            .unwrap_or_else(|e| {
+                panic!("writing the status of {kind} {namespace}/{name} failed: {e}")
+            });
+        serde_json::to_value(patched).expect("an object serialises")
+    }
 }

@@ -10,8 +10,9 @@
 //!   `fake-kube-apiserver` binary), kubeconfig writing and seed loading.
 //! - [`fake_kube`]: [`FakeKube`], an in-process fake API server for one test (its
 //!   kubeconfig, URL and admin token; helpers that create namespaces, deployments and any
-//!   object, and log in as a ServiceAccount; Secret-apply faults, [`SecretPatches`]),
-//!   whose kube crates need not be the ones a test uses.
+//!   object, and log in as a ServiceAccount; install a CRD, read the Events about an
+//!   object, write a workload's status as its controller would; Secret-apply faults,
+//!   [`SecretPatches`]), whose kube crates need not be the ones a test uses.
 //! - [`helm`]: the real Helm engine (helm-python-sdk) that lints and renders the chart.
 //! - [`chart`]: the chart's rendered RBAC installed in a [`FakeKube`], with a kubeconfig
 //!   of its ServiceAccount ([`chart::install_rbac`]).

@@ -306,3 +306,151 @@ async fn kubectl_watches_what_kube_clients_change_and_typed_creates_are_refused(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown format"), "{stderr}");
 }
+
+#[tokio::test]
+async fn kubectl_gets_custom_resources_with_their_printer_columns() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let (kube, client, ns, home) = fixture("kubectl-crd").await;
+    kubectl(
+        &kube,
+        home.path(),
+        &["create", "--validate=false", "-f", "-"],
+        Some(&rotor_testkit::apiserver::crd::example_crd().to_string()),
+    );
+    let manifest = |spec: &str| {
+        format!(
+            "apiVersion: rotor.dev/v1\nkind: RotationPolicy\nmetadata:\n  name: db\n  namespace: {ns}\n\
+             spec:\n{spec}"
+        )
+    };
+    let apply = ["apply", "--server-side", "--validate=false", "-f", "-"];
+    let refused = kubectl_output(
+        &kube,
+        home.path(),
+        &apply,
+        Some(&manifest("  credential:\n    type: postgres\n")),
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    // kubectl words the 422's details as it does a real server's.
+    assert!(
+        stderr.contains("The RotationPolicy \"db\" is invalid: spec.vault: Required value"),
+        "{stderr}"
+    );
+    kubectl(
+        &kube,
+        home.path(),
+        &apply,
+        Some(&manifest(
+            "  credential:\n    type: postgres\n  vault:\n    mount: database\n",
+        )),
+    );
+    let five_minutes_ago = (chrono::Utc::now() - chrono::Duration::minutes(5))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client,
+        &ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("rotor.dev", "v1", "RotationPolicy"),
+            "rotationpolicies",
+        ),
+    );
+    policies
+        .patch_status(
+            "db",
+            &PatchParams::apply("rotor"),
+            &Patch::Apply(
+                json!({"apiVersion": "rotor.dev/v1", "kind": "RotationPolicy",
+                "metadata": {"name": "db"},
+                "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Rotated"}],
+                           "lastRotation": {"time": five_minutes_ago},
+                           "nextRotation": "2099-01-01T00:00:00Z"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let out = kubectl(&kube, home.path(), &["get", "rp", "-n", &ns], None);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "KIND",
+            "STATUS",
+            "LAST ROTATION",
+            "NEXT ROTATION",
+            "AGE"
+        ],
+        "{out}"
+    );
+    // A future `date` reads `<invalid>` on a real server too.
+    assert_eq!(
+        lines[1][..5],
+        ["db", "postgres", "Rotated", "5m", "<invalid>"],
+        "{out}"
+    );
+    let listed = json_of(&kubectl(
+        &kube,
+        home.path(),
+        &["get", "rotationpolicies", "-n", &ns, "-o", "json"],
+        None,
+    ));
+    assert_eq!(
+        listed["items"][0]["status"]["conditions"][0]["reason"],
+        "Rotated"
+    );
+
+    // An events.k8s.io/v1 Event about it (a series of 3) shows in kubectl describe, which
+    // reads the core API's Events by involvedObject name, namespace, kind and uid.
+    let uid = listed["items"][0]["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let events: Api<DynamicObject> = Api::namespaced_with(
+        client_from_kubeconfig(&kube.kubeconfig).await.unwrap(),
+        &ns,
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+            "events",
+        ),
+    );
+    let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "db.rotated", "namespace": ns},
+        "regarding": {"apiVersion": "rotor.dev/v1", "kind": "RotationPolicy", "name": "db",
+                      "namespace": ns, "uid": uid},
+        "eventTime": now, "series": {"count": 3, "lastObservedTime": now},
+        "reportingController": "rotor", "reportingInstance": "rotor-0",
+        "action": "Rotate", "reason": "Rotated", "type": "Normal",
+        "note": "rotated the database credential"});
+    events
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(event).unwrap(),
+        )
+        .await
+        .unwrap();
+    let described = kubectl(
+        &kube,
+        home.path(),
+        &["describe", "rp", "db", "-n", &ns],
+        None,
+    );
+    let line = described
+        .lines()
+        .find(|l| l.contains("Rotated") && l.contains("rotor"))
+        .unwrap_or_else(|| panic!("no event line in:\n{described}"));
+    assert!(line.contains("rotated the database credential"), "{line}");
+    assert!(line.contains("(x3 over"), "{line}");
+}

@@ -55,6 +55,12 @@ impl Resource {
     /// The object kind served under this collection, if the fake knows it.
     pub(super) fn kind(&self) -> Option<&'static str> {
         known::plural_to_kind(&self.group, &self.version, &self.plural)
+            .or_else(|| super::crd::storage_kind(&self.group, &self.version, &self.plural))
+    }
+
+    /// Whether this is a built-in resource (not one a CRD defines).
+    pub(super) fn is_builtin(&self) -> bool {
+        known::plural_to_kind(&self.group, &self.version, &self.plural).is_some()
     }
 
     /// `v1` or `GROUP/VERSION`.

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::feed::{self, Change, ChangeType, Feed, Resource, ResourcePath};
+use super::status::Generations;
 use super::{ReplyBody, status_body};
 
 /// How long a watch lasts when the client sets no `timeoutSeconds` (a real server picks
@@ -45,7 +46,7 @@ enum Start {
 
 /// One field-selector requirement: `field=value` or `field!=value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FieldRequirement {
+pub(super) struct FieldRequirement {
     field: String,
     equal: bool,
     value: String,
@@ -174,10 +175,7 @@ impl WatchRequest {
                 return false;
             }
         }
-        self.fields.iter().all(|r| {
-            let found = field_value(object, &r.field).unwrap_or_default();
-            (found == r.value) == r.equal
-        })
+        fields_match(&self.fields, object)
     }
 
     /// The event a watcher of this request sees for `change`, if any.
@@ -220,10 +218,11 @@ impl WatchRequest {
 pub(super) fn respond(
     feed: Arc<Feed>,
     backend: kube::Client,
+    generations: Arc<Generations>,
     request: WatchRequest,
 ) -> Response<ReplyBody> {
     let (sender, receiver) = mpsc::channel(64);
-    tokio::spawn(run(feed, backend, request, sender));
+    tokio::spawn(run(feed, backend, generations, request, sender));
     let mut response = Response::new(LineBody { receiver }.boxed());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -236,6 +235,7 @@ pub(super) fn respond(
 async fn run(
     feed: Arc<Feed>,
     backend: kube::Client,
+    generations: Arc<Generations>,
     request: WatchRequest,
     out: mpsc::Sender<Bytes>,
 ) {
@@ -262,11 +262,13 @@ async fn run(
                 (head, listed)
             };
             let items = match objects {
-                Ok((code, list)) if code.is_success() => list
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default(),
+                Ok((code, mut list)) if code.is_success() => {
+                    generations.present(&mut list);
+                    list.get("items")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                }
                 Ok((code, body)) => {
                     let _ = out.send(line("ERROR", &body_or_status(code, body))).await;
                     return;
@@ -358,8 +360,16 @@ impl Body for LineBody {
     }
 }
 
+/// Whether `object` meets every field-selector requirement.
+pub(super) fn fields_match(fields: &[FieldRequirement], object: &Value) -> bool {
+    fields.iter().all(|r| {
+        let found = field_value(object, &r.field).unwrap_or_default();
+        (found == r.value) == r.equal
+    })
+}
+
 /// `field=value`, `field==value` and `field!=value` requirements, comma-separated.
-fn parse_field_selector(selector: &str) -> Option<Vec<FieldRequirement>> {
+pub(super) fn parse_field_selector(selector: &str) -> Option<Vec<FieldRequirement>> {
     selector
         .split(',')
         .filter(|r| !r.trim().is_empty())

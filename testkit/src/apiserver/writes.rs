@@ -10,7 +10,12 @@ use http::{Method, StatusCode, header};
 use serde_json::Value;
 
 use super::feed::{self, Change, ChangeType, ResourcePath};
-use super::{State, is_update, prune_stale_ownership, secrets};
+use super::{State, crd, is_update, prune_stale_ownership, secrets};
+
+/// Now, as `metadata` timestamps are written.
+fn now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
 
 /// A write request (POST, PUT, PATCH or DELETE on a resource path).
 #[derive(Debug)]
@@ -28,6 +33,13 @@ pub(super) struct Write {
 pub(super) struct Before {
     object: Option<Value>,
     collection: Vec<Value>,
+}
+
+impl Before {
+    /// The object as it was (with its true generation), when it existed.
+    pub(super) fn object(&self) -> Option<&Value> {
+        self.object.as_ref()
+    }
 }
 
 impl Write {
@@ -78,7 +90,12 @@ impl Write {
                     .unwrap_or_default(),
             },
             _ => Before {
-                object: get(object_path(target, &self.path)).await,
+                object: get(object_path(target, &self.path))
+                    .await
+                    .map(|mut object| {
+                        state.generations.present(&mut object);
+                        object
+                    }),
                 collection: Vec::new(),
             },
         }
@@ -123,11 +140,7 @@ impl Write {
             _ => object_path(target, &self.path),
         };
         if self.is_secret()
-            && let Some(patch) = secrets::fold(
-                &object,
-                self.update_manager.as_deref(),
-                &chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            )
+            && let Some(patch) = secrets::fold(&object, self.update_manager.as_deref(), &now())
             && let Ok((code, folded)) = feed::call(
                 &state.backend,
                 Method::PATCH,
@@ -143,12 +156,19 @@ impl Write {
         }
         if self.update
             && let Some(fixed) = prune_stale_ownership(state, target, &bytes).await
+            && let Ok(fixed_object) = serde_json::from_slice(&fixed)
         {
-            if let Ok(fixed_object) = serde_json::from_slice(&fixed) {
-                object = fixed_object;
-            }
-            bytes = fixed;
+            object = fixed_object;
         }
+        if self.is_crd()
+            && self.path.subresource.is_none()
+            && let Some(established) = crd::establish(&state.backend, &object, &now()).await
+        {
+            object = established;
+        }
+        state.generations.record(before.object.as_ref(), &object);
+        state.generations.present(&mut object);
+        bytes = Bytes::from(object.to_string());
         if let Some(rv) = feed::resource_version(&object) {
             let change = if before.object.is_some() {
                 ChangeType::Modified
@@ -164,6 +184,10 @@ impl Write {
             });
         }
         bytes
+    }
+
+    fn is_crd(&self) -> bool {
+        crd::is_crd_path(&self.path.resource.group, &self.path.resource.plural)
     }
 
     fn is_secret(&self) -> bool {
@@ -196,6 +220,8 @@ impl Write {
         let Some(rv) = feed::tick(&state.backend).await else {
             return;
         };
+        state.generations.present(&mut object);
+        state.generations.forget(&object);
         if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
         }

@@ -246,7 +246,9 @@ pub enum GitlabTarget {
 }
 
 /// GitLab variable type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema, IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum GitlabVariableType {
@@ -353,7 +355,9 @@ pub enum GithubTarget {
 }
 
 /// Visibility of an organisation secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema, IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum GithubVisibility {

@@ -26,12 +26,21 @@ fn file_error(file: &Path, message: String) -> PolicyError {
     }
 }
 
-fn to_policy_error(file: &Path, e: DeError) -> PolicyError {
-    let pos = e.pos.unwrap_or(Pos { line: 1, column: 1 });
+/// `e` in `file`; a resource read from a cluster (`positioned` false) has no text to
+/// point into and keeps line and column 0.
+fn to_policy_error(file: &Path, e: DeError, positioned: bool) -> PolicyError {
+    let pos = match e.pos {
+        Some(pos) if positioned => Pos {
+            line: pos.line.max(1),
+            column: pos.column.max(1),
+        },
+        Some(pos) => pos,
+        None if positioned => Pos { line: 1, column: 1 },
+        None => Pos::default(),
+    };
     let path = e.path.unwrap_or_default();
     PolicyError {
         file: file.to_path_buf(),
-        // 0:0 only for a resource read from a cluster (no text to point into).
         line: pos.line,
         column: pos.column,
         path: if path.is_empty() {
@@ -188,19 +197,20 @@ impl Loaded {
                 self.errors.push(to_policy_error(
                     &file,
                     DeError::at(e.pos, &e.path, e.message),
+                    true,
                 ));
             }
             let Some(root) = doc.root else { continue };
             if root.is_null() {
                 continue; // an empty document (`---` at the end, comments only)
             }
-            self.document(&file, &root);
+            self.document(&file, &root, true);
         }
     }
 
     /// Parses and validates one document (a policy, or a RotationPolicy resource)
-    /// read from `source`.
-    fn document(&mut self, source: &Path, root: &Node) {
+    /// read from `source`: a file (`positioned`) or a cluster.
+    fn document(&mut self, source: &Path, root: &Node, positioned: bool) {
         let sink = Sink::default();
         let result = RawPolicy::deserialize(NodeDe::root(root, &sink));
         let mut doc_errors = sink.into_inner();
@@ -227,7 +237,7 @@ impl Loaded {
             doc_errors
                 .into_iter()
                 .filter(|e| !e.reported)
-                .map(|e| to_policy_error(source, e)),
+                .map(|e| to_policy_error(source, e, positioned)),
         );
     }
 
@@ -266,7 +276,7 @@ impl Loaded {
     fn resources(&mut self, resources: &[RotationPolicy]) {
         for r in resources {
             let root = Node::from_json(&r.loader_document());
-            self.document(Path::new(&r.source()), &root);
+            self.document(Path::new(&r.source()), &root, false);
         }
     }
 

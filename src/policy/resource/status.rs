@@ -17,8 +17,9 @@ pub struct RotationPolicyStatus {
     /// `Quarantined`, `PendingApproval`, `Retired`, `Failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    /// The conditions, one per [`ConditionType`].
+    /// The conditions, at most one of each type (`Valid`, `Ready`, `Rotating`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The last rotation that finished (or failed).
     #[serde(default, skip_serializing_if = "Option::is_none")]

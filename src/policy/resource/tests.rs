@@ -1,4 +1,6 @@
 use super::*;
+use std::path::Path;
+
 use serde_json::Value;
 
 use crate::policy::CredentialSpec;
@@ -252,7 +254,7 @@ fn a_bad_resource_names_its_source_and_the_field_path() {
         errors
             .0
             .iter()
-            .all(|e| e.line == 0 && e.file == PathBuf::from("apps/app-db"))
+            .all(|e| e.line == 0 && e.file == Path::new("apps/app-db"))
     );
     spec.as_object_mut().unwrap().remove("vault");
     let errors = RotationPolicy::new("apps", "app-db", spec)

@@ -11,6 +11,7 @@ use strum::{Display, IntoStaticStr};
 
 use super::consumer::ConsumerSpec;
 use super::kinds::CredentialSpec;
+use schemars::JsonSchema;
 
 /// One loaded, validated policy.
 #[derive(Debug, Clone)]
@@ -190,7 +191,7 @@ impl NotifyTarget {
     Eq,
     serde::Serialize,
     serde::Deserialize,
-    schemars::JsonSchema,
+    JsonSchema,
     IntoStaticStr,
     Display,
 )]
@@ -282,16 +283,7 @@ impl fmt::Display for Window {
 
 /// How a credential kind replaces the old credential.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    serde::Deserialize,
-    schemars::JsonSchema,
-    IntoStaticStr,
-    Display,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, JsonSchema, IntoStaticStr, Display,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]

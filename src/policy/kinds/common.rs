@@ -14,6 +14,7 @@ use crate::policy::model::{Reference, Strategy};
 use crate::policy::raw::raw_int;
 use crate::policy::validate::{Validator, has_control, one_of};
 use crate::policy::yaml::{Checked, Located, ScalarText};
+use schemars::JsonSchema;
 
 raw_int!(RawPort, "a port number 1-65535", 1..=65535);
 raw_int!(RawLength, "a password length 8-1024", 8..=1024);
@@ -117,14 +118,7 @@ pub struct Connection<Admin = Reference> {
 
 /// `tls.mode`.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    serde::Deserialize,
-    schemars::JsonSchema,
-    strum::IntoStaticStr,
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema, strum::IntoStaticStr,
 )]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]

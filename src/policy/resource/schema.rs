@@ -38,33 +38,27 @@ macro_rules! int_schema {
 }
 pub(crate) use int_schema;
 
-impl<T: JsonSchema> JsonSchema for Located<T> {
-    fn inline_schema() -> bool {
-        true
-    }
+/// `JsonSchema` for a wrapper that only adds positions or an error barrier: the
+/// wrapped type's schema.
+macro_rules! transparent_schema {
+    ($($wrapper:ident),*) => {$(
+        impl<T: JsonSchema> JsonSchema for $wrapper<T> {
+            fn inline_schema() -> bool {
+                true
+            }
 
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        T::schema_name()
-    }
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                T::schema_name()
+            }
 
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        T::json_schema(generator)
-    }
+            fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+                T::json_schema(generator)
+            }
+        }
+    )*};
 }
 
-impl<T: JsonSchema> JsonSchema for Checked<T> {
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        T::schema_name()
-    }
-
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        T::json_schema(generator)
-    }
-}
+transparent_schema!(Located, Checked);
 
 impl JsonSchema for ScalarText {
     fn inline_schema() -> bool {

@@ -39,17 +39,7 @@ pub struct RotationPolicyStatus {
 
 /// The condition types a RotationPolicy reports.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Serialize,
-    Deserialize,
-    JsonSchema,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr,
 )]
 pub enum ConditionType {
     /// The spec passed the same validation as `rotor validate`.

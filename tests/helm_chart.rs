@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rotor_testkit::helm;
 use rotor_testkit::stack::workspace_root;
@@ -130,6 +130,7 @@ fn check_typed(doc: &Value, template: &str) {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             round_trip::<ClusterRoleBinding>(doc, template)
         }
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<ClusterRole>(doc, template),
         ("policy/v1", "PodDisruptionBudget") => round_trip::<PodDisruptionBudget>(doc, template),
         ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<NetworkPolicy>(doc, template),
         // CRDs of the Prometheus operator: no k8s-openapi type, checked as YAML.
@@ -162,7 +163,10 @@ fn render(values: &Value) -> Rendered {
             .unwrap_or_else(|e| panic!("{template} is not valid YAML: {e}\n{text}"));
         for value in values {
             check_typed(&value, &template);
-            let namespaced = !matches!(value["kind"].as_str(), Some("ClusterRoleBinding"));
+            let namespaced = !matches!(
+                value["kind"].as_str(),
+                Some("ClusterRoleBinding" | "ClusterRole")
+            );
             if namespaced {
                 assert!(
                     value["metadata"]["namespace"].is_string(),
@@ -194,6 +198,7 @@ fn defaults() -> Value {
 fn ha() -> Value {
     json!({
         "replicas": 3,
+        "policyResources": {"enabled": true, "namespaces": ["payments", "edge"]},
         "rbac": {"namespaces": [
             {"namespace": "payments", "secrets": ["payments-db"], "deployments": ["payments-api"]},
         ]},
@@ -222,6 +227,7 @@ fn monitoring_on() -> Value {
 fn existing_objects() -> Value {
     json!({
         "existingPolicyConfigMap": "team-rotor-policies",
+        "policyResources": {"enabled": true},
         "auth": {"existingSecret": "rotor-api-auth", "key": "identities.yaml"},
         "agent": {"notify": {"url": "https://hooks.example.internal/rotor", "existingSecret": "rotor-notify", "secretKey": "hmac"}},
         "audit": {"persistence": {"enabled": true, "size": "5Gi", "storageClass": "fast-ssd"}},
@@ -457,12 +463,11 @@ fn names(values: &Value, key: &str) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// Least privilege over every Role, RoleBinding and ClusterRoleBinding of a render.
+/// Least privilege over every Role, RoleBinding and ClusterRoleBinding of a render
+/// (the RotationPolicy grants, `policyResources`, by [`assert_policy_resource_rbac`]).
 fn assert_least_privilege(r: &Rendered, values: &Value, leader_election: bool) {
-    assert!(
-        r.kind("ClusterRole").is_empty(),
-        "the chart defines no ClusterRole"
-    );
+    assert_policy_resource_rbac(r, values);
+    let r = &without_policy_resource_rbac(r);
     let sa = service_account(r);
     let listed: Vec<&Value> = values["rbac"]["namespaces"]
         .as_array()
@@ -618,6 +623,110 @@ fn assert_least_privilege(r: &Rendered, values: &Value, leader_election: bool) {
         assert_eq!(subjects.len(), 1);
         assert_eq!(subjects[0].name, sa);
         assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+    }
+}
+
+/// The name of the RotationPolicy Roles (`{FULLNAME}-policies`) and of the
+/// ClusterRole (`{FULLNAME}-{NAMESPACE}-policies`, unique in the cluster).
+fn policy_rbac_name(cluster: bool) -> String {
+    if cluster {
+        format!("{FULLNAME}-{NAMESPACE}-policies")
+    } else {
+        format!("{FULLNAME}-policies")
+    }
+}
+
+/// `r` without the RotationPolicy grants.
+fn without_policy_resource_rbac(r: &Rendered) -> Rendered {
+    let ours = [policy_rbac_name(true), policy_rbac_name(false)];
+    Rendered {
+        docs: r
+            .docs
+            .iter()
+            .filter(|d| !ours.iter().any(|n| d["metadata"]["name"] == n.as_str()))
+            .cloned()
+            .collect(),
+        notes: r.notes.clone(),
+    }
+}
+
+/// Watching RotationPolicies grants exactly: get/list/watch on rotationpolicies,
+/// update/patch on their status, create/patch on events.k8s.io Events; in every
+/// namespace (a ClusterRole) or only the listed ones (a Role each); bound to the
+/// chart's ServiceAccount; nothing when `policyResources.enabled` is off.
+fn assert_policy_resource_rbac(r: &Rendered, values: &Value) {
+    let settings = &values["policyResources"];
+    let enabled = settings["enabled"] == true;
+    let namespaces: Vec<&str> = settings["namespaces"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let expected = vec![
+        rule("rotor.dev", "rotationpolicies", &["get", "list", "watch"]),
+        rule("rotor.dev", "rotationpolicies/status", &["update", "patch"]),
+        rule("events.k8s.io", "events", &["create", "patch"]),
+    ];
+    let sa = service_account(r);
+    let cluster_name = policy_rbac_name(true);
+    let role_name = policy_rbac_name(false);
+    let cluster_roles: Vec<ClusterRole> = r.all("ClusterRole");
+    let cluster_bindings: Vec<ClusterRoleBinding> = r
+        .all::<ClusterRoleBinding>("ClusterRoleBinding")
+        .into_iter()
+        .filter(|b| b.metadata.name.as_deref() == Some(cluster_name.as_str()))
+        .collect();
+    let roles: Vec<Role> = r
+        .all::<Role>("Role")
+        .into_iter()
+        .filter(|x| x.metadata.name.as_deref() == Some(role_name.as_str()))
+        .collect();
+    let bindings: Vec<RoleBinding> = r
+        .all::<RoleBinding>("RoleBinding")
+        .into_iter()
+        .filter(|x| x.metadata.name.as_deref() == Some(role_name.as_str()))
+        .collect();
+    let cluster_wide = enabled && namespaces.is_empty();
+    assert_eq!(
+        cluster_roles.len(),
+        usize::from(cluster_wide),
+        "ClusterRoles"
+    );
+    assert_eq!(cluster_bindings.len(), usize::from(cluster_wide));
+    if cluster_wide {
+        assert_eq!(
+            cluster_roles[0].metadata.name.as_deref(),
+            Some(cluster_name.as_str())
+        );
+        assert_eq!(cluster_roles[0].rules.clone().unwrap_or_default(), expected);
+        let b = &cluster_bindings[0];
+        assert_eq!(
+            (b.role_ref.kind.as_str(), b.role_ref.name.as_str()),
+            ("ClusterRole", cluster_name.as_str())
+        );
+        let subjects = b.subjects.clone().unwrap_or_default();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].name, sa);
+        assert_eq!(subjects[0].namespace.as_deref(), Some(NAMESPACE));
+    }
+    let listed = if enabled { namespaces.len() } else { 0 };
+    assert_eq!(roles.len(), listed, "RotationPolicy Roles");
+    assert_eq!(bindings.len(), listed, "RotationPolicy RoleBindings");
+    for ns in namespaces.iter().filter(|_| enabled) {
+        let role = roles
+            .iter()
+            .find(|x| x.metadata.namespace.as_deref() == Some(*ns))
+            .unwrap_or_else(|| panic!("no RotationPolicy Role in {ns}"));
+        assert_eq!(role.rules.clone().unwrap_or_default(), expected, "{ns}");
+        assert_bound(&bindings, ns, &role_name, &sa);
+    }
+}
+
+fn rule(group: &str, resource: &str, verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..PolicyRule::default()
     }
 }
 
@@ -1056,6 +1165,36 @@ fn existing_objects_pvc_token_auth_and_network_policy() {
         namespaces,
         BTreeSet::from(["edge".to_owned(), "payments".to_owned()])
     );
+}
+
+/// Watching RotationPolicies: nothing by default, a ClusterRole for every namespace,
+/// a Role per listed namespace; and the chart ships the CRD `rotor crd` prints.
+#[test]
+fn policy_resources_render_exactly_the_rbac_they_need() {
+    let cases = [
+        json!({}),
+        json!({"policyResources": {"enabled": false, "namespaces": ["payments"]}}),
+        json!({"policyResources": {"enabled": true}}),
+        json!({"policyResources": {"enabled": true, "namespaces": ["payments", "edge"]}}),
+    ];
+    for values in &cases {
+        let r = render(values);
+        assert_policy_resource_rbac(&r, values);
+        let kinds: BTreeSet<&str> = r.docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        let wanted = values["policyResources"]["enabled"] == true;
+        assert_eq!(
+            kinds.contains("ClusterRole") || kinds.contains("Role"),
+            wanted,
+            "{values}: {kinds:?}"
+        );
+    }
+    let error = render_error(
+        &json!({"policyResources": {"enabled": true, "namespaces": ["Not A Namespace"]}}),
+    );
+    assert!(error.contains("policyResources"), "{error}");
+    let crd = std::fs::read_to_string(chart_dir().join("crds/rotationpolicies.rotor.dev.yaml"))
+        .expect("the chart ships the CRD");
+    assert_eq!(crd, rotor::policy::resource::crd_yaml());
 }
 
 #[test]

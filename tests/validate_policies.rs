@@ -1,7 +1,9 @@
 //! Black-box tests of `rotor validate`: every bad fixture under
 //! `tests/fixtures/policies/bad/` is rejected with the exact file:line:column, field path
 //! and message, in text and JSON output; secrets written inline are never echoed; the
-//! example policies under `policies/` are valid.
+//! example policies under `policies/` are valid; RotationPolicy manifests
+//! (`rotor.dev/v1`) are read beside policy files; `rotor crd` prints the CRD the chart
+//! ships.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -309,6 +311,43 @@ const CASES: &[Case] = &[
         "spec.schedule.maxAge",
         "found maxAge `1000000000w`, expected a duration of at most 3650d (10 years)",
     ),
+    case(
+        "38-manifest-without-namespace.yaml",
+        4,
+        3,
+        "metadata",
+        "found no `namespace`, expected `metadata.namespace`: a `rotor.dev/v1` RotationPolicy is a namespaced resource",
+    ),
+    case(
+        "39-manifest-wrong-api-version.yaml",
+        1,
+        13,
+        "apiVersion",
+        "found `rotor.dev/v2`, expected one of `rotor/v1`, `rotor.dev/v1`",
+    ),
+    Case {
+        fixture: "40-manifest-and-file-same-name",
+        file: "file.yaml",
+        line: 4,
+        column: 9,
+        path: "metadata.name",
+        fragment: "40-manifest-and-file-same-name/manifest.yaml:5:9 (namespace `finance`)), expected a unique one",
+    },
+    Case {
+        fixture: "40-manifest-and-file-same-name",
+        file: "manifest.yaml",
+        line: 5,
+        column: 9,
+        path: "metadata.name",
+        fragment: "found duplicate policy name `ledger-db` (also at ",
+    },
+    case(
+        "41-manifest-bad-port.yaml",
+        11,
+        13,
+        "spec.credential.connection.port",
+        "found 70000, expected a port number 1-65535",
+    ),
 ];
 
 /// The value written inline in fixtures 12, 13 and 31; it must never be printed.
@@ -501,4 +540,41 @@ fn example_policies_cover_every_credential_and_consumer_type() {
         "postgres role payments_app on 127.0.0.1:5432/postgres"
     );
     assert!(canonical.file.ends_with("policies/payments-db.yaml"));
+}
+
+#[test]
+fn manifests_validate_beside_policy_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policies/manifests");
+    let out = rotor(&["validate", "-o", "json"], &[&dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc, serde_json::json!({"valid": true, "policies": 2}));
+    let set = rotor::policy::load_paths(&[dir]).expect("valid");
+    let names: Vec<&str> = set.names().collect();
+    assert_eq!(names, ["billing-db", "orders-db"]);
+    let orders = set.get("orders-db").expect("the manifest's policy");
+    assert_eq!(
+        orders.labels.get("team").map(String::as_str),
+        Some("orders")
+    );
+}
+
+/// The chart's `crds/` holds exactly what `rotor crd` prints, so the schema the API
+/// server enforces cannot drift from the model `rotor validate` checks.
+#[test]
+fn rotor_crd_prints_the_crd_the_chart_ships() {
+    let out = rotor(&["crd"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let chart = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("charts/rotor/crds/rotationpolicies.rotor.dev.yaml");
+    let committed = std::fs::read_to_string(&chart).expect("the chart's CRD");
+    assert!(
+        String::from_utf8_lossy(&out.stdout) == committed,
+        "{} differs from `rotor crd`: regenerate it with `rotor crd > {}`",
+        chart.display(),
+        chart.display()
+    );
+    let json = rotor(&["crd", "-o", "json"], &[]);
+    let crd: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    assert_eq!(crd["metadata"]["name"], "rotationpolicies.rotor.dev");
 }

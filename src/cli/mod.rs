@@ -1,4 +1,4 @@
-//! The command line: `validate`, `plan`, `rotate`, `resume`, `run`, `status`, `release`, `approve`, `retire`, `enable`, `audit verify`. Each command prints human text or,
+//! The command line: `validate`, `crd`, `plan`, `rotate`, `resume`, `run`, `status`, `release`, `approve`, `retire`, `enable`, `audit verify`. Each command prints human text or,
 //! with `-o json`, one JSON document on stdout; logs go to stderr. Exit status is 0 on
 //! success, 1 on any failure (including "old credential still accepted"), 2 on usage
 //! errors (clap), 3 when the agent refuses an approval (`rotor approve`: 403 not an
@@ -76,10 +76,14 @@ pub enum Output {
 pub enum Command {
     /// Load and validate policies; print every error with file:line:col and field path.
     Validate {
-        /// Policy files or directories.
+        /// Policy files or directories (`rotor/v1` policies and `rotor.dev/v1`
+        /// RotationPolicy manifests alike).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Print the RotationPolicy CustomResourceDefinition (YAML; JSON with `-o json`),
+    /// e.g. `rotor crd | kubectl apply -f -`.
+    Crd,
     /// Show what rotations would touch and when; changes nothing.
     Plan {
         /// Policy directory (or file); repeatable.
@@ -251,6 +255,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let output = cli.output;
     let result = match cli.command {
         Command::Validate { paths } => validate::validate(&paths, output),
+        Command::Crd => validate::crd(output),
         Command::Plan {
             policies,
             name,

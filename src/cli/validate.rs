@@ -1,4 +1,5 @@
-//! `rotor validate`: every error with file:line:column and field path.
+//! `rotor validate`: every error with file:line:column and field path; `rotor crd`:
+//! the RotationPolicy CustomResourceDefinition.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,4 +35,16 @@ pub(super) fn validate(paths: &[PathBuf], output: Output) -> anyhow::Result<Exit
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `rotor crd`: the CustomResourceDefinition the chart installs.
+pub(super) fn crd(output: Output) -> anyhow::Result<ExitCode> {
+    match output {
+        Output::Text => print!("{}", policy::resource::crd_yaml()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&policy::resource::crd())?
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }

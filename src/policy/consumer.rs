@@ -13,6 +13,7 @@ use strum::IntoStaticStr;
 
 use super::model::Reference;
 use super::template::Template;
+use schemars::JsonSchema;
 
 /// What a consumer type's validated settings say about themselves, without any I/O.
 /// [`ConsumerSpec`]'s implementation asks the type in use; `crate::consumers::Consumer`
@@ -246,7 +247,7 @@ pub enum GitlabTarget {
 }
 
 /// GitLab variable type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema, IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum GitlabVariableType {
@@ -353,7 +354,7 @@ pub enum GithubTarget {
 }
 
 /// Visibility of an organisation secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema, IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum GithubVisibility {

@@ -7,11 +7,12 @@ use std::path::PathBuf;
 /// contain a secret value (a literal password is described, not echoed).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PolicyError {
-    /// The file the problem is in.
+    /// The file the problem is in; for a RotationPolicy read from a cluster,
+    /// `namespace/name`.
     pub file: PathBuf,
-    /// 1-based line.
+    /// 1-based line (0 for a resource read from a cluster).
     pub line: usize,
-    /// 1-based column.
+    /// 1-based column (0 for a resource read from a cluster).
     pub column: usize,
     /// Field path such as `spec.consumers[1].secret` (`(yaml)` for syntax errors,
     /// `(file)` for a file that cannot be read).
@@ -20,14 +21,22 @@ pub struct PolicyError {
     pub message: String,
 }
 
+/// `file:line:column`, or the source alone when it has no position (line 0: a
+/// RotationPolicy read from a cluster, named `namespace/name`).
+pub(crate) fn place(file: &std::path::Path, line: usize, column: usize) -> String {
+    if line == 0 {
+        file.display().to_string()
+    } else {
+        format!("{}:{line}:{column}", file.display())
+    }
+}
+
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}: {}: {}",
-            self.file.display(),
-            self.line,
-            self.column,
+            "{}: {}: {}",
+            place(&self.file, self.line, self.column),
             self.path,
             self.message
         )

@@ -8,8 +8,9 @@ use serde::Deserialize;
 
 use super::error::{LoadErrors, PolicyError};
 use super::raw::RawPolicy;
+use super::resource::RotationPolicy;
 use super::validate::{Validator, validate_policy};
-use super::yaml::{DeError, NodeDe, Pos, Sink, parse_documents};
+use super::yaml::{DeError, Located, Node, NodeDe, Pos, Sink, parse_documents};
 use super::{PolicySet, ValidatedPolicy};
 
 /// Directory levels followed at most (guards against symlink loops).
@@ -25,13 +26,23 @@ fn file_error(file: &Path, message: String) -> PolicyError {
     }
 }
 
-fn to_policy_error(file: &Path, e: DeError) -> PolicyError {
-    let pos = e.pos.unwrap_or(Pos { line: 1, column: 1 });
+/// `e` in `file`; a resource read from a cluster (`positioned` false) has no text to
+/// point into and keeps line and column 0.
+fn to_policy_error(file: &Path, e: DeError, positioned: bool) -> PolicyError {
+    let pos = match e.pos {
+        Some(pos) if positioned => Pos {
+            line: pos.line.max(1),
+            column: pos.column.max(1),
+        },
+        Some(pos) => pos,
+        None if positioned => Pos { line: 1, column: 1 },
+        None => Pos::default(),
+    };
     let path = e.path.unwrap_or_default();
     PolicyError {
         file: file.to_path_buf(),
-        line: pos.line.max(1),
-        column: pos.column.max(1),
+        line: pos.line,
+        column: pos.column,
         path: if path.is_empty() {
             "(document)".into()
         } else {
@@ -86,8 +97,11 @@ fn walk(dir: &Path, depth: usize, files: &mut Vec<PathBuf>, errors: &mut Vec<Pol
     }
 }
 
-/// See [`super::load_paths`].
-pub(crate) fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
+/// See [`super::load_all`].
+pub(crate) fn load_paths(
+    paths: &[PathBuf],
+    resources: &[RotationPolicy],
+) -> Result<PolicySet, LoadErrors> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
@@ -112,7 +126,7 @@ pub(crate) fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
             (f, text)
         })
         .collect();
-    match load_sources(sources) {
+    match load_sources(sources, resources) {
         Ok(set) if errors.is_empty() => Ok(set),
         Ok(_) => Err(finish(errors)),
         Err(LoadErrors(more)) => {
@@ -137,6 +151,22 @@ struct Seen {
     file: PathBuf,
     pos: Pos,
     path: String,
+    /// The namespace of a RotationPolicy resource.
+    namespace: Option<String>,
+}
+
+impl Seen {
+    /// `file:line:col` (a resource from a cluster has no position: `namespace/name`),
+    /// with a manifest's namespace.
+    fn place(&self) -> String {
+        let mut place = super::error::place(&self.file, self.pos.line, self.pos.column);
+        if let Some(ns) = &self.namespace
+            && self.pos.line > 0
+        {
+            place.push_str(&format!(" (namespace `{ns}`)"));
+        }
+        place
+    }
 }
 
 /// What loading some files produced, in file order.
@@ -167,70 +197,86 @@ impl Loaded {
                 self.errors.push(to_policy_error(
                     &file,
                     DeError::at(e.pos, &e.path, e.message),
+                    true,
                 ));
             }
             let Some(root) = doc.root else { continue };
             if root.is_null() {
                 continue; // an empty document (`---` at the end, comments only)
             }
-            let sink = Sink::default();
-            let result = RawPolicy::deserialize(NodeDe::root(&root, &sink));
-            let mut doc_errors = sink.into_inner();
-            let raw = match result {
-                Ok(raw) => Some(raw),
-                Err(e) => {
-                    if !e.reported {
-                        doc_errors.push(e);
-                    }
-                    None
+            self.document(&file, &root, true);
+        }
+    }
+
+    /// Parses and validates one document (a policy, or a RotationPolicy resource)
+    /// read from `source`: a file (`positioned`) or a cluster.
+    fn document(&mut self, source: &Path, root: &Node, positioned: bool) {
+        let sink = Sink::default();
+        let result = RawPolicy::deserialize(NodeDe::root(root, &sink));
+        let mut doc_errors = sink.into_inner();
+        let raw = match result {
+            Ok(raw) => Some(raw),
+            Err(e) => {
+                if !e.reported {
+                    doc_errors.push(e);
                 }
-            };
-            let mut policy = None;
-            if let Some(raw) = &raw {
-                let mut v = Validator::default();
-                policy = validate_policy(raw, &file, &mut v);
-                doc_errors.extend(v.errors);
-                if let Some(m) = raw.metadata.0.as_ref() {
-                    self.names.push(Seen {
-                        name: m.name.value.clone(),
-                        file: file.clone(),
-                        pos: m.name.pos,
-                        path: m.name.path.clone(),
-                    });
-                }
-                if let (Some(p), Some(spec)) = (&policy, raw.spec.0.as_ref())
-                    && let Some(vault) = spec.vault.0.as_ref()
-                {
-                    self.vaults.push(Seen {
-                        name: format!("{}/{}", p.spec.vault.mount, p.spec.vault.path),
-                        file: file.clone(),
-                        pos: vault.value.path.pos,
-                        path: vault.value.path.path.clone(),
-                    });
-                }
+                None
             }
-            if let (Some(p), Some(spec)) = (&policy, raw.as_ref().and_then(|r| r.spec.0.as_ref())) {
-                for c in spec.cascade.iter().flatten() {
-                    self.cascades.push((
-                        p.name.clone(),
-                        Seen {
-                            name: c.value.clone(),
-                            file: file.clone(),
-                            pos: c.pos,
-                            path: c.path.clone(),
-                        },
-                    ));
-                }
-            }
-            if doc_errors.is_empty() {
-                self.policies.extend(policy);
-            }
-            self.errors.extend(
-                doc_errors
-                    .into_iter()
-                    .filter(|e| !e.reported)
-                    .map(|e| to_policy_error(&file, e)),
-            );
+        };
+        let mut policy = None;
+        if let Some(raw) = &raw {
+            let mut v = Validator::default();
+            policy = validate_policy(raw, source, &mut v);
+            doc_errors.extend(v.errors);
+            self.seen(source, raw, policy.as_ref());
+        }
+        if doc_errors.is_empty() {
+            self.policies.extend(policy);
+        }
+        self.errors.extend(
+            doc_errors
+                .into_iter()
+                .filter(|e| !e.reported)
+                .map(|e| to_policy_error(source, e, positioned)),
+        );
+    }
+
+    /// Records where a document's name, Vault location and cascades were written.
+    fn seen(&mut self, source: &Path, raw: &RawPolicy, policy: Option<&ValidatedPolicy>) {
+        let at = |name: String, l: &Located<String>| Seen {
+            name,
+            file: source.to_path_buf(),
+            pos: l.pos,
+            path: l.path.clone(),
+            namespace: raw
+                .metadata
+                .0
+                .as_ref()
+                .and_then(|m| m.value.namespace.as_ref())
+                .map(|n| n.value.clone()),
+        };
+        if let Some(m) = raw.metadata.0.as_ref() {
+            self.names
+                .push(at(m.value.name.value.clone(), &m.value.name));
+        }
+        let (Some(p), Some(spec)) = (policy, raw.spec.0.as_ref()) else {
+            return;
+        };
+        if let Some(vault) = spec.vault.0.as_ref() {
+            let location = format!("{}/{}", p.spec.vault.mount, p.spec.vault.path);
+            self.vaults.push(at(location, &vault.value.path));
+        }
+        for c in spec.cascade.iter().flatten() {
+            self.cascades.push((p.name.clone(), at(c.value.clone(), c)));
+        }
+    }
+
+    /// Validates RotationPolicy resources read from a cluster, each named by its
+    /// `namespace/name`.
+    fn resources(&mut self, resources: &[RotationPolicy]) {
+        for r in resources {
+            let root = Node::from_json(&r.loader_document());
+            self.document(Path::new(&r.source()), &root, false);
         }
     }
 
@@ -310,18 +356,27 @@ fn load_parallel(sources: Vec<Source>) -> Vec<Loaded> {
     })
 }
 
-/// Loads already-read sources.
+/// Validates RotationPolicy resources alone (see [`RotationPolicy::validate`]).
+pub(crate) fn load_resources(resources: &[RotationPolicy]) -> Result<PolicySet, LoadErrors> {
+    load_sources(Vec::new(), resources)
+}
+
+/// Loads already-read sources and resources read from a cluster.
 pub(crate) fn load_sources(
     sources: Vec<(PathBuf, std::io::Result<String>)>,
+    resources: &[RotationPolicy],
 ) -> Result<PolicySet, LoadErrors> {
     // Most files hold one policy: room for all up front saves copying them as it grows.
     let mut all = Loaded {
         policies: Vec::with_capacity(sources.len()),
         ..Loaded::default()
     };
-    for part in load_parallel(sources) {
-        all.append(part);
+    if !sources.is_empty() {
+        for part in load_parallel(sources) {
+            all.append(part);
+        }
     }
+    all.resources(resources);
     let Loaded {
         mut errors,
         policies,
@@ -332,7 +387,7 @@ pub(crate) fn load_sources(
     errors.extend(clashes(
         &names,
         "policy name",
-        "names are unique across all files",
+        "names are unique across all files and resources (a resource's policy name is its `metadata.name`, whatever its namespace)",
     ));
     errors.extend(clashes(
         &vaults,
@@ -418,7 +473,7 @@ fn clashes(seen: &[Seen], what: &str, rule: &str) -> Vec<PolicyError> {
             let others: Vec<String> = places
                 .iter()
                 .filter(|o| !std::ptr::eq(**o, *here))
-                .map(|o| format!("{}:{}:{}", o.file.display(), o.pos.line, o.pos.column))
+                .map(|o| o.place())
                 .collect();
             out.push(PolicyError {
                 file: here.file.clone(),
@@ -464,11 +519,11 @@ mod tests {
                 })
                 .collect()
         };
-        let set = load_sources(sources(false)).expect("valid");
+        let set = load_sources(sources(false), &[]).expect("valid");
         assert_eq!(set.len(), 600);
         assert!(set.names().eq((0..600).map(|i| format!("p{i:03}"))));
 
-        let errors = load_sources(sources(true)).expect_err("a clash").0;
+        let errors = load_sources(sources(true), &[]).expect_err("a clash").0;
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert_eq!(errors[0].file, PathBuf::from("p000.yaml"));
         assert!(

@@ -13,6 +13,8 @@
 //!   ([`ConsumerFacts`]: description, templates, target identity), and
 //!   [`ConsumerSpec`], the closed set.
 //! - [`Template`], [`PasswordGenerator`]: consumer templates and password generation.
+//! - [`resource`]: the `RotationPolicy` custom resource (its spec is a policy's
+//!   `spec`), its status and its CRD, whose schema is generated from `raw`.
 
 mod consumer;
 mod duration;
@@ -22,6 +24,7 @@ pub mod kinds;
 mod load;
 mod model;
 mod raw;
+pub mod resource;
 mod shared;
 mod template;
 mod validate;
@@ -40,18 +43,28 @@ pub use generator::{Alphabet, GeneratorError, PasswordGenerator};
 pub use kinds::*;
 pub use model::*;
 pub(crate) use raw::raw_mapping;
+pub use resource::RotationPolicy;
 pub use template::{Template, TemplateError};
 
 /// Loads and validates every policy under `paths` (files, or directories searched
-/// recursively for `*.yaml`/`*.yml`; a file may hold several `---` documents).
+/// recursively for `*.yaml`/`*.yml`; a file may hold several `---` documents, each a
+/// `rotor/v1` policy or a `rotor.dev/v1` RotationPolicy manifest).
 /// Never touches the network. Names must be unique across everything loaded.
 pub fn load_paths(paths: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
-    load::load_paths(paths)
+    load::load_paths(paths, &[])
+}
+
+/// [`load_paths`] plus RotationPolicy resources read from a cluster, validated the
+/// same way (errors name a resource's source as `namespace/name`). Names must be
+/// unique across files and resources: a clash is an error at each place, naming the
+/// others.
+pub fn load_all(paths: &[PathBuf], resources: &[RotationPolicy]) -> Result<PolicySet, LoadErrors> {
+    load::load_paths(paths, resources)
 }
 
 /// Loads policies from YAML text as if read from `file` (for tests and the API).
 pub fn load_str(file: &std::path::Path, text: &str) -> Result<PolicySet, LoadErrors> {
-    load::load_sources(vec![(file.to_path_buf(), Ok(text.to_owned()))])
+    load::load_sources(vec![(file.to_path_buf(), Ok(text.to_owned()))], &[])
 }
 
 /// A set of validated policies with unique names.

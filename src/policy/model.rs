@@ -11,6 +11,7 @@ use strum::{Display, IntoStaticStr};
 
 use super::consumer::ConsumerSpec;
 use super::kinds::CredentialSpec;
+use schemars::JsonSchema;
 
 /// One loaded, validated policy.
 #[derive(Debug, Clone)]
@@ -183,7 +184,16 @@ impl NotifyTarget {
 
 /// An event a webhook can be told about (`spec.notify[].events`).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, IntoStaticStr, Display,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    JsonSchema,
+    IntoStaticStr,
+    Display,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -272,7 +282,9 @@ impl fmt::Display for Window {
 }
 
 /// How a credential kind replaces the old credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, IntoStaticStr, Display)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, JsonSchema, IntoStaticStr, Display,
+)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum Strategy {

@@ -24,19 +24,39 @@ use super::yaml::{Checked, Located, ScalarText};
 /// shape. Optional fields are plain `Option`s, which serde's derive reads as `None`
 /// when the field is missing (no `#[serde(default)]` needed). The field order is the
 /// order listed in "unknown field" messages.
+///
+/// Policy mappings also derive `schemars::JsonSchema`: the RotationPolicy CRD's schema
+/// is generated from them ([`super::resource`]). `without_schema` leaves that out, for
+/// other files read the same way (the agent's auth configuration).
 macro_rules! raw_mapping {
-    ($expecting:tt, $(#[$meta:meta])* $vis:vis struct $name:ident { $($body:tt)* }) => {
+    (without_schema $expecting:tt, $(#[$meta:meta])* $vis:vis struct $name:ident { $($body:tt)* }) => {
         $(#[$meta])*
         #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase", expecting = $expecting)]
+        $vis struct $name { $($body)* }
+    };
+    ($expecting:tt, $(#[$meta:meta])* $vis:vis struct $name:ident { $($body:tt)* }) => {
+        $(#[$meta])*
+        #[derive(serde::Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields, rename_all = "camelCase", expecting = $expecting)]
         $vis struct $name { $($body)* }
     };
 }
 pub(crate) use raw_mapping;
 
-/// An integer with a custom "expected" text (`found a literal string, expected …`).
+/// An integer with a custom "expected" text (`found a literal string, expected …`)
+/// and, for the RotationPolicy schema, the bounds validation enforces (`min..=max`, or
+/// `min..` when there is no upper bound).
 macro_rules! raw_int {
-    ($name:ident, $expecting:literal) => {
+    ($name:ident, $expecting:literal, $min:literal ..= $max:literal) => {
+        $crate::policy::raw::raw_int!(@type $name, $expecting);
+        $crate::policy::resource::int_schema!($name, $min, Some($max));
+    };
+    ($name:ident, $expecting:literal, $min:literal ..) => {
+        $crate::policy::raw::raw_int!(@type $name, $expecting);
+        $crate::policy::resource::int_schema!($name, $min, None);
+    };
+    (@type $name:ident, $expecting:literal) => {
         #[derive(Clone, Copy)]
         pub(crate) struct $name(pub i128);
 
@@ -66,17 +86,20 @@ macro_rules! raw_int {
 
 pub(crate) use raw_int;
 
-raw_int!(RawApprovals, "a number of approvals (at least 1)");
+raw_int!(RawApprovals, "a number of approvals (at least 1)", 1..);
 
-/// `apiVersion`.
-#[derive(Deserialize)]
+/// `apiVersion`: a policy file's `rotor/v1`, or a RotationPolicy resource's
+/// `rotor.dev/v1` (a manifest beside the policy files, or an object in a cluster).
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) enum ApiVersion {
     #[serde(rename = "rotor/v1")]
     V1,
+    #[serde(rename = "rotor.dev/v1")]
+    Resource,
 }
 
 /// `kind`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) enum Kind {
     RotationPolicy,
 }
@@ -87,16 +110,19 @@ raw_mapping! {
     pub(crate) struct RawPolicy {
         pub api_version: Checked<ApiVersion>,
         pub kind: Checked<Kind>,
-        pub metadata: Checked<RawMetadata>,
+        pub metadata: Checked<Located<RawMetadata>>,
         pub spec: Checked<RawSpec>,
     }
 }
 
 raw_mapping! {
-    "a mapping {name, labels?}",
+    "a mapping {name, namespace?, labels?, annotations?}",
+    /// `metadata`; `namespace` only (and always) in a `rotor.dev/v1` resource.
     pub(crate) struct RawMetadata {
         pub name: Located<String>,
+        pub namespace: Option<Located<String>>,
         pub labels: Option<Located<BTreeMap<String, Located<String>>>>,
+        pub annotations: Option<Located<BTreeMap<String, Located<ScalarText>>>>,
     }
 }
 
@@ -195,11 +221,12 @@ raw_mapping! {
 // ---------------------------------------------------------------------------------------
 // Consumers
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(
     rename_all = "kebab-case",
     expecting = "a consumer mapping with a `type`"
 )]
+#[schemars(tag = "type")]
 pub(crate) enum RawConsumer {
     Kubernetes(RawKubernetes),
     Gitlab(RawGitlab),

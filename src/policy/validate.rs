@@ -408,8 +408,11 @@ pub(crate) fn validate_policy(
     v: &mut Validator,
 ) -> Option<ValidatedPolicy> {
     let metadata = raw.metadata.0.as_ref();
-    let name = metadata.and_then(|m| v.policy_name(&m.name));
-    let labels = metadata.map(|m| v.labels(m)).unwrap_or_default();
+    let name = metadata.and_then(|m| v.policy_name(&m.value.name));
+    let labels = metadata.map(|m| v.labels(&m.value)).unwrap_or_default();
+    if let (Some(api), Some(m)) = (raw.api_version.0.as_ref(), metadata) {
+        v.namespace(api, m);
+    }
 
     let spec = raw.spec.0.as_ref()?;
     let vault = spec.vault.0.as_ref().and_then(|l| {
@@ -484,7 +487,27 @@ impl Validator {
         )
     }
 
-    /// `metadata.labels`: the valid ones (each invalid one is reported).
+    /// `metadata.namespace`: required in a `rotor.dev/v1` resource (a namespaced
+    /// object), absent from a `rotor/v1` policy file.
+    fn namespace(&mut self, api: &ApiVersion, m: &Located<RawMetadata>) {
+        match (api, &m.value.namespace) {
+            (ApiVersion::Resource, None) => self.at(
+                m,
+                "found no `namespace`, expected `metadata.namespace`: a `rotor.dev/v1` RotationPolicy is a namespaced resource",
+            ),
+            (ApiVersion::Resource, Some(ns)) => {
+                self.accepted(ns, is_dns_label(&ns.value), "a namespace name (a DNS label)");
+            }
+            (ApiVersion::V1, Some(ns)) => self.at(
+                ns,
+                "found a `namespace` in a `rotor/v1` policy, expected none: only a `rotor.dev/v1` RotationPolicy resource has one",
+            ),
+            (ApiVersion::V1, None) => {}
+        }
+    }
+
+    /// `metadata.labels`: the valid ones (each invalid one, and each invalid
+    /// `metadata.annotations` key, is reported).
     fn labels(&mut self, metadata: &RawMetadata) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::new();
         for (key, value) in metadata.labels.iter().flat_map(|l| &l.value) {
@@ -504,6 +527,17 @@ impl Validator {
                 );
             } else {
                 labels.insert(key.clone(), value.value.clone());
+            }
+        }
+        for (key, value) in metadata.annotations.iter().flat_map(|a| &a.value) {
+            if !is_label_key(key) {
+                self.at(
+                    value,
+                    format!(
+                        "found annotation key `{}`, expected a Kubernetes annotation key",
+                        key.escape_debug()
+                    ),
+                );
             }
         }
         labels

@@ -106,6 +106,34 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The tree of a JSON value (a resource read from the API server): every node at
+    /// position 0:0, since there is no text to point into.
+    pub fn from_json(value: &serde_json::Value) -> Node {
+        use serde_json::Value as J;
+        let value = match value {
+            J::Null => Value::Scalar(String::new(), Scalar::Null),
+            J::Bool(b) => Value::Scalar(b.to_string(), Scalar::Bool(*b)),
+            J::Number(n) => match n.as_i64().map(i128::from).or(n.as_u64().map(i128::from)) {
+                Some(i) => Value::Scalar(n.to_string(), Scalar::Int(i)),
+                None => Value::Scalar(n.to_string(), Scalar::Float(n.as_f64().unwrap_or(f64::NAN))),
+            },
+            J::String(s) => Value::Scalar(s.clone(), Scalar::Str),
+            J::Array(items) => Value::Seq(items.iter().map(Node::from_json).collect()),
+            J::Object(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| (Node::from_json(&J::String(k.clone())), Node::from_json(v)))
+                    .collect(),
+            ),
+        };
+        Node {
+            pos: Pos::default(),
+            value,
+        }
+    }
+}
+
 /// A problem found while building the tree (syntax errors, duplicate keys, …).
 #[derive(Debug, Clone)]
 pub(crate) struct SyntaxError {

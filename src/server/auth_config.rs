@@ -249,14 +249,14 @@ pub struct AuthConfig {
 }
 
 raw_mapping! {
-    "a mapping with `identities`",
+    without_schema "a mapping with `identities`",
     struct RawConfig {
         identities: Located<Vec<Located<RawIdentity>>>,
     }
 }
 
 raw_mapping! {
-    "an identity: a mapping with `name`",
+    without_schema "an identity: a mapping with `name`",
     struct RawIdentity {
         name: Located<Text>,
         // Read as an untyped value and checked by hand (`reference`), so that a token
@@ -281,14 +281,14 @@ raw_mapping! {
 }
 
 raw_mapping! {
-    "a mapping with `serviceAccount`",
+    without_schema "a mapping with `serviceAccount`",
     struct RawKubernetes {
         service_account: Located<Text>,
     }
 }
 
 raw_mapping! {
-    "a mapping with `requests` and `per`",
+    without_schema "a mapping with `requests` and `per`",
     struct RawRateLimit {
         requests: Located<Count>,
         per: Located<Text>,

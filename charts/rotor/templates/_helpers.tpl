@@ -90,3 +90,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "rotor.auditClaim" -}}
 {{- default (printf "%s-audit" (include "rotor.fullname" .)) .Values.audit.persistence.existingClaim }}
 {{- end }}
+
+{{/*
+The rules for watching RotationPolicy resources: read and watch them, write their
+status (the status subresource only), and report Events (events.k8s.io; patch folds a
+repeat into a series).
+*/}}
+{{- define "rotor.policyResourceRules" -}}
+- apiGroups: ["rotor.dev"]
+  resources: ["rotationpolicies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["rotor.dev"]
+  resources: ["rotationpolicies/status"]
+  verbs: ["update", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

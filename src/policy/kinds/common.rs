@@ -14,10 +14,11 @@ use crate::policy::model::{Reference, Strategy};
 use crate::policy::raw::raw_int;
 use crate::policy::validate::{Validator, has_control, one_of};
 use crate::policy::yaml::{Checked, Located, ScalarText};
+use schemars::JsonSchema;
 
-raw_int!(RawPort, "a port number 1-65535");
-raw_int!(RawLength, "a password length 8-1024");
-raw_int!(RawMinCount, "a character count 0-1024");
+raw_int!(RawPort, "a port number 1-65535", 1..=65535);
+raw_int!(RawLength, "a password length 8-1024", 8..=1024);
+raw_int!(RawMinCount, "a character count 0-1024", 0..=1024);
 
 /// A kind's raw fields: its own (`{ ... }`, in YAML order), then `strategy`,
 /// `password` (with `generated`: kinds whose secret rotor generates) and `grace`,
@@ -116,7 +117,9 @@ pub struct Connection<Admin = Reference> {
 }
 
 /// `tls.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "kebab-case")]
 #[strum(serialize_all = "kebab-case")]
 pub enum TlsMode {

@@ -11,6 +11,7 @@ use crate::policy::raw::{RawReference, raw_mapping};
 use crate::policy::template::Template;
 use crate::policy::validate::Validator;
 use crate::policy::yaml::{Checked, Located};
+use schemars::JsonSchema;
 
 /// What `http-api-key` is, whatever a policy sets.
 pub(super) const FACTS: KindFacts = KindFacts {
@@ -105,7 +106,9 @@ pub struct HttpRequestSpec {
 }
 
 /// An HTTP method (written upper case in YAML).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "UPPERCASE")]
 #[strum(serialize_all = "UPPERCASE")]
 pub enum HttpMethod {

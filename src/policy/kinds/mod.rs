@@ -354,8 +354,9 @@ macro_rules! credential_kinds {
         }
 
         /// `spec.credential` as written; `NodeDe` reads it internally tagged by `type`.
-        #[derive(serde::Deserialize)]
+        #[derive(serde::Deserialize, schemars::JsonSchema)]
         #[serde(rename_all = "kebab-case", expecting = "a credential mapping with a `type`")]
+        #[schemars(tag = "type")]
         pub(crate) enum RawCredential {
             $($variant($module::$raw),)*
         }

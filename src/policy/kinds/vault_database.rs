@@ -10,6 +10,7 @@ use crate::policy::model::Strategy;
 use crate::policy::raw::raw_mapping;
 use crate::policy::validate::Validator;
 use crate::policy::yaml::Located;
+use schemars::JsonSchema;
 
 /// What `vault-database` is, whatever a policy sets.
 pub(super) const FACTS: KindFacts = KindFacts {
@@ -68,7 +69,9 @@ pub struct DatabaseProbe {
 }
 
 /// `probe.type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, strum::IntoStaticStr)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, JsonSchema, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum ProbeKind {

@@ -275,7 +275,7 @@ impl Loaded {
     /// `namespace/name`.
     fn resources(&mut self, resources: &[RotationPolicy]) {
         for r in resources {
-            let root = Node::from_json(&r.loader_document());
+            let root = Node::from_json(&r.document());
             self.document(Path::new(&r.source()), &root, false);
         }
     }

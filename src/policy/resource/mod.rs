@@ -106,8 +106,8 @@ impl RotationPolicy {
     }
 
     /// The resource as the policy document `rotor validate` reads (`apiVersion`,
-    /// `kind`, `metadata` {name, namespace, labels}, `spec`).
-    fn document(&self) -> serde_json::Value {
+    /// `kind`, `metadata` {name, namespace, labels}, `spec`): what the loader reads.
+    pub(crate) fn document(&self) -> serde_json::Value {
         let mut metadata = serde_json::Map::new();
         if let Some(name) = &self.metadata.name {
             metadata.insert("name".into(), name.clone().into());
@@ -143,16 +143,6 @@ impl RotationPolicy {
                 message: "found no policy, expected one".into(),
             }])
         })
-    }
-
-    /// The same as [`RotationPolicy::validate`] (the name the watcher may look for).
-    pub fn to_policy(&self) -> Result<ValidatedPolicy, LoadErrors> {
-        self.validate()
-    }
-
-    /// The JSON the loader reads for this resource.
-    pub(crate) fn loader_document(&self) -> serde_json::Value {
-        self.document()
     }
 }
 
